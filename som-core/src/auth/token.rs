@@ -1,0 +1,227 @@
+//! HS256 JWTs. Access and refresh tokens carry different `aud` and `typ` claims and each is
+//! decoded only with its own validation, so one can never be used as the other.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::UserId;
+use crate::error::{Error, Result};
+
+const ISSUER: &str = "som";
+const ACCESS_AUDIENCE: &str = "som-access";
+const REFRESH_AUDIENCE: &str = "som-refresh";
+/// Clock skew tolerated on `exp` and `iat`, in seconds.
+const LEEWAY_SECS: u64 = 5;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    sub: String,
+    exp: i64,
+    iat: i64,
+    jti: String,
+    typ: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fam: Option<String>,
+}
+
+/// A freshly issued access + refresh token pair.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPair {
+    /// Bearer token for API calls.
+    pub access: String,
+    /// Token to obtain the next pair; single use.
+    pub refresh: String,
+    /// Seconds until `access` expires.
+    pub access_expires_in: i64,
+    /// Seconds until `refresh` expires.
+    pub refresh_expires_in: i64,
+}
+
+impl fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenPair").field("access", &"<redacted>").field("refresh", &"<redacted>").finish()
+    }
+}
+
+/// What a verified refresh token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshClaims {
+    /// Whose token it is.
+    pub user_id: UserId,
+    /// This token's unique id.
+    pub jti: String,
+    /// The login session (token family) it belongs to.
+    pub family: String,
+}
+
+/// Signing keys and lifetimes.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+impl fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("secret", &"<redacted>")
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .finish()
+    }
+}
+
+impl TokenKeys {
+    /// Keys from a secret of at least 32 bytes.
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Result<Self> {
+        if secret.len() < 32 {
+            return Err(Error::invalid("SOM_JWT_SECRET", "must be at least 32 bytes"));
+        }
+        let bad = |e: jsonwebtoken::errors::Error| Error::Internal(format!("JWT key: {e}"));
+        Ok(TokenKeys {
+            encoding: EncodingKey::from_secret(secret).map_err(bad)?,
+            decoding: DecodingKey::from_secret(secret).map_err(bad)?,
+            access_ttl,
+            refresh_ttl,
+        })
+    }
+
+    /// Issues an access token and a refresh token (with id `refresh_jti` in `family`).
+    pub fn issue_pair(&self, user: UserId, family: &str, refresh_jti: &str, now: DateTime<Utc>) -> Result<TokenPair> {
+        let access = self.sign(Claims {
+            iss: ISSUER.into(),
+            aud: ACCESS_AUDIENCE.into(),
+            sub: user.to_string(),
+            exp: (now + self.access_ttl).timestamp(),
+            iat: now.timestamp(),
+            jti: crate::random_token(16),
+            typ: "access".into(),
+            fam: None,
+        })?;
+        let refresh = self.sign(Claims {
+            iss: ISSUER.into(),
+            aud: REFRESH_AUDIENCE.into(),
+            sub: user.to_string(),
+            exp: (now + self.refresh_ttl).timestamp(),
+            iat: now.timestamp(),
+            jti: refresh_jti.into(),
+            typ: "refresh".into(),
+            fam: Some(family.into()),
+        })?;
+        Ok(TokenPair {
+            access,
+            refresh,
+            access_expires_in: self.access_ttl.num_seconds(),
+            refresh_expires_in: self.refresh_ttl.num_seconds(),
+        })
+    }
+
+    /// When a refresh token issued at `now` expires.
+    pub fn refresh_expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.refresh_ttl
+    }
+
+    /// The user of a valid, unexpired access token.
+    pub fn verify_access(&self, token: &str) -> Result<UserId> {
+        let claims = self.verify(token, ACCESS_AUDIENCE, "access")?;
+        parse_sub(&claims.sub)
+    }
+
+    /// The claims of a valid, unexpired refresh token (its single use is checked in storage).
+    pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims> {
+        let claims = self.verify(token, REFRESH_AUDIENCE, "refresh")?;
+        let family = claims.fam.ok_or_else(invalid_token)?;
+        Ok(RefreshClaims { user_id: parse_sub(&claims.sub)?, jti: claims.jti, family })
+    }
+
+    fn sign(&self, claims: Claims) -> Result<String> {
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| Error::Internal(format!("signing token: {e}")))
+    }
+
+    fn verify(&self, token: &str, audience: &str, typ: &str) -> Result<Claims> {
+        if token.len() > 4096 {
+            return Err(invalid_token());
+        }
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = LEEWAY_SECS;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.set_issuer(&[ISSUER]);
+        v.set_audience(&[audience]);
+        v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        let data = decode::<Claims>(token, &self.decoding, &v).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => Error::Unauthorized("token has expired".into()),
+            _ => invalid_token(),
+        })?;
+        let now = Utc::now().timestamp();
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+        if data.claims.typ != typ || data.claims.iat > now + leeway {
+            return Err(invalid_token());
+        }
+        Ok(data.claims)
+    }
+}
+
+fn invalid_token() -> Error {
+    Error::Unauthorized("token is invalid".into())
+}
+
+fn parse_sub(sub: &str) -> Result<UserId> {
+    sub.parse::<i64>().ok().filter(|id| *id > 0).map(UserId::new).ok_or_else(invalid_token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(&[7u8; 32], Duration::minutes(60), Duration::days(1)).unwrap()
+    }
+
+    #[test]
+    fn access_and_refresh_tokens_verify_only_as_their_own_kind() {
+        let k = keys();
+        let pair = k.issue_pair(UserId::new(9), "fam", "jti-1", Utc::now()).unwrap();
+        assert_eq!(k.verify_access(&pair.access).unwrap(), UserId::new(9));
+        let r = k.verify_refresh(&pair.refresh).unwrap();
+        assert_eq!((r.user_id, r.jti.as_str(), r.family.as_str()), (UserId::new(9), "jti-1", "fam"));
+        assert!(matches!(k.verify_access(&pair.refresh), Err(Error::Unauthorized(_))));
+        assert!(matches!(k.verify_refresh(&pair.access), Err(Error::Unauthorized(_))));
+    }
+
+    #[test]
+    fn expired_tampered_and_foreign_tokens_are_rejected() {
+        let k = keys();
+        let old = k.issue_pair(UserId::new(1), "f", "j", Utc::now() - Duration::days(2)).unwrap();
+        assert!(matches!(k.verify_access(&old.access), Err(Error::Unauthorized(m)) if m.contains("expired")));
+        assert!(k.verify_refresh(&old.refresh).is_err());
+        let pair = k.issue_pair(UserId::new(1), "f", "j", Utc::now()).unwrap();
+        let mut tampered = pair.access.clone();
+        tampered.pop();
+        assert!(k.verify_access(&tampered).is_err());
+        let other = TokenKeys::new(&[8u8; 32], Duration::minutes(1), Duration::minutes(1)).unwrap();
+        assert!(other.verify_access(&pair.access).is_err());
+        assert!(k.verify_access("").is_err());
+        assert!(k.verify_access(&"a".repeat(10_000)).is_err());
+    }
+
+    #[test]
+    fn just_expired_tokens_get_only_the_small_leeway() {
+        let k = TokenKeys::new(&[7u8; 32], Duration::seconds(60), Duration::days(1)).unwrap();
+        let pair = k.issue_pair(UserId::new(1), "f", "j", Utc::now() - Duration::seconds(80)).unwrap();
+        assert!(k.verify_access(&pair.access).is_err());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(TokenKeys::new(b"short", Duration::minutes(1), Duration::minutes(1)).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! One [`Config`], read from `SOM_*` environment variables. [`VARIABLES`] lists every variable
+//! with its default and meaning; the operator documentation is generated from it.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::domain::Currency;
+use crate::error::{Result, ValidationErrors};
+use crate::notify::DispatchConfig;
+
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One configuration variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigVar {
+    /// The environment variable.
+    pub name: &'static str,
+    /// Its default, as text ("" when unset by default).
+    pub default: &'static str,
+    /// What it does.
+    pub help: &'static str,
+}
+
+/// Every variable SOM reads, with its default and meaning.
+pub const VARIABLES: &[ConfigVar] = &[
+    ConfigVar {
+        name: "SOM_DATABASE_URL",
+        default: "sqlite://som.db",
+        help: "Database: sqlite://relative.db, sqlite:///absolute/path.db, sqlite::memory:, or postgres://user@host/db",
+    },
+    ConfigVar { name: "SOM_DATABASE_POOL_SIZE", default: "8", help: "Database connections (SQLite: reader connections)" },
+    ConfigVar {
+        name: "SOM_JWT_SECRET",
+        default: "",
+        help: "Token signing secret, at least 32 bytes; when unset a random one is generated once and kept in the database",
+    },
+    ConfigVar { name: "SOM_ACCESS_TOKEN_TTL", default: "60m", help: "Access token lifetime (s, m, h, d suffixes; bare number = seconds)" },
+    ConfigVar { name: "SOM_REFRESH_TOKEN_TTL", default: "1d", help: "Refresh token lifetime" },
+    ConfigVar { name: "SOM_CURRENCY", default: "USD", help: "Currency of orders that name none (ISO 4217)" },
+    ConfigVar { name: "SOM_NOTIFIER", default: "log", help: "Notification channels, comma-separated: log" },
+    ConfigVar { name: "SOM_SMTP_URL", default: "", help: "SMTP server for the smtp channel: smtp://user:pass@host:port or smtps://…" },
+    ConfigVar { name: "SOM_EMAIL_FROM", default: "SOM <no-reply@localhost>", help: "From address of notification emails" },
+    ConfigVar { name: "SOM_LISTEN", default: "127.0.0.1:8000", help: "Address som serve listens on" },
+    ConfigVar { name: "SOM_LOG", default: "info", help: "Log filter (tracing EnvFilter syntax, e.g. info,som_core=debug)" },
+    ConfigVar {
+        name: "SOM_AUTH_RATE_LIMIT",
+        default: "60",
+        help: "Requests per minute per client address on token/ and accounts/register/; 0 turns the limit off",
+    },
+    ConfigVar { name: "SOM_PASSWORD_HASH_CONCURRENCY", default: "2", help: "Password hashes computed at once (each uses ~19 MiB)" },
+    ConfigVar { name: "SOM_IDEMPOTENCY_TTL", default: "24h", help: "How long an idempotency key is remembered" },
+    ConfigVar { name: "SOM_OUTBOX_POLL_INTERVAL", default: "1s", help: "How often the dispatcher looks for due notifications when not woken" },
+    ConfigVar { name: "SOM_OUTBOX_BATCH_SIZE", default: "32", help: "Notifications claimed per dispatcher round" },
+    ConfigVar { name: "SOM_OUTBOX_LEASE", default: "60s", help: "How long a claimed notification is held before another dispatcher may take it" },
+    ConfigVar { name: "SOM_OUTBOX_BACKOFF_BASE", default: "1s", help: "Retry delay after the first failed delivery; doubles per failure" },
+    ConfigVar { name: "SOM_OUTBOX_BACKOFF_CAP", default: "10m", help: "Longest retry delay" },
+    ConfigVar { name: "SOM_OUTBOX_MAX_ATTEMPTS", default: "8", help: "Delivery attempts before a notification is dead-lettered" },
+    ConfigVar {
+        name: "SOM_MOCK_TRANSIENT_FAILURES",
+        default: "2",
+        help: "Confirmations of a mock_transient_error payment that fail before one succeeds",
+    },
+];
+
+/// Everything SOM can be configured with. Build it with [`Config::from_env`],
+/// [`Config::from_lookup`] or [`Config::default`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `SOM_DATABASE_URL`.
+    pub database_url: String,
+    /// `SOM_DATABASE_POOL_SIZE`.
+    pub database_pool_size: u32,
+    /// `SOM_JWT_SECRET`.
+    pub jwt_secret: Option<Secret>,
+    /// `SOM_ACCESS_TOKEN_TTL`.
+    pub access_token_ttl: Duration,
+    /// `SOM_REFRESH_TOKEN_TTL`.
+    pub refresh_token_ttl: Duration,
+    /// `SOM_CURRENCY`.
+    pub currency: Currency,
+    /// `SOM_NOTIFIER`.
+    pub notifiers: Vec<String>,
+    /// `SOM_SMTP_URL`.
+    pub smtp_url: Option<Secret>,
+    /// `SOM_EMAIL_FROM`.
+    pub email_from: String,
+    /// `SOM_LISTEN`.
+    pub listen: String,
+    /// `SOM_LOG`.
+    pub log: String,
+    /// `SOM_AUTH_RATE_LIMIT`.
+    pub auth_rate_limit: u32,
+    /// `SOM_PASSWORD_HASH_CONCURRENCY`.
+    pub password_hash_concurrency: usize,
+    /// `SOM_IDEMPOTENCY_TTL`.
+    pub idempotency_ttl: Duration,
+    /// `SOM_OUTBOX_*`.
+    pub outbox: DispatchConfig,
+    /// `SOM_MOCK_TRANSIENT_FAILURES`.
+    pub mock_transient_failures: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Every default parses; an empty lookup cannot fail.
+        Config::from_lookup(|_| None).unwrap_or_else(|_| unreachable_defaults())
+    }
+}
+
+fn unreachable_defaults() -> Config {
+    Config {
+        database_url: "sqlite://som.db".into(),
+        database_pool_size: 8,
+        jwt_secret: None,
+        access_token_ttl: Duration::from_secs(3600),
+        refresh_token_ttl: Duration::from_secs(86_400),
+        currency: Currency::USD,
+        notifiers: vec!["log".into()],
+        smtp_url: None,
+        email_from: "SOM <no-reply@localhost>".into(),
+        listen: "127.0.0.1:8000".into(),
+        log: "info".into(),
+        auth_rate_limit: 60,
+        password_hash_concurrency: 2,
+        idempotency_ttl: Duration::from_secs(86_400),
+        outbox: DispatchConfig::default(),
+        mock_transient_failures: 2,
+    }
+}
+
+/// Parses `90`, `90s`, `15m`, `2h`, `1d`, `250ms`.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    match unit.trim() {
+        "" | "s" => secs(1),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Reads the process environment (a `.env` file is the front end's business).
+    pub fn from_env() -> Result<Config> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`; unset or empty variables take their defaults. Every
+    /// invalid variable is reported by name.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut errors = ValidationErrors::new();
+        let get = |name: &str| -> String {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| VARIABLES.iter().find(|v| v.name == name).map(|v| v.default.to_owned()))
+                .unwrap_or_default()
+        };
+        let mut duration = |name: &str| {
+            let raw = get(name);
+            parse_duration(&raw).unwrap_or_else(|| {
+                errors.add(name, "must be a duration such as 90s, 15m, 2h or 1d");
+                Duration::ZERO
+            })
+        };
+        let access_token_ttl = duration("SOM_ACCESS_TOKEN_TTL");
+        let refresh_token_ttl = duration("SOM_REFRESH_TOKEN_TTL");
+        let idempotency_ttl = duration("SOM_IDEMPOTENCY_TTL");
+        let poll_interval = duration("SOM_OUTBOX_POLL_INTERVAL");
+        let lease = duration("SOM_OUTBOX_LEASE");
+        let backoff_base = duration("SOM_OUTBOX_BACKOFF_BASE");
+        let backoff_cap = duration("SOM_OUTBOX_BACKOFF_CAP");
+        let mut number = |name: &str, min: u64| -> u64 {
+            match get(name).trim().parse::<u64>() {
+                Ok(n) if n >= min && n <= u64::from(u32::MAX) => n,
+                _ => {
+                    errors.add(name, format!("must be a whole number of at least {min}"));
+                    min
+                }
+            }
+        };
+        let database_pool_size = number("SOM_DATABASE_POOL_SIZE", 1);
+        let auth_rate_limit = number("SOM_AUTH_RATE_LIMIT", 0);
+        let password_hash_concurrency = number("SOM_PASSWORD_HASH_CONCURRENCY", 1);
+        let batch_size = number("SOM_OUTBOX_BATCH_SIZE", 1);
+        let max_attempts = number("SOM_OUTBOX_MAX_ATTEMPTS", 1);
+        let mock_transient_failures = number("SOM_MOCK_TRANSIENT_FAILURES", 0);
+        let currency = Currency::parse(&get("SOM_CURRENCY")).unwrap_or_else(|e| {
+            errors.add("SOM_CURRENCY", e.to_string());
+            Currency::USD
+        });
+        let notifiers: Vec<String> =
+            get("SOM_NOTIFIER").split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
+        if notifiers.is_empty() {
+            errors.add("SOM_NOTIFIER", "must name at least one channel");
+        }
+        let jwt_secret = lookup("SOM_JWT_SECRET").filter(|s| !s.is_empty());
+        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            errors.add("SOM_JWT_SECRET", "must be at least 32 bytes");
+        }
+        let database_url = get("SOM_DATABASE_URL");
+        errors.into_result()?;
+        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Config {
+            database_url,
+            database_pool_size: small(database_pool_size),
+            jwt_secret: jwt_secret.map(Secret),
+            access_token_ttl,
+            refresh_token_ttl,
+            currency,
+            notifiers,
+            smtp_url: lookup("SOM_SMTP_URL").filter(|s| !s.is_empty()).map(Secret),
+            email_from: get("SOM_EMAIL_FROM"),
+            listen: get("SOM_LISTEN"),
+            log: get("SOM_LOG"),
+            auth_rate_limit: small(auth_rate_limit),
+            password_hash_concurrency: usize::try_from(password_hash_concurrency).unwrap_or(1),
+            idempotency_ttl,
+            outbox: DispatchConfig {
+                batch_size: small(batch_size),
+                lease,
+                poll_interval,
+                backoff_base,
+                backoff_cap,
+                max_attempts: small(max_attempts),
+            },
+            mock_transient_failures: small(mock_transient_failures),
+        })
+    }
+
+    /// The database URL with any password replaced by `***`, for logs and messages.
+    pub fn redacted_database_url(&self) -> String {
+        redact_url(&self.database_url)
+    }
+}
+
+/// `scheme://user:***@host/…` for a URL with a password; other URLs unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.database_url, "sqlite://som.db");
+        assert_eq!(c.access_token_ttl, Duration::from_secs(3600));
+        assert_eq!(c.refresh_token_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.listen, "127.0.0.1:8000");
+        assert_eq!(c.auth_rate_limit, 60);
+        assert_eq!(c.notifiers, vec!["log"]);
+        assert!(c.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn every_bad_variable_is_named() {
+        let err = with(&[("SOM_ACCESS_TOKEN_TTL", "soon"), ("SOM_CURRENCY", "XYZ"), ("SOM_JWT_SECRET", "short")])
+            .err()
+            .and_then(|e| e.validation_errors().cloned())
+            .unwrap_or_default();
+        let names: Vec<&str> = err.fields().keys().map(String::as_str).collect();
+        assert_eq!(names, vec!["SOM_ACCESS_TOKEN_TTL", "SOM_CURRENCY", "SOM_JWT_SECRET"]);
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn secrets_and_passwords_in_urls_are_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "<redacted>");
+        assert_eq!(redact_url("postgres://som:pw@db:5432/som"), "postgres://som:***@db:5432/som");
+        assert_eq!(redact_url("sqlite://som.db"), "sqlite://som.db");
+    }
+}

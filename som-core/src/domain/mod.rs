@@ -1,0 +1,21 @@
+//! Pure types and rules, no I/O: ids, money, accounts, orders, payments, events.
+//!
+//! Every type here is valid by construction: a [`Money`] has an exact amount in a known
+//! currency, a [`NewOrder`] has checked items and a computed total, a [`Password`] passed the
+//! strength rules.
+
+mod caller;
+mod ids;
+mod money;
+mod notification;
+mod order;
+mod payment;
+mod user;
+
+pub use caller::Caller;
+pub use ids::{NotificationId, OrderId, PaymentId, UserId};
+pub use money::{Currency, Money, MoneyError};
+pub use notification::{EventKind, Message, MessageItem};
+pub use order::{Actor, IllegalTransition, ItemInput, NewOrder, Order, OrderEvent, OrderInput, OrderItem, OrderStatus};
+pub use payment::{Payment, PaymentStatus};
+pub use user::{Email, Password, User, Username};

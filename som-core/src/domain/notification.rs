@@ -1,0 +1,141 @@
+//! The events SOM tells people about, and the messages it writes for them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Order, OrderId, Payment, PaymentId, User, UserId};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An order was placed.
+    OrderCreated,
+    /// A payment succeeded and its order is paid.
+    PaymentSucceeded,
+    /// A payment was declined.
+    PaymentFailed,
+    /// An order was cancelled.
+    OrderCancelled,
+}
+
+impl EventKind {
+    /// The snake_case name used in storage, JSON and dedupe keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::OrderCreated => "order_created",
+            EventKind::PaymentSucceeded => "payment_succeeded",
+            EventKind::PaymentFailed => "payment_failed",
+            EventKind::OrderCancelled => "order_cancelled",
+        }
+    }
+
+    /// Parses a name as written by [`EventKind::as_str`].
+    pub fn parse(raw: &str) -> Option<EventKind> {
+        [EventKind::OrderCreated, EventKind::PaymentSucceeded, EventKind::PaymentFailed, EventKind::OrderCancelled]
+            .into_iter()
+            .find(|k| k.as_str() == raw)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An item line as it appears in a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageItem {
+    /// Item name.
+    pub name: String,
+    /// How many.
+    pub quantity: i64,
+    /// Unit price, with the currency's digits.
+    pub price: String,
+}
+
+/// Everything a notifier needs to tell the user about one event; stored as the outbox payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// What happened.
+    pub kind: EventKind,
+    /// The user it concerns.
+    pub user_id: UserId,
+    /// Their username.
+    pub username: String,
+    /// Their email, when they have one.
+    pub email: Option<String>,
+    /// The order.
+    pub order_id: OrderId,
+    /// The payment, for payment events.
+    pub payment_id: Option<PaymentId>,
+    /// The amount, with the currency's digits.
+    pub amount: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The order's items.
+    pub items: Vec<MessageItem>,
+    /// Why, for failures and cancellations.
+    pub reason: Option<String>,
+    /// One-line subject.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+}
+
+impl Message {
+    /// The message for `kind` about `order` (and `payment` when there is one).
+    pub fn new(kind: EventKind, user: &User, order: &Order, payment: Option<&Payment>, reason: Option<&str>) -> Message {
+        let amount = payment.map_or(order.total, |p| p.amount);
+        let money = amount.to_string();
+        let id = order.id;
+        let (subject, text) = match kind {
+            EventKind::OrderCreated => (
+                "Order Created Successfully".to_owned(),
+                format!("Your order #{id} has been created successfully. Total amount: {money}."),
+            ),
+            EventKind::PaymentSucceeded => (
+                "Payment Successful".to_owned(),
+                format!("Payment for your order #{id} was successful. Amount paid: {money}."),
+            ),
+            EventKind::PaymentFailed => (
+                "Payment Failed".to_owned(),
+                format!(
+                    "Payment for your order #{id} of {money} failed: {}. You can try again.",
+                    reason.unwrap_or("declined")
+                ),
+            ),
+            EventKind::OrderCancelled => {
+                ("Order Cancelled".to_owned(), format!("Your order #{id} of {money} has been cancelled."))
+            }
+        };
+        Message {
+            kind,
+            user_id: user.id,
+            username: user.username.to_string(),
+            email: user.email.as_ref().map(ToString::to_string),
+            order_id: id,
+            payment_id: payment.map(|p| p.id),
+            amount: amount.amount_string(),
+            currency: amount.currency().code().to_owned(),
+            items: order
+                .items
+                .iter()
+                .map(|i| MessageItem { name: i.name.clone(), quantity: i.quantity, price: i.price.amount_string() })
+                .collect(),
+            reason: reason.map(str::to_owned),
+            subject,
+            text,
+        }
+    }
+
+    /// `kind:entity` — the same event always has the same key, so a re-delivery is recognisable.
+    pub fn dedupe_key(&self) -> String {
+        match (self.kind, self.payment_id) {
+            (EventKind::PaymentSucceeded | EventKind::PaymentFailed, Some(p)) => format!("{}:payment:{p}", self.kind),
+            _ => format!("{}:order:{}", self.kind, self.order_id),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Payments and their state machine.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Currency, Money, OrderId, PaymentId, UserId};
+
+/// Where a payment is in its life.
+///
+/// `PENDING → SUCCESS | FAILED | CANCELLED`, `SUCCESS → REFUNDED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// Initiated with the provider, awaiting confirmation.
+    Pending,
+    /// The provider captured the money; the order is paid.
+    Success,
+    /// The provider declined; a new attempt may be made.
+    Failed,
+    /// Voided because its order was cancelled.
+    Cancelled,
+    /// Returned to the payer.
+    Refunded,
+}
+
+impl PaymentStatus {
+    /// All statuses.
+    pub const ALL: [PaymentStatus; 5] = [
+        PaymentStatus::Pending,
+        PaymentStatus::Success,
+        PaymentStatus::Failed,
+        PaymentStatus::Cancelled,
+        PaymentStatus::Refunded,
+    ];
+
+    /// The upper-case name used in storage and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "PENDING",
+            PaymentStatus::Success => "SUCCESS",
+            PaymentStatus::Failed => "FAILED",
+            PaymentStatus::Cancelled => "CANCELLED",
+            PaymentStatus::Refunded => "REFUNDED",
+        }
+    }
+
+    /// Parses a status name, case-insensitively.
+    pub fn parse(raw: &str) -> Option<PaymentStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(raw.trim()))
+    }
+
+    /// True for PENDING and SUCCESS: at most one such payment exists per order.
+    pub fn is_live(self) -> bool {
+        matches!(self, PaymentStatus::Pending | PaymentStatus::Success)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored payment attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "PaymentWire", try_from = "PaymentWire")]
+pub struct Payment {
+    /// The payment id.
+    pub id: PaymentId,
+    /// The order it pays.
+    pub order_id: OrderId,
+    /// The order's owner.
+    pub user_id: UserId,
+    /// Which provider handled it (`mock`, `stripe`).
+    pub provider: String,
+    /// The provider's id for it (a PaymentIntent id, say).
+    pub provider_payment_id: String,
+    /// SOM's own unique reference for this attempt.
+    pub transaction_id: String,
+    /// The payment method asked for (`mock_success`, a card token).
+    pub method: String,
+    /// 1 for the first attempt on the order, 2 after one failure, …
+    pub attempt: u32,
+    /// Always the order's total.
+    pub amount: Money,
+    /// Where it is in its life.
+    pub status: PaymentStatus,
+    /// Why it failed, when it did.
+    pub failure_reason: Option<String>,
+    /// When it was initiated.
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PaymentWire {
+    id: PaymentId,
+    order: OrderId,
+    user: UserId,
+    provider: String,
+    transaction_id: String,
+    provider_payment_id: String,
+    method: String,
+    attempt: u32,
+    amount: String,
+    currency: Currency,
+    status: PaymentStatus,
+    failure_reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Payment> for PaymentWire {
+    fn from(p: Payment) -> Self {
+        PaymentWire {
+            id: p.id,
+            order: p.order_id,
+            user: p.user_id,
+            provider: p.provider,
+            transaction_id: p.transaction_id,
+            provider_payment_id: p.provider_payment_id,
+            method: p.method,
+            attempt: p.attempt,
+            amount: p.amount.amount_string(),
+            currency: p.amount.currency(),
+            status: p.status,
+            failure_reason: p.failure_reason,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+impl TryFrom<PaymentWire> for Payment {
+    type Error = super::MoneyError;
+    fn try_from(w: PaymentWire) -> Result<Self, Self::Error> {
+        Ok(Payment {
+            id: w.id,
+            order_id: w.order,
+            user_id: w.user,
+            provider: w.provider,
+            provider_payment_id: w.provider_payment_id,
+            transaction_id: w.transaction_id,
+            method: w.method,
+            attempt: w.attempt,
+            amount: Money::parse(&w.amount, w.currency)?,
+            status: w.status,
+            failure_reason: w.failure_reason,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pending_and_success_are_live() {
+        let live: Vec<_> = PaymentStatus::ALL.into_iter().filter(|s| s.is_live()).collect();
+        assert_eq!(live, vec![PaymentStatus::Pending, PaymentStatus::Success]);
+        assert_eq!(PaymentStatus::parse("success"), Some(PaymentStatus::Success));
+        assert_eq!(PaymentStatus::parse("paid"), None);
+    }
+
+    #[test]
+    fn payments_round_trip_through_json() {
+        let p = Payment {
+            id: PaymentId::new(3),
+            order_id: OrderId::new(1),
+            user_id: UserId::new(2),
+            provider: "mock".into(),
+            provider_payment_id: "mock_pi_1".into(),
+            transaction_id: "txn_1".into(),
+            method: "mock_success".into(),
+            attempt: 1,
+            amount: Money::from_minor(25000, Currency::USD),
+            status: PaymentStatus::Pending,
+            failure_reason: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["amount"], "250.00");
+        assert_eq!(json["order"], 1);
+        assert_eq!(serde_json::from_value::<Payment>(json).unwrap(), p);
+    }
+}

@@ -1,0 +1,89 @@
+//! # som-core
+//!
+//! Smart Order Management as a library: accounts with JWT sessions, orders with exact totals,
+//! payments through a replaceable provider, and notifications that cannot be lost (a
+//! transactional outbox). Everything goes through one facade, [`OrderSystem`].
+//!
+//! ```
+//! use som_core::{Config, OrderSystem, Registration};
+//! use som_core::domain::{ItemInput, OrderInput};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> som_core::Result<()> {
+//! let config = Config { database_url: "sqlite::memory:".into(), ..Config::default() };
+//! let som = OrderSystem::builder().config(config).build().await?;
+//!
+//! som.register(Registration {
+//!     username: "alice".into(),
+//!     email: Some("alice@example.com".into()),
+//!     password: "correct horse battery".into(),
+//! })
+//! .await?;
+//! let tokens = som.login("alice", "correct horse battery").await?;
+//! let alice = som.authenticate(&tokens.access).await?;
+//!
+//! let order = som
+//!     .create_order(
+//!         alice,
+//!         OrderInput {
+//!             items: vec![
+//!                 ItemInput { name: "Widget".into(), quantity: 2, price: "100.00".into() },
+//!                 ItemInput { name: "Gadget".into(), quantity: 1, price: "50.00".into() },
+//!             ],
+//!             currency: None,
+//!         },
+//!         None,
+//!     )
+//!     .await?;
+//! assert_eq!(order.total.to_string(), "250.00 USD");
+//!
+//! let payment = som.initiate_payment(alice, order.id, None, None).await?;
+//! let payment = som.confirm_payment(alice, payment.id, None).await?;
+//! assert_eq!(som.order(alice, order.id).await?.status.as_str(), "PAID");
+//! assert_eq!(som.dispatch_once().await?, 2); // order created + payment succeeded
+//! # let _ = payment;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A tour of the crate:
+
+/// Passwords (argon2id) and JWT access / refresh tokens.
+pub mod auth;
+/// Configuration from `SOM_*` environment variables.
+pub mod config;
+/// Pure domain types and rules: ids, money, users, orders, payments, events.
+pub mod domain;
+/// The one error type, with a kind for front ends.
+pub mod error;
+/// The Notifier trait, its implementations and the outbox dispatcher.
+pub mod notify;
+/// The PaymentProvider trait and the mock provider.
+pub mod payment;
+/// The Storage trait and its backends.
+pub mod storage;
+/// The OrderSystem facade.
+pub mod system;
+
+pub use auth::TokenPair;
+pub use config::Config;
+pub use domain::Caller;
+pub use error::{Error, ErrorKind, Result, ValidationErrors};
+pub use system::{OrderListQuery, OrderSystem, OrderSystemBuilder, Page, Registration};
+
+/// `bytes` random bytes from the OS generator, hex-encoded.
+pub(crate) fn random_token(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex(&buf)
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

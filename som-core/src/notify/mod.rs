@@ -1,0 +1,39 @@
+//! Notifications: the [`Notifier`] trait, its implementations, and the outbox [`Dispatcher`]
+//! that delivers what storage wrote in the same transaction as each change.
+
+mod log;
+pub mod outbox;
+#[cfg(any(test, feature = "test-support"))]
+mod recording;
+
+use async_trait::async_trait;
+
+pub use self::log::LogNotifier;
+pub use outbox::{DispatchConfig, Dispatcher, DispatcherHandle, backoff_delay};
+#[cfg(any(test, feature = "test-support"))]
+pub use recording::{Delivery, RecordingNotifier};
+
+/// What a notifier delivers: one outbox row.
+pub use crate::storage::OutboxEntry as Notification;
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth retrying later (connection refused, SMTP 4xx, HTTP 5xx, timeout).
+    #[error("{0}")]
+    Transient(String),
+    /// Will never succeed as it is (recipient rejected, HTTP 4xx): dead-lettered at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A delivery channel. Each channel has its own delivery state per event in the outbox.
+#[async_trait]
+pub trait Notifier: Send + Sync + std::fmt::Debug {
+    /// The channel name this notifier delivers (`log`, `smtp`, `webhook`).
+    fn channel(&self) -> &str;
+
+    /// Delivers one notification. Must be safe to call again for the same notification (the
+    /// outbox delivers at least once); [`Notification::dedupe_key`] identifies repeats.
+    async fn send(&self, notification: &Notification) -> Result<(), NotifyError>;
+}

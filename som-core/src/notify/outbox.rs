@@ -1,0 +1,203 @@
+//! The outbox dispatcher: claims due rows with a lease, delivers them, and marks them sent,
+//! reschedules them with exponential backoff and jitter, or dead-letters them.
+//!
+//! Rows are claimed, not locked: a dispatcher that dies mid-batch leaves its rows leased, and
+//! they become claimable again when the lease runs out. Delivery is therefore at least once;
+//! the dedupe key lets receivers recognise a repeat.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::{Notifier, NotifyError};
+use crate::error::Result;
+use crate::storage::DynStorage;
+
+/// How the dispatcher paces itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchConfig {
+    /// Rows claimed per round.
+    pub batch_size: u32,
+    /// How long a claim lasts before another dispatcher may take the row.
+    pub lease: Duration,
+    /// How often to look for rows written by other processes (or due for retry) when not woken.
+    pub poll_interval: Duration,
+    /// Delay after the first failure; doubles with each further failure.
+    pub backoff_base: Duration,
+    /// Longest delay between attempts.
+    pub backoff_cap: Duration,
+    /// Attempts before a row is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            batch_size: 32,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(600),
+            max_attempts: 8,
+        }
+    }
+}
+
+/// The delay before retrying after `attempts` failed attempts (1-based): "equal jitter", a
+/// uniformly random value in `[d/2, d]` where `d = min(cap, base × 2^(attempts-1))`. Delays
+/// never shrink from one attempt to the next while below the cap.
+pub fn backoff_delay(attempts: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = attempts.saturating_sub(1).min(31);
+    let full = base.saturating_mul(1u32 << exp).min(cap);
+    let half = full / 2;
+    let jitter_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    let jitter = if jitter_nanos == 0 { 0 } else { rand::random_range(0..=jitter_nanos) };
+    half + Duration::from_nanos(jitter)
+}
+
+/// Delivers outbox rows through the configured notifiers.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    storage: DynStorage,
+    notifiers: Arc<HashMap<String, Arc<dyn Notifier>>>,
+    config: DispatchConfig,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `storage`, delivering each row through the notifier of its channel.
+    pub fn new(storage: DynStorage, notifiers: &[Arc<dyn Notifier>], config: DispatchConfig) -> Self {
+        let notifiers = notifiers.iter().map(|n| (n.channel().to_owned(), Arc::clone(n))).collect();
+        Dispatcher { storage, notifiers: Arc::new(notifiers), config }
+    }
+
+    /// One round: claims up to a batch of due rows and delivers them one by one. Returns how
+    /// many rows it handled (delivered, rescheduled or dead-lettered). When `stop` turns true
+    /// mid-batch, the rows not yet attempted are released for others.
+    pub async fn run_once(&self, stop: Option<&watch::Receiver<bool>>) -> Result<usize> {
+        let token = crate::random_token(16);
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60));
+        let rows = self.storage.claim_notifications(now, now + lease, self.config.batch_size, &token).await?;
+        let mut handled = 0;
+        let mut rows = rows.into_iter();
+        for row in rows.by_ref() {
+            if stop.is_some_and(|s| *s.borrow()) {
+                self.storage.release_notification(row.id, &token).await?;
+                break;
+            }
+            let outcome = match self.notifiers.get(&row.channel) {
+                Some(n) => n.send(&row).await,
+                None => Err(NotifyError::Transient(format!("no notifier configured for channel {:?}", row.channel))),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.storage.mark_notification_sent(row.id, &token, Utc::now()).await?;
+                    tracing::debug!(id = %row.id, key = %row.dedupe_key, channel = %row.channel, "notification delivered");
+                }
+                Err(NotifyError::Transient(error)) if row.attempts < self.config.max_attempts => {
+                    let delay = backoff_delay(row.attempts, self.config.backoff_base, self.config.backoff_cap);
+                    let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+                    tracing::warn!(id = %row.id, attempts = row.attempts, ?delay, %error, "notification failed; will retry");
+                    self.storage.mark_notification_failed(row.id, &token, &error, Some(retry_at)).await?;
+                }
+                Err(NotifyError::Transient(error) | NotifyError::Permanent(error)) => {
+                    tracing::error!(id = %row.id, attempts = row.attempts, %error, "notification dead-lettered");
+                    self.storage.mark_notification_failed(row.id, &token, &error, None).await?;
+                }
+            }
+            handled += 1;
+        }
+        for rest in rows {
+            self.storage.release_notification(rest.id, &token).await?;
+        }
+        Ok(handled)
+    }
+
+    /// Runs rounds until stopped: immediately when `wake` is notified (after a commit that wrote
+    /// outbox rows), otherwise every poll interval. Also prunes expired idempotency keys.
+    pub fn spawn(self, wake: Arc<Notify>) -> DispatcherHandle {
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut last_prune = tokio::time::Instant::now();
+            loop {
+                if *stop_rx.borrow() {
+                    break;
+                }
+                match self.run_once(Some(&stop_rx)).await {
+                    Ok(n) if n > 0 => {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "outbox round failed"),
+                }
+                if last_prune.elapsed() > Duration::from_secs(60) {
+                    last_prune = tokio::time::Instant::now();
+                    if let Err(e) = self.storage.prune_idempotency(Utc::now()).await {
+                        tracing::warn!(error = %e, "pruning idempotency keys failed");
+                    }
+                }
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = stop_rx.changed() => {}
+                }
+            }
+        });
+        DispatcherHandle { stop: stop_tx, task: Some(task) }
+    }
+}
+
+/// A running dispatcher. [`DispatcherHandle::shutdown`] stops it gracefully; dropping the
+/// handle aborts it at once (its claimed rows come back when their lease expires).
+#[derive(Debug)]
+pub struct DispatcherHandle {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl DispatcherHandle {
+    /// Finishes the delivery in progress, releases the rest of the batch, and waits for the
+    /// dispatcher to stop.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "dispatcher task ended abnormally");
+        }
+    }
+}
+
+impl Drop for DispatcherHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_within_bounds_and_respects_the_cap() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        let mut previous_max = Duration::ZERO;
+        for attempt in 1..=10 {
+            let d = backoff_delay(attempt, base, cap);
+            let full = base.saturating_mul(1 << (attempt - 1)).min(cap);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} not in [{:?}, {full:?}]", full / 2);
+            assert!(full / 2 >= previous_max / 2);
+            previous_max = full;
+        }
+        assert!(backoff_delay(u32::MAX, base, cap) <= cap);
+        assert_eq!(backoff_delay(1, Duration::ZERO, cap), Duration::ZERO);
+    }
+}

@@ -1,0 +1,230 @@
+//! A deterministic payment provider for development, tests and demos.
+//!
+//! The payment method chooses the outcome, like a card processor's test cards:
+//! `mock_success` (the default), `mock_decline`, `mock_insufficient_funds`, and
+//! `mock_transient_error` (confirmation fails transiently a set number of times, then
+//! succeeds). The outcome is encoded in the provider payment id, so another process (the CLI
+//! confirming what the server initiated) gets the same answer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::{PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment};
+
+/// What the mock does with a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockOutcome {
+    /// Confirmation succeeds.
+    Success,
+    /// Confirmation is declined (`card_declined`).
+    Decline,
+    /// Confirmation is declined (`insufficient_funds`).
+    InsufficientFunds,
+    /// Confirmation fails transiently, then succeeds.
+    TransientError,
+}
+
+impl MockOutcome {
+    /// The payment method names, in the order of [`MockOutcome`]'s variants.
+    pub const METHODS: [&'static str; 4] = ["mock_success", "mock_decline", "mock_insufficient_funds", "mock_transient_error"];
+
+    /// The outcome a method name selects.
+    pub fn from_method(method: &str) -> Option<MockOutcome> {
+        match method {
+            "mock_success" => Some(MockOutcome::Success),
+            "mock_decline" => Some(MockOutcome::Decline),
+            "mock_insufficient_funds" => Some(MockOutcome::InsufficientFunds),
+            "mock_transient_error" => Some(MockOutcome::TransientError),
+            _ => None,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            MockOutcome::Success => "s",
+            MockOutcome::Decline => "d",
+            MockOutcome::InsufficientFunds => "i",
+            MockOutcome::TransientError => "t",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<MockOutcome> {
+        [MockOutcome::Success, MockOutcome::Decline, MockOutcome::InsufficientFunds, MockOutcome::TransientError]
+            .into_iter()
+            .find(|o| o.code() == code)
+    }
+}
+
+/// The mock provider. Counts its calls so tests can check how often SOM reached the provider.
+#[derive(Debug)]
+pub struct MockProvider {
+    transient_failures: u32,
+    failures_seen: Mutex<HashMap<String, u32>>,
+    scripted_initiate: Mutex<Vec<ProviderError>>,
+    scripted_confirm: Mutex<Vec<ProviderError>>,
+    initiate_calls: AtomicU64,
+    confirm_calls: AtomicU64,
+}
+
+impl Default for MockProvider {
+    fn default() -> Self {
+        MockProvider::new(2)
+    }
+}
+
+impl MockProvider {
+    /// A mock whose `mock_transient_error` payments fail `transient_failures` confirmations
+    /// (per payment, per process) before succeeding.
+    pub fn new(transient_failures: u32) -> Self {
+        MockProvider {
+            transient_failures,
+            failures_seen: Mutex::new(HashMap::new()),
+            scripted_initiate: Mutex::new(Vec::new()),
+            scripted_confirm: Mutex::new(Vec::new()),
+            initiate_calls: AtomicU64::new(0),
+            confirm_calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes the next `initiate` calls fail with these errors, in order, whatever the method.
+    pub fn script_initiate(&self, errors: impl IntoIterator<Item = ProviderError>) {
+        push_front(&mut lock(&self.scripted_initiate), errors);
+    }
+
+    /// Makes the next `confirm` calls fail with these errors, in order, whatever the method.
+    pub fn script_confirm(&self, errors: impl IntoIterator<Item = ProviderError>) {
+        push_front(&mut lock(&self.scripted_confirm), errors);
+    }
+
+    /// How many times `initiate` was called.
+    pub fn initiate_calls(&self) -> u64 {
+        self.initiate_calls.load(Ordering::SeqCst)
+    }
+
+    /// How many times `confirm` was called.
+    pub fn confirm_calls(&self) -> u64 {
+        self.confirm_calls.load(Ordering::SeqCst)
+    }
+}
+
+/// Queues `errors` to be popped (from the back) after everything already queued, first first.
+fn push_front(queue: &mut Vec<ProviderError>, errors: impl IntoIterator<Item = ProviderError>) {
+    let mut new: Vec<ProviderError> = errors.into_iter().collect();
+    new.reverse();
+    new.append(queue);
+    *queue = new;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[async_trait]
+impl PaymentProvider for MockProvider {
+    fn name(&self) -> &str {
+        "mock"
+    }
+
+    async fn initiate(&self, request: &PaymentRequest) -> Result<ProviderPayment, ProviderError> {
+        self.initiate_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = lock(&self.scripted_initiate).pop() {
+            return Err(e);
+        }
+        let outcome = MockOutcome::from_method(&request.method).ok_or_else(|| {
+            ProviderError::InvalidRequest(format!("unknown payment method; use one of {}", MockOutcome::METHODS.join(", ")))
+        })?;
+        // Derived from the idempotency key alone: the same key always yields the same payment.
+        Ok(ProviderPayment { provider_payment_id: format!("mock_pi_{}_{}", outcome.code(), request.idempotency_key) })
+    }
+
+    async fn confirm(&self, provider_payment_id: &str) -> Result<ProviderCapture, ProviderError> {
+        self.confirm_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = lock(&self.scripted_confirm).pop() {
+            return Err(e);
+        }
+        let outcome = provider_payment_id
+            .strip_prefix("mock_pi_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(code, _)| MockOutcome::from_code(code))
+            .ok_or_else(|| ProviderError::InvalidRequest("unknown mock payment".into()))?;
+        let capture = || Ok(ProviderCapture { capture_id: format!("mock_ch_{provider_payment_id}") });
+        match outcome {
+            MockOutcome::Success => capture(),
+            MockOutcome::Decline => {
+                Err(ProviderError::Declined { code: "card_declined".into(), message: "the card was declined".into() })
+            }
+            MockOutcome::InsufficientFunds => Err(ProviderError::Declined {
+                code: "insufficient_funds".into(),
+                message: "the card has insufficient funds".into(),
+            }),
+            MockOutcome::TransientError => {
+                let mut seen = lock(&self.failures_seen);
+                let count = seen.entry(provider_payment_id.to_owned()).or_insert(0);
+                if *count < self.transient_failures {
+                    *count += 1;
+                    Err(ProviderError::Transient("the mock processor timed out".into()))
+                } else {
+                    capture()
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Currency, Money, OrderId};
+
+    fn request(method: &str, key: &str) -> PaymentRequest {
+        PaymentRequest {
+            order_id: OrderId::new(1),
+            amount: Money::from_minor(100, Currency::USD),
+            attempt: 1,
+            idempotency_key: key.into(),
+            method: method.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_method_chooses_the_outcome() {
+        let mock = MockProvider::new(2);
+        let ok = mock.initiate(&request("mock_success", "k1")).await.unwrap();
+        assert!(mock.confirm(&ok.provider_payment_id).await.is_ok());
+        let declined = mock.initiate(&request("mock_decline", "k2")).await.unwrap();
+        assert!(matches!(mock.confirm(&declined.provider_payment_id).await, Err(ProviderError::Declined { code, .. }) if code == "card_declined"));
+        let poor = mock.initiate(&request("mock_insufficient_funds", "k3")).await.unwrap();
+        assert!(matches!(mock.confirm(&poor.provider_payment_id).await, Err(ProviderError::Declined { code, .. }) if code == "insufficient_funds"));
+        assert!(matches!(mock.initiate(&request("visa", "k4")).await, Err(ProviderError::InvalidRequest(_))));
+    }
+
+    #[tokio::test]
+    async fn transient_errors_clear_after_the_configured_count() {
+        let mock = MockProvider::new(2);
+        let p = mock.initiate(&request("mock_transient_error", "k")).await.unwrap();
+        assert!(matches!(mock.confirm(&p.provider_payment_id).await, Err(ProviderError::Transient(_))));
+        assert!(matches!(mock.confirm(&p.provider_payment_id).await, Err(ProviderError::Transient(_))));
+        assert!(mock.confirm(&p.provider_payment_id).await.is_ok());
+        assert_eq!(mock.confirm_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_same_idempotency_key_yields_the_same_payment() {
+        let mock = MockProvider::default();
+        let a = mock.initiate(&request("mock_success", "som-order-1-attempt-1")).await.unwrap();
+        let b = mock.initiate(&request("mock_success", "som-order-1-attempt-1")).await.unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[tokio::test]
+    async fn scripted_failures_come_first() {
+        let mock = MockProvider::default();
+        mock.script_confirm([ProviderError::Transient("one".into())]);
+        let p = mock.initiate(&request("mock_success", "k")).await.unwrap();
+        assert!(mock.confirm(&p.provider_payment_id).await.is_err());
+        assert!(mock.confirm(&p.provider_payment_id).await.is_ok());
+    }
+}

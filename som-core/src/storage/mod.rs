@@ -1,0 +1,451 @@
+//! The [`Storage`] trait: every method is one unit of atomicity ("insert this order with its
+//! items, its first audit event and its outbox rows"), never a bare table operation.
+//!
+//! Backends: [`sqlite`] (embedded default). The conformance suite in [`conformance`] (feature
+//! `test-support`) is written once and run against every backend.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    Actor, Email, EventKind, Message, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment,
+    PaymentId, User, UserId, Username,
+};
+use crate::error::{Error, Result};
+
+#[cfg(feature = "test-support")]
+pub mod conformance;
+pub mod sqlite;
+
+/// A user to insert.
+#[derive(Debug, Clone)]
+pub struct NewUserRecord {
+    /// Unique.
+    pub username: Username,
+    /// Unique case-insensitively, when present.
+    pub email: Option<Email>,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Staff flag.
+    pub is_staff: bool,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A refresh token to remember, so that it can be used once and its family revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    /// The token's unique id.
+    pub jti: String,
+    /// The login session it belongs to.
+    pub family: String,
+    /// Its user.
+    pub user_id: UserId,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What happened to a refresh token presented for rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// It was unused: it is now used and the new token is stored in its family.
+    Rotated,
+    /// It had been used before: the whole family is now revoked.
+    ReuseDetected,
+    /// Unknown, expired, revoked, or of another user.
+    Rejected,
+}
+
+/// Which orders to list, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderQuery {
+    /// Only this user's orders; all users' when `None`.
+    pub user_id: Option<UserId>,
+    /// Only orders in this status.
+    pub status: Option<OrderStatus>,
+    /// Only orders with an id below this one (the cursor).
+    pub before: Option<OrderId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A payment to insert after the provider accepted it.
+#[derive(Debug, Clone)]
+pub struct NewPaymentRecord {
+    /// The order it pays; must be CREATED.
+    pub order_id: OrderId,
+    /// The order's owner.
+    pub user_id: UserId,
+    /// Provider name.
+    pub provider: String,
+    /// The provider's id.
+    pub provider_payment_id: String,
+    /// SOM's unique reference.
+    pub transaction_id: String,
+    /// Payment method asked for.
+    pub method: String,
+    /// Attempt number on this order.
+    pub attempt: u32,
+    /// The order's total.
+    pub amount: crate::domain::Money,
+    /// Initiation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Result of inserting a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentInsert {
+    /// Inserted as PENDING.
+    Inserted(Payment),
+    /// The order already had a live (PENDING or SUCCESS) payment: that one.
+    Existing(Payment),
+    /// The order is no longer CREATED.
+    OrderNotPayable(OrderStatus),
+}
+
+/// How a PENDING payment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// Captured: payment SUCCESS and its order PAID, in one transaction.
+    Succeeded,
+    /// Declined: payment FAILED; the order stays CREATED.
+    Failed {
+        /// Why, in the provider's words.
+        reason: String,
+    },
+}
+
+/// A conditional update's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition<T> {
+    /// The precondition held and the change was made: the new value.
+    Applied(T),
+    /// The precondition did not hold; nothing changed: the current value.
+    NotApplied(T),
+}
+
+/// An outbox row to write in the same transaction as the change it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    /// Delivery channel (`log`, `smtp`, `webhook`); each has its own delivery state.
+    pub channel: String,
+    /// The message.
+    pub message: Message,
+}
+
+/// Builds the outbox rows for a change once the changed order is known.
+pub type OrderNotify = Box<dyn FnOnce(&Order) -> Vec<NewNotification> + Send>;
+/// Builds the outbox rows for a payment change once the order and payment are known.
+pub type PaymentNotify = Box<dyn FnOnce(&Order, &Payment) -> Vec<NewNotification> + Send>;
+
+/// Delivery state of an outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationStatus {
+    /// Waiting for (another) delivery attempt.
+    Pending,
+    /// Delivered.
+    Sent,
+    /// Given up on after the configured attempts or a permanent failure; an operator may
+    /// re-queue it.
+    Dead,
+}
+
+impl NotificationStatus {
+    /// All statuses.
+    pub const ALL: [NotificationStatus; 3] =
+        [NotificationStatus::Pending, NotificationStatus::Sent, NotificationStatus::Dead];
+
+    /// The lower-case name used in storage and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationStatus::Pending => "pending",
+            NotificationStatus::Sent => "sent",
+            NotificationStatus::Dead => "dead",
+        }
+    }
+
+    /// Parses a status name, case-insensitively.
+    pub fn parse(raw: &str) -> Option<NotificationStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(raw.trim()))
+    }
+}
+
+impl fmt::Display for NotificationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Row id.
+    pub id: NotificationId,
+    /// What happened.
+    pub kind: EventKind,
+    /// `kind:entity`; unique together with the channel.
+    pub dedupe_key: String,
+    /// Delivery channel.
+    pub channel: String,
+    /// Where it goes (an email address), when known.
+    pub recipient: Option<String>,
+    /// The message.
+    pub message: Message,
+    /// Delivery state.
+    pub status: NotificationStatus,
+    /// Delivery attempts started so far.
+    pub attempts: u32,
+    /// Not to be attempted before this time.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// The scope of one idempotency key: a caller, an operation and the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// Whose key (`user:7`, `system`).
+    pub scope: String,
+    /// Which operation (`create_order`).
+    pub operation: &'static str,
+    /// The caller's key, 1 to 255 characters.
+    pub key: String,
+}
+
+/// Result of starting an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// The key is new (or expired, or abandoned by a crashed request): proceed.
+    Started,
+    /// The same request completed before: its stored result (JSON).
+    Replay(String),
+    /// The key was used with a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+/// Where an idempotent request records its result: written in the same transaction as the
+/// effect, so that a replay sees the effect's result or nothing at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencySlot {
+    /// The key.
+    pub key: IdempotencyKey,
+}
+
+/// Persistence for everything SOM keeps. Implementations must be safe to share across tasks
+/// and must not block the async runtime.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// The schema version the database is at (migrations run when the storage is opened).
+    async fn schema_version(&self) -> Result<i64>;
+
+    /// `Ok` when the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// The value stored under `name`, or — if none yet — stores `candidate` and returns it.
+    /// Concurrent callers all get the same value.
+    async fn get_or_init_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>>;
+
+    /// Inserts a user. A validation error naming the field when the username or email is taken.
+    async fn insert_user(&self, user: NewUserRecord) -> Result<User>;
+
+    /// The user by id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>>;
+
+    /// The user by exact username.
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
+
+    /// The user and their password hash, for login.
+    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>>;
+
+    /// Users by ascending id, after `after`.
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>>;
+
+    /// Sets the staff flag; the updated user, or `None` if there is no such user.
+    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>>;
+
+    /// Remembers a newly issued refresh token (a login starts a new family).
+    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<()>;
+
+    /// Atomically uses `old_jti` (which must belong to `user_id` and `family`, be unexpired,
+    /// unused and unrevoked) and stores `new` in the same family. A second use of a token
+    /// revokes its whole family.
+    async fn rotate_refresh_token(
+        &self,
+        user_id: UserId,
+        family: &str,
+        old_jti: &str,
+        new: RefreshTokenRecord,
+        now: DateTime<Utc>,
+    ) -> Result<RotateOutcome>;
+
+    /// Inserts the order, its items, its creation event and its outbox rows in one
+    /// transaction, recording `idempotency`'s result in the same transaction.
+    async fn insert_order(
+        &self,
+        user_id: UserId,
+        actor: Actor,
+        order: NewOrder,
+        at: DateTime<Utc>,
+        notify: OrderNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Order>;
+
+    /// The order with its items.
+    async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>>;
+
+    /// Orders matching `query`, newest (highest id) first.
+    async fn list_orders(&self, query: OrderQuery) -> Result<Vec<Order>>;
+
+    /// The user's newest order.
+    async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>>;
+
+    /// The order's audit trail, oldest first.
+    async fn order_events(&self, id: OrderId) -> Result<Vec<OrderEvent>>;
+
+    /// `CREATED → CANCELLED` if the order is CREATED (a conditional update), voiding its PENDING
+    /// payment, recording the event and the outbox rows. `NotApplied` with the current order
+    /// otherwise; `NotFound` if there is no such order.
+    async fn cancel_order(
+        &self,
+        id: OrderId,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: OrderNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Order>>;
+
+    /// The order's PENDING or SUCCESS payment, if any.
+    async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>>;
+
+    /// How many payments (of any status) the order has had.
+    async fn payment_count(&self, order_id: OrderId) -> Result<u32>;
+
+    /// Inserts a PENDING payment if the order is CREATED and has no live payment (the database
+    /// enforces one live payment per order; a lost race returns the winner).
+    async fn insert_payment(&self, payment: NewPaymentRecord, idempotency: Option<IdempotencySlot>)
+    -> Result<PaymentInsert>;
+
+    /// The payment by id.
+    async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>>;
+
+    /// The order's payments, oldest first.
+    async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>>;
+
+    /// Ends a PENDING payment (conditional update). On success the order goes CREATED → PAID
+    /// with its event in the same transaction. Outbox rows and the idempotency result are
+    /// written in the same transaction. `NotApplied` with the current payment when it was not
+    /// PENDING.
+    async fn complete_payment(
+        &self,
+        id: PaymentId,
+        outcome: PaymentOutcome,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: PaymentNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Payment>>;
+
+    /// Claims up to `limit` due, unleased pending rows for `lease_until`, tagging them with
+    /// `claim_token` and counting an attempt on each.
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        claim_token: &str,
+    ) -> Result<Vec<OutboxEntry>>;
+
+    /// Marks a claimed row delivered. False if the claim was lost (lease expired and re-claimed).
+    async fn mark_notification_sent(&self, id: NotificationId, claim_token: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Records a failed attempt: pending again at `retry_at`, or dead when `retry_at` is `None`.
+    async fn mark_notification_failed(
+        &self,
+        id: NotificationId,
+        claim_token: &str,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<bool>;
+
+    /// Gives a claimed row back without counting the attempt (graceful shutdown).
+    async fn release_notification(&self, id: NotificationId, claim_token: &str) -> Result<bool>;
+
+    /// Outbox rows by ascending id after `after`, optionally of one status.
+    async fn list_notifications(
+        &self,
+        status: Option<NotificationStatus>,
+        after: Option<NotificationId>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>>;
+
+    /// Puts a dead row back to pending with zero attempts, due at `now`. `None` if there is no
+    /// such row; `NotApplied` if it was not dead.
+    async fn requeue_notification(&self, id: NotificationId, now: DateTime<Utc>)
+    -> Result<Option<Transition<OutboxEntry>>>;
+
+    /// Row counts per status.
+    async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>>;
+
+    /// Starts an idempotent request (see [`IdempotencyBegin`]). A key whose first request has
+    /// held it without finishing since before `stale_before` is taken over.
+    async fn begin_idempotency(
+        &self,
+        key: &IdempotencyKey,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<IdempotencyBegin>;
+
+    /// Records the result of a request that had no storage effect of its own (a replayed
+    /// lookup). No-op when the result was already recorded with the effect.
+    async fn finish_idempotency(&self, key: &IdempotencyKey, response: &str) -> Result<()>;
+
+    /// Forgets a key whose request failed before any effect, so that it may be retried.
+    async fn abandon_idempotency(&self, key: &IdempotencyKey) -> Result<()>;
+
+    /// Deletes keys expired before `now`; how many.
+    async fn prune_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
+}
+
+/// A shareable storage handle.
+pub type DynStorage = Arc<dyn Storage>;
+
+/// Opens the backend named by the URL scheme (`sqlite://…`, `sqlite::memory:`), running
+/// migrations. This is the one place that chooses a backend.
+pub async fn open(url: &str, pool_size: u32) -> Result<DynStorage> {
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(sqlite::SqliteStorage::open(url, pool_size).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(Error::invalid(
+            "SOM_DATABASE_URL",
+            "postgres URLs need a build with the PostgreSQL backend, which this build does not include",
+        ));
+    }
+    Err(Error::invalid("SOM_DATABASE_URL", "must start with sqlite:// or postgres://"))
+}
+
+/// The idempotency result written with an effect.
+pub(crate) fn response_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing idempotent response: {e}")))
+}
+
+/// Shared by backends: the outbox row's recipient for a message.
+pub(crate) fn recipient_of(n: &NewNotification) -> Option<String> {
+    n.message.email.clone()
+}

@@ -1,0 +1,775 @@
+//! [`OrderSystem`]: the facade every front end calls. Each method checks who is calling,
+//! validates its input, and performs one unit of work through the three traits.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, Weak};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::auth::{PasswordHasher, TokenKeys, TokenPair};
+use crate::config::Config;
+use crate::domain::{
+    Caller, Email, EventKind, Message, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderInput, OrderStatus,
+    Password, Payment, PaymentId, PaymentStatus, User, UserId, Username,
+};
+use crate::error::{Error, Result, ValidationErrors};
+use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier};
+use crate::payment::{MockProvider, PaymentProvider, PaymentRequest, ProviderError};
+use crate::storage::{
+    DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
+    NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify, PaymentOutcome,
+    RefreshTokenRecord, RotateOutcome, Transition,
+};
+
+/// Default and largest page sizes for order lists.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Largest page size for order lists.
+pub const MAX_PAGE_SIZE: u32 = 200;
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// A request holding an idempotency key this long without finishing is presumed dead.
+const IDEMPOTENCY_STALE_AFTER: chrono::Duration = chrono::Duration::seconds(120);
+
+/// What a new account is made of, as submitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Registration {
+    /// 1-150 characters: letters, digits, `@ . + - _`.
+    pub username: String,
+    /// Optional; must be a valid address when given (empty means none).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// At least 8 characters, not entirely numeric, not a common password.
+    #[serde(skip_serializing)]
+    pub password: String,
+}
+
+/// Which orders to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderListQuery {
+    /// Staff only: whose orders. Ignored for other users (they always see their own). The
+    /// system caller lists every user's orders when `None`.
+    pub user: Option<UserId>,
+    /// Only orders in this status.
+    pub status: Option<OrderStatus>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 200; 50 when `None`.
+    pub limit: Option<u32>,
+}
+
+/// One page of a list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Builds an [`OrderSystem`] from a [`Config`] and, optionally, explicit parts.
+#[derive(Debug, Default)]
+pub struct OrderSystemBuilder {
+    config: Option<Config>,
+    storage: Option<DynStorage>,
+    provider: Option<Arc<dyn PaymentProvider>>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+}
+
+impl OrderSystemBuilder {
+    /// Uses `config` (otherwise [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Uses this storage instead of opening `config.database_url`.
+    pub fn storage(mut self, storage: DynStorage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Uses this payment provider instead of the mock.
+    pub fn provider(mut self, provider: Arc<dyn PaymentProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Adds a notifier; when any is added, `config.notifiers` is ignored and exactly the added
+    /// notifiers' channels get outbox rows.
+    pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifiers.push(notifier);
+        self
+    }
+
+    /// Opens storage (running migrations), loads or creates the signing secret, and builds the
+    /// system.
+    pub async fn build(self) -> Result<OrderSystem> {
+        let config = self.config.unwrap_or_default();
+        let storage = match self.storage {
+            Some(s) => s,
+            None => crate::storage::open(&config.database_url, config.database_pool_size).await?,
+        };
+        let provider = self.provider.unwrap_or_else(|| Arc::new(MockProvider::new(config.mock_transient_failures)));
+        let notifiers = if self.notifiers.is_empty() { notifiers_from_config(&config)? } else { self.notifiers };
+        let secret = match &config.jwt_secret {
+            Some(s) => s.expose().as_bytes().to_vec(),
+            None => {
+                let candidate = crate::random_token(32).into_bytes();
+                storage.get_or_init_setting("jwt_secret", candidate).await?
+            }
+        };
+        let ttl = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let keys = TokenKeys::new(&secret, ttl(config.access_token_ttl), ttl(config.refresh_token_ttl))?;
+        let mut channels: Vec<String> = notifiers.iter().map(|n| n.channel().to_owned()).collect();
+        channels.dedup();
+        Ok(OrderSystem {
+            inner: Arc::new(Inner {
+                hasher: PasswordHasher::new(config.password_hash_concurrency),
+                storage,
+                provider,
+                notifiers,
+                channels,
+                keys,
+                config,
+                wake: Arc::new(Notify::new()),
+                order_locks: KeyedLocks::default(),
+                payment_locks: KeyedLocks::default(),
+            }),
+        })
+    }
+}
+
+fn notifiers_from_config(config: &Config) -> Result<Vec<Arc<dyn Notifier>>> {
+    config
+        .notifiers
+        .iter()
+        .map(|name| match name.as_str() {
+            "log" => Ok(Arc::new(LogNotifier) as Arc<dyn Notifier>),
+            other => Err(Error::invalid("SOM_NOTIFIER", format!("unknown notification channel {other:?}; available: log"))),
+        })
+        .collect()
+}
+
+/// The order system. Cheap to clone; all clones share storage, provider and notifiers.
+#[derive(Debug, Clone)]
+pub struct OrderSystem {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    storage: DynStorage,
+    provider: Arc<dyn PaymentProvider>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    channels: Vec<String>,
+    keys: TokenKeys,
+    hasher: PasswordHasher,
+    config: Config,
+    wake: Arc<Notify>,
+    order_locks: KeyedLocks<OrderId>,
+    payment_locks: KeyedLocks<PaymentId>,
+}
+
+/// In-process mutual exclusion per key, so concurrent calls on one order reach the provider
+/// once. Entries are dropped when no one holds them.
+#[derive(Debug)]
+struct KeyedLocks<K>(Mutex<HashMap<K, Weak<tokio::sync::Mutex<()>>>>);
+
+impl<K> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        KeyedLocks(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Hash + Eq + Copy> KeyedLocks<K> {
+    async fn lock(&self, key: K) -> tokio::sync::OwnedMutexGuard<()> {
+        let mutex = {
+            let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map.len() > 1024 {
+                map.retain(|_, w| w.strong_count() > 0);
+            }
+            match map.get(&key).and_then(Weak::upgrade) {
+                Some(m) => m,
+                None => {
+                    let m = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(key, Arc::downgrade(&m));
+                    m
+                }
+            }
+        };
+        mutex.lock_owned().await
+    }
+}
+
+fn provider_error(e: ProviderError) -> Error {
+    match e {
+        ProviderError::Declined { message, .. } => Error::PaymentDeclined(message),
+        ProviderError::InvalidRequest(message) => Error::invalid("method", message),
+        ProviderError::Transient(message) => {
+            tracing::warn!(%message, "payment provider failed transiently");
+            Error::Unavailable("payment provider".into())
+        }
+    }
+}
+
+fn request_hash<T: Serialize>(request: &T) -> Result<String> {
+    let bytes = serde_json::to_vec(request).map_err(|e| Error::Internal(format!("hashing request: {e}")))?;
+    Ok(crate::hex(&Sha256::digest(&bytes)))
+}
+
+fn not_found_order(id: OrderId) -> Error {
+    Error::NotFound(format!("order {id}"))
+}
+
+fn not_payable(id: OrderId, status: OrderStatus) -> Error {
+    match status {
+        OrderStatus::Paid => Error::Conflict(format!("order {id} is already paid")),
+        other => Error::Conflict(format!("order {id} is {other} and cannot be paid")),
+    }
+}
+
+impl OrderSystem {
+    /// Starts building a system.
+    pub fn builder() -> OrderSystemBuilder {
+        OrderSystemBuilder::default()
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The storage it uses.
+    pub fn storage(&self) -> &DynStorage {
+        &self.inner.storage
+    }
+
+    /// `Ok` when storage answers (for readiness checks).
+    pub async fn ping(&self) -> Result<()> {
+        self.inner.storage.ping().await
+    }
+
+    /// Now, to the microsecond (the precision every backend stores).
+    fn now() -> DateTime<Utc> {
+        let now = Utc::now();
+        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Accounts
+
+    /// Creates a (non-staff) account. Every invalid field is reported; a taken username or
+    /// email is a validation error on that field.
+    pub async fn register(&self, registration: Registration) -> Result<User> {
+        self.create_account(registration, false).await
+    }
+
+    /// Creates an account with the given staff flag. Staff callers only.
+    pub async fn create_user(&self, caller: Caller, registration: Registration, is_staff: bool) -> Result<User> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may create accounts with roles".into()));
+        }
+        self.create_account(registration, is_staff).await
+    }
+
+    async fn create_account(&self, r: Registration, is_staff: bool) -> Result<User> {
+        let mut errors = ValidationErrors::new();
+        let username = Username::parse(&r.username).map_err(|m| errors.add("username", m)).ok();
+        let email = match r.email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) => Email::parse(e).map_err(|m| errors.add("email", m)).ok(),
+        };
+        let password = Password::parse(&r.password, Some(&r.username)).map_err(|m| errors.add("password", m)).ok();
+        errors.into_result()?;
+        let (Some(username), Some(password)) = (username, password) else {
+            return Err(Error::Internal("validated registration lost a field".into()));
+        };
+        let password_hash = self.inner.hasher.hash(&password).await?;
+        self.inner
+            .storage
+            .insert_user(NewUserRecord { username, email, password_hash, is_staff, created_at: Self::now() })
+            .await
+    }
+
+    /// A new token pair for valid credentials. A wrong password and an unknown username give
+    /// the same error after the same work.
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair> {
+        let rejected = || Error::Unauthorized("no active account found with the given credentials".into());
+        let password = Password::for_login(password).ok_or_else(rejected)?;
+        let credentials = if username.len() <= Username::MAX_CHARS * 4 {
+            self.inner.storage.user_credentials(username).await?
+        } else {
+            None
+        };
+        let (user, hash) = match credentials {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        let ok = self.inner.hasher.verify(&password, hash).await?;
+        match user {
+            Some(user) if ok => self.start_session(user.id).await,
+            _ => Err(rejected()),
+        }
+    }
+
+    /// A token pair for `user` without a password: for operators scripting against the API.
+    /// Staff callers only.
+    pub async fn issue_tokens(&self, caller: Caller, user: UserId) -> Result<TokenPair> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may issue tokens for other users".into()));
+        }
+        self.inner.storage.user_by_id(user).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))?;
+        self.start_session(user).await
+    }
+
+    async fn start_session(&self, user: UserId) -> Result<TokenPair> {
+        let now = Self::now();
+        let (family, jti) = (crate::random_token(16), crate::random_token(16));
+        self.inner
+            .storage
+            .insert_refresh_token(RefreshTokenRecord {
+                jti: jti.clone(),
+                family: family.clone(),
+                user_id: user,
+                expires_at: self.inner.keys.refresh_expiry(now),
+            })
+            .await?;
+        self.inner.keys.issue_pair(user, &family, &jti, now)
+    }
+
+    /// Exchanges a refresh token for a new pair. Each refresh token works once; presenting a
+    /// used one revokes every token of that login.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
+        let claims = self.inner.keys.verify_refresh(refresh_token)?;
+        let now = Self::now();
+        let new_jti = crate::random_token(16);
+        let record = RefreshTokenRecord {
+            jti: new_jti.clone(),
+            family: claims.family.clone(),
+            user_id: claims.user_id,
+            expires_at: self.inner.keys.refresh_expiry(now),
+        };
+        match self.inner.storage.rotate_refresh_token(claims.user_id, &claims.family, &claims.jti, record, now).await? {
+            RotateOutcome::Rotated => self.inner.keys.issue_pair(claims.user_id, &claims.family, &new_jti, now),
+            RotateOutcome::ReuseDetected => {
+                tracing::warn!(user = %claims.user_id, "refresh token reused; session revoked");
+                Err(Error::Unauthorized("refresh token was already used; the session has been revoked".into()))
+            }
+            RotateOutcome::Rejected => Err(Error::Unauthorized("token is invalid".into())),
+        }
+    }
+
+    /// The caller an access token stands for (the account must still exist).
+    pub async fn authenticate(&self, access_token: &str) -> Result<Caller> {
+        let id = self.inner.keys.verify_access(access_token)?;
+        let user = self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::Unauthorized("token is invalid".into()))?;
+        Ok(Caller::User { id: user.id, is_staff: user.is_staff })
+    }
+
+    /// The caller's own account.
+    pub async fn profile(&self, caller: Caller) -> Result<User> {
+        let id = caller.user_id().ok_or_else(|| Error::NotFound("profile of the system caller".into()))?;
+        self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("user {id}")))
+    }
+
+    /// A user by id or exact username. Staff see anyone; users only themselves.
+    pub async fn find_user(&self, caller: Caller, id_or_username: &str) -> Result<User> {
+        let by_id = id_or_username.parse::<UserId>().ok();
+        let user = match by_id {
+            Some(id) => self.inner.storage.user_by_id(id).await?,
+            None => self.inner.storage.user_by_username(id_or_username).await?,
+        };
+        user.filter(|u| caller.can_access(u.id)).ok_or_else(|| Error::NotFound(format!("user {id_or_username}")))
+    }
+
+    /// Users by ascending id after `after`. Staff only.
+    pub async fn list_users(&self, caller: Caller, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may list users".into()));
+        }
+        self.inner.storage.list_users(after, limit.clamp(1, 1000)).await
+    }
+
+    /// Grants or revokes staff. Staff only.
+    pub async fn set_staff(&self, caller: Caller, user: UserId, is_staff: bool) -> Result<User> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may change roles".into()));
+        }
+        self.inner.storage.set_staff(user, is_staff).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Idempotency
+
+    /// Runs `run` at most once per (caller, operation, key): a repeat with the same request
+    /// gets the stored result, a repeat with another request `IdempotencyMismatch`, and a
+    /// repeat while the first runs `IdempotencyInProgress`.
+    async fn idempotent<T, R, F, Fut>(
+        &self,
+        caller: Caller,
+        operation: &'static str,
+        key: Option<&str>,
+        request: &R,
+        run: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize,
+        F: FnOnce(Option<IdempotencySlot>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let Some(key) = key else { return run(None).await };
+        if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "idempotency_key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters without control characters"),
+            ));
+        }
+        let key = IdempotencyKey { scope: caller.scope(), operation, key: key.to_owned() };
+        let hash = request_hash(request)?;
+        let now = Self::now();
+        let ttl = chrono::Duration::from_std(self.inner.config.idempotency_ttl).unwrap_or(chrono::Duration::days(1));
+        let storage = &self.inner.storage;
+        match storage.begin_idempotency(&key, &hash, now, now + ttl, now - IDEMPOTENCY_STALE_AFTER).await? {
+            IdempotencyBegin::Replay(json) => {
+                serde_json::from_str(&json).map_err(|e| Error::Internal(format!("stored idempotent response: {e}")))
+            }
+            IdempotencyBegin::Mismatch => Err(Error::IdempotencyMismatch),
+            IdempotencyBegin::InProgress => Err(Error::IdempotencyInProgress),
+            IdempotencyBegin::Started => {
+                let result = run(Some(IdempotencySlot { key: key.clone() })).await;
+                match &result {
+                    Ok(value) => storage.finish_idempotency(&key, &crate::storage::response_json(value)?).await?,
+                    Err(_) => {
+                        if let Err(e) = storage.abandon_idempotency(&key).await {
+                            tracing::warn!(error = %e, "could not release idempotency key");
+                        }
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Orders
+
+    fn order_notify(&self, kind: EventKind, owner: User) -> OrderNotify {
+        let channels = self.inner.channels.clone();
+        Box::new(move |order| {
+            channels
+                .iter()
+                .map(|channel| NewNotification {
+                    channel: channel.clone(),
+                    message: Message::new(kind, &owner, order, None, None),
+                })
+                .collect()
+        })
+    }
+
+    fn payment_notify(&self, kind: EventKind, owner: User, reason: Option<String>) -> PaymentNotify {
+        let channels = self.inner.channels.clone();
+        Box::new(move |order, payment| {
+            channels
+                .iter()
+                .map(|channel| NewNotification {
+                    channel: channel.clone(),
+                    message: Message::new(kind, &owner, order, Some(payment), reason.as_deref()),
+                })
+                .collect()
+        })
+    }
+
+    async fn owner(&self, id: UserId) -> Result<User> {
+        self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("user {id}")))
+    }
+
+    /// Places an order for the caller: items validated, total computed, the order, its audit
+    /// event and its order-created notifications written in one transaction.
+    pub async fn create_order(&self, caller: Caller, input: OrderInput, idempotency_key: Option<&str>) -> Result<Order> {
+        let owner = caller.user_id().ok_or_else(|| Error::invalid("user", "the system caller must name the order's owner"))?;
+        self.create_order_for(caller, owner, input, idempotency_key).await
+    }
+
+    /// Places an order for `owner`: the owner themself, or staff acting for them.
+    pub async fn create_order_for(
+        &self,
+        caller: Caller,
+        owner: UserId,
+        input: OrderInput,
+        idempotency_key: Option<&str>,
+    ) -> Result<Order> {
+        if !caller.can_access(owner) {
+            return Err(Error::Forbidden("only staff may place orders for other users".into()));
+        }
+        let new = NewOrder::parse(&input, self.inner.config.currency).map_err(Error::Validation)?;
+        let request = (owner, &input);
+        self.idempotent(caller, "create_order", idempotency_key, &request, |slot| async move {
+            let user = self.owner(owner).await?;
+            let notify = self.order_notify(EventKind::OrderCreated, user);
+            let order = self.inner.storage.insert_order(owner, caller.actor(), new, Self::now(), notify, slot).await?;
+            self.inner.wake.notify_one();
+            Ok(order)
+        })
+        .await
+    }
+
+    /// An order the caller may see (their own, or any for staff); `NotFound` otherwise.
+    pub async fn order(&self, caller: Caller, id: OrderId) -> Result<Order> {
+        let order = self.inner.storage.order_by_id(id).await?.ok_or_else(|| not_found_order(id))?;
+        if caller.can_access(order.user_id) { Ok(order) } else { Err(not_found_order(id)) }
+    }
+
+    /// A page of orders, newest first (see [`OrderListQuery`] for whose).
+    pub async fn list_orders(&self, caller: Caller, query: OrderListQuery) -> Result<Page<Order>> {
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+            return Err(Error::invalid("limit", format!("must be between 1 and {MAX_PAGE_SIZE}")));
+        }
+        let before = match query.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(c.parse::<OrderId>().map_err(|_| Error::invalid("cursor", "is not a valid cursor"))?),
+        };
+        let user_id = match caller {
+            Caller::User { id, is_staff } => Some(if is_staff { query.user.unwrap_or(id) } else { id }),
+            Caller::System => query.user,
+        };
+        let mut items = self
+            .inner
+            .storage
+            .list_orders(OrderQuery { user_id, status: query.status, before, limit: limit + 1 })
+            .await?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = if more { items.last().map(|o| o.id.to_string()) } else { None };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// The newest order of the caller (or, for staff, of `user`). `NotFound` when there is none.
+    pub async fn latest_order(&self, caller: Caller, user: Option<UserId>) -> Result<Order> {
+        let target = match caller {
+            Caller::User { id, is_staff } => if is_staff { user.unwrap_or(id) } else { id },
+            Caller::System => user.ok_or_else(|| Error::invalid("user", "is required"))?,
+        };
+        self.inner.storage.latest_order(target).await?.ok_or_else(|| Error::NotFound("order".into()))
+    }
+
+    /// The order's status changes, oldest first.
+    pub async fn order_history(&self, caller: Caller, id: OrderId) -> Result<Vec<OrderEvent>> {
+        self.order(caller, id).await?;
+        self.inner.storage.order_events(id).await
+    }
+
+    /// `CREATED → CANCELLED` (owner or staff), voiding a PENDING payment. `Conflict` from any
+    /// other status.
+    pub async fn cancel_order(&self, caller: Caller, id: OrderId, idempotency_key: Option<&str>) -> Result<Order> {
+        self.idempotent(caller, "cancel_order", idempotency_key, &id, |slot| async move {
+            let order = self.order(caller, id).await?;
+            order.status.cancel().map_err(|e| Error::Conflict(format!("order {id}: {e}")))?;
+            let _guard = self.inner.order_locks.lock(id).await;
+            let owner = self.owner(order.user_id).await?;
+            let notify = self.order_notify(EventKind::OrderCancelled, owner);
+            match self.inner.storage.cancel_order(id, caller.actor(), Self::now(), notify, slot).await? {
+                Transition::Applied(order) => {
+                    self.inner.wake.notify_one();
+                    Ok(order)
+                }
+                Transition::NotApplied(current) => Err(Error::Conflict(format!(
+                    "order {id}: {}",
+                    current.status.cancel().err().map_or_else(|| "changed concurrently".to_owned(), |e| e.to_string())
+                ))),
+            }
+        })
+        .await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Payments
+
+    /// Starts paying an order: returns its live (PENDING or SUCCESS) payment if there is one,
+    /// otherwise asks the provider (outside any transaction) and stores a PENDING payment.
+    /// `method` defaults to `mock_success`. `Conflict` when the order is not CREATED.
+    pub async fn initiate_payment(
+        &self,
+        caller: Caller,
+        order_id: OrderId,
+        method: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Payment> {
+        let method = method.map(str::trim).filter(|m| !m.is_empty()).unwrap_or("mock_success").to_owned();
+        if method.len() > 100 || method.chars().any(char::is_control) {
+            return Err(Error::invalid("method", "must be at most 100 characters without control characters"));
+        }
+        let request = (order_id, method.clone());
+        self.idempotent(caller, "initiate_payment", idempotency_key, &request, |slot| async move {
+            let order = self.order(caller, order_id).await?;
+            if order.status != OrderStatus::Created {
+                return Err(not_payable(order_id, order.status));
+            }
+            let _guard = self.inner.order_locks.lock(order_id).await;
+            let storage = &self.inner.storage;
+            if let Some(live) = storage.live_payment(order_id).await? {
+                return Ok(live);
+            }
+            let attempt = storage.payment_count(order_id).await?.saturating_add(1);
+            let request = PaymentRequest {
+                order_id,
+                amount: order.total,
+                attempt,
+                idempotency_key: format!("som-order-{order_id}-attempt-{attempt}"),
+                method: method.clone(),
+            };
+            let provided = self.inner.provider.initiate(&request).await.map_err(provider_error)?;
+            let record = NewPaymentRecord {
+                order_id,
+                user_id: order.user_id,
+                provider: self.inner.provider.name().to_owned(),
+                provider_payment_id: provided.provider_payment_id,
+                transaction_id: format!("txn_{}", crate::random_token(12)),
+                method,
+                attempt,
+                amount: order.total,
+                created_at: Self::now(),
+            };
+            match storage.insert_payment(record, slot).await? {
+                PaymentInsert::Inserted(p) | PaymentInsert::Existing(p) => Ok(p),
+                PaymentInsert::OrderNotPayable(status) => Err(not_payable(order_id, status)),
+            }
+        })
+        .await
+    }
+
+    /// A payment the caller may see.
+    pub async fn payment(&self, caller: Caller, id: PaymentId) -> Result<Payment> {
+        let payment =
+            self.inner.storage.payment_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
+        if caller.can_access(payment.user_id) { Ok(payment) } else { Err(Error::NotFound(format!("payment {id}"))) }
+    }
+
+    /// The payments made for an order the caller may see, oldest first.
+    pub async fn order_payments(&self, caller: Caller, order_id: OrderId) -> Result<Vec<Payment>> {
+        self.order(caller, order_id).await?;
+        self.inner.storage.payments_for_order(order_id).await
+    }
+
+    /// Captures a PENDING payment with the provider. Success: payment SUCCESS and order PAID in
+    /// one transaction, with the payment-succeeded notification. Declined: payment FAILED and
+    /// `PaymentDeclined` (the order stays payable). Transient provider failure: `Unavailable`,
+    /// nothing changed. Confirming a SUCCESS payment again returns it unchanged.
+    pub async fn confirm_payment(
+        &self,
+        caller: Caller,
+        id: PaymentId,
+        idempotency_key: Option<&str>,
+    ) -> Result<Payment> {
+        let payment = self
+            .idempotent(caller, "confirm_payment", idempotency_key, &id, |slot| self.confirm_inner(caller, id, slot))
+            .await?;
+        if payment.status == PaymentStatus::Failed {
+            return Err(Error::PaymentDeclined(payment.failure_reason.unwrap_or_else(|| "declined".into())));
+        }
+        Ok(payment)
+    }
+
+    async fn confirm_inner(&self, caller: Caller, id: PaymentId, slot: Option<IdempotencySlot>) -> Result<Payment> {
+        let first = self.payment(caller, id).await?;
+        let settled = |p: &Payment| -> Option<Result<Payment>> {
+            match p.status {
+                PaymentStatus::Pending => None,
+                PaymentStatus::Success => Some(Ok(p.clone())),
+                PaymentStatus::Failed => Some(Err(Error::Conflict(format!(
+                    "payment {id} was declined; initiate a new payment for order {}",
+                    p.order_id
+                )))),
+                other => Some(Err(Error::Conflict(format!("payment {id} is {other} and cannot be confirmed")))),
+            }
+        };
+        if let Some(done) = settled(&first) {
+            return done;
+        }
+        let _guard = self.inner.payment_locks.lock(id).await;
+        let payment = self.payment(caller, id).await?;
+        if let Some(done) = settled(&payment) {
+            return done;
+        }
+        let owner = self.owner(payment.user_id).await?;
+        let (outcome, notify) = match self.inner.provider.confirm(&payment.provider_payment_id).await {
+            Ok(_) => (PaymentOutcome::Succeeded, self.payment_notify(EventKind::PaymentSucceeded, owner, None)),
+            Err(ProviderError::Declined { message, .. }) => (
+                PaymentOutcome::Failed { reason: message.clone() },
+                self.payment_notify(EventKind::PaymentFailed, owner, Some(message)),
+            ),
+            Err(e) => return Err(provider_error(e)),
+        };
+        let actor = caller.actor();
+        match self.inner.storage.complete_payment(id, outcome.clone(), actor, Self::now(), notify, slot).await? {
+            Transition::Applied(p) => {
+                self.inner.wake.notify_one();
+                Ok(p)
+            }
+            Transition::NotApplied(current) => settled(&current).unwrap_or_else(|| {
+                Err(Error::Internal(format!("payment {id} stayed pending after a conditional update")))
+            }),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Notifications
+
+    /// Outbox rows by ascending id. Staff only.
+    pub async fn notifications(
+        &self,
+        caller: Caller,
+        status: Option<NotificationStatus>,
+        after: Option<NotificationId>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may list notifications".into()));
+        }
+        self.inner.storage.list_notifications(status, after, limit.clamp(1, 1000)).await
+    }
+
+    /// Re-queues a dead notification for delivery. Staff only; `Conflict` if it is not dead.
+    pub async fn retry_notification(&self, caller: Caller, id: NotificationId) -> Result<OutboxEntry> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may retry notifications".into()));
+        }
+        match self.inner.storage.requeue_notification(id, Self::now()).await? {
+            None => Err(Error::NotFound(format!("notification {id}"))),
+            Some(Transition::Applied(entry)) => {
+                self.inner.wake.notify_one();
+                Ok(entry)
+            }
+            Some(Transition::NotApplied(entry)) => {
+                Err(Error::Conflict(format!("notification {id} is {} and only dead ones can be retried", entry.status)))
+            }
+        }
+    }
+
+    /// Outbox row counts per status.
+    pub async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
+        self.inner.storage.notification_counts().await
+    }
+
+    fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(Arc::clone(&self.inner.storage), &self.inner.notifiers, self.inner.config.outbox.clone())
+    }
+
+    /// One claim-and-deliver round; how many notifications it handled.
+    pub async fn dispatch_once(&self) -> Result<usize> {
+        self.dispatcher().run_once(None).await
+    }
+
+    /// Runs the dispatcher on the current tokio runtime until the handle is shut down. It is
+    /// woken right after each commit that wrote notifications, and polls for the rest.
+    pub fn spawn_dispatcher(&self) -> DispatcherHandle {
+        self.dispatcher().spawn(Arc::clone(&self.inner.wake))
+    }
+}

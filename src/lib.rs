@@ -1,0 +1,1 @@
+//! Shared helpers for the workspace examples and end-to-end tests.
