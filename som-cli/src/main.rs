@@ -1,1 +1,181 @@
-fn main() {}
+//! `som`: the operator's command line over SOM, and the one binary that serves and works.
+//!
+//! Exit codes: 0 success, 1 the operation was rejected (not found, conflict, invalid input),
+//! 2 usage error, 3 storage or provider unavailable (retry later), 4 internal error.
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use som_core::{Config, ErrorKind, OrderSystem};
+
+/// Smart Order Management: orders, payments and notifications.
+#[derive(Debug, Parser)]
+#[command(name = "som", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Database URL: sqlite://file.db (default sqlite://som.db), sqlite:///abs/path.db, postgres://…
+    #[arg(long, env = "SOM_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Print one JSON document on stdout instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More logs on stderr (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Read environment variables from this file (default: .env in the working directory, if present).
+    #[arg(long, global = true, value_name = "PATH")]
+    config_env_file: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or upgrade the database schema and print its version.
+    Migrate,
+    /// Manage user accounts.
+    #[command(subcommand)]
+    Users(commands::users::Users),
+    /// Create, inspect and cancel orders.
+    #[command(subcommand)]
+    Orders(commands::orders::Orders),
+    /// Initiate, confirm and inspect payments.
+    #[command(subcommand)]
+    Pay(commands::pay::Pay),
+    /// Inspect and retry notifications in the outbox.
+    #[command(subcommand)]
+    Notifications(commands::notifications::Notifications),
+    /// Issue API tokens for scripting.
+    #[command(subcommand)]
+    Token(commands::token::Token),
+    /// Run the HTTP server with the notification dispatcher in-process.
+    Serve(commands::serve::Serve),
+    /// Run the notification dispatcher alone.
+    Worker(commands::worker::Worker),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What a command needs: the system and how to print.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The order system, opened on the configured database.
+    pub som: OrderSystem,
+    /// Output mode.
+    pub out: output::Output,
+}
+
+/// The env file named by `--config-env-file`, read before argument parsing so that its
+/// variables can fill `env`-backed options.
+fn load_env_file() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let named = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config-env-file=")
+            .map(str::to_owned)
+            .or_else(|| (a == "--config-env-file").then(|| args.get(i + 1).cloned()).flatten())
+    });
+    match named {
+        Some(path) => dotenvy::from_path(&path).map_err(|e| format!("reading {path}: {e}")),
+        None => {
+            if std::path::Path::new(".env").exists() {
+                dotenvy::dotenv().map_err(|e| format!("reading .env: {e}"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(cli: &Cli, config: &Config) {
+    let filter = if cli.quiet {
+        "error".to_owned()
+    } else {
+        match cli.verbose {
+            0 => config.log.clone(),
+            1 => "debug".to_owned(),
+            _ => "trace".to_owned(),
+        }
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Unavailable | ErrorKind::IdempotencyInProgress => 3,
+        ErrorKind::Internal => 4,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = load_env_file() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let (code, message) = match e.downcast_ref::<som_core::Error>() {
+                Some(core) => (exit_code(core.kind()), core.to_string()),
+                None => (1, format!("{e:#}")),
+            };
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::from_env()?;
+    if let Some(url) = &cli.database_url {
+        config.database_url.clone_from(url);
+    }
+    init_logging(&cli, &config);
+    let out = output::Output { json: cli.json, quiet: cli.quiet };
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "som", &mut std::io::stdout());
+        return Ok(());
+    }
+    let som = OrderSystem::builder().config(config).build().await?;
+    let ctx = Ctx { som, out };
+    match cli.command {
+        Command::Migrate => {
+            let version = ctx.som.storage().schema_version().await?;
+            let backend = ctx.som.storage().backend();
+            ctx.out.record(
+                &serde_json::json!({ "backend": backend, "schema_version": version }),
+                &[("backend", backend.to_owned()), ("schema version", version.to_string())],
+            )
+        }
+        Command::Users(c) => c.run(&ctx).await,
+        Command::Orders(c) => c.run(&ctx).await,
+        Command::Pay(c) => c.run(&ctx).await,
+        Command::Notifications(c) => c.run(&ctx).await,
+        Command::Token(c) => c.run(&ctx).await,
+        Command::Serve(c) => c.run(ctx).await,
+        Command::Worker(c) => c.run(&ctx).await,
+        Command::Completions { .. } => Ok(()),
+    }
+}

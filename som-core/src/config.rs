@@ -48,33 +48,89 @@ pub const VARIABLES: &[ConfigVar] = &[
         default: "sqlite://som.db",
         help: "Database: sqlite://relative.db, sqlite:///absolute/path.db, sqlite::memory:, or postgres://user@host/db",
     },
-    ConfigVar { name: "SOM_DATABASE_POOL_SIZE", default: "8", help: "Database connections (SQLite: reader connections)" },
+    ConfigVar {
+        name: "SOM_DATABASE_POOL_SIZE",
+        default: "8",
+        help: "Database connections (SQLite: reader connections)",
+    },
     ConfigVar {
         name: "SOM_JWT_SECRET",
         default: "",
         help: "Token signing secret, at least 32 bytes; when unset a random one is generated once and kept in the database",
     },
-    ConfigVar { name: "SOM_ACCESS_TOKEN_TTL", default: "60m", help: "Access token lifetime (s, m, h, d suffixes; bare number = seconds)" },
+    ConfigVar {
+        name: "SOM_ACCESS_TOKEN_TTL",
+        default: "60m",
+        help: "Access token lifetime (s, m, h, d suffixes; bare number = seconds)",
+    },
     ConfigVar { name: "SOM_REFRESH_TOKEN_TTL", default: "1d", help: "Refresh token lifetime" },
     ConfigVar { name: "SOM_CURRENCY", default: "USD", help: "Currency of orders that name none (ISO 4217)" },
     ConfigVar { name: "SOM_NOTIFIER", default: "log", help: "Notification channels, comma-separated: log" },
-    ConfigVar { name: "SOM_SMTP_URL", default: "", help: "SMTP server for the smtp channel: smtp://user:pass@host:port or smtps://…" },
-    ConfigVar { name: "SOM_EMAIL_FROM", default: "SOM <no-reply@localhost>", help: "From address of notification emails" },
+    ConfigVar {
+        name: "SOM_SMTP_URL",
+        default: "",
+        help: "SMTP server for the smtp channel: smtp://user:pass@host:port or smtps://…",
+    },
+    ConfigVar {
+        name: "SOM_EMAIL_FROM",
+        default: "SOM <no-reply@localhost>",
+        help: "From address of notification emails",
+    },
     ConfigVar { name: "SOM_LISTEN", default: "127.0.0.1:8000", help: "Address som serve listens on" },
-    ConfigVar { name: "SOM_LOG", default: "info", help: "Log filter (tracing EnvFilter syntax, e.g. info,som_core=debug)" },
+    ConfigVar { name: "SOM_BODY_LIMIT", default: "65536", help: "Largest accepted request body, in bytes" },
+    ConfigVar {
+        name: "SOM_REQUEST_TIMEOUT",
+        default: "30s",
+        help: "Longest time a request may take before it is answered 408",
+    },
+    ConfigVar {
+        name: "SOM_HEADER_READ_TIMEOUT",
+        default: "10s",
+        help: "Longest time a client may take to send its request headers (slow clients are disconnected)",
+    },
+    ConfigVar {
+        name: "SOM_CORS_ORIGINS",
+        default: "",
+        help: "Comma-separated origins allowed to call the API from browsers; empty turns CORS off",
+    },
+    ConfigVar {
+        name: "SOM_LOG",
+        default: "info",
+        help: "Log filter (tracing EnvFilter syntax, e.g. info,som_core=debug)",
+    },
     ConfigVar {
         name: "SOM_AUTH_RATE_LIMIT",
         default: "60",
         help: "Requests per minute per client address on token/ and accounts/register/; 0 turns the limit off",
     },
-    ConfigVar { name: "SOM_PASSWORD_HASH_CONCURRENCY", default: "2", help: "Password hashes computed at once (each uses ~19 MiB)" },
+    ConfigVar {
+        name: "SOM_PASSWORD_HASH_CONCURRENCY",
+        default: "2",
+        help: "Password hashes computed at once (each uses ~19 MiB)",
+    },
     ConfigVar { name: "SOM_IDEMPOTENCY_TTL", default: "24h", help: "How long an idempotency key is remembered" },
-    ConfigVar { name: "SOM_OUTBOX_POLL_INTERVAL", default: "1s", help: "How often the dispatcher looks for due notifications when not woken" },
+    ConfigVar {
+        name: "SOM_OUTBOX_POLL_INTERVAL",
+        default: "1s",
+        help: "How often the dispatcher looks for due notifications when not woken",
+    },
     ConfigVar { name: "SOM_OUTBOX_BATCH_SIZE", default: "32", help: "Notifications claimed per dispatcher round" },
-    ConfigVar { name: "SOM_OUTBOX_LEASE", default: "60s", help: "How long a claimed notification is held before another dispatcher may take it" },
-    ConfigVar { name: "SOM_OUTBOX_BACKOFF_BASE", default: "1s", help: "Retry delay after the first failed delivery; doubles per failure" },
+    ConfigVar {
+        name: "SOM_OUTBOX_LEASE",
+        default: "60s",
+        help: "How long a claimed notification is held before another dispatcher may take it",
+    },
+    ConfigVar {
+        name: "SOM_OUTBOX_BACKOFF_BASE",
+        default: "1s",
+        help: "Retry delay after the first failed delivery; doubles per failure",
+    },
     ConfigVar { name: "SOM_OUTBOX_BACKOFF_CAP", default: "10m", help: "Longest retry delay" },
-    ConfigVar { name: "SOM_OUTBOX_MAX_ATTEMPTS", default: "8", help: "Delivery attempts before a notification is dead-lettered" },
+    ConfigVar {
+        name: "SOM_OUTBOX_MAX_ATTEMPTS",
+        default: "8",
+        help: "Delivery attempts before a notification is dead-lettered",
+    },
     ConfigVar {
         name: "SOM_MOCK_TRANSIENT_FAILURES",
         default: "2",
@@ -106,6 +162,14 @@ pub struct Config {
     pub email_from: String,
     /// `SOM_LISTEN`.
     pub listen: String,
+    /// `SOM_BODY_LIMIT`.
+    pub body_limit: usize,
+    /// `SOM_REQUEST_TIMEOUT`.
+    pub request_timeout: Duration,
+    /// `SOM_HEADER_READ_TIMEOUT`.
+    pub header_read_timeout: Duration,
+    /// `SOM_CORS_ORIGINS`.
+    pub cors_origins: Vec<String>,
     /// `SOM_LOG`.
     pub log: String,
     /// `SOM_AUTH_RATE_LIMIT`.
@@ -139,6 +203,10 @@ fn unreachable_defaults() -> Config {
         smtp_url: None,
         email_from: "SOM <no-reply@localhost>".into(),
         listen: "127.0.0.1:8000".into(),
+        body_limit: 65_536,
+        request_timeout: Duration::from_secs(30),
+        header_read_timeout: Duration::from_secs(10),
+        cors_origins: Vec::new(),
         log: "info".into(),
         auth_rate_limit: 60,
         password_hash_concurrency: 2,
@@ -195,6 +263,8 @@ impl Config {
         let lease = duration("SOM_OUTBOX_LEASE");
         let backoff_base = duration("SOM_OUTBOX_BACKOFF_BASE");
         let backoff_cap = duration("SOM_OUTBOX_BACKOFF_CAP");
+        let request_timeout = duration("SOM_REQUEST_TIMEOUT");
+        let header_read_timeout = duration("SOM_HEADER_READ_TIMEOUT");
         let mut number = |name: &str, min: u64| -> u64 {
             match get(name).trim().parse::<u64>() {
                 Ok(n) if n >= min && n <= u64::from(u32::MAX) => n,
@@ -205,6 +275,7 @@ impl Config {
             }
         };
         let database_pool_size = number("SOM_DATABASE_POOL_SIZE", 1);
+        let body_limit = number("SOM_BODY_LIMIT", 1);
         let auth_rate_limit = number("SOM_AUTH_RATE_LIMIT", 0);
         let password_hash_concurrency = number("SOM_PASSWORD_HASH_CONCURRENCY", 1);
         let batch_size = number("SOM_OUTBOX_BATCH_SIZE", 1);
@@ -237,6 +308,15 @@ impl Config {
             smtp_url: lookup("SOM_SMTP_URL").filter(|s| !s.is_empty()).map(Secret),
             email_from: get("SOM_EMAIL_FROM"),
             listen: get("SOM_LISTEN"),
+            body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
+            request_timeout,
+            header_read_timeout,
+            cors_origins: get("SOM_CORS_ORIGINS")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             log: get("SOM_LOG"),
             auth_rate_limit: small(auth_rate_limit),
             password_hash_concurrency: usize::try_from(password_hash_concurrency).unwrap_or(1),

@@ -151,7 +151,9 @@ fn notifiers_from_config(config: &Config) -> Result<Vec<Arc<dyn Notifier>>> {
         .iter()
         .map(|name| match name.as_str() {
             "log" => Ok(Arc::new(LogNotifier) as Arc<dyn Notifier>),
-            other => Err(Error::invalid("SOM_NOTIFIER", format!("unknown notification channel {other:?}; available: log"))),
+            other => {
+                Err(Error::invalid("SOM_NOTIFIER", format!("unknown notification channel {other:?}; available: log")))
+            }
         })
         .collect()
 }
@@ -368,7 +370,8 @@ impl OrderSystem {
     /// The caller an access token stands for (the account must still exist).
     pub async fn authenticate(&self, access_token: &str) -> Result<Caller> {
         let id = self.inner.keys.verify_access(access_token)?;
-        let user = self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::Unauthorized("token is invalid".into()))?;
+        let user =
+            self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::Unauthorized("token is invalid".into()))?;
         Ok(Caller::User { id: user.id, is_staff: user.is_staff })
     }
 
@@ -492,8 +495,14 @@ impl OrderSystem {
 
     /// Places an order for the caller: items validated, total computed, the order, its audit
     /// event and its order-created notifications written in one transaction.
-    pub async fn create_order(&self, caller: Caller, input: OrderInput, idempotency_key: Option<&str>) -> Result<Order> {
-        let owner = caller.user_id().ok_or_else(|| Error::invalid("user", "the system caller must name the order's owner"))?;
+    pub async fn create_order(
+        &self,
+        caller: Caller,
+        input: OrderInput,
+        idempotency_key: Option<&str>,
+    ) -> Result<Order> {
+        let owner =
+            caller.user_id().ok_or_else(|| Error::invalid("user", "the system caller must name the order's owner"))?;
         self.create_order_for(caller, owner, input, idempotency_key).await
     }
 
@@ -554,7 +563,13 @@ impl OrderSystem {
     /// The newest order of the caller (or, for staff, of `user`). `NotFound` when there is none.
     pub async fn latest_order(&self, caller: Caller, user: Option<UserId>) -> Result<Order> {
         let target = match caller {
-            Caller::User { id, is_staff } => if is_staff { user.unwrap_or(id) } else { id },
+            Caller::User { id, is_staff } => {
+                if is_staff {
+                    user.unwrap_or(id)
+                } else {
+                    id
+                }
+            }
             Caller::System => user.ok_or_else(|| Error::invalid("user", "is required"))?,
         };
         self.inner.storage.latest_order(target).await?.ok_or_else(|| Error::NotFound("order".into()))

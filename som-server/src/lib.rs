@@ -1,1 +1,227 @@
-pub fn x() {}
+//! # som-server
+//!
+//! The HTTP front end of SOM: the original service's API (`/api/v1/…`) over
+//! [`som_core::OrderSystem`]. Handlers only translate: extract, call one OrderSystem method,
+//! render. Errors are RFC 9457 problem documents.
+//!
+//! - [`app`] builds the [`Router`] (testable with `tower::ServiceExt::oneshot`);
+//! - [`serve`] runs it on a listener with header-read timeouts and graceful shutdown.
+
+/// The OpenAPI document.
+pub mod docs;
+/// Request and response bodies.
+pub mod dto;
+/// Problem responses.
+pub mod error;
+/// Extractors.
+pub mod extract;
+/// Health, metrics, rate limiting, error middleware.
+pub mod ops;
+/// API handlers.
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{MethodRouter, get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use som_core::{Config, OrderSystem};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// How the HTTP server behaves; see [`Settings::from_config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest request body, in bytes (413 beyond).
+    pub body_limit: usize,
+    /// Longest time to answer a request (408 beyond).
+    pub request_timeout: Duration,
+    /// Longest time a client may take to send its headers.
+    pub header_read_timeout: Duration,
+    /// Requests per minute per address on `token/` and `accounts/register/`; 0 = unlimited.
+    pub auth_rate_limit: u32,
+    /// Origins allowed by CORS; empty turns CORS off.
+    pub cors_origins: Vec<String>,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// The server settings of a [`Config`].
+    pub fn from_config(c: &Config) -> Self {
+        Settings {
+            body_limit: c.body_limit,
+            request_timeout: c.request_timeout,
+            header_read_timeout: c.header_read_timeout,
+            auth_rate_limit: c.auth_rate_limit,
+            cors_origins: c.cors_origins.clone(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from_config(&Config::default())
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The order system.
+    pub som: OrderSystem,
+    /// The rate limit of the authentication routes.
+    pub limiter: Arc<ops::RateLimiter>,
+}
+
+/// Request ids: 16 random hex characters, unless the client sent `X-Request-ID`.
+#[derive(Debug, Clone, Copy, Default)]
+struct MakeId;
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id: u64 = rand_id();
+        HeaderValue::from_str(&format!("{id:016x}")).ok().map(RequestId::new)
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
+
+/// Routes `path` both with and without a trailing slash.
+fn both(router: Router<AppState>, path: &str, handler: MethodRouter<AppState>) -> Router<AppState> {
+    let bare = path.trim_end_matches('/');
+    router.route(bare, handler.clone()).route(&format!("{bare}/"), handler)
+}
+
+/// The whole HTTP application.
+pub fn app(som: OrderSystem, settings: Settings) -> Router {
+    let state = AppState { som, limiter: Arc::new(ops::RateLimiter::new(settings.auth_rate_limit)) };
+    let _ = ops::prometheus();
+
+    let mut limited = Router::new();
+    limited = both(limited, "/api/v1/accounts/register", post(routes::register));
+    limited = both(limited, "/api/v1/token", post(routes::token));
+    let limited = limited.route_layer(from_fn_with_state(state.clone(), ops::rate_limit));
+
+    let mut api = Router::new();
+    for (path, handler) in [
+        ("/api/v1/accounts/me", get(routes::me)),
+        ("/api/v1/token/refresh", post(routes::refresh)),
+        ("/api/v1/orders", get(routes::list_orders).post(routes::create_order)),
+        ("/api/v1/orders/latest", get(routes::latest_order)),
+        ("/api/v1/orders/{id}", get(routes::get_order)),
+        ("/api/v1/orders/{id}/cancel", post(routes::cancel_order)),
+        ("/api/v1/orders/{id}/history", get(routes::order_history)),
+        ("/api/v1/payments", post(routes::create_payment)),
+        ("/api/v1/payments/initiate", post(routes::initiate_payment)),
+        ("/api/v1/payments/confirm", post(routes::confirm_payment)),
+        ("/api/v1/payments/{id}", get(routes::get_payment)),
+        ("/healthz", get(ops::healthz)),
+        ("/readyz", get(ops::readyz)),
+        ("/metrics", get(ops::metrics_handler)),
+    ] {
+        api = both(api, path, handler);
+    }
+    let openapi = docs::ApiDoc::openapi();
+    let schema = openapi.clone();
+    api = both(api, "/api/schema", get(move || std::future::ready(axum::Json(schema.clone()))));
+
+    let cors = (!settings.cors_origins.is_empty()).then(|| {
+        let origins: Vec<HeaderValue> =
+            settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+            .expose_headers([header::LINK, HeaderName::from_static("x-request-id")])
+    });
+
+    let request_id = HeaderName::from_static("x-request-id");
+    api.merge(limited)
+        .with_state(state)
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .fallback(ops::not_found)
+        .layer(from_fn(ops::record_metrics))
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .layer(from_fn(ops::problem_responses))
+        .layer(tower::util::option_layer(cors))
+        .layer(CompressionLayer::new())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeId))
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, then stops accepting, lets
+/// requests in flight finish (up to [`Settings::shutdown_grace`]) and returns. Slow clients
+/// that do not send their headers within [`Settings::header_read_timeout`] are disconnected.
+pub async fn serve(
+    listener: TcpListener,
+    som: OrderSystem,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = settings.shutdown_grace;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
+    let app = app(som, settings);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, addr) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+                    req
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for requests in flight");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after the grace period; closing them");
+    }
+    Ok(())
+}

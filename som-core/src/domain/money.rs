@@ -204,17 +204,12 @@ impl Money {
         }
         let mut minor: i64 = 0;
         for b in int_part.bytes() {
-            minor = minor
-                .checked_mul(10)
-                .and_then(|m| m.checked_add(i64::from(b - b'0')))
-                .ok_or(MoneyError::Overflow)?;
+            minor =
+                minor.checked_mul(10).and_then(|m| m.checked_add(i64::from(b - b'0'))).ok_or(MoneyError::Overflow)?;
         }
         for i in 0..exponent {
             let digit = significant.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
-            minor = minor
-                .checked_mul(10)
-                .and_then(|m| m.checked_add(digit))
-                .ok_or(MoneyError::Overflow)?;
+            minor = minor.checked_mul(10).and_then(|m| m.checked_add(digit)).ok_or(MoneyError::Overflow)?;
         }
         Ok(Money { minor, currency })
     }
@@ -347,10 +342,7 @@ mod tests {
         let max = Money::from_minor(i64::MAX, Currency::USD);
         assert_eq!(max.checked_add(Money::from_minor(1, Currency::USD)), Err(MoneyError::Overflow));
         assert_eq!(max.checked_mul(2), Err(MoneyError::Overflow));
-        assert_eq!(
-            Money::zero(Currency::USD).checked_add(Money::zero(cur("EUR"))),
-            Err(MoneyError::CurrencyMismatch)
-        );
+        assert_eq!(Money::zero(Currency::USD).checked_add(Money::zero(cur("EUR"))), Err(MoneyError::CurrencyMismatch));
     }
 
     proptest! {

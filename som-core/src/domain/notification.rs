@@ -87,7 +87,13 @@ pub struct Message {
 
 impl Message {
     /// The message for `kind` about `order` (and `payment` when there is one).
-    pub fn new(kind: EventKind, user: &User, order: &Order, payment: Option<&Payment>, reason: Option<&str>) -> Message {
+    pub fn new(
+        kind: EventKind,
+        user: &User,
+        order: &Order,
+        payment: Option<&Payment>,
+        reason: Option<&str>,
+    ) -> Message {
         let amount = payment.map_or(order.total, |p| p.amount);
         let money = amount.to_string();
         let id = order.id;

@@ -29,7 +29,8 @@ pub enum MockOutcome {
 
 impl MockOutcome {
     /// The payment method names, in the order of [`MockOutcome`]'s variants.
-    pub const METHODS: [&'static str; 4] = ["mock_success", "mock_decline", "mock_insufficient_funds", "mock_transient_error"];
+    pub const METHODS: [&'static str; 4] =
+        ["mock_success", "mock_decline", "mock_insufficient_funds", "mock_transient_error"];
 
     /// The outcome a method name selects.
     pub fn from_method(method: &str) -> Option<MockOutcome> {
@@ -134,7 +135,10 @@ impl PaymentProvider for MockProvider {
             return Err(e);
         }
         let outcome = MockOutcome::from_method(&request.method).ok_or_else(|| {
-            ProviderError::InvalidRequest(format!("unknown payment method; use one of {}", MockOutcome::METHODS.join(", ")))
+            ProviderError::InvalidRequest(format!(
+                "unknown payment method; use one of {}",
+                MockOutcome::METHODS.join(", ")
+            ))
         })?;
         // Derived from the idempotency key alone: the same key always yields the same payment.
         Ok(ProviderPayment { provider_payment_id: format!("mock_pi_{}_{}", outcome.code(), request.idempotency_key) })
@@ -195,9 +199,13 @@ mod tests {
         let ok = mock.initiate(&request("mock_success", "k1")).await.unwrap();
         assert!(mock.confirm(&ok.provider_payment_id).await.is_ok());
         let declined = mock.initiate(&request("mock_decline", "k2")).await.unwrap();
-        assert!(matches!(mock.confirm(&declined.provider_payment_id).await, Err(ProviderError::Declined { code, .. }) if code == "card_declined"));
+        assert!(
+            matches!(mock.confirm(&declined.provider_payment_id).await, Err(ProviderError::Declined { code, .. }) if code == "card_declined")
+        );
         let poor = mock.initiate(&request("mock_insufficient_funds", "k3")).await.unwrap();
-        assert!(matches!(mock.confirm(&poor.provider_payment_id).await, Err(ProviderError::Declined { code, .. }) if code == "insufficient_funds"));
+        assert!(
+            matches!(mock.confirm(&poor.provider_payment_id).await, Err(ProviderError::Declined { code, .. }) if code == "insufficient_funds")
+        );
         assert!(matches!(mock.initiate(&request("visa", "k4")).await, Err(ProviderError::InvalidRequest(_))));
     }
 

@@ -126,8 +126,14 @@ async fn inserted(s: &DynStorage, o: &Order, tag: &str) -> Payment {
     }
 }
 
-async fn complete(s: &DynStorage, p: &Payment, outcome: PaymentOutcome, u: &crate::domain::User) -> Transition<Payment> {
-    let kind = if outcome == PaymentOutcome::Succeeded { EventKind::PaymentSucceeded } else { EventKind::PaymentFailed };
+async fn complete(
+    s: &DynStorage,
+    p: &Payment,
+    outcome: PaymentOutcome,
+    u: &crate::domain::User,
+) -> Transition<Payment> {
+    let kind =
+        if outcome == PaymentOutcome::Succeeded { EventKind::PaymentSucceeded } else { EventKind::PaymentFailed };
     s.complete_payment(p.id, outcome, Actor::User(u.id), Utc::now(), pay_notify(kind, u), None).await.unwrap()
 }
 
@@ -301,7 +307,9 @@ pub async fn concurrent_payment_inserts_yield_one_payment(s: DynStorage) {
     let mut tasks = Vec::new();
     for i in 0..32 {
         let (s, o) = (Arc::clone(&s), o.clone());
-        tasks.push(tokio::spawn(async move { s.insert_payment(payment_record(&o, &i.to_string()), None).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { s.insert_payment(payment_record(&o, &i.to_string()), None).await.unwrap() },
+        ));
     }
     let mut inserted = 0;
     let mut ids = Vec::new();
@@ -385,7 +393,9 @@ async fn outbox_with(s: &DynStorage, n: usize) -> Vec<Order> {
     let mut orders = Vec::new();
     for _ in 0..n {
         let items = new_order(&[("Widget", 1, "1.00")]);
-        orders.push(s.insert_order(u.id, Actor::User(u.id), items, Utc::now(), notify(&["log"], &u), None).await.unwrap());
+        orders.push(
+            s.insert_order(u.id, Actor::User(u.id), items, Utc::now(), notify(&["log"], &u), None).await.unwrap(),
+        );
     }
     orders
 }
@@ -492,7 +502,11 @@ pub async fn idempotency_keys_replay_mismatch_and_progress(s: DynStorage) {
     s.abandon_idempotency(&other_op).await.unwrap();
     assert_eq!(begin(&other_op, "h8", now).await, IdempotencyBegin::Started);
     let later = now + Duration::minutes(5);
-    assert_eq!(begin(&other_op, "h8", later).await, IdempotencyBegin::Started, "a key held by a dead request is taken over");
+    assert_eq!(
+        begin(&other_op, "h8", later).await,
+        IdempotencyBegin::Started,
+        "a key held by a dead request is taken over"
+    );
     let expired = now + Duration::hours(25);
     assert_eq!(begin(&key, "h2", expired).await, IdempotencyBegin::Started, "expired keys start afresh");
     assert!(s.prune_idempotency(now + Duration::hours(100)).await.unwrap() >= 2);
@@ -506,7 +520,8 @@ pub async fn idempotency_results_are_written_with_the_effect(s: DynStorage) {
     let exp = now + Duration::hours(24);
     assert_eq!(s.begin_idempotency(&key, "h", now, exp, now).await.unwrap(), IdempotencyBegin::Started);
     let slot = Some(IdempotencySlot { key: key.clone() });
-    let o = s.insert_order(u.id, Actor::User(u.id), new_order(&[("A", 1, "1.00")]), now, no_notify(), slot).await.unwrap();
+    let o =
+        s.insert_order(u.id, Actor::User(u.id), new_order(&[("A", 1, "1.00")]), now, no_notify(), slot).await.unwrap();
     let IdempotencyBegin::Replay(json) = s.begin_idempotency(&key, "h", now, exp, now).await.unwrap() else {
         panic!("the result is recorded with the order")
     };

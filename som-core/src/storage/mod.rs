@@ -336,8 +336,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Inserts a PENDING payment if the order is CREATED and has no live payment (the database
     /// enforces one live payment per order; a lost race returns the winner).
-    async fn insert_payment(&self, payment: NewPaymentRecord, idempotency: Option<IdempotencySlot>)
-    -> Result<PaymentInsert>;
+    async fn insert_payment(
+        &self,
+        payment: NewPaymentRecord,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<PaymentInsert>;
 
     /// The payment by id.
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>>;
@@ -394,8 +397,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Puts a dead row back to pending with zero attempts, due at `now`. `None` if there is no
     /// such row; `NotApplied` if it was not dead.
-    async fn requeue_notification(&self, id: NotificationId, now: DateTime<Utc>)
-    -> Result<Option<Transition<OutboxEntry>>>;
+    async fn requeue_notification(
+        &self,
+        id: NotificationId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Transition<OutboxEntry>>>;
 
     /// Row counts per status.
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>>;

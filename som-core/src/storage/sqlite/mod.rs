@@ -18,8 +18,8 @@ use super::{
     RefreshTokenRecord, RotateOutcome, Storage, Transition, recipient_of, response_json,
 };
 use crate::domain::{
-    Actor, Currency, Email, EventKind, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId,
-    OrderItem, OrderStatus, Payment, PaymentId, PaymentStatus, User, UserId, Username,
+    Actor, Currency, Email, EventKind, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderItem,
+    OrderStatus, Payment, PaymentId, PaymentStatus, User, UserId, Username,
 };
 use crate::error::{Error, Result};
 
@@ -129,7 +129,10 @@ fn migrate(conn: &mut Connection) -> Result<i64> {
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         tx.execute_batch(sql)?;
-        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, micros(Utc::now())])?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, micros(Utc::now())],
+        )?;
         tracing::info!(version, "applied sqlite migration");
     }
     tx.commit()?;
@@ -155,7 +158,9 @@ impl SqliteStorage {
                 for _ in 0..readers.max(1) {
                     let conn = Connection::open_with_flags(
                         p,
-                        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                        OpenFlags::SQLITE_OPEN_READ_WRITE
+                            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                            | OpenFlags::SQLITE_OPEN_URI,
                     )?;
                     configure(&conn, false)?;
                     pool.push(conn);
@@ -314,7 +319,11 @@ fn load_orders(conn: &Connection, rows: Vec<OrderRow>) -> Result<Vec<Order>> {
                     .remove(&row.id)
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(name, quantity, price)| OrderItem { name, quantity, price: Money::from_minor(price, currency) })
+                    .map(|(name, quantity, price)| OrderItem {
+                        name,
+                        quantity,
+                        price: Money::from_minor(price, currency),
+                    })
                     .collect(),
                 total: Money::from_minor(row.total_minor, currency),
                 created_at: time(row.created_at),
@@ -438,7 +447,11 @@ fn insert_outbox(tx: &Transaction<'_>, rows: Vec<NewNotification>, at: DateTime<
     Ok(())
 }
 
-fn record_idempotency<T: serde::Serialize>(tx: &Transaction<'_>, slot: Option<&IdempotencySlot>, value: &T) -> Result<()> {
+fn record_idempotency<T: serde::Serialize>(
+    tx: &Transaction<'_>,
+    slot: Option<&IdempotencySlot>,
+    value: &T,
+) -> Result<()> {
     if let Some(slot) = slot {
         let k = &slot.key;
         tx.prepare_cached(
@@ -468,7 +481,10 @@ impl Storage for SqliteStorage {
     async fn get_or_init_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
         let name = name.to_owned();
         self.write(move |tx| {
-            tx.execute("INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING", params![name, candidate])?;
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, candidate],
+            )?;
             Ok(tx.query_row("SELECT value FROM settings WHERE name = ?1", [&name], |r| r.get(0))?)
         })
         .await
@@ -489,8 +505,17 @@ impl Storage for SqliteStorage {
             match inserted {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
-                    let field = if e.to_string().contains("users.email") { "email" } else { "username" };
-                    return Err(Error::invalid(field, format!("a user with that {field} already exists")));
+                    let taken = |sql: &str, value: Option<&str>| -> Result<bool> {
+                        Ok(value.is_some() && tx.query_row(sql, [value], |_| Ok(())).optional()?.is_some())
+                    };
+                    let mut errors = crate::error::ValidationErrors::new();
+                    if taken("SELECT 1 FROM users WHERE username = ?1", Some(user.username.as_str()))? {
+                        errors.add("username", "a user with that username already exists");
+                    }
+                    if taken("SELECT 1 FROM users WHERE email = ?1", user.email.as_ref().map(Email::as_str))? {
+                        errors.add("email", "a user with that email already exists");
+                    }
+                    return Err(if errors.is_empty() { e.into() } else { Error::Validation(errors) });
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -561,7 +586,15 @@ impl Storage for SqliteStorage {
                 .query_row(
                     "SELECT family, user_id, expires_at, used_at, revoked FROM refresh_tokens WHERE jti = ?1",
                     [&old_jti],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, bool>(4)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, bool>(4)?,
+                        ))
+                    },
                 )
                 .optional()?;
             let Some((fam, uid, expires, used, revoked)) = row else { return Ok(RotateOutcome::Rejected) };
@@ -572,7 +605,10 @@ impl Storage for SqliteStorage {
                 tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [&fam])?;
                 return Ok(RotateOutcome::ReuseDetected);
             }
-            tx.execute("UPDATE refresh_tokens SET used_at = ?2 WHERE jti = ?1 AND used_at IS NULL", params![old_jti, micros(now)])?;
+            tx.execute(
+                "UPDATE refresh_tokens SET used_at = ?2 WHERE jti = ?1 AND used_at IS NULL",
+                params![old_jti, micros(now)],
+            )?;
             tx.execute(
                 "INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![new.jti, fam, new.user_id.get(), micros(new.expires_at)],
@@ -667,7 +703,13 @@ impl Storage for SqliteStorage {
                 "SELECT from_status, to_status, actor, reason, at FROM order_events WHERE order_id = ?1 ORDER BY id",
             )?;
             let rows = stmt.query_map([id.get()], |r| {
-                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, i64>(4)?))
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
             })?;
             rows.map(|r| {
                 let (from, to, actor, reason, at) = r?;
@@ -722,7 +764,8 @@ impl Storage for SqliteStorage {
 
     async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
         self.read(move |c| {
-            let n: i64 = c.query_row("SELECT COUNT(*) FROM payments WHERE order_id = ?1", [order_id.get()], |r| r.get(0))?;
+            let n: i64 =
+                c.query_row("SELECT COUNT(*) FROM payments WHERE order_id = ?1", [order_id.get()], |r| r.get(0))?;
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
         })
         .await
@@ -808,7 +851,8 @@ impl Storage for SqliteStorage {
                     params![id.get(), micros(at), reason],
                 )?,
             };
-            let payment = query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
+            let payment =
+                query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
             if changed == 0 {
                 return Ok(Transition::NotApplied(payment));
             }

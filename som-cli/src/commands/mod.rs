@@ -1,0 +1,26 @@
+//! One module per command group; `///` comments are the help text.
+
+pub mod notifications;
+pub mod orders;
+pub mod pay;
+pub mod serve;
+pub mod token;
+pub mod users;
+pub mod worker;
+
+use som_core::domain::{Caller, User, UserId};
+
+use crate::Ctx;
+
+/// Operators act as the system caller: staff rights, recorded as `system` in the audit trail.
+pub const OPERATOR: Caller = Caller::System;
+
+/// A user by id or username.
+pub async fn resolve_user(ctx: &Ctx, who: &str) -> anyhow::Result<User> {
+    Ok(ctx.som.find_user(OPERATOR, who).await?)
+}
+
+/// The id of a user named by id or username.
+pub async fn resolve_user_id(ctx: &Ctx, who: &str) -> anyhow::Result<UserId> {
+    Ok(resolve_user(ctx, who).await?.id)
+}

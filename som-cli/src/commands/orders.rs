@@ -1,0 +1,165 @@
+//! `som orders …`
+
+use clap::Subcommand;
+use som_core::OrderListQuery;
+use som_core::domain::{ItemInput, OrderId, OrderInput, OrderStatus};
+use som_server::dto::{OrderEventResponse, OrderResponse};
+
+use super::{OPERATOR, resolve_user_id};
+use crate::Ctx;
+
+/// Create, inspect and cancel orders.
+#[derive(Debug, Subcommand)]
+pub enum Orders {
+    /// Place an order for a user.
+    Create {
+        /// Owner: username or id.
+        #[arg(long)]
+        user: String,
+        /// An item as NAME:QUANTITY:PRICE (repeatable), e.g. --item "Widget:2:100.00".
+        #[arg(long = "item", required = true, value_parser = parse_item)]
+        items: Vec<ItemInput>,
+        /// ISO 4217 currency (default: SOM_CURRENCY).
+        #[arg(long)]
+        currency: Option<String>,
+        /// Idempotency key: repeating the command with it has no second effect.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// List orders, newest first.
+    List {
+        /// Only this user's orders (username or id); everyone's otherwise.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only orders in this status: CREATED, PAID, CANCELLED, REFUNDED.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<OrderStatus>,
+        /// Page size (1-200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue after this cursor (printed with the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one order.
+    Show {
+        /// Order id.
+        id: OrderId,
+    },
+    /// Show a user's newest order.
+    Latest {
+        /// Username or id.
+        #[arg(long)]
+        user: String,
+    },
+    /// Cancel an unpaid order.
+    Cancel {
+        /// Order id.
+        id: OrderId,
+    },
+    /// Show an order's status changes.
+    History {
+        /// Order id.
+        id: OrderId,
+    },
+}
+
+fn parse_item(raw: &str) -> Result<ItemInput, String> {
+    let mut parts = raw.rsplitn(3, ':');
+    let (Some(price), Some(quantity), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected NAME:QUANTITY:PRICE".into());
+    };
+    let quantity =
+        quantity.trim().parse::<i64>().map_err(|_| format!("quantity {quantity:?} is not a whole number"))?;
+    Ok(ItemInput { name: name.to_owned(), quantity, price: price.trim().to_owned() })
+}
+
+fn parse_status(raw: &str) -> Result<OrderStatus, String> {
+    OrderStatus::parse(raw).ok_or_else(|| "expected CREATED, PAID, CANCELLED or REFUNDED".into())
+}
+
+/// `key: value` lines of an order.
+pub fn order_fields(o: &OrderResponse) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("id", o.id.to_string()),
+        ("user", o.user.to_string()),
+        ("status", o.status.clone()),
+        ("total", format!("{} {}", o.total_amount, o.currency)),
+        ("created", o.created_at.to_rfc3339()),
+    ];
+    for item in &o.items {
+        fields.push(("item", format!("{} x {} @ {} {}", item.quantity, item.name, item.price, o.currency)));
+    }
+    fields
+}
+
+impl Orders {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Orders::Create { user, items, currency, idempotency_key } => {
+                let owner = resolve_user_id(ctx, &user).await?;
+                let input = OrderInput { items, currency };
+                let order = ctx.som.create_order_for(OPERATOR, owner, input, idempotency_key.as_deref()).await?;
+                let dto = OrderResponse::from(order);
+                ctx.out.record(&dto, &order_fields(&dto))
+            }
+            Orders::List { user, status, limit, cursor } => {
+                let user = match user {
+                    Some(u) => Some(resolve_user_id(ctx, &u).await?),
+                    None => None,
+                };
+                let page =
+                    ctx.som.list_orders(OPERATOR, OrderListQuery { user, status, cursor, limit: Some(limit) }).await?;
+                let orders: Vec<OrderResponse> = page.items.into_iter().map(Into::into).collect();
+                let rows = orders
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.id.to_string(),
+                            o.user.to_string(),
+                            o.status.clone(),
+                            format!("{} {}", o.total_amount, o.currency),
+                            o.items.len().to_string(),
+                            o.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        ]
+                    })
+                    .collect();
+                ctx.out.table(&orders, &["id", "user", "status", "total", "items", "created"], rows)?;
+                if let Some(next) = page.next_cursor {
+                    ctx.out.note(&format!("more: --cursor {next}"));
+                }
+                Ok(())
+            }
+            Orders::Show { id } => {
+                let dto = OrderResponse::from(ctx.som.order(OPERATOR, id).await?);
+                ctx.out.record(&dto, &order_fields(&dto))
+            }
+            Orders::Latest { user } => {
+                let owner = resolve_user_id(ctx, &user).await?;
+                let dto = OrderResponse::from(ctx.som.latest_order(OPERATOR, Some(owner)).await?);
+                ctx.out.record(&dto, &order_fields(&dto))
+            }
+            Orders::Cancel { id } => {
+                let dto = OrderResponse::from(ctx.som.cancel_order(OPERATOR, id, None).await?);
+                ctx.out.record(&dto, &order_fields(&dto))
+            }
+            Orders::History { id } => {
+                let events: Vec<OrderEventResponse> =
+                    ctx.som.order_history(OPERATOR, id).await?.into_iter().map(Into::into).collect();
+                let rows = events
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                            e.from.clone().unwrap_or_else(|| "-".into()),
+                            e.to.clone(),
+                            e.actor.clone(),
+                            e.reason.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                ctx.out.table(&events, &["at", "from", "to", "actor", "reason"], rows)
+            }
+        }
+    }
+}

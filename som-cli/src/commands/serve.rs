@@ -1,0 +1,61 @@
+//! `som serve`
+
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::Ctx;
+
+/// Run the HTTP server with the notification dispatcher in-process.
+#[derive(Debug, Args)]
+pub struct Serve {
+    /// Address to listen on (default: SOM_LISTEN, 127.0.0.1:8000); port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+impl Serve {
+    pub async fn run(self, ctx: Ctx) -> anyhow::Result<()> {
+        let config = ctx.som.config().clone();
+        let listen = self.listen.unwrap_or_else(|| config.listen.clone());
+        let listener =
+            TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr()?;
+        let dispatcher = ctx.som.spawn_dispatcher();
+        tracing::info!(%addr, database = %config.redacted_database_url(), "serving");
+        // The first line on stdout tells scripts (and tests) where the server is.
+        println!("listening on http://{addr}");
+        let settings = som_server::Settings::from_config(&config);
+        let served = som_server::serve(listener, ctx.som.clone(), settings, shutdown_signal()).await;
+        dispatcher.shutdown().await;
+        tracing::info!("stopped");
+        Ok(served?)
+    }
+}

@@ -1,0 +1,105 @@
+//! `som users …`
+
+use std::io::{BufRead, IsTerminal};
+
+use clap::Subcommand;
+use som_core::Registration;
+use som_server::dto::UserResponse;
+
+use super::{OPERATOR, resolve_user};
+use crate::Ctx;
+
+/// Manage user accounts.
+#[derive(Debug, Subcommand)]
+pub enum Users {
+    /// Create an account. The password is prompted for (without echo) or read from stdin.
+    Create {
+        /// Username: letters, digits and @ . + - _
+        username: String,
+        /// Email address for notifications.
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Make the account staff (reads every user's orders).
+        #[arg(long)]
+        staff: bool,
+    },
+    /// List accounts.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one account.
+    Show {
+        /// Username or id.
+        user: String,
+    },
+    /// Grant or revoke staff rights.
+    SetStaff {
+        /// Username or id.
+        user: String,
+        /// true or false.
+        #[arg(action = clap::ArgAction::Set)]
+        staff: bool,
+    },
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("no terminal to prompt for the password on; use --password-stdin");
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Password (again): ")?;
+    if first != second {
+        anyhow::bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+fn fields(u: &UserResponse) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", u.id.to_string()),
+        ("username", u.username.clone()),
+        ("email", if u.email.is_empty() { "-".into() } else { u.email.clone() }),
+        ("staff", u.is_staff.to_string()),
+    ]
+}
+
+impl Users {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Users::Create { username, email, password_stdin, staff } => {
+                let password = read_password(password_stdin)?;
+                let user = ctx.som.create_user(OPERATOR, Registration { username, email, password }, staff).await?;
+                let dto = UserResponse::from(user);
+                ctx.out.record(&dto, &fields(&dto))
+            }
+            Users::List { limit } => {
+                let users: Vec<UserResponse> =
+                    ctx.som.list_users(OPERATOR, None, limit).await?.into_iter().map(Into::into).collect();
+                let rows = users
+                    .iter()
+                    .map(|u| vec![u.id.to_string(), u.username.clone(), u.email.clone(), u.is_staff.to_string()])
+                    .collect();
+                ctx.out.table(&users, &["id", "username", "email", "staff"], rows)
+            }
+            Users::Show { user } => {
+                let dto = UserResponse::from(resolve_user(ctx, &user).await?);
+                ctx.out.record(&dto, &fields(&dto))
+            }
+            Users::SetStaff { user, staff } => {
+                let id = resolve_user(ctx, &user).await?.id;
+                let dto = UserResponse::from(ctx.som.set_staff(OPERATOR, id, staff).await?);
+                ctx.out.record(&dto, &fields(&dto))
+            }
+        }
+    }
+}

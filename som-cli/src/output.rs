@@ -1,0 +1,58 @@
+//! Human output (aligned tables, `key: value` blocks) or one JSON document on stdout.
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+use serde::Serialize;
+
+/// How to print.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// One JSON document instead of human output.
+    pub json: bool,
+    /// Nothing but errors.
+    pub quiet: bool,
+}
+
+impl Output {
+    /// Prints one record: JSON, or `key: value` lines.
+    pub fn record<T: Serialize>(&self, value: &T, fields: &[(&str, String)]) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else if !self.quiet {
+            let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (k, v) in fields {
+                println!("{k:>width$}: {v}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints a list: a JSON array, or a table.
+    pub fn table<T: Serialize>(&self, values: &[T], header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(values)?);
+        } else if !self.quiet {
+            if rows.is_empty() {
+                println!("(none)");
+                return Ok(());
+            }
+            let mut table = Table::new();
+            table
+                .load_preset(UTF8_BORDERS_ONLY)
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_header(header);
+            for row in rows {
+                table.add_row(row);
+            }
+            println!("{table}");
+        }
+        Ok(())
+    }
+
+    /// A line for humans only (not in JSON or quiet mode).
+    pub fn note(&self, line: &str) {
+        if !self.json && !self.quiet {
+            println!("{line}");
+        }
+    }
+}

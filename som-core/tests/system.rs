@@ -1,0 +1,583 @@
+//! OrderSystem behaviour end to end on a real SQLite file: accounts, orders, payments,
+//! notifications, idempotency, concurrency.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use som_core::domain::{Caller, ItemInput, OrderInput, OrderStatus, PaymentStatus};
+use som_core::notify::{Notification, Notifier, NotifyError, RecordingNotifier};
+use som_core::payment::{
+    MockProvider, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment,
+};
+use som_core::storage::NotificationStatus;
+use som_core::{Config, Error, OrderListQuery, OrderSystem, Registration};
+
+struct Env {
+    som: OrderSystem,
+    mock: Arc<MockProvider>,
+    notes: Arc<RecordingNotifier>,
+    _dir: tempfile::TempDir,
+}
+
+fn config(dir: &tempfile::TempDir) -> Config {
+    let mut c =
+        Config { database_url: format!("sqlite://{}", dir.path().join("som.db").display()), ..Config::default() };
+    c.outbox.poll_interval = Duration::from_millis(20);
+    c.outbox.backoff_base = Duration::from_millis(40);
+    c.outbox.max_attempts = 4;
+    c.outbox.lease = Duration::from_millis(300);
+    c.password_hash_concurrency = 4;
+    c
+}
+
+async fn env_with(provider: Option<Arc<dyn PaymentProvider>>, tweak: impl FnOnce(&mut Config)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    tweak(&mut cfg);
+    let mock = Arc::new(MockProvider::new(2));
+    let notes = Arc::new(RecordingNotifier::new("log"));
+    let provider = provider.unwrap_or_else(|| mock.clone());
+    let som = OrderSystem::builder().config(cfg).provider(provider).notifier(notes.clone()).build().await.unwrap();
+    Env { som, mock, notes, _dir: dir }
+}
+
+async fn env() -> Env {
+    env_with(None, |_| {}).await
+}
+
+fn reg(username: &str) -> Registration {
+    Registration {
+        username: username.into(),
+        email: Some(format!("{username}@example.com")),
+        password: "correct horse battery".into(),
+    }
+}
+
+async fn signed_up(som: &OrderSystem, username: &str) -> Caller {
+    som.register(reg(username)).await.unwrap();
+    let tokens = som.login(username, "correct horse battery").await.unwrap();
+    som.authenticate(&tokens.access).await.unwrap()
+}
+
+fn items(lines: &[(&str, i64, &str)]) -> OrderInput {
+    OrderInput {
+        items: lines
+            .iter()
+            .map(|(n, q, p)| ItemInput { name: (*n).into(), quantity: *q, price: (*p).into() })
+            .collect(),
+        currency: None,
+    }
+}
+
+fn seed_order() -> OrderInput {
+    items(&[("Widget", 2, "100.00"), ("Gadget", 1, "50.00")])
+}
+
+fn fields(e: &Error) -> Vec<String> {
+    e.validation_errors().map(|v| v.fields().keys().cloned().collect()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn registration_reports_every_bad_field_and_duplicates() {
+    let e = env().await;
+    let bad = Registration { username: "bad name".into(), email: Some("nope".into()), password: "12345678".into() };
+    let err = e.som.register(bad).await.unwrap_err();
+    assert_eq!(fields(&err), vec!["email", "password", "username"]);
+    let short = Registration { password: "short".into(), ..reg("alice") };
+    assert_eq!(fields(&e.som.register(short).await.unwrap_err()), vec!["password"]);
+    let huge = Registration { password: "x".repeat(10_000), ..reg("alice") };
+    assert_eq!(fields(&e.som.register(huge).await.unwrap_err()), vec!["password"]);
+    let user = e.som.register(reg("alice")).await.unwrap();
+    assert_eq!(user.email.as_ref().map(|m| m.as_str()), Some("alice@example.com"));
+    assert!(!user.is_staff);
+    assert_eq!(fields(&e.som.register(reg("alice")).await.unwrap_err()), vec!["email", "username"]);
+    let same_name = Registration { email: None, ..reg("alice") };
+    assert_eq!(fields(&e.som.register(same_name).await.unwrap_err()), vec!["username"]);
+    let same_email = Registration { email: Some("ALICE@example.com".into()), ..reg("alice2") };
+    assert_eq!(fields(&e.som.register(same_email).await.unwrap_err()), vec!["email"]);
+    let no_email = Registration { email: None, ..reg("bob") };
+    assert_eq!(e.som.register(no_email).await.unwrap().email, None);
+    let blank_email = Registration { email: Some(String::new()), ..reg("carol") };
+    assert_eq!(e.som.register(blank_email).await.unwrap().email, None);
+}
+
+#[tokio::test]
+async fn login_failures_look_the_same_and_tokens_work() {
+    let e = env().await;
+    e.som.register(reg("alice")).await.unwrap();
+    let wrong = e.som.login("alice", "wrong password!").await.unwrap_err();
+    let unknown = e.som.login("nobody", "correct horse battery").await.unwrap_err();
+    assert_eq!(wrong.to_string(), unknown.to_string());
+    assert!(matches!(wrong, Error::Unauthorized(_)));
+    let tokens = e.som.login("alice", "correct horse battery").await.unwrap();
+    let caller = e.som.authenticate(&tokens.access).await.unwrap();
+    let me = e.som.profile(caller).await.unwrap();
+    assert_eq!(me.username.as_str(), "alice");
+    assert!(matches!(e.som.authenticate(&tokens.refresh).await, Err(Error::Unauthorized(_))));
+    assert!(matches!(e.som.refresh(&tokens.access).await, Err(Error::Unauthorized(_))));
+    assert!(matches!(e.som.authenticate("garbage").await, Err(Error::Unauthorized(_))));
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_session() {
+    let e = env().await;
+    e.som.register(reg("alice")).await.unwrap();
+    let first = e.som.login("alice", "correct horse battery").await.unwrap();
+    let second = e.som.refresh(&first.refresh).await.unwrap();
+    assert_ne!(second.refresh, first.refresh);
+    e.som.authenticate(&second.access).await.unwrap();
+    let reuse = e.som.refresh(&first.refresh).await.unwrap_err();
+    assert!(matches!(reuse, Error::Unauthorized(ref m) if m.contains("already used")), "{reuse:?}");
+    assert!(e.som.refresh(&second.refresh).await.is_err(), "the whole session is revoked");
+    let other = e.som.login("alice", "correct horse battery").await.unwrap();
+    assert!(e.som.refresh(&other.refresh).await.is_ok(), "other logins are unaffected");
+}
+
+#[tokio::test]
+async fn the_signing_secret_is_generated_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = OrderSystem::builder().config(config(&dir)).build().await.unwrap();
+    a.register(reg("alice")).await.unwrap();
+    let tokens = a.login("alice", "correct horse battery").await.unwrap();
+    drop(a);
+    let b = OrderSystem::builder().config(config(&dir)).build().await.unwrap();
+    assert!(b.authenticate(&tokens.access).await.is_ok(), "tokens survive a restart");
+}
+
+#[tokio::test]
+async fn orders_are_scoped_to_their_owner() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let bob = signed_up(&e.som, "bob").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    assert_eq!(order.total.amount_string(), "250.00");
+    assert_eq!(order.status, OrderStatus::Created);
+    assert_eq!(e.som.order(alice, order.id).await.unwrap(), order);
+    assert!(matches!(e.som.order(bob, order.id).await, Err(Error::NotFound(_))));
+    assert!(matches!(e.som.cancel_order(bob, order.id, None).await, Err(Error::NotFound(_))));
+    assert!(matches!(e.som.initiate_payment(bob, order.id, None, None).await, Err(Error::NotFound(_))));
+    assert!(e.som.list_orders(bob, OrderListQuery::default()).await.unwrap().items.is_empty());
+    let sneaky = OrderListQuery { user: alice.user_id(), ..OrderListQuery::default() };
+    assert!(e.som.list_orders(bob, sneaky).await.unwrap().items.is_empty(), "non-staff cannot list others");
+    assert!(matches!(e.som.latest_order(bob, None).await, Err(Error::NotFound(_))));
+    assert_eq!(e.som.latest_order(alice, None).await.unwrap().id, order.id);
+    let staff = e.som.set_staff(Caller::System, bob.user_id().unwrap(), true).await.unwrap();
+    let bob_staff = Caller::User { id: staff.id, is_staff: true };
+    assert_eq!(e.som.order(bob_staff, order.id).await.unwrap().id, order.id);
+    let theirs = OrderListQuery { user: alice.user_id(), ..OrderListQuery::default() };
+    assert_eq!(e.som.list_orders(bob_staff, theirs).await.unwrap().items.len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_orders_name_the_field() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let err = e.som.create_order(alice, items(&[]), None).await.unwrap_err();
+    assert_eq!(fields(&err), vec!["items"]);
+    let err = e.som.create_order(alice, items(&[("x", 1, "1.001")]), None).await.unwrap_err();
+    assert_eq!(fields(&err), vec!["items[0].price"]);
+    let huge = items(&[("x", 1_000_000, "92233720368547.75"), ("y", 1_000_000, "92233720368547.75")]);
+    assert_eq!(fields(&e.som.create_order(alice, huge, None).await.unwrap_err()), vec!["items"]);
+    assert!(e.som.list_orders(alice, OrderListQuery::default()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn lists_page_by_cursor_newest_first() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(e.som.create_order(alice, seed_order(), None).await.unwrap().id);
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let q = OrderListQuery { cursor: cursor.clone(), limit: Some(2), ..OrderListQuery::default() };
+        let page = e.som.list_orders(alice, q).await.unwrap();
+        seen.extend(page.items.iter().map(|o| o.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let bad = OrderListQuery { limit: Some(201), ..OrderListQuery::default() };
+    assert_eq!(fields(&e.som.list_orders(alice, bad).await.unwrap_err()), vec!["limit"]);
+    let bad = OrderListQuery { cursor: Some("zz".into()), ..OrderListQuery::default() };
+    assert_eq!(fields(&e.som.list_orders(alice, bad).await.unwrap_err()), vec!["cursor"]);
+}
+
+#[tokio::test]
+async fn the_full_flow_pays_the_order_and_delivers_two_notifications() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
+    assert_eq!((p.status, p.amount, p.provider.as_str()), (PaymentStatus::Pending, order.total, "mock"));
+    let again = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
+    assert_eq!(again.id, p.id, "initiating twice returns the same payment");
+    let paid = e.som.confirm_payment(alice, p.id, None).await.unwrap();
+    assert_eq!(paid.status, PaymentStatus::Success);
+    assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Paid);
+    let twice = e.som.confirm_payment(alice, p.id, None).await.unwrap();
+    assert_eq!(twice, paid, "confirming again changes nothing");
+    let payments = e.som.order_payments(alice, order.id).await.unwrap();
+    assert_eq!(payments.iter().filter(|p| p.status == PaymentStatus::Success).count(), 1);
+    let history = e.som.order_history(alice, order.id).await.unwrap();
+    assert_eq!(history.iter().map(|h| h.to).collect::<Vec<_>>(), vec![OrderStatus::Created, OrderStatus::Paid]);
+    assert_eq!(e.som.dispatch_once().await.unwrap(), 2);
+    let delivered = e.notes.delivered();
+    let subjects: Vec<&str> = delivered.iter().map(|n| n.message.subject.as_str()).collect();
+    assert_eq!(subjects, vec!["Order Created Successfully", "Payment Successful"]);
+    assert!(delivered[0].message.text.contains(&format!("#{}", order.id)));
+    assert!(delivered[1].message.text.contains("250.00 USD"));
+    assert_eq!(e.som.dispatch_once().await.unwrap(), 0);
+    let paid_again = e.som.initiate_payment(alice, order.id, None, None).await.unwrap_err();
+    assert!(matches!(paid_again, Error::Conflict(ref m) if m.contains("already paid")), "{paid_again:?}");
+    assert!(matches!(e.som.cancel_order(alice, order.id, None).await, Err(Error::Conflict(_))));
+}
+
+#[tokio::test]
+async fn declines_fail_the_payment_and_allow_a_new_attempt() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    for (method, reason) in [("mock_decline", "declined"), ("mock_insufficient_funds", "insufficient funds")] {
+        let p = e.som.initiate_payment(alice, order.id, Some(method), None).await.unwrap();
+        let err = e.som.confirm_payment(alice, p.id, None).await.unwrap_err();
+        assert!(matches!(err, Error::PaymentDeclined(ref m) if m.contains(reason)), "{err:?}");
+        let failed = e.som.payment(alice, p.id).await.unwrap();
+        assert_eq!(failed.status, PaymentStatus::Failed);
+        assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Created);
+        assert!(matches!(e.som.confirm_payment(alice, p.id, None).await, Err(Error::Conflict(_))));
+    }
+    let retry = e.som.initiate_payment(alice, order.id, Some("mock_success"), None).await.unwrap();
+    assert_eq!(retry.attempt, 3);
+    e.som.confirm_payment(alice, retry.id, None).await.unwrap();
+    e.som.dispatch_once().await.unwrap();
+    let kinds: Vec<String> = e.notes.delivered().iter().map(|n| n.kind.to_string()).collect();
+    assert_eq!(kinds, vec!["order_created", "payment_failed", "payment_failed", "payment_succeeded"]);
+    let unknown = e.som.initiate_payment(alice, order.id, Some("bitcoin"), None).await;
+    assert!(matches!(unknown, Err(Error::Conflict(_))), "a paid order cannot be paid again");
+}
+
+#[tokio::test]
+async fn unknown_methods_are_rejected_by_field() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let err = e.som.initiate_payment(alice, order.id, Some("bitcoin"), None).await.unwrap_err();
+    assert_eq!(fields(&err), vec!["method"]);
+}
+
+#[tokio::test]
+async fn transient_provider_failures_change_nothing_and_a_retry_succeeds() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id, Some("mock_transient_error"), None).await.unwrap();
+    for _ in 0..2 {
+        let err = e.som.confirm_payment(alice, p.id, None).await.unwrap_err();
+        assert!(err.is_retryable() && matches!(err, Error::Unavailable(_)), "{err:?}");
+        assert_eq!(e.som.payment(alice, p.id).await.unwrap().status, PaymentStatus::Pending);
+        assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Created);
+    }
+    assert_eq!(e.som.confirm_payment(alice, p.id, None).await.unwrap().status, PaymentStatus::Success);
+    e.mock.script_initiate([ProviderError::Transient("down".into())]);
+    let other = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    assert!(matches!(e.som.initiate_payment(alice, other.id, None, None).await, Err(Error::Unavailable(_))));
+    assert!(e.som.order_payments(alice, other.id).await.unwrap().is_empty());
+    assert!(e.som.initiate_payment(alice, other.id, None, None).await.is_ok());
+}
+
+#[tokio::test]
+async fn cancelling_voids_the_pending_payment_and_is_recorded() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
+    let cancelled = e.som.cancel_order(alice, order.id, None).await.unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert_eq!(e.som.payment(alice, p.id).await.unwrap().status, PaymentStatus::Cancelled);
+    assert!(matches!(e.som.confirm_payment(alice, p.id, None).await, Err(Error::Conflict(_))));
+    assert!(matches!(e.som.initiate_payment(alice, order.id, None, None).await, Err(Error::Conflict(_))));
+    assert!(matches!(e.som.cancel_order(alice, order.id, None).await, Err(Error::Conflict(_))));
+    let history = e.som.order_history(alice, order.id).await.unwrap();
+    assert_eq!(history.last().map(|h| (h.from, h.to)), Some((Some(OrderStatus::Created), OrderStatus::Cancelled)));
+    assert_eq!(history.last().map(|h| h.actor.to_string()), alice.user_id().map(|id| format!("user:{id}")));
+    e.som.dispatch_once().await.unwrap();
+    assert!(e.notes.delivered().iter().any(|n| n.message.subject == "Order Cancelled"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_initiates_make_one_payment_and_one_provider_call() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let som = e.som.clone();
+        tasks.push(tokio::spawn(async move { som.initiate_payment(alice, order.id, None, None).await.unwrap().id }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(e.som.order_payments(alice, order.id).await.unwrap().len(), 1);
+    assert_eq!(e.mock.initiate_calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_confirms_transition_once_and_notify_once() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let som = e.som.clone();
+        tasks.push(tokio::spawn(async move { som.confirm_payment(alice, p.id, None).await.unwrap().status }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), PaymentStatus::Success);
+    }
+    let history = e.som.order_history(alice, order.id).await.unwrap();
+    assert_eq!(history.iter().filter(|h| h.to == OrderStatus::Paid).count(), 1);
+    while e.som.dispatch_once().await.unwrap() > 0 {}
+    let succeeded = e.notes.delivered().iter().filter(|n| n.message.subject == "Payment Successful").count();
+    assert_eq!(succeeded, 1);
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_reject_mismatches_and_are_per_caller() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let bob = signed_up(&e.som, "bob").await;
+    let first = e.som.create_order(alice, seed_order(), Some("k-1")).await.unwrap();
+    let replay = e.som.create_order(alice, seed_order(), Some("k-1")).await.unwrap();
+    assert_eq!(replay, first);
+    assert_eq!(e.som.list_orders(alice, OrderListQuery::default()).await.unwrap().items.len(), 1);
+    let other = items(&[("Other", 1, "1.00")]);
+    assert!(matches!(e.som.create_order(alice, other, Some("k-1")).await, Err(Error::IdempotencyMismatch)));
+    let bobs = e.som.create_order(bob, seed_order(), Some("k-1")).await.unwrap();
+    assert_ne!(bobs.id, first.id, "keys are scoped per caller");
+    let long = "k".repeat(256);
+    assert_eq!(
+        fields(&e.som.create_order(alice, seed_order(), Some(&long)).await.unwrap_err()),
+        vec!["idempotency_key"]
+    );
+    let bad = items(&[]);
+    assert!(e.som.create_order(alice, bad, Some("k-2")).await.is_err());
+    assert!(e.som.create_order(alice, seed_order(), Some("k-2")).await.is_ok(), "a failed request frees its key");
+
+    let p1 = e.som.initiate_payment(alice, first.id, None, Some("pay-1")).await.unwrap();
+    assert_eq!(e.som.initiate_payment(alice, first.id, None, Some("pay-1")).await.unwrap(), p1);
+    let c1 = e.som.confirm_payment(alice, p1.id, Some("conf-1")).await.unwrap();
+    assert_eq!(e.som.confirm_payment(alice, p1.id, Some("conf-1")).await.unwrap(), c1);
+    let cancel = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let c = e.som.cancel_order(alice, cancel.id, Some("cancel-1")).await.unwrap();
+    assert_eq!(e.som.cancel_order(alice, cancel.id, Some("cancel-1")).await.unwrap(), c, "replayed, not a conflict");
+    let declined = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let dp = e.som.initiate_payment(alice, declined.id, Some("mock_decline"), None).await.unwrap();
+    assert!(matches!(e.som.confirm_payment(alice, dp.id, Some("conf-d")).await, Err(Error::PaymentDeclined(_))));
+    assert!(
+        matches!(e.som.confirm_payment(alice, dp.id, Some("conf-d")).await, Err(Error::PaymentDeclined(_))),
+        "a replayed decline is still a decline"
+    );
+}
+
+/// A provider whose `initiate` waits until released, to hold a request in flight.
+#[derive(Debug, Default)]
+struct SlowProvider {
+    inner: MockProvider,
+    release: tokio::sync::Notify,
+    entered: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl PaymentProvider for SlowProvider {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn initiate(&self, request: &PaymentRequest) -> Result<ProviderPayment, ProviderError> {
+        self.entered.notify_one();
+        self.release.notified().await;
+        self.inner.initiate(request).await
+    }
+    async fn confirm(&self, id: &str) -> Result<ProviderCapture, ProviderError> {
+        self.inner.confirm(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_in_use_by_a_running_request_is_reported_in_progress() {
+    let slow = Arc::new(SlowProvider::default());
+    let e = env_with(Some(slow.clone()), |_| {}).await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let som = e.som.clone();
+    let first = tokio::spawn(async move { som.initiate_payment(alice, order.id, None, Some("same")).await });
+    slow.entered.notified().await;
+    let second = e.som.initiate_payment(alice, order.id, None, Some("same")).await;
+    assert!(matches!(second, Err(Error::IdempotencyInProgress)), "{second:?}");
+    slow.release.notify_one();
+    let p = first.await.unwrap().unwrap();
+    assert_eq!(e.som.initiate_payment(alice, order.id, None, Some("same")).await.unwrap(), p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_notifier_failures_retry_with_growing_delays() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    e.notes.fail_next(3, NotifyError::Transient("451 try later".into()));
+    let dispatcher = e.som.spawn_dispatcher();
+    e.som.create_order(alice, seed_order(), None).await.unwrap();
+    assert_eq!(e.notes.wait_for_deliveries(1, Duration::from_secs(10)).await, 1);
+    dispatcher.shutdown().await;
+    let attempts = e.notes.attempts();
+    assert_eq!(attempts.len(), 4, "delivered on the fourth attempt");
+    let gaps: Vec<i64> = attempts.windows(2).map(|w| (w[1].at - w[0].at).num_milliseconds()).collect();
+    // Equal-jitter backoff from a 40 ms base: [20,40], [40,80], [80,160] ms (+ polling).
+    assert!(gaps[0] >= 20 && gaps[1] >= 40 && gaps[2] >= 80, "{gaps:?}");
+    assert!(gaps[2] > gaps[0], "delays grow: {gaps:?}");
+    let sent = e.som.notifications(Caller::System, Some(NotificationStatus::Sent), None, 10).await.unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].attempts, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_that_always_fails_goes_dead_and_can_be_requeued() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    e.notes.fail_always(Some(NotifyError::Transient("connection refused".into())));
+    e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let dispatcher = e.som.spawn_dispatcher();
+    let dead = loop {
+        let dead = e.som.notifications(Caller::System, Some(NotificationStatus::Dead), None, 10).await.unwrap();
+        if !dead.is_empty() {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead[0].attempts, 4, "dead after the configured attempts");
+    assert_eq!(dead[0].last_error.as_deref(), Some("connection refused"));
+    assert_eq!(e.notes.attempts().len(), 4);
+    e.notes.fail_always(None);
+    assert!(matches!(e.som.retry_notification(alice, dead[0].id).await, Err(Error::Forbidden(_))));
+    e.som.retry_notification(Caller::System, dead[0].id).await.unwrap();
+    assert_eq!(e.notes.wait_for_deliveries(1, Duration::from_secs(10)).await, 1);
+    dispatcher.shutdown().await;
+    assert!(matches!(e.som.retry_notification(Caller::System, dead[0].id).await, Err(Error::Conflict(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_dead_letter_at_once() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    e.notes.fail_next(1, NotifyError::Permanent("550 no such user".into()));
+    e.som.create_order(alice, seed_order(), None).await.unwrap();
+    assert_eq!(e.som.dispatch_once().await.unwrap(), 1);
+    let dead = e.som.notifications(Caller::System, Some(NotificationStatus::Dead), None, 10).await.unwrap();
+    assert_eq!((dead.len(), dead[0].attempts), (1, 1));
+}
+
+/// A notifier that hangs while `blocked` is set, counting calls.
+#[derive(Debug, Default)]
+struct Hanging {
+    blocked: AtomicBool,
+    calls: AtomicUsize,
+    entered: tokio::sync::Notify,
+    delivered: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Notifier for Hanging {
+    fn channel(&self) -> &str {
+        "log"
+    }
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.blocked.load(Ordering::SeqCst) {
+            self.entered.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.delivered.lock().unwrap().push(n.dedupe_key.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_killed_mid_batch_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hanging = Arc::new(Hanging::default());
+    hanging.blocked.store(true, Ordering::SeqCst);
+    let som = OrderSystem::builder().config(config(&dir)).notifier(hanging.clone()).build().await.unwrap();
+    let alice = signed_up(&som, "alice").await;
+    for _ in 0..3 {
+        som.create_order(alice, seed_order(), None).await.unwrap();
+    }
+    let dispatcher = som.spawn_dispatcher();
+    hanging.entered.notified().await;
+    drop(dispatcher); // killed while delivering the first row of its batch
+    hanging.blocked.store(false, Ordering::SeqCst);
+    let start = std::time::Instant::now();
+    let dispatcher = som.spawn_dispatcher();
+    loop {
+        let pending = som.notifications(Caller::System, Some(NotificationStatus::Pending), None, 10).await.unwrap();
+        if pending.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "rows stuck: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dispatcher.shutdown().await;
+    let mut delivered = hanging.delivered.lock().unwrap().clone();
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered.len(), 3, "every notification delivered after the lease expired");
+    let sent = som.notifications(Caller::System, Some(NotificationStatus::Sent), None, 10).await.unwrap();
+    assert_eq!(sent.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_releases_unattempted_rows() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    for _ in 0..3 {
+        e.som.create_order(alice, seed_order(), None).await.unwrap();
+    }
+    let d = e.som.spawn_dispatcher();
+    d.shutdown().await;
+    let total: u64 = e.som.notification_counts().await.unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 3);
+    while e.som.dispatch_once().await.unwrap() > 0 {}
+    let sent = e.som.notifications(Caller::System, Some(NotificationStatus::Sent), None, 10).await.unwrap();
+    assert_eq!(sent.len(), 3, "whatever the first dispatcher did not send, the next one does");
+    assert!(sent.iter().all(|n| n.attempts == 1));
+}
+
+#[tokio::test]
+async fn operators_manage_users_and_issue_tokens() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    assert!(matches!(e.som.list_users(alice, None, 10).await, Err(Error::Forbidden(_))));
+    let admin = e.som.create_user(Caller::System, reg("admin"), true).await.unwrap();
+    assert!(admin.is_staff);
+    assert!(matches!(e.som.create_user(alice, reg("eve"), true).await, Err(Error::Forbidden(_))));
+    assert_eq!(e.som.list_users(Caller::System, None, 10).await.unwrap().len(), 2);
+    assert_eq!(e.som.find_user(Caller::System, "admin").await.unwrap().id, admin.id);
+    assert_eq!(e.som.find_user(Caller::System, &admin.id.to_string()).await.unwrap().id, admin.id);
+    assert!(matches!(e.som.find_user(alice, "admin").await, Err(Error::NotFound(_))));
+    let tokens = e.som.issue_tokens(Caller::System, admin.id).await.unwrap();
+    assert!(e.som.authenticate(&tokens.access).await.unwrap().is_staff());
+    let order = e.som.create_order_for(Caller::System, alice.user_id().unwrap(), seed_order(), None).await.unwrap();
+    assert_eq!(e.som.order(alice, order.id).await.unwrap().id, order.id);
+    let history = e.som.order_history(alice, order.id).await.unwrap();
+    assert_eq!(history[0].actor.to_string(), "system");
+}

@@ -1,0 +1,137 @@
+//! Extractors whose rejections are problem documents: JSON bodies, bearer authentication,
+//! idempotency keys, client addresses.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+use som_core::Caller;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A JSON body: 415 without a JSON content type, 413 over the body limit, 400 with field
+/// errors when it does not parse or does not fit the expected shape.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "the request body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Payload too large",
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "Bad request",
+                    "the request body could not be read",
+                )
+            }
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(&e))?;
+        de.end().map_err(|_| ApiError::field("non_field_errors", "trailing characters after the JSON document"))?;
+        Ok(JsonBody(value))
+    }
+}
+
+fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::field("non_field_errors", format!("malformed JSON: {inner}"));
+    }
+    let path = e.path().to_string();
+    let message = inner.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    let (field, message) = match message.strip_prefix("missing field `").and_then(|m| m.split_once('`')) {
+        Some((name, _)) if path == "." => (name.to_owned(), "This field is required.".to_owned()),
+        Some((name, _)) => (format!("{path}.{name}"), "This field is required.".to_owned()),
+        None if path == "." => ("non_field_errors".to_owned(), message),
+        None => (path, message),
+    };
+    ApiError::validation(BTreeMap::from([(field, vec![message])]))
+}
+
+/// The authenticated caller, from `Authorization: Bearer <access token>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = header
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return Err(som_core::Error::Unauthorized("authentication credentials were not provided".into()).into());
+        };
+        Ok(Auth(state.som.authenticate(token).await?))
+    }
+}
+
+/// The optional `Idempotency-Key` header.
+#[derive(Debug, Clone, Default)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get("idempotency-key") {
+            None => Ok(IdempotencyKey(None)),
+            Some(v) => v
+                .to_str()
+                .map(|s| IdempotencyKey(Some(s.to_owned())))
+                .map_err(|_| ApiError::field("idempotency_key", "must be visible ASCII text")),
+        }
+    }
+}
+
+/// The client's address (the TCP peer); loopback when unknown (in-process tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |ConnectInfo(addr)| addr.ip());
+        Ok(ClientIp(ip))
+    }
+}

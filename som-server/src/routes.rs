@@ -1,0 +1,330 @@
+//! The API handlers: extract, call one OrderSystem method, render.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::IntoResponse;
+use som_core::domain::{ItemInput, OrderId, OrderInput, OrderStatus, PaymentId, UserId};
+use som_core::{OrderListQuery, Registration};
+
+use crate::AppState;
+use crate::dto::*;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, IdempotencyKey, JsonBody};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn path_id(raw: &str, what: &str) -> ApiResult<i64> {
+    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::not_found(format!("{what} {raw} not found")))
+}
+
+/// Register a new account.
+#[utoipa::path(post, path = "/api/v1/accounts/register/", tag = "accounts", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = UserResponse),
+        (status = 400, description = "Invalid or taken fields", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn register(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let user =
+        s.som.register(Registration { username: req.username, email: req.email, password: req.password }).await?;
+    Ok((StatusCode::CREATED, Json(UserResponse::from(user))))
+}
+
+/// The caller's own account.
+#[utoipa::path(get, path = "/api/v1/accounts/me/", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account", body = UserResponse),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn me(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<UserResponse>> {
+    Ok(Json(s.som.profile(caller).await?.into()))
+}
+
+/// Log in: a new access + refresh token pair.
+#[utoipa::path(post, path = "/api/v1/token/", tag = "auth", request_body = TokenRequest,
+    responses(
+        (status = 200, description = "Token pair", body = TokenResponse),
+        (status = 400, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn token(State(s): State<AppState>, JsonBody(req): JsonBody<TokenRequest>) -> ApiResult<Json<TokenResponse>> {
+    let pair = s.som.login(&req.username, &req.password).await?;
+    Ok(Json(TokenResponse { access: pair.access, refresh: pair.refresh }))
+}
+
+/// Exchange a refresh token (single use) for a new pair.
+#[utoipa::path(post, path = "/api/v1/token/refresh/", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New token pair", body = TokenResponse),
+        (status = 400, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Invalid, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn refresh(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let pair = s.som.refresh(&req.refresh).await?;
+    Ok(Json(TokenResponse { access: pair.access, refresh: pair.refresh }))
+}
+
+/// Query parameters of `GET /orders/`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 1-200 (default 50).
+    pub limit: Option<String>,
+    /// The cursor from the previous page's `Link: rel="next"`.
+    pub cursor: Option<String>,
+    /// Only orders in this status (CREATED, PAID, CANCELLED, REFUNDED).
+    pub status: Option<String>,
+    /// Staff only: whose orders.
+    pub user: Option<String>,
+}
+
+/// The caller's orders, newest first, paginated by cursor.
+#[utoipa::path(get, path = "/api/v1/orders/", tag = "orders", params(ListParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of orders; a `Link` header with rel=\"next\" points at the next page",
+            body = [OrderResponse], headers(("Link" = String, description = "<url>; rel=\"next\" when there are more"))),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_orders(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    uri: Uri,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let limit = get("limit")
+        .map(|l| l.parse::<u32>().map_err(|_| ApiError::field("limit", "must be a whole number between 1 and 200")))
+        .transpose()?;
+    let status = get("status")
+        .map(|st| {
+            OrderStatus::parse(st)
+                .ok_or_else(|| ApiError::field("status", "must be CREATED, PAID, CANCELLED or REFUNDED"))
+        })
+        .transpose()?;
+    let user = get("user")
+        .map(|u| u.parse::<UserId>().map_err(|_| ApiError::field("user", "must be a user id")))
+        .transpose()?;
+    let query = OrderListQuery { user, status, cursor: get("cursor").map(str::to_owned), limit };
+    let page = s.som.list_orders(caller, query).await?;
+    let mut headers = HeaderMap::new();
+    if let Some(next) = &page.next_cursor {
+        let mut link = format!("{}?cursor={next}", uri.path());
+        for key in ["limit", "status", "user"] {
+            if let Some(v) = get(key) {
+                link.push_str(&format!("&{key}={}", v.chars().filter(char::is_ascii_alphanumeric).collect::<String>()));
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+            headers.insert(header::LINK, v);
+        }
+    }
+    let body: Vec<OrderResponse> = page.items.into_iter().map(Into::into).collect();
+    Ok((headers, Json(body)))
+}
+
+/// Place an order; the total is computed by the server.
+#[utoipa::path(post, path = "/api/v1/orders/", tag = "orders", request_body = CreateOrderRequest, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (≤ 255 chars); a repeat returns the original response")),
+    responses(
+        (status = 201, description = "Order created", body = OrderResponse),
+        (status = 400, description = "Invalid items", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this idempotency key is in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency key reused with a different request", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_order(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(req): JsonBody<CreateOrderRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let input = OrderInput {
+        items: req
+            .items
+            .into_iter()
+            .map(|i| ItemInput { name: i.name, quantity: i.quantity, price: i.price.into_text() })
+            .collect(),
+        currency: req.currency,
+    };
+    let order = s.som.create_order(caller, input, key.as_deref()).await?;
+    metrics::counter!("som_orders_created_total").increment(1);
+    Ok((StatusCode::CREATED, Json(OrderResponse::from(order))))
+}
+
+/// The caller's newest order.
+#[utoipa::path(get, path = "/api/v1/orders/latest/", tag = "orders", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The newest order", body = OrderResponse),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No orders yet", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn latest_order(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<OrderResponse>> {
+    Ok(Json(s.som.latest_order(caller, None).await?.into()))
+}
+
+/// One order (the caller's own; staff may read any).
+#[utoipa::path(get, path = "/api/v1/orders/{id}/", tag = "orders", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderResponse),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_order(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderResponse>> {
+    let id = OrderId::new(path_id(&id, "order")?);
+    Ok(Json(s.som.order(caller, id).await?.into()))
+}
+
+/// Cancel an unpaid order (voids its pending payment).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel/", tag = "orders", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Order id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
+    responses(
+        (status = 200, description = "The cancelled order", body = OrderResponse),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is not CREATED", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency key reused with a different request", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_order(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderResponse>> {
+    let id = OrderId::new(path_id(&id, "order")?);
+    Ok(Json(s.som.cancel_order(caller, id, key.as_deref()).await?.into()))
+}
+
+/// The order's status changes, oldest first.
+#[utoipa::path(get, path = "/api/v1/orders/{id}/history/", tag = "orders", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The audit trail", body = [OrderEventResponse]),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn order_history(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<OrderEventResponse>>> {
+    let id = OrderId::new(path_id(&id, "order")?);
+    Ok(Json(s.som.order_history(caller, id).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Start paying an order. Idempotent: returns the order's pending or successful payment if it
+/// has one.
+#[utoipa::path(post, path = "/api/v1/payments/initiate/", tag = "payments", request_body = InitiatePaymentRequest,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentResponse),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "The provider declined", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is paid or cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency key reused with a different request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The payment provider is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn initiate_payment(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(req): JsonBody<InitiatePaymentRequest>,
+) -> ApiResult<Json<PaymentResponse>> {
+    let order_id = req.order_id.get().ok_or_else(|| ApiError::field("order_id", "must be a positive integer"))?;
+    let payment = s.som.initiate_payment(caller, OrderId::new(order_id), req.method.as_deref(), key.as_deref()).await?;
+    Ok(Json(payment.into()))
+}
+
+/// Same as `POST /payments/initiate/`.
+#[utoipa::path(post, path = "/api/v1/payments/", tag = "payments", request_body = InitiatePaymentRequest,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentResponse),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is paid or cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The payment provider is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_payment(
+    state: State<AppState>,
+    auth: Auth,
+    key: IdempotencyKey,
+    body: JsonBody<InitiatePaymentRequest>,
+) -> ApiResult<Json<PaymentResponse>> {
+    initiate_payment(state, auth, key, body).await
+}
+
+/// Confirm (capture) a pending payment; on success the order becomes PAID. Confirming a
+/// successful payment again returns it unchanged.
+#[utoipa::path(post, path = "/api/v1/payments/confirm/", tag = "payments", request_body = ConfirmPaymentRequest,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentResponse),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Declined; the order stays payable", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment, or another user's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The payment failed or was cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency key reused with a different request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The payment provider is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn confirm_payment(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(req): JsonBody<ConfirmPaymentRequest>,
+) -> ApiResult<Json<PaymentResponse>> {
+    let id = req.payment_id.get().ok_or_else(|| ApiError::field("payment_id", "must be a positive integer"))?;
+    let result = s.som.confirm_payment(caller, PaymentId::new(id), key.as_deref()).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(som_core::Error::PaymentDeclined(_)) => "declined",
+        Err(e) if e.is_retryable() => "transient",
+        Err(_) => "rejected",
+    };
+    metrics::counter!("som_payments_confirmed_total", "outcome" => outcome).increment(1);
+    Ok(Json(result?.into()))
+}
+
+/// One payment (the caller's own; staff may read any).
+#[utoipa::path(get, path = "/api/v1/payments/{id}/", tag = "payments", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Payment id")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentResponse),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment, or another user's", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_payment(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PaymentResponse>> {
+    let id = PaymentId::new(path_id(&id, "payment")?);
+    Ok(Json(s.som.payment(caller, id).await?.into()))
+}
