@@ -1,0 +1,221 @@
+//! The `som` binary driven as an operator would: real processes on a temporary database.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+struct Som {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Som {
+    fn new() -> Som {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("som.db").display());
+        Som { dir, url }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_som"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("SOM_DATABASE_URL", &self.url)
+            .env("SOM_LOG", "warn")
+            .env_remove("SOM_NOTIFIER")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child =
+            self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "som {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let text = self.ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("som {args:?} printed non-JSON ({e}): {text}"))
+    }
+
+    fn fails(&self, args: &[&str], code: i32, message: &str) {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "som {args:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: ") && last.contains(message), "som {args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing on stdout on failure");
+    }
+
+    fn user(&self, name: &str) -> Value {
+        let email = format!("{name}@example.com");
+        let out = self.run_stdin(
+            &["users", "create", name, "--email", &email, "--password-stdin", "--json"],
+            "correct horse battery\n",
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn the_operator_scenario_pays_an_order_and_delivers_its_notifications() {
+    let som = Som::new();
+    let migrated = som.json(&["migrate"]);
+    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some("sqlite"), Some(1)));
+    let alice = som.user("alice");
+    assert_eq!((alice["username"].as_str(), alice["is_staff"].as_bool()), (Some("alice"), Some(false)));
+    let order =
+        som.json(&["orders", "create", "--user", "alice", "--item", "Widget:2:100.00", "--item", "Gadget:1:50.00"]);
+    assert_eq!(order["total_amount"], "250.00");
+    assert_eq!(order["items"][0]["name"], "Widget");
+    let id = order["id"].to_string();
+    let payment = som.json(&["pay", "initiate", &id]);
+    assert_eq!((payment["status"].as_str(), payment["amount"].as_str()), (Some("PENDING"), Some("250.00")));
+    let pid = payment["id"].to_string();
+    let confirmed = som.json(&["pay", "confirm", &pid]);
+    assert_eq!(confirmed["status"], "SUCCESS");
+    let shown = som.json(&["orders", "show", &id]);
+    let summary = (shown["status"].as_str(), shown["total_amount"].as_str(), shown["currency"].as_str());
+    assert_eq!(summary, (Some("PAID"), Some("250.00"), Some("USD")));
+    let pending = som.json(&["notifications", "list", "--status", "pending"]);
+    assert_eq!(pending.as_array().map(Vec::len), Some(2));
+    let worked = som.json(&["worker", "--once"]);
+    assert_eq!(worked["handled"], 2);
+    let sent = som.json(&["notifications", "list", "--status", "sent"]);
+    let kinds: Vec<&str> = sent.as_array().unwrap().iter().filter_map(|n| n["kind"].as_str()).collect();
+    assert_eq!(kinds, vec!["order_created", "payment_succeeded"]);
+    let history = som.json(&["orders", "history", &id]);
+    assert_eq!(history.as_array().map(Vec::len), Some(2));
+    let latest = som.json(&["orders", "latest", "--user", "alice"]);
+    assert_eq!(latest["id"], order["id"]);
+    let human = som.ok(&["orders", "show", &id]);
+    assert!(human.contains("250.00 USD") && human.contains("PAID"), "{human}");
+}
+
+#[test]
+fn users_can_be_listed_shown_and_promoted() {
+    let som = Som::new();
+    som.user("alice");
+    som.user("bob");
+    let list = som.json(&["users", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    let shown = som.json(&["users", "show", "bob"]);
+    assert_eq!(shown["email"], "bob@example.com");
+    let promoted = som.json(&["users", "set-staff", "bob", "true"]);
+    assert_eq!(promoted["is_staff"], true);
+    assert_eq!(som.json(&["users", "show", &shown["id"].to_string()])["is_staff"], true);
+    let tokens = som.json(&["token", "issue", "--user", "alice"]);
+    assert!(tokens["access"].as_str().is_some_and(|t| t.split('.').count() == 3));
+    let table = som.ok(&["users", "list"]);
+    assert!(table.contains("alice") && table.contains("bob"));
+}
+
+#[test]
+fn errors_are_one_line_with_the_documented_exit_codes() {
+    let som = Som::new();
+    som.user("alice");
+    som.fails(&["orders", "show", "999"], 1, "order 999 not found");
+    som.fails(&["users", "show", "nobody"], 1, "not found");
+    som.fails(&["orders", "create", "--user", "alice", "--item", "Widget:2:1.001"], 1, "items[0].price");
+    som.fails(&["orders", "create", "--user", "alice", "--item", "Widget:0:1"], 1, "items[0].quantity");
+    som.fails(&["orders", "create", "--user", "ghost", "--item", "Widget:1:1"], 1, "not found");
+    let dup = som.run_stdin(&["users", "create", "alice", "--password-stdin"], "correct horse battery\n");
+    assert_eq!(dup.status.code(), Some(1));
+    let weak = som.run_stdin(&["users", "create", "carol", "--password-stdin"], "12345678\n");
+    assert_eq!(weak.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("password"));
+    let order = som.json(&["orders", "create", "--user", "alice", "--item", "Widget:1:5"]);
+    let id = order["id"].to_string();
+    som.ok(&["orders", "cancel", &id]);
+    som.fails(&["orders", "cancel", &id], 1, "cannot be cancelled");
+    som.fails(&["pay", "initiate", &id], 1, "cannot be paid");
+    let usage = som.run(&["orders", "create"]);
+    assert_eq!(usage.status.code(), Some(2), "clap usage errors exit 2");
+    let usage = som.run(&["orders", "show", "abc"]);
+    assert_eq!(usage.status.code(), Some(2));
+    som.fails(&["users", "create", "dave"], 1, "--password-stdin");
+}
+
+#[test]
+fn an_unreachable_database_exits_3() {
+    let som = Som::new();
+    let out =
+        som.cmd(&["orders", "list"]).env("SOM_DATABASE_URL", "sqlite:///nonexistent-dir/x/som.db").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn declined_payments_are_rejected_and_the_order_stays_payable() {
+    let som = Som::new();
+    som.user("alice");
+    let id = som.json(&["orders", "create", "--user", "alice", "--item", "Widget:1:5"])["id"].to_string();
+    let p = som.json(&["pay", "initiate", &id, "--method", "mock_decline"]);
+    som.fails(&["pay", "confirm", &p["id"].to_string()], 1, "declined");
+    assert_eq!(som.json(&["pay", "show", &p["id"].to_string()])["status"], "FAILED");
+    let retry = som.json(&["pay", "initiate", &id]);
+    assert_eq!(som.json(&["pay", "confirm", &retry["id"].to_string()])["status"], "SUCCESS");
+}
+
+#[test]
+fn orders_list_filters_and_pages() {
+    let som = Som::new();
+    som.user("alice");
+    som.user("bob");
+    for _ in 0..3 {
+        som.json(&["orders", "create", "--user", "alice", "--item", "Widget:1:5"]);
+    }
+    som.json(&["orders", "create", "--user", "bob", "--item", "Widget:1:5"]);
+    assert_eq!(som.json(&["orders", "list"]).as_array().map(Vec::len), Some(4));
+    assert_eq!(som.json(&["orders", "list", "--user", "alice"]).as_array().map(Vec::len), Some(3));
+    let page = som.json(&["orders", "list", "--user", "alice", "--limit", "2"]);
+    assert_eq!(page.as_array().map(Vec::len), Some(2));
+    let last = page[1]["id"].to_string();
+    let rest = som.json(&["orders", "list", "--user", "alice", "--limit", "2", "--cursor", &last]);
+    assert_eq!(rest.as_array().map(Vec::len), Some(1));
+    assert_eq!(som.json(&["orders", "list", "--status", "PAID"]).as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn completions_are_generated() {
+    let som = Som::new();
+    let script = som.ok(&["completions", "bash"]);
+    assert!(script.contains("som") && script.contains("orders"));
+}
+
+#[test]
+fn serve_answers_http_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    let som = Som::new();
+    let mut child =
+        som.cmd(&["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr =
+        line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
+}

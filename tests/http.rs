@@ -1,0 +1,523 @@
+//! The HTTP API end to end: a real server on a free port over a fresh SQLite database, driven
+//! with a real HTTP client. Covers the original service's test cases and the hardening.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{Value, json};
+use som_core::{Config, OrderSystem};
+
+struct App {
+    base: String,
+    client: Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        database_url: format!("sqlite://{}", dir.path().join("som.db").display()),
+        auth_rate_limit: 0,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let som = OrderSystem::builder().config(config.clone()).build().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let settings = som_server::Settings::from_config(&config);
+    tokio::spawn(som_server::serve(listener, som, settings, async move {
+        let _ = stopped.await;
+    }));
+    App { base, client: Client::new(), _stop: stop, _dir: dir }
+}
+
+async fn spawn_app() -> App {
+    spawn_app_with(|_| {}).await
+}
+
+impl App {
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        read(self.call(Method::POST, path, token, Some(body)).await).await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        read(self.call(Method::GET, path, token, None).await).await
+    }
+
+    async fn register(&self, username: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/accounts/register/",
+                None,
+                json!({"username": username, "email": format!("{username}@example.com"), "password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    async fn login(&self, username: &str) -> (String, String) {
+        let (status, body) =
+            self.post("/token/", None, json!({"username": username, "password": "correct horse battery"})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (body["access"].as_str().unwrap().to_owned(), body["refresh"].as_str().unwrap().to_owned())
+    }
+
+    async fn user(&self, username: &str) -> String {
+        self.register(username).await;
+        self.login(username).await.0
+    }
+
+    async fn order(&self, token: &str) -> Value {
+        let (status, body) = self.post("/orders/", Some(token), seed_order()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}
+
+async fn read(resp: Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn seed_order() -> Value {
+    json!({"items": [{"name": "Widget", "quantity": 2, "price": "100.00"}, {"name": "Gadget", "quantity": 1, "price": "50.00"}]})
+}
+
+fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["status"], expected.as_u16(), "{body}");
+    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:som:problem:")), "{body}");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn registration_follows_the_original_rules() {
+    let app = spawn_app().await;
+    let user = app.register("alice").await;
+    assert_eq!(
+        (user["username"].as_str(), user["email"].as_str(), user["is_staff"].as_bool()),
+        (Some("alice"), Some("alice@example.com"), Some(false))
+    );
+    let (status, body) =
+        app.post("/accounts/register", None, json!({"username": "noemail", "password": "correct horse battery"})).await;
+    assert_eq!(status, StatusCode::CREATED, "without an email: {body}");
+    assert_eq!(body["email"], "");
+    let (status, body) = app.post("/accounts/register/", None, json!({"username": "bob", "password": "short"})).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["errors"]["password"].is_array(), "{body}");
+    let (status, body) =
+        app.post("/accounts/register/", None, json!({"username": "alice", "password": "correct horse battery"})).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["errors"]["username"].is_array(), "{body}");
+    let (status, body) = app.post("/accounts/register/", None, json!({"password": "correct horse battery"})).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"]["username"][0], "This field is required.");
+}
+
+#[tokio::test]
+async fn login_profile_and_token_kinds() {
+    let app = spawn_app().await;
+    app.register("alice").await;
+    let resp =
+        app.call(Method::POST, "/token/", None, Some(json!({"username": "alice", "password": "wrong password"}))).await;
+    assert_eq!(resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    let (status, body) = read(resp).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+    let (status, _) =
+        app.post("/token/", None, json!({"username": "nobody", "password": "correct horse battery"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (access, refresh) = app.login("alice").await;
+    let (status, me) = app.get("/accounts/me/", Some(&access)).await;
+    assert_eq!((status, me["username"].as_str()), (StatusCode::OK, Some("alice")));
+    assert_eq!(me.as_object().map(|o| o.len()), Some(4), "id, username, email, is_staff: {me}");
+    let (status, body) = app.get("/accounts/me/", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+    let (status, _) = app.get("/accounts/me/", Some(&refresh)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a refresh token is not an access token");
+    let (status, _) = app.post("/token/refresh/", None, json!({"refresh": access})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an access token is not a refresh token");
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_cannot_be_reused() {
+    let app = spawn_app().await;
+    app.register("alice").await;
+    let (_, refresh) = app.login("alice").await;
+    let (status, pair) = app.post("/token/refresh/", None, json!({"refresh": refresh})).await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let (status, _) = app.get("/accounts/me", Some(pair["access"].as_str().unwrap())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.post("/token/refresh", None, json!({"refresh": refresh})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "reuse is rejected");
+    let (status, _) = app.post("/token/refresh", None, json!({"refresh": pair["refresh"]})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "and revokes the session");
+}
+
+#[tokio::test]
+async fn orders_follow_the_original_test_cases() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let (status, body) = app.get("/orders/latest/", Some(&alice)).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let order = app.order(&alice).await;
+    assert_eq!(order["total_amount"], "250.00");
+    assert_eq!(order["status"], "CREATED");
+    assert_eq!(order["currency"], "USD");
+    assert_eq!(order["items"].as_array().map(Vec::len), Some(2));
+    let (status, body) = app.post("/orders/", Some(&alice), json!({"items": []})).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["errors"]["items"].is_array());
+    let id = order["id"].as_i64().unwrap();
+    let (status, list) = app.get("/orders/", Some(&alice)).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    let (status, detail) = app.get(&format!("/orders/{id}/"), Some(&alice)).await;
+    assert_eq!((status, &detail), (StatusCode::OK, &order));
+    let (status, body) = app.get(&format!("/orders/{id}"), Some(&bob)).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let (status, list) = app.get("/orders", Some(&bob)).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    let (status, latest) = app.get("/orders/latest", Some(&alice)).await;
+    assert_eq!((status, latest["id"].as_i64()), (StatusCode::OK, Some(id)));
+    let (status, _) = app.get("/orders/abc/", Some(&alice)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.get("/orders/", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn prices_are_exact_and_bad_items_name_their_field() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let (status, o) = app
+        .post("/orders/", Some(&alice), json!({"items": [{"name": "a", "quantity": 3, "price": 0.1}, {"name": "b", "quantity": 1, "price": "0.20"}]}))
+        .await;
+    assert_eq!((status, o["total_amount"].as_str()), (StatusCode::CREATED, Some("0.50")));
+    let (status, o) = app
+        .post(
+            "/orders/",
+            Some(&alice),
+            json!({"items": [{"name": "a", "quantity": 1, "price": "1.234"}], "currency": "KWD"}),
+        )
+        .await;
+    assert_eq!(
+        (status, o["total_amount"].as_str(), o["currency"].as_str()),
+        (StatusCode::CREATED, Some("1.234"), Some("KWD"))
+    );
+    for (body, field) in [
+        (json!({"items": [{"name": "a", "quantity": 1, "price": "1.001"}]}), "items[0].price"),
+        (json!({"items": [{"name": "a", "quantity": 0, "price": "1"}]}), "items[0].quantity"),
+        (json!({"items": [{"name": "a", "quantity": "x", "price": "1"}]}), "items[0].quantity"),
+        (json!({"items": [{"name": "a", "quantity": 1.5, "price": "1"}]}), "items[0].quantity"),
+        (json!({"items": [{"name": "", "quantity": 1, "price": "1"}]}), "items[0].name"),
+        (json!({"items": [{"name": "a", "quantity": 1, "price": "-1"}]}), "items[0].price"),
+        (json!({"items": [{"name": "a", "quantity": 1, "price": "1e400"}]}), "items[0].price"),
+        (json!({"items": [{"name": "a", "quantity": 1}]}), "items[0].price"),
+        (json!({"items": [{"name": "a", "quantity": 1, "price": "1"}], "currency": "XXX"}), "currency"),
+        (json!({"items": "nope"}), "items"),
+        (json!({}), "items"),
+    ] {
+        let (status, problem) = app.post("/orders/", Some(&alice), body.clone()).await;
+        assert_problem(status, &problem, StatusCode::BAD_REQUEST);
+        assert!(problem["errors"][field].is_array(), "{body} → {problem}");
+    }
+}
+
+#[tokio::test]
+async fn payments_follow_the_original_test_cases() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let order = app.order(&alice).await;
+    let id = order["id"].as_i64().unwrap();
+    let (status, p1) = app.post("/payments/initiate/", Some(&alice), json!({"order_id": id})).await;
+    assert_eq!(
+        (status, p1["status"].as_str(), p1["amount"].as_str()),
+        (StatusCode::OK, Some("PENDING"), Some("250.00"))
+    );
+    for key in [
+        "id",
+        "order",
+        "provider",
+        "transaction_id",
+        "provider_payment_id",
+        "amount",
+        "currency",
+        "status",
+        "created_at",
+    ] {
+        assert!(p1.get(key).is_some(), "payment has {key}: {p1}");
+    }
+    let (status, p2) = app.post("/payments/", Some(&alice), json!({"order_id": id})).await;
+    assert_eq!(
+        (status, p2["id"].clone()),
+        (StatusCode::OK, p1["id"].clone()),
+        "initiating twice returns the same payment"
+    );
+    let (status, body) = app.post("/payments/initiate/", Some(&alice), json!({"order_id": 999_999})).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let (status, body) = app.post("/payments/initiate/", Some(&bob), json!({"order_id": id})).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let (status, body) = app.post("/payments/initiate/", Some(&alice), json!({})).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    let (status, body) = app.post("/payments/confirm/", Some(&bob), json!({"payment_id": p1["id"]})).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let (status, paid) = app.post("/payments/confirm/", Some(&alice), json!({"payment_id": p1["id"]})).await;
+    assert_eq!((status, paid["status"].as_str()), (StatusCode::OK, Some("SUCCESS")));
+    let (_, o) = app.get(&format!("/orders/{id}/"), Some(&alice)).await;
+    assert_eq!(o["status"], "PAID");
+    let (status, again) = app.post("/payments/confirm/", Some(&alice), json!({"payment_id": p1["id"]})).await;
+    assert_eq!((status, &again), (StatusCode::OK, &paid), "confirming again returns it unchanged");
+    let (status, body) = app.post("/payments/initiate/", Some(&alice), json!({"order_id": id})).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
+    let (status, shown) = app.get(&format!("/payments/{}/", p1["id"]), Some(&alice)).await;
+    assert_eq!((status, shown["status"].as_str()), (StatusCode::OK, Some("SUCCESS")));
+    let (status, _) = app.get(&format!("/payments/{}/", p1["id"]), Some(&bob)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn declined_and_transient_payments_map_to_402_and_503() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let id = app.order(&alice).await["id"].clone();
+    let (_, p) = app.post("/payments/initiate/", Some(&alice), json!({"order_id": id, "method": "mock_decline"})).await;
+    let (status, body) = app.post("/payments/confirm/", Some(&alice), json!({"payment_id": p["id"]})).await;
+    assert_problem(status, &body, StatusCode::PAYMENT_REQUIRED);
+    let (_, p) =
+        app.post("/payments/initiate/", Some(&alice), json!({"order_id": id, "method": "mock_transient_error"})).await;
+    let resp = app.call(Method::POST, "/payments/confirm/", Some(&alice), Some(json!({"payment_id": p["id"]}))).await;
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, body) = read(resp).await;
+    assert_problem(status, &body, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) =
+        app.post("/payments/initiate/", Some(&alice), json!({"order_id": id, "method": "bitcoin"})).await;
+    assert_eq!(status, StatusCode::OK, "the order already has a pending payment: {body}");
+}
+
+#[tokio::test]
+async fn cancel_history_and_staff_access() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let order = app.order(&alice).await;
+    let id = order["id"].as_i64().unwrap();
+    let (status, cancelled) = app.post(&format!("/orders/{id}/cancel/"), Some(&alice), json!({})).await;
+    assert_eq!((status, cancelled["status"].as_str()), (StatusCode::OK, Some("CANCELLED")));
+    let (status, body) = app.post(&format!("/orders/{id}/cancel"), Some(&alice), json!({})).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
+    let (status, history) = app.get(&format!("/orders/{id}/history/"), Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK);
+    let tos: Vec<&str> = history.as_array().unwrap().iter().filter_map(|e| e["to"].as_str()).collect();
+    assert_eq!(tos, vec!["CREATED", "CANCELLED"]);
+    let (status, list) = app.get("/orders/?status=CANCELLED", Some(&alice)).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    let (status, list) = app.get("/orders/?status=PAID", Some(&alice)).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    let (status, body) = app.get("/orders/?status=LOST", Some(&alice)).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn lists_paginate_with_a_link_header() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.order(&alice).await["id"].as_i64().unwrap());
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut next = Some(format!("{}/api/v1/orders/?limit=2", app.base));
+    while let Some(url) = next {
+        let resp = app.client.get(&url).bearer_auth(&alice).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        next = resp.headers().get("link").and_then(|v| v.to_str().ok()).map(|link| {
+            assert!(link.ends_with("rel=\"next\""), "{link}");
+            let path = link.trim_start_matches('<').split('>').next().unwrap();
+            format!("{}{path}", app.base)
+        });
+        let page: Vec<Value> = resp.json().await.unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|o| o["id"].as_i64().unwrap()));
+    }
+    assert_eq!(seen, ids);
+    let (status, body) = app.get("/orders/?limit=500", Some(&alice)).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    let (status, body) = app.get("/orders/?cursor=zzz", Some(&alice)).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_the_original_response() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let send = |body: Value| {
+        app.client.post(app.url("/orders/")).bearer_auth(&alice).header("Idempotency-Key", "order-1").json(&body).send()
+    };
+    let (s1, first) = read(send(seed_order()).await.unwrap()).await;
+    let (s2, second) = read(send(seed_order()).await.unwrap()).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first, second);
+    let (status, list) = app.get("/orders/", Some(&alice)).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    let (status, body) =
+        read(send(json!({"items": [{"name": "x", "quantity": 1, "price": "1"}]})).await.unwrap()).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn hostile_requests_get_clear_problems() {
+    let app = spawn_app_with(|c| c.body_limit = 64 * 1024).await;
+    let alice = app.user("alice").await;
+    let huge = json!({"items": [{"name": "x".repeat(70 * 1024), "quantity": 1, "price": "1"}]});
+    let (status, body) = app.post("/orders/", Some(&alice), huge).await;
+    assert_problem(status, &body, StatusCode::PAYLOAD_TOO_LARGE);
+    let resp = app
+        .client
+        .post(app.url("/orders/"))
+        .bearer_auth(&alice)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(resp).await;
+    assert_problem(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let resp = app
+        .client
+        .post(app.url("/orders/"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{\"items\": [")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(resp).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    let resp = app.call(Method::DELETE, "/orders/", Some(&alice), None).await;
+    let allow = resp.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let (status, body) = read(resp).await;
+    assert_problem(status, &body, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let (status, body) = app.get("/no/such/route", Some(&alice)).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let resp = app.client.get(app.url("/orders/")).bearer_auth("not-a-token").send().await.unwrap();
+    assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"));
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_auth_routes_are_rate_limited_per_address() {
+    let app = spawn_app_with(|c| c.auth_rate_limit = 3).await;
+    for _ in 0..3 {
+        let (status, _) = app.post("/token/", None, json!({"username": "x", "password": "y"})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let resp = app.call(Method::POST, "/token/", None, Some(json!({"username": "x", "password": "y"}))).await;
+    let retry_after: u64 =
+        resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap();
+    assert!(retry_after >= 1);
+    let (status, body) = read(resp).await;
+    assert_problem(status, &body, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _) = app.get("/orders/", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "other routes are not limited");
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let app = spawn_app().await;
+    let resp = app.client.get(format!("{}/healthz", app.base)).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("abc-123"));
+    let resp = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert!(resp.headers().get("x-request-id").is_some_and(|v| !v.is_empty()));
+}
+
+#[tokio::test]
+async fn operations_endpoints_answer() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    app.order(&alice).await;
+    let health: Value = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = app.client.get(format!("{}/readyz/", app.base)).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "som_http_requests_total",
+        "som_http_request_duration_seconds_bucket",
+        "som_orders_created_total",
+        "som_outbox_backlog",
+        "som_notifications",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from metrics");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_swagger_ui_are_served_locally() {
+    let app = spawn_app().await;
+    let doc: Value =
+        app.client.get(format!("{}/api/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/accounts/register/",
+        "/api/v1/token/",
+        "/api/v1/orders/",
+        "/api/v1/orders/{id}/",
+        "/api/v1/payments/confirm/",
+    ] {
+        assert!(paths.contains_key(p), "{p} documented");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let schema: Value = app.client.get(format!("{}/api/schema/", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(schema, doc);
+    let html = app.client.get(format!("{}/api/docs/", app.base)).send().await.unwrap();
+    assert_eq!(html.status(), StatusCode::OK);
+    let html = html.text().await.unwrap();
+    assert!(html.contains("swagger-ui") && !html.contains("unpkg.com") && !html.contains("cdn"), "local assets only");
+    let js = app.client.get(format!("{}/api/docs/swagger-ui-bundle.js", app.base)).send().await.unwrap();
+    assert_eq!(js.status(), StatusCode::OK);
+    let init = app
+        .client
+        .get(format!("{}/api/docs/swagger-initializer.js", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/api/openapi.json"));
+}
+
+#[tokio::test]
+async fn a_slow_client_is_disconnected_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server closed the connection instead of waiting forever");
+}
