@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
+use som_core::storage::postgres::testing::TestDatabase;
 use som_core::{Config, OrderSystem};
 
 struct App {
@@ -13,15 +14,67 @@ struct App {
     client: Client,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
+    _db: Option<TestDatabase>,
 }
 
-async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        database_url: format!("sqlite://{}", dir.path().join("som.db").display()),
-        auth_rate_limit: 0,
-        ..Config::default()
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Every test runs on both backends; the Postgres variant needs `SOM_TEST_POSTGRES_URL` (CI
+/// sets it) and fails when it is set but unreachable.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })+
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() {
+                if som_core::storage::postgres::testing::admin_url().is_none() {
+                    eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the Postgres variant");
+                    return;
+                }
+                super::$name(super::Backend::Postgres).await
+            })+
+        }
     };
+}
+
+on_both_backends!(
+    registration_follows_the_original_rules,
+    login_profile_and_token_kinds,
+    refresh_tokens_rotate_and_cannot_be_reused,
+    orders_follow_the_original_test_cases,
+    prices_are_exact_and_bad_items_name_their_field,
+    payments_follow_the_original_test_cases,
+    declined_and_transient_payments_map_to_402_and_503,
+    cancel_history_and_staff_access,
+    lists_paginate_with_a_link_header,
+    idempotency_keys_replay_the_original_response,
+    hostile_requests_get_clear_problems,
+    the_auth_routes_are_rate_limited_per_address,
+    request_ids_are_echoed_or_generated,
+    operations_endpoints_answer,
+    the_openapi_document_and_swagger_ui_are_served_locally,
+    a_slow_client_is_disconnected_after_the_header_timeout,
+);
+
+async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let admin = som_core::storage::postgres::testing::admin_url().unwrap();
+            Some(TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable"))
+        }
+    };
+    let database_url = match &db {
+        Some(db) => db.url().to_owned(),
+        None => format!("sqlite://{}", dir.path().join("som.db").display()),
+    };
+    let mut config = Config { database_url, auth_rate_limit: 0, ..Config::default() };
     tweak(&mut config);
     let som = OrderSystem::builder().config(config.clone()).build().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -31,11 +84,11 @@ async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> App {
     tokio::spawn(som_server::serve(listener, som, settings, async move {
         let _ = stopped.await;
     }));
-    App { base, client: Client::new(), _stop: stop, _dir: dir }
+    App { base, client: Client::new(), _stop: stop, _dir: dir, _db: db }
 }
 
-async fn spawn_app() -> App {
-    spawn_app_with(|_| {}).await
+async fn spawn_app(backend: Backend) -> App {
+    spawn_app_with(backend, |_| {}).await
 }
 
 impl App {
@@ -110,9 +163,8 @@ fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode) {
     assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
 }
 
-#[tokio::test]
-async fn registration_follows_the_original_rules() {
-    let app = spawn_app().await;
+async fn registration_follows_the_original_rules(backend: Backend) {
+    let app = spawn_app(backend).await;
     let user = app.register("alice").await;
     assert_eq!(
         (user["username"].as_str(), user["email"].as_str(), user["is_staff"].as_bool()),
@@ -134,9 +186,8 @@ async fn registration_follows_the_original_rules() {
     assert_eq!(body["errors"]["username"][0], "This field is required.");
 }
 
-#[tokio::test]
-async fn login_profile_and_token_kinds() {
-    let app = spawn_app().await;
+async fn login_profile_and_token_kinds(backend: Backend) {
+    let app = spawn_app(backend).await;
     app.register("alice").await;
     let resp =
         app.call(Method::POST, "/token/", None, Some(json!({"username": "alice", "password": "wrong password"}))).await;
@@ -158,9 +209,8 @@ async fn login_profile_and_token_kinds() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "an access token is not a refresh token");
 }
 
-#[tokio::test]
-async fn refresh_tokens_rotate_and_cannot_be_reused() {
-    let app = spawn_app().await;
+async fn refresh_tokens_rotate_and_cannot_be_reused(backend: Backend) {
+    let app = spawn_app(backend).await;
     app.register("alice").await;
     let (_, refresh) = app.login("alice").await;
     let (status, pair) = app.post("/token/refresh/", None, json!({"refresh": refresh})).await;
@@ -173,9 +223,8 @@ async fn refresh_tokens_rotate_and_cannot_be_reused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "and revokes the session");
 }
 
-#[tokio::test]
-async fn orders_follow_the_original_test_cases() {
-    let app = spawn_app().await;
+async fn orders_follow_the_original_test_cases(backend: Backend) {
+    let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let (status, body) = app.get("/orders/latest/", Some(&alice)).await;
@@ -205,9 +254,8 @@ async fn orders_follow_the_original_test_cases() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn prices_are_exact_and_bad_items_name_their_field() {
-    let app = spawn_app().await;
+async fn prices_are_exact_and_bad_items_name_their_field(backend: Backend) {
+    let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let (status, o) = app
         .post("/orders/", Some(&alice), json!({"items": [{"name": "a", "quantity": 3, "price": 0.1}, {"name": "b", "quantity": 1, "price": "0.20"}]}))
@@ -243,9 +291,8 @@ async fn prices_are_exact_and_bad_items_name_their_field() {
     }
 }
 
-#[tokio::test]
-async fn payments_follow_the_original_test_cases() {
-    let app = spawn_app().await;
+async fn payments_follow_the_original_test_cases(backend: Backend) {
+    let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let order = app.order(&alice).await;
@@ -296,9 +343,8 @@ async fn payments_follow_the_original_test_cases() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn declined_and_transient_payments_map_to_402_and_503() {
-    let app = spawn_app().await;
+async fn declined_and_transient_payments_map_to_402_and_503(backend: Backend) {
+    let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let id = app.order(&alice).await["id"].clone();
     let (_, p) = app.post("/payments/initiate/", Some(&alice), json!({"order_id": id, "method": "mock_decline"})).await;
@@ -315,9 +361,8 @@ async fn declined_and_transient_payments_map_to_402_and_503() {
     assert_eq!(status, StatusCode::OK, "the order already has a pending payment: {body}");
 }
 
-#[tokio::test]
-async fn cancel_history_and_staff_access() {
-    let app = spawn_app().await;
+async fn cancel_history_and_staff_access(backend: Backend) {
+    let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let order = app.order(&alice).await;
     let id = order["id"].as_i64().unwrap();
@@ -337,9 +382,8 @@ async fn cancel_history_and_staff_access() {
     assert_problem(status, &body, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn lists_paginate_with_a_link_header() {
-    let app = spawn_app().await;
+async fn lists_paginate_with_a_link_header(backend: Backend) {
+    let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -367,9 +411,8 @@ async fn lists_paginate_with_a_link_header() {
     assert_problem(status, &body, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn idempotency_keys_replay_the_original_response() {
-    let app = spawn_app().await;
+async fn idempotency_keys_replay_the_original_response(backend: Backend) {
+    let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let send = |body: Value| {
         app.client.post(app.url("/orders/")).bearer_auth(&alice).header("Idempotency-Key", "order-1").json(&body).send()
@@ -385,9 +428,8 @@ async fn idempotency_keys_replay_the_original_response() {
     assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-#[tokio::test]
-async fn hostile_requests_get_clear_problems() {
-    let app = spawn_app_with(|c| c.body_limit = 64 * 1024).await;
+async fn hostile_requests_get_clear_problems(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.body_limit = 64 * 1024).await;
     let alice = app.user("alice").await;
     let huge = json!({"items": [{"name": "x".repeat(70 * 1024), "quantity": 1, "price": "1"}]});
     let (status, body) = app.post("/orders/", Some(&alice), huge).await;
@@ -426,9 +468,8 @@ async fn hostile_requests_get_clear_problems() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn the_auth_routes_are_rate_limited_per_address() {
-    let app = spawn_app_with(|c| c.auth_rate_limit = 3).await;
+async fn the_auth_routes_are_rate_limited_per_address(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.auth_rate_limit = 3).await;
     for _ in 0..3 {
         let (status, _) = app.post("/token/", None, json!({"username": "x", "password": "y"})).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -443,18 +484,16 @@ async fn the_auth_routes_are_rate_limited_per_address() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "other routes are not limited");
 }
 
-#[tokio::test]
-async fn request_ids_are_echoed_or_generated() {
-    let app = spawn_app().await;
+async fn request_ids_are_echoed_or_generated(backend: Backend) {
+    let app = spawn_app(backend).await;
     let resp = app.client.get(format!("{}/healthz", app.base)).header("x-request-id", "abc-123").send().await.unwrap();
     assert_eq!(resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("abc-123"));
     let resp = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
     assert!(resp.headers().get("x-request-id").is_some_and(|v| !v.is_empty()));
 }
 
-#[tokio::test]
-async fn operations_endpoints_answer() {
-    let app = spawn_app().await;
+async fn operations_endpoints_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     app.order(&alice).await;
     let health: Value = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().json().await.unwrap();
@@ -473,9 +512,8 @@ async fn operations_endpoints_answer() {
     }
 }
 
-#[tokio::test]
-async fn the_openapi_document_and_swagger_ui_are_served_locally() {
-    let app = spawn_app().await;
+async fn the_openapi_document_and_swagger_ui_are_served_locally(backend: Backend) {
+    let app = spawn_app(backend).await;
     let doc: Value =
         app.client.get(format!("{}/api/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
@@ -510,10 +548,9 @@ async fn the_openapi_document_and_swagger_ui_are_served_locally() {
     assert!(init.contains("/api/openapi.json"));
 }
 
-#[tokio::test]
-async fn a_slow_client_is_disconnected_after_the_header_timeout() {
+async fn a_slow_client_is_disconnected_after_the_header_timeout(backend: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = spawn_app_with(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let app = spawn_app_with(backend, |c| c.header_read_timeout = Duration::from_millis(300)).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();

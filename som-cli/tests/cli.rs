@@ -75,9 +75,25 @@ impl Som {
 
 #[test]
 fn the_operator_scenario_pays_an_order_and_delivers_its_notifications() {
-    let som = Som::new();
+    scenario(&Som::new(), "sqlite");
+}
+
+#[tokio::test]
+async fn the_operator_scenario_works_on_postgres() {
+    let Some(admin) = som_core::storage::postgres::testing::admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the Postgres scenario");
+        return;
+    };
+    let db = som_core::storage::postgres::testing::TestDatabase::create(&admin).await.expect("Postgres unreachable");
+    let mut som = Som::new();
+    som.url = db.url().to_owned();
+    tokio::task::spawn_blocking(move || scenario(&som, "postgres")).await.unwrap();
+    drop(db);
+}
+
+fn scenario(som: &Som, backend: &str) {
     let migrated = som.json(&["migrate"]);
-    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some("sqlite"), Some(1)));
+    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(1)));
     let alice = som.user("alice");
     assert_eq!((alice["username"].as_str(), alice["is_staff"].as_bool()), (Some("alice"), Some(false)));
     let order =

@@ -785,6 +785,7 @@ impl OrderSystem {
     /// Runs the dispatcher on the current tokio runtime until the handle is shut down. It is
     /// woken right after each commit that wrote notifications, and polls for the rest.
     pub fn spawn_dispatcher(&self) -> DispatcherHandle {
+        self.inner.storage.subscribe_outbox(Arc::clone(&self.inner.wake));
         self.dispatcher().spawn(Arc::clone(&self.inner.wake))
     }
 }

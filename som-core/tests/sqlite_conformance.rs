@@ -7,11 +7,10 @@ use std::sync::Arc;
 use som_core::storage::DynStorage;
 use som_core::storage::sqlite::SqliteStorage;
 
-async fn fresh() -> DynStorage {
-    // Kept for the process's lifetime: the storage holds the file open until the test ends.
-    let dir = tempfile::tempdir().unwrap().keep();
-    let url = format!("sqlite://{}", dir.join("som.db").display());
-    Arc::new(SqliteStorage::open(&url, 4).await.unwrap())
+async fn fresh() -> (DynStorage, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("som.db").display());
+    (Arc::new(SqliteStorage::open(&url, 4).await.unwrap()), dir)
 }
 
 som_core::storage_conformance_tests!(fresh());
@@ -19,8 +18,8 @@ som_core::storage_conformance_tests!(fresh());
 mod in_memory {
     use super::*;
 
-    async fn memory() -> DynStorage {
-        Arc::new(SqliteStorage::open("sqlite::memory:", 4).await.unwrap())
+    async fn memory() -> (DynStorage, ()) {
+        (Arc::new(SqliteStorage::open("sqlite::memory:", 4).await.unwrap()), ())
     }
 
     som_core::storage_conformance_tests!(memory());

@@ -5,7 +5,7 @@
 //! per check for a backend:
 //!
 //! ```ignore
-//! som_core::storage_conformance_tests!(async { my_fresh_storage().await });
+//! som_core::storage_conformance_tests!(async { (my_fresh_storage().await, ()) });
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -16,8 +16,9 @@ use chrono::{Duration, Utc};
 use super::*;
 use crate::domain::{Currency, ItemInput, Money, NewOrder, OrderInput, PaymentStatus};
 
-/// Generates a `#[tokio::test]` per conformance check, each on storage from `$make` (an
-/// expression evaluating to a future of `DynStorage`).
+/// Generates a `#[tokio::test]` per conformance check, each on storage from `$make`: an
+/// expression evaluating to a future of `(DynStorage, guard)`, where the guard (a temporary
+/// directory, a throwaway database) lives as long as the test.
 #[macro_export]
 macro_rules! storage_conformance_tests {
     ($make:expr) => {
@@ -45,8 +46,9 @@ macro_rules! storage_conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
-                let storage: $crate::storage::DynStorage = $make.await;
+                let (storage, guard): ($crate::storage::DynStorage, _) = $make.await;
                 $crate::storage::conformance::$name(storage).await;
+                drop(guard);
             }
         )+
     };

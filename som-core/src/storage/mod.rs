@@ -1,7 +1,7 @@
 //! The [`Storage`] trait: every method is one unit of atomicity ("insert this order with its
 //! items, its first audit event and its outbox rows"), never a bare table operation.
 //!
-//! Backends: [`sqlite`] (embedded default). The conformance suite in [`conformance`] (feature
+//! Backends: [`sqlite`] (embedded default) and [`postgres`] (many processes, one database). The conformance suite in [`conformance`] (feature
 //! `test-support`) is written once and run against every backend.
 
 use std::fmt;
@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 
 #[cfg(feature = "test-support")]
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 /// A user to insert.
@@ -255,6 +256,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// `Ok` when the database answers.
     async fn ping(&self) -> Result<()>;
 
+    /// Arranges for `wake` to be notified whenever another process commits outbox rows (for
+    /// backends shared between processes). The default does nothing: in-process commits wake
+    /// the dispatcher directly.
+    fn subscribe_outbox(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
+
     /// The value stored under `name`, or — if none yet — stores `candidate` and returns it.
     /// Concurrent callers all get the same value.
     async fn get_or_init_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>>;
@@ -438,10 +446,7 @@ pub async fn open(url: &str, pool_size: u32) -> Result<DynStorage> {
         return Ok(Arc::new(sqlite::SqliteStorage::open(url, pool_size).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(Error::invalid(
-            "SOM_DATABASE_URL",
-            "postgres URLs need a build with the PostgreSQL backend, which this build does not include",
-        ));
+        return Ok(Arc::new(postgres::PostgresStorage::open(url, pool_size).await?));
     }
     Err(Error::invalid("SOM_DATABASE_URL", "must start with sqlite:// or postgres://"))
 }
