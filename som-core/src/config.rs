@@ -65,12 +65,28 @@ pub const VARIABLES: &[ConfigVar] = &[
     },
     ConfigVar { name: "SOM_REFRESH_TOKEN_TTL", default: "1d", help: "Refresh token lifetime" },
     ConfigVar { name: "SOM_CURRENCY", default: "USD", help: "Currency of orders that name none (ISO 4217)" },
-    ConfigVar { name: "SOM_NOTIFIER", default: "log", help: "Notification channels, comma-separated: log" },
+    ConfigVar {
+        name: "SOM_NOTIFIER",
+        default: "log",
+        help: "Notification channels, comma-separated: log, smtp, webhook (each has its own delivery state)",
+    },
     ConfigVar {
         name: "SOM_SMTP_URL",
         default: "",
-        help: "SMTP server for the smtp channel: smtp://user:pass@host:port or smtps://…",
+        help: "SMTP server for the smtp channel: smtp://user:pass@host:587 (STARTTLS), smtps://host:465 (TLS), plain smtp:// only to loopback",
     },
+    ConfigVar { name: "SOM_SMTP_TIMEOUT", default: "10s", help: "Longest time one SMTP delivery may take" },
+    ConfigVar {
+        name: "SOM_WEBHOOK_URLS",
+        default: "",
+        help: "Comma-separated http(s) URLs the webhook channel posts each event to",
+    },
+    ConfigVar {
+        name: "SOM_WEBHOOK_SECRET",
+        default: "",
+        help: "Secret (at least 16 bytes) for the SOM-Signature HMAC of webhook calls",
+    },
+    ConfigVar { name: "SOM_WEBHOOK_TIMEOUT", default: "10s", help: "Longest time one webhook call may take" },
     ConfigVar {
         name: "SOM_EMAIL_FROM",
         default: "SOM <no-reply@localhost>",
@@ -158,8 +174,16 @@ pub struct Config {
     pub notifiers: Vec<String>,
     /// `SOM_SMTP_URL`.
     pub smtp_url: Option<Secret>,
+    /// `SOM_SMTP_TIMEOUT`.
+    pub smtp_timeout: Duration,
     /// `SOM_EMAIL_FROM`.
     pub email_from: String,
+    /// `SOM_WEBHOOK_URLS`.
+    pub webhook_urls: Vec<String>,
+    /// `SOM_WEBHOOK_SECRET`.
+    pub webhook_secret: Option<Secret>,
+    /// `SOM_WEBHOOK_TIMEOUT`.
+    pub webhook_timeout: Duration,
     /// `SOM_LISTEN`.
     pub listen: String,
     /// `SOM_BODY_LIMIT`.
@@ -201,7 +225,11 @@ fn unreachable_defaults() -> Config {
         currency: Currency::USD,
         notifiers: vec!["log".into()],
         smtp_url: None,
+        smtp_timeout: Duration::from_secs(10),
         email_from: "SOM <no-reply@localhost>".into(),
+        webhook_urls: Vec::new(),
+        webhook_secret: None,
+        webhook_timeout: Duration::from_secs(10),
         listen: "127.0.0.1:8000".into(),
         body_limit: 65_536,
         request_timeout: Duration::from_secs(30),
@@ -214,6 +242,11 @@ fn unreachable_defaults() -> Config {
         outbox: DispatchConfig::default(),
         mock_transient_failures: 2,
     }
+}
+
+/// The non-empty, trimmed items of a comma-separated list.
+fn list(raw: &str) -> Vec<String> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// Parses `90`, `90s`, `15m`, `2h`, `1d`, `250ms`.
@@ -264,6 +297,8 @@ impl Config {
         let backoff_base = duration("SOM_OUTBOX_BACKOFF_BASE");
         let backoff_cap = duration("SOM_OUTBOX_BACKOFF_CAP");
         let request_timeout = duration("SOM_REQUEST_TIMEOUT");
+        let smtp_timeout = duration("SOM_SMTP_TIMEOUT");
+        let webhook_timeout = duration("SOM_WEBHOOK_TIMEOUT");
         let header_read_timeout = duration("SOM_HEADER_READ_TIMEOUT");
         let mut number = |name: &str, min: u64| -> u64 {
             match get(name).trim().parse::<u64>() {
@@ -306,17 +341,16 @@ impl Config {
             currency,
             notifiers,
             smtp_url: lookup("SOM_SMTP_URL").filter(|s| !s.is_empty()).map(Secret),
+            smtp_timeout,
             email_from: get("SOM_EMAIL_FROM"),
+            webhook_urls: list(&get("SOM_WEBHOOK_URLS")),
+            webhook_secret: lookup("SOM_WEBHOOK_SECRET").filter(|s| !s.is_empty()).map(Secret),
+            webhook_timeout,
             listen: get("SOM_LISTEN"),
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
             request_timeout,
             header_read_timeout,
-            cors_origins: get("SOM_CORS_ORIGINS")
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            cors_origins: list(&get("SOM_CORS_ORIGINS")),
             log: get("SOM_LOG"),
             auth_rate_limit: small(auth_rate_limit),
             password_hash_concurrency: usize::try_from(password_hash_concurrency).unwrap_or(1),

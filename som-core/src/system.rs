@@ -19,7 +19,7 @@ use crate::domain::{
     Password, Payment, PaymentId, PaymentStatus, User, UserId, Username,
 };
 use crate::error::{Error, Result, ValidationErrors};
-use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier};
+use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier};
 use crate::payment::{MockProvider, PaymentProvider, PaymentRequest, ProviderError};
 use crate::storage::{
     DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
@@ -149,10 +149,27 @@ fn notifiers_from_config(config: &Config) -> Result<Vec<Arc<dyn Notifier>>> {
     config
         .notifiers
         .iter()
-        .map(|name| match name.as_str() {
-            "log" => Ok(Arc::new(LogNotifier) as Arc<dyn Notifier>),
-            other => {
-                Err(Error::invalid("SOM_NOTIFIER", format!("unknown notification channel {other:?}; available: log")))
+        .map(|name| -> Result<Arc<dyn Notifier>> {
+            match name.as_str() {
+                "log" => Ok(Arc::new(LogNotifier)),
+                "smtp" => {
+                    let url = config
+                        .smtp_url
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid("SOM_SMTP_URL", "is required by the smtp channel"))?;
+                    Ok(Arc::new(SmtpNotifier::new(url.expose(), &config.email_from, config.smtp_timeout)?))
+                }
+                "webhook" => {
+                    let secret = config
+                        .webhook_secret
+                        .clone()
+                        .ok_or_else(|| Error::invalid("SOM_WEBHOOK_SECRET", "is required by the webhook channel"))?;
+                    Ok(Arc::new(WebhookNotifier::new(&config.webhook_urls, secret, config.webhook_timeout)?))
+                }
+                other => Err(Error::invalid(
+                    "SOM_NOTIFIER",
+                    format!("unknown notification channel {other:?}; available: log, smtp, webhook"),
+                )),
             }
         })
         .collect()

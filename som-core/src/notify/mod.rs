@@ -1,10 +1,13 @@
-//! Notifications: the [`Notifier`] trait, its implementations, and the outbox [`Dispatcher`]
+//! Notifications: the [`Notifier`] trait, its implementations (log, SMTP, signed webhooks),
+//! and the outbox [`Dispatcher`]
 //! that delivers what storage wrote in the same transaction as each change.
 
 mod log;
 pub mod outbox;
 #[cfg(any(test, feature = "test-support"))]
 mod recording;
+mod smtp;
+pub mod webhook;
 
 use async_trait::async_trait;
 
@@ -12,6 +15,8 @@ pub use self::log::LogNotifier;
 pub use outbox::{DispatchConfig, Dispatcher, DispatcherHandle, backoff_delay};
 #[cfg(any(test, feature = "test-support"))]
 pub use recording::{Delivery, RecordingNotifier};
+pub use smtp::SmtpNotifier;
+pub use webhook::{WebhookNotifier, verify_signature};
 
 /// What a notifier delivers: one outbox row.
 pub use crate::storage::OutboxEntry as Notification;
@@ -25,6 +30,10 @@ pub enum NotifyError {
     /// Will never succeed as it is (recipient rejected, HTTP 4xx): dead-lettered at once.
     #[error("{0}")]
     Permanent(String),
+    /// Nothing to deliver on this channel (a user without an email address): recorded as
+    /// skipped with the reason, not retried.
+    #[error("{0}")]
+    Skipped(String),
 }
 
 /// A delivery channel. Each channel has its own delivery state per event in the outbox.

@@ -104,6 +104,10 @@ impl Dispatcher {
                     tracing::warn!(id = %row.id, attempts = row.attempts, ?delay, %error, "notification failed; will retry");
                     self.storage.mark_notification_failed(row.id, &token, &error, Some(retry_at)).await?;
                 }
+                Err(NotifyError::Skipped(reason)) => {
+                    tracing::info!(id = %row.id, channel = %row.channel, %reason, "notification skipped");
+                    self.storage.mark_notification_skipped(row.id, &token, &reason).await?;
+                }
                 Err(NotifyError::Transient(error) | NotifyError::Permanent(error)) => {
                     tracing::error!(id = %row.id, attempts = row.attempts, %error, "notification dead-lettered");
                     self.storage.mark_notification_failed(row.id, &token, &error, None).await?;

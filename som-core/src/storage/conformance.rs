@@ -480,6 +480,12 @@ pub async fn outbox_failures_reschedule_dead_letter_and_requeue(s: DynStorage) {
     assert_eq!(s.requeue_notification(NotificationId::new(999_999), retry_at).await.unwrap(), None);
     let again = s.claim_notifications(retry_at, retry_at + Duration::seconds(30), 10, "d").await.unwrap();
     assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[1].id]);
+    assert!(s.mark_notification_skipped(rows[1].id, "d", "no email address").await.unwrap());
+    let skipped = s.list_notifications(Some(NotificationStatus::Skipped), None, 10).await.unwrap();
+    assert_eq!(skipped.iter().map(|r| r.last_error.as_deref()).collect::<Vec<_>>(), vec![Some("no email address")]);
+    let later = retry_at + Duration::hours(1);
+    assert!(s.claim_notifications(later, later, 10, "e").await.unwrap().iter().all(|r| r.id != rows[1].id));
+    assert!(s.notification_counts().await.unwrap().contains(&(NotificationStatus::Skipped, 1)));
 }
 
 pub async fn idempotency_keys_replay_mismatch_and_progress(s: DynStorage) {

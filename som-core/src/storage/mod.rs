@@ -154,12 +154,14 @@ pub enum NotificationStatus {
     /// Given up on after the configured attempts or a permanent failure; an operator may
     /// re-queue it.
     Dead,
+    /// Nothing to deliver on its channel (no email address); the reason is in `last_error`.
+    Skipped,
 }
 
 impl NotificationStatus {
     /// All statuses.
-    pub const ALL: [NotificationStatus; 3] =
-        [NotificationStatus::Pending, NotificationStatus::Sent, NotificationStatus::Dead];
+    pub const ALL: [NotificationStatus; 4] =
+        [NotificationStatus::Pending, NotificationStatus::Sent, NotificationStatus::Dead, NotificationStatus::Skipped];
 
     /// The lower-case name used in storage and JSON.
     pub fn as_str(self) -> &'static str {
@@ -167,6 +169,7 @@ impl NotificationStatus {
             NotificationStatus::Pending => "pending",
             NotificationStatus::Sent => "sent",
             NotificationStatus::Dead => "dead",
+            NotificationStatus::Skipped => "skipped",
         }
     }
 
@@ -391,6 +394,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
         error: &str,
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<bool>;
+
+    /// Marks a claimed row skipped (nothing to deliver on its channel), recording why.
+    async fn mark_notification_skipped(&self, id: NotificationId, claim_token: &str, reason: &str) -> Result<bool>;
 
     /// Gives a claimed row back without counting the attempt (graceful shutdown).
     async fn release_notification(&self, id: NotificationId, claim_token: &str) -> Result<bool>;

@@ -905,6 +905,21 @@ impl Storage for PostgresStorage {
         Ok(n.rows_affected() == 1)
     }
 
+    async fn mark_notification_skipped(&self, id: NotificationId, claim_token: &str, reason: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE outbox SET status = 'skipped', last_error = $3, updated_at = $4, lease_until = NULL, \
+             claim_token = NULL WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
+        )
+        .bind(id.get())
+        .bind(claim_token)
+        .bind(reason)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     async fn release_notification(&self, id: NotificationId, claim_token: &str) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE outbox SET lease_until = NULL, claim_token = NULL, attempts = GREATEST(attempts - 1, 0) \

@@ -945,6 +945,19 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn mark_notification_skipped(&self, id: NotificationId, claim_token: &str, reason: &str) -> Result<bool> {
+        let (token, reason) = (claim_token.to_owned(), reason.to_owned());
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE outbox SET status = 'skipped', last_error = ?3, updated_at = ?4, lease_until = NULL, \
+                 claim_token = NULL WHERE id = ?1 AND claim_token = ?2 AND status = 'pending'",
+                params![id.get(), token, reason, micros(Utc::now())],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn release_notification(&self, id: NotificationId, claim_token: &str) -> Result<bool> {
         let token = claim_token.to_owned();
         self.write(move |tx| {

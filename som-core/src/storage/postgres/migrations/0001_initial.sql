@@ -83,7 +83,7 @@ CREATE TABLE outbox (
     channel         TEXT NOT NULL,
     recipient       TEXT,
     payload         TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'dead')),
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'dead', 'skipped')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMPTZ NOT NULL,
     lease_until     TIMESTAMPTZ,
