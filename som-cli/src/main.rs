@@ -57,10 +57,23 @@ enum Command {
     Serve(commands::serve::Serve),
     /// Run the notification dispatcher alone.
     Worker(commands::worker::Worker),
-    /// Print a shell completion script.
+    /// Copy the SQLite database to a new file while SOM keeps running.
+    Backup(commands::backup::Backup),
+    /// Check a running server's health endpoint (exit 0 when it answers 200).
+    Healthcheck(commands::healthcheck::Healthcheck),
+    /// Print the configuration reference or an example .env file.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// Write man pages (som.1 and one per subcommand) into a directory.
+    Man {
+        /// Where to write them.
+        #[arg(long, default_value = ".")]
+        out_dir: std::path::PathBuf,
     },
 }
 
@@ -153,14 +166,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     init_logging(&cli, &config);
     let out = output::Output { json: cli.json, quiet: cli.quiet };
-    if let Command::Completions { shell } = cli.command {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "som", &mut std::io::stdout());
-        return Ok(());
-    }
+    // Commands that need no database.
+    let command = match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "som", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man { out_dir } => {
+            std::fs::create_dir_all(&out_dir)?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &out_dir)?;
+            out.note(&format!("man pages written to {}", out_dir.display()));
+            return Ok(());
+        }
+        Command::Healthcheck(c) => return c.run(),
+        Command::Config(c) => {
+            c.run();
+            return Ok(());
+        }
+        other => other,
+    };
     let som = OrderSystem::builder().config(config).build().await?;
     let ctx = Ctx { som, out };
-    match cli.command {
+    match command {
         Command::Migrate => {
             let version = ctx.som.storage().schema_version().await?;
             let backend = ctx.som.storage().backend();
@@ -176,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(c) => c.run(&ctx).await,
         Command::Serve(c) => c.run(ctx).await,
         Command::Worker(c) => c.run(&ctx).await,
-        Command::Completions { .. } => Ok(()),
+        Command::Backup(c) => c.run(&ctx).await,
+        Command::Completions { .. } | Command::Man { .. } | Command::Healthcheck(_) | Command::Config(_) => Ok(()),
     }
 }

@@ -1,5 +1,8 @@
 //! One module per command group; `///` comments are the help text.
 
+pub mod backup;
+pub mod config;
+pub mod healthcheck;
 pub mod notifications;
 pub mod orders;
 pub mod pay;

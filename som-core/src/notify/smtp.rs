@@ -1,7 +1,8 @@
 //! Email through SMTP (lettre over tokio + rustls).
 //!
 //! `smtps://host:465` uses implicit TLS, `smtp://host:587` requires STARTTLS, and plain
-//! `smtp://` is allowed only to a loopback address (a local development sink). Credentials come
+//! `smtp://` is used for a loopback address (a local development sink) or when asked for
+//! explicitly with `?tls=none` (a sink on a private network, as in compose.yaml). Credentials come
 //! from the URL's user info. 4xx replies and connection failures are transient; 5xx replies
 //! are permanent.
 
@@ -35,6 +36,8 @@ impl std::fmt::Debug for SmtpNotifier {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SmtpUrl {
     implicit_tls: bool,
+    /// `?tls=none`: plain SMTP to a non-loopback host (a mail sink on a private network).
+    no_tls: bool,
     user: Option<String>,
     password: Option<String>,
     host: String,
@@ -68,6 +71,10 @@ fn parse_url(url: &str) -> Result<SmtpUrl> {
         "smtps" => true,
         _ => return Err(bad("the scheme must be smtp or smtps")),
     };
+    let no_tls = rest.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv == "tls=none"));
+    if no_tls && implicit_tls {
+        return Err(bad("smtps:// always uses TLS; tls=none goes with smtp://"));
+    }
     let rest = rest.split(['/', '?']).next().unwrap_or_default();
     let (userinfo, hostport) = match rest.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
@@ -97,7 +104,7 @@ fn parse_url(url: &str) -> Result<SmtpUrl> {
         None if implicit_tls => 465,
         None => 587,
     };
-    Ok(SmtpUrl { implicit_tls, user, password, host, port })
+    Ok(SmtpUrl { implicit_tls, no_tls, user, password, host, port })
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -112,7 +119,7 @@ impl SmtpNotifier {
         let tls_error = |e: lettre::transport::smtp::Error| Error::invalid("SOM_SMTP_URL", format!("TLS setup: {e}"));
         let mut builder = if parsed.implicit_tls {
             AsyncSmtpTransport::<Tokio1Executor>::relay(&parsed.host).map_err(tls_error)?
-        } else if is_loopback(&parsed.host) {
+        } else if parsed.no_tls || is_loopback(&parsed.host) {
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(parsed.host.clone())
         } else {
             AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&parsed.host).map_err(tls_error)?
@@ -204,6 +211,7 @@ mod tests {
             u,
             SmtpUrl {
                 implicit_tls: false,
+                no_tls: false,
                 user: Some("user@x".into()),
                 password: Some("p:ss".into()),
                 host: "mail.example.com".into(),
@@ -213,6 +221,8 @@ mod tests {
         assert_eq!(parse_url("smtps://mail.example.com").unwrap().port, 465);
         assert_eq!(parse_url("smtp://127.0.0.1").unwrap().port, 587);
         assert_eq!(parse_url("smtp://[::1]:25").unwrap().host, "::1");
+        assert!(parse_url("smtp://mail:1025?tls=none").unwrap().no_tls);
+        assert!(parse_url("smtps://mail:1025?tls=none").is_err());
         assert!(parse_url("http://x").is_err());
         assert!(parse_url("smtp://").is_err());
         assert!(parse_url("smtp://h:notaport").is_err());

@@ -259,6 +259,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// `Ok` when the database answers.
     async fn ping(&self) -> Result<()>;
 
+    /// Writes a consistent copy of the whole database to a new file at `destination` while the
+    /// database stays in use. Backends whose servers have their own tools (PostgreSQL:
+    /// `pg_dump`) refuse.
+    async fn backup(&self, destination: &std::path::Path) -> Result<()> {
+        let _ = destination;
+        Err(Error::invalid("backup", format!("{} databases are backed up with their own tools", self.backend())))
+    }
+
     /// Arranges for `wake` to be notified whenever another process commits outbox rows (for
     /// backends shared between processes). The default does nothing: in-process commits wake
     /// the dispatcher directly.

@@ -340,6 +340,10 @@ impl Storage for PostgresStorage {
         Ok(())
     }
 
+    async fn backup(&self, _destination: &std::path::Path) -> Result<()> {
+        Err(Error::invalid("backup", "back up PostgreSQL with pg_dump (see docs/operations.md)"))
+    }
+
     fn subscribe_outbox(&self, wake: Arc<Notify>) {
         let pool = self.pool.clone();
         let weak = Arc::downgrade(&wake);

@@ -33,6 +33,8 @@ pub struct SqliteStorage {
 
 struct Inner {
     location: String,
+    /// The database file; `None` in memory.
+    path: Option<PathBuf>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
@@ -171,6 +173,7 @@ impl SqliteStorage {
             Ok(SqliteStorage {
                 inner: Arc::new(Inner {
                     location,
+                    path,
                     writer: Mutex::new(writer),
                     readers: Mutex::new(pool),
                     reader_permits: permits,
@@ -476,6 +479,33 @@ impl Storage for SqliteStorage {
 
     async fn ping(&self) -> Result<()> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+    }
+
+    async fn backup(&self, destination: &std::path::Path) -> Result<()> {
+        if destination.exists() {
+            return Err(Error::invalid("backup", format!("{} already exists", destination.display())));
+        }
+        let inner = Arc::clone(&self.inner);
+        let destination = destination.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut target = Connection::open(&destination)?;
+            // SQLite's online backup API: a consistent snapshot while writers carry on.
+            let copy = |source: &Connection, target: &mut Connection| -> rusqlite::Result<()> {
+                rusqlite::backup::Backup::new(source, target)?.run_to_completion(
+                    512,
+                    std::time::Duration::from_millis(1),
+                    None,
+                )
+            };
+            match &inner.path {
+                Some(p) => copy(&Connection::open_with_flags(p, OpenFlags::SQLITE_OPEN_READ_ONLY)?, &mut target)?,
+                None => copy(&lock(&inner.writer), &mut target)?,
+            }
+            target.pragma_update(None, "journal_mode", "DELETE")?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("sqlite backup task: {e}")))?
     }
 
     async fn get_or_init_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {

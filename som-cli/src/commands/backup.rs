@@ -1,0 +1,29 @@
+//! `som backup`
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::Ctx;
+
+/// Write a consistent copy of the SQLite database to a new file while SOM keeps running
+/// (PostgreSQL: use pg_dump).
+#[derive(Debug, Args)]
+pub struct Backup {
+    /// Where to write the copy; must not exist yet.
+    path: PathBuf,
+}
+
+impl Backup {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        ctx.som.storage().backup(&self.path).await?;
+        let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let path = self.path.display().to_string();
+        ctx.out.record(
+            &json!({ "path": path, "bytes": bytes }),
+            &[("backup", path.clone()), ("bytes", bytes.to_string()), ("took", format!("{:.1?}", started.elapsed()))],
+        )
+    }
+}
