@@ -84,6 +84,8 @@ async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Ap
     tokio::spawn(som_server::serve(listener, som, settings, async move {
         let _ = stopped.await;
     }));
+    // reqwest is built without a bundled TLS crypto provider; SOM uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     App { base, client: Client::new(), _stop: stop, _dir: dir, _db: db }
 }
 
@@ -261,6 +263,9 @@ async fn prices_are_exact_and_bad_items_name_their_field(backend: Backend) {
         .post("/orders/", Some(&alice), json!({"items": [{"name": "a", "quantity": 3, "price": 0.1}, {"name": "b", "quantity": 1, "price": "0.20"}]}))
         .await;
     assert_eq!((status, o["total_amount"].as_str()), (StatusCode::CREATED, Some("0.50")));
+    let two = json!({"items": [{"name": "a", "quantity": 2.0, "price": 1.5}]});
+    let (status, o) = app.post("/orders/", Some(&alice), two).await;
+    assert_eq!((status, o["total_amount"].as_str()), (StatusCode::CREATED, Some("3.00")), "2.0 is the integer 2: {o}");
     let (status, o) = app
         .post(
             "/orders/",
@@ -277,6 +282,7 @@ async fn prices_are_exact_and_bad_items_name_their_field(backend: Backend) {
         (json!({"items": [{"name": "a", "quantity": 0, "price": "1"}]}), "items[0].quantity"),
         (json!({"items": [{"name": "a", "quantity": "x", "price": "1"}]}), "items[0].quantity"),
         (json!({"items": [{"name": "a", "quantity": 1.5, "price": "1"}]}), "items[0].quantity"),
+        (json!({"items": [{"name": "a", "quantity": true, "price": "1"}]}), "items[0].quantity"),
         (json!({"items": [{"name": "", "quantity": 1, "price": "1"}]}), "items[0].name"),
         (json!({"items": [{"name": "a", "quantity": 1, "price": "-1"}]}), "items[0].price"),
         (json!({"items": [{"name": "a", "quantity": 1, "price": "1e400"}]}), "items[0].price"),
@@ -358,7 +364,10 @@ async fn declined_and_transient_payments_map_to_402_and_503(backend: Backend) {
     assert_problem(status, &body, StatusCode::SERVICE_UNAVAILABLE);
     let (status, body) =
         app.post("/payments/initiate/", Some(&alice), json!({"order_id": id, "method": "bitcoin"})).await;
-    assert_eq!(status, StatusCode::OK, "the order already has a pending payment: {body}");
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["errors"]["method"].is_array(), "an unknown method is refused even with a pending payment");
+    let (status, _) = app.get("/orders/?cursor=", Some(&alice)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an empty cursor is not a cursor");
 }
 
 async fn cancel_history_and_staff_access(backend: Backend) {

@@ -559,7 +559,7 @@ impl OrderSystem {
             return Err(Error::invalid("limit", format!("must be between 1 and {MAX_PAGE_SIZE}")));
         }
         let before = match query.cursor.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(c) => Some(c.parse::<OrderId>().map_err(|_| Error::invalid("cursor", "is not a valid cursor"))?),
         };
         let user_id = match caller {
@@ -638,6 +638,8 @@ impl OrderSystem {
         if method.len() > 100 || method.chars().any(char::is_control) {
             return Err(Error::invalid("method", "must be at most 100 characters without control characters"));
         }
+        // An unusable method is refused even when the order already has a payment to return.
+        self.inner.provider.check_method(&method).map_err(|m| Error::invalid("method", m))?;
         let request = (order_id, method.clone());
         self.idempotent(caller, "initiate_payment", idempotency_key, &request, |slot| async move {
             let order = self.order(caller, order_id).await?;

@@ -1,6 +1,9 @@
 //! The OpenAPI 3.1 document, generated from the handlers and DTOs.
 
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::{dto, error, ops, routes};
@@ -22,7 +25,7 @@ use crate::{dto, error, ops, routes};
         dto::OrderEventResponse, dto::InitiatePaymentRequest, dto::ConfirmPaymentRequest, dto::PaymentResponse,
         dto::Health, error::Problem,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &StandardResponses, &Links),
     tags(
         (name = "accounts", description = "Registration and profile"),
         (name = "auth", description = "JWT access and refresh tokens"),
@@ -43,4 +46,130 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
+}
+
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = (&String, &mut Operation)> {
+    openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [item.get.as_mut(), item.post.as_mut()].into_iter().flatten().map(move |op| (path, op))
+    })
+}
+
+/// Adds the error responses every operation of a kind can give, so each annotation lists only
+/// its own: 401 where a token is required, 400/413/415 where a JSON body is read, 400/409/422
+/// where an `Idempotency-Key` is honoured, 503 wherever storage is involved.
+struct StandardResponses;
+
+impl Modify for StandardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        crate::error::PROBLEM_JSON,
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, op) in operations(openapi) {
+            let mut add = |status: &str, description: &str| {
+                op.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(description));
+            };
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            add("503", "Storage unavailable; retry");
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            if secured {
+                add("401", "Missing, invalid or expired access token");
+            }
+            if op.request_body.is_some() {
+                add("400", "Malformed JSON, missing or invalid fields");
+                add("413", "Body too large");
+                add("415", "Body is not JSON");
+            }
+            let idempotent = op.parameters.as_ref().is_some_and(|ps| ps.iter().any(|p| p.name == "Idempotency-Key"));
+            if idempotent {
+                add("400", "Invalid Idempotency-Key");
+                add("409", "A request with this Idempotency-Key is in progress, or the state forbids it");
+                add("422", "Idempotency-Key reused with a different request");
+            }
+        }
+    }
+}
+
+/// OpenAPI links, so that clients (and stateful testers) can follow an order from creation to
+/// payment: create order → get / cancel / history / initiate payment → confirm / get payment.
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let order_links = [
+            ("GetOrder", "get_order", Some(("id", "$response.body#/id")), None),
+            ("OrderHistory", "order_history", Some(("id", "$response.body#/id")), None),
+            ("CancelOrder", "cancel_order", Some(("id", "$response.body#/id")), None),
+            (
+                "InitiatePayment",
+                "initiate_payment",
+                None,
+                Some(serde_json::json!({ "order_id": "$response.body#/id" })),
+            ),
+        ];
+        let payment_links = [
+            (
+                "ConfirmPayment",
+                "confirm_payment",
+                None,
+                Some(serde_json::json!({ "payment_id": "$response.body#/id" })),
+            ),
+            ("GetPayment", "get_payment", Some(("id", "$response.body#/id")), None),
+            ("GetPaidOrder", "get_order", Some(("id", "$response.body#/order")), None),
+        ];
+        let targets: [(&str, &str, &[_]); 3] = [
+            ("/api/v1/orders/", "201", &order_links),
+            ("/api/v1/payments/initiate/", "200", &payment_links),
+            ("/api/v1/payments/", "200", &payment_links),
+        ];
+        for (path, status, links) in targets {
+            let Some(op) = openapi.paths.paths.get_mut(path).and_then(|item| item.post.as_mut()) else { continue };
+            let Some(RefOr::T(response)) = op.responses.responses.get_mut(status) else { continue };
+            for (name, operation_id, parameter, body) in links {
+                let mut link = LinkBuilder::new().operation_id(*operation_id);
+                if let Some((param, expr)) = parameter {
+                    link = link.parameter(*param, *expr);
+                }
+                if let Some(body) = body {
+                    link = link.request_body(Some(body.clone()));
+                }
+                response.links.insert((*name).to_owned(), RefOr::T(link.build()));
+            }
+        }
+    }
+}
+
+/// The OpenAPI document as JSON, with its links in the spelling OpenAPI requires (`operationId`,
+/// `requestBody`; utoipa serialises link fields in snake case).
+pub fn openapi_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) {
+        for item in paths.values_mut() {
+            for op in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+                let responses = op.get_mut("responses").and_then(serde_json::Value::as_object_mut);
+                for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+                    let links = response.get_mut("links").and_then(serde_json::Value::as_object_mut);
+                    for link in links.into_iter().flat_map(|l| l.values_mut()) {
+                        if let Some(link) = link.as_object_mut() {
+                            for (from, to) in [("operation_id", "operationId"), ("request_body", "requestBody")] {
+                                if let Some(v) = link.remove(from) {
+                                    link.insert(to.to_owned(), v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    doc
 }

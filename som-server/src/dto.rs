@@ -7,15 +7,42 @@ use som_core::domain::{Order, OrderEvent, Payment, User};
 use utoipa::ToSchema;
 
 /// A decimal amount given as a JSON string (`"100.00"`, exact) or number (`100.5`).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Decimal {
     /// `"100.00"`.
     Text(String),
     /// `100.5`.
-    #[schema(value_type = f64)]
     Number(serde_json::Number),
 }
+
+/// A unit price: above zero, at most 10,000,000, with no more decimals than the currency has
+/// (two for most, none for JPY, three for KWD).
+pub const PRICE_PATTERN: &str = r"^([1-9][0-9]{0,6}(\.[0-9]{1,2})?|0\.([1-9][0-9]?|0[1-9]))$";
+
+impl utoipa::PartialSchema for Decimal {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::String))
+                    .pattern(Some(PRICE_PATTERN))
+                    .examples([serde_json::json!("100.00")]),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Number))
+                    .exclusive_minimum(Some(0))
+                    .maximum(Some(10_000_000))
+                    .multiple_of(Some(0.01)),
+            )
+            .description(Some("Unit price as a decimal string (exact) or a JSON number"))
+            .into()
+    }
+}
+
+impl ToSchema for Decimal {}
 
 impl Decimal {
     /// The amount's decimal text.
@@ -27,15 +54,49 @@ impl Decimal {
     }
 }
 
+/// A JSON integer, also written with a zero fraction (`2.0` is the integer 2 in JSON Schema).
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    integral_value(&n).ok_or_else(|| serde::de::Error::custom(format!("invalid type: {n}, expected an integer")))
+}
+
+fn integral_value(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15).map(|f| {
+            #[allow(clippy::cast_possible_truncation)]
+            let i = f as i64;
+            i
+        })
+    })
+}
+
 /// An id given as a JSON integer or a string of digits.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum IdInput {
-    /// `42`.
-    Number(i64),
+    /// `42` (or `42.0`).
+    Number(#[serde(deserialize_with = "integral")] i64),
     /// `"42"`.
     Text(String),
 }
+
+impl utoipa::PartialSchema for IdInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Integer))
+                    .minimum(Some(1))
+                    .maximum(Some(i64::MAX)),
+            )
+            .item(ObjectBuilder::new().schema_type(SchemaType::new(Type::String)).pattern(Some("^[1-9][0-9]{0,17}$")))
+            .description(Some("A positive id, as a JSON integer or a string of digits"))
+            .into()
+    }
+}
+
+impl ToSchema for IdInput {}
 
 impl IdInput {
     /// The id, or `None` when it is not a positive integer.
@@ -52,14 +113,14 @@ impl IdInput {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// 1-150 characters: letters, digits and `@ . + - _`.
-    #[schema(example = "alice")]
+    #[schema(example = "alice", min_length = 1, max_length = 150, pattern = "^[A-Za-z0-9@.+_-]+$")]
     pub username: String,
     /// Optional email address.
     #[serde(default)]
     #[schema(example = "alice@example.com")]
     pub email: Option<String>,
-    /// At least 8 characters, not entirely numeric, not a common password.
-    #[schema(example = "correct horse battery")]
+    /// 8-128 characters, not entirely numeric, not a common password, not the username.
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 128, pattern = "[^0-9]")]
     pub password: String,
 }
 
@@ -117,14 +178,19 @@ pub struct TokenResponse {
 /// One line of a new order.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OrderItemRequest {
-    /// 1-255 characters.
-    #[schema(example = "Widget")]
+    /// 1-255 characters, not blank, no control characters.
+    #[schema(
+        example = "Widget",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: String,
     /// 1 to 1,000,000.
     #[schema(example = 2, minimum = 1, maximum = 1000000)]
+    #[serde(deserialize_with = "integral")]
     pub quantity: i64,
-    /// Unit price above zero, with at most the currency's minor digits.
-    #[schema(example = "100.00")]
+    /// Unit price above zero, at most 10,000,000, with at most the currency's minor digits.
     pub price: Decimal,
 }
 
@@ -132,10 +198,11 @@ pub struct OrderItemRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateOrderRequest {
     /// 1 to 100 items.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<OrderItemRequest>,
     /// ISO 4217 code; the server's default when absent.
     #[serde(default)]
-    #[schema(example = "USD")]
+    #[schema(value_type = Option<CurrencyCode>)]
     pub currency: Option<String>,
 }
 
@@ -225,20 +292,49 @@ impl From<OrderEvent> for OrderEventResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InitiatePaymentRequest {
     /// The order to pay.
-    #[schema(value_type = i64, example = 1)]
     pub order_id: IdInput,
     /// Payment method; with the mock provider: mock_success (default), mock_decline,
     /// mock_insufficient_funds, mock_transient_error.
     #[serde(default)]
-    #[schema(example = "mock_success")]
+    #[schema(value_type = Option<MockMethod>)]
     pub method: Option<String>,
 }
+
+/// The payment methods of the mock payment provider.
+#[derive(Debug, ToSchema)]
+#[allow(non_camel_case_types, dead_code)]
+pub enum MockMethod {
+    /// Confirmation succeeds.
+    mock_success,
+    /// Confirmation is declined (402).
+    mock_decline,
+    /// Confirmation is declined for insufficient funds (402).
+    mock_insufficient_funds,
+    /// Confirmation fails transiently (503) a configured number of times, then succeeds.
+    mock_transient_error,
+}
+
+/// An ISO 4217 currency SOM accepts.
+#[derive(Debug)]
+pub struct CurrencyCode;
+
+impl utoipa::PartialSchema for CurrencyCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .enum_values(Some(som_core::domain::Currency::all().map(|c| c.code())))
+            .description(Some("ISO 4217 code; prices may have as many decimals as it has minor digits"))
+            .into()
+    }
+}
+
+impl ToSchema for CurrencyCode {}
 
 /// `POST /payments/confirm/`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ConfirmPaymentRequest {
     /// The payment to confirm.
-    #[schema(value_type = i64, example = 1)]
     pub payment_id: IdInput,
 }
 

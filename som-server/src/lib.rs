@@ -41,7 +41,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 /// How the HTTP server behaves; see [`Settings::from_config`].
@@ -143,9 +142,10 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     ] {
         api = both(api, path, handler);
     }
-    let openapi = docs::ApiDoc::openapi();
-    let schema = openapi.clone();
-    api = both(api, "/api/schema", get(move || std::future::ready(axum::Json(schema.clone()))));
+    let schema = Arc::new(docs::openapi_json());
+    let serve_schema = get(move || std::future::ready(axum::Json(Arc::clone(&schema))));
+    api = both(api, "/api/schema", serve_schema.clone());
+    api = api.route("/api/openapi.json", serve_schema);
 
     let cors = (!settings.cors_origins.is_empty()).then(|| {
         let origins: Vec<HeaderValue> =
@@ -160,7 +160,7 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     api.merge(limited)
         .with_state(state)
-        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .merge(SwaggerUi::new("/api/docs").config(utoipa_swagger_ui::Config::from("/api/openapi.json")))
         .fallback(ops::not_found)
         .layer(from_fn(ops::record_metrics))
         .layer(DefaultBodyLimit::max(settings.body_limit))

@@ -76,18 +76,49 @@ pub async fn refresh(
     Ok(Json(TokenResponse { access: pair.access, refresh: pair.refresh }))
 }
 
-/// Query parameters of `GET /orders/`.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+/// Query parameters of `GET /orders/` (documentation; the handler parses them strictly).
+#[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct ListParams {
     /// Page size, 1-200 (default 50).
-    pub limit: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
     /// The cursor from the previous page's `Link: rel="next"`.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub cursor: Option<String>,
-    /// Only orders in this status (CREATED, PAID, CANCELLED, REFUNDED).
-    pub status: Option<String>,
-    /// Staff only: whose orders.
-    pub user: Option<String>,
+    /// Only orders in this status.
+    #[param(inline)]
+    pub status: Option<StatusParam>,
+    /// Staff only: whose orders (others always see their own).
+    #[param(minimum = 1)]
+    pub user: Option<i64>,
+}
+
+/// An order status.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms, dead_code)]
+pub enum StatusParam {
+    /// Awaiting payment.
+    CREATED,
+    /// Paid.
+    PAID,
+    /// Cancelled.
+    CANCELLED,
+    /// Refunded.
+    REFUNDED,
+}
+
+/// The `Idempotency-Key` header (documentation).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// Makes the request safe to repeat: the same key with the same request within 24 h returns
+    /// the original response without a second effect.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")]
+    pub idempotency_key: Option<String>,
 }
 
 /// The caller's orders, newest first, paginated by cursor.
@@ -104,7 +135,8 @@ pub async fn list_orders(
     uri: Uri,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    // Present parameters must be valid; an empty value is not "absent".
+    let get = |k: &str| params.get(k).map(String::as_str);
     let limit = get("limit")
         .map(|l| l.parse::<u32>().map_err(|_| ApiError::field("limit", "must be a whole number between 1 and 200")))
         .transpose()?;
@@ -137,7 +169,7 @@ pub async fn list_orders(
 
 /// Place an order; the total is computed by the server.
 #[utoipa::path(post, path = "/api/v1/orders/", tag = "orders", request_body = CreateOrderRequest, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (≤ 255 chars); a repeat returns the original response")),
+    params(IdempotencyHeader),
     responses(
         (status = 201, description = "Order created", body = OrderResponse),
         (status = 400, description = "Invalid items", body = Problem, content_type = "application/problem+json"),
@@ -179,7 +211,7 @@ pub async fn latest_order(State(s): State<AppState>, Auth(caller): Auth) -> ApiR
 
 /// One order (the caller's own; staff may read any).
 #[utoipa::path(get, path = "/api/v1/orders/{id}/", tag = "orders", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Order id")),
+    params(("id" = i64, Path, minimum = 1, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
@@ -196,8 +228,7 @@ pub async fn get_order(
 
 /// Cancel an unpaid order (voids its pending payment).
 #[utoipa::path(post, path = "/api/v1/orders/{id}/cancel/", tag = "orders", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Order id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
+    params(("id" = i64, Path, minimum = 1, description = "Order id"), IdempotencyHeader),
     responses(
         (status = 200, description = "The cancelled order", body = OrderResponse),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
@@ -217,7 +248,7 @@ pub async fn cancel_order(
 
 /// The order's status changes, oldest first.
 #[utoipa::path(get, path = "/api/v1/orders/{id}/history/", tag = "orders", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Order id")),
+    params(("id" = i64, Path, minimum = 1, description = "Order id")),
     responses(
         (status = 200, description = "The audit trail", body = [OrderEventResponse]),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
@@ -236,7 +267,7 @@ pub async fn order_history(
 /// has one.
 #[utoipa::path(post, path = "/api/v1/payments/initiate/", tag = "payments", request_body = InitiatePaymentRequest,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
+    params(IdempotencyHeader),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
         (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
@@ -261,7 +292,7 @@ pub async fn initiate_payment(
 /// Same as `POST /payments/initiate/`.
 #[utoipa::path(post, path = "/api/v1/payments/", tag = "payments", request_body = InitiatePaymentRequest,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
+    params(IdempotencyHeader),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
         (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
@@ -283,7 +314,7 @@ pub async fn create_payment(
 /// successful payment again returns it unchanged.
 #[utoipa::path(post, path = "/api/v1/payments/confirm/", tag = "payments", request_body = ConfirmPaymentRequest,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
+    params(IdempotencyHeader),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
         (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
@@ -314,7 +345,7 @@ pub async fn confirm_payment(
 
 /// One payment (the caller's own; staff may read any).
 #[utoipa::path(get, path = "/api/v1/payments/{id}/", tag = "payments", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Payment id")),
+    params(("id" = i64, Path, minimum = 1, description = "Payment id")),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),

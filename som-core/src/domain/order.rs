@@ -103,6 +103,9 @@ impl OrderItem {
     pub const MAX_NAME_CHARS: usize = 255;
     /// Largest quantity of one item.
     pub const MAX_QUANTITY: i64 = 1_000_000;
+    /// Largest unit price, in whole currency units: with the item and quantity limits it keeps
+    /// every possible total within range.
+    pub const MAX_UNIT_PRICE: i64 = 10_000_000;
 
     /// `quantity × price`, checked.
     pub fn line_total(&self) -> Result<Money, super::MoneyError> {
@@ -178,6 +181,12 @@ impl NewOrder {
                 errors.add(field("quantity"), format!("must be between 1 and {}", OrderItem::MAX_QUANTITY));
             }
             match Money::parse(&item.price, currency) {
+                Ok(price)
+                    if price.minor()
+                        > OrderItem::MAX_UNIT_PRICE.saturating_mul(10i64.pow(u32::from(currency.exponent()))) =>
+                {
+                    errors.add(field("price"), format!("must be at most {}", OrderItem::MAX_UNIT_PRICE));
+                }
                 Ok(price) if price.is_positive() => {
                     items.push(OrderItem { name: item.name.clone(), quantity: item.quantity, price });
                 }
@@ -408,9 +417,17 @@ mod tests {
     }
 
     #[test]
-    fn an_overflowing_total_is_a_validation_error() {
-        let huge = order(vec![item("a", 1_000_000, "92233720368547.75"), item("b", 1_000_000, "92233720368547.75")]);
-        assert!(NewOrder::parse(&huge, Currency::USD).is_err_and(|e| e.fields().contains_key("items")));
+    fn prices_above_the_limit_are_rejected_and_the_largest_order_fits() {
+        let huge = order(vec![item("a", 1, "10000000.01"), item("b", 1, "92233720368547.75")]);
+        let err = NewOrder::parse(&huge, Currency::USD).err().unwrap_or_default();
+        assert_eq!(err.fields().keys().collect::<Vec<_>>(), vec!["items[0].price", "items[1].price"]);
+        let kwd = Currency::parse("KWD").unwrap_or(Currency::USD);
+        let largest = OrderInput {
+            items: (0..100).map(|i| item(&format!("i{i}"), 1_000_000, "10000000.000")).collect(),
+            currency: Some("KWD".into()),
+        };
+        let total = NewOrder::parse(&largest, kwd).map(|o| o.total().minor());
+        assert_eq!(total, Ok(100 * 1_000_000 * 10_000_000_000), "the largest possible order's total fits");
     }
 
     #[test]

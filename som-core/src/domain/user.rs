@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::UserId;
 
-/// A username: 1 to 150 characters, letters, digits and `@ . + - _` only.
+/// A username: 1 to 150 characters, ASCII letters, digits and `@ . + - _` only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Username(String);
@@ -25,7 +25,7 @@ impl Username {
         if count > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
-        if !raw.chars().all(|c| c.is_alphanumeric() || "@.+-_".contains(c)) {
+        if !raw.chars().all(|c| c.is_ascii_alphanumeric() || "@.+-_".contains(c)) {
             return Err("may contain only letters, digits and @ . + - _".into());
         }
         Ok(Username(raw.to_owned()))

@@ -129,6 +129,12 @@ impl PaymentProvider for MockProvider {
         "mock"
     }
 
+    fn check_method(&self, method: &str) -> Result<(), String> {
+        MockOutcome::from_method(method)
+            .map(|_| ())
+            .ok_or_else(|| format!("unknown payment method; use one of {}", MockOutcome::METHODS.join(", ")))
+    }
+
     async fn initiate(&self, request: &PaymentRequest) -> Result<ProviderPayment, ProviderError> {
         self.initiate_calls.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = lock(&self.scripted_initiate).pop() {

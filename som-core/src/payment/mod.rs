@@ -69,6 +69,13 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// Short name recorded on each payment (`mock`, `stripe`).
     fn name(&self) -> &str;
 
+    /// `Err` with a message for a payment method this provider cannot use, checked before any
+    /// call. The default accepts everything and leaves the judgement to `initiate`.
+    fn check_method(&self, method: &str) -> Result<(), String> {
+        let _ = method;
+        Ok(())
+    }
+
     /// Creates (or, for a repeated key, returns) the provider-side payment.
     async fn initiate(&self, request: &PaymentRequest) -> Result<ProviderPayment, ProviderError>;
 
