@@ -1,0 +1,233 @@
+//! Crash tests: `som serve` is killed with SIGKILL at random moments while clients create, pay
+//! and confirm orders over HTTP; after a restart on the same database nothing acknowledged is
+//! lost, nothing is done twice, and every notification is delivered. SQLite always; PostgreSQL
+//! when `SOM_TEST_POSTGRES_URL` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{Value, json};
+use som_core::domain::{Caller, OrderStatus, PaymentStatus};
+use som_core::storage::NotificationStatus;
+use som_core::{Config, OrderListQuery, OrderSystem};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn start(url: &str, dir: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_som"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SOM_DATABASE_URL", url)
+        .env("SOM_LOG", "warn")
+        .env("SOM_AUTH_RATE_LIMIT", "0")
+        .env("SOM_OUTBOX_POLL_INTERVAL", "100ms")
+        .env("SOM_OUTBOX_LEASE", "2s")
+        .env("SOM_JWT_SECRET", "crash-test-secret-0123456789abcdef0123")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
+    Server { child, base }
+}
+
+/// What the clients were told succeeded.
+#[derive(Default)]
+struct Acked {
+    orders: HashMap<i64, Value>,
+    paid: HashMap<i64, Value>,
+}
+
+async fn client_loop(base: String, token: String, acked: Arc<Mutex<Acked>>, seed: u64) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let mut n = seed;
+    loop {
+        n += 1;
+        let body = json!({"items": [
+            {"name": format!("Widget {n}"), "quantity": (n % 5) + 1, "price": format!("{}.{:02}", n % 97 + 1, n % 100)},
+            {"name": "Gadget", "quantity": 1, "price": "50.00"}
+        ]});
+        let Ok(resp) = client.post(format!("{base}/api/v1/orders/")).bearer_auth(&token).json(&body).send().await
+        else {
+            return;
+        };
+        if !resp.status().is_success() {
+            continue;
+        }
+        let Ok(order) = resp.json::<Value>().await else { return };
+        let id = order["id"].as_i64().unwrap();
+        acked.lock().unwrap().orders.insert(id, order);
+        let Ok(resp) = client
+            .post(format!("{base}/api/v1/payments/initiate/"))
+            .bearer_auth(&token)
+            .json(&json!({"order_id": id}))
+            .send()
+            .await
+        else {
+            return;
+        };
+        let Ok(payment) = resp.json::<Value>().await else { return };
+        let Ok(resp) = client
+            .post(format!("{base}/api/v1/payments/confirm/"))
+            .bearer_auth(&token)
+            .json(&json!({"payment_id": payment["id"]}))
+            .send()
+            .await
+        else {
+            return;
+        };
+        if resp.status().is_success() {
+            let Ok(p) = resp.json::<Value>().await else { return };
+            acked.lock().unwrap().paid.insert(id, p);
+        }
+    }
+}
+
+async fn token(base: &str) -> String {
+    let client = reqwest::Client::new();
+    let _ = client
+        .post(format!("{base}/api/v1/accounts/register/"))
+        .json(&json!({"username": "crash", "email": "crash@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    let pair: Value = client
+        .post(format!("{base}/api/v1/token/"))
+        .json(&json!({"username": "crash", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    pair["access"].as_str().unwrap().to_owned()
+}
+
+async fn check_invariants(url: &str, acked: &Acked) {
+    let som = OrderSystem::builder()
+        .config(Config { database_url: url.to_owned(), ..Config::default() })
+        .build()
+        .await
+        .unwrap();
+    let mut orders = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = som
+            .list_orders(
+                Caller::System,
+                OrderListQuery { cursor: cursor.clone(), limit: Some(200), ..OrderListQuery::default() },
+            )
+            .await
+            .unwrap();
+        for o in page.items {
+            orders.insert(o.id.get(), o);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    for (id, body) in &acked.orders {
+        let o = orders.get(id).unwrap_or_else(|| panic!("acknowledged order {id} lost"));
+        assert_eq!(body["total_amount"].as_str(), Some(o.total.amount_string().as_str()), "order {id} total");
+        assert_eq!(body["items"].as_array().map(Vec::len), Some(o.items.len()), "order {id} items");
+    }
+    for (id, _) in &acked.paid {
+        assert_eq!(orders[id].status, OrderStatus::Paid, "acknowledged payment of order {id} lost");
+    }
+    let rows = som.notifications(Caller::System, None, None, 1000).await.unwrap();
+    for (id, o) in &orders {
+        assert!(!o.items.is_empty(), "order {id} has no items");
+        let payments = som.order_payments(Caller::System, o.id).await.unwrap();
+        let successes: Vec<_> = payments.iter().filter(|p| p.status == PaymentStatus::Success).collect();
+        assert_eq!(successes.len(), usize::from(o.status == OrderStatus::Paid), "order {id}: {payments:?}");
+        assert!(successes.iter().all(|p| p.amount == o.total), "order {id} paid its exact total");
+        assert!(payments.iter().filter(|p| p.status.is_live()).count() <= 1);
+        let key = format!("order_created:order:{id}");
+        assert!(rows.iter().any(|r| r.dedupe_key == key), "order {id} has its notification in the outbox");
+    }
+}
+
+async fn wait_until_delivered(url: &str) {
+    let som = OrderSystem::builder()
+        .config(Config { database_url: url.to_owned(), ..Config::default() })
+        .build()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending = som.notifications(Caller::System, Some(NotificationStatus::Pending), None, 10).await.unwrap();
+        if pending.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "notifications stuck after restart: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dead = som.notifications(Caller::System, Some(NotificationStatus::Dead), None, 10).await.unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+}
+
+async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    for cycle in 0..cycles {
+        let mut server = start(url, dir);
+        let token = token(&server.base).await;
+        let mut clients = Vec::new();
+        for c in 0..6u64 {
+            clients.push(tokio::spawn(client_loop(
+                server.base.clone(),
+                token.clone(),
+                Arc::clone(&acked),
+                (cycle as u64 * 100 + c) * 1_000_000,
+            )));
+        }
+        let kill_after = rand::rng().random_range(300..1200);
+        tokio::time::sleep(Duration::from_millis(kill_after)).await;
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        for c in clients {
+            let _ = c.await;
+        }
+        check_invariants(url, &acked.lock().unwrap()).await;
+    }
+    let mut server = start(url, dir);
+    wait_until_delivered(url).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let acked = acked.lock().unwrap();
+    assert!(acked.orders.len() > 10, "the load reached the server ({} orders)", acked.orders.len());
+    check_invariants(url, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_survives_sigkill_at_random_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("som.db");
+    let url = format!("sqlite://{}", path.display());
+    crash_cycles(&url, dir.path(), 4).await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_survives_sigkill_at_random_moments() {
+    let Some(admin) = som_core::storage::postgres::testing::admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the Postgres crash test");
+        return;
+    };
+    let db = som_core::storage::postgres::testing::TestDatabase::create(&admin).await.expect("Postgres unreachable");
+    let dir = tempfile::tempdir().unwrap();
+    crash_cycles(db.url(), dir.path(), 3).await;
+}
