@@ -42,7 +42,7 @@ fn start(url: &str, dir: &std::path::Path) -> Server {
 }
 
 /// What the clients were told succeeded.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Acked {
     orders: HashMap<i64, Value>,
     paid: HashMap<i64, Value>,
@@ -142,7 +142,7 @@ async fn check_invariants(url: &str, acked: &Acked) {
         assert_eq!(body["total_amount"].as_str(), Some(o.total.amount_string().as_str()), "order {id} total");
         assert_eq!(body["items"].as_array().map(Vec::len), Some(o.items.len()), "order {id} items");
     }
-    for (id, _) in &acked.paid {
+    for id in acked.paid.keys() {
         assert_eq!(orders[id].status, OrderStatus::Paid, "acknowledged payment of order {id} lost");
     }
     let rows = som.notifications(Caller::System, None, None, 1000).await.unwrap();
@@ -199,13 +199,14 @@ async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize) {
         for c in clients {
             let _ = c.await;
         }
-        check_invariants(url, &acked.lock().unwrap()).await;
+        let snapshot = acked.lock().unwrap().clone();
+        check_invariants(url, &snapshot).await;
     }
     let mut server = start(url, dir);
     wait_until_delivered(url).await;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let acked = acked.lock().unwrap();
+    let acked = acked.lock().unwrap().clone();
     assert!(acked.orders.len() > 10, "the load reached the server ({} orders)", acked.orders.len());
     check_invariants(url, &acked).await;
 }
