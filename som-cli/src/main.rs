@@ -139,7 +139,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Blocking work is SQLite calls (one writer, a bounded pool of readers) and bounded
+        // password hashing: 16 threads cover them without hundreds of idle stacks and arenas.
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");

@@ -189,6 +189,16 @@ pub async fn serve(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
     let app = app(som, settings);
+    // Histogram samples are buffered until drained; drain them even when nobody scrapes
+    // /metrics, or they grow with every request.
+    let upkeep = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if let Some(handle) = ops::prometheus() {
+                handle.run_upkeep();
+            }
+        }
+    });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -219,6 +229,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    upkeep.abort();
     tracing::info!("shutting down: waiting for requests in flight");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still in flight after the grace period; closing them");

@@ -38,6 +38,9 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
+    /// Writers queue here, not on blocking threads: one blocking thread writes at a time and
+    /// the rest of the blocking pool stays free for readers.
+    writer_permit: Semaphore,
     /// False for in-memory databases, whose reads go through the writer.
     has_readers: bool,
 }
@@ -177,6 +180,7 @@ impl SqliteStorage {
                     writer: Mutex::new(writer),
                     readers: Mutex::new(pool),
                     reader_permits: permits,
+                    writer_permit: Semaphore::new(1),
                     has_readers,
                 }),
             })
@@ -192,6 +196,7 @@ impl SqliteStorage {
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let _permit = self.inner.writer_permit.acquire().await.map_err(|_| Error::Internal("writer closed".into()))?;
         tokio::task::spawn_blocking(move || {
             let mut conn = lock(&inner.writer);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -1,0 +1,203 @@
+//! A small HTTP load generator for SOM.
+//!
+//!     cargo run --release --example loadgen -- --url http://127.0.0.1:8000 \
+//!         --scenario flow --concurrency 64 --duration 10
+//!
+//! Scenarios: `flow` (per iteration: create an order, initiate its payment, confirm it),
+//! `latest` (GET /api/v1/orders/latest/), `list` (a page of 50), `detail` (one order),
+//! `healthz` (GET /healthz), `login` (POST /api/v1/token/;
+//! run the server with SOM_AUTH_RATE_LIMIT=0). Prints throughput, latency percentiles and
+//! errors. Every iteration is bounded in count by the duration and targets only `--url`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+struct Args {
+    url: String,
+    scenario: String,
+    concurrency: usize,
+    duration: Duration,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        url: "http://127.0.0.1:8000".into(),
+        scenario: "flow".into(),
+        concurrency: 16,
+        duration: Duration::from_secs(10),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--url" => a.url = value,
+            "--scenario" => a.scenario = value,
+            "--concurrency" => a.concurrency = value.parse()?,
+            "--duration" => a.duration = Duration::from_secs_f64(value.parse()?),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let host = a.url.trim_start_matches("http://").split([':', '/']).next().unwrap_or_default();
+    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+        bail!("loadgen only targets loopback addresses");
+    }
+    Ok(a)
+}
+
+/// The order the `detail` scenario reads.
+static FIRST_ORDER: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+#[derive(Default)]
+struct Stats {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+}
+
+async fn token(client: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<String> {
+    let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "correct horse battery"});
+    client.post(format!("{url}/api/v1/accounts/register/")).json(&body).send().await?;
+    let pair: Value = client
+        .post(format!("{url}/api/v1/token/"))
+        .json(&json!({"username": name, "password": "correct horse battery"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    pair["access"].as_str().map(str::to_owned).context("no access token")
+}
+
+async fn expect(resp: Result<reqwest::Response, reqwest::Error>, want: u16) -> Result<Value, String> {
+    match resp {
+        Ok(r) if r.status().as_u16() == want => r.json::<Value>().await.map_err(|e| format!("body: {e}")),
+        Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+        Err(e) => Err(if e.is_timeout() { "timeout".into() } else { "connection".into() }),
+    }
+}
+
+async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &str) -> Result<(), String> {
+    let api = format!("{url}/api/v1");
+    match scenario {
+        "healthz" => expect(client.get(format!("{url}/healthz")).send().await, 200).await.map(drop),
+        "latest" => {
+            expect(client.get(format!("{api}/orders/latest/")).bearer_auth(token).send().await, 200).await.map(drop)
+        }
+        "list" => {
+            expect(client.get(format!("{api}/orders/?limit=50")).bearer_auth(token).send().await, 200).await.map(drop)
+        }
+        "detail" => {
+            let id = FIRST_ORDER.get().copied().unwrap_or(1);
+            expect(client.get(format!("{api}/orders/{id}/")).bearer_auth(token).send().await, 200).await.map(drop)
+        }
+        "login" => expect(
+            client
+                .post(format!("{api}/token/"))
+                .json(&json!({"username": "loadgen", "password": "correct horse battery"}))
+                .send()
+                .await,
+            200,
+        )
+        .await
+        .map(drop),
+        _ => {
+            let order = json!({"items": [{"name": "Widget", "quantity": 2, "price": "100.00"}, {"name": "Gadget", "quantity": 1, "price": "50.00"}]});
+            let o =
+                expect(client.post(format!("{api}/orders/")).bearer_auth(token).json(&order).send().await, 201).await?;
+            let p = expect(
+                client
+                    .post(format!("{api}/payments/initiate/"))
+                    .bearer_auth(token)
+                    .json(&json!({"order_id": o["id"]}))
+                    .send()
+                    .await,
+                200,
+            )
+            .await?;
+            expect(
+                client
+                    .post(format!("{api}/payments/confirm/"))
+                    .bearer_auth(token)
+                    .json(&json!({"payment_id": p["id"]}))
+                    .send()
+                    .await,
+                200,
+            )
+            .await
+            .map(drop)
+        }
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(a.concurrency).build()?;
+    let name = if a.scenario == "login" { "loadgen".to_owned() } else { format!("loadgen{}", std::process::id()) };
+    let token = token(&client, &a.url, &name).await.context("registering the load user")?;
+    if matches!(a.scenario.as_str(), "latest" | "list" | "detail") {
+        for _ in 0..60 {
+            iteration(&client, &a.url, "flow", &token).await.map_err(anyhow::Error::msg)?;
+        }
+        let latest: Value =
+            client.get(format!("{}/api/v1/orders/latest/", a.url)).bearer_auth(&token).send().await?.json().await?;
+        let _ = FIRST_ORDER.set(latest["id"].as_i64().context("no order")?);
+    }
+    let deadline = Instant::now() + a.duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.concurrency {
+        let (client, url, scenario, token) = (client.clone(), a.url.clone(), a.scenario.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::default();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match iteration(&client, &url, &scenario, &token).await {
+                    Ok(()) => stats.latencies.push(t.elapsed()),
+                    Err(e) => *stats.errors.entry(e).or_default() += 1,
+                }
+            }
+            stats
+        }));
+    }
+    let mut all = Stats::default();
+    for t in tasks {
+        let s = t.await?;
+        all.latencies.extend(s.latencies);
+        for (k, v) in s.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.latencies.sort();
+    let ok = all.latencies.len();
+    let errors: u64 = all.errors.values().sum();
+    println!(
+        "scenario={} concurrency={} duration={:.1}s ok={} errors={} throughput={:.0}/s p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+        a.scenario,
+        a.concurrency,
+        elapsed,
+        ok,
+        errors,
+        ok as f64 / elapsed,
+        pct(&all.latencies, 0.50),
+        pct(&all.latencies, 0.90),
+        pct(&all.latencies, 0.99),
+        all.latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    );
+    for (k, v) in &all.errors {
+        println!("  error {k}: {v}");
+    }
+    Ok(())
+}

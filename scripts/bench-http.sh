@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# HTTP benchmarks of `som serve` (release build) with the in-repo load generator: throughput and
+# latency per endpoint at concurrency 16 and 64 against /healthz measured in the same run,
+# memory (RSS) idle and under load, start-up time, the login-storm effect, and latency with
+# 10 k and 1 M orders in the database. Loopback only. Figures go into BENCHMARKS.md.
+#
+#   scripts/bench-http.sh            # SQLite; PostgreSQL too when SOM_TEST_POSTGRES_URL is set
+#   DURATION=5 scripts/bench-http.sh # shorter runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10}"
+cargo build --release --quiet -p som-cli && cargo build --release --quiet -p som --example loadgen --example seed
+SOM=target/release/som
+LG=target/release/examples/loadgen
+work="$(mktemp -d)"
+trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
+
+port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# start_server URL -> sets PID, BASE, STARTUP_MS
+start_server() {
+    local p; p="$(port)"
+    BASE="http://127.0.0.1:${p}"
+    local t0; t0="$(date +%s%N)"
+    SOM_DATABASE_URL="$1" SOM_AUTH_RATE_LIMIT=0 SOM_LOG=warn "$SOM" serve --listen "127.0.0.1:${p}" > /dev/null 2>&1 &
+    PID=$!
+    until curl -fsS "${BASE}/healthz" > /dev/null 2>&1; do sleep 0.002; done
+    STARTUP_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+
+load() { "$LG" --url "$BASE" --scenario "$1" --concurrency "$2" --duration "$DURATION"; }
+
+bench_backend() {
+    local name="$1" url="$2"
+    echo "### ${name}"
+    start_server "$url"
+    echo "start to first 200 on /healthz: ${STARTUP_MS} ms"
+    sleep 1
+    echo "RSS idle: $(rss_kb "$PID") kB"
+    for c in 16 64; do
+        for s in healthz latest flow; do
+            if [ "$s" = flow ] && [ "$c" = 64 ]; then
+                ( peak=0; while kill -0 "$PID" 2>/dev/null; do r=$(rss_kb "$PID"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$work/peak"; sleep 0.2; done ) &
+                sampler=$!
+                load "$s" "$c"
+                kill "$sampler" 2>/dev/null || true
+                echo "RSS peak under flow load (c=64): $(cat "$work/peak") kB"
+            else
+                load "$s" "$c"
+            fi
+        done
+    done
+    echo "latest p99 alone, then during a login storm (8 concurrent logins):"
+    load latest 16
+    "$LG" --url "$BASE" --scenario login --concurrency 8 --duration "$DURATION" > "$work/storm" &
+    storm=$!
+    sleep 0.5
+    load latest 16
+    wait "$storm"; cat "$work/storm"
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+}
+
+bench_backend "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/bench.db"
+
+if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
+    db="som_bench_$$"
+    psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
+    pg_url="${SOM_TEST_POSTGRES_URL%/*}/${db}"
+    bench_backend "PostgreSQL 15 (local)" "$pg_url"
+    psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
+fi
+
+echo "### Scale: the same reads with 10 k and 1 M orders in the table (SQLite)"
+for n in 10000 1000000; do
+    "$SOM" migrate --database-url "sqlite://${work}/scale-${n}.db" > /dev/null
+    target/release/examples/seed "sqlite://${work}/scale-${n}.db" "$n"
+    start_server "sqlite://${work}/scale-${n}.db"
+    for s in latest detail list; do
+        echo -n "orders=${n} "; load "$s" 16
+    done
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+done

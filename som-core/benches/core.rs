@@ -1,0 +1,321 @@
+//! In-process benchmarks of the OrderSystem on SQLite (a file, WAL, synchronous=FULL) and, when
+//! `SOM_TEST_POSTGRES_URL` is set, on PostgreSQL; beside each write, the "limit": the same rows
+//! written with plain prepared statements in one transaction per order, without SOM.
+//!
+//!     cargo bench -p som-core --bench core
+//!
+//! Figures and their interpretation are in BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use criterion::{Criterion, criterion_group, criterion_main};
+use som_core::domain::{Caller, ItemInput, OrderId, OrderInput};
+use som_core::notify::{Notification, Notifier, NotifyError};
+use som_core::storage::postgres::testing::{TestDatabase, admin_url};
+use som_core::{Config, OrderListQuery, OrderSystem, Registration};
+use tokio::runtime::Runtime;
+
+#[derive(Debug)]
+struct Noop;
+
+#[async_trait]
+impl Notifier for Noop {
+    fn channel(&self) -> &str {
+        "log"
+    }
+    async fn send(&self, _: &Notification) -> Result<(), NotifyError> {
+        Ok(())
+    }
+}
+
+fn order() -> OrderInput {
+    OrderInput {
+        items: vec![
+            ItemInput { name: "Widget".into(), quantity: 2, price: "100.00".into() },
+            ItemInput { name: "Gadget".into(), quantity: 1, price: "50.00".into() },
+        ],
+        currency: None,
+    }
+}
+
+async fn system(url: &str) -> (OrderSystem, Caller, String) {
+    let som = OrderSystem::builder()
+        .config(Config { database_url: url.to_owned(), database_pool_size: 8, ..Config::default() })
+        .notifier(Arc::new(Noop))
+        .build()
+        .await
+        .unwrap();
+    som.register(Registration {
+        username: "bench".into(),
+        email: Some("bench@example.com".into()),
+        password: "correct horse battery".into(),
+    })
+    .await
+    .unwrap();
+    let tokens = som.login("bench", "correct horse battery").await.unwrap();
+    let caller = som.authenticate(&tokens.access).await.unwrap();
+    (som, caller, tokens.access)
+}
+
+/// Runs `per_task` operations on each of `concurrency` tasks; operations per second.
+async fn throughput<F, Fut>(concurrency: usize, per_task: usize, f: F) -> f64
+where
+    F: Fn() -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                f().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (concurrency * per_task) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A payload of the size SOM writes (the raw rows are marked sent so no dispatcher reads them).
+const PAYLOAD: &str = r#"{"kind":"order_created","user_id":1,"username":"bench","email":"bench@example.com","order_id":1,"payment_id":null,"amount":"250.00","currency":"USD","items":[{"name":"Widget","quantity":2,"price":"100.00"},{"name":"Gadget","quantity":1,"price":"50.00"}],"reason":null,"subject":"Order Created Successfully","text":"Your order #1 has been created successfully. Total amount: 250.00 USD."}"#;
+
+fn raw_sqlite_order(conn: &mut rusqlite::Connection, user: i64) {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+    let now = chrono::Utc::now().timestamp_micros();
+    tx.prepare_cached("INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) VALUES (?1, 'CREATED', 'USD', 25000, ?2, ?2)")
+        .unwrap()
+        .execute(rusqlite::params![user, now])
+        .unwrap();
+    let id = tx.last_insert_rowid();
+    {
+        let mut item = tx.prepare_cached("INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
+        item.execute(rusqlite::params![id, 0, "Widget", 2, 10000]).unwrap();
+        item.execute(rusqlite::params![id, 1, "Gadget", 1, 5000]).unwrap();
+    }
+    tx.prepare_cached("INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) VALUES (?1, NULL, 'CREATED', 'user:1', 'order placed', ?2)")
+        .unwrap()
+        .execute(rusqlite::params![id, now])
+        .unwrap();
+    tx.prepare_cached("INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, created_at, updated_at) VALUES ('order_created', ?1, 'log', 'bench@example.com', ?3, 'sent', 0, ?2, ?2, ?2)")
+        .unwrap()
+        .execute(rusqlite::params![format!("order_created:order:{id}"), now, PAYLOAD])
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+fn report(name: &str, ops: f64) {
+    println!("{name:<60} {ops:>10.0} ops/s");
+}
+
+fn sqlite(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.db");
+    let url = format!("sqlite://{}", path.display());
+    let (som, caller, access) = rt.block_on(system(&url));
+    let seeded = rt.block_on(async {
+        let mut last = None;
+        for _ in 0..200 {
+            last = Some(som.create_order(caller, order(), None).await.unwrap().id);
+        }
+        last.unwrap()
+    });
+    let mut g = c.benchmark_group("sqlite");
+    g.measurement_time(Duration::from_secs(4)).sample_size(20);
+    g.bench_function("create_order (2 items)", |b| b.to_async(&rt).iter(|| som.create_order(caller, order(), None)));
+    let mut raw = rusqlite::Connection::open(&path).unwrap();
+    raw.pragma_update(None, "synchronous", "FULL").unwrap();
+    raw.busy_timeout(Duration::from_secs(5)).unwrap();
+    g.bench_function("limit: raw rusqlite, one transaction per order", |b| b.iter(|| raw_sqlite_order(&mut raw, 1)));
+    g.bench_function("authenticate (JWT verify + user lookup)", |b| b.to_async(&rt).iter(|| som.authenticate(&access)));
+    g.bench_function("order by id", |b| b.to_async(&rt).iter(|| som.order(caller, seeded)));
+    g.bench_function("latest order", |b| b.to_async(&rt).iter(|| som.latest_order(caller, None)));
+    g.bench_function("list page of 50", |b| {
+        b.to_async(&rt)
+            .iter(|| som.list_orders(caller, OrderListQuery { limit: Some(50), ..OrderListQuery::default() }))
+    });
+    g.bench_function("initiate + confirm", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut orders = Vec::new();
+                for _ in 0..iters {
+                    orders.push(som.create_order(caller, order(), None).await.unwrap().id);
+                }
+                let start = Instant::now();
+                for id in orders {
+                    let p = som.initiate_payment(caller, id, None, None).await.unwrap();
+                    som.confirm_payment(caller, p.id, None).await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("dispatch 32 notifications (no-op notifier)", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    while som.dispatch_once().await.unwrap() > 0 {}
+                    for _ in 0..32 {
+                        som.create_order(caller, order(), None).await.unwrap();
+                    }
+                    let start = Instant::now();
+                    while som.dispatch_once().await.unwrap() > 0 {}
+                    total += start.elapsed();
+                }
+                total
+            })
+        })
+    });
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.bench_function("login (argon2id, meant to be slow)", |b| {
+        b.to_async(&rt).iter(|| som.login("bench", "correct horse battery"))
+    });
+    g.finish();
+
+    // Concurrency 64: SOM's create_order against the raw one-transaction-per-order limit.
+    let som64 = som.clone();
+    let som_rate = rt.block_on(throughput(64, 20, move || {
+        let som = som64.clone();
+        async move {
+            som.create_order(caller, order(), None).await.unwrap();
+        }
+    }));
+    let raw_path = path.clone();
+    let raw_rate = rt.block_on(throughput(64, 20, move || {
+        let path = raw_path.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                thread_local!(static CONN: std::cell::RefCell<Option<rusqlite::Connection>> = const { std::cell::RefCell::new(None) });
+                CONN.with(|c| {
+                    let mut c = c.borrow_mut();
+                    let conn = c.get_or_insert_with(|| {
+                        let conn = rusqlite::Connection::open(&path).unwrap();
+                        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+                        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+                        conn
+                    });
+                    raw_sqlite_order(conn, 1);
+                })
+            })
+            .await
+            .unwrap();
+        }
+    }));
+    report("sqlite create_order, 64 concurrent tasks (SOM)", som_rate);
+    report("sqlite raw one-transaction-per-order, 64 concurrent tasks", raw_rate);
+    println!("sqlite create_order SOM / raw at concurrency 64: {:.2}", som_rate / raw_rate);
+    let _ = OrderId::new(0);
+}
+
+fn postgres(c: &mut Criterion) {
+    let Some(admin) = admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the PostgreSQL benchmarks");
+        return;
+    };
+    let rt = Runtime::new().unwrap();
+    let db = rt.block_on(TestDatabase::create(&admin)).unwrap();
+    let (som, caller, access) = rt.block_on(system(db.url()));
+    let seeded = rt.block_on(async {
+        let mut last = None;
+        for _ in 0..200 {
+            last = Some(som.create_order(caller, order(), None).await.unwrap().id);
+        }
+        last.unwrap()
+    });
+    let pool = rt.block_on(sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(db.url())).unwrap();
+    let mut g = c.benchmark_group("postgres");
+    g.measurement_time(Duration::from_secs(4)).sample_size(20);
+    g.bench_function("create_order (2 items)", |b| b.to_async(&rt).iter(|| som.create_order(caller, order(), None)));
+    g.bench_function("limit: raw sqlx, one transaction per order", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut tx = pool.begin().await.unwrap();
+            let now = chrono::Utc::now();
+            let id: i64 = sqlx::query_scalar("INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) VALUES (1, 'CREATED', 'USD', 25000, $1, $1) RETURNING id")
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES ($1, 0, 'Widget', 2, 10000), ($1, 1, 'Gadget', 1, 5000)")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) VALUES ($1, NULL, 'CREATED', 'user:1', 'order placed', $2)")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, created_at, updated_at) VALUES ('order_created', $1, 'log', 'bench@example.com', $3, 'sent', 0, $2, $2, $2)")
+                .bind(format!("order_created:order:{id}"))
+                .bind(now)
+                .bind(PAYLOAD)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        })
+    });
+    g.bench_function("authenticate (JWT verify + user lookup)", |b| b.to_async(&rt).iter(|| som.authenticate(&access)));
+    g.bench_function("order by id", |b| b.to_async(&rt).iter(|| som.order(caller, seeded)));
+    g.bench_function("latest order", |b| b.to_async(&rt).iter(|| som.latest_order(caller, None)));
+    g.bench_function("list page of 50", |b| {
+        b.to_async(&rt)
+            .iter(|| som.list_orders(caller, OrderListQuery { limit: Some(50), ..OrderListQuery::default() }))
+    });
+    g.bench_function("initiate + confirm", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut orders = Vec::new();
+                for _ in 0..iters {
+                    orders.push(som.create_order(caller, order(), None).await.unwrap().id);
+                }
+                let start = Instant::now();
+                for id in orders {
+                    let p = som.initiate_payment(caller, id, None, None).await.unwrap();
+                    som.confirm_payment(caller, p.id, None).await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("dispatch 32 notifications (no-op notifier)", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    while som.dispatch_once().await.unwrap() > 0 {}
+                    for _ in 0..32 {
+                        som.create_order(caller, order(), None).await.unwrap();
+                    }
+                    let start = Instant::now();
+                    while som.dispatch_once().await.unwrap() > 0 {}
+                    total += start.elapsed();
+                }
+                total
+            })
+        })
+    });
+    g.finish();
+    let som64 = som.clone();
+    let rate = rt.block_on(throughput(64, 20, move || {
+        let som = som64.clone();
+        async move {
+            som.create_order(caller, order(), None).await.unwrap();
+        }
+    }));
+    report("postgres create_order, 64 concurrent tasks (SOM)", rate);
+    drop(pool);
+    drop(som);
+    drop(db);
+}
+
+criterion_group!(benches, sqlite, postgres);
+criterion_main!(benches);
