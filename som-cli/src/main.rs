@@ -192,7 +192,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         other => other,
     };
-    let som = OrderSystem::builder().config(config).build().await?;
+    // Opening the database applies pending migrations; on a big database that takes a while.
+    let progress = out.progress(&format!("opening {}", config.redacted_database_url()));
+    let som = OrderSystem::builder().config(config).build().await;
+    progress.finish_and_clear();
+    let som = som?;
     let ctx = Ctx { som, out };
     match command {
         Command::Migrate => {

@@ -49,6 +49,19 @@ impl Output {
         Ok(())
     }
 
+    /// A spinner on stderr for a long operation: drawn only on a terminal, and never in JSON
+    /// or quiet mode.
+    pub fn progress(&self, message: &str) -> indicatif::ProgressBar {
+        let bar = if self.json || self.quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new_spinner()
+        };
+        bar.set_message(message.to_owned());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        bar
+    }
+
     /// A line for humans only (not in JSON or quiet mode).
     pub fn note(&self, line: &str) {
         if !self.json && !self.quiet {

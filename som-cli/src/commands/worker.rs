@@ -17,6 +17,7 @@ pub struct Worker {
 impl Worker {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         if self.once {
+            let progress = ctx.out.progress("delivering notifications");
             let mut total = 0;
             loop {
                 let handled = ctx.som.dispatch_once().await?;
@@ -24,7 +25,9 @@ impl Worker {
                     break;
                 }
                 total += handled;
+                progress.set_message(format!("delivered {total} notifications"));
             }
+            progress.finish_and_clear();
             return ctx.out.record(&json!({ "handled": total }), &[("handled", total.to_string())]);
         }
         let dispatcher = ctx.som.spawn_dispatcher();
