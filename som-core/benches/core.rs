@@ -109,36 +109,20 @@ fn raw_sqlite_order(conn: &mut rusqlite::Connection, user: i64) {
     tx.commit().unwrap();
 }
 
-fn report(name: &str, ops: f64) {
-    println!("{name:<60} {ops:>10.0} ops/s");
-}
-
-fn sqlite(c: &mut Criterion) {
-    let rt = Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bench.db");
-    let url = format!("sqlite://{}", path.display());
-    let (som, caller, access) = rt.block_on(system(&url));
-    let seeded = rt.block_on(async {
-        let mut last = None;
-        for _ in 0..200 {
-            last = Some(som.create_order(caller, order(), None).await.unwrap().id);
-        }
-        last.unwrap()
-    });
-    let mut g = c.benchmark_group("sqlite");
-    g.measurement_time(Duration::from_secs(4)).sample_size(20);
-    g.bench_function("create_order (2 items)", |b| b.to_async(&rt).iter(|| som.create_order(caller, order(), None)));
-    let mut raw = rusqlite::Connection::open(&path).unwrap();
-    raw.pragma_update(None, "synchronous", "FULL").unwrap();
-    raw.busy_timeout(Duration::from_secs(5)).unwrap();
-    g.bench_function("limit: raw rusqlite, one transaction per order", |b| b.iter(|| raw_sqlite_order(&mut raw, 1)));
-    g.bench_function("authenticate (JWT verify + user lookup)", |b| b.to_async(&rt).iter(|| som.authenticate(&access)));
-    g.bench_function("order by id", |b| b.to_async(&rt).iter(|| som.order(caller, seeded)));
-    g.bench_function("latest order", |b| b.to_async(&rt).iter(|| som.latest_order(caller, None)));
+/// The benchmarks both backends run the same way: reads, the payment pair, the dispatcher.
+fn shared(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    som: &OrderSystem,
+    caller: Caller,
+    access: &str,
+    seeded: OrderId,
+) {
+    g.bench_function("authenticate (JWT verify + user lookup)", |b| b.to_async(rt).iter(|| som.authenticate(access)));
+    g.bench_function("order by id", |b| b.to_async(rt).iter(|| som.order(caller, seeded)));
+    g.bench_function("latest order", |b| b.to_async(rt).iter(|| som.latest_order(caller, None)));
     g.bench_function("list page of 50", |b| {
-        b.to_async(&rt)
-            .iter(|| som.list_orders(caller, OrderListQuery { limit: Some(50), ..OrderListQuery::default() }))
+        b.to_async(rt).iter(|| som.list_orders(caller, OrderListQuery { limit: Some(50), ..OrderListQuery::default() }))
     });
     g.bench_function("initiate + confirm", |b| {
         b.iter_custom(|iters| {
@@ -173,6 +157,33 @@ fn sqlite(c: &mut Criterion) {
             })
         })
     });
+}
+
+fn report(name: &str, ops: f64) {
+    println!("{name:<60} {ops:>10.0} ops/s");
+}
+
+fn sqlite(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.db");
+    let url = format!("sqlite://{}", path.display());
+    let (som, caller, access) = rt.block_on(system(&url));
+    let seeded = rt.block_on(async {
+        let mut last = None;
+        for _ in 0..200 {
+            last = Some(som.create_order(caller, order(), None).await.unwrap().id);
+        }
+        last.unwrap()
+    });
+    let mut g = c.benchmark_group("sqlite");
+    g.measurement_time(Duration::from_secs(4)).sample_size(20);
+    g.bench_function("create_order (2 items)", |b| b.to_async(&rt).iter(|| som.create_order(caller, order(), None)));
+    let mut raw = rusqlite::Connection::open(&path).unwrap();
+    raw.pragma_update(None, "synchronous", "FULL").unwrap();
+    raw.busy_timeout(Duration::from_secs(5)).unwrap();
+    g.bench_function("limit: raw rusqlite, one transaction per order", |b| b.iter(|| raw_sqlite_order(&mut raw, 1)));
+    shared(&mut g, &rt, &som, caller, &access, seeded);
     g.sample_size(10).measurement_time(Duration::from_secs(5));
     g.bench_function("login (argon2id, meant to be slow)", |b| {
         b.to_async(&rt).iter(|| som.login("bench", "correct horse battery"))
@@ -211,7 +222,6 @@ fn sqlite(c: &mut Criterion) {
     report("sqlite create_order, 64 concurrent tasks (SOM)", som_rate);
     report("sqlite raw one-transaction-per-order, 64 concurrent tasks", raw_rate);
     println!("sqlite create_order SOM / raw at concurrency 64: {:.2}", som_rate / raw_rate);
-    let _ = OrderId::new(0);
 }
 
 fn postgres(c: &mut Criterion) {
@@ -263,46 +273,7 @@ fn postgres(c: &mut Criterion) {
             tx.commit().await.unwrap();
         })
     });
-    g.bench_function("authenticate (JWT verify + user lookup)", |b| b.to_async(&rt).iter(|| som.authenticate(&access)));
-    g.bench_function("order by id", |b| b.to_async(&rt).iter(|| som.order(caller, seeded)));
-    g.bench_function("latest order", |b| b.to_async(&rt).iter(|| som.latest_order(caller, None)));
-    g.bench_function("list page of 50", |b| {
-        b.to_async(&rt)
-            .iter(|| som.list_orders(caller, OrderListQuery { limit: Some(50), ..OrderListQuery::default() }))
-    });
-    g.bench_function("initiate + confirm", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut orders = Vec::new();
-                for _ in 0..iters {
-                    orders.push(som.create_order(caller, order(), None).await.unwrap().id);
-                }
-                let start = Instant::now();
-                for id in orders {
-                    let p = som.initiate_payment(caller, id, None, None).await.unwrap();
-                    som.confirm_payment(caller, p.id, None).await.unwrap();
-                }
-                start.elapsed()
-            })
-        })
-    });
-    g.bench_function("dispatch 32 notifications (no-op notifier)", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    while som.dispatch_once().await.unwrap() > 0 {}
-                    for _ in 0..32 {
-                        som.create_order(caller, order(), None).await.unwrap();
-                    }
-                    let start = Instant::now();
-                    while som.dispatch_once().await.unwrap() > 0 {}
-                    total += start.elapsed();
-                }
-                total
-            })
-        })
-    });
+    shared(&mut g, &rt, &som, caller, &access, seeded);
     g.finish();
     let som64 = som.clone();
     let rate = rt.block_on(throughput(64, 20, move || {
