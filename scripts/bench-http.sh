@@ -6,6 +6,7 @@
 #
 #   scripts/bench-http.sh            # SQLite; PostgreSQL too when SOM_TEST_POSTGRES_URL is set
 #   DURATION=5 scripts/bench-http.sh # shorter runs
+#   SCALE_ONLY=1 scripts/bench-http.sh  # only the 10 k / 1 M scale runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
@@ -61,6 +62,7 @@ bench_backend() {
     kill "$PID"; wait "$PID" 2>/dev/null || true
 }
 
+if [ -z "${SCALE_ONLY:-}" ]; then
 bench_backend "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/bench.db"
 
 if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
@@ -69,6 +71,7 @@ if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
     pg_url="${SOM_TEST_POSTGRES_URL%/*}/${db}"
     bench_backend "PostgreSQL 15 (local)" "$pg_url"
     psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
+fi
 fi
 
 echo "### Scale: the same reads with 10 k and 1 M orders in the table (SQLite)"
@@ -81,3 +84,31 @@ for n in 10000 1000000; do
     done
     kill "$PID"; wait "$PID" 2>/dev/null || true
 done
+
+if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
+    echo "### Scale: the same reads with 10 k and 1 M orders in the table (PostgreSQL)"
+    for n in 10000 1000000; do
+        db="som_scale_$$_${n}"
+        psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
+        url="${SOM_TEST_POSTGRES_URL%/*}/${db}"
+        "$SOM" migrate --database-url "$url" > /dev/null
+        t0="$(date +%s%N)"
+        psql "$url" -q > /dev/null <<SQL
+INSERT INTO users (username, password_hash, is_staff, created_at)
+    SELECT 'seed' || g, 'x', false, now() FROM generate_series(1, 1000) g;
+INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at)
+    SELECT u.first + (g % 1000), 'CREATED', 'USD', 25000, now(), now()
+    FROM generate_series(1, ${n}) g, (SELECT min(id) AS first FROM users) u;
+INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor)
+    SELECT id, 0, 'Widget', 2, 10000 FROM orders UNION ALL SELECT id, 1, 'Gadget', 1, 5000 FROM orders;
+ANALYZE;
+SQL
+        echo "seeded ${n} orders in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+        start_server "$url"
+        for s in latest detail list; do
+            echo -n "orders=${n} "; load "$s" 16
+        done
+        kill "$PID"; wait "$PID" 2>/dev/null || true
+        psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
+    done
+fi
