@@ -853,7 +853,25 @@ impl Storage for PostgresStorage {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        let mut claimed = rows.iter().map(outbox_from).collect::<Result<Vec<_>>>()?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match outbox_from(row) {
+                Ok(entry) => claimed.push(entry),
+                // A row nobody can read (written outside SOM) must not block the rest.
+                Err(e) => {
+                    let id: i64 = row.try_get("id")?;
+                    tracing::error!(id, error = %e, "undecodable outbox row dead-lettered");
+                    sqlx::query(
+                        "UPDATE outbox SET status = 'dead', last_error = $2, lease_until = NULL, claim_token = NULL \
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(format!("cannot be decoded: {e}"))
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
+        }
         claimed.sort_by_key(|e| (e.next_attempt_at, e.id));
         Ok(claimed)
     }

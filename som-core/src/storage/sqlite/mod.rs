@@ -933,7 +933,18 @@ impl Storage for SqliteStorage {
             )?;
             for id in ids {
                 stmt.execute(params![id, micros(lease_until), token, micros(now)])?;
-                claimed.extend(query_outbox(tx, NotificationId::new(id))?);
+                match query_outbox(tx, NotificationId::new(id)) {
+                    Ok(entry) => claimed.extend(entry),
+                    // A row nobody can read (written outside SOM) must not block the rest.
+                    Err(e) => {
+                        tracing::error!(id, error = %e, "undecodable outbox row dead-lettered");
+                        tx.execute(
+                            "UPDATE outbox SET status = 'dead', last_error = ?2, lease_until = NULL, claim_token = NULL \
+                             WHERE id = ?1",
+                            params![id, format!("cannot be decoded: {e}")],
+                        )?;
+                    }
+                }
             }
             Ok(claimed)
         })
