@@ -31,6 +31,13 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!(
+                "loadgen [--url http://127.0.0.1:8000] [--scenario flow|latest|list|detail|healthz|login] \
+                 [--concurrency 16] [--duration 10]"
+            );
+            std::process::exit(0);
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--url" => a.url = value,
