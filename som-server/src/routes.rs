@@ -24,9 +24,6 @@ fn path_id(raw: &str, what: &str) -> ApiResult<i64> {
 #[utoipa::path(post, path = "/api/v1/accounts/register/", tag = "accounts", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = UserResponse),
-        (status = 400, description = "Invalid or taken fields", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this address", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn register(
@@ -42,7 +39,6 @@ pub async fn register(
 #[utoipa::path(get, path = "/api/v1/accounts/me/", tag = "accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The account", body = UserResponse),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn me(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<UserResponse>> {
     Ok(Json(s.som.profile(caller).await?.into()))
@@ -52,7 +48,6 @@ pub async fn me(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json
 #[utoipa::path(post, path = "/api/v1/token/", tag = "auth", request_body = TokenRequest,
     responses(
         (status = 200, description = "Token pair", body = TokenResponse),
-        (status = 400, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this address", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -65,7 +60,6 @@ pub async fn token(State(s): State<AppState>, JsonBody(req): JsonBody<TokenReque
 #[utoipa::path(post, path = "/api/v1/token/refresh/", tag = "auth", request_body = RefreshRequest,
     responses(
         (status = 200, description = "New token pair", body = TokenResponse),
-        (status = 400, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Invalid, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn refresh(
@@ -127,7 +121,6 @@ pub struct IdempotencyHeader {
         (status = 200, description = "A page of orders; a `Link` header with rel=\"next\" points at the next page",
             body = [OrderResponse], headers(("Link" = String, description = "<url>; rel=\"next\" when there are more"))),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_orders(
     State(s): State<AppState>,
@@ -172,12 +165,7 @@ pub async fn list_orders(
     params(IdempotencyHeader),
     responses(
         (status = 201, description = "Order created", body = OrderResponse),
-        (status = 400, description = "Invalid items", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this idempotency key is in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency key reused with a different request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_order(
     State(s): State<AppState>,
@@ -202,7 +190,6 @@ pub async fn create_order(
 #[utoipa::path(get, path = "/api/v1/orders/latest/", tag = "orders", security(("bearer" = [])),
     responses(
         (status = 200, description = "The newest order", body = OrderResponse),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No orders yet", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn latest_order(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<OrderResponse>> {
@@ -214,7 +201,6 @@ pub async fn latest_order(State(s): State<AppState>, Auth(caller): Auth) -> ApiR
     params(("id" = i64, Path, minimum = 1, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_order(
@@ -231,10 +217,8 @@ pub async fn get_order(
     params(("id" = i64, Path, minimum = 1, description = "Order id"), IdempotencyHeader),
     responses(
         (status = 200, description = "The cancelled order", body = OrderResponse),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order is not CREATED", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency key reused with a different request", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cancel_order(
     State(s): State<AppState>,
@@ -251,7 +235,6 @@ pub async fn cancel_order(
     params(("id" = i64, Path, minimum = 1, description = "Order id")),
     responses(
         (status = 200, description = "The audit trail", body = [OrderEventResponse]),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn order_history(
@@ -270,13 +253,9 @@ pub async fn order_history(
     params(IdempotencyHeader),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "The provider declined", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order is paid or cancelled", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency key reused with a different request", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payment provider is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn initiate_payment(
     State(s): State<AppState>,
@@ -295,11 +274,8 @@ pub async fn initiate_payment(
     params(IdempotencyHeader),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order is paid or cancelled", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payment provider is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_payment(
     state: State<AppState>,
@@ -317,13 +293,9 @@ pub async fn create_payment(
     params(IdempotencyHeader),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Declined; the order stays payable", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such payment, or another user's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The payment failed or was cancelled", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency key reused with a different request", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payment provider is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn confirm_payment(
     State(s): State<AppState>,
@@ -348,7 +320,6 @@ pub async fn confirm_payment(
     params(("id" = i64, Path, minimum = 1, description = "Payment id")),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such payment, or another user's", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_payment(
