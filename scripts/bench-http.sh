@@ -7,6 +7,7 @@
 #   scripts/bench-http.sh            # SQLite; PostgreSQL too when SOM_TEST_POSTGRES_URL is set
 #   DURATION=5 scripts/bench-http.sh # shorter runs
 #   SCALE_ONLY=1 scripts/bench-http.sh  # only the 10 k / 1 M scale runs
+#   SKIP_SCALE=1 scripts/bench-http.sh  # everything but the scale runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
@@ -32,6 +33,19 @@ start_server() {
 
 load() { "$LG" --url "$BASE" --scenario "$1" --concurrency "$2" --duration "$DURATION"; }
 
+# outbox_drained SCENARIO: waits (up to 120 s) until the server's outbox has nothing pending and
+# prints its counts: every notification the scenario caused was delivered.
+outbox_drained() {
+    local t0 m pending; t0="$(date +%s%N)"
+    while :; do
+        m="$(curl -fsS "${BASE}/metrics" | grep '^som_notifications{' || true)"
+        pending="$(echo "$m" | awk '/status="pending"/ {print $2}')"
+        if [ "${pending:-0}" = 0 ] || [ $(( ($(date +%s%N) - t0) / 1000000000 )) -ge 120 ]; then break; fi
+        sleep 0.2
+    done
+    echo "outbox after $1: $(echo "$m" | sed -E 's/som_notifications\{status="([a-z]+)"\} /\1=/' | tr '\n' ' ')(waited $(( ($(date +%s%N) - t0) / 1000000 )) ms)"
+}
+
 bench_backend() {
     local name="$1" url="$2"
     echo "### ${name}"
@@ -50,6 +64,7 @@ bench_backend() {
             else
                 load "$s" "$c"
             fi
+            [ "$s" = healthz ] || outbox_drained "$s c=$c"
         done
     done
     echo "latest p99 alone, then during a login storm (8 concurrent logins):"
@@ -59,10 +74,31 @@ bench_backend() {
     sleep 0.5
     load latest 16
     wait "$storm"; cat "$work/storm"
+    outbox_drained "the login storm"
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+}
+
+# login_storm URL: a fresh server's RSS before, at its peak during 64 concurrent logins, and 2, 5
+# and 10 s after the storm ends (argon2id takes 19 MiB per hash in flight).
+login_storm() {
+    start_server "$1"
+    sleep 1
+    echo "login storm (c=64): RSS before $(rss_kb "$PID") kB"
+    rm -f "$work/lpeak"
+    ( peak=0; while kill -0 "$PID" 2>/dev/null; do r=$(rss_kb "$PID"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$work/lpeak"; sleep 0.1; done ) &
+    local sampler=$!
+    "$LG" --url "$BASE" --scenario login --concurrency 64 --duration "$DURATION"
+    kill "$sampler" 2>/dev/null || true
+    echo "login storm (c=64): RSS peak $(cat "$work/lpeak") kB"
+    sleep 2; echo "login storm: RSS 2 s after $(rss_kb "$PID") kB"
+    sleep 3; echo "login storm: RSS 5 s after $(rss_kb "$PID") kB"
+    sleep 5; echo "login storm: RSS 10 s after $(rss_kb "$PID") kB"
     kill "$PID"; wait "$PID" 2>/dev/null || true
 }
 
 if [ -z "${SCALE_ONLY:-}" ]; then
+echo "### SQLite"
+login_storm "sqlite://${work}/storm.db"
 bench_backend "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/bench.db"
 
 if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
@@ -74,6 +110,7 @@ if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
 fi
 fi
 
+[ -n "${SKIP_SCALE:-}" ] && exit 0
 echo "### Scale: the same reads with 10 k and 1 M orders in the table (SQLite)"
 for n in 10000 1000000; do
     "$SOM" migrate --database-url "sqlite://${work}/scale-${n}.db" > /dev/null

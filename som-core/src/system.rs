@@ -115,6 +115,8 @@ impl OrderSystemBuilder {
             Some(s) => s,
             None => crate::storage::open(&config.database_url, config.database_pool_size).await?,
         };
+        // Every storage operation runs to completion even if the caller stops waiting.
+        let storage = crate::storage::detached::Detached::wrap(storage);
         let provider = self.provider.unwrap_or_else(|| Arc::new(MockProvider::new(config.mock_transient_failures)));
         let notifiers = if self.notifiers.is_empty() { notifiers_from_config(&config)? } else { self.notifiers };
         let secret = match &config.jwt_secret {

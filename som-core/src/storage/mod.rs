@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 
 #[cfg(feature = "test-support")]
 pub mod conformance;
+pub mod detached;
 pub mod postgres;
 pub mod sqlite;
 
@@ -258,6 +259,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// `Ok` when the database answers.
     async fn ping(&self) -> Result<()>;
+
+    /// True for a [`detached::Detached`] wrapper, whose operations already run as their own
+    /// tasks (so that it is not wrapped twice).
+    fn is_detached(&self) -> bool {
+        false
+    }
 
     /// Writes a consistent copy of the whole database to a new file at `destination` while the
     /// database stays in use. Backends whose servers have their own tools (PostgreSQL:

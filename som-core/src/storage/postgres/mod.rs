@@ -97,12 +97,7 @@ impl PostgresStorage {
     pub async fn open(url: &str, pool_size: u32) -> Result<PostgresStorage> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| Error::invalid("SOM_DATABASE_URL", format!("not a valid postgres URL: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size.max(2))
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(true)
-            .connect_with(options)
-            .await?;
+        let pool = pool_options(pool_size.max(2)).connect_with(options).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(inner) => Error::from(inner),
             other => Error::Internal(format!("postgres migration: {other}")),
@@ -113,6 +108,40 @@ impl PostgresStorage {
     async fn begin(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
     }
+}
+
+/// How SOM's pools are built: at most `size` connections, each checked when it comes back.
+fn pool_options(size: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(true)
+        .after_release(|conn, _| Box::pin(outside_transaction(conn)))
+}
+
+/// The pool's check on every connection handed back: `true` keeps it, `false` closes it (and
+/// the server rolls back whatever it was in). A connection must never be reused inside a
+/// transaction, or the next borrower's statements would run in it and vanish with it.
+///
+/// sqlx's own bookkeeping catches transactions it knows of. It does not know of one whose
+/// `BEGIN` was in flight when its future was dropped (sqlx 0.9.0; storage futures are not
+/// dropped since [`super::detached::Detached`], but this check does not rely on that), so the
+/// server is asked too: during the first statement of a transaction `transaction_timestamp()`
+/// equals `statement_timestamp()` exactly, while a statement run inside an open transaction
+/// started later than it.
+async fn outside_transaction(conn: &mut sqlx::PgConnection) -> std::result::Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    // The simple query protocol: the statement's start is then its transaction's start unless
+    // a transaction was already open (with the extended protocol the two are taken apart).
+    let clean = !conn.is_in_transaction()
+        && sqlx::raw_sql("SELECT 1 WHERE transaction_timestamp() = statement_timestamp()")
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+    if !clean {
+        tracing::warn!("a database connection came back to the pool inside a transaction; closing it");
+    }
+    Ok(clean)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1108,5 +1137,59 @@ impl Storage for PostgresStorage {
         let n =
             sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
         Ok(n.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use sqlx::Connection as _;
+
+    use super::pool_options;
+    use crate::storage::postgres::testing::{TestDatabase, admin_url};
+
+    /// sqlx 0.9.0 leaves a connection inside a transaction when a `pool.begin()` future is
+    /// dropped while its `BEGIN` is in flight, and hands it to the next borrower, whose
+    /// autocommit writes then vanish with the never-committed transaction. The pool's release
+    /// check must close such a connection instead.
+    #[tokio::test]
+    async fn a_begin_dropped_in_flight_never_swallows_the_next_borrowers_writes() {
+        let Some(admin) = admin_url() else {
+            eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+            return;
+        };
+        let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
+        // One connection, so that every borrower gets the one the dropped future used.
+        let pool = pool_options(1).connect(db.url()).await.unwrap();
+        sqlx::query("CREATE TABLE written (n integer)").execute(&pool).await.unwrap();
+        let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let rounds = 200;
+        for n in 0..rounds {
+            // Let the connection come back, start a transaction, poll it a few times with
+            // pauses (so that `BEGIN` goes out and its answer comes in unread), and drop it.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            {
+                let mut begin = std::pin::pin!(pool.begin());
+                for _ in 0..=(n % 4) {
+                    let done = std::future::poll_fn(|cx| Poll::Ready(begin.as_mut().poll(cx).is_ready())).await;
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            // An autocommit write is visible to everyone as soon as it returns.
+            sqlx::query("INSERT INTO written VALUES ($1)").bind(n).execute(&pool).await.unwrap();
+            let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM written WHERE n = $1")
+                .bind(n)
+                .fetch_one(&mut other)
+                .await
+                .unwrap();
+            assert_eq!(seen, 1, "round {n}: the write ran inside a transaction left open by a dropped BEGIN");
+        }
     }
 }
