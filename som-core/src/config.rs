@@ -56,14 +56,23 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_JWT_SECRET",
         default: "",
-        help: "Token signing secret, at least 32 bytes; when unset a random one is generated once and kept in the database",
+        help: "Token signing secret: at least 32 bytes, not one repeated character, not a placeholder; when unset a random one is generated once and kept in the database (a warning says so)",
     },
     ConfigVar {
         name: "SOM_ACCESS_TOKEN_TTL",
         default: "60m",
         help: "Access token lifetime (s, m, h, d suffixes; bare number = seconds)",
     },
-    ConfigVar { name: "SOM_REFRESH_TOKEN_TTL", default: "1d", help: "Refresh token lifetime" },
+    ConfigVar {
+        name: "SOM_REFRESH_TOKEN_TTL",
+        default: "1d",
+        help: "Refresh token lifetime (each refresh issues a new one, never beyond the session's maximum age)",
+    },
+    ConfigVar {
+        name: "SOM_SESSION_MAX_AGE",
+        default: "30d",
+        help: "Absolute lifetime of a login session: refreshing never extends it past this age",
+    },
     ConfigVar { name: "SOM_CURRENCY", default: "USD", help: "Currency of orders that name none (ISO 4217)" },
     ConfigVar {
         name: "SOM_NOTIFIER",
@@ -118,6 +127,31 @@ pub const VARIABLES: &[ConfigVar] = &[
         name: "SOM_AUTH_RATE_LIMIT",
         default: "60",
         help: "Requests per minute per client address on token/ and accounts/register/; 0 turns the limit off",
+    },
+    ConfigVar {
+        name: "SOM_LOGIN_FAILURE_LIMIT",
+        default: "10",
+        help: "Failed logins per username (from any address) within 15 minutes before that username is refused with 429 until the window has passed; 0 turns the limit off",
+    },
+    ConfigVar {
+        name: "SOM_TRUSTED_PROXIES",
+        default: "",
+        help: "Comma-separated proxy addresses or CIDR ranges whose X-Forwarded-For is believed for the client address; empty (the default) believes no one",
+    },
+    ConfigVar {
+        name: "SOM_MAX_CONNECTIONS",
+        default: "1024",
+        help: "Open client connections som serve accepts at once; further connections wait in the listen queue while established ones are served",
+    },
+    ConfigVar {
+        name: "SOM_METRICS_LISTEN",
+        default: "",
+        help: "Serve /metrics on this address only (e.g. 127.0.0.1:9100) instead of on SOM_LISTEN",
+    },
+    ConfigVar {
+        name: "SOM_METRICS_TOKEN",
+        default: "",
+        help: "When set, /metrics requires Authorization: Bearer <this token>",
     },
     ConfigVar {
         name: "SOM_PASSWORD_HASH_CONCURRENCY",
@@ -200,6 +234,18 @@ pub struct Config {
     pub auth_rate_limit: u32,
     /// `SOM_PASSWORD_HASH_CONCURRENCY`.
     pub password_hash_concurrency: usize,
+    /// `SOM_SESSION_MAX_AGE`.
+    pub session_max_age: Duration,
+    /// `SOM_LOGIN_FAILURE_LIMIT`: failed logins per username per [`LOGIN_FAILURE_WINDOW`].
+    pub login_failure_limit: u32,
+    /// `SOM_TRUSTED_PROXIES`: addresses or CIDR ranges, as written.
+    pub trusted_proxies: Vec<String>,
+    /// `SOM_MAX_CONNECTIONS`.
+    pub max_connections: usize,
+    /// `SOM_METRICS_LISTEN`.
+    pub metrics_listen: Option<String>,
+    /// `SOM_METRICS_TOKEN`.
+    pub metrics_token: Option<Secret>,
     /// `SOM_IDEMPOTENCY_TTL`.
     pub idempotency_ttl: Duration,
     /// `SOM_OUTBOX_*`.
@@ -273,6 +319,7 @@ impl Config {
         let smtp_timeout = duration("SOM_SMTP_TIMEOUT");
         let webhook_timeout = duration("SOM_WEBHOOK_TIMEOUT");
         let header_read_timeout = duration("SOM_HEADER_READ_TIMEOUT");
+        let session_max_age = duration("SOM_SESSION_MAX_AGE");
         let mut number = |name: &str, min: u64| -> u64 {
             match get(name).trim().parse::<u64>() {
                 Ok(n) if n >= min && n <= u64::from(u32::MAX) => n,
@@ -286,6 +333,8 @@ impl Config {
         let body_limit = number("SOM_BODY_LIMIT", 1);
         let auth_rate_limit = number("SOM_AUTH_RATE_LIMIT", 0);
         let password_hash_concurrency = number("SOM_PASSWORD_HASH_CONCURRENCY", 1);
+        let login_failure_limit = number("SOM_LOGIN_FAILURE_LIMIT", 0);
+        let max_connections = number("SOM_MAX_CONNECTIONS", 1);
         let batch_size = number("SOM_OUTBOX_BATCH_SIZE", 1);
         let max_attempts = number("SOM_OUTBOX_MAX_ATTEMPTS", 1);
         let mock_transient_failures = number("SOM_MOCK_TRANSIENT_FAILURES", 0);
@@ -299,8 +348,21 @@ impl Config {
             errors.add("SOM_NOTIFIER", "must name at least one channel");
         }
         let jwt_secret = lookup("SOM_JWT_SECRET").filter(|s| !s.is_empty());
-        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            errors.add("SOM_JWT_SECRET", "must be at least 32 bytes");
+        if let Some(Err(problem)) = jwt_secret.as_deref().map(check_jwt_secret) {
+            errors.add("SOM_JWT_SECRET", problem);
+        }
+        let cors_origins = list(&get("SOM_CORS_ORIGINS"));
+        if cors_origins.iter().any(|o| o == "*") {
+            errors.add(
+                "SOM_CORS_ORIGINS",
+                "must list origins (https://app.example.com); \"*\" is not supported because the API takes credentials",
+            );
+        }
+        let trusted_proxies = list(&get("SOM_TRUSTED_PROXIES"));
+        for proxy in &trusted_proxies {
+            if parse_cidr(proxy).is_none() {
+                errors.add("SOM_TRUSTED_PROXIES", format!("{proxy:?} is not an IP address or CIDR range"));
+            }
         }
         let database_url = get("SOM_DATABASE_URL");
         errors.into_result()?;
@@ -323,10 +385,16 @@ impl Config {
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
             request_timeout,
             header_read_timeout,
-            cors_origins: list(&get("SOM_CORS_ORIGINS")),
+            cors_origins,
             log: get("SOM_LOG"),
             auth_rate_limit: small(auth_rate_limit),
             password_hash_concurrency: usize::try_from(password_hash_concurrency).unwrap_or(1),
+            session_max_age,
+            login_failure_limit: small(login_failure_limit),
+            trusted_proxies,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            metrics_listen: lookup("SOM_METRICS_LISTEN").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
+            metrics_token: lookup("SOM_METRICS_TOKEN").filter(|s| !s.is_empty()).map(Secret),
             idempotency_ttl,
             outbox: DispatchConfig {
                 batch_size: small(batch_size),
@@ -365,12 +433,75 @@ impl Config {
     }
 }
 
+/// The window of [`Config::login_failure_limit`].
+pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Signing secrets published as examples; a deployment that kept one can be forged offline.
+const PLACEHOLDER_SECRETS: &[&str] = &["change-me-to-a-long-random-secret-of-32-bytes"];
+
+/// Why `secret` must not sign tokens, if it must not: shorter than 32 bytes, one character
+/// repeated, or a published placeholder (anything with `change-me`, `changeme` or `replace-me`).
+pub fn check_jwt_secret(secret: &str) -> std::result::Result<(), &'static str> {
+    let lower = secret.to_ascii_lowercase();
+    if secret.len() < 32 {
+        Err("must be at least 32 bytes")
+    } else if secret.chars().all(|c| secret.starts_with(c)) {
+        Err("must not be one character repeated")
+    } else if PLACEHOLDER_SECRETS.contains(&secret)
+        || ["change-me", "changeme", "replace-me", "replaceme"].iter().any(|p| lower.contains(p))
+    {
+        Err("is a published placeholder; generate one, e.g. `openssl rand -hex 32`")
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses `10.0.0.1`, `10.0.0.0/8`, `::1` or `fd00::/8` into a network address and prefix length.
+pub fn parse_cidr(raw: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, prefix) = match raw.trim().split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (raw.trim(), None),
+    };
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+        None => max,
+    };
+    Some((addr, prefix))
+}
+
+/// Whether `ip` lies in the network `(net, prefix)`. IPv4-mapped IPv6 addresses count as IPv4.
+pub fn cidr_contains((net, prefix): (std::net::IpAddr, u8), ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let bits = |a: IpAddr| match a {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32u32),
+        IpAddr::V6(v6) => (u128::from(v6), 128u32),
+    };
+    let ((n, n_len), (i, i_len)) = (bits(net), bits(ip));
+    if n_len != i_len {
+        return false;
+    }
+    let prefix = u32::from(prefix).min(n_len);
+    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+    n & mask == i & mask
+}
+
 /// `scheme://user:***@host/…` for a URL with a password; other URLs unchanged.
+///
+/// The authority ends at the first `/`, `?` or `#` after the scheme, and its user information
+/// at the *last* `@` in it (RFC 3986), so a password that contains `@` (or `:`) is hidden whole.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_owned() };
     match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
         None => url.to_owned(),
     }
 }
@@ -421,6 +552,43 @@ mod tests {
     fn secrets_and_passwords_in_urls_are_redacted() {
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "<redacted>");
         assert_eq!(redact_url("postgres://som:pw@db:5432/som"), "postgres://som:***@db:5432/som");
+        assert_eq!(redact_url("postgres://som:pw@db/som#frag"), "postgres://som:***@db/som#frag");
         assert_eq!(redact_url("sqlite://som.db"), "sqlite://som.db");
+        assert_eq!(redact_url("postgres://som:p@ss:w@rd@db:5432/som?x=@"), "postgres://som:***@db:5432/som?x=@");
+        assert_eq!(redact_url("postgres://som@db/som"), "postgres://som@db/som");
+    }
+
+    #[test]
+    fn weak_and_placeholder_jwt_secrets_are_refused() {
+        for bad in [
+            "short",
+            &"a".repeat(64),
+            "change-me-to-a-long-random-secret-of-32-bytes",
+            "please-CHANGE-ME-before-production-0123456789",
+        ] {
+            let err = with(&[("SOM_JWT_SECRET", bad)]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("SOM_JWT_SECRET"), "{bad:?} was accepted");
+        }
+        assert!(with(&[("SOM_JWT_SECRET", "0123456789abcdef0123456789abcdef")]).is_ok());
+    }
+
+    #[test]
+    fn a_wildcard_cors_origin_is_a_configuration_error() {
+        let err = with(&[("SOM_CORS_ORIGINS", "*")]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("SOM_CORS_ORIGINS"), "{err}");
+        assert!(with(&[("SOM_CORS_ORIGINS", "https://app.example.com")]).is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let c = with(&[("SOM_TRUSTED_PROXIES", "10.0.0.0/8, ::1")]).unwrap();
+        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".to_owned(), "::1".to_owned()]);
+        assert!(with(&[("SOM_TRUSTED_PROXIES", "proxy.local")]).is_err());
+        let net = parse_cidr("10.0.0.0/8").unwrap();
+        assert!(cidr_contains(net, "10.1.2.3".parse().unwrap()));
+        assert!(cidr_contains(net, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!cidr_contains(net, "11.0.0.1".parse().unwrap()));
+        assert!(cidr_contains(parse_cidr("fd00::/8").unwrap(), "fd12::1".parse().unwrap()));
+        assert!(cidr_contains(parse_cidr("0.0.0.0/0").unwrap(), "1.2.3.4".parse().unwrap()));
     }
 }

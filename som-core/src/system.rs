@@ -120,8 +120,16 @@ impl OrderSystemBuilder {
         let provider = self.provider.unwrap_or_else(|| Arc::new(MockProvider::new(config.mock_transient_failures)));
         let notifiers = if self.notifiers.is_empty() { notifiers_from_config(&config)? } else { self.notifiers };
         let secret = match &config.jwt_secret {
-            Some(s) => s.expose().as_bytes().to_vec(),
+            Some(s) => {
+                crate::config::check_jwt_secret(s.expose()).map_err(|m| Error::invalid("SOM_JWT_SECRET", m))?;
+                s.expose().as_bytes().to_vec()
+            }
             None => {
+                tracing::warn!(
+                    "SOM_JWT_SECRET is not set: tokens are signed with a key generated once and kept in the \
+                     database, so anyone who can read the database (or a backup) can forge tokens; set \
+                     SOM_JWT_SECRET to keep the key out of it"
+                );
                 let candidate = crate::random_token(32).into_bytes();
                 storage.get_or_init_setting("jwt_secret", candidate).await?
             }
@@ -264,6 +272,25 @@ impl OrderSystem {
     /// The configuration it was built with.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The payment provider's name (`mock` for the built-in mock).
+    pub fn payment_provider(&self) -> &str {
+        self.inner.provider.name()
+    }
+
+    /// Warnings an operator must see while they hold, e.g. that payments go through the mock
+    /// provider, with which any user can mark their own order paid. Empty when there are none.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.inner.provider.name() == crate::payment::MockProvider::NAME {
+            warnings.push(
+                "payments use the mock provider: any user can mark their own order paid; configure a real \
+                 payment provider before taking orders"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 
     /// The storage it uses.

@@ -394,4 +394,7 @@ impl From<Payment> for PaymentResponse {
 pub struct Health {
     /// `ok` or `unavailable`.
     pub status: String,
+    /// What an operator must know while it holds (e.g. payments go through the mock provider).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

@@ -120,18 +120,65 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
-/// The client's address (the TCP peer); loopback when unknown (in-process tests).
+/// The client's address: the TCP peer (loopback when unknown, in-process tests), or — when the
+/// peer is a trusted proxy (`SOM_TRUSTED_PROXIES`) — the nearest address in `X-Forwarded-For`
+/// that is not itself a trusted proxy.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+/// The client address behind `peer`, believing `X-Forwarded-For` only from `trusted` proxies.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[(IpAddr, u8)]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| som_core::config::cidr_contains(*net, ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    // Right to left: each trusted hop vouches for the address before it; the first untrusted
+    // (or unparsable) entry is as far as the chain can be believed.
+    let mut client = peer;
+    for hop in forwarded_for.unwrap_or("").rsplit(',').map(str::trim).filter(|h| !h.is_empty()) {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |ConnectInfo(addr)| addr.ip());
-        Ok(ClientIp(ip))
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        Ok(ClientIp(client_ip(peer, forwarded, &state.trusted_proxies)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let trusted = [som_core::config::parse_cidr("10.0.0.0/8").unwrap()];
+        let peer = "10.0.0.5".parse().unwrap();
+        let outsider = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(outsider, Some("1.2.3.4"), &trusted), outsider);
+        assert_eq!(client_ip(peer, Some("1.2.3.4"), &trusted), "1.2.3.4".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, Some("6.6.6.6, 1.2.3.4, 10.0.0.7"), &trusted),
+            "1.2.3.4".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(peer, None, &trusted), peer);
+        assert_eq!(client_ip(peer, Some("1.2.3.4"), &[]), peer);
+        assert_eq!(client_ip(peer, Some("garbage"), &trusted), peer);
     }
 }

@@ -30,7 +30,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use som_core::{Config, OrderSystem};
@@ -58,6 +58,15 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Open connections accepted at once; further ones wait in the listen queue.
+    pub max_connections: usize,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<som_core::config::Secret>,
+    /// Whether `/metrics` is served by [`app`] (false when it has a listener of its own, see
+    /// [`metrics_app`]).
+    pub metrics_on_main: bool,
+    /// Addresses whose `X-Forwarded-For` is believed for the client address.
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
 }
 
 impl Settings {
@@ -70,6 +79,10 @@ impl Settings {
             auth_rate_limit: c.auth_rate_limit,
             cors_origins: c.cors_origins.clone(),
             shutdown_grace: Duration::from_secs(30),
+            max_connections: c.max_connections.max(1),
+            metrics_token: c.metrics_token.clone(),
+            metrics_on_main: c.metrics_listen.is_none(),
+            trusted_proxies: c.trusted_proxies.iter().filter_map(|p| som_core::config::parse_cidr(p)).collect(),
         }
     }
 }
@@ -87,6 +100,41 @@ pub struct AppState {
     pub som: OrderSystem,
     /// The rate limit of the authentication routes.
     pub limiter: Arc<ops::RateLimiter>,
+    /// `/metrics`' bearer token, when it has one.
+    pub metrics_token: Option<som_core::config::Secret>,
+    /// When the outbox counts behind `/metrics` were last read.
+    pub counts_read: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[(std::net::IpAddr, u8)]>,
+}
+
+impl AppState {
+    /// The state [`app`] and [`metrics_app`] share.
+    pub fn new(som: OrderSystem, settings: &Settings) -> Self {
+        AppState {
+            som,
+            limiter: Arc::new(ops::RateLimiter::new(settings.auth_rate_limit)),
+            metrics_token: settings.metrics_token.clone(),
+            counts_read: Arc::new(std::sync::Mutex::new(None)),
+            trusted_proxies: settings.trusted_proxies.clone().into(),
+        }
+    }
+}
+
+/// Serves [`metrics_app`] on `listener` until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    som: OrderSystem,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_app(som, settings)).with_graceful_shutdown(shutdown).await
+}
+
+/// `/metrics` alone, for a listener of its own (`SOM_METRICS_LISTEN`).
+pub fn metrics_app(som: OrderSystem, settings: &Settings) -> Router {
+    let _ = ops::prometheus();
+    Router::new().route("/metrics", get(ops::metrics_handler)).with_state(AppState::new(som, settings))
 }
 
 /// Request ids: 16 random hex characters, unless the client sent `X-Request-ID`.
@@ -115,7 +163,7 @@ fn both(router: Router<AppState>, path: &str, handler: MethodRouter<AppState>) -
 
 /// The whole HTTP application.
 pub fn app(som: OrderSystem, settings: Settings) -> Router {
-    let state = AppState { som, limiter: Arc::new(ops::RateLimiter::new(settings.auth_rate_limit)) };
+    let state = AppState::new(som, &settings);
     let _ = ops::prometheus();
 
     let mut limited = Router::new();
@@ -138,18 +186,26 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         ("/api/v1/payments/{id}", get(routes::get_payment)),
         ("/healthz", get(ops::healthz)),
         ("/readyz", get(ops::readyz)),
-        ("/metrics", get(ops::metrics_handler)),
     ] {
         api = both(api, path, handler);
+    }
+    if settings.metrics_on_main {
+        api = both(api, "/metrics", get(ops::metrics_handler));
     }
     let schema = Arc::new(docs::openapi_json());
     let serve_schema = get(move || std::future::ready(axum::Json(Arc::clone(&schema))));
     api = both(api, "/api/schema", serve_schema.clone());
     api = api.route("/api/openapi.json", serve_schema);
 
-    let cors = (!settings.cors_origins.is_empty()).then(|| {
-        let origins: Vec<HeaderValue> =
-            settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    // "*" is refused by the configuration; an embedding app that passes it anyway gets no
+    // wildcard (it cannot be combined with the Authorization header the API needs).
+    let origins: Vec<HeaderValue> = settings
+        .cors_origins
+        .iter()
+        .filter(|o| o.as_str() != "*")
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let cors = (!origins.is_empty()).then(|| {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])
@@ -166,6 +222,7 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
         .layer(from_fn(ops::problem_responses))
+        .layer(from_fn(ops::security_headers))
         .layer(tower::util::option_layer(cors))
         .layer(CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -177,8 +234,14 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then stops accepting, lets
-/// requests in flight finish (up to [`Settings::shutdown_grace`]) and returns. Slow clients
-/// that do not send their headers within [`Settings::header_read_timeout`] are disconnected.
+/// requests in flight finish (up to [`Settings::shutdown_grace`]) and returns.
+///
+/// HTTP/1.1 only: SOM runs behind a TLS-terminating proxy or on loopback, where cleartext
+/// HTTP/2 buys nothing and adds protocol states (a partial preface, an idle SETTINGS exchange)
+/// that a client could hold open. Every connection must send a complete request head within
+/// [`Settings::header_read_timeout`] of connecting and of its previous response, so silent and
+/// idle sockets are closed. At most [`Settings::max_connections`] connections are open at once;
+/// further clients wait in the listen queue while the established ones are served.
 pub async fn serve(
     listener: TcpListener,
     som: OrderSystem,
@@ -186,8 +249,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = settings.shutdown_grace;
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout).keep_alive(true);
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
     let app = app(som, settings);
     // Histogram samples are buffered until drained; drain them even when nobody scrapes
     // /metrics, or they grow with every request.
@@ -202,6 +266,13 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, addr) = match accepted {
@@ -217,9 +288,10 @@ pub async fn serve(
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
                     req
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-                let conn = graceful.watch(conn.into_owned());
+                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                let conn = graceful.watch(conn);
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }

@@ -23,10 +23,11 @@ use crate::extract::ClientIp;
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health { status: "ok".into(), warnings: Vec::new() })
 }
 
-/// Readiness: storage answers.
+/// Readiness: storage answers. The body lists warnings an operator must see, such as payments
+/// going through the mock provider.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses(
     (status = 200, description = "Ready", body = Health),
     (status = 503, description = "Storage unreachable", body = Problem, content_type = "application/problem+json"),
@@ -36,7 +37,7 @@ pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiError>
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::from(som_core::Error::Unavailable("database".into()))
     })?;
-    Ok(Json(Health { status: "ok".into() }))
+    Ok(Json(Health { status: "ok".into(), warnings: s.som.warnings() }))
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -57,9 +58,35 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 /// Prometheus text format: HTTP requests by route and status with latency histogram, orders
 /// created, payments by outcome, notifications by status and the outbox backlog.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-pub async fn metrics_handler(State(s): State<AppState>) -> Response {
-    match s.som.notification_counts().await {
-        Ok(counts) => {
+pub async fn metrics_handler(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &s.metrics_token {
+        let presented =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes())) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "/metrics needs its bearer token",
+            )
+            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+            .into_response();
+        }
+    }
+    // The outbox counts are a GROUP BY: read them at most once a second, however often
+    // /metrics is scraped; the gauges keep their last values in between.
+    let due = {
+        let mut read = s.counts_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = read.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if due {
+            *read = Some(Instant::now());
+        }
+        due
+    };
+    let counts = if due { Some(s.som.notification_counts().await) } else { None };
+    match counts {
+        None => {}
+        Some(Ok(counts)) => {
             for (status, n) in counts {
                 #[allow(clippy::cast_precision_loss)]
                 let value = n as f64;
@@ -69,27 +96,63 @@ pub async fn metrics_handler(State(s): State<AppState>) -> Response {
                 }
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not count notifications for metrics"),
+        Some(Err(e)) => tracing::warn!(error = %e, "could not count notifications for metrics"),
     }
     let body = prometheus().map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], body).into_response()
 }
 
-/// Counts every request by method, matched route and status, and times it.
+/// The metric label of a request method: one of a fixed set, so that clients cannot grow the
+/// metrics without bound by inventing methods.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Equality of two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Counts every request by method, matched route template (`unmatched` for none) and status,
+/// and times it. Every label comes from a fixed set.
 pub async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("som_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("som_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("som_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     response
 }
 
-/// A token bucket per client address: `per_minute` requests a minute, bursting to the same.
+/// The bucket an address counts against: IPv4 addresses (also IPv4-mapped IPv6) one each, IPv6
+/// addresses by their /64 — the block a single subscriber is usually given, so rotating through
+/// it gains nothing.
+pub fn rate_limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+        v4 => v4,
+    }
+}
+
+/// A token bucket per client address (IPv6: per /64): `per_minute` requests a minute,
+/// bursting to the same.
 #[derive(Debug)]
 pub struct RateLimiter {
     per_minute: u32,
@@ -114,7 +177,7 @@ impl RateLimiter {
         if buckets.len() > 10_000 {
             buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((capacity, now));
+        let (tokens, at) = buckets.entry(rate_limit_key(ip)).or_insert((capacity, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(capacity);
         *at = now;
         if *tokens >= 1.0 {
@@ -180,7 +243,58 @@ pub async fn problem_responses(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::new(body))
 }
 
+/// The Content-Security-Policy of the Swagger UI pages: everything from this server only (the
+/// UI's assets are vendored), inline styles for the UI's components, no framing.
+pub const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+/// Security headers: `X-Content-Type-Options: nosniff` everywhere; API answers (tokens, orders,
+/// accounts) are never stored by caches (`Cache-Control: no-store`); the documentation pages get
+/// a Content-Security-Policy and may not be framed.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/v1/");
+    let docs = req.uri().path().starts_with("/api/docs");
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if api && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if docs {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DOCS_CSP));
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    }
+    response
+}
+
 /// The fallback for unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let limiter = RateLimiter::new(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(b).is_ok());
+        assert!(limiter.check(a).is_err(), "a third request from the same /64 passed");
+        assert!(limiter.check(other).is_ok());
+        assert_eq!(rate_limit_key("::ffff:1.2.3.4".parse().unwrap()), "1.2.3.4".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn metric_labels_come_from_a_fixed_set() {
+        let invented = axum::http::Method::from_bytes(&[b'X'; 8192]).unwrap();
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&axum::http::Method::PATCH), "PATCH");
+    }
 }

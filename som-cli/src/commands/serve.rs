@@ -50,10 +50,30 @@ impl Serve {
         let addr = listener.local_addr()?;
         let dispatcher = ctx.som.spawn_dispatcher();
         tracing::info!(%addr, database = %config.redacted_database_url(), "serving");
+        for warning in ctx.som.warnings() {
+            tracing::warn!("{warning}");
+            eprintln!("WARNING: {warning}");
+        }
         // The first line on stdout tells scripts (and tests) where the server is.
         println!("listening on http://{addr}");
         let settings = som_server::Settings::from_config(&config);
+        let metrics = match &config.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {address} (SOM_METRICS_LISTEN): {e}"))?;
+                tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+                let (som, settings) = (ctx.som.clone(), settings.clone());
+                Some(tokio::spawn(async move {
+                    som_server::serve_metrics(listener, som, &settings, shutdown_signal()).await
+                }))
+            }
+            None => None,
+        };
         let served = som_server::serve(listener, ctx.som.clone(), settings, shutdown_signal()).await;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         dispatcher.shutdown().await;
         tracing::info!("stopped");
         Ok(served?)

@@ -174,8 +174,11 @@ impl NewOrder {
                 errors.add(field("name"), "must not be blank");
             } else if chars > OrderItem::MAX_NAME_CHARS {
                 errors.add(field("name"), format!("must be at most {} characters", OrderItem::MAX_NAME_CHARS));
-            } else if item.name.chars().any(char::is_control) {
-                errors.add(field("name"), "must not contain control characters");
+            } else if item.name.chars().any(is_disallowed_in_text) {
+                errors.add(
+                    field("name"),
+                    "must not contain control characters, line or paragraph separators, or bidirectional controls",
+                );
             }
             if !(1..=OrderItem::MAX_QUANTITY).contains(&item.quantity) {
                 errors.add(field("quantity"), format!("must be between 1 and {}", OrderItem::MAX_QUANTITY));
@@ -361,6 +364,17 @@ pub struct OrderEvent {
     pub at: DateTime<Utc>,
 }
 
+/// Characters that have no place in a one-line name shown in emails and tables: control
+/// characters, the line and paragraph separators (U+2028, U+2029), and the bidirectional
+/// controls (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069) with which a name can be
+/// made to display as something else.
+pub fn is_disallowed_in_text(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}')
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +417,15 @@ mod tests {
                 "items[2].price"
             ]
         );
+    }
+
+    #[test]
+    fn names_that_display_as_something_else_are_rejected() {
+        for name in ["Widget\u{202E}dcba", "two\u{2028}lines", "para\u{2029}graph", "iso\u{2066}late", "mark\u{200F}"] {
+            let err = NewOrder::parse(&order(vec![item(name, 1, "1.00")]), Currency::USD).err().unwrap_or_default();
+            assert!(err.fields().contains_key("items[0].name"), "{name:?} was accepted");
+        }
+        assert!(NewOrder::parse(&order(vec![item("Café – “Deluxe” 日本", 1, "1.00")]), Currency::USD).is_ok());
     }
 
     #[test]

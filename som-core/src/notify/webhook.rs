@@ -122,8 +122,8 @@ pub fn verify_signature(secret: &[u8], header: &str, body: &[u8], tolerance: Dur
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    let age = (chrono::Utc::now().timestamp() - timestamp).unsigned_abs();
-    if age > tolerance.as_secs() {
+    let age = chrono::Utc::now().timestamp().checked_sub(timestamp).map(i64::unsigned_abs);
+    if age.is_none_or(|age| age > tolerance.as_secs()) {
         return Err(SignatureError::Stale);
     }
     if signatures.iter().any(|sig| mac(secret, timestamp, body).verify_slice(sig).is_ok()) {

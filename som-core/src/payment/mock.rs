@@ -123,10 +123,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl MockProvider {
+    /// The provider name the mock reports (and payments made with it carry).
+    pub const NAME: &'static str = "mock";
+}
+
 #[async_trait]
 impl PaymentProvider for MockProvider {
     fn name(&self) -> &str {
-        "mock"
+        MockProvider::NAME
     }
 
     fn check_method(&self, method: &str) -> Result<(), String> {

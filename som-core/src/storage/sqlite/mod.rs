@@ -105,6 +105,41 @@ fn parse_url(url: &str) -> Result<Option<PathBuf>> {
     Ok(Some(PathBuf::from(path)))
 }
 
+/// Creates the empty file `path` readable and writable by its owner only (0600), or — with
+/// `exclusive` false — does nothing if it exists. The database holds password hashes and
+/// possibly the token signing key; SQLite gives its `-wal`, `-shm` and `-journal` files the
+/// main file's permissions, so they are private too. `create_new` never follows a symbolic
+/// link.
+fn create_private(path: &std::path::Path, exclusive: bool) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if !exclusive && e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_shared(path);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Warns when an existing database file can be read by other local users.
+fn warn_if_shared(path: &std::path::Path) {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the database file is readable by other users; it holds password hashes (chmod 600 it and its -wal and -shm files)"
+            );
+        }
+    }
+}
+
 fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", true)?;
@@ -153,7 +188,11 @@ impl SqliteStorage {
         let location = path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
         tokio::task::spawn_blocking(move || -> Result<SqliteStorage> {
             let mut writer = match &path {
-                Some(p) => Connection::open(p)?,
+                Some(p) => {
+                    // A directory that does not exist is SQLite's to report, with the rest.
+                    let _ = create_private(p, false);
+                    Connection::open(p)?
+                }
                 None => Connection::open_in_memory()?,
             };
             configure(&writer, true)?;
@@ -487,12 +526,17 @@ impl Storage for SqliteStorage {
     }
 
     async fn backup(&self, destination: &std::path::Path) -> Result<()> {
-        if destination.exists() {
-            return Err(Error::invalid("backup", format!("{} already exists", destination.display())));
-        }
         let inner = Arc::clone(&self.inner);
         let destination = destination.to_owned();
         tokio::task::spawn_blocking(move || -> Result<()> {
+            // Created here, new and private (0600), so that a backup never overwrites a file and
+            // never writes through a symbolic link planted at its path.
+            create_private(&destination, true).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    Error::invalid("backup", format!("{} already exists", destination.display()))
+                }
+                _ => Error::invalid("backup", format!("cannot create {}: {e}", destination.display())),
+            })?;
             let mut target = Connection::open(&destination)?;
             // SQLite's online backup API: a consistent snapshot while writers carry on.
             let copy = |source: &Connection, target: &mut Connection| -> rusqlite::Result<()> {
@@ -1159,5 +1203,33 @@ mod tests {
         assert_eq!(parse_url("sqlite://:memory:").unwrap(), None);
         assert!(parse_url("sqlite://").is_err());
         assert!(parse_url("postgres://x").is_err());
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn database_and_backup_files_are_private_and_backups_never_follow_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("som.db");
+        let storage = SqliteStorage::open(&format!("sqlite://{}", db.display()), 1).await.unwrap();
+        storage.get_or_init_setting("probe", b"secret".to_vec()).await.unwrap();
+        for file in ["som.db", "som.db-wal", "som.db-shm"] {
+            assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+        }
+        let backup = dir.path().join("backup.db");
+        storage.backup(&backup).await.unwrap();
+        assert_eq!(mode(&backup), 0o600);
+        assert!(storage.backup(&backup).await.is_err(), "a backup overwrote an existing file");
+
+        let elsewhere = dir.path().join("elsewhere.db");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        assert!(storage.backup(&link).await.is_err(), "a backup followed a symbolic link");
+        assert!(!elsewhere.exists(), "a backup wrote through a symbolic link");
     }
 }
