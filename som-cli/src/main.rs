@@ -127,7 +127,7 @@ fn init_logging(cli: &Cli, config: &Config) {
 
 fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
-        ErrorKind::Unavailable | ErrorKind::IdempotencyInProgress => 3,
+        ErrorKind::Unavailable | ErrorKind::IdempotencyInProgress | ErrorKind::TooManyAttempts => 3,
         ErrorKind::Internal => 4,
         _ => 1,
     }

@@ -98,6 +98,15 @@ pub enum Error {
     /// An idempotency key is in use by a request that has not finished.
     #[error("a request with this idempotency key is still in progress")]
     IdempotencyInProgress,
+    /// Too many attempts (failed logins for one username): refused without trying until
+    /// `retry_after` has passed.
+    #[error("{what}; try again in {} s", retry_after.as_secs().max(1))]
+    TooManyAttempts {
+        /// What was attempted too often.
+        what: String,
+        /// How long until an attempt is accepted again.
+        retry_after: std::time::Duration,
+    },
     /// A dependency (storage, payment provider) is unreachable or busy; retrying may succeed.
     #[error("{0} is unavailable, try again later")]
     Unavailable(String),
@@ -125,6 +134,8 @@ pub enum ErrorKind {
     IdempotencyMismatch,
     /// See [`Error::IdempotencyInProgress`].
     IdempotencyInProgress,
+    /// See [`Error::TooManyAttempts`].
+    TooManyAttempts,
     /// See [`Error::Unavailable`].
     Unavailable,
     /// See [`Error::Internal`].
@@ -143,6 +154,7 @@ impl Error {
             Error::PaymentDeclined(_) => ErrorKind::PaymentDeclined,
             Error::IdempotencyMismatch => ErrorKind::IdempotencyMismatch,
             Error::IdempotencyInProgress => ErrorKind::IdempotencyInProgress,
+            Error::TooManyAttempts { .. } => ErrorKind::TooManyAttempts,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Internal(_) => ErrorKind::Internal,
         }
@@ -156,6 +168,15 @@ impl Error {
     /// A validation error on a single field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Validation(ValidationErrors::single(field, message))
+    }
+
+    /// How long to wait before retrying, when the error says.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::TooManyAttempts { retry_after, .. } => Some(*retry_after),
+            Error::Unavailable(_) => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        }
     }
 
     /// The field messages when this is a validation error.

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::auth::{PasswordHasher, TokenKeys, TokenPair};
+use crate::auth::{LoginFailures, PasswordHasher, TokenKeys, TokenPair};
 use crate::config::Config;
 use crate::domain::{
     Caller, Email, EventKind, Message, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderInput, OrderStatus,
@@ -135,12 +135,18 @@ impl OrderSystemBuilder {
             }
         };
         let ttl = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        let keys = TokenKeys::new(&secret, ttl(config.access_token_ttl), ttl(config.refresh_token_ttl))?;
+        let keys = TokenKeys::new(
+            &secret,
+            ttl(config.access_token_ttl),
+            ttl(config.refresh_token_ttl),
+            ttl(config.session_max_age),
+        )?;
         let mut channels: Vec<String> = notifiers.iter().map(|n| n.channel().to_owned()).collect();
         channels.dedup();
         Ok(OrderSystem {
             inner: Arc::new(Inner {
                 hasher: PasswordHasher::new(config.password_hash_concurrency),
+                login_failures: LoginFailures::new(config.login_failure_limit, crate::config::LOGIN_FAILURE_WINDOW),
                 storage,
                 provider,
                 notifiers,
@@ -199,6 +205,7 @@ struct Inner {
     channels: Vec<String>,
     keys: TokenKeys,
     hasher: PasswordHasher,
+    login_failures: LoginFailures,
     config: Config,
     wake: Arc<Notify>,
     order_locks: KeyedLocks<OrderId>,
@@ -349,7 +356,16 @@ impl OrderSystem {
     /// the same error after the same work.
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair> {
         let rejected = || Error::Unauthorized("no active account found with the given credentials".into());
-        let password = Password::for_login(password).ok_or_else(rejected)?;
+        if let Err(retry_after) = self.inner.login_failures.check(username) {
+            return Err(Error::TooManyAttempts {
+                what: "too many failed logins for this username".into(),
+                retry_after,
+            });
+        }
+        let Some(password) = Password::for_login(password) else {
+            self.inner.login_failures.record_failure(username);
+            return Err(rejected());
+        };
         let credentials = if username.len() <= Username::MAX_CHARS * 4 {
             self.inner.storage.user_credentials(username).await?
         } else {
@@ -361,8 +377,14 @@ impl OrderSystem {
         };
         let ok = self.inner.hasher.verify(&password, hash).await?;
         match user {
-            Some(user) if ok => self.start_session(user.id).await,
-            _ => Err(rejected()),
+            Some(user) if ok && user.is_active => {
+                self.inner.login_failures.record_success(username);
+                self.start_session(user.id).await
+            }
+            _ => {
+                self.inner.login_failures.record_failure(username);
+                Err(rejected())
+            }
         }
     }
 
@@ -372,7 +394,11 @@ impl OrderSystem {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may issue tokens for other users".into()));
         }
-        self.inner.storage.user_by_id(user).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))?;
+        let found =
+            self.inner.storage.user_by_id(user).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))?;
+        if !found.is_active {
+            return Err(Error::Conflict(format!("user {user} is disabled")));
+        }
         self.start_session(user).await
     }
 
@@ -385,26 +411,35 @@ impl OrderSystem {
                 jti: jti.clone(),
                 family: family.clone(),
                 user_id: user,
-                expires_at: self.inner.keys.refresh_expiry(now),
+                expires_at: self.inner.keys.refresh_expiry(now, now),
+                session_started_at: now,
             })
             .await?;
-        self.inner.keys.issue_pair(user, &family, &jti, now)
+        self.inner.keys.issue_pair(user, &family, now, &jti, now)
     }
 
-    /// Exchanges a refresh token for a new pair. Each refresh token works once; presenting a
-    /// used one revokes every token of that login.
+    /// Exchanges a refresh token for a new pair in the same session. Each refresh token works
+    /// once; presenting a used one revokes its whole session (its access tokens stop working
+    /// too). A session never lasts beyond `SOM_SESSION_MAX_AGE` from its login, however often
+    /// it is refreshed.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
         let claims = self.inner.keys.verify_refresh(refresh_token)?;
         let now = Self::now();
+        if now >= self.inner.keys.session_end(claims.session_started_at) {
+            return Err(Error::Unauthorized("the session has reached its maximum age; log in again".into()));
+        }
         let new_jti = crate::random_token(16);
         let record = RefreshTokenRecord {
             jti: new_jti.clone(),
             family: claims.family.clone(),
             user_id: claims.user_id,
-            expires_at: self.inner.keys.refresh_expiry(now),
+            expires_at: self.inner.keys.refresh_expiry(now, claims.session_started_at),
+            session_started_at: claims.session_started_at,
         };
         match self.inner.storage.rotate_refresh_token(claims.user_id, &claims.family, &claims.jti, record, now).await? {
-            RotateOutcome::Rotated => self.inner.keys.issue_pair(claims.user_id, &claims.family, &new_jti, now),
+            RotateOutcome::Rotated => {
+                self.inner.keys.issue_pair(claims.user_id, &claims.family, claims.session_started_at, &new_jti, now)
+            }
             RotateOutcome::ReuseDetected => {
                 tracing::warn!(user = %claims.user_id, "refresh token reused; session revoked");
                 Err(Error::Unauthorized("refresh token was already used; the session has been revoked".into()))
@@ -413,12 +448,84 @@ impl OrderSystem {
         }
     }
 
-    /// The caller an access token stands for (the account must still exist).
+    /// The caller an access token stands for. The token's session must be live: not logged
+    /// out, not ended by a password change or "revoke all", and its account not disabled.
     pub async fn authenticate(&self, access_token: &str) -> Result<Caller> {
-        let id = self.inner.keys.verify_access(access_token)?;
-        let user =
-            self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::Unauthorized("token is invalid".into()))?;
+        let claims = self.inner.keys.verify_access(access_token)?;
+        let user = self.live_session_user(&claims).await?;
         Ok(Caller::User { id: user.id, is_staff: user.is_staff })
+    }
+
+    async fn live_session_user(&self, claims: &crate::auth::AccessClaims) -> Result<User> {
+        match self.inner.storage.session_state(claims.user_id, &claims.session).await? {
+            Some(state) if state.live => Ok(state.user),
+            Some(_) => Err(Error::Unauthorized("the session has ended; log in again".into())),
+            None => Err(Error::Unauthorized("token is invalid".into())),
+        }
+    }
+
+    /// Logs out: ends the session of `refresh_token` (its refresh token and every access token
+    /// issued in it stop working at once). Ending a session that already ended succeeds.
+    pub async fn logout(&self, refresh_token: &str) -> Result<()> {
+        let claims = self.inner.keys.verify_refresh(refresh_token)?;
+        self.inner.storage.revoke_session(claims.user_id, &claims.family, Self::now()).await?;
+        Ok(())
+    }
+
+    /// Ends every session of the caller (every device is logged out), or — for staff and the
+    /// system caller — of `user`.
+    pub async fn revoke_sessions(&self, caller: Caller, user: UserId) -> Result<()> {
+        if !caller.can_access(user) {
+            return Err(Error::Forbidden("only staff may end other users' sessions".into()));
+        }
+        if !self.inner.storage.end_sessions(user, None, None, Self::now()).await? {
+            return Err(Error::NotFound(format!("user {user}")));
+        }
+        tracing::info!(%user, "every session ended");
+        Ok(())
+    }
+
+    /// Changes the password of the account `access_token` belongs to, after checking
+    /// `current_password`; every other session of the account ends, the one presenting the
+    /// token stays logged in. Field errors name `current_password` (wrong) or `new_password`
+    /// (too weak).
+    pub async fn change_password(&self, access_token: &str, current_password: &str, new_password: &str) -> Result<()> {
+        let claims = self.inner.keys.verify_access(access_token)?;
+        let user = self.live_session_user(&claims).await?;
+        let username = user.username.as_str().to_owned();
+        if let Err(retry_after) = self.inner.login_failures.check(&username) {
+            return Err(Error::TooManyAttempts { what: "too many failed password checks".into(), retry_after });
+        }
+        let new = Password::parse(new_password, Some(&username)).map_err(|m| Error::invalid("new_password", m))?;
+        let hash = self.inner.storage.user_credentials(&username).await?.map(|(_, hash)| hash);
+        let current_ok = match Password::for_login(current_password) {
+            Some(current) => self.inner.hasher.verify(&current, hash).await?,
+            None => false,
+        };
+        if !current_ok {
+            self.inner.login_failures.record_failure(&username);
+            return Err(Error::invalid("current_password", "is not the account's password"));
+        }
+        let new_hash = self.inner.hasher.hash(&new).await?;
+        self.inner.storage.end_sessions(user.id, Some(&claims.session), Some(new_hash), Self::now()).await?;
+        tracing::info!(user = %user.id, "password changed; other sessions ended");
+        Ok(())
+    }
+
+    /// Disables (`false`) or re-enables an account. A disabled account cannot log in and every
+    /// session of it ends at once. Staff only; staff cannot disable themselves.
+    pub async fn set_active(&self, caller: Caller, user: UserId, is_active: bool) -> Result<User> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may disable or enable accounts".into()));
+        }
+        if !is_active && caller.user_id() == Some(user) {
+            return Err(Error::Conflict("staff cannot disable their own account".into()));
+        }
+        self.inner
+            .storage
+            .set_active(user, is_active, Self::now())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {user}")))
     }
 
     /// The caller's own account.
@@ -822,7 +929,11 @@ impl OrderSystem {
     }
 
     fn dispatcher(&self) -> Dispatcher {
-        Dispatcher::new(Arc::clone(&self.inner.storage), &self.inner.notifiers, self.inner.config.outbox.clone())
+        let config = &self.inner.config;
+        // A session's rows are kept until its last access token has expired too.
+        let retention = config.session_max_age.saturating_add(config.access_token_ttl);
+        Dispatcher::new(Arc::clone(&self.inner.storage), &self.inner.notifiers, config.outbox.clone())
+            .with_session_retention(retention)
     }
 
     /// One claim-and-deliver round; how many notifications it handled.

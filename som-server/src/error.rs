@@ -118,6 +118,11 @@ impl From<Error> for ApiError {
             ErrorKind::IdempotencyInProgress => {
                 (StatusCode::CONFLICT, "idempotency-in-progress", "Request with this key in progress")
             }
+            ErrorKind::TooManyAttempts => {
+                let secs = e.retry_after().map_or(1, |d| d.as_secs().max(1));
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests", detail)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             ErrorKind::Unavailable => {
                 return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));

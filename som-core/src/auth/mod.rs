@@ -1,8 +1,10 @@
 //! Passwords (argon2id, off the async runtime, bounded concurrency) and JWT access / refresh
 //! tokens that cannot be swapped for each other.
 
+mod failures;
 mod password;
 mod token;
 
+pub use failures::LoginFailures;
 pub use password::PasswordHasher;
-pub use token::{RefreshClaims, TokenKeys, TokenPair};
+pub use token::{AccessClaims, RefreshClaims, TokenKeys, TokenPair};

@@ -27,6 +27,9 @@ struct Claims {
     typ: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fam: Option<String>,
+    /// When the session began (unix seconds), on refresh tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sst: Option<i64>,
 }
 
 /// A freshly issued access + refresh token pair.
@@ -48,6 +51,15 @@ impl fmt::Debug for TokenPair {
     }
 }
 
+/// What a verified access token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// The user the token stands for.
+    pub user_id: UserId,
+    /// The session (login) it was issued in.
+    pub session: String,
+}
+
 /// What a verified refresh token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshClaims {
@@ -57,6 +69,8 @@ pub struct RefreshClaims {
     pub jti: String,
     /// The login session (token family) it belongs to.
     pub family: String,
+    /// When its session began; the session ends [`TokenKeys`]' maximum age after this.
+    pub session_started_at: DateTime<Utc>,
 }
 
 /// Signing keys and lifetimes.
@@ -66,6 +80,7 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    session_max_age: Duration,
 }
 
 impl fmt::Debug for TokenKeys {
@@ -80,7 +95,7 @@ impl fmt::Debug for TokenKeys {
 
 impl TokenKeys {
     /// Keys from a secret of at least 32 bytes.
-    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Result<Self> {
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration, session_max_age: Duration) -> Result<Self> {
         if secret.len() < 32 {
             return Err(Error::invalid("SOM_JWT_SECRET", "must be at least 32 bytes"));
         }
@@ -90,11 +105,20 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret).map_err(bad)?,
             access_ttl,
             refresh_ttl,
+            session_max_age,
         })
     }
 
     /// Issues an access token and a refresh token (with id `refresh_jti` in `family`).
-    pub fn issue_pair(&self, user: UserId, family: &str, refresh_jti: &str, now: DateTime<Utc>) -> Result<TokenPair> {
+    pub fn issue_pair(
+        &self,
+        user: UserId,
+        family: &str,
+        session_started_at: DateTime<Utc>,
+        refresh_jti: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TokenPair> {
+        let refresh_expires_at = self.refresh_expiry(now, session_started_at);
         let access = self.sign(Claims {
             iss: ISSUER.into(),
             aud: ACCESS_AUDIENCE.into(),
@@ -103,42 +127,53 @@ impl TokenKeys {
             iat: now.timestamp(),
             jti: crate::random_token(16),
             typ: "access".into(),
-            fam: None,
+            fam: Some(family.into()),
+            sst: None,
         })?;
         let refresh = self.sign(Claims {
             iss: ISSUER.into(),
             aud: REFRESH_AUDIENCE.into(),
             sub: user.to_string(),
-            exp: (now + self.refresh_ttl).timestamp(),
+            exp: refresh_expires_at.timestamp(),
             iat: now.timestamp(),
             jti: refresh_jti.into(),
             typ: "refresh".into(),
             fam: Some(family.into()),
+            sst: Some(session_started_at.timestamp()),
         })?;
         Ok(TokenPair {
             access,
             refresh,
             access_expires_in: self.access_ttl.num_seconds(),
-            refresh_expires_in: self.refresh_ttl.num_seconds(),
+            refresh_expires_in: (refresh_expires_at - now).num_seconds(),
         })
     }
 
-    /// When a refresh token issued at `now` expires.
-    pub fn refresh_expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + self.refresh_ttl
+    /// When the session begun at `session_started_at` ends for good.
+    pub fn session_end(&self, session_started_at: DateTime<Utc>) -> DateTime<Utc> {
+        session_started_at + self.session_max_age
     }
 
-    /// The user of a valid, unexpired access token.
-    pub fn verify_access(&self, token: &str) -> Result<UserId> {
+    /// When a refresh token issued at `now` in a session begun at `session_started_at` expires:
+    /// the refresh lifetime, never past the session's end.
+    pub fn refresh_expiry(&self, now: DateTime<Utc>, session_started_at: DateTime<Utc>) -> DateTime<Utc> {
+        (now + self.refresh_ttl).min(self.session_end(session_started_at))
+    }
+
+    /// The user and session of a valid, unexpired access token (whether the session is still
+    /// live is storage's to say).
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims> {
         let claims = self.verify(token, ACCESS_AUDIENCE, "access")?;
-        parse_sub(&claims.sub)
+        let session = claims.fam.ok_or_else(invalid_token)?;
+        Ok(AccessClaims { user_id: parse_sub(&claims.sub)?, session })
     }
 
     /// The claims of a valid, unexpired refresh token (its single use is checked in storage).
     pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims> {
         let claims = self.verify(token, REFRESH_AUDIENCE, "refresh")?;
         let family = claims.fam.ok_or_else(invalid_token)?;
-        Ok(RefreshClaims { user_id: parse_sub(&claims.sub)?, jti: claims.jti, family })
+        let session_started_at = claims.sst.and_then(|t| DateTime::from_timestamp(t, 0)).ok_or_else(invalid_token)?;
+        Ok(RefreshClaims { user_id: parse_sub(&claims.sub)?, jti: claims.jti, family, session_started_at })
     }
 
     fn sign(&self, claims: Claims) -> Result<String> {
@@ -183,14 +218,17 @@ mod tests {
     use super::*;
 
     fn keys() -> TokenKeys {
-        TokenKeys::new(&[7u8; 32], Duration::minutes(60), Duration::days(1)).unwrap()
+        TokenKeys::new(&[7u8; 32], Duration::minutes(60), Duration::days(1), Duration::days(30)).unwrap()
     }
 
     #[test]
     fn access_and_refresh_tokens_verify_only_as_their_own_kind() {
         let k = keys();
-        let pair = k.issue_pair(UserId::new(9), "fam", "jti-1", Utc::now()).unwrap();
-        assert_eq!(k.verify_access(&pair.access).unwrap(), UserId::new(9));
+        let pair = k.issue_pair(UserId::new(9), "fam", Utc::now(), "jti-1", Utc::now()).unwrap();
+        assert_eq!(
+            k.verify_access(&pair.access).unwrap(),
+            AccessClaims { user_id: UserId::new(9), session: "fam".into() }
+        );
         let r = k.verify_refresh(&pair.refresh).unwrap();
         assert_eq!((r.user_id, r.jti.as_str(), r.family.as_str()), (UserId::new(9), "jti-1", "fam"));
         assert!(matches!(k.verify_access(&pair.refresh), Err(Error::Unauthorized(_))));
@@ -200,14 +238,16 @@ mod tests {
     #[test]
     fn expired_tampered_and_foreign_tokens_are_rejected() {
         let k = keys();
-        let old = k.issue_pair(UserId::new(1), "f", "j", Utc::now() - Duration::days(2)).unwrap();
+        let old = k
+            .issue_pair(UserId::new(1), "f", Utc::now() - Duration::days(2), "j", Utc::now() - Duration::days(2))
+            .unwrap();
         assert!(matches!(k.verify_access(&old.access), Err(Error::Unauthorized(m)) if m.contains("expired")));
         assert!(k.verify_refresh(&old.refresh).is_err());
-        let pair = k.issue_pair(UserId::new(1), "f", "j", Utc::now()).unwrap();
+        let pair = k.issue_pair(UserId::new(1), "f", Utc::now(), "j", Utc::now()).unwrap();
         let mut tampered = pair.access.clone();
         tampered.pop();
         assert!(k.verify_access(&tampered).is_err());
-        let other = TokenKeys::new(&[8u8; 32], Duration::minutes(1), Duration::minutes(1)).unwrap();
+        let other = TokenKeys::new(&[8u8; 32], Duration::minutes(1), Duration::minutes(1), Duration::days(1)).unwrap();
         assert!(other.verify_access(&pair.access).is_err());
         assert!(k.verify_access("").is_err());
         assert!(k.verify_access(&"a".repeat(10_000)).is_err());
@@ -215,13 +255,24 @@ mod tests {
 
     #[test]
     fn just_expired_tokens_get_only_the_small_leeway() {
-        let k = TokenKeys::new(&[7u8; 32], Duration::seconds(60), Duration::days(1)).unwrap();
-        let pair = k.issue_pair(UserId::new(1), "f", "j", Utc::now() - Duration::seconds(80)).unwrap();
+        let k = TokenKeys::new(&[7u8; 32], Duration::seconds(60), Duration::days(1), Duration::days(30)).unwrap();
+        let pair = k.issue_pair(UserId::new(1), "f", Utc::now(), "j", Utc::now() - Duration::seconds(80)).unwrap();
         assert!(k.verify_access(&pair.access).is_err());
     }
 
     #[test]
+    fn refresh_tokens_never_outlive_their_session() {
+        let k = TokenKeys::new(&[7u8; 32], Duration::minutes(60), Duration::days(1), Duration::days(30)).unwrap();
+        let started = Utc::now() - Duration::days(29) - Duration::hours(23);
+        let now = Utc::now();
+        let pair = k.issue_pair(UserId::new(1), "f", started, "j", now).unwrap();
+        assert!(pair.refresh_expires_in <= 3600, "{}", pair.refresh_expires_in);
+        let claims = k.verify_refresh(&pair.refresh).unwrap();
+        assert_eq!(claims.session_started_at.timestamp(), started.timestamp());
+    }
+
+    #[test]
     fn short_secrets_are_refused() {
-        assert!(TokenKeys::new(b"short", Duration::minutes(1), Duration::minutes(1)).is_err());
+        assert!(TokenKeys::new(b"short", Duration::minutes(1), Duration::minutes(1), Duration::days(1)).is_err());
     }
 }

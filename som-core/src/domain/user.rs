@@ -180,8 +180,15 @@ pub struct User {
     pub email: Option<Email>,
     /// Staff read every user's orders and run operator actions.
     pub is_staff: bool,
+    /// False for a disabled account: it cannot log in and its tokens do not work.
+    #[serde(default = "active")]
+    pub is_active: bool,
     /// When the account was registered.
     pub created_at: DateTime<Utc>,
+}
+
+fn active() -> bool {
+    true
 }
 
 #[cfg(test)]

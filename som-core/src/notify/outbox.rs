@@ -65,13 +65,21 @@ pub struct Dispatcher {
     storage: DynStorage,
     notifiers: Arc<HashMap<String, Arc<dyn Notifier>>>,
     config: DispatchConfig,
+    session_retention: Option<Duration>,
 }
 
 impl Dispatcher {
     /// A dispatcher over `storage`, delivering each row through the notifier of its channel.
     pub fn new(storage: DynStorage, notifiers: &[Arc<dyn Notifier>], config: DispatchConfig) -> Self {
         let notifiers = notifiers.iter().map(|n| (n.channel().to_owned(), Arc::clone(n))).collect();
-        Dispatcher { storage, notifiers: Arc::new(notifiers), config }
+        Dispatcher { storage, notifiers: Arc::new(notifiers), config, session_retention: None }
+    }
+
+    /// Also forgets, in its periodic upkeep, expired refresh tokens and sessions that started
+    /// more than `retention` ago.
+    pub fn with_session_retention(mut self, retention: Duration) -> Self {
+        self.session_retention = Some(retention);
+        self
     }
 
     /// One round: claims up to a batch of due rows and delivers them one by one. Returns how
@@ -143,6 +151,16 @@ impl Dispatcher {
                     last_prune = tokio::time::Instant::now();
                     if let Err(e) = self.storage.prune_idempotency(Utc::now()).await {
                         tracing::warn!(error = %e, "pruning idempotency keys failed");
+                    }
+                    if let Some(retention) = self.session_retention {
+                        let now = Utc::now();
+                        let before = chrono::Duration::from_std(retention)
+                            .ok()
+                            .and_then(|d| now.checked_sub_signed(d))
+                            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+                        if let Err(e) = self.storage.prune_sessions(now, before).await {
+                            tracing::warn!(error = %e, "pruning sessions failed");
+                        }
                     }
                 }
                 tokio::select! {

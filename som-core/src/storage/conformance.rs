@@ -27,6 +27,7 @@ macro_rules! storage_conformance_tests {
             users_are_unique_by_username_and_email,
             users_list_in_id_order_and_staff_can_be_set,
             refresh_tokens_rotate_once_and_reuse_revokes_the_family,
+            sessions_end_by_revocation_version_and_disabling,
             orders_are_stored_with_items_event_and_outbox_rows,
             orders_list_newest_first_by_cursor_and_filter,
             cancelling_is_conditional_and_voids_the_pending_payment,
@@ -202,6 +203,7 @@ pub async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(s: DynStora
         family: family.into(),
         user_id: u.id,
         expires_at: now + Duration::days(1),
+        session_started_at: now,
     };
     let rotate = |uid: UserId, fam: &'static str, old: &'static str, new: &'static str, at| {
         let s = Arc::clone(&s);
@@ -218,6 +220,79 @@ pub async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(s: DynStora
     assert_eq!(rotate(u.id, "g", "g1", "g2", now + Duration::days(2)).await, RotateOutcome::Rejected, "expired");
     assert_eq!(rotate(u.id, "g", "nope", "g2", now).await, RotateOutcome::Rejected);
     assert_eq!(rotate(u.id, "g", "g1", "g2", now).await, RotateOutcome::Rotated);
+}
+
+pub async fn sessions_end_by_revocation_version_and_disabling(s: DynStorage) {
+    let u = user(&s, "alice").await;
+    let now = Utc::now();
+    let start = |jti: &str, family: &str| {
+        let s = Arc::clone(&s);
+        let rec = RefreshTokenRecord {
+            jti: jti.into(),
+            family: family.into(),
+            user_id: u.id,
+            expires_at: now + Duration::days(1),
+            session_started_at: now,
+        };
+        async move { s.insert_refresh_token(rec).await.unwrap() }
+    };
+    let live = |family: &'static str| {
+        let s = Arc::clone(&s);
+        async move { s.session_state(u.id, family).await.unwrap().map(|state| state.live) }
+    };
+    for (jti, family) in [("a1", "a"), ("b1", "b"), ("c1", "c"), ("d1", "d")] {
+        start(jti, family).await;
+    }
+    assert_eq!(live("a").await, Some(true));
+    assert_eq!(live("nope").await, None, "an unknown session");
+    assert_eq!(s.session_state(UserId::new(999_999), "a").await.unwrap(), None, "an unknown user");
+
+    // Logging out ends one session and its refresh tokens.
+    assert!(s.revoke_session(u.id, "a", now).await.unwrap());
+    assert!(!s.revoke_session(u.id, "a", now).await.unwrap(), "already ended");
+    assert_eq!(live("a").await, Some(false));
+    assert_eq!(live("b").await, Some(true));
+    let next = RefreshTokenRecord {
+        jti: "a2".into(),
+        family: "a".into(),
+        user_id: u.id,
+        expires_at: now + Duration::days(1),
+        session_started_at: now,
+    };
+    assert_eq!(s.rotate_refresh_token(u.id, "a", "a1", next, now).await.unwrap(), RotateOutcome::Rejected);
+
+    // A password change ends every session but the one that made it, in one transaction.
+    assert!(s.end_sessions(u.id, Some("b"), Some("new-hash".into()), now).await.unwrap());
+    assert_eq!((live("b").await, live("c").await, live("d").await), (Some(true), Some(false), Some(false)));
+    assert_eq!(s.user_credentials("alice").await.unwrap().map(|(_, h)| h), Some("new-hash".to_owned()));
+    let next = RefreshTokenRecord {
+        jti: "b2".into(),
+        family: "b".into(),
+        user_id: u.id,
+        expires_at: now + Duration::days(1),
+        session_started_at: now,
+    };
+    assert_eq!(s.rotate_refresh_token(u.id, "b", "b1", next, now).await.unwrap(), RotateOutcome::Rotated);
+    assert!(!s.end_sessions(UserId::new(999_999), None, None, now).await.unwrap());
+
+    // A session started after the change is live; disabling ends it and every other.
+    start("e1", "e").await;
+    assert_eq!(live("e").await, Some(true));
+    let disabled = s.set_active(u.id, false, now).await.unwrap().unwrap();
+    assert!(!disabled.is_active);
+    assert_eq!((live("b").await, live("e").await), (Some(false), Some(false)));
+    let enabled = s.set_active(u.id, true, now).await.unwrap().unwrap();
+    assert!(enabled.is_active);
+    assert_eq!(live("e").await, Some(false), "enabling does not bring ended sessions back");
+    start("f1", "f").await;
+    assert_eq!(live("f").await, Some(true));
+    assert_eq!(s.set_active(UserId::new(999_999), false, now).await.unwrap(), None);
+
+    // Expired tokens and old sessions without tokens are pruned; live ones stay.
+    assert!(s.prune_sessions(now + Duration::days(2), now - Duration::days(1)).await.unwrap() > 0);
+    assert_eq!(live("f").await, Some(true), "a session's row stays while it may have access tokens");
+    s.prune_sessions(now + Duration::days(2), now + Duration::seconds(1)).await.unwrap();
+    assert_eq!(live("f").await, None);
 }
 
 pub async fn orders_are_stored_with_items_event_and_outbox_rows(s: DynStorage) {

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use super::{
     DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewPaymentRecord, NewUserRecord, NotificationStatus,
     OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify, PaymentOutcome, RefreshTokenRecord,
-    RotateOutcome, Storage, Transition,
+    RotateOutcome, SessionState, Storage, Transition,
 };
 use crate::domain::{Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, User, UserId};
 use crate::error::{Error, Result};
@@ -128,6 +128,41 @@ impl Storage for Detached {
     ) -> Result<RotateOutcome> {
         let (family, old_jti) = (family.to_owned(), old_jti.to_owned());
         detached(&self.inner, |s| async move { s.rotate_refresh_token(user_id, &family, &old_jti, new, now).await })
+            .await
+    }
+
+    async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
+        let session = session.to_owned();
+        detached(&self.inner, |s| async move { s.session_state(user_id, &session).await }).await
+    }
+
+    async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool> {
+        let session = session.to_owned();
+        detached(&self.inner, |s| async move { s.revoke_session(user_id, &session, at).await }).await
+    }
+
+    async fn end_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<&str>,
+        password_hash: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let keep = keep.map(str::to_owned);
+        detached(&self.inner, |s| async move { s.end_sessions(user_id, keep.as_deref(), password_hash, at).await })
+            .await
+    }
+
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+        detached(&self.inner, |s| async move { s.set_active(id, is_active, at).await }).await
+    }
+
+    async fn prune_sessions(
+        &self,
+        tokens_expired_before: DateTime<Utc>,
+        sessions_started_before: DateTime<Utc>,
+    ) -> Result<u64> {
+        detached(&self.inner, |s| async move { s.prune_sessions(tokens_expired_before, sessions_started_before).await })
             .await
     }
 

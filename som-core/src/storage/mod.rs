@@ -43,12 +43,24 @@ pub struct NewUserRecord {
 pub struct RefreshTokenRecord {
     /// The token's unique id.
     pub jti: String,
-    /// The login session it belongs to.
+    /// The login session it belongs to (its id).
     pub family: String,
     /// Its user.
     pub user_id: UserId,
     /// When it stops being valid.
     pub expires_at: DateTime<Utc>,
+    /// When its session began (the login).
+    pub session_started_at: DateTime<Utc>,
+}
+
+/// What storage knows of a session, for authenticating its access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// The session's user, as stored now.
+    pub user: User,
+    /// False when the session was revoked, or the user's session version has moved past it
+    /// (password change, revoke-all, disabling).
+    pub live: bool,
 }
 
 /// What happened to a refresh token presented for rotation.
@@ -303,12 +315,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Sets the staff flag; the updated user, or `None` if there is no such user.
     async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>>;
 
-    /// Remembers a newly issued refresh token (a login starts a new family).
+    /// Starts a session: remembers its first refresh token and records the session (id
+    /// `token.family`) at the user's current session version.
     async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<()>;
 
     /// Atomically uses `old_jti` (which must belong to `user_id` and `family`, be unexpired,
-    /// unused and unrevoked) and stores `new` in the same family. A second use of a token
-    /// revokes its whole family.
+    /// unused and unrevoked, in a live session of an active user) and stores `new` in the same
+    /// family. A second use of a token revokes its whole session (`ReuseDetected`).
     async fn rotate_refresh_token(
         &self,
         user_id: UserId,
@@ -317,6 +330,38 @@ pub trait Storage: Send + Sync + fmt::Debug {
         new: RefreshTokenRecord,
         now: DateTime<Utc>,
     ) -> Result<RotateOutcome>;
+
+    /// The user of session `session` and whether the session is live; `None` when there is no
+    /// such user or no such session of theirs.
+    async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>>;
+
+    /// Revokes one session of `user_id` (and its refresh tokens) at `at`. False when there is
+    /// no such live session.
+    async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Ends every session of `user_id` except `keep`: moves the user's session version on (so
+    /// that access tokens of the others stop working), revokes their refresh tokens, and keeps
+    /// `keep` live at the new version. When `password_hash` is given, it becomes the user's
+    /// password in the same transaction. False when there is no such user.
+    async fn end_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<&str>,
+        password_hash: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Enables or disables an account; disabling also ends every session of it, in the same
+    /// transaction. The updated user, or `None` if there is no such user.
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>>;
+
+    /// Forgets refresh tokens that expired before `tokens_expired_before`, and sessions that
+    /// started before `sessions_started_before` and have no refresh token left; how many rows.
+    async fn prune_sessions(
+        &self,
+        tokens_expired_before: DateTime<Utc>,
+        sessions_started_before: DateTime<Utc>,
+    ) -> Result<u64>;
 
     /// Inserts the order, its items, its creation event and its outbox rows in one
     /// transaction, recording `idempotency`'s result in the same transaction.

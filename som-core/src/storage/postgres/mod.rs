@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use super::{
     IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
     NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify, PaymentOutcome,
-    RefreshTokenRecord, RotateOutcome, Storage, Transition, recipient_of, response_json,
+    RefreshTokenRecord, RotateOutcome, SessionState, Storage, Transition, recipient_of, response_json,
 };
 use crate::domain::{
     Actor, Currency, Email, EventKind, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderItem,
@@ -144,6 +144,52 @@ async fn outside_transaction(conn: &mut sqlx::PgConnection) -> std::result::Resu
     Ok(clean)
 }
 
+/// Whether session `id` of `user_id` is live: not revoked, at its user's session version, and
+/// the user active.
+async fn session_live(tx: &mut Tx, user_id: UserId, id: &str) -> Result<bool> {
+    let live: Option<bool> = sqlx::query_scalar(
+        "SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.user_id = $2",
+    )
+    .bind(id)
+    .bind(user_id.get())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(live.unwrap_or(false))
+}
+
+/// Revokes every live session of `user_id` but `keep` (and their refresh tokens), moves the
+/// user's session version on and keeps `keep` at the new version. False when there is no such
+/// user.
+async fn end_sessions_in(tx: &mut Tx, user_id: UserId, keep: Option<&str>, at: DateTime<Utc>) -> Result<bool> {
+    let version: Option<i64> = sqlx::query_scalar(
+        "UPDATE users SET session_version = session_version + 1 WHERE id = $1 RETURNING session_version",
+    )
+    .bind(user_id.get())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(version) = version else { return Ok(false) };
+    let keep = keep.unwrap_or("");
+    sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1 AND family <> $2 AND NOT revoked")
+        .bind(user_id.get())
+        .bind(keep)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL")
+        .bind(user_id.get())
+        .bind(keep)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE sessions SET version = $3 WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL")
+        .bind(user_id.get())
+        .bind(keep)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Row mapping
 
@@ -155,6 +201,7 @@ fn user_from(r: &PgRow) -> Result<User> {
         username: Username::parse(&username).map_err(|_| corrupt("username"))?,
         email: email.map(|e| Email::parse(&e).map_err(|_| corrupt("email"))).transpose()?,
         is_staff: r.try_get("is_staff")?,
+        is_active: r.try_get("is_active")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -419,7 +466,7 @@ impl Storage for PostgresStorage {
     async fn insert_user(&self, user: NewUserRecord) -> Result<User> {
         let inserted = sqlx::query(
             "INSERT INTO users (username, email, password_hash, is_staff, created_at) VALUES ($1, $2, $3, $4, $5) \
-             RETURNING id, username, email, is_staff, created_at",
+             RETURNING id, username, email, is_staff, created_at, is_active",
         )
         .bind(user.username.as_str())
         .bind(user.email.as_ref().map(Email::as_str))
@@ -458,7 +505,7 @@ impl Storage for PostgresStorage {
         let mut conn = self.pool.acquire().await?;
         user_where(
             &mut conn,
-            "SELECT id, username, email, is_staff, created_at FROM users WHERE id = $1",
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1",
             UserKey::Id(id.get()),
         )
         .await
@@ -468,7 +515,7 @@ impl Storage for PostgresStorage {
         let mut conn = self.pool.acquire().await?;
         user_where(
             &mut conn,
-            "SELECT id, username, email, is_staff, created_at FROM users WHERE username = $1",
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE username = $1",
             UserKey::Name(username),
         )
         .await
@@ -476,7 +523,7 @@ impl Storage for PostgresStorage {
 
     async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>> {
         let row = sqlx::query(
-            "SELECT id, username, email, is_staff, created_at, password_hash FROM users WHERE username = $1",
+            "SELECT id, username, email, is_staff, created_at, is_active, password_hash FROM users WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
@@ -486,7 +533,7 @@ impl Storage for PostgresStorage {
 
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
         let rows = sqlx::query(
-            "SELECT id, username, email, is_staff, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after.map_or(0, UserId::get))
         .bind(i64::from(limit))
@@ -497,7 +544,7 @@ impl Storage for PostgresStorage {
 
     async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>> {
         let row = sqlx::query(
-            "UPDATE users SET is_staff = $2 WHERE id = $1 RETURNING id, username, email, is_staff, created_at",
+            "UPDATE users SET is_staff = $2 WHERE id = $1 RETURNING id, username, email, is_staff, created_at, is_active",
         )
         .bind(id.get())
         .bind(is_staff)
@@ -507,13 +554,24 @@ impl Storage for PostgresStorage {
     }
 
     async fn insert_refresh_token(&self, t: RefreshTokenRecord) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, version, started_at) \
+             SELECT $1, id, session_version, $3 FROM users WHERE id = $2 ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&t.family)
+        .bind(t.user_id.get())
+        .bind(t.session_started_at)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(&t.jti)
             .bind(&t.family)
             .bind(t.user_id.get())
             .bind(t.expires_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -541,9 +599,17 @@ impl Storage for PostgresStorage {
         if fam != family || uid != user_id.get() || revoked || expires <= now {
             return Ok(RotateOutcome::Rejected);
         }
+        if !session_live(&mut tx, user_id, &fam).await? {
+            return Ok(RotateOutcome::Rejected);
+        }
         if used.is_some() {
             sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1")
                 .bind(&fam)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(&fam)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -563,6 +629,102 @@ impl Storage for PostgresStorage {
             .await?;
         tx.commit().await?;
         Ok(RotateOutcome::Rotated)
+    }
+
+    async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.email, u.is_staff, u.created_at, u.is_active, \
+             (SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
+              FROM sessions s WHERE s.id = $2 AND s.user_id = u.id) AS live \
+             FROM users u WHERE u.id = $1",
+        )
+        .bind(user_id.get())
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let live: Option<bool> = row.try_get("live")?;
+        Ok(live.map(|live| user_from(&row).map(|user| SessionState { user, live })).transpose()?)
+    }
+
+    async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let revoked =
+            sqlx::query("UPDATE sessions SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+                .bind(session)
+                .bind(user_id.get())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1 AND user_id = $2")
+            .bind(session)
+            .bind(user_id.get())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked > 0)
+    }
+
+    async fn end_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<&str>,
+        password_hash: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        if let Some(hash) = &password_hash {
+            sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(user_id.get())
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let found = end_sessions_in(&mut tx, user_id, keep, at).await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE users SET is_active = $2 WHERE id = $1")
+            .bind(id.get())
+            .bind(is_active)
+            .execute(&mut *tx)
+            .await?;
+        if !is_active {
+            end_sessions_in(&mut tx, id, None, at).await?;
+        }
+        let user = user_where(
+            &mut tx,
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1",
+            UserKey::Id(id.get()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn prune_sessions(
+        &self,
+        tokens_expired_before: DateTime<Utc>,
+        sessions_started_before: DateTime<Utc>,
+    ) -> Result<u64> {
+        let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(tokens_expired_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE started_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family = sessions.id)",
+        )
+        .bind(sessions_started_before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(tokens + sessions)
     }
 
     async fn insert_order(

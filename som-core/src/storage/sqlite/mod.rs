@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use super::{
     IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
     NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify, PaymentOutcome,
-    RefreshTokenRecord, RotateOutcome, Storage, Transition, recipient_of, response_json,
+    RefreshTokenRecord, RotateOutcome, SessionState, Storage, Transition, recipient_of, response_json,
 };
 use crate::domain::{
     Actor, Currency, Email, EventKind, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderItem,
@@ -23,7 +23,8 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("migrations/0001_initial.sql")), (2, include_str!("migrations/0002_sessions.sql"))];
 
 /// SQLite storage; cheap to clone.
 #[derive(Clone)]
@@ -291,23 +292,65 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Whether session `id` of `user_id` is live: not revoked, at its user's session version, and
+/// the user active.
+fn session_live(tx: &Transaction<'_>, user_id: UserId, id: &str) -> Result<bool> {
+    let live: Option<bool> = tx
+        .query_row(
+            "SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?1 AND s.user_id = ?2",
+            params![id, user_id.get()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(live.unwrap_or(false))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Row mapping
 
-const USER_COLUMNS: &str = "id, username, email, is_staff, created_at";
+const USER_COLUMNS: &str = "id, username, email, is_staff, created_at, is_active";
 
-fn user_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, String, Option<String>, bool, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+type UserRow = (i64, String, Option<String>, bool, i64, bool);
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn build_user((id, username, email, is_staff, created_at): (i64, String, Option<String>, bool, i64)) -> Result<User> {
+fn build_user((id, username, email, is_staff, created_at, is_active): UserRow) -> Result<User> {
     Ok(User {
         id: UserId::new(id),
         username: Username::parse(&username).map_err(|_| corrupt("username"))?,
         email: email.map(|e| Email::parse(&e).map_err(|_| corrupt("email"))).transpose()?,
         is_staff,
+        is_active,
         created_at: time(created_at),
     })
+}
+
+/// Revokes every live session of `user_id` but `keep` (and their refresh tokens), moves the
+/// user's session version on and keeps `keep` at the new version. False when there is no such
+/// user.
+fn end_sessions_in(tx: &Transaction<'_>, user_id: UserId, keep: Option<&str>, at: DateTime<Utc>) -> Result<bool> {
+    let bumped = tx.execute("UPDATE users SET session_version = session_version + 1 WHERE id = ?1", [user_id.get()])?;
+    if bumped == 0 {
+        return Ok(false);
+    }
+    let keep = keep.unwrap_or("");
+    tx.execute(
+        "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1 AND family <> ?2 AND revoked = 0",
+        params![user_id.get(), keep],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET revoked_at = ?3 WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL",
+        params![user_id.get(), keep, micros(at)],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET version = (SELECT session_version FROM users WHERE id = ?1) \
+         WHERE user_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+        params![user_id.get(), keep],
+    )?;
+    Ok(true)
 }
 
 fn query_user(conn: &Connection, where_clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<User>> {
@@ -616,7 +659,7 @@ impl Storage for SqliteStorage {
         let username = username.to_owned();
         self.read(move |c| {
             let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?1");
-            let row = c.query_row(&sql, [&username], |r| Ok((user_from_row(r)?, r.get::<_, String>(5)?))).optional()?;
+            let row = c.query_row(&sql, [&username], |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?))).optional()?;
             row.map(|(u, hash)| Ok((build_user(u)?, hash))).transpose()
         })
         .await
@@ -642,6 +685,11 @@ impl Storage for SqliteStorage {
 
     async fn insert_refresh_token(&self, t: RefreshTokenRecord) -> Result<()> {
         self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO sessions (id, user_id, version, started_at) \
+                 SELECT ?1, id, session_version, ?3 FROM users WHERE id = ?2 ON CONFLICT (id) DO NOTHING",
+                params![t.family, t.user_id.get(), micros(t.session_started_at)],
+            )?;
             tx.execute(
                 "INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![t.jti, t.family, t.user_id.get(), micros(t.expires_at)],
@@ -680,8 +728,15 @@ impl Storage for SqliteStorage {
             if fam != family || uid != user_id.get() || revoked || expires <= micros(now) {
                 return Ok(RotateOutcome::Rejected);
             }
+            if !session_live(tx, user_id, &fam)? {
+                return Ok(RotateOutcome::Rejected);
+            }
             if used.is_some() {
                 tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [&fam])?;
+                tx.execute(
+                    "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![fam, micros(now)],
+                )?;
                 return Ok(RotateOutcome::ReuseDetected);
             }
             tx.execute(
@@ -693,6 +748,84 @@ impl Storage for SqliteStorage {
                 params![new.jti, fam, new.user_id.get(), micros(new.expires_at)],
             )?;
             Ok(RotateOutcome::Rotated)
+        })
+        .await
+    }
+
+    async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
+        let session = session.to_owned();
+        self.read(move |c| {
+            let Some(user) = query_user(c, "id = ?1", &user_id.get())? else { return Ok(None) };
+            let live: Option<bool> = c
+                .prepare_cached(
+                    "SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
+                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?1 AND s.user_id = ?2",
+                )?
+                .query_row(params![session, user_id.get()], |r| r.get(0))
+                .optional()?;
+            Ok(live.map(|live| SessionState { user, live }))
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool> {
+        let session = session.to_owned();
+        self.write(move |tx| {
+            let revoked = tx.execute(
+                "UPDATE sessions SET revoked_at = ?3 WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
+                params![session, user_id.get(), micros(at)],
+            )?;
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1 AND user_id = ?2",
+                params![session, user_id.get()],
+            )?;
+            Ok(revoked > 0)
+        })
+        .await
+    }
+
+    async fn end_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<&str>,
+        password_hash: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let keep = keep.map(str::to_owned);
+        self.write(move |tx| {
+            if let Some(hash) = &password_hash {
+                tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![user_id.get(), hash])?;
+            }
+            end_sessions_in(tx, user_id, keep.as_deref(), at)
+        })
+        .await
+    }
+
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+        self.write(move |tx| {
+            tx.execute("UPDATE users SET is_active = ?2 WHERE id = ?1", params![id.get(), is_active])?;
+            if !is_active {
+                end_sessions_in(tx, id, None, at)?;
+            }
+            query_user(tx, "id = ?1", &id.get())
+        })
+        .await
+    }
+
+    async fn prune_sessions(
+        &self,
+        tokens_expired_before: DateTime<Utc>,
+        sessions_started_before: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.write(move |tx| {
+            let tokens =
+                tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [micros(tokens_expired_before)])?;
+            let sessions = tx.execute(
+                "DELETE FROM sessions WHERE started_at < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family = sessions.id)",
+                [micros(sessions_started_before)],
+            )?;
+            Ok(u64::try_from(tokens + sessions).unwrap_or(u64::MAX))
         })
         .await
     }
