@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
+use som_core::domain::{Caller, UserId};
 use som_core::storage::postgres::testing::TestDatabase;
 use som_core::{Config, OrderSystem};
 
 struct App {
     base: String,
     client: Client,
+    som: OrderSystem,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
     _db: Option<TestDatabase>,
@@ -59,7 +61,29 @@ on_both_backends!(
     operations_endpoints_answer,
     the_openapi_document_and_swagger_ui_are_served_locally,
     a_slow_client_is_disconnected_after_the_header_timeout,
+    logout_ends_one_session_and_its_access_tokens,
+    a_password_change_ends_every_other_session,
+    revoke_all_disabling_and_refresh_reuse_end_access_tokens,
+    sessions_end_at_their_maximum_age_however_often_refreshed,
+    failed_logins_are_limited_per_username_from_any_address,
+    tokens_are_never_cached_and_the_docs_have_a_content_security_policy,
 );
+
+/// Server-level protections, independent of the backend.
+mod server {
+    #[tokio::test]
+    async fn metric_labels_stay_bounded_whatever_methods_clients_invent() {
+        super::metric_labels_stay_bounded_whatever_methods_clients_invent().await;
+    }
+    #[tokio::test]
+    async fn silent_idle_and_http2_connections_are_closed_and_the_cap_is_held() {
+        super::silent_idle_and_http2_connections_are_closed_and_the_cap_is_held().await;
+    }
+    #[tokio::test]
+    async fn metrics_can_require_a_bearer_token_and_readyz_warns_of_the_mock() {
+        super::metrics_can_require_a_bearer_token_and_readyz_warns_of_the_mock().await;
+    }
+}
 
 async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> App {
     let dir = tempfile::tempdir().unwrap();
@@ -77,6 +101,7 @@ async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Ap
     let mut config = Config { database_url, auth_rate_limit: 0, ..Config::default() };
     tweak(&mut config);
     let som = OrderSystem::builder().config(config.clone()).build().await.unwrap();
+    let som_for_tests = som.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -86,7 +111,7 @@ async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Ap
     }));
     // reqwest is built without a bundled TLS crypto provider; SOM uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    App { base, client: Client::new(), _stop: stop, _dir: dir, _db: db }
+    App { base, client: Client::new(), som: som_for_tests, _stop: stop, _dir: dir, _db: db }
 }
 
 async fn spawn_app(backend: Backend) -> App {
@@ -566,4 +591,236 @@ async fn a_slow_client_is_disconnected_after_the_header_timeout(backend: Backend
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the server closed the connection instead of waiting forever");
+}
+
+async fn me_status(app: &App, access: &str) -> StatusCode {
+    app.get("/accounts/me/", Some(access)).await.0
+}
+
+async fn logout_ends_one_session_and_its_access_tokens(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("alice").await;
+    let (phone, phone_refresh) = app.login("alice").await;
+    let (laptop, _) = app.login("alice").await;
+    let resp = app.call(Method::POST, "/token/revoke/", None, Some(json!({"refresh": phone_refresh}))).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me_status(&app, &phone).await, StatusCode::UNAUTHORIZED, "the logged-out session's access token");
+    let (status, body) = app.post("/token/refresh/", None, json!({"refresh": phone_refresh})).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&app, &laptop).await, StatusCode::OK, "the other session");
+    let resp = app.call(Method::POST, "/token/revoke/", None, Some(json!({"refresh": phone_refresh}))).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT, "logging out twice is fine");
+    let (status, body) = app.post("/token/revoke/", None, json!({"refresh": "not-a-token"})).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+    let (status, body) = app.post("/token/revoke/", None, json!({"refresh": laptop})).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+}
+
+async fn a_password_change_ends_every_other_session(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("alice").await;
+    let (this, this_refresh) = app.login("alice").await;
+    let (other, other_refresh) = app.login("alice").await;
+    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let (status, body) =
+        app.post("/accounts/password/", Some(&this), change("wrong password", "staple battery horse")).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["errors"]["current_password"].is_array(), "{body}");
+    let (status, body) =
+        app.post("/accounts/password/", Some(&this), change("correct horse battery", "12345678")).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["errors"]["new_password"].is_array(), "{body}");
+    let (status, body) = app.post("/accounts/password/", None, change("correct horse battery", "x")).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&app, &other).await, StatusCode::OK, "failed changes end nothing");
+
+    let resp = app
+        .call(
+            Method::POST,
+            "/accounts/password/",
+            Some(&this),
+            Some(change("correct horse battery", "staple battery horse")),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me_status(&app, &this).await, StatusCode::OK, "the session that changed it stays");
+    let (status, _) = app.post("/token/refresh/", None, json!({"refresh": this_refresh})).await;
+    assert_eq!(status, StatusCode::OK, "and can still refresh");
+    assert_eq!(me_status(&app, &other).await, StatusCode::UNAUTHORIZED, "other sessions' access tokens end");
+    let (status, _) = app.post("/token/refresh/", None, json!({"refresh": other_refresh})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "and their refresh tokens");
+    let (status, _) =
+        app.post("/token/", None, json!({"username": "alice", "password": "correct horse battery"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old password");
+    let (status, _) = app.post("/token/", None, json!({"username": "alice", "password": "staple battery horse"})).await;
+    assert_eq!(status, StatusCode::OK, "the new password");
+}
+
+async fn revoke_all_disabling_and_refresh_reuse_end_access_tokens(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("alice").await;
+    let (a, _) = app.login("alice").await;
+    let (b, _) = app.login("alice").await;
+    let resp = app.call(Method::POST, "/token/revoke-all/", Some(&a), None).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        (me_status(&app, &a).await, me_status(&app, &b).await),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+
+    // A refresh token used twice ends its session, access tokens included.
+    let (access, refresh) = app.login("alice").await;
+    let (status, _) = app.post("/token/refresh/", None, json!({"refresh": refresh})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.post("/token/refresh/", None, json!({"refresh": refresh})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&app, &access).await, StatusCode::UNAUTHORIZED, "the reused session's access token");
+
+    // Disabling an account ends its sessions and refuses its logins until it is enabled.
+    let (access, _) = app.login("alice").await;
+    let id: UserId =
+        app.get("/accounts/me/", Some(&access)).await.1["id"].as_i64().unwrap().to_string().parse().unwrap();
+    let disabled = app.som.set_active(Caller::System, id, false).await.unwrap();
+    assert!(!disabled.is_active);
+    assert_eq!(me_status(&app, &access).await, StatusCode::UNAUTHORIZED);
+    let (status, body) =
+        app.post("/token/", None, json!({"username": "alice", "password": "correct horse battery"})).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+    app.som.set_active(Caller::System, id, true).await.unwrap();
+    let (access, _) = app.login("alice").await;
+    assert_eq!(me_status(&app, &access).await, StatusCode::OK);
+}
+
+async fn sessions_end_at_their_maximum_age_however_often_refreshed(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.session_max_age = Duration::from_secs(2)).await;
+    app.register("alice").await;
+    let (_, mut refresh) = app.login("alice").await;
+    let (status, body) = app.post("/token/refresh/", None, json!({"refresh": refresh})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    refresh = body["refresh"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let (status, body) = app.post("/token/refresh/", None, json!({"refresh": refresh})).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+}
+
+async fn failed_logins_are_limited_per_username_from_any_address(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.login_failure_limit = 3;
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    app.register("alice").await;
+    app.register("bob").await;
+    let attempt = |from: &str, username: &str, password: &str| {
+        app.client
+            .post(app.url("/token/"))
+            .header("x-forwarded-for", from)
+            .json(&json!({"username": username, "password": password}))
+            .send()
+    };
+    for i in 0..3 {
+        let resp = attempt(&format!("198.51.100.{i}"), "alice", "wrong password").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let resp = attempt("203.0.113.7", "alice", "correct horse battery").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password, from a new address");
+    let retry: u64 =
+        resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap();
+    assert!(retry > 60, "Retry-After covers the window: {retry}");
+    let resp = attempt("198.51.100.1", "bob", "correct horse battery").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "other usernames are unaffected");
+}
+
+async fn tokens_are_never_cached_and_the_docs_have_a_content_security_policy(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("alice").await;
+    let resp = app
+        .call(Method::POST, "/token/", None, Some(json!({"username": "alice", "password": "correct horse battery"})))
+        .await;
+    assert_eq!(resp.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    let docs = app.client.get(format!("{}/api/docs/", app.base)).send().await.unwrap();
+    let header = |name: &str| docs.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(
+        header("content-security-policy").contains("frame-ancestors 'none'"),
+        "{}",
+        header("content-security-policy")
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("x-frame-options"), "DENY");
+}
+
+async fn metric_labels_stay_bounded_whatever_methods_clients_invent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(Backend::Sqlite).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    for i in 0..200 {
+        let method = format!("INVENTED{i}{}", "X".repeat(2048));
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(format!("{method} /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink)).await;
+    }
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("INVENTED"), "a client-chosen method became a label");
+    assert!(metrics.contains("method=\"other\""), "invented methods are counted as other");
+    assert!(metrics.len() < 64 * 1024, "metrics grew to {} bytes", metrics.len());
+}
+
+async fn silent_idle_and_http2_connections_are_closed_and_the_cap_is_held() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.header_read_timeout = Duration::from_millis(700);
+        c.max_connections = 4;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let closed_within = |mut stream: tokio::net::TcpStream, limit: Duration| async move {
+        let mut buf = Vec::new();
+        tokio::time::timeout(limit, stream.read_to_end(&mut buf)).await.is_ok()
+    };
+
+    // A socket that never speaks, a partial HTTP/2 preface, and a whole one followed by silence.
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut preface = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    for (name, stream) in [("silent", silent), ("partial preface", partial), ("h2c preface", preface)] {
+        assert!(closed_within(stream, Duration::from_secs(5)).await, "{name} connection left open");
+    }
+
+    // An idle keep-alive connection is closed too.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(closed_within(idle, Duration::from_secs(5)).await, "idle keep-alive connection left open");
+
+    // At the cap, an established client keeps being served and a new one waits its turn.
+    let client = Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    assert_eq!(client.get(format!("{}/healthz", app.base)).send().await.unwrap().status(), StatusCode::OK);
+    let mut hogs = Vec::new();
+    for _ in 0..3 {
+        hogs.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let established = client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(established.status(), StatusCode::OK, "the established connection is served at the cap");
+    let started = std::time::Instant::now();
+    let newcomer = Client::new().get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(newcomer.status(), StatusCode::OK, "a new client is served once a slot frees");
+    assert!(started.elapsed() >= Duration::from_millis(200), "the new client waited for a free slot");
+    drop(hogs);
+}
+
+async fn metrics_can_require_a_bearer_token_and_readyz_warns_of_the_mock() {
+    let app =
+        spawn_app_with(Backend::Sqlite, |c| c.metrics_token = Some(som_core::config::Secret::new("scrape-me"))).await;
+    let metrics = format!("{}/metrics", app.base);
+    assert_eq!(app.client.get(&metrics).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.client.get(&metrics).bearer_auth("wrong").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.client.get(&metrics).bearer_auth("scrape-me").send().await.unwrap().status(), StatusCode::OK);
+    let ready: Value = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().json().await.unwrap();
+    assert!(ready["warnings"][0].as_str().is_some_and(|w| w.contains("mock")), "{ready}");
 }

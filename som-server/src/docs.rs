@@ -13,7 +13,8 @@ use crate::{dto, error, ops, routes};
 #[openapi(
     info(title = "SOM — Smart Order Management", description = "Orders, payments and notifications. Authorize with `Bearer <access token>` from `POST /api/v1/token/`."),
     paths(
-        routes::register, routes::me, routes::token, routes::refresh,
+        routes::register, routes::me, routes::change_password, routes::token, routes::refresh,
+        routes::revoke, routes::revoke_all,
         routes::list_orders, routes::create_order, routes::latest_order, routes::get_order,
         routes::cancel_order, routes::order_history,
         routes::initiate_payment, routes::create_payment, routes::confirm_payment, routes::get_payment,
@@ -21,6 +22,7 @@ use crate::{dto, error, ops, routes};
     ),
     components(schemas(
         dto::RegisterRequest, dto::UserResponse, dto::TokenRequest, dto::RefreshRequest, dto::TokenResponse,
+        dto::PasswordChangeRequest,
         dto::OrderItemRequest, dto::CreateOrderRequest, dto::OrderItemResponse, dto::OrderResponse,
         dto::OrderEventResponse, dto::InitiatePaymentRequest, dto::ConfirmPaymentRequest, dto::PaymentResponse,
         dto::Health, error::Problem,

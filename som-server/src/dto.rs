@@ -135,6 +135,10 @@ pub struct UserResponse {
     pub email: String,
     /// Staff may read every user's orders.
     pub is_staff: bool,
+    /// `false` for a disabled account; absent for an active one (the original API's user has
+    /// four fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_active: Option<bool>,
 }
 
 impl From<User> for UserResponse {
@@ -144,6 +148,7 @@ impl From<User> for UserResponse {
             username: u.username.to_string(),
             email: u.email.map(|e| e.to_string()).unwrap_or_default(),
             is_staff: u.is_staff,
+            is_active: (!u.is_active).then_some(false),
         }
     }
 }
@@ -159,11 +164,22 @@ pub struct TokenRequest {
     pub password: String,
 }
 
-/// `POST /token/refresh/`.
+/// `POST /token/refresh/` and `POST /token/revoke/`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
     /// A refresh token; each works once.
     pub refresh: String,
+}
+
+/// `POST /accounts/password/`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordChangeRequest {
+    /// The account's password now.
+    #[schema(example = "correct horse battery")]
+    pub current_password: String,
+    /// At least 8 characters, not entirely numeric, not a common password, not the username.
+    #[schema(example = "staple battery horse correct")]
+    pub new_password: String,
 }
 
 /// A token pair.

@@ -169,12 +169,15 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     let mut limited = Router::new();
     limited = both(limited, "/api/v1/accounts/register", post(routes::register));
     limited = both(limited, "/api/v1/token", post(routes::token));
+    limited = both(limited, "/api/v1/accounts/password", post(routes::change_password));
     let limited = limited.route_layer(from_fn_with_state(state.clone(), ops::rate_limit));
 
     let mut api = Router::new();
     for (path, handler) in [
         ("/api/v1/accounts/me", get(routes::me)),
         ("/api/v1/token/refresh", post(routes::refresh)),
+        ("/api/v1/token/revoke", post(routes::revoke)),
+        ("/api/v1/token/revoke-all", post(routes::revoke_all)),
         ("/api/v1/orders", get(routes::list_orders).post(routes::create_order)),
         ("/api/v1/orders/latest", get(routes::latest_order)),
         ("/api/v1/orders/{id}", get(routes::get_order)),

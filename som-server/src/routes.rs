@@ -48,8 +48,8 @@ pub async fn me(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json
 #[utoipa::path(post, path = "/api/v1/token/", tag = "auth", request_body = TokenRequest,
     responses(
         (status = 200, description = "Token pair", body = TokenResponse),
-        (status = 401, description = "Wrong credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this address", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong credentials, or a disabled account", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address, or too many failed logins for this username (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn token(State(s): State<AppState>, JsonBody(req): JsonBody<TokenRequest>) -> ApiResult<Json<TokenResponse>> {
     let pair = s.som.login(&req.username, &req.password).await?;
@@ -68,6 +68,47 @@ pub async fn refresh(
 ) -> ApiResult<Json<TokenResponse>> {
     let pair = s.som.refresh(&req.refresh).await?;
     Ok(Json(TokenResponse { access: pair.access, refresh: pair.refresh }))
+}
+
+/// Log out: end the session of a refresh token. The refresh token and every access token of
+/// its session stop working at once. Ending a session that already ended also answers 204.
+#[utoipa::path(post, path = "/api/v1/token/revoke/", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The session has ended"),
+        (status = 401, description = "Not a valid refresh token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke(State(s): State<AppState>, JsonBody(req): JsonBody<RefreshRequest>) -> ApiResult<StatusCode> {
+    s.som.logout(&req.refresh).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End every session of the caller (log out everywhere, this session included).
+#[utoipa::path(post, path = "/api/v1/token/revoke-all/", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session has ended"),
+    ))]
+pub async fn revoke_all(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<StatusCode> {
+    let user = caller.user_id().ok_or_else(|| ApiError::not_found("no account"))?;
+    s.som.revoke_sessions(caller, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change the caller's password. Every other session of the account ends; this one stays.
+#[utoipa::path(post, path = "/api/v1/accounts/password/", tag = "accounts", security(("bearer" = [])),
+    request_body = PasswordChangeRequest,
+    responses(
+        (status = 204, description = "Password changed; other sessions ended"),
+        (status = 429, description = "Too many wrong current passwords for this account, or requests from this address", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn change_password(
+    State(s): State<AppState>,
+    Auth(_caller): Auth,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<PasswordChangeRequest>,
+) -> ApiResult<StatusCode> {
+    let token = crate::extract::bearer_token(&headers).unwrap_or_default();
+    s.som.change_password(token, &req.current_password, &req.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Query parameters of `GET /orders/` (documentation; the handler parses them strictly).

@@ -45,6 +45,21 @@ pub enum Users {
         #[arg(action = clap::ArgAction::Set)]
         staff: bool,
     },
+    /// Disable an account: it can no longer log in, and every session of it ends at once.
+    Disable {
+        /// Username or id.
+        user: String,
+    },
+    /// Enable a disabled account again (its old sessions stay ended).
+    Enable {
+        /// Username or id.
+        user: String,
+    },
+    /// End every session of an account (log it out everywhere); its password stays.
+    RevokeSessions {
+        /// Username or id.
+        user: String,
+    },
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {
@@ -70,6 +85,7 @@ fn fields(u: &UserResponse) -> Vec<(&'static str, String)> {
         ("username", u.username.clone()),
         ("email", if u.email.is_empty() { "-".into() } else { u.email.clone() }),
         ("staff", u.is_staff.to_string()),
+        ("active", u.is_active.unwrap_or(true).to_string()),
     ]
 }
 
@@ -87,9 +103,17 @@ impl Users {
                     ctx.som.list_users(OPERATOR, None, limit).await?.into_iter().map(Into::into).collect();
                 let rows = users
                     .iter()
-                    .map(|u| vec![u.id.to_string(), u.username.clone(), u.email.clone(), u.is_staff.to_string()])
+                    .map(|u| {
+                        vec![
+                            u.id.to_string(),
+                            u.username.clone(),
+                            u.email.clone(),
+                            u.is_staff.to_string(),
+                            u.is_active.unwrap_or(true).to_string(),
+                        ]
+                    })
                     .collect();
-                ctx.out.table(&users, &["id", "username", "email", "staff"], rows)
+                ctx.out.table(&users, &["id", "username", "email", "staff", "active"], rows)
             }
             Users::Show { user } => {
                 let dto = UserResponse::from(resolve_user(ctx, &user).await?);
@@ -98,6 +122,22 @@ impl Users {
             Users::SetStaff { user, staff } => {
                 let id = resolve_user(ctx, &user).await?.id;
                 let dto = UserResponse::from(ctx.som.set_staff(OPERATOR, id, staff).await?);
+                ctx.out.record(&dto, &fields(&dto))
+            }
+            Users::Disable { user } => {
+                let id = resolve_user(ctx, &user).await?.id;
+                let dto = UserResponse::from(ctx.som.set_active(OPERATOR, id, false).await?);
+                ctx.out.record(&dto, &fields(&dto))
+            }
+            Users::Enable { user } => {
+                let id = resolve_user(ctx, &user).await?.id;
+                let dto = UserResponse::from(ctx.som.set_active(OPERATOR, id, true).await?);
+                ctx.out.record(&dto, &fields(&dto))
+            }
+            Users::RevokeSessions { user } => {
+                let found = resolve_user(ctx, &user).await?;
+                ctx.som.revoke_sessions(OPERATOR, found.id).await?;
+                let dto = UserResponse::from(found);
                 ctx.out.record(&dto, &fields(&dto))
             }
         }
