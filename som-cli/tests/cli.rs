@@ -93,7 +93,7 @@ async fn the_operator_scenario_works_on_postgres() {
 
 fn scenario(som: &Som, backend: &str) {
     let migrated = som.json(&["migrate"]);
-    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(1)));
+    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(2)));
     let alice = som.user("alice");
     assert_eq!((alice["username"].as_str(), alice["is_staff"].as_bool()), (Some("alice"), Some(false)));
     let order =
@@ -140,6 +140,22 @@ fn users_can_be_listed_shown_and_promoted() {
     assert!(tokens["access"].as_str().is_some_and(|t| t.split('.').count() == 3));
     let table = som.ok(&["users", "list"]);
     assert!(table.contains("alice") && table.contains("bob"));
+}
+
+#[test]
+fn accounts_can_be_disabled_enabled_and_logged_out_everywhere() {
+    let som = Som::new();
+    som.user("alice");
+    let disabled = som.json(&["users", "disable", "alice"]);
+    assert_eq!(disabled["is_active"], false);
+    som.fails(&["token", "issue", "--user", "alice"], 1, "disabled");
+    assert!(som.ok(&["users", "list"]).contains("false"), "the table shows the account inactive");
+    let enabled = som.json(&["users", "enable", "alice"]);
+    assert!(enabled.get("is_active").is_none(), "active accounts have the original four fields: {enabled}");
+    som.json(&["token", "issue", "--user", "alice"]);
+    let revoked = som.json(&["users", "revoke-sessions", "alice"]);
+    assert_eq!(revoked["username"], "alice");
+    som.fails(&["users", "disable", "nobody"], 1, "not found");
 }
 
 #[test]

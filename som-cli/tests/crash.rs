@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::{Value, json};
 use som_core::domain::{Caller, OrderStatus, PaymentStatus};
-use som_core::storage::NotificationStatus;
+use som_core::storage::{NotificationStatus, OutboxEntry};
 use som_core::{Config, OrderListQuery, OrderSystem};
 
 struct Server {
@@ -145,7 +145,17 @@ async fn check_invariants(url: &str, acked: &Acked) {
     for id in acked.paid.keys() {
         assert_eq!(orders[id].status, OrderStatus::Paid, "acknowledged payment of order {id} lost");
     }
-    let rows = som.notifications(Caller::System, None, None, 1000).await.unwrap();
+    // Every outbox row, page by page: a run may write many more than one page.
+    let mut rows = Vec::new();
+    loop {
+        let page =
+            som.notifications(Caller::System, None, rows.last().map(|r: &OutboxEntry| r.id), 1000).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        rows.extend(page);
+    }
+    let keys: std::collections::HashSet<&str> = rows.iter().map(|r| r.dedupe_key.as_str()).collect();
     for (id, o) in &orders {
         assert!(!o.items.is_empty(), "order {id} has no items");
         let payments = som.order_payments(Caller::System, o.id).await.unwrap();
@@ -154,7 +164,7 @@ async fn check_invariants(url: &str, acked: &Acked) {
         assert!(successes.iter().all(|p| p.amount == o.total), "order {id} paid its exact total");
         assert!(payments.iter().filter(|p| p.status.is_live()).count() <= 1);
         let key = format!("order_created:order:{id}");
-        assert!(rows.iter().any(|r| r.dedupe_key == key), "order {id} has its notification in the outbox");
+        assert!(keys.contains(key.as_str()), "order {id} has its notification in the outbox");
     }
 }
 
