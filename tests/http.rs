@@ -197,15 +197,30 @@ async fn registration_follows_the_original_rules(backend: Backend) {
         (user["username"].as_str(), user["email"].as_str(), user["is_staff"].as_bool()),
         (Some("alice"), Some("alice@example.com"), Some(false))
     );
+    // The original service's test_register_user_without_email_fails.
     let (status, body) =
         app.post("/accounts/register", None, json!({"username": "noemail", "password": "correct horse battery"})).await;
-    assert_eq!(status, StatusCode::CREATED, "without an email: {body}");
-    assert_eq!(body["email"], "");
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["errors"]["email"].is_array(), "without an email: {body}");
+    let (status, body) = app
+        .post(
+            "/accounts/register",
+            None,
+            json!({"username": "blank", "email": "", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    assert!(body["errors"]["email"].is_array(), "a blank email: {body}");
     let (status, body) = app.post("/accounts/register/", None, json!({"username": "bob", "password": "short"})).await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST);
     assert!(body["errors"]["password"].is_array(), "{body}");
-    let (status, body) =
-        app.post("/accounts/register/", None, json!({"username": "alice", "password": "correct horse battery"})).await;
+    let (status, body) = app
+        .post(
+            "/accounts/register/",
+            None,
+            json!({"username": "alice", "email": "other@example.com", "password": "correct horse battery"}),
+        )
+        .await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST);
     assert!(body["errors"]["username"].is_array(), "{body}");
     let (status, body) = app.post("/accounts/register/", None, json!({"password": "correct horse battery"})).await;

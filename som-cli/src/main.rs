@@ -1,7 +1,9 @@
 //! `som`: the operator's command line over SOM, and the one binary that serves and works.
 //!
 //! Exit codes: 0 success, 1 the operation was rejected (not found, conflict, invalid input),
-//! 2 usage error, 3 storage or provider unavailable (retry later), 4 internal error.
+//! 2 usage or configuration error (also: no database at the configured path), 3 storage or
+//! provider unavailable or an attempt limit reached (retry later), 4 internal error, 5 the
+//! database's schema is newer than this build.
 
 mod commands;
 mod output;
@@ -77,6 +79,40 @@ enum Command {
     },
 }
 
+/// A usage or configuration error: the command cannot run as given (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Refuses to run against a SQLite file that is not there, except for the commands that create
+/// a database (`migrate`, `serve`, `worker`, and `users create` for the first account), and
+/// names the missing directory when one of those cannot create it.
+fn check_database_file(database_url: &str, creates: bool) -> Result<(), UsageError> {
+    let Some(path) = som_core::storage::sqlite::database_file(database_url) else { return Ok(()) };
+    if path.exists() {
+        return Ok(());
+    }
+    if !creates {
+        return Err(UsageError(format!("no SOM database at {} — run `som migrate` first", path.display())));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        return Err(UsageError(format!(
+            "cannot create the database at {}: the directory {} does not exist",
+            path.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
 /// What a command needs: the system and how to print.
 #[derive(Debug)]
 pub struct Ctx {
@@ -129,6 +165,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Unavailable | ErrorKind::IdempotencyInProgress | ErrorKind::TooManyAttempts => 3,
         ErrorKind::Internal => 4,
+        ErrorKind::Incompatible => 5,
         _ => 1,
     }
 }
@@ -155,9 +192,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let (code, message) = match e.downcast_ref::<som_core::Error>() {
-                Some(core) => (exit_code(core.kind()), core.to_string()),
-                None => (1, format!("{e:#}")),
+            let (code, message) = match (e.downcast_ref::<som_core::Error>(), e.downcast_ref::<UsageError>()) {
+                (Some(core), _) => (exit_code(core.kind()), core.to_string()),
+                (None, Some(usage)) => (2, usage.to_string()),
+                (None, None) => (1, format!("{e:#}")),
             };
             eprintln!("error: {message}");
             ExitCode::from(code)
@@ -174,6 +212,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = output::Output { json: cli.json, quiet: cli.quiet };
     // Commands that need no database.
     let command = match cli.command {
+        Command::Completions { .. } | Command::Man { .. } if cli.json => {
+            return Err(
+                UsageError("this command writes files in their own formats; --json does not apply".into()).into()
+            );
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "som", &mut std::io::stdout());
@@ -185,13 +228,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out.note(&format!("man pages written to {}", out_dir.display()));
             return Ok(());
         }
-        Command::Healthcheck(c) => return c.run(),
-        Command::Config(c) => {
-            c.run();
-            return Ok(());
-        }
+        Command::Healthcheck(c) => return c.run(&config.listen, cli.json),
+        Command::Config(c) => return c.run(cli.json),
         other => other,
     };
+    let creates = matches!(
+        command,
+        Command::Migrate
+            | Command::Serve(_)
+            | Command::Worker(_)
+            | Command::Users(commands::users::Users::Create { .. })
+    );
+    check_database_file(&config.database_url, creates)?;
     // Opening the database applies pending migrations; on a big database that takes a while.
     let progress = out.progress(&format!("opening {}", config.redacted_database_url()));
     let som = OrderSystem::builder().config(config).build().await;

@@ -27,10 +27,19 @@ impl Output {
         Ok(())
     }
 
-    /// Prints a list: a JSON array, or a table.
-    pub fn table<T: Serialize>(&self, values: &[T], header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+    /// Prints a list: in JSON `{"items": [...], "next_cursor": "…" | null}` (every list has
+    /// this shape; pass `next_cursor` as `--cursor` for the next page), or a table followed by
+    /// the command for the next page.
+    pub fn table<T: Serialize>(
+        &self,
+        values: &[T],
+        next_cursor: Option<String>,
+        header: &[&str],
+        rows: Vec<Vec<String>>,
+    ) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(values)?);
+            let page = serde_json::json!({ "items": values, "next_cursor": next_cursor });
+            println!("{}", serde_json::to_string_pretty(&page)?);
         } else if !self.quiet {
             if rows.is_empty() {
                 println!("(none)");
@@ -45,6 +54,9 @@ impl Output {
                 table.add_row(row);
             }
             println!("{table}");
+            if let Some(next) = next_cursor {
+                println!("more: --cursor {next}");
+            }
         }
         Ok(())
     }

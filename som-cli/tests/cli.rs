@@ -110,14 +110,16 @@ fn scenario(som: &Som, backend: &str) {
     let summary = (shown["status"].as_str(), shown["total_amount"].as_str(), shown["currency"].as_str());
     assert_eq!(summary, (Some("PAID"), Some("250.00"), Some("USD")));
     let pending = som.json(&["notifications", "list", "--status", "pending"]);
-    assert_eq!(pending.as_array().map(Vec::len), Some(2));
+    assert_eq!(pending["items"].as_array().map(Vec::len), Some(2));
     let worked = som.json(&["worker", "--once"]);
     assert_eq!(worked["handled"], 2);
     let sent = som.json(&["notifications", "list", "--status", "sent"]);
-    let kinds: Vec<&str> = sent.as_array().unwrap().iter().filter_map(|n| n["kind"].as_str()).collect();
+    let kinds: Vec<&str> = sent["items"].as_array().unwrap().iter().filter_map(|n| n["kind"].as_str()).collect();
+    assert!(sent["items"][0]["created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{sent}");
     assert_eq!(kinds, vec!["order_created", "payment_succeeded"]);
     let history = som.json(&["orders", "history", &id]);
-    assert_eq!(history.as_array().map(Vec::len), Some(2));
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(2));
+    assert!(history["next_cursor"].is_null());
     let latest = som.json(&["orders", "latest", "--user", "alice"]);
     assert_eq!(latest["id"], order["id"]);
     let human = som.ok(&["orders", "show", &id]);
@@ -130,7 +132,12 @@ fn users_can_be_listed_shown_and_promoted() {
     som.user("alice");
     som.user("bob");
     let list = som.json(&["users", "list"]);
-    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2));
+    let first = som.json(&["users", "list", "--limit", "1"]);
+    assert_eq!(first["items"][0]["username"], "alice");
+    let next = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = som.json(&["users", "list", "--limit", "1", "--cursor", &next]);
+    assert_eq!((second["items"][0]["username"].as_str(), second["next_cursor"].as_str()), (Some("bob"), None));
     let shown = som.json(&["users", "show", "bob"]);
     assert_eq!(shown["email"], "bob@example.com");
     let promoted = som.json(&["users", "set-staff", "bob", "true"]);
@@ -165,6 +172,17 @@ fn errors_are_one_line_with_the_documented_exit_codes() {
     som.fails(&["orders", "show", "999"], 1, "order 999 not found");
     som.fails(&["users", "show", "nobody"], 1, "not found");
     som.fails(&["orders", "create", "--user", "alice", "--item", "Widget:2:1.001"], 1, "items[0].price");
+    som.fails(
+        &["orders", "create", "--user", "alice", "--currency", "JPY", "--item", "Widget:2:100.5"],
+        1,
+        "JPY has no minor unit; use a whole number",
+    );
+    for (item, half) in [("Widget:two:100", "quantity"), ("Widget:2:abc", "price")] {
+        let out = som.run(&["orders", "create", "--user", "alice", "--item", item]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{item}: {stderr}");
+        assert!(stderr.contains(half), "{item}: {stderr}");
+    }
     som.fails(&["orders", "create", "--user", "alice", "--item", "Widget:0:1"], 1, "items[0].quantity");
     som.fails(&["orders", "create", "--user", "ghost", "--item", "Widget:1:1"], 1, "not found");
     let dup = som.run_stdin(&["users", "create", "alice", "--password-stdin"], "correct horse battery\n");
@@ -185,11 +203,57 @@ fn errors_are_one_line_with_the_documented_exit_codes() {
 }
 
 #[test]
-fn an_unreachable_database_exits_3() {
+fn bad_database_paths_are_configuration_errors_and_only_some_commands_create_a_database() {
     let som = Som::new();
-    let out =
-        som.cmd(&["orders", "list"]).env("SOM_DATABASE_URL", "sqlite:///nonexistent-dir/x/som.db").output().unwrap();
+    let missing_dir = "sqlite:///nonexistent-dir/x/som.db";
+    for args in [&["migrate"][..], &["orders", "list"][..]] {
+        let out = som.cmd(args).env("SOM_DATABASE_URL", missing_dir).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("/nonexistent-dir/x/som.db"), "{args:?} names the path: {stderr}");
+    }
+    som.fails(&["orders", "list"], 2, "run `som migrate` first");
+    som.fails(&["users", "list"], 2, "no SOM database at");
+    assert!(!som.dir.path().join("som.db").exists(), "a read created a database");
+    som.ok(&["migrate"]);
+    som.fails(&["backup", "/nonexistent-dir/b.db"], 2, "does not exist");
+    // A database server that does not answer is not a configuration error: retry later.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = som
+        .cmd(&["orders", "list"])
+        .env("SOM_DATABASE_URL", format!("postgres://postgres@127.0.0.1:{closed}/som"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn every_command_honours_json_or_refuses_it() {
+    let som = Som::new();
+    let reference = som.json(&["config", "reference"]);
+    assert!(reference.as_array().is_some_and(|vars| vars.iter().any(|v| v["name"] == "SOM_DATABASE_URL")));
+    som.fails(&["config", "env", "--json"], 2, "--json");
+    som.fails(&["man", "--json"], 2, "--json");
+    som.fails(&["completions", "bash", "--json"], 2, "--json");
+    // The health check goes to SOM_LISTEN unless told otherwise, and reports in JSON too.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = som.cmd(&["healthcheck", "--json"]).env("SOM_LISTEN", format!("127.0.0.1:{port}")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["url"].as_str(), report["healthy"].as_bool()),
+        (Some(&*format!("http://127.0.0.1:{port}/healthz")), Some(false))
+    );
+}
+
+#[test]
+fn a_schema_newer_than_the_build_has_its_own_exit_code() {
+    let som = Som::new();
+    som.ok(&["migrate"]);
+    let db = rusqlite::Connection::open(som.dir.path().join("som.db")).unwrap();
+    db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)", []).unwrap();
+    drop(db);
+    som.fails(&["orders", "list"], 5, "newer than this build");
 }
 
 #[test]
@@ -213,14 +277,16 @@ fn orders_list_filters_and_pages() {
         som.json(&["orders", "create", "--user", "alice", "--item", "Widget:1:5"]);
     }
     som.json(&["orders", "create", "--user", "bob", "--item", "Widget:1:5"]);
-    assert_eq!(som.json(&["orders", "list"]).as_array().map(Vec::len), Some(4));
-    assert_eq!(som.json(&["orders", "list", "--user", "alice"]).as_array().map(Vec::len), Some(3));
+    let count = |v: Value| v["items"].as_array().map(Vec::len);
+    assert_eq!(count(som.json(&["orders", "list"])), Some(4));
+    assert_eq!(count(som.json(&["orders", "list", "--user", "alice"])), Some(3));
     let page = som.json(&["orders", "list", "--user", "alice", "--limit", "2"]);
-    assert_eq!(page.as_array().map(Vec::len), Some(2));
-    let last = page[1]["id"].to_string();
-    let rest = som.json(&["orders", "list", "--user", "alice", "--limit", "2", "--cursor", &last]);
-    assert_eq!(rest.as_array().map(Vec::len), Some(1));
-    assert_eq!(som.json(&["orders", "list", "--status", "PAID"]).as_array().map(Vec::len), Some(0));
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    let next = page["next_cursor"].as_str().unwrap().to_owned();
+    assert_eq!(next, page["items"][1]["id"].to_string());
+    let rest = som.json(&["orders", "list", "--user", "alice", "--limit", "2", "--cursor", &next]);
+    assert_eq!((count(rest.clone()), rest["next_cursor"].is_null()), (Some(1), true));
+    assert_eq!(count(som.json(&["orders", "list", "--status", "PAID"])), Some(0));
 }
 
 #[test]

@@ -175,7 +175,7 @@ fn a_backup_restores_every_order() {
     let restored = run(&restored_url, &["orders", "list", "--limit", "200", "--json"], None);
     assert_eq!(original, restored, "every order, exactly as it was");
     let orders: serde_json::Value = serde_json::from_str(&restored).unwrap();
-    assert_eq!(orders.as_array().map(Vec::len), Some(25));
+    assert_eq!(orders["items"].as_array().map(Vec::len), Some(25));
     let paid: serde_json::Value =
         serde_json::from_str(&run(&restored_url, &["orders", "show", "3", "--json"], None)).unwrap();
     assert_eq!(paid["status"], "PAID");

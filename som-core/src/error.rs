@@ -110,6 +110,10 @@ pub enum Error {
     /// A dependency (storage, payment provider) is unreachable or busy; retrying may succeed.
     #[error("{0} is unavailable, try again later")]
     Unavailable(String),
+    /// The database's schema is newer than this build knows: a newer SOM migrated it. Run
+    /// that version (or newer) instead.
+    #[error("{0}")]
+    Incompatible(String),
     /// A bug or an unexpected state; details are logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -138,6 +142,8 @@ pub enum ErrorKind {
     TooManyAttempts,
     /// See [`Error::Unavailable`].
     Unavailable,
+    /// See [`Error::Incompatible`].
+    Incompatible,
     /// See [`Error::Internal`].
     Internal,
 }
@@ -156,6 +162,7 @@ impl Error {
             Error::IdempotencyInProgress => ErrorKind::IdempotencyInProgress,
             Error::TooManyAttempts { .. } => ErrorKind::TooManyAttempts,
             Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Incompatible(_) => ErrorKind::Incompatible,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

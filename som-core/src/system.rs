@@ -41,7 +41,8 @@ const IDEMPOTENCY_STALE_AFTER: chrono::Duration = chrono::Duration::seconds(120)
 pub struct Registration {
     /// 1-150 characters: letters, digits, `@ . + - _`.
     pub username: String,
-    /// Optional; must be a valid address when given (empty means none).
+    /// Required by [`OrderSystem::register`]; optional for accounts staff create. Must be a
+    /// valid address when given (empty means none).
     #[serde(default)]
     pub email: Option<String>,
     /// At least 8 characters, not entirely numeric, not a common password.
@@ -319,24 +320,29 @@ impl OrderSystem {
     // -----------------------------------------------------------------------------------------
     // Accounts
 
-    /// Creates a (non-staff) account. Every invalid field is reported; a taken username or
-    /// email is a validation error on that field.
+    /// Creates a (non-staff) account. The email is required (notifications go to it). Every
+    /// invalid field is reported; a taken username or email is a validation error on that field.
     pub async fn register(&self, registration: Registration) -> Result<User> {
-        self.create_account(registration, false).await
+        self.create_account(registration, false, true).await
     }
 
-    /// Creates an account with the given staff flag. Staff callers only.
+    /// Creates an account with the given staff flag; the email may be left out (such users get
+    /// no email notifications). Staff callers only.
     pub async fn create_user(&self, caller: Caller, registration: Registration, is_staff: bool) -> Result<User> {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may create accounts with roles".into()));
         }
-        self.create_account(registration, is_staff).await
+        self.create_account(registration, is_staff, false).await
     }
 
-    async fn create_account(&self, r: Registration, is_staff: bool) -> Result<User> {
+    async fn create_account(&self, r: Registration, is_staff: bool, email_required: bool) -> Result<User> {
         let mut errors = ValidationErrors::new();
         let username = Username::parse(&r.username).map_err(|m| errors.add("username", m)).ok();
         let email = match r.email.as_deref().map(str::trim) {
+            None | Some("") if email_required => {
+                errors.add("email", "This field is required.");
+                None
+            }
             None | Some("") => None,
             Some(e) => Email::parse(e).map_err(|m| errors.add("email", m)).ok(),
         };

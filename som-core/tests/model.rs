@@ -88,7 +88,11 @@ fn input(lines: &[(i64, i64)]) -> OrderInput {
 
 async fn register(som: &OrderSystem, n: usize) -> Caller {
     let u = som
-        .register(Registration { username: format!("user{n}"), email: None, password: "correct horse battery".into() })
+        .register(Registration {
+            username: format!("user{n}"),
+            email: Some(format!("user{n}@example.com")),
+            password: "correct horse battery".into(),
+        })
         .await
         .unwrap();
     Caller::User { id: u.id, is_staff: false }

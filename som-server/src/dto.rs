@@ -115,9 +115,10 @@ pub struct RegisterRequest {
     /// 1-150 characters: letters, digits and `@ . + - _`.
     #[schema(example = "alice", min_length = 1, max_length = 150, pattern = "^[A-Za-z0-9@.+_-]+$")]
     pub username: String,
-    /// Optional email address.
+    /// Email address, where notifications go. Required (an absent, null or blank one is a
+    /// field error); unique, case-insensitively.
     #[serde(default)]
-    #[schema(example = "alice@example.com")]
+    #[schema(value_type = String, required = true, example = "alice@example.com", min_length = 3, max_length = 254)]
     pub email: Option<String>,
     /// 8-128 characters, not entirely numeric, not a common password, not the username.
     #[schema(example = "correct horse battery", min_length = 8, max_length = 128, pattern = "[^0-9]")]

@@ -127,7 +127,7 @@ impl From<Error> for ApiError {
                 return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ErrorKind::Internal => {
+            ErrorKind::Incompatible | ErrorKind::Internal => {
                 let mut e = ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

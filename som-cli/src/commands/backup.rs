@@ -17,6 +17,15 @@ pub struct Backup {
 
 impl Backup {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let parent = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            return Err(crate::UsageError(format!(
+                "cannot write a backup to {}: the directory {} does not exist",
+                self.path.display(),
+                parent.display()
+            ))
+            .into());
+        }
         let started = std::time::Instant::now();
         ctx.som.storage().backup(&self.path).await?;
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);

@@ -9,15 +9,34 @@ use clap::Args;
 /// Check that a running server answers 200 on its health endpoint (for container health checks).
 #[derive(Debug, Args)]
 pub struct Healthcheck {
-    /// The health URL (plain http).
-    #[arg(long, default_value = "http://127.0.0.1:8000/healthz")]
-    url: String,
+    /// The health URL (plain http); default: /healthz on SOM_LISTEN (127.0.0.1:8000).
+    #[arg(long)]
+    url: Option<String>,
 }
 
 impl Healthcheck {
-    pub fn run(self) -> anyhow::Result<()> {
-        let rest =
-            self.url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("only http:// URLs are supported"))?;
+    /// Checks the URL; with `json`, prints `{"url", "healthy", "status"}` either way.
+    pub fn run(self, listen: &str, json: bool) -> anyhow::Result<()> {
+        let url = self.url.unwrap_or_else(|| {
+            // A wildcard listen address is reached through loopback.
+            let listen = listen.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
+            format!("http://{listen}/healthz")
+        });
+        let result = check(&url);
+        if json {
+            let (healthy, status) = match &result {
+                Ok(()) => (true, "200".to_owned()),
+                Err(e) => (false, e.to_string()),
+            };
+            println!("{}", serde_json::json!({ "url": url, "healthy": healthy, "status": status }));
+        }
+        result
+    }
+}
+
+fn check(url: &str) -> anyhow::Result<()> {
+    {
+        let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("only http:// URLs are supported"))?;
         let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
         let addr =
             authority.to_socket_addrs()?.next().ok_or_else(|| anyhow::anyhow!("{authority} does not resolve"))?;

@@ -16,9 +16,12 @@ pub enum Notifications {
         /// Only this status: pending, sent or dead.
         #[arg(long, value_parser = parse_status)]
         status: Option<NotificationStatus>,
-        /// Show at most this many.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many (1-1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
+        /// The `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<NotificationId>,
     },
     /// Re-queue a dead notification for delivery.
     Retry {
@@ -59,20 +62,33 @@ impl From<OutboxEntry> for Row {
             subject: n.message.subject,
             status: n.status.to_string(),
             attempts: n.attempts,
-            next_attempt_at: n.next_attempt_at.to_rfc3339(),
+            next_attempt_at: rfc3339(n.next_attempt_at),
             last_error: n.last_error,
-            created_at: n.created_at.to_rfc3339(),
-            sent_at: n.sent_at.map(|t| t.to_rfc3339()),
+            created_at: rfc3339(n.created_at),
+            sent_at: n.sent_at.map(rfc3339),
         }
     }
+}
+
+/// RFC 3339 in UTC with `Z`, as orders and payments are printed.
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 impl Notifications {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
-            Notifications::List { status, limit } => {
-                let rows: Vec<Row> =
-                    ctx.som.notifications(OPERATOR, status, None, limit).await?.into_iter().map(Into::into).collect();
+            Notifications::List { status, limit, cursor } => {
+                let mut rows: Vec<Row> = ctx
+                    .som
+                    .notifications(OPERATOR, status, cursor, limit + 1)
+                    .await?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect();
+                let more = rows.len() > limit as usize;
+                rows.truncate(limit as usize);
+                let next_cursor = more.then(|| rows.last().map(|r| r.id.to_string())).flatten();
                 let table = rows
                     .iter()
                     .map(|r| {
@@ -87,7 +103,12 @@ impl Notifications {
                         ]
                     })
                     .collect();
-                ctx.out.table(&rows, &["id", "kind", "channel", "to", "status", "attempts", "last error"], table)
+                ctx.out.table(
+                    &rows,
+                    next_cursor,
+                    &["id", "kind", "channel", "to", "status", "attempts", "last error"],
+                    table,
+                )
             }
             Notifications::Retry { id } => {
                 let row = Row::from(ctx.som.retry_notification(OPERATOR, id).await?);

@@ -69,9 +69,17 @@ fn parse_item(raw: &str) -> Result<ItemInput, String> {
     let (Some(price), Some(quantity), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
         return Err("expected NAME:QUANTITY:PRICE".into());
     };
+    // Either half that is not a number at all is a usage error; numbers out of range or with
+    // more decimals than the currency has are the order's validation errors.
     let quantity =
         quantity.trim().parse::<i64>().map_err(|_| format!("quantity {quantity:?} is not a whole number"))?;
-    Ok(ItemInput { name: name.to_owned(), quantity, price: price.trim().to_owned() })
+    let price = price.trim();
+    let (whole, fraction) = price.split_once('.').unwrap_or((price, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(whole) && digits(fraction)) {
+        return Err(format!("price {price:?} is not a decimal number such as 12.50"));
+    }
+    Ok(ItemInput { name: name.to_owned(), quantity, price: price.to_owned() })
 }
 
 fn parse_status(raw: &str) -> Result<OrderStatus, String> {
@@ -124,11 +132,7 @@ impl Orders {
                         ]
                     })
                     .collect();
-                ctx.out.table(&orders, &["id", "user", "status", "total", "items", "created"], rows)?;
-                if let Some(next) = page.next_cursor {
-                    ctx.out.note(&format!("more: --cursor {next}"));
-                }
-                Ok(())
+                ctx.out.table(&orders, page.next_cursor, &["id", "user", "status", "total", "items", "created"], rows)
             }
             Orders::Show { id } => {
                 let dto = OrderResponse::from(ctx.som.order(OPERATOR, id).await?);
@@ -158,7 +162,7 @@ impl Orders {
                         ]
                     })
                     .collect();
-                ctx.out.table(&events, &["at", "from", "to", "actor", "reason"], rows)
+                ctx.out.table(&events, None, &["at", "from", "to", "actor", "reason"], rows)
             }
         }
     }

@@ -26,11 +26,14 @@ pub enum Users {
         #[arg(long)]
         staff: bool,
     },
-    /// List accounts.
+    /// List accounts, by id.
     List {
-        /// Show at most this many.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many (1-1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
+        /// The `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<som_core::domain::UserId>,
     },
     /// Show one account.
     Show {
@@ -98,9 +101,12 @@ impl Users {
                 let dto = UserResponse::from(user);
                 ctx.out.record(&dto, &fields(&dto))
             }
-            Users::List { limit } => {
-                let users: Vec<UserResponse> =
-                    ctx.som.list_users(OPERATOR, None, limit).await?.into_iter().map(Into::into).collect();
+            Users::List { limit, cursor } => {
+                let mut users: Vec<UserResponse> =
+                    ctx.som.list_users(OPERATOR, cursor, limit + 1).await?.into_iter().map(Into::into).collect();
+                let more = users.len() > limit as usize;
+                users.truncate(limit as usize);
+                let next_cursor = more.then(|| users.last().map(|u| u.id.to_string())).flatten();
                 let rows = users
                     .iter()
                     .map(|u| {
@@ -113,7 +119,7 @@ impl Users {
                         ]
                     })
                     .collect();
-                ctx.out.table(&users, &["id", "username", "email", "staff", "active"], rows)
+                ctx.out.table(&users, next_cursor, &["id", "username", "email", "staff", "active"], rows)
             }
             Users::Show { user } => {
                 let dto = UserResponse::from(resolve_user(ctx, &user).await?);

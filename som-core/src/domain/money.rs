@@ -132,14 +132,21 @@ pub enum MoneyError {
     #[error("must not be negative")]
     Negative,
     /// More fraction digits than the currency has minor units.
-    #[error("has more than {0} decimal places for this currency")]
-    TooManyDecimals(u8),
+    #[error("{}", too_many_decimals(*.0))]
+    TooManyDecimals(Currency),
     /// The amount does not fit in the range SOM can represent exactly.
     #[error("is too large")]
     Overflow,
     /// Arithmetic between two different currencies.
     #[error("mixes currencies")]
     CurrencyMismatch,
+}
+
+fn too_many_decimals(currency: Currency) -> String {
+    match currency.exponent {
+        0 => format!("{} has no minor unit; use a whole number", currency.code),
+        n => format!("has more than {n} decimal places for {}", currency.code),
+    }
 }
 
 /// An exact amount: integer minor units (cents, fils, yen) of one currency.
@@ -200,7 +207,7 @@ impl Money {
         // Trailing zeros beyond the currency's digits carry no value ("1.500" is 1.50 USD).
         let significant = frac.trim_end_matches('0');
         if significant.len() > exponent {
-            return Err(MoneyError::TooManyDecimals(currency.exponent));
+            return Err(MoneyError::TooManyDecimals(currency));
         }
         let mut minor: i64 = 0;
         for b in int_part.bytes() {
@@ -295,11 +302,16 @@ mod tests {
         assert_eq!(Money::parse("250.05", usd).map(Money::minor), Ok(25005));
         assert_eq!(Money::parse("0.01", usd).map(Money::minor), Ok(1));
         assert_eq!(Money::parse("1.500", usd).map(Money::minor), Ok(150));
-        assert_eq!(Money::parse("1.005", usd), Err(MoneyError::TooManyDecimals(2)));
+        assert_eq!(Money::parse("1.005", usd), Err(MoneyError::TooManyDecimals(usd)));
         assert_eq!(Money::parse("100", cur("JPY")).map(Money::minor), Ok(100));
-        assert_eq!(Money::parse("100.5", cur("JPY")), Err(MoneyError::TooManyDecimals(0)));
+        assert_eq!(Money::parse("100.5", cur("JPY")), Err(MoneyError::TooManyDecimals(cur("JPY"))));
+        assert_eq!(
+            Money::parse("100.5", cur("JPY")).unwrap_err().to_string(),
+            "JPY has no minor unit; use a whole number"
+        );
+        assert_eq!(Money::parse("1.005", usd).unwrap_err().to_string(), "has more than 2 decimal places for USD");
         assert_eq!(Money::parse("1.234", cur("KWD")).map(Money::minor), Ok(1234));
-        assert_eq!(Money::parse("1.2345", cur("BHD")), Err(MoneyError::TooManyDecimals(3)));
+        assert_eq!(Money::parse("1.2345", cur("BHD")), Err(MoneyError::TooManyDecimals(cur("BHD"))));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! `BEGIN` whose future is dropped while it is in flight), and everything the next borrower
 //! of that connection writes is lost with it.
 //!
-//! `Detached` runs each operation as its own tokio task and awaits its handle. Dropping the
-//! caller's future drops only the handle: the operation runs to its commit or rollback, and
-//! its result is discarded. [`crate::OrderSystem`] wraps every storage it is given in one, so
+//! `Detached` runs each write (every operation that opens a transaction) as its own tokio task
+//! and awaits its handle. Dropping the caller's future drops only the handle: the operation runs
+//! to its commit or rollback, and its result is discarded. Reads are single statements outside
+//! any transaction (or, on SQLite, blocking calls that finish anyway); they are called directly,
+//! since abandoning one leaves nothing behind. [`crate::OrderSystem`] wraps every storage it is given in one, so
 //! no front end can cancel a write halfway, whichever backend it uses.
 
 use std::path::{Path, PathBuf};
@@ -26,8 +28,8 @@ use super::{
 use crate::domain::{Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, User, UserId};
 use crate::error::{Error, Result};
 
-/// Wraps a storage so that each operation runs to completion as its own task, whether or not
-/// its caller is still waiting. Operations need a tokio runtime (they are spawned on the
+/// Wraps a storage so that each write runs to completion as its own task, whether or not its
+/// caller is still waiting. Operations need a tokio runtime (they are spawned on the
 /// current one).
 #[derive(Debug, Clone)]
 pub struct Detached {
@@ -67,11 +69,11 @@ impl Storage for Detached {
     }
 
     async fn schema_version(&self) -> Result<i64> {
-        detached(&self.inner, |s| async move { s.schema_version().await }).await
+        self.inner.schema_version().await
     }
 
     async fn ping(&self) -> Result<()> {
-        detached(&self.inner, |s| async move { s.ping().await }).await
+        self.inner.ping().await
     }
 
     async fn backup(&self, destination: &Path) -> Result<()> {
@@ -93,21 +95,19 @@ impl Storage for Detached {
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
-        detached(&self.inner, |s| async move { s.user_by_id(id).await }).await
+        self.inner.user_by_id(id).await
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        let username = username.to_owned();
-        detached(&self.inner, |s| async move { s.user_by_username(&username).await }).await
+        self.inner.user_by_username(username).await
     }
 
     async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>> {
-        let username = username.to_owned();
-        detached(&self.inner, |s| async move { s.user_credentials(&username).await }).await
+        self.inner.user_credentials(username).await
     }
 
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
-        detached(&self.inner, |s| async move { s.list_users(after, limit).await }).await
+        self.inner.list_users(after, limit).await
     }
 
     async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>> {
@@ -132,8 +132,7 @@ impl Storage for Detached {
     }
 
     async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
-        let session = session.to_owned();
-        detached(&self.inner, |s| async move { s.session_state(user_id, &session).await }).await
+        self.inner.session_state(user_id, session).await
     }
 
     async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool> {
@@ -180,19 +179,19 @@ impl Storage for Detached {
     }
 
     async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>> {
-        detached(&self.inner, |s| async move { s.order_by_id(id).await }).await
+        self.inner.order_by_id(id).await
     }
 
     async fn list_orders(&self, query: OrderQuery) -> Result<Vec<Order>> {
-        detached(&self.inner, |s| async move { s.list_orders(query).await }).await
+        self.inner.list_orders(query).await
     }
 
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
-        detached(&self.inner, |s| async move { s.latest_order(user_id).await }).await
+        self.inner.latest_order(user_id).await
     }
 
     async fn order_events(&self, id: OrderId) -> Result<Vec<OrderEvent>> {
-        detached(&self.inner, |s| async move { s.order_events(id).await }).await
+        self.inner.order_events(id).await
     }
 
     async fn cancel_order(
@@ -207,11 +206,11 @@ impl Storage for Detached {
     }
 
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
-        detached(&self.inner, |s| async move { s.live_payment(order_id).await }).await
+        self.inner.live_payment(order_id).await
     }
 
     async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
-        detached(&self.inner, |s| async move { s.payment_count(order_id).await }).await
+        self.inner.payment_count(order_id).await
     }
 
     async fn insert_payment(
@@ -223,11 +222,11 @@ impl Storage for Detached {
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
-        detached(&self.inner, |s| async move { s.payment_by_id(id).await }).await
+        self.inner.payment_by_id(id).await
     }
 
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
-        detached(&self.inner, |s| async move { s.payments_for_order(order_id).await }).await
+        self.inner.payments_for_order(order_id).await
     }
 
     async fn complete_payment(
@@ -288,7 +287,7 @@ impl Storage for Detached {
         after: Option<NotificationId>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>> {
-        detached(&self.inner, |s| async move { s.list_notifications(status, after, limit).await }).await
+        self.inner.list_notifications(status, after, limit).await
     }
 
     async fn requeue_notification(
@@ -300,7 +299,7 @@ impl Storage for Detached {
     }
 
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
-        detached(&self.inner, |s| async move { s.notification_counts().await }).await
+        self.inner.notification_counts().await
     }
 
     async fn begin_idempotency(

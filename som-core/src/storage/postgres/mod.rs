@@ -100,6 +100,10 @@ impl PostgresStorage {
         let pool = pool_options(pool_size.max(2)).connect_with(options).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(inner) => Error::from(inner),
+            sqlx::migrate::MigrateError::VersionMissing(version) => Error::Incompatible(format!(
+                "the database's schema has migration {version}, which this build of SOM does not know; run the SOM \
+                 version that migrated it, or a newer one"
+            )),
             other => Error::Internal(format!("postgres migration: {other}")),
         })?;
         Ok(PostgresStorage { pool, location: crate::config::redact_url(url).into() })

@@ -93,6 +93,12 @@ fn corrupt(what: &str) -> Error {
 
 /// Where a `sqlite:` URL points: `sqlite://som.db` (relative), `sqlite:///abs/som.db`,
 /// `sqlite::memory:` (private, in memory).
+/// The database file a `sqlite:` URL names; `None` for an in-memory database or another kind
+/// of URL.
+pub fn database_file(url: &str) -> Option<PathBuf> {
+    parse_url(url).ok().flatten()
+}
+
 fn parse_url(url: &str) -> Result<Option<PathBuf>> {
     let rest = url.strip_prefix("sqlite:").ok_or_else(|| Error::invalid("SOM_DATABASE_URL", "not a sqlite URL"))?;
     let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
@@ -164,8 +170,9 @@ fn migrate(conn: &mut Connection) -> Result<i64> {
     let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
     let latest = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
     if current > latest {
-        return Err(Error::Internal(format!(
-            "database schema version {current} is newer than this build supports ({latest})"
+        return Err(Error::Incompatible(format!(
+            "the database's schema (version {current}) is newer than this build of SOM knows (version {latest}); \
+             run the SOM version that migrated it, or a newer one"
         )));
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
