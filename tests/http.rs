@@ -444,13 +444,18 @@ async fn lists_paginate_with_a_link_header(backend: Backend) {
     while let Some(url) = next {
         let resp = app.client.get(&url).bearer_auth(&alice).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
+        let cursor = resp.headers().get("x-next-cursor").and_then(|v| v.to_str().ok()).map(str::to_owned);
         next = resp.headers().get("link").and_then(|v| v.to_str().ok()).map(|link| {
             assert!(link.ends_with("rel=\"next\""), "{link}");
             let path = link.trim_start_matches('<').split('>').next().unwrap();
             format!("{}{path}", app.base)
         });
+        assert_eq!(cursor.is_some(), next.is_some(), "X-Next-Cursor comes with the Link header");
         let page: Vec<Value> = resp.json().await.unwrap();
         assert!(page.len() <= 2);
+        if let Some(cursor) = cursor {
+            assert_eq!(cursor, page.last().unwrap()["id"].to_string(), "the cursor is the last id of the page");
+        }
         seen.extend(page.iter().map(|o| o["id"].as_i64().unwrap()));
     }
     assert_eq!(seen, ids);

@@ -25,7 +25,7 @@ use crate::{dto, error, ops, routes};
         dto::PasswordChangeRequest,
         dto::OrderItemRequest, dto::CreateOrderRequest, dto::OrderItemResponse, dto::OrderResponse,
         dto::OrderEventResponse, dto::InitiatePaymentRequest, dto::ConfirmPaymentRequest, dto::PaymentResponse,
-        dto::Health, error::Problem,
+        dto::Health, dto::PaymentStatusSchema, routes::StatusParam, error::Problem,
     )),
     modifiers(&BearerAuth, &StandardResponses, &Links),
     tags(

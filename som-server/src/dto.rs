@@ -251,7 +251,7 @@ pub struct OrderResponse {
     #[schema(example = "USD")]
     pub currency: String,
     /// CREATED, PAID, CANCELLED or REFUNDED.
-    #[schema(example = "CREATED")]
+    #[schema(value_type = crate::routes::StatusParam, example = "CREATED")]
     pub status: String,
     /// When it was placed.
     pub created_at: DateTime<Utc>,
@@ -377,7 +377,7 @@ pub struct PaymentResponse {
     /// ISO 4217 code.
     pub currency: String,
     /// PENDING, SUCCESS, FAILED, CANCELLED or REFUNDED.
-    #[schema(example = "PENDING")]
+    #[schema(value_type = PaymentStatusSchema, example = "PENDING")]
     pub status: String,
     /// Why it failed, when it did.
     pub failure_reason: Option<String>,
@@ -404,6 +404,22 @@ impl From<Payment> for PaymentResponse {
             updated_at: p.updated_at,
         }
     }
+}
+
+/// A payment status (documentation).
+#[derive(Debug, ToSchema)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms, dead_code)]
+pub enum PaymentStatusSchema {
+    /// Initiated, awaiting confirmation.
+    PENDING,
+    /// Captured; its order is paid.
+    SUCCESS,
+    /// Declined.
+    FAILED,
+    /// Voided with its order.
+    CANCELLED,
+    /// Refunded.
+    REFUNDED,
 }
 
 /// Liveness / readiness answer.

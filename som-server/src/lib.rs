@@ -213,7 +213,11 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
-            .expose_headers([header::LINK, HeaderName::from_static("x-request-id")])
+            .expose_headers([
+                header::LINK,
+                HeaderName::from_static("x-next-cursor"),
+                HeaderName::from_static("x-request-id"),
+            ])
     });
 
     let request_id = HeaderName::from_static("x-request-id");

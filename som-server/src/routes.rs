@@ -152,15 +152,18 @@ pub struct IdempotencyHeader {
     /// Makes the request safe to repeat: the same key with the same request within 24 h returns
     /// the original response without a second effect.
     #[serde(rename = "Idempotency-Key")]
-    #[param(min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")]
+    #[param(value_type = String, required = false, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")]
     pub idempotency_key: Option<String>,
 }
 
 /// The caller's orders, newest first, paginated by cursor.
 #[utoipa::path(get, path = "/api/v1/orders/", tag = "orders", params(ListParams), security(("bearer" = [])),
     responses(
-        (status = 200, description = "A page of orders; a `Link` header with rel=\"next\" points at the next page",
-            body = [OrderResponse], headers(("Link" = String, description = "<url>; rel=\"next\" when there are more"))),
+        (status = 200, description = "A page of orders; when there are more, the `Link` header (rel=\"next\") points at the next page and `X-Next-Cursor` holds the cursor to pass as `?cursor=`",
+            body = [OrderResponse], headers(
+                ("Link" = String, description = "<url>; rel=\"next\" when there are more"),
+                ("X-Next-Cursor" = String, description = "The `cursor` of the next page, when there are more"),
+            )),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_orders(
@@ -195,6 +198,9 @@ pub async fn list_orders(
         }
         if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
             headers.insert(header::LINK, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(next) {
+            headers.insert("x-next-cursor", v);
         }
     }
     let body: Vec<OrderResponse> = page.items.into_iter().map(Into::into).collect();
