@@ -7,6 +7,21 @@
 //! `BEGIN` whose future is dropped while it is in flight), and everything the next borrower
 //! of that connection writes is lost with it.
 //!
+//! The other places where SOM's own code can be cancelled were checked the same way:
+//!
+//! - the outbox dispatcher: a graceful shutdown finishes the delivery in progress and releases
+//!   the rest of its batch; an abort (dropping its handle) can stop it only between storage
+//!   calls, which are detached, and its claimed rows come back when their lease runs out;
+//! - the PostgreSQL `LISTEN` connection is its own task and holds no transaction;
+//! - migrations run while the storage is opened, before anything else uses the pool; if that is
+//!   abandoned, the pool is dropped with it and its connections (and the advisory lock sqlx holds
+//!   on one of them) are closed, so the server rolls back;
+//! - SQLite's writer runs each transaction as one blocking call, which cannot be interrupted once
+//!   started; a caller that stops waiting for the writer's turn leaves nothing behind.
+//!
+//! Beyond that, the PostgreSQL pool checks every connection handed back to it and closes any
+//! that is still inside a transaction (see `postgres::outside_transaction`).
+//!
 //! `Detached` runs each write (every operation that opens a transaction) as its own tokio task
 //! and awaits its handle. Dropping the caller's future drops only the handle: the operation runs
 //! to its commit or rollback, and its result is discarded. Reads are single statements outside
