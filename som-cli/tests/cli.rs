@@ -300,20 +300,37 @@ fn completions_are_generated() {
 fn serve_answers_http_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader, Read};
     let som = Som::new();
-    let mut child =
-        som.cmd(&["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = som
+        .cmd(&["serve", "--listen", "127.0.0.1:0"])
+        .env("SOM_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let addr =
         line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
+    let get = |addr: &str, path: &str| {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        response
+    };
+    let response = get(&addr, "/healthz");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // /metrics moved to its own listener.
+    assert!(get(&addr, "/metrics").starts_with("HTTP/1.1 404"), "metrics still on the main listener");
+    let metrics = get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("som_http_requests_total"), "{metrics}");
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("WARNING: payments use the mock provider"), "the mock is announced: {stderr}");
 }

@@ -53,7 +53,13 @@ fn merged(v: &Value) -> serde_yaml::Mapping {
 
 #[test]
 fn compose_sets_only_variables_som_reads_and_runs_only_som_subcommands() {
-    let compose: Value = serde_yaml::from_str(&read("compose.yaml")).unwrap();
+    let text = read("compose.yaml");
+    assert!(
+        text.contains("${SOM_JWT_SECRET:?"),
+        "compose.yaml must refuse to start without SOM_JWT_SECRET rather than fall back to a published one"
+    );
+    assert!(!text.contains("change-me"), "no placeholder secret in compose.yaml");
+    let compose: Value = serde_yaml::from_str(&text).unwrap();
     let services = compose["services"].as_mapping().unwrap();
     let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
     for needed in ["db", "migrate", "web", "worker", "mail"] {
