@@ -4,6 +4,9 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
+/// What a table or record shows for a value that is not there.
+pub const NONE: &str = "-";
+
 /// How to print.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -45,13 +48,23 @@ impl Output {
                 println!("(none)");
                 return Ok(());
             }
+            // Columns with nothing in any row take no width.
+            let shown: Vec<usize> = (0..header.len())
+                .filter(|&c| rows.iter().any(|r| r.get(c).is_some_and(|v| !v.is_empty() && v != NONE)))
+                .collect();
+            let pick = |row: &[String]| -> Vec<String> {
+                shown
+                    .iter()
+                    .map(|&c| row.get(c).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| NONE.to_owned()))
+                    .collect()
+            };
             let mut table = Table::new();
             table
                 .load_preset(UTF8_BORDERS_ONLY)
                 .set_content_arrangement(ContentArrangement::Dynamic)
-                .set_header(header);
+                .set_header(shown.iter().map(|&c| header[c]).collect::<Vec<_>>());
             for row in rows {
-                table.add_row(row);
+                table.add_row(pick(&row));
             }
             println!("{table}");
             if let Some(next) = next_cursor {

@@ -287,6 +287,10 @@ fn orders_list_filters_and_pages() {
     let rest = som.json(&["orders", "list", "--user", "alice", "--limit", "2", "--cursor", &next]);
     assert_eq!((count(rest.clone()), rest["next_cursor"].is_null()), (Some(1), true));
     assert_eq!(count(som.json(&["orders", "list", "--status", "PAID"])), Some(0));
+    let table = som.ok(&["orders", "list"]);
+    assert!(table.contains("(alice)") && table.contains("(bob)"), "usernames beside user ids: {table}");
+    let notifications = som.ok(&["notifications", "list"]);
+    assert!(!notifications.contains("last error"), "an empty column takes no width: {notifications}");
 }
 
 #[test]

@@ -96,10 +96,10 @@ impl Notifications {
                             r.id.to_string(),
                             r.kind.clone(),
                             r.channel.clone(),
-                            r.recipient.clone().unwrap_or_else(|| "-".into()),
+                            r.recipient.clone().unwrap_or_else(|| crate::output::NONE.into()),
                             r.status.clone(),
                             r.attempts.to_string(),
-                            r.last_error.clone().unwrap_or_default(),
+                            r.last_error.clone().unwrap_or_else(|| crate::output::NONE.into()),
                         ]
                     })
                     .collect();

@@ -119,12 +119,21 @@ impl Orders {
                 let page =
                     ctx.som.list_orders(OPERATOR, OrderListQuery { user, status, cursor, limit: Some(limit) }).await?;
                 let orders: Vec<OrderResponse> = page.items.into_iter().map(Into::into).collect();
+                // Usernames beside user ids: one lookup per distinct user on the page.
+                let mut names = std::collections::HashMap::new();
+                for o in &orders {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(o.user) {
+                        let name =
+                            ctx.som.find_user(OPERATOR, &o.user.to_string()).await.map(|u| u.username.to_string());
+                        slot.insert(name.unwrap_or_default());
+                    }
+                }
                 let rows = orders
                     .iter()
                     .map(|o| {
                         vec![
                             o.id.to_string(),
-                            o.user.to_string(),
+                            format!("{} ({})", o.user, names.get(&o.user).map_or("", String::as_str)),
                             o.status.clone(),
                             format!("{} {}", o.total_amount, o.currency),
                             o.items.len().to_string(),
@@ -155,10 +164,10 @@ impl Orders {
                     .map(|e| {
                         vec![
                             e.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                            e.from.clone().unwrap_or_else(|| "-".into()),
+                            e.from.clone().unwrap_or_else(|| crate::output::NONE.into()),
                             e.to.clone(),
                             e.actor.clone(),
-                            e.reason.clone().unwrap_or_default(),
+                            e.reason.clone().unwrap_or_else(|| crate::output::NONE.into()),
                         ]
                     })
                     .collect();

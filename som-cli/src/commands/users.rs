@@ -86,7 +86,7 @@ fn fields(u: &UserResponse) -> Vec<(&'static str, String)> {
     vec![
         ("id", u.id.to_string()),
         ("username", u.username.clone()),
-        ("email", if u.email.is_empty() { "-".into() } else { u.email.clone() }),
+        ("email", if u.email.is_empty() { crate::output::NONE.into() } else { u.email.clone() }),
         ("staff", u.is_staff.to_string()),
         ("active", u.is_active.unwrap_or(true).to_string()),
     ]
