@@ -161,6 +161,35 @@ fn init_logging(cli: &Cli, config: &Config) {
         .try_init();
 }
 
+/// Every exit status `som` uses, with its meaning (printed in the man page).
+pub const EXIT_CODES: &[(u8, &str)] = &[
+    (0, "success"),
+    (1, "the operation was rejected: not found, conflict, invalid input"),
+    (2, "usage or configuration error: bad arguments, a path that cannot be used, no database at the path"),
+    (
+        3,
+        "unavailable, try again later: the database server or payment provider does not answer, or an attempt limit applies",
+    ),
+    (4, "internal error (details are logged)"),
+    (5, "the database's schema is newer than this build: run the SOM version that migrated it, or a newer one"),
+];
+
+/// The EXIT STATUS and ENVIRONMENT sections of `som.1`, in roff, from [`EXIT_CODES`] and the
+/// configuration's own list of variables.
+fn man_sections() -> String {
+    let escape = |s: &str| s.replace('\\', "\\e").replace('-', "\\-");
+    let mut out = String::from(".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in EXIT_CODES {
+        out.push_str(&format!(".TP\n\\fB{code}\\fR\n{}\n", escape(meaning)));
+    }
+    out.push_str(".SH ENVIRONMENT\n");
+    for var in som_core::config::VARIABLES {
+        let default = if var.default.is_empty() { String::new() } else { format!(" (default: {})", var.default) };
+        out.push_str(&format!(".TP\n\\fB{}\\fR\n{}{}\n", escape(var.name), escape(var.help), escape(&default)));
+    }
+    out
+}
+
 fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Unavailable | ErrorKind::IdempotencyInProgress | ErrorKind::TooManyAttempts => 3,
@@ -224,7 +253,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Man { out_dir } => {
             std::fs::create_dir_all(&out_dir)?;
-            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &out_dir)?;
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::generate_to(command.clone(), &out_dir)?;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command).render(&mut page)?;
+            page.extend_from_slice(man_sections().as_bytes());
+            std::fs::write(out_dir.join("som.1"), page)?;
             out.note(&format!("man pages written to {}", out_dir.display()));
             return Ok(());
         }

@@ -202,6 +202,16 @@ fn man_pages_and_completions_are_generated_from_the_cli() {
     for page in ["som.1", "som-serve.1", "som-orders.1", "som-backup.1"] {
         assert!(pages.contains(page), "{page} in {pages:?}");
     }
+    let main = std::fs::read_to_string(dir.path().join("som.1")).unwrap();
+    for needed in
+        [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", "SOM_DATABASE_URL", "SOM_SESSION_MAX_AGE", "newer than this build"]
+    {
+        assert!(main.contains(needed), "som.1 has {needed}");
+    }
+    let readme = read("README.md");
+    for code in 0..=5 {
+        assert!(readme.contains(&format!("| {code} | ")), "README lists exit code {code}");
+    }
     for shell in ["bash", "zsh", "fish"] {
         assert!(som_stdout(&["completions", shell]).contains("backup"));
     }
