@@ -67,6 +67,7 @@ on_both_backends!(
     sessions_end_at_their_maximum_age_however_often_refreshed,
     failed_logins_are_limited_per_username_from_any_address,
     tokens_are_never_cached_and_the_docs_have_a_content_security_policy,
+    the_price_schema_accepts_exactly_what_the_server_does,
 );
 
 /// Server-level protections, independent of the backend.
@@ -843,4 +844,40 @@ async fn metrics_can_require_a_bearer_token_and_readyz_warns_of_the_mock() {
     assert_eq!(app.client.get(&metrics).bearer_auth("scrape-me").send().await.unwrap().status(), StatusCode::OK);
     let ready: Value = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().json().await.unwrap();
     assert!(ready["warnings"][0].as_str().is_some_and(|w| w.contains("mock")), "{ready}");
+}
+
+async fn the_price_schema_accepts_exactly_what_the_server_does(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let doc: Value =
+        app.client.get(format!("{}/api/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
+    let price = &doc["components"]["schemas"]["Decimal"]["oneOf"];
+    let pattern = regex::Regex::new(price[0]["pattern"].as_str().unwrap()).unwrap();
+    let maximum = price[1]["maximum"].as_f64().unwrap();
+    let order = |price: &str, currency: &str| json!({"items": [{"name": "a", "quantity": 1, "price": price}], "currency": currency});
+    // What the schema accepts, the server accepts (in a currency with that many digits) ...
+    for (text, currency) in [
+        ("1.234", "KWD"),
+        ("10000000", "USD"),
+        ("10000000.000", "BHD"),
+        ("0.001", "OMR"),
+        ("100", "JPY"),
+        ("0.01", "USD"),
+    ] {
+        assert!(pattern.is_match(text), "the schema refuses {text}");
+        let (status, body) = app.post("/orders/", Some(&alice), order(text, currency)).await;
+        assert_eq!(status, StatusCode::CREATED, "{text} {currency}: {body}");
+    }
+    assert!((maximum - 10_000_000.0).abs() < f64::EPSILON);
+    // ... and what the schema refuses, the server refuses; so do more digits than the currency has.
+    for (text, currency) in
+        [("10000000.01", "USD"), ("0", "USD"), ("1.2345", "KWD"), ("100.000", "USD"), ("1.5", "JPY")]
+    {
+        let (status, body) = app.post("/orders/", Some(&alice), order(text, currency)).await;
+        assert_problem(status, &body, StatusCode::BAD_REQUEST);
+        assert!(body["errors"]["items[0].price"].is_array(), "{text} {currency}: {body}");
+        if text != "100.000" && text != "1.5" {
+            assert!(!pattern.is_match(text), "the schema accepts {text}, which the server refuses");
+        }
+    }
 }

@@ -16,9 +16,11 @@ pub enum Decimal {
     Number(serde_json::Number),
 }
 
-/// A unit price: above zero, at most 10,000,000, with no more decimals than the currency has
-/// (two for most, none for JPY, three for KWD).
-pub const PRICE_PATTERN: &str = r"^([1-9][0-9]{0,6}(\.[0-9]{1,2})?|0\.([1-9][0-9]?|0[1-9]))$";
+/// A unit price as text: above zero, at most 10,000,000, with at most three decimals — no more
+/// than the order's currency has (two for most, none for JPY, three for KWD, BHD, OMR, JOD,
+/// TND), a rule between two fields that the schema states in words.
+pub const PRICE_PATTERN: &str =
+    r"^(10000000(\.0{1,3})?|[1-9][0-9]{0,6}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$";
 
 impl utoipa::PartialSchema for Decimal {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -35,9 +37,13 @@ impl utoipa::PartialSchema for Decimal {
                     .schema_type(SchemaType::new(Type::Number))
                     .exclusive_minimum(Some(0))
                     .maximum(Some(10_000_000))
-                    .multiple_of(Some(0.01)),
+                    .multiple_of(Some(0.001)),
             )
-            .description(Some("Unit price as a decimal string (exact) or a JSON number"))
+            .description(Some(
+                "Unit price as a decimal string (exact) or a JSON number: above zero, at most 10000000, with no more \
+                 decimals than the order's currency has (2 for most; 0 for JPY, KRW and the like; 3 for KWD, BHD, \
+                 OMR, JOD, TND)",
+            ))
             .into()
     }
 }
@@ -45,11 +51,21 @@ impl utoipa::PartialSchema for Decimal {
 impl ToSchema for Decimal {}
 
 impl Decimal {
-    /// The amount's decimal text.
+    /// The amount's decimal text. A JSON number's trailing fractional zeros carry no meaning in
+    /// JSON (`2.50` and `2.5` are one number) and are dropped; a string is taken as written.
     pub fn into_text(self) -> String {
         match self {
             Decimal::Text(s) => s,
-            Decimal::Number(n) => n.to_string(),
+            Decimal::Number(n) => {
+                let text = n.to_string();
+                match text.split_once('.') {
+                    Some((whole, fraction)) if !text.contains(['e', 'E']) => {
+                        let fraction = fraction.trim_end_matches('0');
+                        if fraction.is_empty() { whole.to_owned() } else { format!("{whole}.{fraction}") }
+                    }
+                    _ => text,
+                }
+            }
         }
     }
 }
@@ -129,12 +145,16 @@ pub struct RegisterRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {
     /// Account id.
+    #[schema(example = 42)]
     pub id: i64,
     /// Username.
+    #[schema(example = "alice")]
     pub username: String,
     /// Email address; empty when none was given.
+    #[schema(example = "alice@example.com")]
     pub email: String,
     /// Staff may read every user's orders.
+    #[schema(example = false)]
     pub is_staff: bool,
     /// `false` for a disabled account; absent for an active one (the original API's user has
     /// four fields).
@@ -169,6 +189,7 @@ pub struct TokenRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
     /// A refresh token; each works once.
+    #[schema(example = "eyJhbGciOiJIUzI1NiJ9.eyJ0eXAiOiJyZWZyZXNoIn0.c2lnbmF0dXJl")]
     pub refresh: String,
 }
 
@@ -187,8 +208,10 @@ pub struct PasswordChangeRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     /// Bearer token for API calls.
+    #[schema(example = "eyJhbGciOiJIUzI1NiJ9.eyJ0eXAiOiJhY2Nlc3MifQ.c2lnbmF0dXJl")]
     pub access: String,
     /// Single-use token for `POST /token/refresh/`.
+    #[schema(example = "eyJhbGciOiJIUzI1NiJ9.eyJ0eXAiOiJyZWZyZXNoIn0.c2lnbmF0dXJl")]
     pub refresh: String,
 }
 
@@ -227,8 +250,10 @@ pub struct CreateOrderRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderItemResponse {
     /// Item name.
+    #[schema(example = "Widget")]
     pub name: String,
     /// How many.
+    #[schema(example = 2)]
     pub quantity: i64,
     /// Unit price with the currency's digits.
     #[schema(example = "100.00")]
@@ -239,8 +264,10 @@ pub struct OrderItemResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderResponse {
     /// Order id.
+    #[schema(example = 1001)]
     pub id: i64,
     /// Owner's user id.
+    #[schema(example = 42)]
     pub user: i64,
     /// Items in submitted order.
     pub items: Vec<OrderItemResponse>,
@@ -254,8 +281,10 @@ pub struct OrderResponse {
     #[schema(value_type = crate::routes::StatusParam, example = "CREATED")]
     pub status: String,
     /// When it was placed.
+    #[schema(example = "2026-11-30T09:15:00Z")]
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
+    #[schema(example = "2026-11-30T09:16:30Z")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -284,12 +313,15 @@ pub struct OrderEventResponse {
     /// Status before (null for the creation).
     pub from: Option<String>,
     /// Status after.
+    #[schema(example = "PAID")]
     pub to: String,
     /// `user:<id>` or `system`.
+    #[schema(example = "user:42")]
     pub actor: String,
     /// Why.
     pub reason: Option<String>,
     /// When.
+    #[schema(example = "2026-11-30T09:16:30Z")]
     pub at: DateTime<Utc>,
 }
 
@@ -359,22 +391,28 @@ pub struct ConfirmPaymentRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentResponse {
     /// Payment id.
+    #[schema(example = 7)]
     pub id: i64,
     /// The order it pays.
+    #[schema(example = 1001)]
     pub order: i64,
     /// Provider name.
     #[schema(example = "mock")]
     pub provider: String,
     /// SOM's unique reference for this attempt.
+    #[schema(example = "txn_3f9a1c2b7d4e")]
     pub transaction_id: String,
     /// The provider's id for the payment.
+    #[schema(example = "mock_pi_1001_1")]
     pub provider_payment_id: String,
     /// The payment method asked for.
+    #[schema(example = "mock_success")]
     pub method: String,
     /// The amount, equal to the order total.
     #[schema(example = "250.00")]
     pub amount: String,
     /// ISO 4217 code.
+    #[schema(example = "USD")]
     pub currency: String,
     /// PENDING, SUCCESS, FAILED, CANCELLED or REFUNDED.
     #[schema(value_type = PaymentStatusSchema, example = "PENDING")]
@@ -382,8 +420,10 @@ pub struct PaymentResponse {
     /// Why it failed, when it did.
     pub failure_reason: Option<String>,
     /// When it was initiated.
+    #[schema(example = "2026-11-30T09:16:00Z")]
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
+    #[schema(example = "2026-11-30T09:16:30Z")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -204,8 +204,9 @@ impl Money {
             None => "",
         };
         let exponent = usize::from(currency.exponent);
-        // Trailing zeros beyond the currency's digits carry no value ("1.500" is 1.50 USD).
-        let significant = frac.trim_end_matches('0');
+        // More digits than the currency has are refused even when they are zeros ("1.500" in
+        // USD): what a client writes must be what the API's schema describes for it.
+        let significant = frac;
         if significant.len() > exponent {
             return Err(MoneyError::TooManyDecimals(currency));
         }
@@ -301,7 +302,8 @@ mod tests {
         assert_eq!(Money::parse("250.5", usd).map(Money::minor), Ok(25050));
         assert_eq!(Money::parse("250.05", usd).map(Money::minor), Ok(25005));
         assert_eq!(Money::parse("0.01", usd).map(Money::minor), Ok(1));
-        assert_eq!(Money::parse("1.500", usd).map(Money::minor), Ok(150));
+        assert_eq!(Money::parse("1.500", usd), Err(MoneyError::TooManyDecimals(usd)));
+        assert_eq!(Money::parse("1.50", usd).map(Money::minor), Ok(150));
         assert_eq!(Money::parse("1.005", usd), Err(MoneyError::TooManyDecimals(usd)));
         assert_eq!(Money::parse("100", cur("JPY")).map(Money::minor), Ok(100));
         assert_eq!(Money::parse("100.5", cur("JPY")), Err(MoneyError::TooManyDecimals(cur("JPY"))));
