@@ -81,7 +81,7 @@ async fn a_database_outage_is_503_and_the_server_recovers_by_itself() {
     let client = reqwest::Client::new();
     client
         .post(format!("{base}/api/v1/accounts/register/"))
-        .json(&json!({"username": "alice", "password": "correct horse battery"}))
+        .json(&json!({"username": "alice", "email": "alice@example.com", "password": "correct horse battery"}))
         .send()
         .await
         .unwrap();
