@@ -583,6 +583,15 @@ async fn the_openapi_document_and_swagger_ui_are_served_locally(backend: Backend
         assert!(paths.contains_key(p), "{p} documented");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    // What a client generator types: a plain string header, enums for statuses, a required email.
+    let create = &doc["paths"]["/api/v1/orders/"]["post"]["parameters"];
+    let key = create.as_array().unwrap().iter().find(|p| p["name"] == "Idempotency-Key").unwrap();
+    assert_eq!(key["schema"]["type"], "string", "{key}");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["StatusParam"]["enum"], json!(["CREATED", "PAID", "CANCELLED", "REFUNDED"]));
+    assert!(schemas["PaymentStatusSchema"]["enum"].as_array().is_some_and(|e| e.contains(&json!("SUCCESS"))));
+    assert!(schemas["RegisterRequest"]["required"].as_array().unwrap().contains(&json!("email")));
+    assert_eq!(schemas["OrderResponse"]["properties"]["id"]["example"], 1001, "realistic examples");
     let schema: Value = app.client.get(format!("{}/api/schema/", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(schema, doc);
     let html = app.client.get(format!("{}/api/docs/", app.base)).send().await.unwrap();

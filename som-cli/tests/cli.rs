@@ -93,7 +93,7 @@ async fn the_operator_scenario_works_on_postgres() {
 
 fn scenario(som: &Som, backend: &str) {
     let migrated = som.json(&["migrate"]);
-    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(2)));
+    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(3)));
     let alice = som.user("alice");
     assert_eq!((alice["username"].as_str(), alice["is_staff"].as_bool()), (Some("alice"), Some(false)));
     let order =
@@ -266,6 +266,18 @@ fn declined_payments_are_rejected_and_the_order_stays_payable() {
     assert_eq!(som.json(&["pay", "show", &p["id"].to_string()])["status"], "FAILED");
     let retry = som.json(&["pay", "initiate", &id]);
     assert_eq!(som.json(&["pay", "confirm", &retry["id"].to_string()])["status"], "SUCCESS");
+}
+
+#[test]
+fn transient_failures_are_counted_per_payment_across_runs() {
+    let som = Som::new();
+    som.user("alice");
+    let id = som.json(&["orders", "create", "--user", "alice", "--item", "Widget:1:5"])["id"].to_string();
+    let p = som.json(&["pay", "initiate", &id, "--method", "mock_transient_error"])["id"].to_string();
+    // Each `som` run is a new process; the default is two transient failures.
+    som.fails(&["pay", "confirm", &p], 3, "unavailable");
+    som.fails(&["pay", "confirm", &p], 3, "unavailable");
+    assert_eq!(som.json(&["pay", "confirm", &p])["status"], "SUCCESS");
 }
 
 #[test]

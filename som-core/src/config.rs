@@ -126,7 +126,7 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_AUTH_RATE_LIMIT",
         default: "60",
-        help: "Requests per minute per client address on token/ and accounts/register/; 0 turns the limit off",
+        help: "Requests per minute per client address (IPv6: per /64) on token/, accounts/register/ and accounts/password/; 0 turns the limit off",
     },
     ConfigVar {
         name: "SOM_LOGIN_FAILURE_LIMIT",
@@ -184,7 +184,7 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_MOCK_TRANSIENT_FAILURES",
         default: "2",
-        help: "Confirmations of a mock_transient_error payment that fail before one succeeds",
+        help: "Confirmations of a mock_transient_error payment that fail before one succeeds (counted per payment in the database, so retries from other processes count too)",
     },
 ];
 

@@ -875,13 +875,22 @@ impl OrderSystem {
             return done;
         }
         let owner = self.owner(payment.user_id).await?;
-        let (outcome, notify) = match self.inner.provider.confirm(&payment.provider_payment_id).await {
+        let failures = self.inner.storage.transient_failures(id).await?;
+        let (outcome, notify) = match self.inner.provider.confirm_attempt(&payment.provider_payment_id, failures).await
+        {
             Ok(_) => (PaymentOutcome::Succeeded, self.payment_notify(EventKind::PaymentSucceeded, owner, None)),
             Err(ProviderError::Declined { message, .. }) => (
                 PaymentOutcome::Failed { reason: message.clone() },
                 self.payment_notify(EventKind::PaymentFailed, owner, Some(message)),
             ),
-            Err(e) => return Err(provider_error(e)),
+            Err(e) => {
+                if matches!(e, ProviderError::Transient(_))
+                    && let Err(stored) = self.inner.storage.record_transient_failure(id).await
+                {
+                    tracing::warn!(error = %stored, "could not count a transient confirmation failure");
+                }
+                return Err(provider_error(e));
+            }
         };
         let actor = caller.actor();
         match self.inner.storage.complete_payment(id, outcome.clone(), actor, Self::now(), notify, slot).await? {

@@ -156,6 +156,16 @@ impl PaymentProvider for MockProvider {
     }
 
     async fn confirm(&self, provider_payment_id: &str) -> Result<ProviderCapture, ProviderError> {
+        // Without SOM's stored count, this process's own count of failures stands in.
+        let seen = lock(&self.failures_seen).get(provider_payment_id).copied().unwrap_or(0);
+        self.confirm_attempt(provider_payment_id, seen).await
+    }
+
+    async fn confirm_attempt(
+        &self,
+        provider_payment_id: &str,
+        transient_failures: u32,
+    ) -> Result<ProviderCapture, ProviderError> {
         self.confirm_calls.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = lock(&self.scripted_confirm).pop() {
             return Err(e);
@@ -176,10 +186,10 @@ impl PaymentProvider for MockProvider {
                 message: "the card has insufficient funds".into(),
             }),
             MockOutcome::TransientError => {
-                let mut seen = lock(&self.failures_seen);
-                let count = seen.entry(provider_payment_id.to_owned()).or_insert(0);
-                if *count < self.transient_failures {
-                    *count += 1;
+                if transient_failures < self.transient_failures {
+                    let mut seen = lock(&self.failures_seen);
+                    let count = seen.entry(provider_payment_id.to_owned()).or_insert(0);
+                    *count = (*count).max(transient_failures) + 1;
                     Err(ProviderError::Transient("the mock processor timed out".into()))
                 } else {
                     capture()

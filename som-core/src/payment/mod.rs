@@ -82,4 +82,16 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// Captures the payment. Confirming an already captured payment succeeds again with the
     /// same capture.
     async fn confirm(&self, provider_payment_id: &str) -> Result<ProviderCapture, ProviderError>;
+
+    /// [`PaymentProvider::confirm`], told how many earlier confirmations of this payment failed
+    /// transiently (SOM stores the count, so it is the same in every process). The default
+    /// ignores the count.
+    async fn confirm_attempt(
+        &self,
+        provider_payment_id: &str,
+        transient_failures: u32,
+    ) -> Result<ProviderCapture, ProviderError> {
+        let _ = transient_failures;
+        self.confirm(provider_payment_id).await
+    }
 }

@@ -455,6 +455,12 @@ pub async fn declined_payments_fail_and_leave_the_order_payable(s: DynStorage) {
     let u = user(&s, "alice").await;
     let o = order(&s, &u).await;
     let p = inserted(&s, &o, "1").await;
+    // Transient confirmation failures are counted while the payment is pending, and only then.
+    assert_eq!(s.transient_failures(p.id).await.unwrap(), 0);
+    s.record_transient_failure(p.id).await.unwrap();
+    s.record_transient_failure(p.id).await.unwrap();
+    assert_eq!(s.transient_failures(p.id).await.unwrap(), 2);
+    assert_eq!(s.transient_failures(PaymentId::new(999_999)).await.unwrap(), 0);
     let failed = complete(&s, &p, PaymentOutcome::Failed { reason: "card declined".into() }, &u).await;
     let Transition::Applied(f) = failed else { panic!("expected the failure to apply") };
     assert_eq!((f.status, f.failure_reason.as_deref()), (PaymentStatus::Failed, Some("card declined")));
@@ -463,6 +469,8 @@ pub async fn declined_payments_fail_and_leave_the_order_payable(s: DynStorage) {
     let retry = NewPaymentRecord { attempt: 2, ..payment_record(&o, "2") };
     assert!(matches!(s.insert_payment(retry, None).await.unwrap(), PaymentInsert::Inserted(p) if p.attempt == 2));
     assert_eq!(s.payment_count(o.id).await.unwrap(), 2);
+    s.record_transient_failure(p.id).await.unwrap();
+    assert_eq!(s.transient_failures(p.id).await.unwrap(), 2, "a failed payment counts no more");
 }
 
 async fn outbox_with(s: &DynStorage, n: usize) -> Vec<Order> {

@@ -240,6 +240,14 @@ impl Storage for Detached {
         self.inner.payment_by_id(id).await
     }
 
+    async fn transient_failures(&self, id: PaymentId) -> Result<u32> {
+        self.inner.transient_failures(id).await
+    }
+
+    async fn record_transient_failure(&self, id: PaymentId) -> Result<()> {
+        detached(&self.inner, |s| async move { s.record_transient_failure(id).await }).await
+    }
+
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
         self.inner.payments_for_order(order_id).await
     }

@@ -416,6 +416,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The payment by id.
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>>;
 
+    /// How many confirmations of the payment failed transiently so far (0 when there is no
+    /// such payment). Stored, so that every process sees the same count.
+    async fn transient_failures(&self, id: PaymentId) -> Result<u32>;
+
+    /// Counts one more transient confirmation failure of a PENDING payment.
+    async fn record_transient_failure(&self, id: PaymentId) -> Result<()>;
+
     /// The order's payments, oldest first.
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>>;
 

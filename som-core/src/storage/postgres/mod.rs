@@ -963,6 +963,24 @@ impl Storage for PostgresStorage {
         payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await
     }
 
+    async fn transient_failures(&self, id: PaymentId) -> Result<u32> {
+        let n: Option<i32> = sqlx::query_scalar("SELECT transient_failures FROM payments WHERE id = $1")
+            .bind(id.get())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(0)))
+    }
+
+    async fn record_transient_failure(&self, id: PaymentId) -> Result<()> {
+        sqlx::query(
+            "UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = $1 AND status = 'PENDING'",
+        )
+        .bind(id.get())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
         let rows = sqlx::query("SELECT * FROM payments WHERE order_id = $1 ORDER BY id")
             .bind(order_id.get())

@@ -23,8 +23,11 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/0001_initial.sql")), (2, include_str!("migrations/0002_sessions.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_sessions.sql")),
+    (3, include_str!("migrations/0003_transient_failures.sql")),
+];
 
 /// SQLite storage; cheap to clone.
 #[derive(Clone)]
@@ -1037,6 +1040,27 @@ impl Storage for SqliteStorage {
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
         self.read(move |c| query_payment(c, "id = ?1", id.get())).await
+    }
+
+    async fn transient_failures(&self, id: PaymentId) -> Result<u32> {
+        self.read(move |c| {
+            let n: Option<i64> = c
+                .query_row("SELECT transient_failures FROM payments WHERE id = ?1", [id.get()], |r| r.get(0))
+                .optional()?;
+            Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+        })
+        .await
+    }
+
+    async fn record_transient_failure(&self, id: PaymentId) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = ?1 AND status = 'PENDING'",
+                [id.get()],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
