@@ -73,6 +73,20 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The first `limit` of `items` (fetched with one more than `limit`), with the cursor of the
+    /// last one when there were more.
+    fn of(mut items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = if more { items.last().map(cursor) } else { None };
+        Page { items, next_cursor }
+    }
+}
+
+/// Largest page of users or notifications.
+pub const MAX_ADMIN_PAGE_SIZE: u32 = 1000;
+
 /// Builds an [`OrderSystem`] from a [`Config`] and, optionally, explicit parts.
 #[derive(Debug, Default)]
 pub struct OrderSystemBuilder {
@@ -255,6 +269,14 @@ fn provider_error(e: ProviderError) -> Error {
     }
 }
 
+fn admin_page_size(limit: u32) -> Result<u32> {
+    if (1..=MAX_ADMIN_PAGE_SIZE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Error::invalid("limit", format!("must be between 1 and {MAX_ADMIN_PAGE_SIZE}")))
+    }
+}
+
 fn request_hash<T: Serialize>(request: &T) -> Result<String> {
     let bytes = serde_json::to_vec(request).map_err(|e| Error::Internal(format!("hashing request: {e}")))?;
     Ok(crate::hex(&Sha256::digest(&bytes)))
@@ -280,11 +302,6 @@ impl OrderSystem {
     /// The configuration it was built with.
     pub fn config(&self) -> &Config {
         &self.inner.config
-    }
-
-    /// The payment provider's name (`mock` for the built-in mock).
-    pub fn payment_provider(&self) -> &str {
-        self.inner.provider.name()
     }
 
     /// Warnings an operator must see while they hold, e.g. that payments go through the mock
@@ -558,6 +575,17 @@ impl OrderSystem {
         self.inner.storage.list_users(after, limit.clamp(1, 1000)).await
     }
 
+    /// A page of users by ascending id, after the previous page's `next_cursor`. Staff only;
+    /// `limit` 1 to [`MAX_ADMIN_PAGE_SIZE`].
+    pub async fn users_page(&self, caller: Caller, cursor: Option<UserId>, limit: u32) -> Result<Page<User>> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may list users".into()));
+        }
+        let limit = admin_page_size(limit)?;
+        let users = self.inner.storage.list_users(cursor, limit + 1).await?;
+        Ok(Page::of(users, limit, |u| u.id.to_string()))
+    }
+
     /// Grants or revokes staff. Staff only.
     pub async fn set_staff(&self, caller: Caller, user: UserId, is_staff: bool) -> Result<User> {
         if !caller.is_staff() {
@@ -708,15 +736,12 @@ impl OrderSystem {
             Caller::User { id, is_staff } => Some(if is_staff { query.user.unwrap_or(id) } else { id }),
             Caller::System => query.user,
         };
-        let mut items = self
+        let items = self
             .inner
             .storage
             .list_orders(OrderQuery { user_id, status: query.status, before, limit: limit + 1 })
             .await?;
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        let next_cursor = if more { items.last().map(|o| o.id.to_string()) } else { None };
-        Ok(Page { items, next_cursor })
+        Ok(Page::of(items, limit, |o| o.id.to_string()))
     }
 
     /// The newest order of the caller (or, for staff, of `user`). `NotFound` when there is none.
@@ -919,6 +944,23 @@ impl OrderSystem {
             return Err(Error::Forbidden("only staff may list notifications".into()));
         }
         self.inner.storage.list_notifications(status, after, limit.clamp(1, 1000)).await
+    }
+
+    /// A page of outbox rows by ascending id (optionally of one status), after the previous
+    /// page's `next_cursor`. Staff only; `limit` 1 to [`MAX_ADMIN_PAGE_SIZE`].
+    pub async fn notifications_page(
+        &self,
+        caller: Caller,
+        status: Option<NotificationStatus>,
+        cursor: Option<NotificationId>,
+        limit: u32,
+    ) -> Result<Page<OutboxEntry>> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may list notifications".into()));
+        }
+        let limit = admin_page_size(limit)?;
+        let rows = self.inner.storage.list_notifications(status, cursor, limit + 1).await?;
+        Ok(Page::of(rows, limit, |r| r.id.to_string()))
     }
 
     /// Re-queues a dead notification for delivery. Staff only; `Conflict` if it is not dead.

@@ -92,6 +92,25 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The bearer token, or the 401 for a request without one.
+pub fn required_bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    bearer_token(headers)
+        .ok_or_else(|| som_core::Error::Unauthorized("authentication credentials were not provided".into()).into())
+}
+
+/// The raw access token of `Authorization: Bearer <token>`, for the operations that act on the
+/// session presenting it (not only on its caller); 401 when there is none.
+#[derive(Debug, Clone)]
+pub struct Bearer(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        required_bearer_token(&parts.headers).map(|t| Bearer(t.to_owned()))
+    }
+}
+
 /// The authenticated caller, from `Authorization: Bearer <access token>`.
 #[derive(Debug, Clone, Copy)]
 pub struct Auth(pub Caller);
@@ -100,9 +119,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(token) = bearer_token(&parts.headers) else {
-            return Err(som_core::Error::Unauthorized("authentication credentials were not provided".into()).into());
-        };
+        let token = required_bearer_token(&parts.headers)?;
         Ok(Auth(state.som.authenticate(token).await?))
     }
 }

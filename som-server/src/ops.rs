@@ -60,8 +60,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics_handler(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     if let Some(token) = &s.metrics_token {
-        let presented =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let presented = crate::extract::bearer_token(&headers);
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes())) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,

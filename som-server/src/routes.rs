@@ -12,7 +12,7 @@ use som_core::{OrderListQuery, Registration};
 use crate::AppState;
 use crate::dto::*;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, IdempotencyKey, JsonBody};
+use crate::extract::{Auth, Bearer, IdempotencyKey, JsonBody};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -102,12 +102,11 @@ pub async fn revoke_all(State(s): State<AppState>, Auth(caller): Auth) -> ApiRes
     ))]
 pub async fn change_password(
     State(s): State<AppState>,
-    Auth(_caller): Auth,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     JsonBody(req): JsonBody<PasswordChangeRequest>,
 ) -> ApiResult<StatusCode> {
-    let token = crate::extract::bearer_token(&headers).unwrap_or_default();
-    s.som.change_password(token, &req.current_password, &req.new_password).await?;
+    // The token itself, not just its caller: the session presenting it is the one that stays.
+    s.som.change_password(&token, &req.current_password, &req.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

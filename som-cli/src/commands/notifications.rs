@@ -17,7 +17,7 @@ pub enum Notifications {
         #[arg(long, value_parser = parse_status)]
         status: Option<NotificationStatus>,
         /// Show at most this many (1-1000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(som_core::system::MAX_ADMIN_PAGE_SIZE)))]
         limit: u32,
         /// The `next_cursor` of the previous page.
         #[arg(long)]
@@ -79,16 +79,9 @@ impl Notifications {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
             Notifications::List { status, limit, cursor } => {
-                let mut rows: Vec<Row> = ctx
-                    .som
-                    .notifications(OPERATOR, status, cursor, limit + 1)
-                    .await?
-                    .into_iter()
-                    .map(Into::into)
-                    .collect();
-                let more = rows.len() > limit as usize;
-                rows.truncate(limit as usize);
-                let next_cursor = more.then(|| rows.last().map(|r| r.id.to_string())).flatten();
+                let page = ctx.som.notifications_page(OPERATOR, status, cursor, limit).await?;
+                let next_cursor = page.next_cursor;
+                let rows: Vec<Row> = page.items.into_iter().map(Into::into).collect();
                 let table = rows
                     .iter()
                     .map(|r| {

@@ -29,7 +29,7 @@ pub enum Users {
     /// List accounts, by id.
     List {
         /// Show at most this many (1-1000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(som_core::system::MAX_ADMIN_PAGE_SIZE)))]
         limit: u32,
         /// The `next_cursor` of the previous page.
         #[arg(long)]
@@ -102,11 +102,9 @@ impl Users {
                 ctx.out.record(&dto, &fields(&dto))
             }
             Users::List { limit, cursor } => {
-                let mut users: Vec<UserResponse> =
-                    ctx.som.list_users(OPERATOR, cursor, limit + 1).await?.into_iter().map(Into::into).collect();
-                let more = users.len() > limit as usize;
-                users.truncate(limit as usize);
-                let next_cursor = more.then(|| users.last().map(|u| u.id.to_string())).flatten();
+                let page = ctx.som.users_page(OPERATOR, cursor, limit).await?;
+                let next_cursor = page.next_cursor;
+                let users: Vec<UserResponse> = page.items.into_iter().map(Into::into).collect();
                 let rows = users
                     .iter()
                     .map(|u| {

@@ -123,7 +123,7 @@ impl TokenKeys {
             iss: ISSUER.into(),
             aud: ACCESS_AUDIENCE.into(),
             sub: user.to_string(),
-            exp: (now + self.access_ttl).timestamp(),
+            exp: later(now, self.access_ttl).timestamp(),
             iat: now.timestamp(),
             jti: crate::random_token(16),
             typ: "access".into(),
@@ -151,13 +151,13 @@ impl TokenKeys {
 
     /// When the session begun at `session_started_at` ends for good.
     pub fn session_end(&self, session_started_at: DateTime<Utc>) -> DateTime<Utc> {
-        session_started_at + self.session_max_age
+        later(session_started_at, self.session_max_age)
     }
 
     /// When a refresh token issued at `now` in a session begun at `session_started_at` expires:
     /// the refresh lifetime, never past the session's end.
     pub fn refresh_expiry(&self, now: DateTime<Utc>, session_started_at: DateTime<Utc>) -> DateTime<Utc> {
-        (now + self.refresh_ttl).min(self.session_end(session_started_at))
+        later(now, self.refresh_ttl).min(self.session_end(session_started_at))
     }
 
     /// The user and session of a valid, unexpired access token (whether the session is still
@@ -203,6 +203,12 @@ impl TokenKeys {
         }
         Ok(data.claims)
     }
+}
+
+/// `t + d`, or the latest representable time when that overflows (a lifetime configured as
+/// "forever").
+fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn invalid_token() -> Error {
@@ -269,6 +275,13 @@ mod tests {
         assert!(pair.refresh_expires_in <= 3600, "{}", pair.refresh_expires_in);
         let claims = k.verify_refresh(&pair.refresh).unwrap();
         assert_eq!(claims.session_started_at.timestamp(), started.timestamp());
+    }
+
+    #[test]
+    fn lifetimes_configured_as_forever_do_not_overflow() {
+        let k = TokenKeys::new(&[7u8; 32], Duration::MAX, Duration::MAX, Duration::MAX).unwrap();
+        let pair = k.issue_pair(UserId::new(1), "f", Utc::now(), "j", Utc::now());
+        assert!(pair.is_ok_and(|p| k.verify_access(&p.access).is_ok()));
     }
 
     #[test]

@@ -225,15 +225,15 @@ pub async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(s: DynStora
 pub async fn sessions_end_by_revocation_version_and_disabling(s: DynStorage) {
     let u = user(&s, "alice").await;
     let now = Utc::now();
+    let record = |jti: &str, family: &str| RefreshTokenRecord {
+        jti: jti.into(),
+        family: family.into(),
+        user_id: u.id,
+        expires_at: now + Duration::days(1),
+        session_started_at: now,
+    };
     let start = |jti: &str, family: &str| {
-        let s = Arc::clone(&s);
-        let rec = RefreshTokenRecord {
-            jti: jti.into(),
-            family: family.into(),
-            user_id: u.id,
-            expires_at: now + Duration::days(1),
-            session_started_at: now,
-        };
+        let (s, rec) = (Arc::clone(&s), record(jti, family));
         async move { s.insert_refresh_token(rec).await.unwrap() }
     };
     let live = |family: &'static str| {
@@ -252,26 +252,14 @@ pub async fn sessions_end_by_revocation_version_and_disabling(s: DynStorage) {
     assert!(!s.revoke_session(u.id, "a", now).await.unwrap(), "already ended");
     assert_eq!(live("a").await, Some(false));
     assert_eq!(live("b").await, Some(true));
-    let next = RefreshTokenRecord {
-        jti: "a2".into(),
-        family: "a".into(),
-        user_id: u.id,
-        expires_at: now + Duration::days(1),
-        session_started_at: now,
-    };
+    let next = record("a2", "a");
     assert_eq!(s.rotate_refresh_token(u.id, "a", "a1", next, now).await.unwrap(), RotateOutcome::Rejected);
 
     // A password change ends every session but the one that made it, in one transaction.
     assert!(s.end_sessions(u.id, Some("b"), Some("new-hash".into()), now).await.unwrap());
     assert_eq!((live("b").await, live("c").await, live("d").await), (Some(true), Some(false), Some(false)));
     assert_eq!(s.user_credentials("alice").await.unwrap().map(|(_, h)| h), Some("new-hash".to_owned()));
-    let next = RefreshTokenRecord {
-        jti: "b2".into(),
-        family: "b".into(),
-        user_id: u.id,
-        expires_at: now + Duration::days(1),
-        session_started_at: now,
-    };
+    let next = record("b2", "b");
     assert_eq!(s.rotate_refresh_token(u.id, "b", "b1", next, now).await.unwrap(), RotateOutcome::Rotated);
     assert!(!s.end_sessions(UserId::new(999_999), None, None, now).await.unwrap());
 

@@ -52,9 +52,9 @@ pub struct Detached {
 }
 
 impl Detached {
-    /// Wraps `inner`. Wrapping a `Detached` again returns it as it is (no second task per call).
+    /// Wraps `inner`.
     pub fn wrap(inner: DynStorage) -> DynStorage {
-        if inner.is_detached() { inner } else { Arc::new(Detached { inner }) }
+        Arc::new(Detached { inner })
     }
 }
 
@@ -77,10 +77,6 @@ where
 impl Storage for Detached {
     fn backend(&self) -> &'static str {
         self.inner.backend()
-    }
-
-    fn is_detached(&self) -> bool {
-        true
     }
 
     async fn schema_version(&self) -> Result<i64> {

@@ -272,12 +272,6 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// `Ok` when the database answers.
     async fn ping(&self) -> Result<()>;
 
-    /// True for a [`detached::Detached`] wrapper, whose operations already run as their own
-    /// tasks (so that it is not wrapped twice).
-    fn is_detached(&self) -> bool {
-        false
-    }
-
     /// Writes a consistent copy of the whole database to a new file at `destination` while the
     /// database stays in use. Backends whose servers have their own tools (PostgreSQL:
     /// `pg_dump`) refuse.
