@@ -23,9 +23,13 @@ use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier, SmtpNot
 use crate::payment::{MockProvider, PaymentProvider, PaymentRequest, ProviderError};
 use crate::storage::{
     DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
-    NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify, PaymentOutcome,
-    RefreshTokenRecord, RotateOutcome, Transition,
+    NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify,
+    PaymentOutcome, RefreshTokenRecord, RotateOutcome, Transition, UserQuery,
 };
+
+mod refunds;
+
+pub use refunds::REFUND_RECOVERY_AFTER;
 
 /// Default and largest page sizes for order lists.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -62,6 +66,13 @@ pub struct OrderListQuery {
     pub cursor: Option<String>,
     /// Page size, 1 to 200; 50 when `None`.
     pub limit: Option<u32>,
+    /// Staff and the system caller only: every user's orders (`user` is then ignored).
+    /// `Forbidden` for other callers.
+    pub all_users: bool,
+    /// Only orders placed at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only orders placed before this time.
+    pub created_before: Option<DateTime<Utc>>,
 }
 
 /// One page of a list, newest first.
@@ -269,6 +280,18 @@ fn provider_error(e: ProviderError) -> Error {
     }
 }
 
+/// Checks a caller's idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] characters, no control
+/// characters.
+fn validate_idempotency_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "idempotency_key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
 fn admin_page_size(limit: u32) -> Result<u32> {
     if (1..=MAX_ADMIN_PAGE_SIZE).contains(&limit) {
         Ok(limit)
@@ -284,6 +307,15 @@ fn request_hash<T: Serialize>(request: &T) -> Result<String> {
 
 fn not_found_order(id: OrderId) -> Error {
     Error::NotFound(format!("order {id}"))
+}
+
+fn cancel_conflict(id: OrderId, e: &crate::domain::IllegalTransition) -> Error {
+    match e.from {
+        OrderStatus::Paid | OrderStatus::PartiallyRefunded => {
+            Error::Conflict(format!("order {id}: {e}; refund its payment instead"))
+        }
+        _ => Error::Conflict(format!("order {id}: {e}")),
+    }
 }
 
 fn not_payable(id: OrderId, status: OrderStatus) -> Error {
@@ -572,17 +604,29 @@ impl OrderSystem {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may list users".into()));
         }
-        self.inner.storage.list_users(after, limit.clamp(1, 1000)).await
+        self.inner.storage.list_users(UserQuery { after, prefix: None, limit: limit.clamp(1, 1000) }).await
     }
 
-    /// A page of users by ascending id, after the previous page's `next_cursor`. Staff only;
-    /// `limit` 1 to [`MAX_ADMIN_PAGE_SIZE`].
-    pub async fn users_page(&self, caller: Caller, cursor: Option<UserId>, limit: u32) -> Result<Page<User>> {
+    /// A page of users by ascending id, after the previous page's `next_cursor`, optionally
+    /// only those whose username or email starts with `prefix` (case-insensitively). Staff
+    /// only; `limit` 1 to [`MAX_ADMIN_PAGE_SIZE`].
+    pub async fn users_page(
+        &self,
+        caller: Caller,
+        prefix: Option<&str>,
+        cursor: Option<UserId>,
+        limit: u32,
+    ) -> Result<Page<User>> {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may list users".into()));
         }
         let limit = admin_page_size(limit)?;
-        let users = self.inner.storage.list_users(cursor, limit + 1).await?;
+        let prefix = prefix.map(str::trim).filter(|p| !p.is_empty());
+        if prefix.is_some_and(|p| p.chars().count() > 254 || p.chars().any(char::is_control)) {
+            return Err(Error::invalid("q", "must be at most 254 characters without control characters"));
+        }
+        let query = UserQuery { after: cursor, prefix: prefix.map(str::to_owned), limit: limit + 1 };
+        let users = self.inner.storage.list_users(query).await?;
         Ok(Page::of(users, limit, |u| u.id.to_string()))
     }
 
@@ -615,12 +659,7 @@ impl OrderSystem {
         Fut: Future<Output = Result<T>>,
     {
         let Some(key) = key else { return run(None).await };
-        if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "idempotency_key",
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters without control characters"),
-            ));
-        }
+        validate_idempotency_key(key)?;
         let key = IdempotencyKey { scope: caller.scope(), operation, key: key.to_owned() };
         let hash = request_hash(request)?;
         let now = Self::now();
@@ -711,6 +750,7 @@ impl OrderSystem {
             let notify = self.order_notify(EventKind::OrderCreated, user);
             let order = self.inner.storage.insert_order(owner, caller.actor(), new, Self::now(), notify, slot).await?;
             self.inner.wake.notify_one();
+            metrics::counter!("som_orders_created_total").increment(1);
             Ok(order)
         })
         .await
@@ -732,14 +772,30 @@ impl OrderSystem {
             None => None,
             Some(c) => Some(c.parse::<OrderId>().map_err(|_| Error::invalid("cursor", "is not a valid cursor"))?),
         };
+        if query.all_users && !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may list every user's orders".into()));
+        }
         let user_id = match caller {
+            _ if query.all_users => None,
             Caller::User { id, is_staff } => Some(if is_staff { query.user.unwrap_or(id) } else { id }),
             Caller::System => query.user,
         };
+        if let (Some(after), Some(before)) = (query.created_after, query.created_before)
+            && after >= before
+        {
+            return Err(Error::invalid("created_before", "must be later than created_after"));
+        }
         let items = self
             .inner
             .storage
-            .list_orders(OrderQuery { user_id, status: query.status, before, limit: limit + 1 })
+            .list_orders(OrderQuery {
+                user_id,
+                status: query.status,
+                before,
+                created_after: query.created_after,
+                created_before: query.created_before,
+                limit: limit + 1,
+            })
             .await?;
         Ok(Page::of(items, limit, |o| o.id.to_string()))
     }
@@ -770,7 +826,7 @@ impl OrderSystem {
     pub async fn cancel_order(&self, caller: Caller, id: OrderId, idempotency_key: Option<&str>) -> Result<Order> {
         self.idempotent(caller, "cancel_order", idempotency_key, &id, |slot| async move {
             let order = self.order(caller, id).await?;
-            order.status.cancel().map_err(|e| Error::Conflict(format!("order {id}: {e}")))?;
+            order.status.cancel().map_err(|e| cancel_conflict(id, &e))?;
             let _guard = self.inner.order_locks.lock(id).await;
             let owner = self.owner(order.user_id).await?;
             let notify = self.order_notify(EventKind::OrderCancelled, owner);
@@ -779,10 +835,10 @@ impl OrderSystem {
                     self.inner.wake.notify_one();
                     Ok(order)
                 }
-                Transition::NotApplied(current) => Err(Error::Conflict(format!(
-                    "order {id}: {}",
-                    current.status.cancel().err().map_or_else(|| "changed concurrently".to_owned(), |e| e.to_string())
-                ))),
+                Transition::NotApplied(current) => Err(match current.status.cancel() {
+                    Err(e) => cancel_conflict(id, &e),
+                    Ok(_) => Error::Conflict(format!("order {id}: changed concurrently")),
+                }),
             }
         })
         .await
@@ -869,9 +925,17 @@ impl OrderSystem {
         id: PaymentId,
         idempotency_key: Option<&str>,
     ) -> Result<Payment> {
-        let payment = self
+        let result = self
             .idempotent(caller, "confirm_payment", idempotency_key, &id, |slot| self.confirm_inner(caller, id, slot))
-            .await?;
+            .await;
+        let outcome = match &result {
+            Ok(p) if p.status == PaymentStatus::Failed => "declined",
+            Ok(_) => "success",
+            Err(e) if e.is_retryable() => "transient",
+            Err(_) => "rejected",
+        };
+        metrics::counter!("som_payments_confirmed_total", "outcome" => outcome).increment(1);
+        let payment = result?;
         if payment.status == PaymentStatus::Failed {
             return Err(Error::PaymentDeclined(payment.failure_reason.unwrap_or_else(|| "declined".into())));
         }
@@ -943,15 +1007,18 @@ impl OrderSystem {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may list notifications".into()));
         }
-        self.inner.storage.list_notifications(status, after, limit.clamp(1, 1000)).await
+        let query = NotificationQuery { status, order: None, after, limit: limit.clamp(1, 1000) };
+        self.inner.storage.list_notifications(query).await
     }
 
-    /// A page of outbox rows by ascending id (optionally of one status), after the previous
-    /// page's `next_cursor`. Staff only; `limit` 1 to [`MAX_ADMIN_PAGE_SIZE`].
+    /// A page of outbox rows by ascending id (optionally of one status, or about one order),
+    /// after the previous page's `next_cursor`. Staff only; `limit` 1 to
+    /// [`MAX_ADMIN_PAGE_SIZE`].
     pub async fn notifications_page(
         &self,
         caller: Caller,
         status: Option<NotificationStatus>,
+        order: Option<OrderId>,
         cursor: Option<NotificationId>,
         limit: u32,
     ) -> Result<Page<OutboxEntry>> {
@@ -959,7 +1026,8 @@ impl OrderSystem {
             return Err(Error::Forbidden("only staff may list notifications".into()));
         }
         let limit = admin_page_size(limit)?;
-        let rows = self.inner.storage.list_notifications(status, cursor, limit + 1).await?;
+        let query = NotificationQuery { status, order, after: cursor, limit: limit + 1 };
+        let rows = self.inner.storage.list_notifications(query).await?;
         Ok(Page::of(rows, limit, |r| r.id.to_string()))
     }
 
@@ -980,7 +1048,8 @@ impl OrderSystem {
         }
     }
 
-    /// Outbox row counts per status.
+    /// Outbox row counts per status. (Front ends that serve it to callers check
+    /// [`Caller::is_staff`] first; the CLI and health checks call it directly.)
     pub async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
         self.inner.storage.notification_counts().await
     }
@@ -1002,6 +1071,23 @@ impl OrderSystem {
     /// woken right after each commit that wrote notifications, and polls for the rest.
     pub fn spawn_dispatcher(&self) -> DispatcherHandle {
         self.inner.storage.subscribe_outbox(Arc::clone(&self.inner.wake));
-        self.dispatcher().spawn(Arc::clone(&self.inner.wake))
+        let system = self.clone();
+        self.dispatcher().spawn(Arc::clone(&self.inner.wake)).with_companion(move |mut stop| async move {
+            // Refunds whose request died between reserving and finishing are finished here.
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    () = tokio::time::sleep(REFUND_RECOVERY_AFTER / 3) => {}
+                }
+                if *stop.borrow() {
+                    break;
+                }
+                match system.recover_refunds(REFUND_RECOVERY_AFTER).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(refunds = n, "finished pending refunds"),
+                    Err(e) => tracing::warn!(error = %e, "finishing pending refunds failed"),
+                }
+            }
+        })
     }
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use som_core::domain::{Caller, ItemInput, OrderInput, OrderStatus, PaymentStatus};
+use som_core::domain::{PaymentId, RefundInput, RefundStatus};
 use som_core::notify::{Notification, Notifier, NotifyError, RecordingNotifier};
 use som_core::payment::{
-    MockProvider, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment,
+    MockProvider, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment, ProviderRefund,
+    RefundRequest,
 };
 use som_core::storage::NotificationStatus;
 use som_core::{Config, Error, OrderListQuery, OrderSystem, Registration};
@@ -416,6 +418,9 @@ impl PaymentProvider for SlowProvider {
     async fn confirm(&self, id: &str) -> Result<ProviderCapture, ProviderError> {
         self.inner.confirm(id).await
     }
+    async fn refund(&self, request: &RefundRequest) -> Result<ProviderRefund, ProviderError> {
+        self.inner.refund(request).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -583,4 +588,169 @@ async fn operators_manage_users_and_issue_tokens() {
     assert_eq!(e.som.order(alice, order.id).await.unwrap().id, order.id);
     let history = e.som.order_history(alice, order.id).await.unwrap();
     assert_eq!(history[0].actor.to_string(), "system");
+}
+
+/// A paid order of 250.00 USD and its payment id, placed by `user` with `method`.
+async fn paid_order(som: &OrderSystem, user: Caller, method: &str) -> (som_core::domain::Order, PaymentId) {
+    let order = som.create_order(user, seed_order(), None).await.unwrap();
+    let p = som.initiate_payment(user, order.id, Some(method), None).await.unwrap();
+    som.confirm_payment(user, p.id, None).await.unwrap();
+    (order, p.id)
+}
+
+fn refund_of(amount: Option<&str>) -> RefundInput {
+    RefundInput { amount: amount.map(str::to_owned), reason: Some("damaged in transit".into()) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_refund_payments_in_part_and_in_full_once_each() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let mallory = signed_up(&e.som, "mallory").await;
+    let staff_user = e.som.create_user(Caller::System, reg("staff"), true).await.unwrap();
+    let staff = Caller::User { id: staff_user.id, is_staff: true };
+    let (order, pid) = paid_order(&e.som, alice, "mock_success").await;
+    // Only staff refund; the owner is told so, anyone else does not learn the payment exists.
+    assert!(matches!(e.som.refund_payment(alice, pid, refund_of(None), None).await, Err(Error::Forbidden(_))));
+    assert!(matches!(e.som.refund_payment(mallory, pid, refund_of(None), None).await, Err(Error::NotFound(_))));
+    // Bad amounts are field errors.
+    for bad in ["0", "-1", "1.001", "abc", "250.01"] {
+        let err = e.som.refund_payment(staff, pid, refund_of(Some(bad)), None).await.unwrap_err();
+        assert_eq!(fields(&err), vec!["amount"], "{bad}: {err:?}");
+    }
+    let part = e.som.refund_payment(staff, pid, refund_of(Some("100.00")), Some("r1")).await.unwrap();
+    assert_eq!((part.status, part.amount.amount_string().as_str()), (RefundStatus::Succeeded, "100.00"));
+    // The same key replays the refund; with another amount it is a mismatch.
+    assert_eq!(e.som.refund_payment(staff, pid, refund_of(Some("100.00")), Some("r1")).await.unwrap().id, part.id);
+    assert!(matches!(
+        e.som.refund_payment(staff, pid, refund_of(Some("5.00")), Some("r1")).await,
+        Err(Error::IdempotencyMismatch)
+    ));
+    let o = e.som.order(alice, order.id).await.unwrap();
+    assert_eq!((o.status, o.refunded.amount_string().as_str()), (OrderStatus::PartiallyRefunded, "100.00"));
+    let p = e.som.payment(alice, pid).await.unwrap();
+    assert_eq!((p.status, p.refundable().amount_string().as_str()), (PaymentStatus::PartiallyRefunded, "150.00"));
+    // More than is left is a conflict that names what is left.
+    let err = e.som.refund_payment(staff, pid, refund_of(Some("150.01")), None).await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict(m) if m.contains("150.00")), "{err:?}");
+    // A paid order is not cancelled; it is refunded.
+    let err = e.som.cancel_order(alice, order.id, None).await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict(m) if m.contains("refund")), "{err:?}");
+    // The rest, by default everything left.
+    let rest = e.som.refund_payment(Caller::System, pid, RefundInput::default(), None).await.unwrap();
+    assert_eq!(rest.amount.amount_string(), "150.00");
+    let o = e.som.order(alice, order.id).await.unwrap();
+    assert_eq!((o.status, o.refunded.amount_string().as_str()), (OrderStatus::Refunded, "250.00"));
+    assert_eq!(e.som.payment(alice, pid).await.unwrap().status, PaymentStatus::Refunded);
+    let err = e.som.refund_payment(staff, pid, RefundInput::default(), None).await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict(_)), "{err:?}");
+    // The owner sees the refunds; the provider made exactly two; history shows them.
+    let listed = e.som.payment_refunds(alice, pid).await.unwrap();
+    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![part.id, rest.id]);
+    assert!(matches!(e.som.payment_refunds(mallory, pid).await, Err(Error::NotFound(_))));
+    assert_eq!(e.mock.refunds_made(), (2, 25000));
+    let history = e.som.order_history(alice, order.id).await.unwrap();
+    let tail: Vec<_> = history.iter().rev().take(2).map(|ev| ev.to).collect();
+    assert_eq!(tail, vec![OrderStatus::Refunded, OrderStatus::PartiallyRefunded]);
+    // An unpaid order's payment cannot be refunded.
+    let unpaid = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let pending = e.som.initiate_payment(alice, unpaid.id, None, None).await.unwrap();
+    let err = e.som.refund_payment(staff, pending.id, RefundInput::default(), None).await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict(m) if m.contains("PENDING")), "{err:?}");
+    // Each refund told the customer.
+    let dispatcher = e.som.spawn_dispatcher();
+    e.notes.wait_for_deliveries(5, Duration::from_secs(10)).await;
+    dispatcher.shutdown().await;
+    let refunds: Vec<_> =
+        e.notes.delivered().into_iter().filter(|n| n.kind == som_core::domain::EventKind::RefundIssued).collect();
+    assert_eq!(refunds.len(), 2);
+    assert!(refunds.iter().any(|n| n.message.text.contains("100.00 USD") && n.message.subject == "Refund Issued"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_later() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let (_, declining) = paid_order(&e.som, alice, "mock_refund_decline").await;
+    let err = e.som.refund_payment(Caller::System, declining, refund_of(Some("10.00")), None).await.unwrap_err();
+    assert!(matches!(err, Error::PaymentDeclined(_)), "{err:?}");
+    let refunds = e.som.payment_refunds(Caller::System, declining).await.unwrap();
+    assert_eq!(refunds[0].status, RefundStatus::Failed);
+    let p = e.som.payment(Caller::System, declining).await.unwrap();
+    assert_eq!((p.status, p.refundable().amount_string().as_str()), (PaymentStatus::Success, "250.00"));
+
+    // The provider cannot be reached: 503, the refund stays PENDING with its amount set aside.
+    let (order, pid) = paid_order(&e.som, alice, "mock_success").await;
+    e.mock.script_refund([ProviderError::Transient("timeout".into())]);
+    let err = e.som.refund_payment(Caller::System, pid, refund_of(Some("50.00")), None).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    let pending = e.som.payment_refunds(Caller::System, pid).await.unwrap();
+    assert_eq!(pending.iter().map(|r| r.status).collect::<Vec<_>>(), vec![RefundStatus::Pending]);
+    assert_eq!(e.som.payment(Caller::System, pid).await.unwrap().refundable().amount_string(), "200.00");
+    // Too young to be presumed abandoned; then finished, once.
+    assert_eq!(e.som.recover_refunds(Duration::from_secs(60)).await.unwrap(), 0);
+    assert_eq!(e.som.recover_refunds(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(e.som.recover_refunds(Duration::ZERO).await.unwrap(), 0);
+    let done = e.som.payment_refunds(Caller::System, pid).await.unwrap();
+    assert_eq!(done[0].status, RefundStatus::Succeeded);
+    assert_eq!(e.som.order(Caller::System, order.id).await.unwrap().status, OrderStatus::PartiallyRefunded);
+    assert_eq!(e.mock.refunds_made(), (1, 5000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_partial_refunds_return_exactly_the_payment() {
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, items(&[("Widget", 1, "10.00")]), None).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
+    e.som.confirm_payment(alice, p.id, None).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let som = e.som.clone();
+        tasks.push(tokio::spawn(async move {
+            som.refund_payment(Caller::System, p.id, refund_of(Some("1.00")), None).await
+        }));
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(r.status, RefundStatus::Succeeded);
+                ok += 1;
+            }
+            Err(Error::Conflict(_)) => conflicts += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (10, 54));
+    let o = e.som.order(alice, order.id).await.unwrap();
+    assert_eq!((o.status, o.refunded.amount_string().as_str()), (OrderStatus::Refunded, "10.00"));
+    assert_eq!(e.mock.refunds_made(), (10, 1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_left_pending_by_a_crash_is_finished_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice;
+    let pid;
+    {
+        let mock = Arc::new(MockProvider::new(2));
+        let som = OrderSystem::builder().config(config(&dir)).provider(mock.clone()).build().await.unwrap();
+        alice = signed_up(&som, "alice").await;
+        pid = paid_order(&som, alice, "mock_success").await.1;
+        // The process "dies" between setting the refund aside and hearing from the provider.
+        mock.script_refund([ProviderError::Transient("connection reset".into())]);
+        assert!(som.refund_payment(Caller::System, pid, refund_of(Some("25.00")), Some("k")).await.is_err());
+    }
+    let mock = Arc::new(MockProvider::new(2));
+    let som = OrderSystem::builder().config(config(&dir)).provider(mock.clone()).build().await.unwrap();
+    assert_eq!(som.recover_refunds(Duration::ZERO).await.unwrap(), 1);
+    // The caller's retry with its key gets the same refund, not a second one.
+    let again = som.refund_payment(Caller::System, pid, refund_of(Some("25.00")), Some("k")).await.unwrap();
+    let refunds = som.payment_refunds(Caller::System, pid).await.unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!((refunds[0].id, refunds[0].status), (again.id, RefundStatus::Succeeded));
+    assert_eq!(refunds[0].provider_refund_id.as_deref(), Some(format!("mock_re_som-refund-{}", again.id).as_str()));
+    assert_eq!(mock.refunds_made(), (1, 2500));
+    assert_eq!(som.payment(alice, pid).await.unwrap().refunded.amount_string(), "25.00");
 }

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dto, error, ops, routes};
+use crate::{dto, error, ops, routes, staff};
 
 /// The API description served at `/api/openapi.json` and `/api/schema/`.
 #[derive(Debug, OpenApi)]
@@ -18,6 +18,9 @@ use crate::{dto, error, ops, routes};
         routes::list_orders, routes::create_order, routes::latest_order, routes::get_order,
         routes::cancel_order, routes::order_history,
         routes::initiate_payment, routes::create_payment, routes::confirm_payment, routes::get_payment,
+        staff::create_refund, staff::list_refunds,
+        staff::list_users, staff::get_user, staff::patch_user,
+        staff::list_notifications, staff::notification_counts, staff::retry_notification,
         ops::healthz, ops::readyz, ops::metrics_handler,
     ),
     components(schemas(
@@ -26,13 +29,16 @@ use crate::{dto, error, ops, routes};
         dto::OrderItemRequest, dto::CreateOrderRequest, dto::OrderItemResponse, dto::OrderResponse,
         dto::OrderEventResponse, dto::InitiatePaymentRequest, dto::ConfirmPaymentRequest, dto::PaymentResponse,
         dto::Health, dto::PaymentStatusSchema, routes::StatusParam, error::Problem,
+        dto::RefundRequestBody, dto::RefundResponse, dto::RefundStatusSchema, dto::UserPatchRequest,
+        dto::StaffUserResponse, dto::NotificationResponse, dto::NotificationCounts,
     )),
     modifiers(&BearerAuth, &StandardResponses, &Links),
     tags(
         (name = "accounts", description = "Registration and profile"),
         (name = "auth", description = "JWT access and refresh tokens"),
         (name = "orders", description = "Orders and their lifecycle"),
-        (name = "payments", description = "Payments through the configured provider"),
+        (name = "payments", description = "Payments and refunds through the configured provider"),
+        (name = "staff", description = "Staff operations: accounts and notifications (403 for everyone else)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )
 )]
@@ -52,7 +58,7 @@ impl Modify for BearerAuth {
 
 fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = (&String, &mut Operation)> {
     openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
-        [item.get.as_mut(), item.post.as_mut()].into_iter().flatten().map(move |op| (path, op))
+        [item.get.as_mut(), item.post.as_mut(), item.patch.as_mut()].into_iter().flatten().map(move |op| (path, op))
     })
 }
 

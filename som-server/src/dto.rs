@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use som_core::domain::{Order, OrderEvent, Payment, User};
+use som_core::domain::{Order, OrderEvent, Payment, Refund, User};
+use som_core::storage::OutboxEntry;
 use utoipa::ToSchema;
 
 /// A decimal amount given as a JSON string (`"100.00"`, exact) or number (`100.5`).
@@ -277,7 +278,10 @@ pub struct OrderResponse {
     /// ISO 4217 code.
     #[schema(example = "USD")]
     pub currency: String,
-    /// CREATED, PAID, CANCELLED or REFUNDED.
+    /// How much of the payment has been refunded.
+    #[schema(example = "0.00")]
+    pub refunded_amount: String,
+    /// CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED or REFUNDED.
     #[schema(value_type = crate::routes::StatusParam, example = "CREATED")]
     pub status: String,
     /// When it was placed.
@@ -294,6 +298,7 @@ impl From<Order> for OrderResponse {
             id: o.id.get(),
             user: o.user_id.get(),
             total_amount: o.total.amount_string(),
+            refunded_amount: o.refunded.amount_string(),
             currency: o.currency().code().to_owned(),
             items: o
                 .items
@@ -343,7 +348,7 @@ pub struct InitiatePaymentRequest {
     /// The order to pay.
     pub order_id: IdInput,
     /// Payment method; with the mock provider: mock_success (default), mock_decline,
-    /// mock_insufficient_funds, mock_transient_error.
+    /// mock_insufficient_funds, mock_transient_error, mock_refund_decline.
     #[serde(default)]
     #[schema(value_type = Option<MockMethod>)]
     pub method: Option<String>,
@@ -361,6 +366,8 @@ pub enum MockMethod {
     mock_insufficient_funds,
     /// Confirmation fails transiently (503) a configured number of times, then succeeds.
     mock_transient_error,
+    /// Confirmation succeeds; refunds of the payment are declined (402).
+    mock_refund_decline,
 }
 
 /// An ISO 4217 currency SOM accepts.
@@ -414,7 +421,10 @@ pub struct PaymentResponse {
     /// ISO 4217 code.
     #[schema(example = "USD")]
     pub currency: String,
-    /// PENDING, SUCCESS, FAILED, CANCELLED or REFUNDED.
+    /// How much of it has been refunded.
+    #[schema(example = "0.00")]
+    pub refunded_amount: String,
+    /// PENDING, SUCCESS, FAILED, CANCELLED, PARTIALLY_REFUNDED or REFUNDED.
     #[schema(value_type = PaymentStatusSchema, example = "PENDING")]
     pub status: String,
     /// Why it failed, when it did.
@@ -437,6 +447,7 @@ impl From<Payment> for PaymentResponse {
             provider_payment_id: p.provider_payment_id,
             method: p.method,
             amount: p.amount.amount_string(),
+            refunded_amount: p.refunded.amount_string(),
             currency: p.amount.currency().code().to_owned(),
             status: p.status.as_str().to_owned(),
             failure_reason: p.failure_reason,
@@ -458,7 +469,9 @@ pub enum PaymentStatusSchema {
     FAILED,
     /// Voided with its order.
     CANCELLED,
-    /// Refunded.
+    /// Captured, then partly refunded.
+    PARTIALLY_REFUNDED,
+    /// Captured, then fully refunded.
     REFUNDED,
 }
 
@@ -470,4 +483,199 @@ pub struct Health {
     /// What an operator must know while it holds (e.g. payments go through the mock provider).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// `POST /payments/{id}/refunds/`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequestBody {
+    /// How much, in the payment's currency with at most its minor digits; everything not yet
+    /// refunded (nor being refunded) when absent.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "1.00", pattern = "^[0-9]{1,15}(\\.[0-9]{1,3})?$")]
+    pub amount: Option<Decimal>,
+    /// Why (at most 500 characters); recorded and told to the customer.
+    #[serde(default)]
+    #[schema(example = "damaged in transit", max_length = 500)]
+    pub reason: Option<String>,
+}
+
+/// A refund.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundResponse {
+    /// Refund id.
+    #[schema(example = 3)]
+    pub id: i64,
+    /// The payment refunded.
+    #[schema(example = 7)]
+    pub payment: i64,
+    /// The payment's order.
+    #[schema(example = 1001)]
+    pub order: i64,
+    /// How much.
+    #[schema(example = "1.00")]
+    pub amount: String,
+    /// ISO 4217 code.
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// PENDING (the provider has not answered yet; finished automatically), SUCCEEDED or FAILED.
+    #[schema(value_type = RefundStatusSchema, example = "SUCCEEDED")]
+    pub status: String,
+    /// The provider's id for it.
+    pub provider_refund_id: Option<String>,
+    /// Why it was made.
+    pub reason: Option<String>,
+    /// Why the provider refused it.
+    pub failure_reason: Option<String>,
+    /// Who asked: `user:<id>` or `system`.
+    #[schema(example = "user:1")]
+    pub actor: String,
+    /// When it was asked for.
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Refund> for RefundResponse {
+    fn from(r: Refund) -> Self {
+        RefundResponse {
+            id: r.id.get(),
+            payment: r.payment_id.get(),
+            order: r.order_id.get(),
+            amount: r.amount.amount_string(),
+            currency: r.amount.currency().code().to_owned(),
+            status: r.status.as_str().to_owned(),
+            provider_refund_id: r.provider_refund_id,
+            reason: r.reason,
+            failure_reason: r.failure_reason,
+            actor: r.actor.to_string(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A refund status (documentation).
+#[derive(Debug, ToSchema)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms, dead_code)]
+pub enum RefundStatusSchema {
+    /// Amount set aside; the provider has not answered yet.
+    PENDING,
+    /// The money was returned.
+    SUCCEEDED,
+    /// The provider refused.
+    FAILED,
+}
+
+/// `PATCH /users/{id}/`: the fields to change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatchRequest {
+    /// Grant or revoke staff.
+    #[serde(default)]
+    pub is_staff: Option<bool>,
+    /// Enable or disable the account; disabling ends every session of it at once.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+/// An account as staff see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaffUserResponse {
+    /// Account id.
+    #[schema(example = 42)]
+    pub id: i64,
+    /// Username.
+    #[schema(example = "alice")]
+    pub username: String,
+    /// Email address; empty when none was given.
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+    /// Staff flag.
+    pub is_staff: bool,
+    /// False for a disabled account.
+    pub is_active: bool,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for StaffUserResponse {
+    fn from(u: User) -> Self {
+        StaffUserResponse {
+            id: u.id.get(),
+            username: u.username.to_string(),
+            email: u.email.map(|e| e.to_string()).unwrap_or_default(),
+            is_staff: u.is_staff,
+            is_active: u.is_active,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// One notification (a row of the outbox) and its delivery state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationResponse {
+    /// Notification id.
+    #[schema(example = 12)]
+    pub id: i64,
+    /// What happened: order_created, payment_succeeded, payment_failed, order_cancelled,
+    /// refund_issued.
+    #[schema(example = "order_created")]
+    pub kind: String,
+    /// The order it is about.
+    #[schema(example = 1001)]
+    pub order: i64,
+    /// Delivery channel: log, smtp or webhook.
+    #[schema(example = "smtp")]
+    pub channel: String,
+    /// Where it goes, when known.
+    pub recipient: Option<String>,
+    /// The message's subject.
+    #[schema(example = "Order Created Successfully")]
+    pub subject: String,
+    /// pending, sent, dead or skipped.
+    #[schema(example = "sent")]
+    pub status: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Not attempted again before this time.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl From<OutboxEntry> for NotificationResponse {
+    fn from(n: OutboxEntry) -> Self {
+        NotificationResponse {
+            id: n.id.get(),
+            kind: n.kind.as_str().to_owned(),
+            order: n.message.order_id.get(),
+            channel: n.channel,
+            recipient: n.recipient,
+            subject: n.message.subject,
+            status: n.status.as_str().to_owned(),
+            attempts: n.attempts,
+            next_attempt_at: n.next_attempt_at,
+            last_error: n.last_error,
+            created_at: n.created_at,
+            sent_at: n.sent_at,
+        }
+    }
+}
+
+/// How many notifications are in each delivery state.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct NotificationCounts {
+    /// Waiting for (another) delivery attempt.
+    pub pending: u64,
+    /// Delivered.
+    pub sent: u64,
+    /// Given up on; may be retried.
+    pub dead: u64,
+    /// Nothing to deliver on their channel.
+    pub skipped: u64,
 }

@@ -19,6 +19,8 @@ pub mod extract;
 pub mod ops;
 /// API handlers.
 pub mod routes;
+/// Refund, account and notification handlers (staff operations).
+pub mod staff;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -187,6 +189,12 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         ("/api/v1/payments/initiate", post(routes::initiate_payment)),
         ("/api/v1/payments/confirm", post(routes::confirm_payment)),
         ("/api/v1/payments/{id}", get(routes::get_payment)),
+        ("/api/v1/payments/{id}/refunds", get(staff::list_refunds).post(staff::create_refund)),
+        ("/api/v1/users", get(staff::list_users)),
+        ("/api/v1/users/{id}", get(staff::get_user).patch(staff::patch_user)),
+        ("/api/v1/notifications", get(staff::list_notifications)),
+        ("/api/v1/notifications/counts", get(staff::notification_counts)),
+        ("/api/v1/notifications/{id}/retry", post(staff::retry_notification)),
         ("/healthz", get(ops::healthz)),
         ("/readyz", get(ops::readyz)),
     ] {
@@ -211,7 +219,7 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     let cors = (!origins.is_empty()).then(|| {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([Method::GET, Method::POST, Method::PATCH])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
             .expose_headers([
                 header::LINK,

@@ -127,6 +127,12 @@ pub struct ListParams {
     /// Staff only: whose orders (others always see their own).
     #[param(minimum = 1)]
     pub user: Option<i64>,
+    /// Staff only: `true` lists every user's orders (`user` is then ignored); others get 403.
+    pub all: Option<bool>,
+    /// Only orders placed at or after this time (RFC 3339).
+    pub created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only orders placed before this time (RFC 3339).
+    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An order status.
@@ -139,7 +145,9 @@ pub enum StatusParam {
     PAID,
     /// Cancelled.
     CANCELLED,
-    /// Refunded.
+    /// Paid, then partly refunded.
+    PARTIALLY_REFUNDED,
+    /// Paid, then fully refunded.
     REFUNDED,
 }
 
@@ -155,7 +163,8 @@ pub struct IdempotencyHeader {
     pub idempotency_key: Option<String>,
 }
 
-/// The caller's orders, newest first, paginated by cursor.
+/// The caller's orders, newest first, paginated by cursor. Staff may list another user's
+/// (`?user=`) or everyone's (`?all=true`).
 #[utoipa::path(get, path = "/api/v1/orders/", tag = "orders", params(ListParams), security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of orders; when there are more, the `Link` header (rel=\"next\") points at the next page and `X-Next-Cursor` holds the cursor to pass as `?cursor=`",
@@ -164,6 +173,7 @@ pub struct IdempotencyHeader {
                 ("X-Next-Cursor" = String, description = "The `cursor` of the next page, when there are more"),
             )),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`all=true` from a caller who is not staff", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_orders(
     State(s): State<AppState>,
@@ -178,32 +188,87 @@ pub async fn list_orders(
         .transpose()?;
     let status = get("status")
         .map(|st| {
-            OrderStatus::parse(st)
-                .ok_or_else(|| ApiError::field("status", "must be CREATED, PAID, CANCELLED or REFUNDED"))
+            OrderStatus::parse(st).ok_or_else(|| {
+                ApiError::field("status", "must be CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED or REFUNDED")
+            })
         })
         .transpose()?;
     let user = get("user")
         .map(|u| u.parse::<UserId>().map_err(|_| ApiError::field("user", "must be a user id")))
         .transpose()?;
-    let query = OrderListQuery { user, status, cursor: get("cursor").map(str::to_owned), limit };
+    let all_users = get("all")
+        .map(|a| match a {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(ApiError::field("all", "must be true or false")),
+        })
+        .transpose()?
+        .unwrap_or(false);
+    let time = |key: &str| {
+        get(key)
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|_| ApiError::field(key, "must be an RFC 3339 time, e.g. 2026-11-30T09:00:00Z"))
+            })
+            .transpose()
+    };
+    let query = OrderListQuery {
+        user,
+        status,
+        cursor: get("cursor").map(str::to_owned),
+        limit,
+        all_users,
+        created_after: time("created_after")?,
+        created_before: time("created_before")?,
+    };
     let page = s.som.list_orders(caller, query).await?;
     let mut headers = HeaderMap::new();
     if let Some(next) = &page.next_cursor {
-        let mut link = format!("{}?cursor={next}", uri.path());
-        for key in ["limit", "status", "user"] {
-            if let Some(v) = get(key) {
-                link.push_str(&format!("&{key}={}", v.chars().filter(char::is_ascii_alphanumeric).collect::<String>()));
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
-            headers.insert(header::LINK, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(next) {
-            headers.insert("x-next-cursor", v);
-        }
+        next_page_headers(
+            &mut headers,
+            uri.path(),
+            next,
+            ["limit", "status", "user", "all", "created_after", "created_before"].map(|k| (k, get(k))),
+        );
     }
     let body: Vec<OrderResponse> = page.items.into_iter().map(Into::into).collect();
     Ok((headers, Json(body)))
+}
+
+/// `Link: <path?cursor=…&…>; rel="next"` and `X-Next-Cursor` for a list with more pages,
+/// repeating the request's own parameters (percent-encoded).
+pub(crate) fn next_page_headers<'a>(
+    headers: &mut HeaderMap,
+    path: &str,
+    next: &str,
+    params: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) {
+    let mut link = format!("{path}?cursor={}", percent_encode(next));
+    for (key, value) in params {
+        if let Some(v) = value {
+            link.push_str(&format!("&{key}={}", percent_encode(v)));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+        headers.insert(header::LINK, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(next) {
+        headers.insert("x-next-cursor", v);
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Place an order; the total is computed by the server.
@@ -228,7 +293,6 @@ pub async fn create_order(
         currency: req.currency,
     };
     let order = s.som.create_order(caller, input, key.as_deref()).await?;
-    metrics::counter!("som_orders_created_total").increment(1);
     Ok((StatusCode::CREATED, Json(OrderResponse::from(order))))
 }
 
@@ -350,15 +414,7 @@ pub async fn confirm_payment(
     JsonBody(req): JsonBody<ConfirmPaymentRequest>,
 ) -> ApiResult<Json<PaymentResponse>> {
     let id = req.payment_id.get().ok_or_else(|| ApiError::field("payment_id", "must be a positive integer"))?;
-    let result = s.som.confirm_payment(caller, PaymentId::new(id), key.as_deref()).await;
-    let outcome = match &result {
-        Ok(_) => "success",
-        Err(som_core::Error::PaymentDeclined(_)) => "declined",
-        Err(e) if e.is_retryable() => "transient",
-        Err(_) => "rejected",
-    };
-    metrics::counter!("som_payments_confirmed_total", "outcome" => outcome).increment(1);
-    Ok(Json(result?.into()))
+    Ok(Json(s.som.confirm_payment(caller, PaymentId::new(id), key.as_deref()).await?.into()))
 }
 
 /// One payment (the caller's own; staff may read any).

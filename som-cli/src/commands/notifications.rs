@@ -13,9 +13,12 @@ use crate::Ctx;
 pub enum Notifications {
     /// List notifications, oldest first.
     List {
-        /// Only this status: pending, sent or dead.
+        /// Only this status: pending, sent, dead or skipped.
         #[arg(long, value_parser = parse_status)]
         status: Option<NotificationStatus>,
+        /// Only notifications about this order.
+        #[arg(long)]
+        order: Option<som_core::domain::OrderId>,
         /// Show at most this many (1-1000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(som_core::system::MAX_ADMIN_PAGE_SIZE)))]
         limit: u32,
@@ -78,8 +81,8 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 impl Notifications {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
-            Notifications::List { status, limit, cursor } => {
-                let page = ctx.som.notifications_page(OPERATOR, status, cursor, limit).await?;
+            Notifications::List { status, order, limit, cursor } => {
+                let page = ctx.som.notifications_page(OPERATOR, status, order, cursor, limit).await?;
                 let next_cursor = page.next_cursor;
                 let rows: Vec<Row> = page.items.into_iter().map(Into::into).collect();
                 let table = rows

@@ -31,9 +31,15 @@ pub enum Orders {
         /// Only this user's orders (username or id); everyone's otherwise.
         #[arg(long)]
         user: Option<String>,
-        /// Only orders in this status: CREATED, PAID, CANCELLED, REFUNDED.
+        /// Only orders in this status: CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED, REFUNDED.
         #[arg(long, value_parser = parse_status)]
         status: Option<OrderStatus>,
+        /// Only orders placed at or after this time (RFC 3339, e.g. 2026-11-30T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only orders placed before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
         /// Page size (1-200).
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -83,7 +89,13 @@ fn parse_item(raw: &str) -> Result<ItemInput, String> {
 }
 
 fn parse_status(raw: &str) -> Result<OrderStatus, String> {
-    OrderStatus::parse(raw).ok_or_else(|| "expected CREATED, PAID, CANCELLED or REFUNDED".into())
+    OrderStatus::parse(raw).ok_or_else(|| "expected CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED or REFUNDED".into())
+}
+
+fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| "expected an RFC 3339 time such as 2026-11-30T09:00:00Z".into())
 }
 
 /// `key: value` lines of an order.
@@ -93,6 +105,7 @@ pub fn order_fields(o: &OrderResponse) -> Vec<(&'static str, String)> {
         ("user", o.user.to_string()),
         ("status", o.status.clone()),
         ("total", format!("{} {}", o.total_amount, o.currency)),
+        ("refunded", format!("{} {}", o.refunded_amount, o.currency)),
         ("created", o.created_at.to_rfc3339()),
     ];
     for item in &o.items {
@@ -111,13 +124,21 @@ impl Orders {
                 let dto = OrderResponse::from(order);
                 ctx.out.record(&dto, &order_fields(&dto))
             }
-            Orders::List { user, status, limit, cursor } => {
+            Orders::List { user, status, created_after, created_before, limit, cursor } => {
                 let user = match user {
                     Some(u) => Some(resolve_user_id(ctx, &u).await?),
                     None => None,
                 };
-                let page =
-                    ctx.som.list_orders(OPERATOR, OrderListQuery { user, status, cursor, limit: Some(limit) }).await?;
+                let query = OrderListQuery {
+                    user,
+                    status,
+                    cursor,
+                    limit: Some(limit),
+                    created_after,
+                    created_before,
+                    ..OrderListQuery::default()
+                };
+                let page = ctx.som.list_orders(OPERATOR, query).await?;
                 let orders: Vec<OrderResponse> = page.items.into_iter().map(Into::into).collect();
                 // Usernames beside user ids: one lookup per distinct user on the page.
                 let mut names = std::collections::HashMap::new();

@@ -1,8 +1,8 @@
 //! `som pay …`
 
 use clap::Subcommand;
-use som_core::domain::{OrderId, PaymentId};
-use som_server::dto::PaymentResponse;
+use som_core::domain::{OrderId, PaymentId, RefundInput};
+use som_server::dto::{PaymentResponse, RefundResponse};
 
 use super::OPERATOR;
 use crate::Ctx;
@@ -14,7 +14,8 @@ pub enum Pay {
     Initiate {
         /// Order id.
         order_id: OrderId,
-        /// Payment method: mock_success (default), mock_decline, mock_insufficient_funds, mock_transient_error.
+        /// Payment method: mock_success (default), mock_decline, mock_insufficient_funds, mock_transient_error,
+        /// mock_refund_decline.
         #[arg(long)]
         method: Option<String>,
     },
@@ -28,6 +29,37 @@ pub enum Pay {
         /// Payment id.
         payment_id: PaymentId,
     },
+    /// Refund a captured payment, fully or in part.
+    Refund {
+        /// Payment id.
+        payment_id: PaymentId,
+        /// How much, e.g. 1.00 (default: everything not yet refunded).
+        #[arg(long)]
+        amount: Option<String>,
+        /// Why (recorded, and told to the customer).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Idempotency key: repeating the command with it returns the same refund.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// List a payment's refunds.
+    Refunds {
+        /// Payment id.
+        payment_id: PaymentId,
+    },
+}
+
+fn refund_fields(r: &RefundResponse) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", r.id.to_string()),
+        ("payment", r.payment.to_string()),
+        ("order", r.order.to_string()),
+        ("status", r.status.clone()),
+        ("amount", format!("{} {}", r.amount, r.currency)),
+        ("reason", r.reason.clone().unwrap_or_else(|| crate::output::NONE.into())),
+        ("provider", r.provider_refund_id.clone().unwrap_or_else(|| crate::output::NONE.into())),
+    ]
 }
 
 fn fields(p: &PaymentResponse) -> Vec<(&'static str, String)> {
@@ -36,6 +68,7 @@ fn fields(p: &PaymentResponse) -> Vec<(&'static str, String)> {
         ("order", p.order.to_string()),
         ("status", p.status.clone()),
         ("amount", format!("{} {}", p.amount, p.currency)),
+        ("refunded", format!("{} {}", p.refunded_amount, p.currency)),
         ("method", p.method.clone()),
         ("provider", format!("{} ({})", p.provider, p.provider_payment_id)),
         ("transaction", p.transaction_id.clone()),
@@ -50,6 +83,30 @@ impl Pay {
             }
             Pay::Confirm { payment_id } => ctx.som.confirm_payment(OPERATOR, payment_id, None).await?,
             Pay::Show { payment_id } => ctx.som.payment(OPERATOR, payment_id).await?,
+            Pay::Refund { payment_id, amount, reason, idempotency_key } => {
+                let input = RefundInput { amount, reason };
+                let refund = ctx.som.refund_payment(OPERATOR, payment_id, input, idempotency_key.as_deref()).await?;
+                let dto = RefundResponse::from(refund);
+                return ctx.out.record(&dto, &refund_fields(&dto));
+            }
+            Pay::Refunds { payment_id } => {
+                let refunds: Vec<RefundResponse> =
+                    ctx.som.payment_refunds(OPERATOR, payment_id).await?.into_iter().map(Into::into).collect();
+                let rows = refunds
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            r.status.clone(),
+                            format!("{} {}", r.amount, r.currency),
+                            r.reason.clone().unwrap_or_else(|| crate::output::NONE.into()),
+                            r.actor.clone(),
+                            r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        ]
+                    })
+                    .collect();
+                return ctx.out.table(&refunds, None, &["id", "status", "amount", "reason", "actor", "created"], rows);
+            }
         };
         let dto = PaymentResponse::from(payment);
         ctx.out.record(&dto, &fields(&dto))

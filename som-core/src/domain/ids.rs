@@ -79,3 +79,9 @@ mod tests {
         assert_eq!(serde_json::to_string(&PaymentId::new(7)).ok().as_deref(), Some("7"));
     }
 }
+
+id_type!(
+    /// Identifies a refund of a payment.
+    RefundId,
+    "refund_id"
+);

@@ -10,12 +10,17 @@ mod money;
 mod notification;
 mod order;
 mod payment;
+mod refund;
 mod user;
 
 pub use caller::Caller;
-pub use ids::{NotificationId, OrderId, PaymentId, UserId};
+pub use ids::{NotificationId, OrderId, PaymentId, RefundId, UserId};
 pub use money::{Currency, Money, MoneyError};
 pub use notification::{EventKind, Message, MessageItem};
-pub use order::{Actor, IllegalTransition, ItemInput, NewOrder, Order, OrderEvent, OrderInput, OrderItem, OrderStatus};
+pub use order::{
+    Actor, IllegalTransition, ItemInput, NewOrder, Order, OrderEvent, OrderInput, OrderItem, OrderStatus,
+    is_disallowed_in_text,
+};
 pub use payment::{Payment, PaymentStatus};
+pub use refund::{Refund, RefundInput, RefundStatus};
 pub use user::{Email, Password, User, Username};

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Order, OrderId, Payment, PaymentId, User, UserId};
+use super::{Order, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -18,6 +18,8 @@ pub enum EventKind {
     PaymentFailed,
     /// An order was cancelled.
     OrderCancelled,
+    /// Money was returned on a payment.
+    RefundIssued,
 }
 
 impl EventKind {
@@ -28,14 +30,21 @@ impl EventKind {
             EventKind::PaymentSucceeded => "payment_succeeded",
             EventKind::PaymentFailed => "payment_failed",
             EventKind::OrderCancelled => "order_cancelled",
+            EventKind::RefundIssued => "refund_issued",
         }
     }
 
     /// Parses a name as written by [`EventKind::as_str`].
     pub fn parse(raw: &str) -> Option<EventKind> {
-        [EventKind::OrderCreated, EventKind::PaymentSucceeded, EventKind::PaymentFailed, EventKind::OrderCancelled]
-            .into_iter()
-            .find(|k| k.as_str() == raw)
+        [
+            EventKind::OrderCreated,
+            EventKind::PaymentSucceeded,
+            EventKind::PaymentFailed,
+            EventKind::OrderCancelled,
+            EventKind::RefundIssued,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
     }
 }
 
@@ -69,8 +78,11 @@ pub struct Message {
     pub email: Option<String>,
     /// The order.
     pub order_id: OrderId,
-    /// The payment, for payment events.
+    /// The payment, for payment and refund events.
     pub payment_id: Option<PaymentId>,
+    /// The refund, for refund events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<RefundId>,
     /// The amount, with the currency's digits.
     pub amount: String,
     /// ISO 4217 code.
@@ -116,6 +128,10 @@ impl Message {
             EventKind::OrderCancelled => {
                 ("Order Cancelled".to_owned(), format!("Your order #{id} of {money} has been cancelled."))
             }
+            EventKind::RefundIssued => (
+                "Refund Issued".to_owned(),
+                format!("A refund of {money} for your order #{id} has been issued to your original payment method."),
+            ),
         };
         Message {
             kind,
@@ -124,6 +140,7 @@ impl Message {
             email: user.email.as_ref().map(ToString::to_string),
             order_id: id,
             payment_id: payment.map(|p| p.id),
+            refund_id: None,
             amount: amount.amount_string(),
             currency: amount.currency().code().to_owned(),
             items: order
@@ -137,8 +154,20 @@ impl Message {
         }
     }
 
+    /// The message for a succeeded refund: its amount, the order, the payment.
+    pub fn refund(user: &User, order: &Order, payment: &Payment, refund: &Refund) -> Message {
+        let mut with_amount = payment.clone();
+        with_amount.amount = refund.amount;
+        let mut m = Message::new(EventKind::RefundIssued, user, order, Some(&with_amount), refund.reason.as_deref());
+        m.refund_id = Some(refund.id);
+        m
+    }
+
     /// `kind:entity` — the same event always has the same key, so a re-delivery is recognisable.
     pub fn dedupe_key(&self) -> String {
+        if let (EventKind::RefundIssued, Some(r)) = (self.kind, self.refund_id) {
+            return format!("{}:refund:{r}", self.kind);
+        }
         match (self.kind, self.payment_id) {
             (EventKind::PaymentSucceeded | EventKind::PaymentFailed, Some(p)) => format!("{}:payment:{p}", self.kind),
             _ => format!("{}:order:{}", self.kind, self.order_id),

@@ -10,7 +10,8 @@ use crate::error::ValidationErrors;
 
 /// Where an order is in its life.
 ///
-/// `CREATED → PAID`, `CREATED → CANCELLED`, `PAID → REFUNDED`; nothing else.
+/// `CREATED → PAID`, `CREATED → CANCELLED`, `PAID → PARTIALLY_REFUNDED → REFUNDED` (or
+/// `PAID → REFUNDED` at once); nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
@@ -20,7 +21,9 @@ pub enum OrderStatus {
     Paid,
     /// Cancelled before payment.
     Cancelled,
-    /// Paid, then refunded.
+    /// Paid, then part of the payment was returned.
+    PartiallyRefunded,
+    /// Paid, then all of the payment was returned.
     Refunded,
 }
 
@@ -36,8 +39,13 @@ pub struct IllegalTransition {
 
 impl OrderStatus {
     /// All statuses, in lifecycle order.
-    pub const ALL: [OrderStatus; 4] =
-        [OrderStatus::Created, OrderStatus::Paid, OrderStatus::Cancelled, OrderStatus::Refunded];
+    pub const ALL: [OrderStatus; 5] = [
+        OrderStatus::Created,
+        OrderStatus::Paid,
+        OrderStatus::Cancelled,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+    ];
 
     /// The upper-case name used in storage and JSON.
     pub fn as_str(self) -> &'static str {
@@ -45,6 +53,7 @@ impl OrderStatus {
             OrderStatus::Created => "CREATED",
             OrderStatus::Paid => "PAID",
             OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
             OrderStatus::Refunded => "REFUNDED",
         }
     }
@@ -70,10 +79,13 @@ impl OrderStatus {
         }
     }
 
-    /// `PAID → REFUNDED`: the payment was returned.
-    pub fn refund(self) -> Result<OrderStatus, IllegalTransition> {
+    /// `PAID | PARTIALLY_REFUNDED → PARTIALLY_REFUNDED | REFUNDED`: money was returned;
+    /// `fully` when nothing of the payment is left.
+    pub fn refund(self, fully: bool) -> Result<OrderStatus, IllegalTransition> {
         match self {
-            OrderStatus::Paid => Ok(OrderStatus::Refunded),
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded => {
+                Ok(if fully { OrderStatus::Refunded } else { OrderStatus::PartiallyRefunded })
+            }
             from => Err(IllegalTransition { from, action: "refunded" }),
         }
     }
@@ -237,6 +249,8 @@ pub struct Order {
     pub items: Vec<OrderItem>,
     /// Σ quantity × price, in the order's currency.
     pub total: Money,
+    /// How much of its payment has been returned (zero until a refund succeeds).
+    pub refunded: Money,
     /// When it was placed.
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
@@ -257,6 +271,8 @@ struct OrderWire {
     user: UserId,
     items: Vec<ItemWire>,
     total_amount: String,
+    #[serde(default)]
+    refunded_amount: Option<String>,
     currency: Currency,
     status: OrderStatus,
     created_at: DateTime<Utc>,
@@ -277,6 +293,7 @@ impl From<Order> for OrderWire {
             user: o.user_id,
             currency: o.total.currency(),
             total_amount: o.total.amount_string(),
+            refunded_amount: Some(o.refunded.amount_string()),
             items: o
                 .items
                 .into_iter()
@@ -303,6 +320,10 @@ impl TryFrom<OrderWire> for Order {
             status: w.status,
             items,
             total: Money::parse(&w.total_amount, w.currency)?,
+            refunded: match &w.refunded_amount {
+                Some(r) => Money::parse(r, w.currency)?,
+                None => Money::zero(w.currency),
+            },
             created_at: w.created_at,
             updated_at: w.updated_at,
         })
@@ -458,13 +479,17 @@ mod tests {
         use OrderStatus::*;
         assert_eq!(Created.pay(), Ok(Paid));
         assert_eq!(Created.cancel(), Ok(Cancelled));
-        assert_eq!(Paid.refund(), Ok(Refunded));
-        for s in [Paid, Cancelled, Refunded] {
+        assert_eq!(Paid.refund(true), Ok(Refunded));
+        assert_eq!(Paid.refund(false), Ok(PartiallyRefunded));
+        assert_eq!(PartiallyRefunded.refund(false), Ok(PartiallyRefunded));
+        assert_eq!(PartiallyRefunded.refund(true), Ok(Refunded));
+        for s in [Paid, Cancelled, PartiallyRefunded, Refunded] {
             assert!(s.pay().is_err());
             assert!(s.cancel().is_err());
         }
         for s in [Created, Cancelled, Refunded] {
-            assert!(s.refund().is_err());
+            assert!(s.refund(false).is_err());
+            assert!(s.refund(true).is_err());
         }
         assert_eq!(Paid.cancel().map_err(|e| e.to_string()), Err("order is PAID; it cannot be cancelled".into()));
     }
@@ -478,6 +503,7 @@ mod tests {
             status: OrderStatus::Created,
             items: new.items().to_vec(),
             total: new.total(),
+            refunded: Money::zero(Currency::USD),
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };

@@ -9,7 +9,8 @@ use super::{Currency, Money, OrderId, PaymentId, UserId};
 
 /// Where a payment is in its life.
 ///
-/// `PENDING → SUCCESS | FAILED | CANCELLED`, `SUCCESS → REFUNDED`.
+/// `PENDING → SUCCESS | FAILED | CANCELLED`, `SUCCESS → PARTIALLY_REFUNDED → REFUNDED` (or
+/// `SUCCESS → REFUNDED` at once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentStatus {
@@ -21,17 +22,20 @@ pub enum PaymentStatus {
     Failed,
     /// Voided because its order was cancelled.
     Cancelled,
-    /// Returned to the payer.
+    /// Captured, then part of it was returned to the payer.
+    PartiallyRefunded,
+    /// Captured, then all of it was returned to the payer.
     Refunded,
 }
 
 impl PaymentStatus {
     /// All statuses.
-    pub const ALL: [PaymentStatus; 5] = [
+    pub const ALL: [PaymentStatus; 6] = [
         PaymentStatus::Pending,
         PaymentStatus::Success,
         PaymentStatus::Failed,
         PaymentStatus::Cancelled,
+        PaymentStatus::PartiallyRefunded,
         PaymentStatus::Refunded,
     ];
 
@@ -42,6 +46,7 @@ impl PaymentStatus {
             PaymentStatus::Success => "SUCCESS",
             PaymentStatus::Failed => "FAILED",
             PaymentStatus::Cancelled => "CANCELLED",
+            PaymentStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
             PaymentStatus::Refunded => "REFUNDED",
         }
     }
@@ -54,6 +59,17 @@ impl PaymentStatus {
     /// True for PENDING and SUCCESS: at most one such payment exists per order.
     pub fn is_live(self) -> bool {
         matches!(self, PaymentStatus::Pending | PaymentStatus::Success)
+    }
+
+    /// True when money was captured and some of it may still be returned.
+    pub fn is_refundable(self) -> bool {
+        matches!(self, PaymentStatus::Success | PaymentStatus::PartiallyRefunded)
+    }
+
+    /// `SUCCESS | PARTIALLY_REFUNDED → PARTIALLY_REFUNDED | REFUNDED`: a refund succeeded;
+    /// `fully` when nothing of the payment is left. `None` from any other status.
+    pub fn refund(self, fully: bool) -> Option<PaymentStatus> {
+        self.is_refundable().then_some(if fully { PaymentStatus::Refunded } else { PaymentStatus::PartiallyRefunded })
     }
 }
 
@@ -85,6 +101,10 @@ pub struct Payment {
     pub attempt: u32,
     /// Always the order's total.
     pub amount: Money,
+    /// How much of it has been returned by succeeded refunds.
+    pub refunded: Money,
+    /// How much refunds still in flight (PENDING) have set aside.
+    pub refund_pending: Money,
     /// Where it is in its life.
     pub status: PaymentStatus,
     /// Why it failed, when it did.
@@ -106,6 +126,10 @@ struct PaymentWire {
     method: String,
     attempt: u32,
     amount: String,
+    #[serde(default)]
+    refunded_amount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refund_pending_amount: Option<String>,
     currency: Currency,
     status: PaymentStatus,
     failure_reason: Option<String>,
@@ -125,6 +149,8 @@ impl From<Payment> for PaymentWire {
             method: p.method,
             attempt: p.attempt,
             amount: p.amount.amount_string(),
+            refunded_amount: Some(p.refunded.amount_string()),
+            refund_pending_amount: p.refund_pending.is_positive().then(|| p.refund_pending.amount_string()),
             currency: p.amount.currency(),
             status: p.status,
             failure_reason: p.failure_reason,
@@ -147,11 +173,27 @@ impl TryFrom<PaymentWire> for Payment {
             method: w.method,
             attempt: w.attempt,
             amount: Money::parse(&w.amount, w.currency)?,
+            refunded: optional_money(w.refunded_amount.as_deref(), w.currency)?,
+            refund_pending: optional_money(w.refund_pending_amount.as_deref(), w.currency)?,
             status: w.status,
             failure_reason: w.failure_reason,
             created_at: w.created_at,
             updated_at: w.updated_at,
         })
+    }
+}
+
+fn optional_money(text: Option<&str>, currency: Currency) -> Result<Money, super::MoneyError> {
+    text.map_or(Ok(Money::zero(currency)), |t| Money::parse(t, currency))
+}
+
+impl Payment {
+    /// What may still be refunded: the amount less what succeeded and what is in flight.
+    pub fn refundable(&self) -> Money {
+        Money::from_minor(
+            self.amount.minor() - self.refunded.minor() - self.refund_pending.minor(),
+            self.amount.currency(),
+        )
     }
 }
 
@@ -165,6 +207,11 @@ mod tests {
         assert_eq!(live, vec![PaymentStatus::Pending, PaymentStatus::Success]);
         assert_eq!(PaymentStatus::parse("success"), Some(PaymentStatus::Success));
         assert_eq!(PaymentStatus::parse("paid"), None);
+        assert_eq!(PaymentStatus::Success.refund(false), Some(PaymentStatus::PartiallyRefunded));
+        assert_eq!(PaymentStatus::PartiallyRefunded.refund(true), Some(PaymentStatus::Refunded));
+        for s in [PaymentStatus::Pending, PaymentStatus::Failed, PaymentStatus::Cancelled, PaymentStatus::Refunded] {
+            assert_eq!(s.refund(true), None);
+        }
     }
 
     #[test]
@@ -179,6 +226,8 @@ mod tests {
             method: "mock_success".into(),
             attempt: 1,
             amount: Money::from_minor(25000, Currency::USD),
+            refunded: Money::zero(Currency::USD),
+            refund_pending: Money::zero(Currency::USD),
             status: PaymentStatus::Pending,
             failure_reason: None,
             created_at: Utc::now(),

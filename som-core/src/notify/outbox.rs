@@ -170,7 +170,7 @@ impl Dispatcher {
                 }
             }
         });
-        DispatcherHandle { stop: stop_tx, task: Some(task) }
+        DispatcherHandle { stop: stop_tx, task: Some(task), companions: Vec::new() }
     }
 }
 
@@ -180,9 +180,22 @@ impl Dispatcher {
 pub struct DispatcherHandle {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// Background chores that live and stop with the dispatcher (finishing pending refunds).
+    companions: Vec<JoinHandle<()>>,
 }
 
 impl DispatcherHandle {
+    /// Runs `chore` alongside the dispatcher; it is told to stop (its receiver changes to
+    /// `true`) when the dispatcher is shut down, and aborted when the handle is dropped.
+    pub(crate) fn with_companion<F, Fut>(mut self, chore: F) -> Self
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.companions.push(tokio::spawn(chore(self.stop.subscribe())));
+        self
+    }
+
     /// Finishes the delivery in progress, releases the rest of the batch, and waits for the
     /// dispatcher to stop.
     pub async fn shutdown(mut self) {
@@ -192,11 +205,17 @@ impl DispatcherHandle {
         {
             tracing::warn!(error = %e, "dispatcher task ended abnormally");
         }
+        for chore in std::mem::take(&mut self.companions) {
+            let _ = chore.await;
+        }
     }
 }
 
 impl Drop for DispatcherHandle {
     fn drop(&mut self) {
+        for chore in &self.companions {
+            chore.abort();
+        }
         if let Some(task) = self.task.take() {
             task.abort();
         }

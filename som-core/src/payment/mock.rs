@@ -3,7 +3,8 @@
 //! The payment method chooses the outcome, like a card processor's test cards:
 //! `mock_success` (the default), `mock_decline`, `mock_insufficient_funds`, and
 //! `mock_transient_error` (confirmation fails transiently a set number of times, then
-//! succeeds). The outcome is encoded in the provider payment id, so another process (the CLI
+//! succeeds), and `mock_refund_decline` (the payment succeeds; its refunds are declined).
+//! Refunds succeed otherwise. The outcome is encoded in the provider payment id, so another process (the CLI
 //! confirming what the server initiated) gets the same answer.
 
 use std::collections::HashMap;
@@ -12,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use super::{PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment};
+use super::{
+    PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment, ProviderRefund, RefundRequest,
+};
 
 /// What the mock does with a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +28,14 @@ pub enum MockOutcome {
     InsufficientFunds,
     /// Confirmation fails transiently, then succeeds.
     TransientError,
+    /// Confirmation succeeds; refunds of the payment are declined.
+    RefundDecline,
 }
 
 impl MockOutcome {
     /// The payment method names, in the order of [`MockOutcome`]'s variants.
-    pub const METHODS: [&'static str; 4] =
-        ["mock_success", "mock_decline", "mock_insufficient_funds", "mock_transient_error"];
+    pub const METHODS: [&'static str; 5] =
+        ["mock_success", "mock_decline", "mock_insufficient_funds", "mock_transient_error", "mock_refund_decline"];
 
     /// The outcome a method name selects.
     pub fn from_method(method: &str) -> Option<MockOutcome> {
@@ -39,6 +44,7 @@ impl MockOutcome {
             "mock_decline" => Some(MockOutcome::Decline),
             "mock_insufficient_funds" => Some(MockOutcome::InsufficientFunds),
             "mock_transient_error" => Some(MockOutcome::TransientError),
+            "mock_refund_decline" => Some(MockOutcome::RefundDecline),
             _ => None,
         }
     }
@@ -49,13 +55,20 @@ impl MockOutcome {
             MockOutcome::Decline => "d",
             MockOutcome::InsufficientFunds => "i",
             MockOutcome::TransientError => "t",
+            MockOutcome::RefundDecline => "r",
         }
     }
 
     fn from_code(code: &str) -> Option<MockOutcome> {
-        [MockOutcome::Success, MockOutcome::Decline, MockOutcome::InsufficientFunds, MockOutcome::TransientError]
-            .into_iter()
-            .find(|o| o.code() == code)
+        [
+            MockOutcome::Success,
+            MockOutcome::Decline,
+            MockOutcome::InsufficientFunds,
+            MockOutcome::TransientError,
+            MockOutcome::RefundDecline,
+        ]
+        .into_iter()
+        .find(|o| o.code() == code)
     }
 }
 
@@ -66,8 +79,11 @@ pub struct MockProvider {
     failures_seen: Mutex<HashMap<String, u32>>,
     scripted_initiate: Mutex<Vec<ProviderError>>,
     scripted_confirm: Mutex<Vec<ProviderError>>,
+    scripted_refund: Mutex<Vec<ProviderError>>,
+    refunds: Mutex<HashMap<String, (String, i64)>>,
     initiate_calls: AtomicU64,
     confirm_calls: AtomicU64,
+    refund_calls: AtomicU64,
 }
 
 impl Default for MockProvider {
@@ -85,8 +101,11 @@ impl MockProvider {
             failures_seen: Mutex::new(HashMap::new()),
             scripted_initiate: Mutex::new(Vec::new()),
             scripted_confirm: Mutex::new(Vec::new()),
+            scripted_refund: Mutex::new(Vec::new()),
+            refunds: Mutex::new(HashMap::new()),
             initiate_calls: AtomicU64::new(0),
             confirm_calls: AtomicU64::new(0),
+            refund_calls: AtomicU64::new(0),
         }
     }
 
@@ -98,6 +117,23 @@ impl MockProvider {
     /// Makes the next `confirm` calls fail with these errors, in order, whatever the method.
     pub fn script_confirm(&self, errors: impl IntoIterator<Item = ProviderError>) {
         push_front(&mut lock(&self.scripted_confirm), errors);
+    }
+
+    /// Makes the next `refund` calls fail with these errors, in order, whatever the payment.
+    pub fn script_refund(&self, errors: impl IntoIterator<Item = ProviderError>) {
+        push_front(&mut lock(&self.scripted_refund), errors);
+    }
+
+    /// How many times `refund` was called.
+    pub fn refund_calls(&self) -> u64 {
+        self.refund_calls.load(Ordering::SeqCst)
+    }
+
+    /// The refunds this mock made (one per idempotency key, however often it was asked), and
+    /// their total in minor units.
+    pub fn refunds_made(&self) -> (usize, i64) {
+        let refunds = lock(&self.refunds);
+        (refunds.len(), refunds.values().map(|(_, minor)| minor).sum())
     }
 
     /// How many times `initiate` was called.
@@ -185,6 +221,7 @@ impl PaymentProvider for MockProvider {
                 code: "insufficient_funds".into(),
                 message: "the card has insufficient funds".into(),
             }),
+            MockOutcome::RefundDecline => capture(),
             MockOutcome::TransientError => {
                 if transient_failures < self.transient_failures {
                     let mut seen = lock(&self.failures_seen);
@@ -196,6 +233,30 @@ impl PaymentProvider for MockProvider {
                 }
             }
         }
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<ProviderRefund, ProviderError> {
+        self.refund_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = lock(&self.scripted_refund).pop() {
+            return Err(e);
+        }
+        let outcome = request
+            .provider_payment_id
+            .strip_prefix("mock_pi_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(code, _)| MockOutcome::from_code(code))
+            .ok_or_else(|| ProviderError::InvalidRequest("unknown mock payment".into()))?;
+        if outcome == MockOutcome::RefundDecline {
+            return Err(ProviderError::Declined {
+                code: "refund_declined".into(),
+                message: "the card issuer refused the refund".into(),
+            });
+        }
+        let mut refunds = lock(&self.refunds);
+        let (id, _) = refunds
+            .entry(request.idempotency_key.clone())
+            .or_insert_with(|| (format!("mock_re_{}", request.idempotency_key), request.amount.minor()));
+        Ok(ProviderRefund { provider_refund_id: id.clone() })
     }
 }
 
@@ -246,6 +307,27 @@ mod tests {
         let a = mock.initiate(&request("mock_success", "som-order-1-attempt-1")).await.unwrap();
         let b = mock.initiate(&request("mock_success", "som-order-1-attempt-1")).await.unwrap();
         assert_eq!(a, b);
+    }
+
+    #[tokio::test]
+    async fn refunds_are_idempotent_on_their_key_and_can_be_declined() {
+        let mock = MockProvider::default();
+        let p = mock.initiate(&request("mock_success", "k")).await.unwrap();
+        let refund = |key: &str| RefundRequest {
+            provider_payment_id: p.provider_payment_id.clone(),
+            amount: Money::from_minor(50, Currency::USD),
+            idempotency_key: key.into(),
+            reason: None,
+        };
+        let a = mock.refund(&refund("som-refund-1")).await.unwrap();
+        assert_eq!(mock.refund(&refund("som-refund-1")).await.unwrap(), a);
+        mock.refund(&refund("som-refund-2")).await.unwrap();
+        assert_eq!(mock.refunds_made(), (2, 100));
+        let d = mock.initiate(&request("mock_refund_decline", "k2")).await.unwrap();
+        assert!(mock.confirm(&d.provider_payment_id).await.is_ok());
+        let declined = RefundRequest { provider_payment_id: d.provider_payment_id, ..refund("som-refund-3") };
+        assert!(matches!(mock.refund(&declined).await, Err(ProviderError::Declined { .. })));
+        assert_eq!(mock.refund_calls(), 4);
     }
 
     #[tokio::test]

@@ -1,9 +1,11 @@
 //! The [`PaymentProvider`] trait and the scriptable [`MockProvider`].
 //!
-//! The trait follows the two calls of a card processor's payment-intent flow: *initiate*
-//! (create an intent for an amount, deduplicated by an idempotency key) and *confirm* (capture
-//! it). A Stripe PaymentIntents provider maps `initiate` to `POST /v1/payment_intents` with the
-//! `Idempotency-Key` header and `confirm` to `POST /v1/payment_intents/{id}/confirm`.
+//! The trait follows the calls of a card processor's payment-intent flow: *initiate* (create an
+//! intent for an amount, deduplicated by an idempotency key), *confirm* (capture it) and
+//! *refund* (return some or all of a capture, deduplicated by an idempotency key). A Stripe
+//! PaymentIntents provider maps `initiate` to `POST /v1/payment_intents` with the
+//! `Idempotency-Key` header, `confirm` to `POST /v1/payment_intents/{id}/confirm` and `refund`
+//! to `POST /v1/refunds`.
 
 mod mock;
 
@@ -41,6 +43,27 @@ pub struct ProviderPayment {
 pub struct ProviderCapture {
     /// The provider's id of the capture (charge), for reconciliation.
     pub capture_id: String,
+}
+
+/// What SOM asks a provider to return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// The provider's id of the captured payment.
+    pub provider_payment_id: String,
+    /// How much, in the payment's currency.
+    pub amount: Money,
+    /// `som-refund-{id}`: the same refund always sends the same key, so a retry (after a
+    /// timeout, or by the worker after a crash) never returns the money twice.
+    pub idempotency_key: String,
+    /// Why, when the caller said.
+    pub reason: Option<String>,
+}
+
+/// The provider's answer to a successful refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRefund {
+    /// The provider's id for the refund.
+    pub provider_refund_id: String,
 }
 
 /// Why a provider call failed.
@@ -94,4 +117,8 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
         let _ = transient_failures;
         self.confirm(provider_payment_id).await
     }
+
+    /// Returns `request.amount` of a captured payment. Must be idempotent on
+    /// [`RefundRequest::idempotency_key`]: a repeated key answers with the same refund.
+    async fn refund(&self, request: &RefundRequest) -> Result<ProviderRefund, ProviderError>;
 }

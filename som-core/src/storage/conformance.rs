@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 
 use super::*;
-use crate::domain::{Currency, ItemInput, Money, NewOrder, OrderInput, PaymentStatus};
+use crate::domain::{Currency, ItemInput, Money, NewOrder, OrderInput, PaymentStatus, RefundStatus};
 
 /// Generates a `#[tokio::test]` per conformance check, each on storage from `$make`: an
 /// expression evaluating to a future of `(DynStorage, guard)`, where the guard (a temporary
@@ -41,6 +41,9 @@ macro_rules! storage_conformance_tests {
             outbox_failures_reschedule_dead_letter_and_requeue,
             idempotency_keys_replay_mismatch_and_progress,
             idempotency_results_are_written_with_the_effect,
+            refunds_reserve_within_the_captured_amount_and_finish_once,
+            concurrent_partial_refunds_never_exceed_the_payment,
+            lists_filter_users_by_prefix_orders_by_time_and_notifications_by_order,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
@@ -185,9 +188,9 @@ pub async fn users_list_in_id_order_and_staff_can_be_set(s: DynStorage) {
     let a = user(&s, "a").await;
     let b = user(&s, "b").await;
     let c = user(&s, "c").await;
-    let all = s.list_users(None, 10).await.unwrap();
+    let all = s.list_users(UserQuery { after: None, prefix: None, limit: 10 }).await.unwrap();
     assert_eq!(all.iter().map(|u| u.id).collect::<Vec<_>>(), vec![a.id, b.id, c.id]);
-    let after = s.list_users(Some(a.id), 1).await.unwrap();
+    let after = s.list_users(UserQuery { after: Some(a.id), prefix: None, limit: 1 }).await.unwrap();
     assert_eq!(after.iter().map(|u| u.id).collect::<Vec<_>>(), vec![b.id]);
     let staff = s.set_staff(b.id, true).await.unwrap().unwrap();
     assert!(staff.is_staff);
@@ -295,7 +298,8 @@ pub async fn orders_are_stored_with_items_event_and_outbox_rows(s: DynStorage) {
     let events = s.order_events(o.id).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].from, events[0].to, &events[0].actor), (None, OrderStatus::Created, &Actor::User(u.id)));
-    let rows = s.list_notifications(None, None, 10).await.unwrap();
+    let rows =
+        s.list_notifications(NotificationQuery { status: None, order: None, after: None, limit: 10 }).await.unwrap();
     assert_eq!(rows.len(), 2, "one row per channel");
     assert!(rows.iter().all(|r| r.dedupe_key == format!("order_created:order:{}", o.id)));
     assert!(rows.iter().all(|r| r.status == NotificationStatus::Pending && r.attempts == 0));
@@ -315,7 +319,14 @@ pub async fn orders_list_newest_first_by_cursor_and_filter(s: DynStorage) {
         }
     }
     mine.reverse();
-    let q = |before, limit| OrderQuery { user_id: Some(a.id), status: None, before, limit };
+    let q = |before, limit| OrderQuery {
+        user_id: Some(a.id),
+        status: None,
+        before,
+        limit,
+        created_after: None,
+        created_before: None,
+    };
     let first = s.list_orders(q(None, 3)).await.unwrap();
     assert_eq!(first.iter().map(|o| o.id).collect::<Vec<_>>(), mine[..3]);
     let second = s.list_orders(q(Some(first[2].id), 3)).await.unwrap();
@@ -325,9 +336,29 @@ pub async fn orders_list_newest_first_by_cursor_and_filter(s: DynStorage) {
     assert!(first.iter().all(|o| o.user_id == a.id && o.items.len() == 2));
     s.cancel_order(mine[1], Actor::System, Utc::now(), no_notify(), None).await.unwrap();
     let status = Some(OrderStatus::Cancelled);
-    let cancelled = s.list_orders(OrderQuery { user_id: Some(a.id), status, before: None, limit: 10 }).await.unwrap();
+    let cancelled = s
+        .list_orders(OrderQuery {
+            user_id: Some(a.id),
+            status,
+            before: None,
+            limit: 10,
+            created_after: None,
+            created_before: None,
+        })
+        .await
+        .unwrap();
     assert_eq!(cancelled.iter().map(|o| o.id).collect::<Vec<_>>(), vec![mine[1]]);
-    let everyone = s.list_orders(OrderQuery { user_id: None, status: None, before: None, limit: 100 }).await.unwrap();
+    let everyone = s
+        .list_orders(OrderQuery {
+            user_id: None,
+            status: None,
+            before: None,
+            limit: 100,
+            created_after: None,
+            created_before: None,
+        })
+        .await
+        .unwrap();
     assert_eq!(everyone.len(), 10);
     assert!(everyone.windows(2).all(|w| w[0].id > w[1].id));
     assert_eq!(s.latest_order(a.id).await.unwrap().map(|o| o.id), Some(mine[0]));
@@ -408,7 +439,8 @@ pub async fn completing_a_payment_is_conditional_and_pays_the_order(s: DynStorag
     assert!(matches!(late_failure, Transition::NotApplied(p) if p.status == PaymentStatus::Success));
     let events = s.order_events(o.id).await.unwrap();
     assert_eq!(events.iter().map(|e| e.to).collect::<Vec<_>>(), vec![OrderStatus::Created, OrderStatus::Paid]);
-    let rows = s.list_notifications(None, None, 10).await.unwrap();
+    let rows =
+        s.list_notifications(NotificationQuery { status: None, order: None, after: None, limit: 10 }).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.kind).collect::<Vec<_>>(), vec![EventKind::PaymentSucceeded]);
     let late = s.insert_payment(payment_record(&o, "2"), None).await.unwrap();
     assert_eq!(late, PaymentInsert::OrderNotPayable(OrderStatus::Paid));
@@ -436,7 +468,13 @@ pub async fn concurrent_completions_apply_once(s: DynStorage) {
     }
     assert_eq!(applied, 1);
     assert_eq!(s.order_events(o.id).await.unwrap().len(), 2);
-    assert_eq!(s.list_notifications(None, None, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        s.list_notifications(NotificationQuery { status: None, order: None, after: None, limit: 100 })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 pub async fn declined_payments_fail_and_leave_the_order_payable(s: DynStorage) {
@@ -496,7 +534,15 @@ pub async fn outbox_claims_lease_and_deliver(s: DynStorage) {
     assert!(!s.mark_notification_sent(claimed[1].id, "a", later).await.unwrap(), "the old claim is lost");
     let counts = s.notification_counts().await.unwrap();
     assert!(counts.contains(&(NotificationStatus::Sent, 1)) && counts.contains(&(NotificationStatus::Pending, 2)));
-    let sent = s.list_notifications(Some(NotificationStatus::Sent), None, 10).await.unwrap();
+    let sent = s
+        .list_notifications(NotificationQuery {
+            status: Some(NotificationStatus::Sent),
+            order: None,
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
     assert_eq!(sent.len(), 1);
     assert!(sent[0].sent_at.is_some());
 }
@@ -540,7 +586,15 @@ pub async fn outbox_failures_reschedule_dead_letter_and_requeue(s: DynStorage) {
     let due = s.claim_notifications(retry_at, retry_at + Duration::seconds(30), 10, "c").await.unwrap();
     assert_eq!(due.iter().map(|r| (r.id, r.attempts)).collect::<Vec<_>>(), vec![(rows[0].id, 2)]);
     assert_eq!(due[0].last_error.as_deref(), Some("smtp 451"));
-    let dead = s.list_notifications(Some(NotificationStatus::Dead), None, 10).await.unwrap();
+    let dead = s
+        .list_notifications(NotificationQuery {
+            status: Some(NotificationStatus::Dead),
+            order: None,
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
     assert_eq!(dead.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[1].id]);
     assert_eq!(dead[0].last_error.as_deref(), Some("smtp 550"));
     let requeued = s.requeue_notification(rows[1].id, retry_at).await.unwrap();
@@ -552,7 +606,15 @@ pub async fn outbox_failures_reschedule_dead_letter_and_requeue(s: DynStorage) {
     let again = s.claim_notifications(retry_at, retry_at + Duration::seconds(30), 10, "d").await.unwrap();
     assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[1].id]);
     assert!(s.mark_notification_skipped(rows[1].id, "d", "no email address").await.unwrap());
-    let skipped = s.list_notifications(Some(NotificationStatus::Skipped), None, 10).await.unwrap();
+    let skipped = s
+        .list_notifications(NotificationQuery {
+            status: Some(NotificationStatus::Skipped),
+            order: None,
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
     assert_eq!(skipped.iter().map(|r| r.last_error.as_deref()).collect::<Vec<_>>(), vec![Some("no email address")]);
     let later = retry_at + Duration::hours(1);
     assert!(s.claim_notifications(later, later, 10, "e").await.unwrap().iter().all(|r| r.id != rows[1].id));
@@ -605,4 +667,211 @@ pub async fn idempotency_results_are_written_with_the_effect(s: DynStorage) {
         panic!("the result is recorded with the order")
     };
     assert_eq!(serde_json::from_str::<Order>(&json).unwrap(), o);
+}
+
+/// A paid order (total 250.00 USD) and its SUCCESS payment.
+async fn paid(s: &DynStorage, u: &crate::domain::User) -> (Order, Payment) {
+    let o = order(s, u).await;
+    let p = inserted(s, &o, &crate::random_token(6)).await;
+    let Transition::Applied(p) = complete(s, &p, PaymentOutcome::Succeeded, u).await else { panic!("not applied") };
+    (o, p)
+}
+
+fn refund_record(p: &Payment, minor: i64, key: Option<&str>) -> NewRefundRecord {
+    NewRefundRecord {
+        payment_id: p.id,
+        amount: Money::from_minor(minor, Currency::USD),
+        reason: Some("damaged".into()),
+        actor: Actor::System,
+        request_key: key.map(str::to_owned),
+        created_at: Utc::now(),
+    }
+}
+
+fn refund_notify(user: &crate::domain::User) -> RefundNotify {
+    let user = user.clone();
+    Box::new(move |o, p, r| vec![NewNotification { channel: "log".into(), message: Message::refund(&user, o, p, r) }])
+}
+
+async fn reserved(s: &DynStorage, p: &Payment, minor: i64) -> Refund {
+    match s.reserve_refund(refund_record(p, minor, None)).await.unwrap() {
+        RefundReserve::Reserved(r) => r,
+        other => panic!("expected a reservation, got {other:?}"),
+    }
+}
+
+async fn succeed(s: &DynStorage, r: &Refund, u: &crate::domain::User) -> Transition<Refund> {
+    let outcome = RefundOutcome::Succeeded { provider_refund_id: format!("re_{}", r.id) };
+    s.finish_refund(r.id, outcome, Utc::now(), refund_notify(u)).await.unwrap()
+}
+
+pub async fn refunds_reserve_within_the_captured_amount_and_finish_once(s: DynStorage) {
+    let u = user(&s, "alice").await;
+    // Only captured payments can be refunded.
+    let o = order(&s, &u).await;
+    let pending = inserted(&s, &o, "pending").await;
+    assert!(
+        matches!(s.reserve_refund(refund_record(&pending, 100, None)).await.unwrap(), RefundReserve::Refused(p) if p.status == PaymentStatus::Pending)
+    );
+    let (o, p) = paid(&s, &u).await;
+    assert_eq!(p.amount.minor(), 25000);
+    // More than was captured, or nothing, is refused; the payment is unchanged.
+    assert!(matches!(s.reserve_refund(refund_record(&p, 25001, None)).await.unwrap(), RefundReserve::Refused(_)));
+    assert!(matches!(s.reserve_refund(refund_record(&p, 0, None)).await.unwrap(), RefundReserve::Refused(_)));
+    let first = reserved(&s, &p, 10000).await;
+    assert_eq!((first.status, first.amount.minor(), first.order_id), (RefundStatus::Pending, 10000, o.id));
+    let now = s.payment_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!((now.refund_pending.minor(), now.refunded.minor(), now.refundable().minor()), (10000, 0, 15000));
+    // A pending refund's amount is not available to another one.
+    assert!(matches!(s.reserve_refund(refund_record(&p, 15001, None)).await.unwrap(), RefundReserve::Refused(_)));
+    // Succeeding moves payment and order to PARTIALLY_REFUNDED, with an event and an outbox row.
+    assert!(
+        matches!(succeed(&s, &first, &u).await, Transition::Applied(r) if r.status == RefundStatus::Succeeded && r.provider_refund_id.as_deref() == Some(&*format!("re_{}", first.id)))
+    );
+    assert!(matches!(succeed(&s, &first, &u).await, Transition::NotApplied(r) if r.status == RefundStatus::Succeeded));
+    let now = s.payment_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.status, now.refunded.minor(), now.refund_pending.minor()),
+        (PaymentStatus::PartiallyRefunded, 10000, 0)
+    );
+    let order_now = s.order_by_id(o.id).await.unwrap().unwrap();
+    assert_eq!((order_now.status, order_now.refunded.minor()), (OrderStatus::PartiallyRefunded, 10000));
+    let events = s.order_events(o.id).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!((last.from, last.to), (Some(OrderStatus::Paid), OrderStatus::PartiallyRefunded));
+    let rows = s
+        .list_notifications(NotificationQuery {
+            order: Some(o.id),
+            ..NotificationQuery { limit: 100, ..Default::default() }
+        })
+        .await
+        .unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r.dedupe_key == format!("refund_issued:refund:{}", first.id) && r.message.amount == "100.00")
+    );
+    // A failed refund releases its amount.
+    let second = reserved(&s, &p, 15000).await;
+    let failed = s
+        .finish_refund(second.id, RefundOutcome::Failed { reason: "refused".into() }, Utc::now(), refund_notify(&u))
+        .await
+        .unwrap();
+    assert!(
+        matches!(failed, Transition::Applied(r) if r.status == RefundStatus::Failed && r.failure_reason.as_deref() == Some("refused"))
+    );
+    assert_eq!(s.payment_by_id(p.id).await.unwrap().unwrap().refundable().minor(), 15000);
+    // The rest, with a request key: a second reservation with the key returns the first.
+    let keyed = match s.reserve_refund(refund_record(&p, 15000, Some("user:1|refund|k"))).await.unwrap() {
+        RefundReserve::Reserved(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        matches!(s.reserve_refund(refund_record(&p, 15000, Some("user:1|refund|k"))).await.unwrap(), RefundReserve::Existing(r) if r.id == keyed.id)
+    );
+    let pending_list = s.pending_refunds(Utc::now() + Duration::seconds(1), 10).await.unwrap();
+    assert_eq!(pending_list.iter().map(|r| r.id).collect::<Vec<_>>(), vec![keyed.id]);
+    assert!(s.pending_refunds(Utc::now() - Duration::seconds(60), 10).await.unwrap().is_empty());
+    succeed(&s, &keyed, &u).await;
+    let now = s.payment_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.refunded.minor()), (PaymentStatus::Refunded, 25000));
+    let order_now = s.order_by_id(o.id).await.unwrap().unwrap();
+    assert_eq!((order_now.status, order_now.refunded.minor()), (OrderStatus::Refunded, 25000));
+    assert!(
+        matches!(s.reserve_refund(refund_record(&p, 1, None)).await.unwrap(), RefundReserve::Refused(p) if p.status == PaymentStatus::Refunded)
+    );
+    let all = s.refunds_for_payment(p.id).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![RefundStatus::Succeeded, RefundStatus::Failed, RefundStatus::Succeeded]
+    );
+    assert_eq!(s.refund_by_id(keyed.id).await.unwrap().unwrap().amount.minor(), 15000);
+}
+
+pub async fn concurrent_partial_refunds_never_exceed_the_payment(s: DynStorage) {
+    let u = user(&s, "alice").await;
+    let o = s
+        .insert_order(u.id, Actor::User(u.id), new_order(&[("Widget", 1, "10.00")]), Utc::now(), no_notify(), None)
+        .await
+        .unwrap();
+    let p = inserted(&s, &o, "1").await;
+    let Transition::Applied(p) = complete(&s, &p, PaymentOutcome::Succeeded, &u).await else { panic!() };
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (s, u, p) = (Arc::clone(&s), u.clone(), p.clone());
+        tasks.push(tokio::spawn(async move {
+            match s.reserve_refund(refund_record(&p, 100, None)).await.unwrap() {
+                RefundReserve::Reserved(r) => {
+                    assert!(matches!(succeed(&s, &r, &u).await, Transition::Applied(_)));
+                    true
+                }
+                RefundReserve::Refused(_) => false,
+                RefundReserve::Existing(r) => panic!("no key was given, yet {r:?}"),
+            }
+        }));
+    }
+    let mut succeeded = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            succeeded += 1;
+        }
+    }
+    assert_eq!(succeeded, 10);
+    let now = s.payment_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.refunded.minor(), now.refund_pending.minor()), (PaymentStatus::Refunded, 1000, 0));
+    let order_now = s.order_by_id(o.id).await.unwrap().unwrap();
+    assert_eq!((order_now.status, order_now.refunded.minor()), (OrderStatus::Refunded, 1000));
+    let events = s.order_events(o.id).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.reason.as_deref().is_some_and(|r| r.starts_with("refund "))).count(), 10);
+}
+
+pub async fn lists_filter_users_by_prefix_orders_by_time_and_notifications_by_order(s: DynStorage) {
+    let alice = user(&s, "alice").await;
+    user(&s, "alicia").await;
+    user(&s, "bob").await;
+    let names = |users: Vec<crate::domain::User>| users.into_iter().map(|u| u.username.to_string()).collect::<Vec<_>>();
+    let q = |prefix: &str| UserQuery { after: None, prefix: Some(prefix.to_owned()), limit: 10 };
+    assert_eq!(names(s.list_users(q("ALI")).await.unwrap()), vec!["alice", "alicia"]);
+    assert_eq!(names(s.list_users(q("bob@example")).await.unwrap()), vec!["bob"]);
+    assert!(s.list_users(q("%")).await.unwrap().is_empty(), "LIKE wildcards match themselves");
+    assert!(s.list_users(q("a_ice")).await.unwrap().is_empty());
+    let first = s
+        .insert_order(
+            alice.id,
+            Actor::System,
+            new_order(&[("A", 1, "1.00")]),
+            Utc::now() - Duration::hours(2),
+            notify(&["log"], &alice),
+            None,
+        )
+        .await
+        .unwrap();
+    let second = s
+        .insert_order(
+            alice.id,
+            Actor::System,
+            new_order(&[("B", 1, "1.00")]),
+            Utc::now(),
+            notify(&["log"], &alice),
+            None,
+        )
+        .await
+        .unwrap();
+    let window = |after: Option<chrono::DateTime<Utc>>, before: Option<chrono::DateTime<Utc>>| OrderQuery {
+        user_id: None,
+        status: None,
+        before: None,
+        created_after: after,
+        created_before: before,
+        limit: 10,
+    };
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_orders(window(Some(Utc::now() - Duration::hours(1)), None)).await.unwrap()), vec![second.id]);
+    assert_eq!(ids(s.list_orders(window(None, Some(Utc::now() - Duration::hours(1)))).await.unwrap()), vec![first.id]);
+    assert_eq!(ids(s.list_orders(window(None, None)).await.unwrap()), vec![second.id, first.id]);
+    let about = |order: OrderId| NotificationQuery { status: None, order: Some(order), after: None, limit: 10 };
+    let rows = s.list_notifications(about(first.id)).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].message.order_id, first.id);
+    let pending = NotificationQuery { status: Some(NotificationStatus::Sent), ..about(second.id) };
+    assert!(s.list_notifications(pending).await.unwrap().is_empty());
 }

@@ -36,11 +36,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewPaymentRecord, NewUserRecord, NotificationStatus,
-    OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify, PaymentOutcome, RefreshTokenRecord,
-    RotateOutcome, SessionState, Storage, Transition,
+    DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewPaymentRecord, NewRefundRecord, NewUserRecord,
+    NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify,
+    PaymentOutcome, RefreshTokenRecord, RefundNotify, RefundOutcome, RefundReserve, RotateOutcome, SessionState,
+    Storage, Transition, UserQuery,
 };
-use crate::domain::{Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, User, UserId};
+use crate::domain::{
+    Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId,
+};
 use crate::error::{Error, Result};
 
 /// Wraps a storage so that each write runs to completion as its own task, whether or not its
@@ -117,8 +120,8 @@ impl Storage for Detached {
         self.inner.user_credentials(username).await
     }
 
-    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
-        self.inner.list_users(after, limit).await
+    async fn list_users(&self, query: UserQuery) -> Result<Vec<User>> {
+        self.inner.list_users(query).await
     }
 
     async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>> {
@@ -261,6 +264,32 @@ impl Storage for Detached {
             .await
     }
 
+    async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
+        detached(&self.inner, |s| async move { s.reserve_refund(refund).await }).await
+    }
+
+    async fn finish_refund(
+        &self,
+        id: RefundId,
+        outcome: RefundOutcome,
+        at: DateTime<Utc>,
+        notify: RefundNotify,
+    ) -> Result<Transition<Refund>> {
+        detached(&self.inner, |s| async move { s.finish_refund(id, outcome, at, notify).await }).await
+    }
+
+    async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
+        self.inner.refund_by_id(id).await
+    }
+
+    async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>> {
+        self.inner.refunds_for_payment(payment_id).await
+    }
+
+    async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
+        self.inner.pending_refunds(created_before, limit).await
+    }
+
     async fn claim_notifications(
         &self,
         now: DateTime<Utc>,
@@ -300,13 +329,8 @@ impl Storage for Detached {
         detached(&self.inner, |s| async move { s.release_notification(id, &claim_token).await }).await
     }
 
-    async fn list_notifications(
-        &self,
-        status: Option<NotificationStatus>,
-        after: Option<NotificationId>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEntry>> {
-        self.inner.list_notifications(status, after, limit).await
+    async fn list_notifications(&self, query: NotificationQuery) -> Result<Vec<OutboxEntry>> {
+        self.inner.list_notifications(query).await
     }
 
     async fn requeue_notification(

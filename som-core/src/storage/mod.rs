@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Actor, Email, EventKind, Message, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment,
-    PaymentId, User, UserId, Username,
+    Actor, Email, EventKind, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus,
+    Payment, PaymentId, Refund, RefundId, User, UserId, Username,
 };
 use crate::error::{Error, Result};
 
@@ -83,9 +83,86 @@ pub struct OrderQuery {
     pub status: Option<OrderStatus>,
     /// Only orders with an id below this one (the cursor).
     pub before: Option<OrderId>,
+    /// Only orders placed at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only orders placed before this time.
+    pub created_before: Option<DateTime<Utc>>,
     /// At most this many.
     pub limit: u32,
 }
+
+/// Which users to list, by ascending id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserQuery {
+    /// Only users with an id above this one (the cursor).
+    pub after: Option<UserId>,
+    /// Only users whose username or email starts with this text, case-insensitively.
+    pub prefix: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Which outbox rows to list, by ascending id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotificationQuery {
+    /// Only rows in this delivery state.
+    pub status: Option<NotificationStatus>,
+    /// Only rows about this order.
+    pub order: Option<OrderId>,
+    /// Only rows with an id above this one (the cursor).
+    pub after: Option<NotificationId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A refund to set aside on a payment before the provider is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefundRecord {
+    /// The payment to refund; must be SUCCESS or PARTIALLY_REFUNDED.
+    pub payment_id: PaymentId,
+    /// How much, in the payment's currency; positive.
+    pub amount: Money,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who asks.
+    pub actor: Actor,
+    /// The caller's idempotency scope and key, when given: a second reservation with the same
+    /// key returns the first refund instead of making another.
+    pub request_key: Option<String>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Result of setting a refund aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundReserve {
+    /// The amount is set aside and the refund is PENDING.
+    Reserved(Refund),
+    /// A refund with the same request key exists: that one.
+    Existing(Refund),
+    /// The payment is not refundable, or less than the amount is left: the payment as stored
+    /// now (its status, refunded and pending amounts say which).
+    Refused(Payment),
+}
+
+/// How the provider answered a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// The money was returned: the refund SUCCEEDED, the payment's and order's refunded
+    /// amounts and statuses move on.
+    Succeeded {
+        /// The provider's id for the refund.
+        provider_refund_id: String,
+    },
+    /// Refused: the refund FAILED and its amount is available again.
+    Failed {
+        /// Why, in the provider's words.
+        reason: String,
+    },
+}
+
+/// Builds the outbox rows for a succeeded refund once the order, payment and refund are known.
+pub type RefundNotify = Box<dyn FnOnce(&Order, &Payment, &Refund) -> Vec<NewNotification> + Send>;
 
 /// A payment to insert after the provider accepted it.
 #[derive(Debug, Clone)]
@@ -303,8 +380,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The user and their password hash, for login.
     async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>>;
 
-    /// Users by ascending id, after `after`.
-    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>>;
+    /// Users matching `query`, by ascending id.
+    async fn list_users(&self, query: UserQuery) -> Result<Vec<User>>;
 
     /// Sets the staff flag; the updated user, or `None` if there is no such user.
     async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>>;
@@ -434,6 +511,34 @@ pub trait Storage: Send + Sync + fmt::Debug {
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>>;
 
+    /// Sets a refund aside: in one transaction, adds its amount to the payment's reserved
+    /// amount — a conditional update that holds only while the payment is refundable and the
+    /// reserved amount stays within the captured amount — and inserts the PENDING refund.
+    async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve>;
+
+    /// Ends a PENDING refund (conditional update). Succeeded: the payment's and order's
+    /// refunded amounts grow and their statuses move on as [`crate::domain::PaymentStatus::refund`]
+    /// and [`OrderStatus::refund`] say, with the order's event and the outbox rows, in one
+    /// transaction. Failed: the amount is released. `NotApplied` with the current refund when
+    /// it was not PENDING.
+    async fn finish_refund(
+        &self,
+        id: RefundId,
+        outcome: RefundOutcome,
+        at: DateTime<Utc>,
+        notify: RefundNotify,
+    ) -> Result<Transition<Refund>>;
+
+    /// The refund by id.
+    async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>>;
+
+    /// The payment's refunds, oldest first.
+    async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>>;
+
+    /// PENDING refunds created before `created_before`, oldest first (left behind by a crash
+    /// or a provider outage).
+    async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>>;
+
     /// Claims up to `limit` due, unleased pending rows for `lease_until`, tagging them with
     /// `claim_token` and counting an attempt on each.
     async fn claim_notifications(
@@ -462,13 +567,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Gives a claimed row back without counting the attempt (graceful shutdown).
     async fn release_notification(&self, id: NotificationId, claim_token: &str) -> Result<bool>;
 
-    /// Outbox rows by ascending id after `after`, optionally of one status.
-    async fn list_notifications(
-        &self,
-        status: Option<NotificationStatus>,
-        after: Option<NotificationId>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEntry>>;
+    /// Outbox rows matching `query`, by ascending id.
+    async fn list_notifications(&self, query: NotificationQuery) -> Result<Vec<OutboxEntry>>;
 
     /// Puts a dead row back to pending with zero attempts, due at `now`. `None` if there is no
     /// such row; `NotApplied` if it was not dead.
@@ -521,6 +621,20 @@ pub async fn open(url: &str, pool_size: u32) -> Result<DynStorage> {
 /// The idempotency result written with an effect.
 pub(crate) fn response_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing idempotent response: {e}")))
+}
+
+/// Shared by backends: a LIKE pattern matching text that starts with `prefix` (lower-cased;
+/// `\\` escapes).
+pub(crate) fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// Shared by backends: the outbox row's recipient for a message.

@@ -7,6 +7,7 @@
 //! lease, and every commit that writes outbox rows sends `NOTIFY som_outbox` so dispatchers in
 //! other processes wake at once.
 
+mod refunds;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -20,13 +21,14 @@ use sqlx::{Postgres, Row, Transaction as SqlxTx};
 use tokio::sync::Notify;
 
 use super::{
-    IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
-    NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify, PaymentOutcome,
-    RefreshTokenRecord, RotateOutcome, SessionState, Storage, Transition, recipient_of, response_json,
+    IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewRefundRecord,
+    NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert,
+    PaymentNotify, PaymentOutcome, RefreshTokenRecord, RefundNotify, RefundOutcome, RefundReserve, RotateOutcome,
+    SessionState, Storage, Transition, UserQuery, like_prefix, recipient_of, response_json,
 };
 use crate::domain::{
     Actor, Currency, Email, EventKind, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderItem,
-    OrderStatus, Payment, PaymentId, PaymentStatus, User, UserId, Username,
+    OrderStatus, Payment, PaymentId, PaymentStatus, Refund, RefundId, User, UserId, Username,
 };
 use crate::error::{Error, Result, ValidationErrors};
 
@@ -266,6 +268,7 @@ async fn load_orders(conn: &mut sqlx::PgConnection, rows: Vec<PgRow>) -> Result<
                     })
                     .collect(),
                 total: Money::from_minor(row.try_get("total_minor")?, currency),
+                refunded: Money::from_minor(row.try_get("refunded_minor")?, currency),
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -275,7 +278,7 @@ async fn load_orders(conn: &mut sqlx::PgConnection, rows: Vec<PgRow>) -> Result<
 
 async fn order_by_id(conn: &mut sqlx::PgConnection, id: OrderId) -> Result<Option<Order>> {
     let row = sqlx::query(
-        "SELECT id, user_id, status, currency, total_minor, created_at, updated_at FROM orders WHERE id = $1",
+        "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders WHERE id = $1",
     )
     .bind(id.get())
     .fetch_optional(&mut *conn)
@@ -298,6 +301,11 @@ fn payment_from(r: &PgRow) -> Result<Payment> {
         method: r.try_get("method")?,
         attempt: u32::try_from(attempt).map_err(|_| corrupt("attempt"))?,
         amount: Money::from_minor(r.try_get("amount_minor")?, currency),
+        refunded: Money::from_minor(r.try_get("refunded_minor")?, currency),
+        refund_pending: Money::from_minor(
+            r.try_get::<i64, _>("refund_reserved_minor")? - r.try_get::<i64, _>("refunded_minor")?,
+            currency,
+        ),
         status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status"))?,
         failure_reason: r.try_get("failure_reason")?,
         created_at: r.try_get("created_at")?,
@@ -368,7 +376,7 @@ async fn insert_outbox(tx: &mut Tx, rows: Vec<NewNotification>, at: DateTime<Utc
             .map_err(|e| Error::Internal(format!("serializing outbox payload: {e}")))?;
         sqlx::query(
             "INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6) \
+             created_at, updated_at, order_id) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6, $7) \
              ON CONFLICT (dedupe_key, channel) DO NOTHING",
         )
         .bind(n.message.kind.as_str())
@@ -377,6 +385,7 @@ async fn insert_outbox(tx: &mut Tx, rows: Vec<NewNotification>, at: DateTime<Utc
         .bind(recipient_of(&n))
         .bind(payload)
         .bind(at)
+        .bind(n.message.order_id.get())
         .execute(&mut **tx)
         .await?;
     }
@@ -535,12 +544,15 @@ impl Storage for PostgresStorage {
         row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
     }
 
-    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
+    async fn list_users(&self, q: UserQuery) -> Result<Vec<User>> {
         let rows = sqlx::query(
-            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id > $1 \
+             AND ($3::text IS NULL OR lower(username) LIKE $3 ESCAPE '\\' OR lower(email) LIKE $3 ESCAPE '\\') \
+             ORDER BY id LIMIT $2",
         )
-        .bind(after.map_or(0, UserId::get))
-        .bind(i64::from(limit))
+        .bind(q.after.map_or(0, UserId::get))
+        .bind(i64::from(q.limit))
+        .bind(q.prefix.as_deref().map(like_prefix))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(user_from).collect()
@@ -776,6 +788,7 @@ impl Storage for PostgresStorage {
             status: OrderStatus::Created,
             items: items.to_vec(),
             total: order.total(),
+            refunded: Money::zero(order.currency()),
             created_at: at,
             updated_at: at,
         };
@@ -794,30 +807,48 @@ impl Storage for PostgresStorage {
         let before = q.before.map_or(i64::MAX, OrderId::get);
         let limit = i64::from(q.limit);
         let status = q.status.map(OrderStatus::as_str);
+        let mut conn = self.pool.acquire().await?;
+        if q.created_after.is_some() || q.created_before.is_some() {
+            // A time window (staff reports): one statement with every filter optional.
+            let rows = sqlx::query(
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
+                 WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2) AND id < $3 \
+                 AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6) \
+                 ORDER BY id DESC LIMIT $4",
+            )
+            .bind(q.user_id.map(UserId::get))
+            .bind(status)
+            .bind(before)
+            .bind(limit)
+            .bind(q.created_after)
+            .bind(q.created_before)
+            .fetch_all(&mut *conn)
+            .await?;
+            return load_orders(&mut conn, rows).await;
+        }
         // One static statement per filter combination, so each gets a plan that uses its index.
         let query = match (q.user_id, status) {
             (Some(u), Some(s)) => sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at FROM orders \
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
                  WHERE user_id = $1 AND status = $2 AND id < $3 ORDER BY id DESC LIMIT $4",
             )
             .bind(u.get())
             .bind(s),
             (Some(u), None) => sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at FROM orders \
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
                  WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
             )
             .bind(u.get()),
             (None, Some(s)) => sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at FROM orders \
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
                  WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
             )
             .bind(s),
             (None, None) => sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at FROM orders \
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
                  WHERE id < $1 ORDER BY id DESC LIMIT $2",
             ),
         };
-        let mut conn = self.pool.acquire().await?;
         let rows = query.bind(before).bind(limit).fetch_all(&mut *conn).await?;
         load_orders(&mut conn, rows).await
     }
@@ -825,7 +856,7 @@ impl Storage for PostgresStorage {
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(
-            "SELECT id, user_id, status, currency, total_minor, created_at, updated_at FROM orders \
+            "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
              WHERE user_id = $1 ORDER BY id DESC LIMIT 1",
         )
         .bind(user_id.get())
@@ -1046,6 +1077,37 @@ impl Storage for PostgresStorage {
         Ok(Transition::Applied(payment))
     }
 
+    async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
+        let refund = NewRefundRecord { created_at: truncate(refund.created_at), ..refund };
+        refunds::reserve(&self.pool, &refund).await
+    }
+
+    async fn finish_refund(
+        &self,
+        id: RefundId,
+        outcome: RefundOutcome,
+        at: DateTime<Utc>,
+        notify: RefundNotify,
+    ) -> Result<Transition<Refund>> {
+        let mut tx = self.begin().await?;
+        let result = refunds::finish(&mut tx, id, &outcome, truncate(at), notify).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
+        let mut conn = self.pool.acquire().await?;
+        refunds::by_id(&mut conn, id).await
+    }
+
+    async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>> {
+        refunds::for_payment(&self.pool, payment_id).await
+    }
+
+    async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
+        refunds::pending(&self.pool, created_before, limit).await
+    }
+
     async fn claim_notifications(
         &self,
         now: DateTime<Utc>,
@@ -1168,21 +1230,22 @@ impl Storage for PostgresStorage {
         Ok(n == 1)
     }
 
-    async fn list_notifications(
-        &self,
-        status: Option<NotificationStatus>,
-        after: Option<NotificationId>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEntry>> {
-        let after = after.map_or(0, NotificationId::get);
-        let rows = match status {
-            Some(s) => {
+    async fn list_notifications(&self, q: NotificationQuery) -> Result<Vec<OutboxEntry>> {
+        let after = q.after.map_or(0, NotificationId::get);
+        let rows = match (q.status, q.order) {
+            (Some(s), None) => {
                 sqlx::query("SELECT * FROM outbox WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3").bind(s.as_str())
             }
-            None => sqlx::query("SELECT * FROM outbox WHERE id > $1 ORDER BY id LIMIT $2"),
+            (None, None) => sqlx::query("SELECT * FROM outbox WHERE id > $1 ORDER BY id LIMIT $2"),
+            (status, Some(order)) => sqlx::query(
+                "SELECT * FROM outbox WHERE order_id = $1 AND ($2::text IS NULL OR status = $2) AND id > $3 \
+                 ORDER BY id LIMIT $4",
+            )
+            .bind(order.get())
+            .bind(status.map(NotificationStatus::as_str)),
         }
         .bind(after)
-        .bind(i64::from(limit))
+        .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(outbox_from).collect()

@@ -13,20 +13,24 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transac
 use tokio::sync::Semaphore;
 
 use super::{
-    IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
-    NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify, PaymentOutcome,
-    RefreshTokenRecord, RotateOutcome, SessionState, Storage, Transition, recipient_of, response_json,
+    IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewRefundRecord,
+    NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert,
+    PaymentNotify, PaymentOutcome, RefreshTokenRecord, RefundNotify, RefundOutcome, RefundReserve, RotateOutcome,
+    SessionState, Storage, Transition, UserQuery, like_prefix, recipient_of, response_json,
 };
 use crate::domain::{
     Actor, Currency, Email, EventKind, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderItem,
-    OrderStatus, Payment, PaymentId, PaymentStatus, User, UserId, Username,
+    OrderStatus, Payment, PaymentId, PaymentStatus, Refund, RefundId, User, UserId, Username,
 };
 use crate::error::{Error, Result};
+
+mod refunds;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_sessions.sql")),
     (3, include_str!("migrations/0003_transient_failures.sql")),
+    (4, include_str!("migrations/0004_refunds.sql")),
 ];
 
 /// SQLite storage; cheap to clone.
@@ -166,6 +170,16 @@ fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<i64> {
+    // Migrations that rebuild a table (SQLite's way to change a constraint) run with foreign
+    // keys off, as SQLite's documentation prescribes; every reference is checked before the
+    // transaction commits, and foreign keys are on again afterwards whatever happened.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let result = migrate_in_transaction(conn);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    result
+}
+
+fn migrate_in_transaction(conn: &mut Connection) -> Result<i64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
@@ -185,6 +199,11 @@ fn migrate(conn: &mut Connection) -> Result<i64> {
             params![version, micros(Utc::now())],
         )?;
         tracing::info!(version, "applied sqlite migration");
+    }
+    let broken: Option<String> =
+        tx.query_row("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1", [], |r| r.get(0)).optional()?;
+    if let Some(table) = broken {
+        return Err(Error::Internal(format!("migration left a broken reference in table {table}")));
     }
     tx.commit()?;
     Ok(latest)
@@ -376,9 +395,10 @@ struct OrderRow {
     total_minor: i64,
     created_at: i64,
     updated_at: i64,
+    refunded_minor: i64,
 }
 
-const ORDER_COLUMNS: &str = "id, user_id, status, currency, total_minor, created_at, updated_at";
+const ORDER_COLUMNS: &str = "id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor";
 
 fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
     Ok(OrderRow {
@@ -389,6 +409,7 @@ fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
         total_minor: r.get(4)?,
         created_at: r.get(5)?,
         updated_at: r.get(6)?,
+        refunded_minor: r.get(7)?,
     })
 }
 
@@ -426,6 +447,7 @@ fn load_orders(conn: &Connection, rows: Vec<OrderRow>) -> Result<Vec<Order>> {
                     })
                     .collect(),
                 total: Money::from_minor(row.total_minor, currency),
+                refunded: Money::from_minor(row.refunded_minor, currency),
                 created_at: time(row.created_at),
                 updated_at: time(row.updated_at),
             })
@@ -440,13 +462,15 @@ fn order_by_id(conn: &Connection, id: OrderId) -> Result<Option<Order>> {
 }
 
 const PAYMENT_COLUMNS: &str = "id, order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
-     amount_minor, currency, status, failure_reason, created_at, updated_at";
+     amount_minor, currency, status, failure_reason, created_at, updated_at, refunded_minor, refund_reserved_minor";
 
 fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
     let currency: String = r.get(9)?;
     let status: String = r.get(10)?;
     let amount: i64 = r.get(8)?;
     let attempt: i64 = r.get(7)?;
+    let refunded: i64 = r.get(14)?;
+    let reserved: i64 = r.get(15)?;
     let build = |provider, provider_payment_id, transaction_id, method, failure_reason| -> Result<Payment> {
         let currency = Currency::parse(&currency).map_err(|_| corrupt("currency"))?;
         Ok(Payment {
@@ -459,6 +483,8 @@ fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
             method,
             attempt: u32::try_from(attempt).map_err(|_| corrupt("attempt"))?,
             amount: Money::from_minor(amount, currency),
+            refunded: Money::from_minor(refunded, currency),
+            refund_pending: Money::from_minor(reserved - refunded, currency),
             status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status"))?,
             failure_reason,
             created_at: time(r.get(12)?),
@@ -529,7 +555,7 @@ fn insert_event(
 fn insert_outbox(tx: &Transaction<'_>, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, \
-         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6) \
+         created_at, updated_at, order_id) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6, ?7) \
          ON CONFLICT (dedupe_key, channel) DO NOTHING",
     )?;
     for n in rows {
@@ -541,7 +567,8 @@ fn insert_outbox(tx: &Transaction<'_>, rows: Vec<NewNotification>, at: DateTime<
             n.channel,
             recipient_of(&n),
             payload,
-            micros(at)
+            micros(at),
+            n.message.order_id.get()
         ])?;
     }
     Ok(())
@@ -675,11 +702,16 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
+    async fn list_users(&self, q: UserQuery) -> Result<Vec<User>> {
         self.read(move |c| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id > ?1 ORDER BY id LIMIT ?2");
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id > ?1 \
+                 AND (?2 IS NULL OR lower(username) LIKE ?2 ESCAPE '\\' OR lower(email) LIKE ?2 ESCAPE '\\') \
+                 ORDER BY id LIMIT ?3"
+            );
             let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![after.map_or(0, UserId::get), limit], user_from_row)?;
+            let pattern = q.prefix.as_deref().map(like_prefix);
+            let rows = stmt.query_map(params![q.after.map_or(0, UserId::get), pattern, q.limit], user_from_row)?;
             rows.map(|r| build_user(r?)).collect()
         })
         .await
@@ -873,6 +905,7 @@ impl Storage for SqliteStorage {
                 status: OrderStatus::Created,
                 items: order.items().to_vec(),
                 total: order.total(),
+                refunded: Money::zero(order.currency()),
                 created_at: at,
                 updated_at: at,
             };
@@ -891,7 +924,8 @@ impl Storage for SqliteStorage {
         self.read(move |c| {
             let sql = format!(
                 "SELECT {ORDER_COLUMNS} FROM orders WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR status = ?2) \
-                 AND id < ?3 ORDER BY id DESC LIMIT ?4"
+                 AND id < ?3 AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6) \
+                 ORDER BY id DESC LIMIT ?4"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt
@@ -900,7 +934,9 @@ impl Storage for SqliteStorage {
                         q.user_id.map(UserId::get),
                         q.status.map(OrderStatus::as_str),
                         q.before.map_or(i64::MAX, OrderId::get),
-                        q.limit
+                        q.limit,
+                        q.created_after.map(micros),
+                        q.created_before.map(micros)
                     ],
                     order_row,
                 )?
@@ -1119,6 +1155,33 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
+        let refund = NewRefundRecord { created_at: time(micros(refund.created_at)), ..refund };
+        self.write(move |tx| refunds::reserve(tx, &refund)).await
+    }
+
+    async fn finish_refund(
+        &self,
+        id: RefundId,
+        outcome: RefundOutcome,
+        at: DateTime<Utc>,
+        notify: RefundNotify,
+    ) -> Result<Transition<Refund>> {
+        self.write(move |tx| refunds::finish(tx, id, &outcome, at, notify)).await
+    }
+
+    async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
+        self.read(move |c| refunds::by_id(c, id)).await
+    }
+
+    async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>> {
+        self.read(move |c| refunds::for_payment(c, payment_id)).await
+    }
+
+    async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
+        self.read(move |c| refunds::pending(c, created_before, limit)).await
+    }
+
     async fn claim_notifications(
         &self,
         now: DateTime<Utc>,
@@ -1225,19 +1288,20 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn list_notifications(
-        &self,
-        status: Option<NotificationStatus>,
-        after: Option<NotificationId>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEntry>> {
+    async fn list_notifications(&self, q: NotificationQuery) -> Result<Vec<OutboxEntry>> {
         self.read(move |c| {
             let sql = format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) AND id > ?2 ORDER BY id LIMIT ?3"
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) AND id > ?2 \
+                 AND (?4 IS NULL OR order_id = ?4) ORDER BY id LIMIT ?3"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(
-                params![status.map(NotificationStatus::as_str), after.map_or(0, NotificationId::get), limit],
+                params![
+                    q.status.map(NotificationStatus::as_str),
+                    q.after.map_or(0, NotificationId::get),
+                    q.limit,
+                    q.order.map(OrderId::get)
+                ],
                 outbox_row,
             )?;
             rows.map(|r| r?).collect()

@@ -1,0 +1,206 @@
+//! Refunds on PostgreSQL: reserve, finish, read. The reservation is one conditional update of
+//! the payment row, so concurrent refunds queue on its row lock and each sees the amount the
+//! one before it left.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Row};
+
+use super::{PAYMENT_BY_ID, Tx, corrupt, insert_event, insert_outbox, order_by_id, payment_from, payment_where};
+use crate::domain::{Actor, Currency, Money, OrderId, PaymentId, Refund, RefundId, RefundStatus, UserId};
+use crate::error::{Error, Result};
+use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve, Transition};
+
+fn refund_from(r: &PgRow) -> Result<Refund> {
+    let currency: String = r.try_get("currency")?;
+    let status: String = r.try_get("status")?;
+    let actor: String = r.try_get("actor")?;
+    Ok(Refund {
+        id: RefundId::new(r.try_get("id")?),
+        payment_id: PaymentId::new(r.try_get("payment_id")?),
+        order_id: OrderId::new(r.try_get("order_id")?),
+        user_id: UserId::new(r.try_get("user_id")?),
+        amount: Money::from_minor(
+            r.try_get("amount_minor")?,
+            Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
+        ),
+        status: RefundStatus::parse(&status).ok_or_else(|| corrupt("refund status"))?,
+        provider_refund_id: r.try_get("provider_refund_id")?,
+        reason: r.try_get("reason")?,
+        failure_reason: r.try_get("failure_reason")?,
+        actor: Actor::try_from(actor).map_err(|_| corrupt("refund actor"))?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub(super) async fn by_id(conn: &mut PgConnection, id: RefundId) -> Result<Option<Refund>> {
+    let row = sqlx::query("SELECT * FROM refunds WHERE id = $1").bind(id.get()).fetch_optional(conn).await?;
+    row.as_ref().map(refund_from).transpose()
+}
+
+async fn by_request_key(conn: &mut PgConnection, key: &str) -> Result<Option<Refund>> {
+    let row = sqlx::query("SELECT * FROM refunds WHERE request_key = $1").bind(key).fetch_optional(conn).await?;
+    row.as_ref().map(refund_from).transpose()
+}
+
+pub(super) async fn for_payment(pool: &PgPool, payment: PaymentId) -> Result<Vec<Refund>> {
+    let rows = sqlx::query("SELECT * FROM refunds WHERE payment_id = $1 ORDER BY id")
+        .bind(payment.get())
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(refund_from).collect()
+}
+
+pub(super) async fn pending(pool: &PgPool, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
+    let rows = sqlx::query(
+        "SELECT * FROM refunds WHERE status = 'PENDING' AND created_at < $1 ORDER BY created_at, id LIMIT $2",
+    )
+    .bind(created_before)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(refund_from).collect()
+}
+
+pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<RefundReserve> {
+    let mut tx = pool.begin().await?;
+    if let Some(key) = &r.request_key
+        && let Some(existing) = by_request_key(&mut tx, key).await?
+    {
+        return Ok(RefundReserve::Existing(existing));
+    }
+    let id = r.payment_id;
+    let reserved = sqlx::query(
+        "UPDATE payments SET refund_reserved_minor = refund_reserved_minor + $2 \
+         WHERE id = $1 AND $2 > 0 AND status IN ('SUCCESS', 'PARTIALLY_REFUNDED') AND currency = $3 \
+         AND refund_reserved_minor + $2 <= amount_minor RETURNING *",
+    )
+    .bind(id.get())
+    .bind(r.amount.minor())
+    .bind(r.amount.currency().code())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(payment) = reserved else {
+        let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
+        return current.map(RefundReserve::Refused).ok_or_else(|| Error::NotFound(format!("payment {id}")));
+    };
+    let payment = payment_from(&payment)?;
+    let inserted = sqlx::query(
+        "INSERT INTO refunds (payment_id, order_id, user_id, amount_minor, currency, status, reason, actor, \
+         request_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, $8, $9, $9) \
+         ON CONFLICT (request_key) DO NOTHING RETURNING *",
+    )
+    .bind(id.get())
+    .bind(payment.order_id.get())
+    .bind(payment.user_id.get())
+    .bind(r.amount.minor())
+    .bind(r.amount.currency().code())
+    .bind(&r.reason)
+    .bind(r.actor.to_string())
+    .bind(&r.request_key)
+    .bind(r.created_at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match inserted {
+        Some(row) => {
+            let refund = refund_from(&row)?;
+            tx.commit().await?;
+            Ok(RefundReserve::Reserved(refund))
+        }
+        None => {
+            // A concurrent request with the same key won: undo this reservation, return its refund.
+            tx.rollback().await?;
+            let mut conn = pool.acquire().await?;
+            let key = r.request_key.as_deref().unwrap_or_default();
+            by_request_key(&mut conn, key).await?.map(RefundReserve::Existing).ok_or_else(|| corrupt("refund key"))
+        }
+    }
+}
+
+pub(super) async fn finish(
+    tx: &mut Tx,
+    id: RefundId,
+    outcome: &RefundOutcome,
+    at: DateTime<Utc>,
+    notify: RefundNotify,
+) -> Result<Transition<Refund>> {
+    let row =
+        sqlx::query("SELECT * FROM refunds WHERE id = $1 FOR UPDATE").bind(id.get()).fetch_optional(&mut **tx).await?;
+    let current = row.as_ref().map(refund_from).transpose()?.ok_or_else(|| Error::NotFound(format!("refund {id}")))?;
+    if current.status != RefundStatus::Pending {
+        return Ok(Transition::NotApplied(current));
+    }
+    let amount = current.amount.minor();
+    let payment_id = current.payment_id;
+    let refund = match outcome {
+        RefundOutcome::Failed { reason } => {
+            let row = sqlx::query(
+                "UPDATE refunds SET status = 'FAILED', failure_reason = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+            )
+            .bind(id.get())
+            .bind(reason)
+            .bind(at)
+            .fetch_one(&mut **tx)
+            .await?;
+            sqlx::query("UPDATE payments SET refund_reserved_minor = refund_reserved_minor - $2 WHERE id = $1")
+                .bind(payment_id.get())
+                .bind(amount)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(Transition::Applied(refund_from(&row)?));
+        }
+        RefundOutcome::Succeeded { provider_refund_id } => {
+            let row = sqlx::query(
+                "UPDATE refunds SET status = 'SUCCEEDED', provider_refund_id = $2, updated_at = $3 WHERE id = $1 \
+                 RETURNING *",
+            )
+            .bind(id.get())
+            .bind(provider_refund_id)
+            .bind(at)
+            .fetch_one(&mut **tx)
+            .await?;
+            refund_from(&row)?
+        }
+    };
+    let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
+        .bind(payment_id.get())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| corrupt("refund's payment"))?;
+    let payment = payment_from(&row)?;
+    let refunded = payment.refunded.minor() + amount;
+    let to =
+        payment.status.refund(refunded >= payment.amount.minor()).ok_or_else(|| corrupt("unrefundable payment"))?;
+    let row =
+        sqlx::query("UPDATE payments SET refunded_minor = $2, status = $3, updated_at = $4 WHERE id = $1 RETURNING *")
+            .bind(payment_id.get())
+            .bind(refunded)
+            .bind(to.as_str())
+            .bind(at)
+            .fetch_one(&mut **tx)
+            .await?;
+    let payment = payment_from(&row)?;
+    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(refund.order_id.get())
+        .execute(&mut **tx)
+        .await?;
+    let order = order_by_id(tx, refund.order_id).await?.ok_or_else(|| corrupt("refund's order"))?;
+    let order_refunded = order.refunded.minor() + amount;
+    let order_to = order
+        .status
+        .refund(order_refunded >= order.total.minor())
+        .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+    sqlx::query("UPDATE orders SET refunded_minor = $2, status = $3, updated_at = $4 WHERE id = $1")
+        .bind(order.id.get())
+        .bind(order_refunded)
+        .bind(order_to.as_str())
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    let reason = format!("refund {id} of {} succeeded", refund.amount);
+    insert_event(tx, order.id, Some(order.status), order_to, &refund.actor, &reason, at).await?;
+    let order = order_by_id(tx, order.id).await?.ok_or_else(|| corrupt("refund's order"))?;
+    insert_outbox(tx, notify(&order, &payment, &refund), at).await?;
+    Ok(Transition::Applied(refund))
+}

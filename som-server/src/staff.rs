@@ -1,0 +1,283 @@
+//! Refunds and the staff operations: users, everyone's notifications. Each handler extracts,
+//! calls one OrderSystem method, renders; who may do what is decided in som-core.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use som_core::domain::{Caller, NotificationId, OrderId, PaymentId, RefundInput, UserId};
+use som_core::storage::NotificationStatus;
+
+use crate::AppState;
+use crate::dto::{
+    NotificationCounts, NotificationResponse, RefundRequestBody, RefundResponse, StaffUserResponse, UserPatchRequest,
+};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, IdempotencyKey, JsonBody};
+use crate::routes::{IdempotencyHeader, next_page_headers};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult<T> {
+    raw.parse::<T>().map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
+}
+
+/// Staff routes answer 403 to anyone else before looking at anything.
+fn require_staff(caller: Caller, what: &str) -> ApiResult<()> {
+    if caller.is_staff() { Ok(()) } else { Err(som_core::Error::Forbidden(format!("only staff may {what}")).into()) }
+}
+
+fn page_limit(raw: Option<&String>, default: u32) -> ApiResult<u32> {
+    raw.map(|l| {
+        l.parse::<u32>().map_err(|_| {
+            ApiError::field("limit", format!("must be a whole number between 1 and {}", som_core::MAX_ADMIN_PAGE_SIZE))
+        })
+    })
+    .transpose()
+    .map(|l| l.unwrap_or(default))
+}
+
+/// Refund a captured payment, fully or in part (staff only). The provider is asked at once;
+/// if it cannot be reached the refund stays PENDING (503) and is finished automatically.
+#[utoipa::path(post, path = "/api/v1/payments/{id}/refunds/", tag = "payments", security(("bearer" = [])),
+    request_body = RefundRequestBody,
+    params(("id" = i64, Path, minimum = 1, description = "Payment id"), IdempotencyHeader),
+    responses(
+        (status = 201, description = "The refund", body = RefundResponse),
+        (status = 402, description = "The provider declined the refund; the amount is available again", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only staff may refund", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a captured payment, or less left to refund than asked", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_refund(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RefundRequestBody>,
+) -> ApiResult<impl IntoResponse> {
+    let id: PaymentId = path_id(&id, "payment")?;
+    let input = RefundInput { amount: req.amount.map(crate::dto::Decimal::into_text), reason: req.reason };
+    let refund = s.som.refund_payment(caller, id, input, key.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(RefundResponse::from(refund))))
+}
+
+/// A payment's refunds, oldest first (its owner or staff).
+#[utoipa::path(get, path = "/api/v1/payments/{id}/refunds/", tag = "payments", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "Payment id")),
+    responses(
+        (status = 200, description = "The refunds", body = [RefundResponse]),
+        (status = 404, description = "No such payment, or another user's", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_refunds(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<RefundResponse>>> {
+    let id: PaymentId = path_id(&id, "payment")?;
+    Ok(Json(s.som.payment_refunds(caller, id).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Query parameters of `GET /users/` (documentation; the handler parses them strictly).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct UserListParams {
+    /// Only users whose username or email starts with this, case-insensitively.
+    #[param(max_length = 254)]
+    pub q: Option<String>,
+    /// Page size, 1-1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The cursor from the previous page's `X-Next-Cursor`.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    pub cursor: Option<String>,
+}
+
+/// Every account, by ascending id (staff only).
+#[utoipa::path(get, path = "/api/v1/users/", tag = "staff", params(UserListParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of users; `Link` (rel=\"next\") and `X-Next-Cursor` when there are more", body = [StaffUserResponse]),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only staff may list users", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_users(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    uri: Uri,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    require_staff(caller, "list users")?;
+    let limit = page_limit(params.get("limit"), 50)?;
+    let cursor = params
+        .get("cursor")
+        .map(|c| c.parse::<UserId>().map_err(|_| ApiError::field("cursor", "is not a valid cursor")))
+        .transpose()?;
+    let q = params.get("q").map(String::as_str);
+    let page = s.som.users_page(caller, q, cursor, limit).await?;
+    let mut headers = HeaderMap::new();
+    if let Some(next) = &page.next_cursor {
+        let get = |k: &str| params.get(k).map(String::as_str);
+        next_page_headers(&mut headers, uri.path(), next, ["limit", "q"].map(|k| (k, get(k))));
+    }
+    let body: Vec<StaffUserResponse> = page.items.into_iter().map(Into::into).collect();
+    Ok((headers, Json(body)))
+}
+
+/// One account (staff only).
+#[utoipa::path(get, path = "/api/v1/users/{id}/", tag = "staff", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
+    responses(
+        (status = 200, description = "The account", body = StaffUserResponse),
+        (status = 403, description = "Only staff may read accounts", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_user(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<StaffUserResponse>> {
+    require_staff(caller, "read accounts")?;
+    let id: UserId = path_id(&id, "user")?;
+    Ok(Json(s.som.find_user(caller, &id.to_string()).await?.into()))
+}
+
+/// Grant or revoke staff, enable or disable an account (staff only). Disabling ends every
+/// session of the account at once.
+#[utoipa::path(patch, path = "/api/v1/users/{id}/", tag = "staff", security(("bearer" = [])),
+    request_body = UserPatchRequest,
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
+    responses(
+        (status = 200, description = "The updated account", body = StaffUserResponse),
+        (status = 403, description = "Only staff may change accounts", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn patch_user(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<UserPatchRequest>,
+) -> ApiResult<Json<StaffUserResponse>> {
+    require_staff(caller, "change accounts")?;
+    let id: UserId = path_id(&id, "user")?;
+    let mut user = s.som.find_user(caller, &id.to_string()).await?;
+    if let Some(is_staff) = req.is_staff {
+        user = s.som.set_staff(caller, id, is_staff).await?;
+    }
+    if let Some(is_active) = req.is_active {
+        user = s.som.set_active(caller, id, is_active).await?;
+    }
+    Ok(Json(user.into()))
+}
+
+/// Query parameters of `GET /notifications/` (documentation; the handler parses them strictly).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct NotificationListParams {
+    /// Only notifications in this delivery state.
+    #[param(inline)]
+    pub status: Option<NotificationStatusParam>,
+    /// Only notifications about this order.
+    #[param(minimum = 1)]
+    pub order: Option<i64>,
+    /// Page size, 1-1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The cursor from the previous page's `X-Next-Cursor`.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    pub cursor: Option<String>,
+}
+
+/// A notification's delivery state.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(non_camel_case_types, dead_code)]
+pub enum NotificationStatusParam {
+    /// Waiting for (another) delivery attempt.
+    pending,
+    /// Delivered.
+    sent,
+    /// Given up on; may be retried.
+    dead,
+    /// Nothing to deliver on its channel.
+    skipped,
+}
+
+/// Every notification, oldest first (staff only).
+#[utoipa::path(get, path = "/api/v1/notifications/", tag = "staff", params(NotificationListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of notifications; `Link` (rel=\"next\") and `X-Next-Cursor` when there are more", body = [NotificationResponse]),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only staff may list notifications", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_notifications(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    uri: Uri,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    require_staff(caller, "list notifications")?;
+    let get = |k: &str| params.get(k).map(String::as_str);
+    let limit = page_limit(params.get("limit"), 50)?;
+    let status = get("status")
+        .map(|st| {
+            NotificationStatus::parse(st)
+                .ok_or_else(|| ApiError::field("status", "must be pending, sent, dead or skipped"))
+        })
+        .transpose()?;
+    let order = get("order")
+        .map(|o| o.parse::<OrderId>().map_err(|_| ApiError::field("order", "must be an order id")))
+        .transpose()?;
+    let cursor = get("cursor")
+        .map(|c| c.parse::<NotificationId>().map_err(|_| ApiError::field("cursor", "is not a valid cursor")))
+        .transpose()?;
+    let page = s.som.notifications_page(caller, status, order, cursor, limit).await?;
+    let mut headers = HeaderMap::new();
+    if let Some(next) = &page.next_cursor {
+        next_page_headers(&mut headers, uri.path(), next, ["limit", "status", "order"].map(|k| (k, get(k))));
+    }
+    let body: Vec<NotificationResponse> = page.items.into_iter().map(Into::into).collect();
+    Ok((headers, Json(body)))
+}
+
+/// Re-queue a dead notification for delivery (staff only).
+#[utoipa::path(post, path = "/api/v1/notifications/{id}/retry/", tag = "staff", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "Notification id")),
+    responses(
+        (status = 200, description = "The notification, pending again", body = NotificationResponse),
+        (status = 403, description = "Only staff may retry notifications", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such notification", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The notification is not dead", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_notification(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NotificationResponse>> {
+    require_staff(caller, "retry notifications")?;
+    let id: NotificationId = path_id(&id, "notification")?;
+    Ok(Json(s.som.retry_notification(caller, id).await?.into()))
+}
+
+/// How many notifications are in each delivery state (staff only).
+#[utoipa::path(get, path = "/api/v1/notifications/counts/", tag = "staff", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Counts per state", body = NotificationCounts),
+        (status = 403, description = "Only staff may count notifications", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn notification_counts(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<NotificationCounts>> {
+    require_staff(caller, "count notifications")?;
+    let mut counts = NotificationCounts::default();
+    for (status, n) in s.som.notification_counts().await? {
+        match status {
+            NotificationStatus::Pending => counts.pending = n,
+            NotificationStatus::Sent => counts.sent = n,
+            NotificationStatus::Dead => counts.dead = n,
+            NotificationStatus::Skipped => counts.skipped = n,
+        }
+    }
+    Ok(Json(counts))
+}
