@@ -68,6 +68,10 @@ on_both_backends!(
     failed_logins_are_limited_per_username_from_any_address,
     tokens_are_never_cached_and_the_docs_have_a_content_security_policy,
     the_price_schema_accepts_exactly_what_the_server_does,
+    staff_refund_payments_fully_and_in_part,
+    refund_errors_are_clear_problems,
+    staff_manage_users_over_http,
+    staff_see_everyones_orders_and_notifications,
 );
 
 /// Server-level protections, independent of the backend.
@@ -165,6 +169,30 @@ impl App {
     async fn user(&self, username: &str) -> String {
         self.register(username).await;
         self.login(username).await.0
+    }
+
+    /// A staff account's access token (made staff through the library, as an operator would
+    /// with `som users grant-staff`).
+    async fn staff(&self, username: &str) -> String {
+        let id = self.register(username).await["id"].as_i64().unwrap();
+        self.som.set_staff(Caller::System, UserId::new(id), true).await.unwrap();
+        self.login(username).await.0
+    }
+
+    async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        read(self.call(Method::PATCH, path, token, Some(body)).await).await
+    }
+
+    /// A paid order placed by `token`'s user with `method`: (order id, payment id).
+    async fn paid(&self, token: &str, method: &str) -> (i64, i64) {
+        let order = self.order(token).await["id"].as_i64().unwrap();
+        let (status, p) =
+            self.post("/payments/initiate/", Some(token), json!({"order_id": order, "method": method})).await;
+        assert_eq!(status, StatusCode::OK, "{p}");
+        let pid = p["id"].as_i64().unwrap();
+        let (status, p) = self.post("/payments/confirm/", Some(token), json!({"payment_id": pid})).await;
+        assert_eq!((status, p["status"].as_str()), (StatusCode::OK, Some("SUCCESS")), "{p}");
+        (order, pid)
     }
 
     async fn order(&self, token: &str) -> Value {
@@ -588,7 +616,12 @@ async fn the_openapi_document_and_swagger_ui_are_served_locally(backend: Backend
     let key = create.as_array().unwrap().iter().find(|p| p["name"] == "Idempotency-Key").unwrap();
     assert_eq!(key["schema"]["type"], "string", "{key}");
     let schemas = &doc["components"]["schemas"];
-    assert_eq!(schemas["StatusParam"]["enum"], json!(["CREATED", "PAID", "CANCELLED", "REFUNDED"]));
+    let statuses: Vec<&str> = som_core::domain::OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(schemas["StatusParam"]["enum"], json!(statuses));
+    for staff_path in ["/api/v1/payments/{id}/refunds/", "/api/v1/users/{id}/", "/api/v1/notifications/counts/"] {
+        assert!(doc["paths"][staff_path].is_object(), "{staff_path} documented");
+    }
+    assert!(doc["paths"]["/api/v1/users/{id}/"]["patch"]["responses"]["403"].is_object());
     assert!(schemas["PaymentStatusSchema"]["enum"].as_array().is_some_and(|e| e.contains(&json!("SUCCESS"))));
     assert!(schemas["RegisterRequest"]["required"].as_array().unwrap().contains(&json!("email")));
     assert_eq!(schemas["OrderResponse"]["properties"]["id"]["example"], 1001, "realistic examples");
@@ -889,4 +922,218 @@ async fn the_price_schema_accepts_exactly_what_the_server_does(backend: Backend)
             assert!(!pattern.is_match(text), "the schema accepts {text}, which the server refuses");
         }
     }
+}
+
+async fn staff_refund_payments_fully_and_in_part(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let staff = app.staff("root").await;
+    let (order, pid) = app.paid(&alice, "mock_success").await;
+    let refunds = format!("/payments/{pid}/refunds/");
+    // A partial refund, replayed with its key.
+    let send = |amount: Value, key: &'static str| {
+        app.client
+            .post(app.url(&refunds))
+            .bearer_auth(&staff)
+            .header("Idempotency-Key", key)
+            .json(&json!({"amount": amount, "reason": "damaged in transit"}))
+            .send()
+    };
+    let (status, first) = read(send(json!("100.00"), "refund-1").await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(
+        (first["status"].as_str(), first["amount"].as_str(), first["currency"].as_str(), first["order"].as_i64()),
+        (Some("SUCCEEDED"), Some("100.00"), Some("USD"), Some(order))
+    );
+    let (status, replay) = read(send(json!("100.00"), "refund-1").await.unwrap()).await;
+    assert_eq!((status, replay["id"].clone()), (StatusCode::CREATED, first["id"].clone()));
+    let (status, body) = read(send(json!("1.00"), "refund-1").await.unwrap()).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, o) = app.get(&format!("/orders/{order}/"), Some(&alice)).await;
+    assert_eq!((o["status"].as_str(), o["refunded_amount"].as_str()), (Some("PARTIALLY_REFUNDED"), Some("100.00")));
+    let (_, p) = app.get(&format!("/payments/{pid}/"), Some(&alice)).await;
+    assert_eq!((p["status"].as_str(), p["refunded_amount"].as_str()), (Some("PARTIALLY_REFUNDED"), Some("100.00")));
+    // A JSON number works too; then the rest by default.
+    let (status, second) = app.post(&refunds, Some(&staff), json!({"amount": 50.5})).await;
+    assert_eq!((status, second["amount"].as_str()), (StatusCode::CREATED, Some("50.50")), "{second}");
+    let (status, rest) = app.post(&refunds, Some(&staff), json!({})).await;
+    assert_eq!((status, rest["amount"].as_str()), (StatusCode::CREATED, Some("99.50")), "{rest}");
+    let (_, o) = app.get(&format!("/orders/{order}/"), Some(&alice)).await;
+    assert_eq!((o["status"].as_str(), o["refunded_amount"].as_str()), (Some("REFUNDED"), Some("250.00")));
+    // Nothing left: 409.
+    let (status, body) = app.post(&refunds, Some(&staff), json!({"amount": "0.01"})).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
+    // The owner and staff list the refunds; the history shows them.
+    for token in [&alice, &staff] {
+        let (status, list) = app.get(&refunds, Some(token)).await;
+        assert_eq!(status, StatusCode::OK);
+        let amounts: Vec<&str> = list.as_array().unwrap().iter().filter_map(|r| r["amount"].as_str()).collect();
+        assert_eq!(amounts, vec!["100.00", "50.50", "99.50"]);
+    }
+    let (_, history) = app.get(&format!("/orders/{order}/history/"), Some(&alice)).await;
+    let tos: Vec<&str> = history.as_array().unwrap().iter().filter_map(|e| e["to"].as_str()).collect();
+    assert_eq!(tos, vec!["CREATED", "PAID", "PARTIALLY_REFUNDED", "PARTIALLY_REFUNDED", "REFUNDED"]);
+    let (status, list) = app.get("/orders/?status=REFUNDED", Some(&alice)).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+}
+
+async fn refund_errors_are_clear_problems(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let mallory = app.user("mallory").await;
+    let staff = app.staff("root").await;
+    let (order, pid) = app.paid(&alice, "mock_success").await;
+    let refunds = format!("/payments/{pid}/refunds/");
+    // The owner may not refund (403); another user does not learn the payment exists (404).
+    let (status, body) = app.post(&refunds, Some(&alice), json!({})).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN);
+    let (status, body) = app.post(&refunds, Some(&mallory), json!({})).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let (status, body) = app.get(&refunds, Some(&mallory)).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let (status, body) = app.post(&refunds, None, json!({})).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED);
+    for path in ["/payments/0/refunds/", "/payments/abc/refunds/", "/payments/999999/refunds/"] {
+        let (status, body) = app.post(path, Some(&staff), json!({})).await;
+        assert_problem(status, &body, StatusCode::NOT_FOUND);
+    }
+    // Bad amounts and fields are 400 naming the field.
+    for bad in [
+        json!({"amount": "0"}),
+        json!({"amount": "-5"}),
+        json!({"amount": "1.001"}),
+        json!({"amount": "250.01"}),
+        json!({"amount": "ten"}),
+        json!({"reason": "x".repeat(501)}),
+        json!({"amount": "1.00", "extra": true}),
+    ] {
+        let (status, body) = app.post(&refunds, Some(&staff), bad.clone()).await;
+        assert_problem(status, &body, StatusCode::BAD_REQUEST);
+        assert!(bad.get("extra").is_some() || body["errors"].is_object(), "{bad}: {body}");
+    }
+    // Cancelling a paid order is a 409 that says to refund it.
+    let (status, body) = app.post(&format!("/orders/{order}/cancel/"), Some(&alice), json!({})).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
+    assert!(body["detail"].as_str().unwrap().contains("refund"), "{body}");
+    // An unpaid order's payment, and a declined payment, cannot be refunded.
+    let unpaid = app.order(&alice).await["id"].as_i64().unwrap();
+    let (_, pending) = app.post("/payments/initiate/", Some(&alice), json!({"order_id": unpaid})).await;
+    let (status, body) = app.post(&format!("/payments/{}/refunds/", pending["id"]), Some(&staff), json!({})).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
+    let declined_order = app.order(&alice).await["id"].as_i64().unwrap();
+    let (_, d) = app
+        .post("/payments/initiate/", Some(&alice), json!({"order_id": declined_order, "method": "mock_decline"}))
+        .await;
+    let (status, _) = app.post("/payments/confirm/", Some(&alice), json!({"payment_id": d["id"]})).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    let (status, body) = app.post(&format!("/payments/{}/refunds/", d["id"]), Some(&staff), json!({})).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
+    // The provider declines the refund: 402, and the amount is available again.
+    let (_, refusing) = app.paid(&alice, "mock_refund_decline").await;
+    let path = format!("/payments/{refusing}/refunds/");
+    let (status, body) = app.post(&path, Some(&staff), json!({"amount": "10.00"})).await;
+    assert_problem(status, &body, StatusCode::PAYMENT_REQUIRED);
+    let (_, list) = app.get(&path, Some(&staff)).await;
+    assert_eq!(list[0]["status"].as_str(), Some("FAILED"), "{list}");
+    let (_, p) = app.get(&format!("/payments/{refusing}/"), Some(&alice)).await;
+    assert_eq!((p["status"].as_str(), p["refunded_amount"].as_str()), (Some("SUCCESS"), Some("0.00")));
+}
+
+async fn staff_manage_users_over_http(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    app.register("alicia").await;
+    let bob_id = app.register("bob").await["id"].as_i64().unwrap();
+    let bob = app.login("bob").await.0;
+    let staff = app.staff("root").await;
+    // Everyone else gets 403 on every staff route.
+    for path in
+        ["/users/", &format!("/users/{bob_id}/"), "/notifications/", "/notifications/counts/", "/orders/?all=true"]
+    {
+        let (status, body) = app.get(path, Some(&alice)).await;
+        assert_problem(status, &body, StatusCode::FORBIDDEN);
+    }
+    let (status, body) = app.patch(&format!("/users/{bob_id}/"), Some(&alice), json!({"is_staff": true})).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN);
+    let (status, body) = app.post("/notifications/1/retry/", Some(&alice), json!({})).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN);
+    // Staff list (paged, searchable), read and change accounts.
+    let (status, users) = app.get("/users/?q=ALI", Some(&staff)).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = users.as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).collect();
+    assert_eq!(names, vec!["alice", "alicia"]);
+    let resp = app.client.get(app.url("/users/?limit=2")).bearer_auth(&staff).send().await.unwrap();
+    let next = resp.headers().get("x-next-cursor").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!((page.len(), next.as_deref()), (2, page[1]["id"].to_string().as_str().into()));
+    let (status, rest) = app.get(&format!("/users/?limit=2&cursor={}", next.unwrap()), Some(&staff)).await;
+    assert_eq!((status, rest.as_array().map(Vec::len)), (StatusCode::OK, Some(2)));
+    let (status, user) = app.get(&format!("/users/{bob_id}/"), Some(&staff)).await;
+    assert_eq!(
+        (status, user["username"].as_str(), user["is_active"].as_bool()),
+        (StatusCode::OK, Some("bob"), Some(true))
+    );
+    let (status, body) = app.get("/users/999999/", Some(&staff)).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let (status, user) = app.patch(&format!("/users/{bob_id}/"), Some(&staff), json!({"is_staff": true})).await;
+    assert_eq!((status, user["is_staff"].as_bool()), (StatusCode::OK, Some(true)), "{user}");
+    // Disabling ends bob's sessions at once.
+    assert_eq!(me_status(&app, &bob).await, StatusCode::OK);
+    let (status, user) = app.patch(&format!("/users/{bob_id}/"), Some(&staff), json!({"is_active": false})).await;
+    assert_eq!((status, user["is_active"].as_bool()), (StatusCode::OK, Some(false)), "{user}");
+    assert_eq!(me_status(&app, &bob).await, StatusCode::UNAUTHORIZED);
+    for bad in [json!({"is_staff": "yes"}), json!({"role": "admin"})] {
+        let (status, body) = app.patch(&format!("/users/{bob_id}/"), Some(&staff), bad).await;
+        assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    }
+    let (status, body) = app.get("/users/?limit=0", Some(&staff)).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+}
+
+async fn staff_see_everyones_orders_and_notifications(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let staff = app.staff("root").await;
+    let a = app.order(&alice).await["id"].as_i64().unwrap();
+    let b = app.order(&bob).await["id"].as_i64().unwrap();
+    // Staff list everyone's orders, one user's, or a time window; read and cancel any.
+    let ids = |v: &Value| v.as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    let (status, all) = app.get("/orders/?all=true", Some(&staff)).await;
+    assert_eq!((status, ids(&all)), (StatusCode::OK, vec![b, a]));
+    let (_, own) = app.get("/orders/", Some(&staff)).await;
+    assert!(ids(&own).is_empty(), "without all=true staff see their own orders");
+    let alice_id = all[1]["user"].as_i64().unwrap();
+    let (_, hers) = app.get(&format!("/orders/?user={alice_id}"), Some(&staff)).await;
+    assert_eq!(ids(&hers), vec![a]);
+    let (_, none) = app.get("/orders/?all=true&created_before=2000-01-01T00:00:00Z", Some(&staff)).await;
+    assert!(ids(&none).is_empty());
+    let (_, recent) = app.get("/orders/?all=true&created_after=2000-01-01T00:00:00%2B01:00", Some(&staff)).await;
+    assert_eq!(ids(&recent), vec![b, a]);
+    let (status, body) = app.get("/orders/?all=true&created_after=yesterday", Some(&staff)).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    let (status, body) = app.get("/orders/?all=maybe", Some(&staff)).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    let (status, o) = app.get(&format!("/orders/{b}/"), Some(&staff)).await;
+    assert_eq!((status, o["id"].as_i64()), (StatusCode::OK, Some(b)));
+    let (status, o) = app.post(&format!("/orders/{b}/cancel/"), Some(&staff), json!({})).await;
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("CANCELLED")));
+    // Notifications: listed per order and per status, counted, and only dead ones retried.
+    let (status, rows) = app.get(&format!("/notifications/?order={a}"), Some(&staff)).await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r["order"].as_i64() == Some(a)), "{rows:?}");
+    assert_eq!(rows[0]["kind"].as_str(), Some("order_created"));
+    let (status, counts) = app.get("/notifications/counts/", Some(&staff)).await;
+    assert_eq!(status, StatusCode::OK);
+    let total: u64 = ["pending", "sent", "dead", "skipped"].iter().map(|k| counts[k].as_u64().unwrap()).sum();
+    assert!(total >= 3, "{counts}");
+    let (status, body) = app.post(&format!("/notifications/{}/retry/", rows[0]["id"]), Some(&staff), json!({})).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
+    let (status, body) = app.post("/notifications/999999/retry/", Some(&staff), json!({})).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let (status, body) = app.get("/notifications/?status=lost", Some(&staff)).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    let (status, body) = app.get("/notifications/?order=x", Some(&staff)).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST);
 }

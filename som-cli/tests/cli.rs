@@ -281,6 +281,37 @@ fn transient_failures_are_counted_per_payment_across_runs() {
 }
 
 #[test]
+fn payments_are_refunded_in_part_and_in_full_and_show_in_the_history() {
+    let som = Som::new();
+    som.user("alice");
+    let order = som.json(&["orders", "create", "--user", "alice", "--item", "Widget:2:5.00"])["id"].to_string();
+    let p = som.json(&["pay", "initiate", &order])["id"].to_string();
+    // Nothing captured yet: rejected (exit 1, like every conflict).
+    som.fails(&["pay", "refund", &p], 1, "PENDING");
+    som.json(&["pay", "confirm", &p]);
+    som.fails(&["pay", "refund", &p, "--amount", "10.01"], 1, "amount");
+    let part =
+        som.json(&["pay", "refund", &p, "--amount", "4.00", "--reason", "one broken", "--idempotency-key", "k1"]);
+    assert_eq!((part["status"].as_str(), part["amount"].as_str()), (Some("SUCCEEDED"), Some("4.00")), "{part}");
+    let replay =
+        som.json(&["pay", "refund", &p, "--amount", "4.00", "--reason", "one broken", "--idempotency-key", "k1"]);
+    assert_eq!(replay["id"], part["id"]);
+    assert_eq!(som.json(&["orders", "show", &order])["status"], "PARTIALLY_REFUNDED");
+    let rest = som.json(&["pay", "refund", &p]);
+    assert_eq!(rest["amount"].as_str(), Some("6.00"), "{rest}");
+    som.fails(&["pay", "refund", &p], 1, "nothing left");
+    let shown = som.json(&["orders", "show", &order]);
+    assert_eq!((shown["status"].as_str(), shown["refunded_amount"].as_str()), (Some("REFUNDED"), Some("10.00")));
+    let refunds = som.json(&["pay", "refunds", &p]);
+    let amounts: Vec<&str> = refunds["items"].as_array().unwrap().iter().filter_map(|r| r["amount"].as_str()).collect();
+    assert_eq!(amounts, vec!["4.00", "6.00"]);
+    let history = som.ok(&["orders", "history", &order]);
+    assert!(history.contains("PARTIALLY_REFUNDED") && history.contains("refund"), "{history}");
+    let text = som.ok(&["pay", "refunds", &p]);
+    assert!(text.contains("SUCCEEDED") && text.contains("one broken"), "{text}");
+}
+
+#[test]
 fn orders_list_filters_and_pages() {
     let som = Som::new();
     som.user("alice");

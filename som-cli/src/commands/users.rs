@@ -29,8 +29,8 @@ pub enum Users {
     /// List accounts, by id.
     List {
         /// Only users whose username or email starts with this (case-insensitive).
-        #[arg(long, short = 'q')]
-        query: Option<String>,
+        #[arg(long)]
+        search: Option<String>,
         /// Show at most this many (1-1000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(som_core::system::MAX_ADMIN_PAGE_SIZE)))]
         limit: u32,
@@ -104,8 +104,8 @@ impl Users {
                 let dto = UserResponse::from(user);
                 ctx.out.record(&dto, &fields(&dto))
             }
-            Users::List { query, limit, cursor } => {
-                let page = ctx.som.users_page(OPERATOR, query.as_deref(), cursor, limit).await?;
+            Users::List { search, limit, cursor } => {
+                let page = ctx.som.users_page(OPERATOR, search.as_deref(), cursor, limit).await?;
                 let next_cursor = page.next_cursor;
                 let users: Vec<UserResponse> = page.items.into_iter().map(Into::into).collect();
                 let rows = users

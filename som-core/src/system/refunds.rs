@@ -191,6 +191,9 @@ fn parse_amount(raw: Option<&str>, payment: &Payment) -> Result<Option<Money>> {
 
 fn not_refundable(payment: &Payment, amount: Money) -> Error {
     let id = payment.id;
+    if payment.status == crate::domain::PaymentStatus::Refunded {
+        return Error::Conflict(format!("payment {id} is fully refunded; there is nothing left to refund"));
+    }
     if !payment.status.is_refundable() {
         return Error::Conflict(format!("payment {id} is {}; only a captured payment can be refunded", payment.status));
     }
