@@ -1082,12 +1082,26 @@ async fn staff_manage_users_over_http(backend: Backend) {
     let (status, user) = app.patch(&format!("/users/{bob_id}/"), Some(&staff), json!({"is_active": false})).await;
     assert_eq!((status, user["is_active"].as_bool()), (StatusCode::OK, Some(false)), "{user}");
     assert_eq!(me_status(&app, &bob).await, StatusCode::UNAUTHORIZED);
-    for bad in [json!({"is_staff": "yes"}), json!({"role": "admin"})] {
+    for bad in [json!({"is_staff": "yes"}), json!({"role": "admin"}), json!([null, null]), json!([true])] {
         let (status, body) = app.patch(&format!("/users/{bob_id}/"), Some(&staff), bad).await;
         assert_problem(status, &body, StatusCode::BAD_REQUEST);
     }
     let (status, body) = app.get("/users/?limit=0", Some(&staff)).await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST);
+    // Staff cannot lock themselves out; nothing changes when one of two changes is refused.
+    let (_, me) = app.get("/accounts/me/", Some(&staff)).await;
+    let own = format!("/users/{}/", me["id"]);
+    for change in
+        [json!({"is_staff": false}), json!({"is_active": false}), json!({"is_staff": true, "is_active": false})]
+    {
+        let (status, body) = app.patch(&own, Some(&staff), change).await;
+        assert_problem(status, &body, StatusCode::CONFLICT);
+    }
+    let (status, still) = app.get(&own, Some(&staff)).await;
+    assert_eq!(
+        (status, still["is_staff"].as_bool(), still["is_active"].as_bool()),
+        (StatusCode::OK, Some(true), Some(true))
+    );
 }
 
 async fn staff_see_everyones_orders_and_notifications(backend: Backend) {

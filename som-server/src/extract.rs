@@ -57,6 +57,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 )
             }
         })?;
+        // Every request body of the API is a JSON object; serde would also read a struct from an
+        // array of its fields in order, which no client means.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'[') {
+            return Err(ApiError::field("non_field_errors", "expected a JSON object"));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(&e))?;
         de.end().map_err(|_| ApiError::field("non_field_errors", "trailing characters after the JSON document"))?;

@@ -153,6 +153,7 @@ pub async fn get_user(
         (status = 200, description = "The updated account", body = StaffUserResponse),
         (status = 403, description = "Only staff may change accounts", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Staff cannot revoke their own rights or disable their own account", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn patch_user(
     State(s): State<AppState>,
@@ -162,14 +163,7 @@ pub async fn patch_user(
 ) -> ApiResult<Json<StaffUserResponse>> {
     require_staff(caller, "change accounts")?;
     let id: UserId = path_id(&id, "user")?;
-    let mut user = s.som.find_user(caller, &id.to_string()).await?;
-    if let Some(is_staff) = req.is_staff {
-        user = s.som.set_staff(caller, id, is_staff).await?;
-    }
-    if let Some(is_active) = req.is_active {
-        user = s.som.set_active(caller, id, is_active).await?;
-    }
-    Ok(Json(user.into()))
+    Ok(Json(s.som.update_user(caller, id, req.is_staff, req.is_active).await?.into()))
 }
 
 /// Query parameters of `GET /notifications/` (documentation; the handler parses them strictly).
