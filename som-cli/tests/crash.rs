@@ -1,6 +1,7 @@
-//! Crash tests: `som serve` is killed with SIGKILL at random moments while clients create, pay
-//! and confirm orders over HTTP; after a restart on the same database nothing acknowledged is
-//! lost, nothing is done twice, and every notification is delivered. SQLite always; PostgreSQL
+//! Crash tests: `som serve` is killed with SIGKILL at random moments while clients create, pay,
+//! confirm and (as staff) partly refund orders over HTTP; after a restart on the same database
+//! nothing acknowledged is lost, nothing is done twice, refunds left pending are finished once,
+//! and every notification is delivered. SQLite always; PostgreSQL
 //! when `SOM_TEST_POSTGRES_URL` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{Value, json};
-use som_core::domain::{Caller, OrderStatus, PaymentStatus};
+use som_core::domain::{Caller, OrderStatus, PaymentId, RefundStatus};
 use som_core::storage::{NotificationStatus, OutboxEntry};
 use som_core::{Config, OrderListQuery, OrderSystem};
 
@@ -30,6 +31,7 @@ fn start(url: &str, dir: &std::path::Path) -> Server {
         .env("SOM_OUTBOX_POLL_INTERVAL", "100ms")
         .env("SOM_OUTBOX_LEASE", "2s")
         .env("SOM_JWT_SECRET", "crash-test-secret-0123456789abcdef0123")
+        .env("SOM_REFUND_RECOVERY_AFTER", "1s")
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -46,9 +48,11 @@ fn start(url: &str, dir: &std::path::Path) -> Server {
 struct Acked {
     orders: HashMap<i64, Value>,
     paid: HashMap<i64, Value>,
+    /// Acknowledged refunds by payment id.
+    refunds: HashMap<i64, Value>,
 }
 
-async fn client_loop(base: String, token: String, acked: Arc<Mutex<Acked>>, seed: u64) {
+async fn client_loop(base: String, (token, staff): (String, String), acked: Arc<Mutex<Acked>>, seed: u64) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let mut n = seed;
     loop {
@@ -86,24 +90,51 @@ async fn client_loop(base: String, token: String, acked: Arc<Mutex<Acked>>, seed
         else {
             return;
         };
+        if !resp.status().is_success() {
+            continue;
+        }
+        let Ok(p) = resp.json::<Value>().await else { return };
+        let pid = p["id"].as_i64().unwrap();
+        acked.lock().unwrap().paid.insert(id, p);
+        // Every other paid order gets a partial refund of 1.00, with a key so that a retry
+        // after a crash could never make a second one.
+        if n % 2 == 0 {
+            continue;
+        }
+        let Ok(resp) = client
+            .post(format!("{base}/api/v1/payments/{pid}/refunds/"))
+            .bearer_auth(&staff)
+            .header("Idempotency-Key", format!("refund-{pid}"))
+            .json(&json!({"amount": "1.00", "reason": "crash test"}))
+            .send()
+            .await
+        else {
+            return;
+        };
         if resp.status().is_success() {
-            let Ok(p) = resp.json::<Value>().await else { return };
-            acked.lock().unwrap().paid.insert(id, p);
+            let Ok(r) = resp.json::<Value>().await else { return };
+            acked.lock().unwrap().refunds.insert(pid, r);
         }
     }
 }
 
-async fn token(base: &str) -> String {
+/// The access tokens of a customer and of a staff member (created through the library before
+/// the first server starts).
+async fn tokens(base: &str) -> (String, String) {
+    (token(base, "crash").await, token(base, "crash-staff").await)
+}
+
+async fn token(base: &str, username: &str) -> String {
     let client = reqwest::Client::new();
     let _ = client
         .post(format!("{base}/api/v1/accounts/register/"))
-        .json(&json!({"username": "crash", "email": "crash@example.com", "password": "correct horse battery"}))
+        .json(&json!({"username": username, "email": format!("{username}@example.com"), "password": "correct horse battery"}))
         .send()
         .await
         .unwrap();
     let pair: Value = client
         .post(format!("{base}/api/v1/token/"))
-        .json(&json!({"username": "crash", "password": "correct horse battery"}))
+        .json(&json!({"username": username, "password": "correct horse battery"}))
         .send()
         .await
         .unwrap()
@@ -143,7 +174,14 @@ async fn check_invariants(url: &str, acked: &Acked) {
         assert_eq!(body["items"].as_array().map(Vec::len), Some(o.items.len()), "order {id} items");
     }
     for id in acked.paid.keys() {
-        assert_eq!(orders[id].status, OrderStatus::Paid, "acknowledged payment of order {id} lost");
+        assert!(
+            matches!(orders[id].status, OrderStatus::Paid | OrderStatus::PartiallyRefunded),
+            "acknowledged payment of order {id} lost"
+        );
+    }
+    for (pid, body) in &acked.refunds {
+        let refunds = som.payment_refunds(Caller::System, PaymentId::new(*pid)).await.unwrap();
+        assert!(refunds.iter().any(|r| r.id.get() == body["id"].as_i64().unwrap()), "acknowledged refund {body} lost");
     }
     // Every outbox row, page by page: a run may write many more than one page.
     let mut rows = Vec::new();
@@ -159,10 +197,25 @@ async fn check_invariants(url: &str, acked: &Acked) {
     for (id, o) in &orders {
         assert!(!o.items.is_empty(), "order {id} has no items");
         let payments = som.order_payments(Caller::System, o.id).await.unwrap();
-        let successes: Vec<_> = payments.iter().filter(|p| p.status == PaymentStatus::Success).collect();
-        assert_eq!(successes.len(), usize::from(o.status == OrderStatus::Paid), "order {id}: {payments:?}");
-        assert!(successes.iter().all(|p| p.amount == o.total), "order {id} paid its exact total");
+        let captured: Vec<_> = payments.iter().filter(|p| p.status.is_refundable()).collect();
+        let paid = matches!(o.status, OrderStatus::Paid | OrderStatus::PartiallyRefunded);
+        assert_eq!(captured.len(), usize::from(paid), "order {id}: {payments:?}");
+        assert!(captured.iter().all(|p| p.amount == o.total), "order {id} paid its exact total");
         assert!(payments.iter().filter(|p| p.status.is_live()).count() <= 1);
+        // Refunds: at most one per key (one per payment here), and the amounts agree.
+        for p in &captured {
+            let refunds = som.payment_refunds(Caller::System, p.id).await.unwrap();
+            assert!(refunds.len() <= 1, "payment {} refunded twice: {refunds:?}", p.id);
+            let succeeded: i64 =
+                refunds.iter().filter(|r| r.status == RefundStatus::Succeeded).map(|r| r.amount.minor()).sum();
+            let pending: i64 =
+                refunds.iter().filter(|r| r.status == RefundStatus::Pending).map(|r| r.amount.minor()).sum();
+            assert_eq!((p.refunded.minor(), p.refund_pending.minor()), (succeeded, pending), "payment {}", p.id);
+            assert_eq!(o.refunded.minor(), succeeded, "order {id} refunded amount");
+            for r in refunds.iter().filter(|r| r.status == RefundStatus::Succeeded) {
+                assert!(keys.contains(format!("refund_issued:refund:{}", r.id).as_str()), "refund {} notified", r.id);
+            }
+        }
         let key = format!("order_created:order:{id}");
         assert!(keys.contains(key.as_str()), "order {id} has its notification in the outbox");
     }
@@ -177,7 +230,8 @@ async fn wait_until_delivered(url: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let pending = som.notifications(Caller::System, Some(NotificationStatus::Pending), None, 10).await.unwrap();
-        if pending.is_empty() {
+        let refunding = pending_refunds(&som).await;
+        if pending.is_empty() && refunding == 0 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "notifications stuck after restart: {pending:?}");
@@ -187,12 +241,44 @@ async fn wait_until_delivered(url: &str) {
     assert!(dead.is_empty(), "{dead:?}");
 }
 
+/// How many refunds are still PENDING (each order's payments, through the library).
+async fn pending_refunds(som: &OrderSystem) -> usize {
+    let mut pending = 0;
+    let mut cursor = None;
+    loop {
+        let query = OrderListQuery { cursor, limit: Some(200), ..OrderListQuery::default() };
+        let page = som.list_orders(Caller::System, query).await.unwrap();
+        for o in &page.items {
+            for p in som.order_payments(Caller::System, o.id).await.unwrap() {
+                pending += usize::from(p.refund_pending.is_positive());
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return pending,
+        }
+    }
+}
+
 async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let acked = Arc::new(Mutex::new(Acked::default()));
+    {
+        let som = OrderSystem::builder()
+            .config(Config { database_url: url.to_owned(), ..Config::default() })
+            .build()
+            .await
+            .unwrap();
+        let staff = som_core::Registration {
+            username: "crash-staff".into(),
+            email: Some("crash-staff@example.com".into()),
+            password: "correct horse battery".into(),
+        };
+        som.create_user(Caller::System, staff, true).await.unwrap();
+    }
     for cycle in 0..cycles {
         let mut server = start(url, dir);
-        let token = token(&server.base).await;
+        let token = tokens(&server.base).await;
         let mut clients = Vec::new();
         for c in 0..6u64 {
             clients.push(tokio::spawn(client_loop(
@@ -218,6 +304,7 @@ async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize) {
     server.child.wait().unwrap();
     let acked = acked.lock().unwrap().clone();
     assert!(acked.orders.len() > 10, "the load reached the server ({} orders)", acked.orders.len());
+    assert!(!acked.refunds.is_empty(), "refunds were made");
     check_invariants(url, &acked).await;
 }
 

@@ -182,6 +182,11 @@ pub const VARIABLES: &[ConfigVar] = &[
         help: "Delivery attempts before a notification is dead-lettered",
     },
     ConfigVar {
+        name: "SOM_REFUND_RECOVERY_AFTER",
+        default: "30s",
+        help: "A refund still waiting for the provider's answer this long (its request died, or the provider was down) is finished by the dispatcher with the same provider idempotency key",
+    },
+    ConfigVar {
         name: "SOM_MOCK_TRANSIENT_FAILURES",
         default: "2",
         help: "Confirmations of a mock_transient_error payment that fail before one succeeds (counted per payment in the database, so retries from other processes count too)",
@@ -250,6 +255,8 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// `SOM_OUTBOX_*`.
     pub outbox: DispatchConfig,
+    /// `SOM_REFUND_RECOVERY_AFTER`.
+    pub refund_recovery_after: Duration,
     /// `SOM_MOCK_TRANSIENT_FAILURES`.
     pub mock_transient_failures: u32,
 }
@@ -320,6 +327,7 @@ impl Config {
         let webhook_timeout = duration("SOM_WEBHOOK_TIMEOUT");
         let header_read_timeout = duration("SOM_HEADER_READ_TIMEOUT");
         let session_max_age = duration("SOM_SESSION_MAX_AGE");
+        let refund_recovery_after = duration("SOM_REFUND_RECOVERY_AFTER");
         let mut number = |name: &str, min: u64| -> u64 {
             match get(name).trim().parse::<u64>() {
                 Ok(n) if n >= min && n <= u64::from(u32::MAX) => n,
@@ -404,6 +412,7 @@ impl Config {
                 backoff_cap,
                 max_attempts: small(max_attempts),
             },
+            refund_recovery_after,
             mock_transient_failures: small(mock_transient_failures),
         })
     }

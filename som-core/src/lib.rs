@@ -69,9 +69,7 @@ pub use auth::TokenPair;
 pub use config::Config;
 pub use domain::Caller;
 pub use error::{Error, ErrorKind, Result, ValidationErrors};
-pub use system::{
-    MAX_ADMIN_PAGE_SIZE, OrderListQuery, OrderSystem, OrderSystemBuilder, Page, REFUND_RECOVERY_AFTER, Registration,
-};
+pub use system::{MAX_ADMIN_PAGE_SIZE, OrderListQuery, OrderSystem, OrderSystemBuilder, Page, Registration};
 
 /// `bytes` random bytes from the OS generator, hex-encoded.
 pub(crate) fn random_token(bytes: usize) -> String {

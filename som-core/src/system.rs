@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -28,8 +29,6 @@ use crate::storage::{
 };
 
 mod refunds;
-
-pub use refunds::REFUND_RECOVERY_AFTER;
 
 /// Default and largest page sizes for order lists.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -1101,17 +1100,19 @@ impl OrderSystem {
     pub fn spawn_dispatcher(&self) -> DispatcherHandle {
         self.inner.storage.subscribe_outbox(Arc::clone(&self.inner.wake));
         let system = self.clone();
+        let after = self.inner.config.refund_recovery_after;
         self.dispatcher().spawn(Arc::clone(&self.inner.wake)).with_companion(move |mut stop| async move {
             // Refunds whose request died between reserving and finishing are finished here.
+            let every = (after / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
             loop {
                 tokio::select! {
                     _ = stop.changed() => break,
-                    () = tokio::time::sleep(REFUND_RECOVERY_AFTER / 3) => {}
+                    () = tokio::time::sleep(every) => {}
                 }
                 if *stop.borrow() {
                     break;
                 }
-                match system.recover_refunds(REFUND_RECOVERY_AFTER).await {
+                match system.recover_refunds(after).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(refunds = n, "finished pending refunds"),
                     Err(e) => tracing::warn!(error = %e, "finishing pending refunds failed"),

@@ -14,9 +14,6 @@ use crate::error::{Error, Result, ValidationErrors};
 use crate::payment::{ProviderError, RefundRequest};
 use crate::storage::{NewNotification, NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve, Transition};
 
-/// A PENDING refund this old is presumed abandoned by its request and finished by the worker.
-pub const REFUND_RECOVERY_AFTER: Duration = Duration::from_secs(30);
-
 impl OrderSystem {
     /// Returns `input.amount` (everything not yet refunded when `None`) of a captured payment
     /// to the payer. Staff or the system caller only: the payment's non-staff owner gets
@@ -91,7 +88,7 @@ impl OrderSystem {
 
     /// Finishes PENDING refunds older than `older_than` (left behind by a crash or a provider
     /// outage) with the provider, using each refund's own idempotency key; how many were
-    /// finished. The dispatcher runs this periodically.
+    /// finished. The dispatcher runs this periodically with `SOM_REFUND_RECOVERY_AFTER`.
     pub async fn recover_refunds(&self, older_than: Duration) -> Result<usize> {
         let age = chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
         let before = Self::now().checked_sub_signed(age).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
