@@ -14,10 +14,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use rand::Rng;
+use som_core::domain::NotificationStatus;
 use som_core::domain::{Caller, EventKind, ItemInput, OrderId, OrderInput, OrderStatus, PaymentId, PaymentStatus};
 use som_core::notify::RecordingNotifier;
-use som_core::storage::NotificationStatus;
-use som_core::storage::postgres::testing::{TestDatabase, admin_url};
+use som_core::testing::{TestDatabase, admin_url};
 use som_core::{Config, OrderListQuery, OrderSystem, Registration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -340,11 +340,11 @@ async fn wait_until_drained(som: &OrderSystem) -> HashMap<NotificationStatus, u6
     }
 }
 
-async fn all_notifications(som: &OrderSystem) -> Vec<som_core::storage::OutboxEntry> {
+async fn all_notifications(som: &OrderSystem) -> Vec<som_core::domain::OutboxEntry> {
     let mut rows = Vec::new();
     loop {
         let page = som
-            .notifications(Caller::System, None, rows.last().map(|r: &som_core::storage::OutboxEntry| r.id), 1000)
+            .notifications(Caller::System, None, rows.last().map(|r: &som_core::domain::OutboxEntry| r.id), 1000)
             .await
             .unwrap();
         if page.is_empty() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 use som_core::domain::{Caller, UserId};
-use som_core::storage::postgres::testing::TestDatabase;
+use som_core::testing::TestDatabase;
 use som_core::{Config, OrderSystem};
 
 struct App {
@@ -34,7 +34,7 @@ macro_rules! on_both_backends {
         }
         mod postgres {
             $(#[tokio::test] async fn $name() {
-                if som_core::storage::postgres::testing::admin_url().is_none() {
+                if som_core::testing::admin_url().is_none() {
                     eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the Postgres variant");
                     return;
                 }
@@ -95,7 +95,7 @@ async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Ap
     let db = match backend {
         Backend::Sqlite => None,
         Backend::Postgres => {
-            let admin = som_core::storage::postgres::testing::admin_url().unwrap();
+            let admin = som_core::testing::admin_url().unwrap();
             Some(TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable"))
         }
     };

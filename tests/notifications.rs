@@ -18,9 +18,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use som_core::config::Secret;
+use som_core::domain::NotificationStatus;
 use som_core::domain::{Caller, ItemInput, OrderInput};
 use som_core::notify::verify_signature;
-use som_core::storage::NotificationStatus;
 use som_core::{Config, OrderSystem, Registration};
 
 fn python() -> Option<PathBuf> {
@@ -215,7 +215,7 @@ async fn an_smtp_outage_delays_delivery_with_backoff_and_loses_nothing() {
     for _ in 0..3 {
         som.create_order(alice, seed_order(), None).await.unwrap();
     }
-    let smtp_rows = |rows: Vec<som_core::storage::OutboxEntry>| -> Vec<som_core::storage::OutboxEntry> {
+    let smtp_rows = |rows: Vec<som_core::domain::OutboxEntry>| -> Vec<som_core::domain::OutboxEntry> {
         rows.into_iter().filter(|r| r.channel == "smtp").collect()
     };
     let mut delays = Vec::new();

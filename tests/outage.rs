@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use som_core::storage::postgres::testing::{TestDatabase, admin_url};
+use som_core::testing::{TestDatabase, admin_url};
 use som_core::{Config, OrderSystem};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;

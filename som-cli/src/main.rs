@@ -94,8 +94,8 @@ impl std::error::Error for UsageError {}
 /// Refuses to run against a SQLite file that is not there, except for the commands that create
 /// a database (`migrate`, `serve`, `worker`, and `users create` for the first account), and
 /// names the missing directory when one of those cannot create it.
-fn check_database_file(database_url: &str, creates: bool) -> Result<(), UsageError> {
-    let Some(path) = som_core::storage::sqlite::database_file(database_url) else { return Ok(()) };
+fn check_database_file(config: &som_core::Config, creates: bool) -> Result<(), UsageError> {
+    let Some(path) = config.database_file() else { return Ok(()) };
     if path.exists() {
         return Ok(());
     }
@@ -273,7 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Worker(_)
             | Command::Users(commands::users::Users::Create { .. })
     );
-    check_database_file(&config.database_url, creates)?;
+    check_database_file(&config, creates)?;
     // Opening the database applies pending migrations; on a big database that takes a while.
     let progress = out.progress(&format!("opening {}", config.redacted_database_url()));
     let som = OrderSystem::builder().config(config).build().await;
@@ -282,8 +282,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx { som, out };
     match command {
         Command::Migrate => {
-            let version = ctx.som.storage().schema_version().await?;
-            let backend = ctx.som.storage().backend();
+            let version = ctx.som.schema_version().await?;
+            let backend = ctx.som.backend();
             ctx.out.record(
                 &serde_json::json!({ "backend": backend, "schema_version": version }),
                 &[("backend", backend.to_owned()), ("schema version", version.to_string())],

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::{Value, json};
 use som_core::domain::{Caller, OrderStatus, PaymentId, RefundStatus};
-use som_core::storage::{NotificationStatus, OutboxEntry};
+use som_core::domain::{NotificationStatus, OutboxEntry};
 use som_core::{Config, OrderListQuery, OrderSystem};
 
 struct Server {
@@ -321,11 +321,11 @@ async fn sqlite_survives_sigkill_at_random_moments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_survives_sigkill_at_random_moments() {
-    let Some(admin) = som_core::storage::postgres::testing::admin_url() else {
+    let Some(admin) = som_core::testing::admin_url() else {
         eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the Postgres crash test");
         return;
     };
-    let db = som_core::storage::postgres::testing::TestDatabase::create(&admin).await.expect("Postgres unreachable");
+    let db = som_core::testing::TestDatabase::create(&admin).await.expect("Postgres unreachable");
     let dir = tempfile::tempdir().unwrap();
     crash_cycles(db.url(), dir.path(), 3).await;
 }

@@ -417,6 +417,12 @@ impl Config {
         })
     }
 
+    /// The database file `database_url` names, for a file-backed SQLite database; `None` for an
+    /// in-memory database or a server database.
+    pub fn database_file(&self) -> Option<std::path::PathBuf> {
+        crate::storage::sqlite::database_file(&self.database_url)
+    }
+
     /// The configuration reference as a Markdown table (the operator documentation embeds it).
     pub fn reference_markdown() -> String {
         let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");

@@ -65,6 +65,12 @@ pub mod storage;
 /// The OrderSystem facade.
 pub mod system;
 
+/// Helpers for tests of code built on SOM: throwaway PostgreSQL databases.
+#[cfg(feature = "test-support")]
+pub mod testing {
+    pub use crate::storage::postgres::testing::*;
+}
+
 pub use auth::TokenPair;
 pub use config::Config;
 pub use domain::Caller;

@@ -349,9 +349,20 @@ impl OrderSystem {
         warnings
     }
 
-    /// The storage it uses.
-    pub fn storage(&self) -> &DynStorage {
-        &self.inner.storage
+    /// Which database backend it runs on: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.inner.storage.backend()
+    }
+
+    /// The version of the database schema (migrations run when the system is built).
+    pub async fn schema_version(&self) -> Result<i64> {
+        self.inner.storage.schema_version().await
+    }
+
+    /// Writes a consistent copy of the whole database to a new file at `destination` while
+    /// the system stays in use (SQLite; PostgreSQL databases are backed up with `pg_dump`).
+    pub async fn backup(&self, destination: &std::path::Path) -> Result<()> {
+        self.inner.storage.backup(destination).await
     }
 
     /// `Ok` when storage answers (for readiness checks).

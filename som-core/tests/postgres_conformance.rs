@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use som_core::storage::DynStorage;
 use som_core::storage::postgres::PostgresStorage;
-use som_core::storage::postgres::testing::{TestDatabase, admin_url};
+use som_core::testing::{TestDatabase, admin_url};
 
 async fn fresh() -> (DynStorage, Option<TestDatabase>) {
     let Some(admin) = admin_url() else {

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use som_core::domain::NotificationStatus;
 use som_core::domain::{Caller, ItemInput, OrderInput, OrderStatus, PaymentStatus};
 use som_core::notify::RecordingNotifier;
 use som_core::payment::MockProvider;
-use som_core::storage::NotificationStatus;
-use som_core::storage::postgres::testing::{TestDatabase, admin_url};
+use som_core::testing::{TestDatabase, admin_url};
 use som_core::{Config, Error, OrderSystem, Registration};
 
 struct Node {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use som_core::domain::NotificationStatus;
 use som_core::domain::{Caller, ItemInput, OrderInput, OrderStatus, PaymentStatus};
 use som_core::domain::{PaymentId, RefundInput, RefundStatus};
 use som_core::notify::{Notification, Notifier, NotifyError, RecordingNotifier};
@@ -14,7 +15,6 @@ use som_core::payment::{
     MockProvider, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment, ProviderRefund,
     RefundRequest,
 };
-use som_core::storage::NotificationStatus;
 use som_core::{Config, Error, OrderListQuery, OrderSystem, Registration};
 
 struct Env {

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use som_core::domain::OutboxEntry;
 use som_core::domain::{Order, OrderEvent, Payment, Refund, User};
-use som_core::storage::OutboxEntry;
 use utoipa::ToSchema;
 
 /// A decimal amount given as a JSON string (`"100.00"`, exact) or number (`100.5`).

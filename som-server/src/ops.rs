@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use som_core::storage::NotificationStatus;
+use som_core::domain::NotificationStatus;
 
 use crate::AppState;
 use crate::dto::Health;

@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
+use som_core::domain::NotificationStatus;
 use som_core::domain::{Caller, NotificationId, OrderId, PaymentId, RefundInput, UserId};
-use som_core::storage::NotificationStatus;
 
 use crate::AppState;
 use crate::dto::{

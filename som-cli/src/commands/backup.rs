@@ -27,7 +27,7 @@ impl Backup {
             .into());
         }
         let started = std::time::Instant::now();
-        ctx.som.storage().backup(&self.path).await?;
+        ctx.som.backup(&self.path).await?;
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         let path = self.path.display().to_string();
         ctx.out.record(

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde::Serialize;
 use som_core::domain::NotificationId;
-use som_core::storage::{NotificationStatus, OutboxEntry};
+use som_core::domain::{NotificationStatus, OutboxEntry};
 
 use super::OPERATOR;
 use crate::Ctx;

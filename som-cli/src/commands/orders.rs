@@ -2,8 +2,7 @@
 
 use clap::Subcommand;
 use som_core::OrderListQuery;
-use som_core::domain::{ItemInput, OrderId, OrderInput, OrderStatus};
-use som_server::dto::{OrderEventResponse, OrderResponse};
+use som_core::domain::{ItemInput, Order, OrderId, OrderInput, OrderStatus};
 
 use super::{OPERATOR, resolve_user_id};
 use crate::Ctx;
@@ -99,17 +98,17 @@ fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 /// `key: value` lines of an order.
-pub fn order_fields(o: &OrderResponse) -> Vec<(&'static str, String)> {
+pub fn order_fields(o: &Order) -> Vec<(&'static str, String)> {
     let mut fields = vec![
         ("id", o.id.to_string()),
-        ("user", o.user.to_string()),
-        ("status", o.status.clone()),
-        ("total", format!("{} {}", o.total_amount, o.currency)),
-        ("refunded", format!("{} {}", o.refunded_amount, o.currency)),
+        ("user", o.user_id.to_string()),
+        ("status", o.status.to_string()),
+        ("total", o.total.to_string()),
+        ("refunded", o.refunded.to_string()),
         ("created", o.created_at.to_rfc3339()),
     ];
     for item in &o.items {
-        fields.push(("item", format!("{} x {} @ {} {}", item.quantity, item.name, item.price, o.currency)));
+        fields.push(("item", format!("{} x {} @ {}", item.quantity, item.name, item.price)));
     }
     fields
 }
@@ -121,8 +120,7 @@ impl Orders {
                 let owner = resolve_user_id(ctx, &user).await?;
                 let input = OrderInput { items, currency };
                 let order = ctx.som.create_order_for(OPERATOR, owner, input, idempotency_key.as_deref()).await?;
-                let dto = OrderResponse::from(order);
-                ctx.out.record(&dto, &order_fields(&dto))
+                ctx.out.record(&order, &order_fields(&order))
             }
             Orders::List { user, status, created_after, created_before, limit, cursor } => {
                 let user = match user {
@@ -139,13 +137,13 @@ impl Orders {
                     ..OrderListQuery::default()
                 };
                 let page = ctx.som.list_orders(OPERATOR, query).await?;
-                let orders: Vec<OrderResponse> = page.items.into_iter().map(Into::into).collect();
+                let orders = page.items;
                 // Usernames beside user ids: one lookup per distinct user on the page.
                 let mut names = std::collections::HashMap::new();
                 for o in &orders {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(o.user) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(o.user_id) {
                         let name =
-                            ctx.som.find_user(OPERATOR, &o.user.to_string()).await.map(|u| u.username.to_string());
+                            ctx.som.find_user(OPERATOR, &o.user_id.to_string()).await.map(|u| u.username.to_string());
                         slot.insert(name.unwrap_or_default());
                     }
                 }
@@ -154,9 +152,9 @@ impl Orders {
                     .map(|o| {
                         vec![
                             o.id.to_string(),
-                            format!("{} ({})", o.user, names.get(&o.user).map_or("", String::as_str)),
-                            o.status.clone(),
-                            format!("{} {}", o.total_amount, o.currency),
+                            format!("{} ({})", o.user_id, names.get(&o.user_id).map_or("", String::as_str)),
+                            o.status.to_string(),
+                            o.total.to_string(),
                             o.items.len().to_string(),
                             o.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         ]
@@ -165,29 +163,28 @@ impl Orders {
                 ctx.out.table(&orders, page.next_cursor, &["id", "user", "status", "total", "items", "created"], rows)
             }
             Orders::Show { id } => {
-                let dto = OrderResponse::from(ctx.som.order(OPERATOR, id).await?);
-                ctx.out.record(&dto, &order_fields(&dto))
+                let order = ctx.som.order(OPERATOR, id).await?;
+                ctx.out.record(&order, &order_fields(&order))
             }
             Orders::Latest { user } => {
                 let owner = resolve_user_id(ctx, &user).await?;
-                let dto = OrderResponse::from(ctx.som.latest_order(OPERATOR, Some(owner)).await?);
-                ctx.out.record(&dto, &order_fields(&dto))
+                let order = ctx.som.latest_order(OPERATOR, Some(owner)).await?;
+                ctx.out.record(&order, &order_fields(&order))
             }
             Orders::Cancel { id } => {
-                let dto = OrderResponse::from(ctx.som.cancel_order(OPERATOR, id, None).await?);
-                ctx.out.record(&dto, &order_fields(&dto))
+                let order = ctx.som.cancel_order(OPERATOR, id, None).await?;
+                ctx.out.record(&order, &order_fields(&order))
             }
             Orders::History { id } => {
-                let events: Vec<OrderEventResponse> =
-                    ctx.som.order_history(OPERATOR, id).await?.into_iter().map(Into::into).collect();
+                let events = ctx.som.order_history(OPERATOR, id).await?;
                 let rows = events
                     .iter()
                     .map(|e| {
                         vec![
                             e.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                            e.from.clone().unwrap_or_else(|| crate::output::NONE.into()),
-                            e.to.clone(),
-                            e.actor.clone(),
+                            e.from.map_or_else(|| crate::output::NONE.into(), |s| s.to_string()),
+                            e.to.to_string(),
+                            e.actor.to_string(),
                             e.reason.clone().unwrap_or_else(|| crate::output::NONE.into()),
                         ]
                     })

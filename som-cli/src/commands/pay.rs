@@ -1,8 +1,7 @@
 //! `som pay …`
 
 use clap::Subcommand;
-use som_core::domain::{OrderId, PaymentId, RefundInput};
-use som_server::dto::{PaymentResponse, RefundResponse};
+use som_core::domain::{OrderId, Payment, PaymentId, Refund, RefundInput};
 
 use super::OPERATOR;
 use crate::Ctx;
@@ -50,25 +49,25 @@ pub enum Pay {
     },
 }
 
-fn refund_fields(r: &RefundResponse) -> Vec<(&'static str, String)> {
+fn refund_fields(r: &Refund) -> Vec<(&'static str, String)> {
     vec![
         ("id", r.id.to_string()),
-        ("payment", r.payment.to_string()),
-        ("order", r.order.to_string()),
-        ("status", r.status.clone()),
-        ("amount", format!("{} {}", r.amount, r.currency)),
+        ("payment", r.payment_id.to_string()),
+        ("order", r.order_id.to_string()),
+        ("status", r.status.to_string()),
+        ("amount", r.amount.to_string()),
         ("reason", r.reason.clone().unwrap_or_else(|| crate::output::NONE.into())),
         ("provider", r.provider_refund_id.clone().unwrap_or_else(|| crate::output::NONE.into())),
     ]
 }
 
-fn fields(p: &PaymentResponse) -> Vec<(&'static str, String)> {
+fn fields(p: &Payment) -> Vec<(&'static str, String)> {
     vec![
         ("id", p.id.to_string()),
-        ("order", p.order.to_string()),
-        ("status", p.status.clone()),
-        ("amount", format!("{} {}", p.amount, p.currency)),
-        ("refunded", format!("{} {}", p.refunded_amount, p.currency)),
+        ("order", p.order_id.to_string()),
+        ("status", p.status.to_string()),
+        ("amount", p.amount.to_string()),
+        ("refunded", p.refunded.to_string()),
         ("method", p.method.clone()),
         ("provider", format!("{} ({})", p.provider, p.provider_payment_id)),
         ("transaction", p.transaction_id.clone()),
@@ -86,21 +85,19 @@ impl Pay {
             Pay::Refund { payment_id, amount, reason, idempotency_key } => {
                 let input = RefundInput { amount, reason };
                 let refund = ctx.som.refund_payment(OPERATOR, payment_id, input, idempotency_key.as_deref()).await?;
-                let dto = RefundResponse::from(refund);
-                return ctx.out.record(&dto, &refund_fields(&dto));
+                return ctx.out.record(&refund, &refund_fields(&refund));
             }
             Pay::Refunds { payment_id } => {
-                let refunds: Vec<RefundResponse> =
-                    ctx.som.payment_refunds(OPERATOR, payment_id).await?.into_iter().map(Into::into).collect();
+                let refunds = ctx.som.payment_refunds(OPERATOR, payment_id).await?;
                 let rows = refunds
                     .iter()
                     .map(|r| {
                         vec![
                             r.id.to_string(),
-                            r.status.clone(),
-                            format!("{} {}", r.amount, r.currency),
+                            r.status.to_string(),
+                            r.amount.to_string(),
                             r.reason.clone().unwrap_or_else(|| crate::output::NONE.into()),
-                            r.actor.clone(),
+                            r.actor.to_string(),
                             r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         ]
                     })
@@ -108,7 +105,6 @@ impl Pay {
                 return ctx.out.table(&refunds, None, &["id", "status", "amount", "reason", "actor", "created"], rows);
             }
         };
-        let dto = PaymentResponse::from(payment);
-        ctx.out.record(&dto, &fields(&dto))
+        ctx.out.record(&payment, &fields(&payment))
     }
 }

@@ -1,7 +1,6 @@
 //! `som token …`
 
 use clap::Subcommand;
-use som_server::dto::TokenResponse;
 
 use super::{OPERATOR, resolve_user_id};
 use crate::Ctx;
@@ -22,8 +21,7 @@ impl Token {
         let Token::Issue { user } = self;
         let id = resolve_user_id(ctx, &user).await?;
         let pair = ctx.som.issue_tokens(OPERATOR, id).await?;
-        let dto = TokenResponse { access: pair.access, refresh: pair.refresh };
-        let fields = [("access", dto.access.clone()), ("refresh", dto.refresh.clone())];
-        ctx.out.record(&dto, &fields)
+        let fields = [("access", pair.access.clone()), ("refresh", pair.refresh.clone())];
+        ctx.out.record(&pair, &fields)
     }
 }

@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal};
 
 use clap::Subcommand;
 use som_core::Registration;
-use som_server::dto::UserResponse;
+use som_core::domain::User;
 
 use super::{OPERATOR, resolve_user};
 use crate::Ctx;
@@ -85,13 +85,13 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     Ok(first)
 }
 
-fn fields(u: &UserResponse) -> Vec<(&'static str, String)> {
+fn fields(u: &User) -> Vec<(&'static str, String)> {
     vec![
         ("id", u.id.to_string()),
-        ("username", u.username.clone()),
-        ("email", if u.email.is_empty() { crate::output::NONE.into() } else { u.email.clone() }),
+        ("username", u.username.to_string()),
+        ("email", u.email.as_ref().map_or_else(|| crate::output::NONE.into(), ToString::to_string)),
         ("staff", u.is_staff.to_string()),
-        ("active", u.is_active.unwrap_or(true).to_string()),
+        ("active", u.is_active.to_string()),
     ]
 }
 
@@ -101,51 +101,49 @@ impl Users {
             Users::Create { username, email, password_stdin, staff } => {
                 let password = read_password(password_stdin)?;
                 let user = ctx.som.create_user(OPERATOR, Registration { username, email, password }, staff).await?;
-                let dto = UserResponse::from(user);
-                ctx.out.record(&dto, &fields(&dto))
+                ctx.out.record(&user, &fields(&user))
             }
             Users::List { search, limit, cursor } => {
                 let page = ctx.som.users_page(OPERATOR, search.as_deref(), cursor, limit).await?;
                 let next_cursor = page.next_cursor;
-                let users: Vec<UserResponse> = page.items.into_iter().map(Into::into).collect();
+                let users = page.items;
                 let rows = users
                     .iter()
                     .map(|u| {
                         vec![
                             u.id.to_string(),
-                            u.username.clone(),
-                            u.email.clone(),
+                            u.username.to_string(),
+                            u.email.as_ref().map(ToString::to_string).unwrap_or_default(),
                             u.is_staff.to_string(),
-                            u.is_active.unwrap_or(true).to_string(),
+                            u.is_active.to_string(),
                         ]
                     })
                     .collect();
                 ctx.out.table(&users, next_cursor, &["id", "username", "email", "staff", "active"], rows)
             }
             Users::Show { user } => {
-                let dto = UserResponse::from(resolve_user(ctx, &user).await?);
-                ctx.out.record(&dto, &fields(&dto))
+                let user = resolve_user(ctx, &user).await?;
+                ctx.out.record(&user, &fields(&user))
             }
             Users::SetStaff { user, staff } => {
                 let id = resolve_user(ctx, &user).await?.id;
-                let dto = UserResponse::from(ctx.som.set_staff(OPERATOR, id, staff).await?);
-                ctx.out.record(&dto, &fields(&dto))
+                let user = ctx.som.set_staff(OPERATOR, id, staff).await?;
+                ctx.out.record(&user, &fields(&user))
             }
             Users::Disable { user } => {
                 let id = resolve_user(ctx, &user).await?.id;
-                let dto = UserResponse::from(ctx.som.set_active(OPERATOR, id, false).await?);
-                ctx.out.record(&dto, &fields(&dto))
+                let user = ctx.som.set_active(OPERATOR, id, false).await?;
+                ctx.out.record(&user, &fields(&user))
             }
             Users::Enable { user } => {
                 let id = resolve_user(ctx, &user).await?.id;
-                let dto = UserResponse::from(ctx.som.set_active(OPERATOR, id, true).await?);
-                ctx.out.record(&dto, &fields(&dto))
+                let user = ctx.som.set_active(OPERATOR, id, true).await?;
+                ctx.out.record(&user, &fields(&user))
             }
             Users::RevokeSessions { user } => {
                 let found = resolve_user(ctx, &user).await?;
                 ctx.som.revoke_sessions(OPERATOR, found.id).await?;
-                let dto = UserResponse::from(found);
-                ctx.out.record(&dto, &fields(&dto))
+                ctx.out.record(&found, &fields(&found))
             }
         }
     }

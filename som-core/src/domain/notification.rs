@@ -4,7 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Order, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId};
+use chrono::{DateTime, Utc};
+
+use super::{NotificationId, Order, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,4 +175,75 @@ impl Message {
             _ => format!("{}:order:{}", self.kind, self.order_id),
         }
     }
+}
+
+/// Delivery state of an outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationStatus {
+    /// Waiting for (another) delivery attempt.
+    Pending,
+    /// Delivered.
+    Sent,
+    /// Given up on after the configured attempts or a permanent failure; an operator may
+    /// re-queue it.
+    Dead,
+    /// Nothing to deliver on its channel (no email address); the reason is in `last_error`.
+    Skipped,
+}
+
+impl NotificationStatus {
+    /// All statuses.
+    pub const ALL: [NotificationStatus; 4] =
+        [NotificationStatus::Pending, NotificationStatus::Sent, NotificationStatus::Dead, NotificationStatus::Skipped];
+
+    /// The lower-case name used in storage and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationStatus::Pending => "pending",
+            NotificationStatus::Sent => "sent",
+            NotificationStatus::Dead => "dead",
+            NotificationStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Parses a status name, case-insensitively.
+    pub fn parse(raw: &str) -> Option<NotificationStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(raw.trim()))
+    }
+}
+
+impl fmt::Display for NotificationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Row id.
+    pub id: NotificationId,
+    /// What happened.
+    pub kind: EventKind,
+    /// `kind:entity`; unique together with the channel.
+    pub dedupe_key: String,
+    /// Delivery channel.
+    pub channel: String,
+    /// Where it goes (an email address), when known.
+    pub recipient: Option<String>,
+    /// The message.
+    pub message: Message,
+    /// Delivery state.
+    pub status: NotificationStatus,
+    /// Delivery attempts started so far.
+    pub attempts: u32,
+    /// Not to be attempted before this time.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub sent_at: Option<DateTime<Utc>>,
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Actor, Money, OrderId, PaymentId, RefundId, UserId};
+use super::{Actor, Currency, Money, OrderId, PaymentId, RefundId, UserId};
 
 /// Where a refund is in its life: `PENDING → SUCCEEDED | FAILED`.
 ///
@@ -62,8 +62,10 @@ impl RefundInput {
     pub const MAX_REASON_CHARS: usize = 500;
 }
 
-/// A stored refund.
+/// A stored refund. Its JSON has the HTTP API's field names (`payment`, `order`, `amount` as a
+/// decimal string with `currency`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "RefundWire", try_from = "RefundWire")]
 pub struct Refund {
     /// The refund id.
     pub id: RefundId,
@@ -74,7 +76,6 @@ pub struct Refund {
     /// The order's owner.
     pub user_id: UserId,
     /// How much, in the payment's currency.
-    #[serde(with = "money_text")]
     pub amount: Money,
     /// Where it is in its life.
     pub status: RefundStatus,
@@ -100,32 +101,66 @@ impl Refund {
     }
 }
 
-/// `{"amount": "1.00", "currency": "USD"}` inside a refund's JSON.
-mod money_text {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+#[derive(Serialize, Deserialize)]
+struct RefundWire {
+    id: RefundId,
+    payment: PaymentId,
+    order: OrderId,
+    user: UserId,
+    amount: String,
+    currency: Currency,
+    status: RefundStatus,
+    provider_refund_id: Option<String>,
+    reason: Option<String>,
+    failure_reason: Option<String>,
+    actor: Actor,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
-    use crate::domain::{Currency, Money};
-
-    #[derive(Serialize, Deserialize)]
-    struct Wire {
-        amount: String,
-        currency: Currency,
+impl From<Refund> for RefundWire {
+    fn from(r: Refund) -> Self {
+        RefundWire {
+            id: r.id,
+            payment: r.payment_id,
+            order: r.order_id,
+            user: r.user_id,
+            amount: r.amount.amount_string(),
+            currency: r.amount.currency(),
+            status: r.status,
+            provider_refund_id: r.provider_refund_id,
+            reason: r.reason,
+            failure_reason: r.failure_reason,
+            actor: r.actor,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
+}
 
-    pub fn serialize<S: Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
-        Wire { amount: m.amount_string(), currency: m.currency() }.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
-        let w = Wire::deserialize(d)?;
-        Money::parse(&w.amount, w.currency).map_err(serde::de::Error::custom)
+impl TryFrom<RefundWire> for Refund {
+    type Error = super::MoneyError;
+    fn try_from(w: RefundWire) -> Result<Self, Self::Error> {
+        Ok(Refund {
+            id: w.id,
+            payment_id: w.payment,
+            order_id: w.order,
+            user_id: w.user,
+            amount: Money::parse(&w.amount, w.currency)?,
+            status: w.status,
+            provider_refund_id: w.provider_refund_id,
+            reason: w.reason,
+            failure_reason: w.failure_reason,
+            actor: w.actor,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Currency;
 
     #[test]
     fn refunds_round_trip_through_json() {
@@ -144,7 +179,8 @@ mod tests {
             updated_at: Utc::now(),
         };
         let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["amount"]["amount"], "1.50");
+        assert_eq!((json["amount"].as_str(), json["currency"].as_str()), (Some("1.50"), Some("USD")));
+        assert_eq!((json["payment"].as_i64(), json["order"].as_i64()), (Some(3), Some(1)));
         assert_eq!(json["status"], "PENDING");
         assert_eq!(serde_json::from_value::<Refund>(json).unwrap(), r);
         assert_eq!(r.provider_idempotency_key(), "som-refund-5");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 
 use super::*;
-use crate::domain::{Currency, ItemInput, Money, NewOrder, OrderInput, PaymentStatus, RefundStatus};
+use crate::domain::{Currency, EventKind, ItemInput, Money, NewOrder, OrderInput, PaymentStatus, RefundStatus};
 
 /// Generates a `#[tokio::test]` per conformance check, each on storage from `$make`: an
 /// expression evaluating to a future of `(DynStorage, guard)`, where the guard (a temporary

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::domain::{
-    Actor, Email, EventKind, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus,
-    Payment, PaymentId, Refund, RefundId, User, UserId, Username,
+    Actor, Email, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment,
+    PaymentId, Refund, RefundId, User, UserId, Username,
 };
+pub use crate::domain::{NotificationStatus, OutboxEntry};
 use crate::error::{Error, Result};
 
 #[cfg(feature = "test-support")]
@@ -232,77 +233,6 @@ pub struct NewNotification {
 pub type OrderNotify = Box<dyn FnOnce(&Order) -> Vec<NewNotification> + Send>;
 /// Builds the outbox rows for a payment change once the order and payment are known.
 pub type PaymentNotify = Box<dyn FnOnce(&Order, &Payment) -> Vec<NewNotification> + Send>;
-
-/// Delivery state of an outbox row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotificationStatus {
-    /// Waiting for (another) delivery attempt.
-    Pending,
-    /// Delivered.
-    Sent,
-    /// Given up on after the configured attempts or a permanent failure; an operator may
-    /// re-queue it.
-    Dead,
-    /// Nothing to deliver on its channel (no email address); the reason is in `last_error`.
-    Skipped,
-}
-
-impl NotificationStatus {
-    /// All statuses.
-    pub const ALL: [NotificationStatus; 4] =
-        [NotificationStatus::Pending, NotificationStatus::Sent, NotificationStatus::Dead, NotificationStatus::Skipped];
-
-    /// The lower-case name used in storage and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotificationStatus::Pending => "pending",
-            NotificationStatus::Sent => "sent",
-            NotificationStatus::Dead => "dead",
-            NotificationStatus::Skipped => "skipped",
-        }
-    }
-
-    /// Parses a status name, case-insensitively.
-    pub fn parse(raw: &str) -> Option<NotificationStatus> {
-        Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(raw.trim()))
-    }
-}
-
-impl fmt::Display for NotificationStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One outbox row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    /// Row id.
-    pub id: NotificationId,
-    /// What happened.
-    pub kind: EventKind,
-    /// `kind:entity`; unique together with the channel.
-    pub dedupe_key: String,
-    /// Delivery channel.
-    pub channel: String,
-    /// Where it goes (an email address), when known.
-    pub recipient: Option<String>,
-    /// The message.
-    pub message: Message,
-    /// Delivery state.
-    pub status: NotificationStatus,
-    /// Delivery attempts started so far.
-    pub attempts: u32,
-    /// Not to be attempted before this time.
-    pub next_attempt_at: DateTime<Utc>,
-    /// The last failure, if any.
-    pub last_error: Option<String>,
-    /// When it was written.
-    pub created_at: DateTime<Utc>,
-    /// When it was delivered.
-    pub sent_at: Option<DateTime<Utc>>,
-}
 
 /// The scope of one idempotency key: a caller, an operation and the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
