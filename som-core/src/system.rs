@@ -349,6 +349,11 @@ impl OrderSystem {
         warnings
     }
 
+    /// The payment methods the configured provider takes (empty when it cannot list them).
+    pub fn payment_methods(&self) -> Vec<String> {
+        self.inner.provider.methods()
+    }
+
     /// Which database backend it runs on: `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         self.inner.storage.backend()

@@ -156,8 +156,74 @@ impl Modify for Links {
     }
 }
 
+/// The OpenAPI document as JSON for a server whose provider takes `payment_methods` (any
+/// method when empty). Every limit in it comes from som-core's constants, so the document and
+/// the rules cannot drift apart.
+pub fn openapi_json_for(payment_methods: &[String]) -> serde_json::Value {
+    let mut doc = openapi_json();
+    apply_limits(&mut doc, payment_methods);
+    doc
+}
+
+/// Writes som-core's limits into the document: item counts and sizes, username and password
+/// lengths, page sizes, idempotency keys, refund reasons, and the provider's payment methods.
+fn apply_limits(doc: &mut serde_json::Value, payment_methods: &[String]) {
+    use serde_json::json;
+    use som_core::domain::{OrderItem, Password, RefundInput, Username};
+    let schemas = "/components/schemas";
+    let fixed = [
+        (format!("{schemas}/CreateOrderRequest/properties/items/maxItems"), json!(OrderItem::MAX_ITEMS)),
+        (format!("{schemas}/OrderItemRequest/properties/name/maxLength"), json!(OrderItem::MAX_NAME_CHARS)),
+        (format!("{schemas}/OrderItemRequest/properties/quantity/maximum"), json!(OrderItem::MAX_QUANTITY)),
+        (format!("{schemas}/RegisterRequest/properties/username/maxLength"), json!(Username::MAX_CHARS)),
+        (format!("{schemas}/RegisterRequest/properties/password/minLength"), json!(Password::MIN_CHARS)),
+        (format!("{schemas}/RegisterRequest/properties/password/maxLength"), json!(Password::MAX_CHARS)),
+        (format!("{schemas}/RefundRequestBody/properties/reason/maxLength"), json!(RefundInput::MAX_REASON_CHARS)),
+    ];
+    for (pointer, value) in fixed {
+        if let Some(slot) = doc.pointer_mut(&pointer) {
+            *slot = value;
+        }
+    }
+    let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) else { return };
+    for (path, item) in paths.iter_mut() {
+        let page_max = if path.starts_with("/api/v1/orders/") {
+            som_core::system::MAX_PAGE_SIZE
+        } else {
+            som_core::MAX_ADMIN_PAGE_SIZE
+        };
+        for op in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+            let params = op.get_mut("parameters").and_then(serde_json::Value::as_array_mut);
+            for param in params.into_iter().flatten() {
+                let name = param.get("name").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+                let Some(schema) = param.get_mut("schema").and_then(serde_json::Value::as_object_mut) else {
+                    continue;
+                };
+                match name.as_str() {
+                    "limit" => {
+                        schema.insert("maximum".into(), json!(page_max));
+                    }
+                    "Idempotency-Key" => {
+                        schema.insert("maxLength".into(), json!(som_core::system::MAX_IDEMPOTENCY_KEY_LEN));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !payment_methods.is_empty()
+        && let Some(method) = doc.pointer_mut(&format!("{schemas}/InitiatePaymentRequest/properties/method"))
+        && let Some(method) = method.as_object_mut()
+    {
+        let mut values: Vec<serde_json::Value> = payment_methods.iter().map(|m| json!(m)).collect();
+        values.push(serde_json::Value::Null);
+        method.insert("enum".into(), serde_json::Value::Array(values));
+    }
+}
+
 /// The OpenAPI document as JSON, with its links in the spelling OpenAPI requires (`operationId`,
-/// `requestBody`; utoipa serialises link fields in snake case).
+/// `requestBody`; utoipa serialises link fields in snake case). Limits as annotated; a server
+/// serves [`openapi_json_for`].
 pub fn openapi_json() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     if let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) {
@@ -180,4 +246,36 @@ pub fn openapi_json() -> serde_json::Value {
         }
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use som_core::domain::{OrderItem, Password, Username};
+
+    use super::*;
+
+    #[test]
+    fn the_documents_limits_are_som_cores() {
+        let methods = vec!["card".to_owned(), "wallet".to_owned()];
+        let doc = openapi_json_for(&methods);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["CreateOrderRequest"]["properties"]["items"]["maxItems"], OrderItem::MAX_ITEMS);
+        assert_eq!(schemas["OrderItemRequest"]["properties"]["quantity"]["maximum"], OrderItem::MAX_QUANTITY);
+        assert_eq!(schemas["RegisterRequest"]["properties"]["username"]["maxLength"], Username::MAX_CHARS);
+        assert_eq!(schemas["RegisterRequest"]["properties"]["password"]["minLength"], Password::MIN_CHARS);
+        let method = &schemas["InitiatePaymentRequest"]["properties"]["method"];
+        assert_eq!(method["enum"], serde_json::json!(["card", "wallet", null]), "{method}");
+        let list = doc["paths"]["/api/v1/orders/"]["get"]["parameters"].as_array().unwrap();
+        let limit = list.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["maximum"], som_core::system::MAX_PAGE_SIZE);
+        let users = doc["paths"]["/api/v1/users/"]["get"]["parameters"].as_array().unwrap();
+        let limit = users.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["maximum"], som_core::MAX_ADMIN_PAGE_SIZE);
+        let price = &schemas["Decimal"];
+        assert!(price.to_string().contains(&format!("\"maximum\":{}", OrderItem::MAX_UNIT_PRICE)), "{price}");
+        assert_eq!(
+            crate::dto::price_pattern(),
+            r"^(10000000(\.0{1,3})?|[1-9][0-9]{0,6}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]{0,1}|00[1-9][0-9]{0,0}))$"
+        );
+    }
 }

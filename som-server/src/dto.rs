@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use som_core::domain::OutboxEntry;
-use som_core::domain::{Order, OrderEvent, Payment, Refund, User};
+use som_core::domain::{Currency, Order, OrderEvent, OrderItem, Payment, Refund, User};
 use utoipa::ToSchema;
 
 /// A decimal amount given as a JSON string (`"100.00"`, exact) or number (`100.5`).
@@ -17,11 +17,23 @@ pub enum Decimal {
     Number(serde_json::Number),
 }
 
-/// A unit price as text: above zero, at most 10,000,000, with at most three decimals — no more
-/// than the order's currency has (two for most, none for JPY, three for KWD, BHD, OMR, JOD,
-/// TND), a rule between two fields that the schema states in words.
-pub const PRICE_PATTERN: &str =
-    r"^(10000000(\.0{1,3})?|[1-9][0-9]{0,6}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$";
+/// A unit price as text: above zero, at most [`OrderItem::MAX_UNIT_PRICE`], with at most as
+/// many decimals as the currency with the most minor digits has — no more than the order's
+/// own currency has (two for most, none for JPY, three for KWD, BHD, OMR, JOD, TND) is a rule
+/// between two fields that the schema states in words. Built from som-core's limits.
+pub fn price_pattern() -> String {
+    let max = OrderItem::MAX_UNIT_PRICE;
+    let digits = max.to_string().len();
+    let decimals = usize::from(Currency::all().map(Currency::exponent).max().unwrap_or(2));
+    // 0.001 … 0.999: k leading zeros, then a non-zero digit and up to decimals-1-k more.
+    let fractions: Vec<String> =
+        (0..decimals).map(|k| format!("{}[1-9][0-9]{{0,{}}}", "0".repeat(k), decimals - 1 - k)).collect();
+    format!(
+        r"^({max}(\.0{{1,{decimals}}})?|[1-9][0-9]{{0,{}}}(\.[0-9]{{1,{decimals}}})?|0\.({}))$",
+        digits - 2,
+        fractions.join("|")
+    )
+}
 
 impl utoipa::PartialSchema for Decimal {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -30,15 +42,17 @@ impl utoipa::PartialSchema for Decimal {
             .item(
                 ObjectBuilder::new()
                     .schema_type(SchemaType::new(Type::String))
-                    .pattern(Some(PRICE_PATTERN))
+                    .pattern(Some(price_pattern()))
                     .examples([serde_json::json!("100.00")]),
             )
             .item(
                 ObjectBuilder::new()
                     .schema_type(SchemaType::new(Type::Number))
                     .exclusive_minimum(Some(0))
-                    .maximum(Some(10_000_000))
-                    .multiple_of(Some(0.001)),
+                    .maximum(Some(OrderItem::MAX_UNIT_PRICE))
+                    .multiple_of(Some(
+                        10f64.powi(-i32::from(Currency::all().map(Currency::exponent).max().unwrap_or(2))),
+                    )),
             )
             .description(Some(
                 "Unit price as a decimal string (exact) or a JSON number: above zero, at most 10000000, with no more \
@@ -347,27 +361,12 @@ impl From<OrderEvent> for OrderEventResponse {
 pub struct InitiatePaymentRequest {
     /// The order to pay.
     pub order_id: IdInput,
-    /// Payment method; with the mock provider: mock_success (default), mock_decline,
-    /// mock_insufficient_funds, mock_transient_error, mock_refund_decline.
+    /// Payment method, one of those the configured provider takes (listed in the document
+    /// served by the running server); with the mock provider: mock_success (default),
+    /// mock_decline, mock_insufficient_funds, mock_transient_error, mock_refund_decline.
     #[serde(default)]
-    #[schema(value_type = Option<MockMethod>)]
+    #[schema(max_length = 100)]
     pub method: Option<String>,
-}
-
-/// The payment methods of the mock payment provider.
-#[derive(Debug, ToSchema)]
-#[allow(non_camel_case_types, dead_code)]
-pub enum MockMethod {
-    /// Confirmation succeeds.
-    mock_success,
-    /// Confirmation is declined (402).
-    mock_decline,
-    /// Confirmation is declined for insufficient funds (402).
-    mock_insufficient_funds,
-    /// Confirmation fails transiently (503) a configured number of times, then succeeds.
-    mock_transient_error,
-    /// Confirmation succeeds; refunds of the payment are declined (402).
-    mock_refund_decline,
 }
 
 /// An ISO 4217 currency SOM accepts.

@@ -203,7 +203,7 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     if settings.metrics_on_main {
         api = both(api, "/metrics", get(ops::metrics_handler));
     }
-    let schema = Arc::new(docs::openapi_json());
+    let schema = Arc::new(docs::openapi_json_for(&state.som.payment_methods()));
     let serve_schema = get(move || std::future::ready(axum::Json(Arc::clone(&schema))));
     api = both(api, "/api/schema", serve_schema.clone());
     api = api.route("/api/openapi.json", serve_schema);

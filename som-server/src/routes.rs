@@ -16,8 +16,9 @@ use crate::extract::{Auth, Bearer, IdempotencyKey, JsonBody};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn path_id(raw: &str, what: &str) -> ApiResult<i64> {
-    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::not_found(format!("{what} {raw} not found")))
+/// An id from the path, parsed by som-core's own `FromStr`; anything else names nothing (404).
+pub(crate) fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult<T> {
+    raw.parse::<T>().map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
 }
 
 /// Register a new account.
@@ -184,7 +185,14 @@ pub async fn list_orders(
     // Present parameters must be valid; an empty value is not "absent".
     let get = |k: &str| params.get(k).map(String::as_str);
     let limit = get("limit")
-        .map(|l| l.parse::<u32>().map_err(|_| ApiError::field("limit", "must be a whole number between 1 and 200")))
+        .map(|l| {
+            l.parse::<u32>().map_err(|_| {
+                ApiError::field(
+                    "limit",
+                    format!("must be a whole number between 1 and {}", som_core::system::MAX_PAGE_SIZE),
+                )
+            })
+        })
         .transpose()?;
     let status = get("status")
         .map(|st| {
@@ -318,7 +326,7 @@ pub async fn get_order(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<OrderResponse>> {
-    let id = OrderId::new(path_id(&id, "order")?);
+    let id: OrderId = path_id(&id, "order")?;
     Ok(Json(s.som.order(caller, id).await?.into()))
 }
 
@@ -336,7 +344,7 @@ pub async fn cancel_order(
     IdempotencyKey(key): IdempotencyKey,
     Path(id): Path<String>,
 ) -> ApiResult<Json<OrderResponse>> {
-    let id = OrderId::new(path_id(&id, "order")?);
+    let id: OrderId = path_id(&id, "order")?;
     Ok(Json(s.som.cancel_order(caller, id, key.as_deref()).await?.into()))
 }
 
@@ -352,7 +360,7 @@ pub async fn order_history(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<OrderEventResponse>>> {
-    let id = OrderId::new(path_id(&id, "order")?);
+    let id: OrderId = path_id(&id, "order")?;
     Ok(Json(s.som.order_history(caller, id).await?.into_iter().map(Into::into).collect()))
 }
 
@@ -429,6 +437,6 @@ pub async fn get_payment(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PaymentResponse>> {
-    let id = PaymentId::new(path_id(&id, "payment")?);
+    let id: PaymentId = path_id(&id, "payment")?;
     Ok(Json(s.som.payment(caller, id).await?.into()))
 }

@@ -16,13 +16,9 @@ use crate::dto::{
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, IdempotencyKey, JsonBody};
-use crate::routes::{IdempotencyHeader, next_page_headers};
+use crate::routes::{IdempotencyHeader, next_page_headers, path_id};
 
 type ApiResult<T> = Result<T, ApiError>;
-
-fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult<T> {
-    raw.parse::<T>().map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
-}
 
 /// Staff routes answer 403 to anyone else before looking at anything.
 fn require_staff(caller: Caller, what: &str) -> ApiResult<()> {

@@ -170,6 +170,10 @@ impl PaymentProvider for MockProvider {
         MockProvider::NAME
     }
 
+    fn methods(&self) -> Vec<String> {
+        MockOutcome::METHODS.iter().map(|m| (*m).to_owned()).collect()
+    }
+
     fn check_method(&self, method: &str) -> Result<(), String> {
         MockOutcome::from_method(method)
             .map(|_| ())

@@ -92,6 +92,12 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// Short name recorded on each payment (`mock`, `stripe`).
     fn name(&self) -> &str;
 
+    /// The payment methods it takes, for documentation (the API schema lists them); empty when
+    /// they cannot be listed (card tokens, say).
+    fn methods(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// `Err` with a message for a payment method this provider cannot use, checked before any
     /// call. The default accepts everything and leaves the judgement to `initiate`.
     fn check_method(&self, method: &str) -> Result<(), String> {
