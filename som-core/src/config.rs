@@ -420,7 +420,10 @@ impl Config {
     /// The database file `database_url` names, for a file-backed SQLite database; `None` for an
     /// in-memory database or a server database.
     pub fn database_file(&self) -> Option<std::path::PathBuf> {
-        crate::storage::sqlite::database_file(&self.database_url)
+        #[cfg(feature = "sqlite")]
+        return crate::storage::sqlite::database_file(&self.database_url);
+        #[cfg(not(feature = "sqlite"))]
+        None
     }
 
     /// The configuration reference as a Markdown table (the operator documentation embeds it).

@@ -46,6 +46,21 @@
 //! # }
 //! ```
 //!
+//! ## Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | yes | the embedded SQLite backend (`sqlite://…`, `sqlite::memory:`; rusqlite, bundled) |
+//! | `postgres` | no | the PostgreSQL backend (`postgres://…`; sqlx) for many processes on one database |
+//! | `smtp` | no | email notifications (`SOM_NOTIFIER=smtp`; lettre) |
+//! | `webhook` | no | signed webhook notifications (`SOM_NOTIFIER=webhook`; reqwest) |
+//! | `test-support` | no | the storage conformance suite, a recording notifier, and with `postgres` throwaway databases |
+//!
+//! An app that embeds only SQLite builds none of sqlx, lettre or reqwest:
+//! `som-core = { version = "0.1", default-features = false, features = ["sqlite"] }`. The `som`
+//! binary and `som-server` enable all four. Naming a backend or channel the build lacks is a
+//! configuration error that says which feature to enable.
+//!
 //! A tour of the crate:
 
 /// Passwords (argon2id) and JWT access / refresh tokens.
@@ -66,7 +81,7 @@ pub mod storage;
 pub mod system;
 
 /// Helpers for tests of code built on SOM: throwaway PostgreSQL databases.
-#[cfg(feature = "test-support")]
+#[cfg(all(feature = "test-support", feature = "postgres"))]
 pub mod testing {
     pub use crate::storage::postgres::testing::*;
 }

@@ -20,7 +20,7 @@ use crate::domain::{
     Password, Payment, PaymentId, PaymentStatus, User, UserId, Username,
 };
 use crate::error::{Error, Result, ValidationErrors};
-use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier, SmtpNotifier, WebhookNotifier};
+use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier};
 use crate::payment::{MockProvider, PaymentProvider, PaymentRequest, ProviderError};
 use crate::storage::{
     DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
@@ -193,19 +193,35 @@ fn notifiers_from_config(config: &Config) -> Result<Vec<Arc<dyn Notifier>>> {
         .map(|name| -> Result<Arc<dyn Notifier>> {
             match name.as_str() {
                 "log" => Ok(Arc::new(LogNotifier)),
+                #[cfg(feature = "smtp")]
                 "smtp" => {
                     let url = config
                         .smtp_url
                         .as_ref()
                         .ok_or_else(|| Error::invalid("SOM_SMTP_URL", "is required by the smtp channel"))?;
-                    Ok(Arc::new(SmtpNotifier::new(url.expose(), &config.email_from, config.smtp_timeout)?))
+                    Ok(Arc::new(crate::notify::SmtpNotifier::new(
+                        url.expose(),
+                        &config.email_from,
+                        config.smtp_timeout,
+                    )?))
                 }
+                #[cfg(feature = "webhook")]
                 "webhook" => {
                     let secret = config
                         .webhook_secret
                         .clone()
                         .ok_or_else(|| Error::invalid("SOM_WEBHOOK_SECRET", "is required by the webhook channel"))?;
-                    Ok(Arc::new(WebhookNotifier::new(&config.webhook_urls, secret, config.webhook_timeout)?))
+                    Ok(Arc::new(crate::notify::WebhookNotifier::new(
+                        &config.webhook_urls,
+                        secret,
+                        config.webhook_timeout,
+                    )?))
+                }
+                #[cfg(not(feature = "smtp"))]
+                "smtp" => Err(Error::invalid("SOM_NOTIFIER", "this build has no SMTP support (cargo feature `smtp`)")),
+                #[cfg(not(feature = "webhook"))]
+                "webhook" => {
+                    Err(Error::invalid("SOM_NOTIFIER", "this build has no webhook support (cargo feature `webhook`)"))
                 }
                 other => Err(Error::invalid(
                     "SOM_NOTIFIER",

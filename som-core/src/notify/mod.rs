@@ -6,7 +6,9 @@ mod log;
 pub mod outbox;
 #[cfg(any(test, feature = "test-support"))]
 mod recording;
+#[cfg(feature = "smtp")]
 mod smtp;
+#[cfg(feature = "webhook")]
 pub mod webhook;
 
 use async_trait::async_trait;
@@ -15,7 +17,9 @@ pub use self::log::LogNotifier;
 pub use outbox::{DispatchConfig, Dispatcher, DispatcherHandle, backoff_delay};
 #[cfg(any(test, feature = "test-support"))]
 pub use recording::{Delivery, RecordingNotifier};
+#[cfg(feature = "smtp")]
 pub use smtp::SmtpNotifier;
+#[cfg(feature = "webhook")]
 pub use webhook::{WebhookNotifier, verify_signature};
 
 /// What a notifier delivers: one outbox row.

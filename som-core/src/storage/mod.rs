@@ -21,7 +21,9 @@ use crate::error::{Error, Result};
 #[cfg(feature = "test-support")]
 pub mod conformance;
 pub mod detached;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 /// A user to insert.
@@ -539,22 +541,34 @@ pub type DynStorage = Arc<dyn Storage>;
 /// Opens the backend named by the URL scheme (`sqlite://…`, `sqlite::memory:`), running
 /// migrations. This is the one place that chooses a backend.
 pub async fn open(url: &str, pool_size: u32) -> Result<DynStorage> {
+    let _ = pool_size;
     if url.starts_with("sqlite:") {
+        #[cfg(feature = "sqlite")]
         return Ok(Arc::new(sqlite::SqliteStorage::open(url, pool_size).await?));
+        #[cfg(not(feature = "sqlite"))]
+        return Err(Error::invalid("SOM_DATABASE_URL", "this build has no SQLite support (cargo feature `sqlite`)"));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
         return Ok(Arc::new(postgres::PostgresStorage::open(url, pool_size).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(Error::invalid(
+            "SOM_DATABASE_URL",
+            "this build has no PostgreSQL support (cargo feature `postgres`)",
+        ));
     }
     Err(Error::invalid("SOM_DATABASE_URL", "must start with sqlite:// or postgres://"))
 }
 
 /// The idempotency result written with an effect.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn response_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing idempotent response: {e}")))
 }
 
 /// Shared by backends: a LIKE pattern matching text that starts with `prefix` (lower-cased;
 /// `\\` escapes).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn like_prefix(prefix: &str) -> String {
     let mut pattern = String::with_capacity(prefix.len() + 1);
     for c in prefix.to_lowercase().chars() {
@@ -568,6 +582,7 @@ pub(crate) fn like_prefix(prefix: &str) -> String {
 }
 
 /// Shared by backends: the outbox row's recipient for a message.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn recipient_of(n: &NewNotification) -> Option<String> {
     n.message.email.clone()
 }
