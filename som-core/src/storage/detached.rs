@@ -36,10 +36,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewPaymentRecord, NewRefundRecord, NewUserRecord,
-    NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify,
-    PaymentOutcome, RefreshTokenRecord, RefundNotify, RefundOutcome, RefundReserve, RotateOutcome, SessionState,
-    Storage, Transition, UserQuery,
+    DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, IdempotencyStore, NewPaymentRecord, NewRefundRecord,
+    NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore, OutboxEntry,
+    OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord, RefundNotify,
+    RefundOutcome, RefundReserve, RefundStore, RotateOutcome, SessionState, SessionStore, Storage, Transition,
+    UserQuery, UserStore,
 };
 use crate::domain::{
     Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId,
@@ -103,7 +104,10 @@ impl Storage for Detached {
         let name = name.to_owned();
         detached(&self.inner, |s| async move { s.get_or_init_setting(&name, candidate).await }).await
     }
+}
 
+#[async_trait]
+impl UserStore for Detached {
     async fn insert_user(&self, user: NewUserRecord) -> Result<User> {
         detached(&self.inner, |s| async move { s.insert_user(user).await }).await
     }
@@ -128,6 +132,13 @@ impl Storage for Detached {
         detached(&self.inner, |s| async move { s.set_staff(id, is_staff).await }).await
     }
 
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+        detached(&self.inner, |s| async move { s.set_active(id, is_active, at).await }).await
+    }
+}
+
+#[async_trait]
+impl SessionStore for Detached {
     async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<()> {
         detached(&self.inner, |s| async move { s.insert_refresh_token(token).await }).await
     }
@@ -166,10 +177,6 @@ impl Storage for Detached {
             .await
     }
 
-    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
-        detached(&self.inner, |s| async move { s.set_active(id, is_active, at).await }).await
-    }
-
     async fn prune_sessions(
         &self,
         tokens_expired_before: DateTime<Utc>,
@@ -178,7 +185,10 @@ impl Storage for Detached {
         detached(&self.inner, |s| async move { s.prune_sessions(tokens_expired_before, sessions_started_before).await })
             .await
     }
+}
 
+#[async_trait]
+impl OrderStore for Detached {
     async fn insert_order(
         &self,
         user_id: UserId,
@@ -218,7 +228,10 @@ impl Storage for Detached {
     ) -> Result<Transition<Order>> {
         detached(&self.inner, |s| async move { s.cancel_order(id, actor, at, notify, idempotency).await }).await
     }
+}
 
+#[async_trait]
+impl PaymentStore for Detached {
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
         self.inner.live_payment(order_id).await
     }
@@ -263,7 +276,10 @@ impl Storage for Detached {
         detached(&self.inner, |s| async move { s.complete_payment(id, outcome, actor, at, notify, idempotency).await })
             .await
     }
+}
 
+#[async_trait]
+impl RefundStore for Detached {
     async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
         detached(&self.inner, |s| async move { s.reserve_refund(refund).await }).await
     }
@@ -289,7 +305,10 @@ impl Storage for Detached {
     async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
         self.inner.pending_refunds(created_before, limit).await
     }
+}
 
+#[async_trait]
+impl OutboxStore for Detached {
     async fn claim_notifications(
         &self,
         now: DateTime<Utc>,
@@ -344,7 +363,10 @@ impl Storage for Detached {
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
         self.inner.notification_counts().await
     }
+}
 
+#[async_trait]
+impl IdempotencyStore for Detached {
     async fn begin_idempotency(
         &self,
         key: &IdempotencyKey,

@@ -12,266 +12,38 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::{
-    Actor, Email, Message, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment,
-    PaymentId, Refund, RefundId, User, UserId, Username,
+    Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId,
 };
 pub use crate::domain::{NotificationStatus, OutboxEntry};
 use crate::error::{Error, Result};
+pub use types::*;
 
 #[cfg(feature = "test-support")]
 pub mod conformance;
 pub mod detached;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-
-/// A user to insert.
-#[derive(Debug, Clone)]
-pub struct NewUserRecord {
-    /// Unique.
-    pub username: Username,
-    /// Unique case-insensitively, when present.
-    pub email: Option<Email>,
-    /// argon2id PHC string.
-    pub password_hash: String,
-    /// Staff flag.
-    pub is_staff: bool,
-    /// Registration time.
-    pub created_at: DateTime<Utc>,
-}
-
-/// A refresh token to remember, so that it can be used once and its family revoked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefreshTokenRecord {
-    /// The token's unique id.
-    pub jti: String,
-    /// The login session it belongs to (its id).
-    pub family: String,
-    /// Its user.
-    pub user_id: UserId,
-    /// When it stops being valid.
-    pub expires_at: DateTime<Utc>,
-    /// When its session began (the login).
-    pub session_started_at: DateTime<Utc>,
-}
-
-/// What storage knows of a session, for authenticating its access tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionState {
-    /// The session's user, as stored now.
-    pub user: User,
-    /// False when the session was revoked, or the user's session version has moved past it
-    /// (password change, revoke-all, disabling).
-    pub live: bool,
-}
-
-/// What happened to a refresh token presented for rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RotateOutcome {
-    /// It was unused: it is now used and the new token is stored in its family.
-    Rotated,
-    /// It had been used before: the whole family is now revoked.
-    ReuseDetected,
-    /// Unknown, expired, revoked, or of another user.
-    Rejected,
-}
-
-/// Which orders to list, newest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OrderQuery {
-    /// Only this user's orders; all users' when `None`.
-    pub user_id: Option<UserId>,
-    /// Only orders in this status.
-    pub status: Option<OrderStatus>,
-    /// Only orders with an id below this one (the cursor).
-    pub before: Option<OrderId>,
-    /// Only orders placed at or after this time.
-    pub created_after: Option<DateTime<Utc>>,
-    /// Only orders placed before this time.
-    pub created_before: Option<DateTime<Utc>>,
-    /// At most this many.
-    pub limit: u32,
-}
-
-/// Which users to list, by ascending id.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UserQuery {
-    /// Only users with an id above this one (the cursor).
-    pub after: Option<UserId>,
-    /// Only users whose username or email starts with this text, case-insensitively.
-    pub prefix: Option<String>,
-    /// At most this many.
-    pub limit: u32,
-}
-
-/// Which outbox rows to list, by ascending id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct NotificationQuery {
-    /// Only rows in this delivery state.
-    pub status: Option<NotificationStatus>,
-    /// Only rows about this order.
-    pub order: Option<OrderId>,
-    /// Only rows with an id above this one (the cursor).
-    pub after: Option<NotificationId>,
-    /// At most this many.
-    pub limit: u32,
-}
-
-/// A refund to set aside on a payment before the provider is asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRefundRecord {
-    /// The payment to refund; must be SUCCESS or PARTIALLY_REFUNDED.
-    pub payment_id: PaymentId,
-    /// How much, in the payment's currency; positive.
-    pub amount: Money,
-    /// Why.
-    pub reason: Option<String>,
-    /// Who asks.
-    pub actor: Actor,
-    /// The caller's idempotency scope and key, when given: a second reservation with the same
-    /// key returns the first refund instead of making another.
-    pub request_key: Option<String>,
-    /// When.
-    pub created_at: DateTime<Utc>,
-}
-
-/// Result of setting a refund aside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefundReserve {
-    /// The amount is set aside and the refund is PENDING.
-    Reserved(Refund),
-    /// A refund with the same request key exists: that one.
-    Existing(Refund),
-    /// The payment is not refundable, or less than the amount is left: the payment as stored
-    /// now (its status, refunded and pending amounts say which).
-    Refused(Payment),
-}
-
-/// How the provider answered a refund.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefundOutcome {
-    /// The money was returned: the refund SUCCEEDED, the payment's and order's refunded
-    /// amounts and statuses move on.
-    Succeeded {
-        /// The provider's id for the refund.
-        provider_refund_id: String,
-    },
-    /// Refused: the refund FAILED and its amount is available again.
-    Failed {
-        /// Why, in the provider's words.
-        reason: String,
-    },
-}
-
-/// Builds the outbox rows for a succeeded refund once the order, payment and refund are known.
-pub type RefundNotify = Box<dyn FnOnce(&Order, &Payment, &Refund) -> Vec<NewNotification> + Send>;
-
-/// A payment to insert after the provider accepted it.
-#[derive(Debug, Clone)]
-pub struct NewPaymentRecord {
-    /// The order it pays; must be CREATED.
-    pub order_id: OrderId,
-    /// The order's owner.
-    pub user_id: UserId,
-    /// Provider name.
-    pub provider: String,
-    /// The provider's id.
-    pub provider_payment_id: String,
-    /// SOM's unique reference.
-    pub transaction_id: String,
-    /// Payment method asked for.
-    pub method: String,
-    /// Attempt number on this order.
-    pub attempt: u32,
-    /// The order's total.
-    pub amount: crate::domain::Money,
-    /// Initiation time.
-    pub created_at: DateTime<Utc>,
-}
-
-/// Result of inserting a payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentInsert {
-    /// Inserted as PENDING.
-    Inserted(Payment),
-    /// The order already had a live (PENDING or SUCCESS) payment: that one.
-    Existing(Payment),
-    /// The order is no longer CREATED.
-    OrderNotPayable(OrderStatus),
-}
-
-/// How a PENDING payment ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentOutcome {
-    /// Captured: payment SUCCESS and its order PAID, in one transaction.
-    Succeeded,
-    /// Declined: payment FAILED; the order stays CREATED.
-    Failed {
-        /// Why, in the provider's words.
-        reason: String,
-    },
-}
-
-/// A conditional update's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transition<T> {
-    /// The precondition held and the change was made: the new value.
-    Applied(T),
-    /// The precondition did not hold; nothing changed: the current value.
-    NotApplied(T),
-}
-
-/// An outbox row to write in the same transaction as the change it reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewNotification {
-    /// Delivery channel (`log`, `smtp`, `webhook`); each has its own delivery state.
-    pub channel: String,
-    /// The message.
-    pub message: Message,
-}
-
-/// Builds the outbox rows for a change once the changed order is known.
-pub type OrderNotify = Box<dyn FnOnce(&Order) -> Vec<NewNotification> + Send>;
-/// Builds the outbox rows for a payment change once the order and payment are known.
-pub type PaymentNotify = Box<dyn FnOnce(&Order, &Payment) -> Vec<NewNotification> + Send>;
-
-/// The scope of one idempotency key: a caller, an operation and the key itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey {
-    /// Whose key (`user:7`, `system`).
-    pub scope: String,
-    /// Which operation (`create_order`).
-    pub operation: &'static str,
-    /// The caller's key, 1 to 255 characters.
-    pub key: String,
-}
-
-/// Result of starting an idempotent request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdempotencyBegin {
-    /// The key is new (or expired, or abandoned by a crashed request): proceed.
-    Started,
-    /// The same request completed before: its stored result (JSON).
-    Replay(String),
-    /// The key was used with a different request.
-    Mismatch,
-    /// The first request with this key is still running.
-    InProgress,
-}
-
-/// Where an idempotent request records its result: written in the same transaction as the
-/// effect, so that a replay sees the effect's result or nothing at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencySlot {
-    /// The key.
-    pub key: IdempotencyKey,
-}
+mod types;
 
 /// Persistence for everything SOM keeps. Implementations must be safe to share across tasks
 /// and must not block the async runtime.
 #[async_trait]
-pub trait Storage: Send + Sync + fmt::Debug {
+pub trait Storage:
+    UserStore
+    + SessionStore
+    + OrderStore
+    + PaymentStore
+    + RefundStore
+    + OutboxStore
+    + IdempotencyStore
+    + Send
+    + Sync
+    + fmt::Debug
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
@@ -299,7 +71,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The value stored under `name`, or — if none yet — stores `candidate` and returns it.
     /// Concurrent callers all get the same value.
     async fn get_or_init_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>>;
+}
 
+/// Accounts: insert, look up, list, change roles and whether they are active.
+#[async_trait]
+pub trait UserStore: Send + Sync {
     /// Inserts a user. A validation error naming the field when the username or email is taken.
     async fn insert_user(&self, user: NewUserRecord) -> Result<User>;
 
@@ -318,6 +94,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Sets the staff flag; the updated user, or `None` if there is no such user.
     async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>>;
 
+    /// Enables or disables an account; disabling also ends every session of it, in the same
+    /// transaction. The updated user, or `None` if there is no such user.
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>>;
+}
+
+/// Login sessions and their refresh tokens.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// Starts a session: remembers its first refresh token and records the session (id
     /// `token.family`) at the user's current session version.
     async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<()>;
@@ -354,10 +138,6 @@ pub trait Storage: Send + Sync + fmt::Debug {
         at: DateTime<Utc>,
     ) -> Result<bool>;
 
-    /// Enables or disables an account; disabling also ends every session of it, in the same
-    /// transaction. The updated user, or `None` if there is no such user.
-    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>>;
-
     /// Forgets refresh tokens that expired before `tokens_expired_before`, and sessions that
     /// started before `sessions_started_before` and have no refresh token left; how many rows.
     async fn prune_sessions(
@@ -365,7 +145,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
         tokens_expired_before: DateTime<Utc>,
         sessions_started_before: DateTime<Utc>,
     ) -> Result<u64>;
+}
 
+/// Orders with their items, audit events and outbox rows.
+#[async_trait]
+pub trait OrderStore: Send + Sync {
     /// Inserts the order, its items, its creation event and its outbox rows in one
     /// transaction, recording `idempotency`'s result in the same transaction.
     async fn insert_order(
@@ -401,7 +185,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
         notify: OrderNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Order>>;
+}
 
+/// Payments: at most one live payment per order, conditional completion.
+#[async_trait]
+pub trait PaymentStore: Send + Sync {
     /// The order's PENDING or SUCCESS payment, if any.
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>>;
 
@@ -442,7 +230,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
         notify: PaymentNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>>;
+}
 
+/// Refunds: set aside within the captured amount, then finished or released.
+#[async_trait]
+pub trait RefundStore: Send + Sync {
     /// Sets a refund aside: in one transaction, adds its amount to the payment's reserved
     /// amount — a conditional update that holds only while the payment is refundable and the
     /// reserved amount stays within the captured amount — and inserts the PENDING refund.
@@ -470,7 +262,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// PENDING refunds created before `created_before`, oldest first (left behind by a crash
     /// or a provider outage).
     async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>>;
+}
 
+/// The notification outbox: claims with leases, delivery bookkeeping, operator views.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
     /// Claims up to `limit` due, unleased pending rows for `lease_until`, tagging them with
     /// `claim_token` and counting an attempt on each.
     async fn claim_notifications(
@@ -512,7 +308,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Row counts per status.
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>>;
+}
 
+/// Idempotency keys: begin, record, forget, prune.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
     /// Starts an idempotent request (see [`IdempotencyBegin`]). A key whose first request has
     /// held it without finishing since before `stale_before` is taken over.
     async fn begin_idempotency(
@@ -533,6 +333,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Deletes keys expired before `now`; how many.
     async fn prune_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
+}
+
+/// Every storage trait, for callers of a [`DynStorage`]: `use som_core::storage::prelude::*;`.
+pub mod prelude {
+    pub use super::{
+        IdempotencyStore, OrderStore, OutboxStore, PaymentStore, RefundStore, SessionStore, Storage, UserStore,
+    };
 }
 
 /// A shareable storage handle.

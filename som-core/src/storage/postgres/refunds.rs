@@ -2,37 +2,17 @@
 //! the payment row, so concurrent refunds queue on its row lock and each sees the amount the
 //! one before it left.
 
+use async_trait::async_trait;
+
+use super::*;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
+use sqlx::postgres::PgPool;
 
 use super::{PAYMENT_BY_ID, Tx, corrupt, insert_event, insert_outbox, order_by_id, payment_from, payment_where};
-use crate::domain::{Actor, Currency, Money, OrderId, PaymentId, Refund, RefundId, RefundStatus, UserId};
+use crate::domain::{PaymentId, Refund, RefundId, RefundStatus};
 use crate::error::{Error, Result};
 use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve, Transition};
-
-fn refund_from(r: &PgRow) -> Result<Refund> {
-    let currency: String = r.try_get("currency")?;
-    let status: String = r.try_get("status")?;
-    let actor: String = r.try_get("actor")?;
-    Ok(Refund {
-        id: RefundId::new(r.try_get("id")?),
-        payment_id: PaymentId::new(r.try_get("payment_id")?),
-        order_id: OrderId::new(r.try_get("order_id")?),
-        user_id: UserId::new(r.try_get("user_id")?),
-        amount: Money::from_minor(
-            r.try_get("amount_minor")?,
-            Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
-        ),
-        status: RefundStatus::parse(&status).ok_or_else(|| corrupt("refund status"))?,
-        provider_refund_id: r.try_get("provider_refund_id")?,
-        reason: r.try_get("reason")?,
-        failure_reason: r.try_get("failure_reason")?,
-        actor: Actor::try_from(actor).map_err(|_| corrupt("refund actor"))?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
 
 pub(super) async fn by_id(conn: &mut PgConnection, id: RefundId) -> Result<Option<Refund>> {
     let row = sqlx::query("SELECT * FROM refunds WHERE id = $1").bind(id.get()).fetch_optional(conn).await?;
@@ -203,4 +183,38 @@ pub(super) async fn finish(
     let order = order_by_id(tx, order.id).await?.ok_or_else(|| corrupt("refund's order"))?;
     insert_outbox(tx, notify(&order, &payment, &refund), at).await?;
     Ok(Transition::Applied(refund))
+}
+
+#[async_trait]
+impl RefundStore for PostgresStorage {
+    async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
+        let refund = NewRefundRecord { created_at: truncate(refund.created_at), ..refund };
+        refunds::reserve(&self.pool, &refund).await
+    }
+
+    async fn finish_refund(
+        &self,
+        id: RefundId,
+        outcome: RefundOutcome,
+        at: DateTime<Utc>,
+        notify: RefundNotify,
+    ) -> Result<Transition<Refund>> {
+        let mut tx = self.begin().await?;
+        let result = refunds::finish(&mut tx, id, &outcome, truncate(at), notify).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
+        let mut conn = self.pool.acquire().await?;
+        refunds::by_id(&mut conn, id).await
+    }
+
+    async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>> {
+        refunds::for_payment(&self.pool, payment_id).await
+    }
+
+    async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
+        refunds::pending(&self.pool, created_before, limit).await
+    }
 }

@@ -1,46 +1,13 @@
 //! Refunds on SQLite: reserve, finish, read. Every write runs inside the writer's transaction,
 //! so the reservation's check and update cannot interleave with another writer's.
 
-use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-
-use super::{corrupt, insert_event, insert_outbox, micros, order_by_id, query_payment, time};
-use crate::domain::{Actor, Currency, Money, OrderId, PaymentId, Refund, RefundId, RefundStatus, UserId};
-use crate::error::{Error, Result};
-use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve, Transition};
-
-const COLUMNS: &str = "id, payment_id, order_id, user_id, amount_minor, currency, status, provider_refund_id, reason, \
-     failure_reason, actor, created_at, updated_at";
-
-fn row(r: &Row<'_>) -> rusqlite::Result<Result<Refund>> {
-    let currency: String = r.get(5)?;
-    let status: String = r.get(6)?;
-    let actor: String = r.get(10)?;
-    let amount: i64 = r.get(4)?;
-    let (id, payment, order, user): (i64, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-    let (provider_refund_id, reason, failure_reason) = (r.get(7)?, r.get(8)?, r.get(9)?);
-    let (created_at, updated_at): (i64, i64) = (r.get(11)?, r.get(12)?);
-    Ok((|| {
-        Ok(Refund {
-            id: RefundId::new(id),
-            payment_id: PaymentId::new(payment),
-            order_id: OrderId::new(order),
-            user_id: UserId::new(user),
-            amount: Money::from_minor(amount, Currency::parse(&currency).map_err(|_| corrupt("currency"))?),
-            status: RefundStatus::parse(&status).ok_or_else(|| corrupt("refund status"))?,
-            provider_refund_id,
-            reason,
-            failure_reason,
-            actor: Actor::try_from(actor).map_err(|_| corrupt("refund actor"))?,
-            created_at: time(created_at),
-            updated_at: time(updated_at),
-        })
-    })())
-}
+use super::*;
+use crate::domain::{RefundId, RefundStatus};
+use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve};
 
 fn query(conn: &Connection, where_clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<Refund>> {
-    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE {where_clause}");
-    conn.query_row(&sql, [param], row).optional()?.transpose()
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE {where_clause}");
+    conn.query_row(&sql, [param], refund_row).optional()?.transpose()
 }
 
 pub(super) fn by_id(conn: &Connection, id: RefundId) -> Result<Option<Refund>> {
@@ -48,18 +15,18 @@ pub(super) fn by_id(conn: &Connection, id: RefundId) -> Result<Option<Refund>> {
 }
 
 pub(super) fn for_payment(conn: &Connection, payment: PaymentId) -> Result<Vec<Refund>> {
-    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE payment_id = ?1 ORDER BY id");
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = ?1 ORDER BY id");
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([payment.get()], row)?;
+    let rows = stmt.query_map([payment.get()], refund_row)?;
     rows.map(|r| r?).collect()
 }
 
 pub(super) fn pending(conn: &Connection, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM refunds WHERE status = 'PENDING' AND created_at < ?1 ORDER BY created_at, id LIMIT ?2"
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'PENDING' AND created_at < ?1 ORDER BY created_at, id LIMIT ?2"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![micros(created_before), limit], row)?;
+    let rows = stmt.query_map(params![micros(created_before), limit], refund_row)?;
     rows.map(|r| r?).collect()
 }
 
@@ -158,4 +125,34 @@ pub(super) fn finish(
         insert_outbox(tx, notify(&order, &payment, &refund), at)?;
     }
     Ok(Transition::Applied(refund))
+}
+
+#[async_trait]
+impl RefundStore for SqliteStorage {
+    async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
+        let refund = NewRefundRecord { created_at: time(micros(refund.created_at)), ..refund };
+        self.write(move |tx| refunds::reserve(tx, &refund)).await
+    }
+
+    async fn finish_refund(
+        &self,
+        id: RefundId,
+        outcome: RefundOutcome,
+        at: DateTime<Utc>,
+        notify: RefundNotify,
+    ) -> Result<Transition<Refund>> {
+        self.write(move |tx| refunds::finish(tx, id, &outcome, at, notify)).await
+    }
+
+    async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
+        self.read(move |c| refunds::by_id(c, id)).await
+    }
+
+    async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>> {
+        self.read(move |c| refunds::for_payment(c, payment_id)).await
+    }
+
+    async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
+        self.read(move |c| refunds::pending(c, created_before, limit)).await
+    }
 }

@@ -1,0 +1,191 @@
+//! Orders, their items and audit trail. (PostgreSQL)
+
+use super::*;
+
+#[async_trait]
+impl OrderStore for PostgresStorage {
+    async fn insert_order(
+        &self,
+        user_id: UserId,
+        actor: Actor,
+        order: NewOrder,
+        at: DateTime<Utc>,
+        notify: OrderNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Order> {
+        let at = truncate(at);
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) \
+             VALUES ($1, 'CREATED', $2, $3, $4, $4) RETURNING id",
+        )
+        .bind(user_id.get())
+        .bind(order.currency().code())
+        .bind(order.total().minor())
+        .bind(at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let items = order.items();
+        let positions: Vec<i32> = (0..items.len()).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect();
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        let quantities: Vec<i64> = items.iter().map(|i| i.quantity).collect();
+        let prices: Vec<i64> = items.iter().map(|i| i.price.minor()).collect();
+        sqlx::query(
+            "INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) \
+             SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::bigint[], $5::bigint[])",
+        )
+        .bind(id)
+        .bind(&positions)
+        .bind(&names)
+        .bind(&quantities)
+        .bind(&prices)
+        .execute(&mut *tx)
+        .await?;
+        let id = OrderId::new(id);
+        insert_event(&mut tx, id, None, OrderStatus::Created, &actor, "order placed", at).await?;
+        let stored = Order {
+            id,
+            user_id,
+            status: OrderStatus::Created,
+            items: items.to_vec(),
+            total: order.total(),
+            refunded: Money::zero(order.currency()),
+            created_at: at,
+            updated_at: at,
+        };
+        insert_outbox(&mut tx, notify(&stored), at).await?;
+        record_idempotency(&mut tx, idempotency.as_ref(), &stored).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>> {
+        let mut conn = self.pool.acquire().await?;
+        order_by_id(&mut conn, id).await
+    }
+
+    async fn list_orders(&self, q: OrderQuery) -> Result<Vec<Order>> {
+        let before = q.before.map_or(i64::MAX, OrderId::get);
+        let limit = i64::from(q.limit);
+        let status = q.status.map(OrderStatus::as_str);
+        let mut conn = self.pool.acquire().await?;
+        if q.created_after.is_some() || q.created_before.is_some() {
+            // A time window (staff reports): one statement with every filter optional.
+            let rows = sqlx::query(
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
+                 WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2) AND id < $3 \
+                 AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6) \
+                 ORDER BY id DESC LIMIT $4",
+            )
+            .bind(q.user_id.map(UserId::get))
+            .bind(status)
+            .bind(before)
+            .bind(limit)
+            .bind(q.created_after)
+            .bind(q.created_before)
+            .fetch_all(&mut *conn)
+            .await?;
+            return load_orders(&mut conn, rows).await;
+        }
+        // One static statement per filter combination, so each gets a plan that uses its index.
+        let query = match (q.user_id, status) {
+            (Some(u), Some(s)) => sqlx::query(
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
+                 WHERE user_id = $1 AND status = $2 AND id < $3 ORDER BY id DESC LIMIT $4",
+            )
+            .bind(u.get())
+            .bind(s),
+            (Some(u), None) => sqlx::query(
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
+                 WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            )
+            .bind(u.get()),
+            (None, Some(s)) => sqlx::query(
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
+                 WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            )
+            .bind(s),
+            (None, None) => sqlx::query(
+                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
+                 WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            ),
+        };
+        let rows = query.bind(before).bind(limit).fetch_all(&mut *conn).await?;
+        load_orders(&mut conn, rows).await
+    }
+
+    async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(
+            "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
+             WHERE user_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(user_id.get())
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(load_orders(&mut conn, row.into_iter().collect()).await?.pop())
+    }
+
+    async fn order_events(&self, id: OrderId) -> Result<Vec<OrderEvent>> {
+        let rows = sqlx::query(
+            "SELECT from_status, to_status, actor, reason, at FROM order_events WHERE order_id = $1 ORDER BY id",
+        )
+        .bind(id.get())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let from: Option<String> = r.try_get("from_status")?;
+                let to: String = r.try_get("to_status")?;
+                let actor: String = r.try_get("actor")?;
+                Ok(OrderEvent {
+                    order_id: id,
+                    from: from.map(|f| OrderStatus::parse(&f).ok_or_else(|| corrupt("event status"))).transpose()?,
+                    to: OrderStatus::parse(&to).ok_or_else(|| corrupt("event status"))?,
+                    actor: Actor::try_from(actor).map_err(|_| corrupt("actor"))?,
+                    reason: r.try_get("reason")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn cancel_order(
+        &self,
+        id: OrderId,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: OrderNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Order>> {
+        let at = truncate(at);
+        let mut tx = self.begin().await?;
+        let changed =
+            sqlx::query("UPDATE orders SET status = 'CANCELLED', updated_at = $2 WHERE id = $1 AND status = 'CREATED'")
+                .bind(id.get())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            return order_by_id(&mut tx, id)
+                .await?
+                .map(Transition::NotApplied)
+                .ok_or_else(|| Error::NotFound(format!("order {id}")));
+        }
+        sqlx::query(
+            "UPDATE payments SET status = 'CANCELLED', updated_at = $2 WHERE order_id = $1 AND status = 'PENDING'",
+        )
+        .bind(id.get())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, id, Some(OrderStatus::Created), OrderStatus::Cancelled, &actor, "order cancelled", at)
+            .await?;
+        let order = order_by_id(&mut tx, id).await?.ok_or_else(|| corrupt("cancelled order"))?;
+        insert_outbox(&mut tx, notify(&order), at).await?;
+        record_idempotency(&mut tx, idempotency.as_ref(), &order).await?;
+        tx.commit().await?;
+        Ok(Transition::Applied(order))
+    }
+}

@@ -1,0 +1,155 @@
+//! Payments. (PostgreSQL)
+
+use super::*;
+
+#[async_trait]
+impl PaymentStore for PostgresStorage {
+    async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
+        let mut conn = self.pool.acquire().await?;
+        payment_where(&mut conn, LIVE_PAYMENT, order_id.get()).await
+    }
+
+    async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE order_id = $1")
+            .bind(order_id.get())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn insert_payment(&self, p: NewPaymentRecord, idempotency: Option<IdempotencySlot>) -> Result<PaymentInsert> {
+        let mut tx = self.begin().await?;
+        // Locking the order serialises payment inserts for it and orders them after any cancel.
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(p.order_id.get())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let status = status.ok_or_else(|| Error::NotFound(format!("order {}", p.order_id)))?;
+        let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?;
+        if status != OrderStatus::Created {
+            return Ok(PaymentInsert::OrderNotPayable(status));
+        }
+        if let Some(existing) = payment_where(&mut tx, LIVE_PAYMENT, p.order_id.get()).await? {
+            return Ok(PaymentInsert::Existing(existing));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
+             amount_minor, currency, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $10) RETURNING *",
+        )
+        .bind(p.order_id.get())
+        .bind(p.user_id.get())
+        .bind(&p.provider)
+        .bind(&p.provider_payment_id)
+        .bind(&p.transaction_id)
+        .bind(&p.method)
+        .bind(i32::try_from(p.attempt).unwrap_or(i32::MAX))
+        .bind(p.amount.minor())
+        .bind(p.amount.currency().code())
+        .bind(truncate(p.created_at))
+        .fetch_one(&mut *tx)
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await?;
+                let mut conn = self.pool.acquire().await?;
+                let winner = payment_where(&mut conn, LIVE_PAYMENT, p.order_id.get()).await?;
+                return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let payment = payment_from(&row)?;
+        record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
+        tx.commit().await?;
+        Ok(PaymentInsert::Inserted(payment))
+    }
+
+    async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
+        let mut conn = self.pool.acquire().await?;
+        payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await
+    }
+
+    async fn transient_failures(&self, id: PaymentId) -> Result<u32> {
+        let n: Option<i32> = sqlx::query_scalar("SELECT transient_failures FROM payments WHERE id = $1")
+            .bind(id.get())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(0)))
+    }
+
+    async fn record_transient_failure(&self, id: PaymentId) -> Result<()> {
+        sqlx::query(
+            "UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = $1 AND status = 'PENDING'",
+        )
+        .bind(id.get())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
+        let rows = sqlx::query("SELECT * FROM payments WHERE order_id = $1 ORDER BY id")
+            .bind(order_id.get())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(payment_from).collect()
+    }
+
+    async fn complete_payment(
+        &self,
+        id: PaymentId,
+        outcome: PaymentOutcome,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: PaymentNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Payment>> {
+        let at = truncate(at);
+        let mut tx = self.begin().await?;
+        let updated = match &outcome {
+            PaymentOutcome::Succeeded => sqlx::query(
+                "UPDATE payments SET status = 'SUCCESS', updated_at = $2 WHERE id = $1 AND status = 'PENDING' RETURNING *",
+            )
+            .bind(id.get())
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?,
+            PaymentOutcome::Failed { reason } => sqlx::query(
+                "UPDATE payments SET status = 'FAILED', failure_reason = $3, updated_at = $2 \
+                 WHERE id = $1 AND status = 'PENDING' RETURNING *",
+            )
+            .bind(id.get())
+            .bind(at)
+            .bind(reason)
+            .fetch_optional(&mut *tx)
+            .await?,
+        };
+        let Some(row) = updated else {
+            let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
+            return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
+        };
+        let payment = payment_from(&row)?;
+        if outcome == PaymentOutcome::Succeeded {
+            let paid =
+                sqlx::query("UPDATE orders SET status = 'PAID', updated_at = $2 WHERE id = $1 AND status = 'CREATED'")
+                    .bind(payment.order_id.get())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if paid == 0 {
+                tx.rollback().await?;
+                return Err(Error::Conflict(format!("order {} is no longer awaiting payment", payment.order_id)));
+            }
+            let reason = format!("payment {id} succeeded");
+            insert_event(&mut tx, payment.order_id, Some(OrderStatus::Created), OrderStatus::Paid, &actor, &reason, at)
+                .await?;
+        }
+        let order = order_by_id(&mut tx, payment.order_id).await?.ok_or_else(|| corrupt("payment without order"))?;
+        insert_outbox(&mut tx, notify(&order, &payment), at).await?;
+        record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
+        tx.commit().await?;
+        Ok(Transition::Applied(payment))
+    }
+}

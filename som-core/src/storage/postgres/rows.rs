@@ -1,0 +1,153 @@
+//! PostgreSQL rows: `sqlx::FromRow` into the shared row structs, and the writes several
+//! operations share.
+
+use sqlx::FromRow;
+
+use super::*;
+use crate::storage::rows::{ItemRow, OrderRow, OutboxRow, PaymentRow, RefundRow, UserRow, assemble_orders};
+
+pub(super) fn user_from(r: &PgRow) -> Result<User> {
+    UserRow::from_row(r)?.into_user()
+}
+
+pub(super) async fn user_where(
+    exec: &mut sqlx::PgConnection,
+    sql: &'static str,
+    bind: UserKey<'_>,
+) -> Result<Option<User>> {
+    let q = sqlx::query(sql);
+    let q = match bind {
+        UserKey::Id(id) => q.bind(id),
+        UserKey::Name(name) => q.bind(name.to_owned()),
+    };
+    q.fetch_optional(exec).await?.as_ref().map(user_from).transpose()
+}
+
+pub(super) enum UserKey<'a> {
+    Id(i64),
+    Name(&'a str),
+}
+
+/// Orders with their items, in the order of `rows`.
+pub(super) async fn load_orders(conn: &mut sqlx::PgConnection, rows: Vec<PgRow>) -> Result<Vec<Order>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let orders = rows.iter().map(OrderRow::from_row).collect::<Result<Vec<_>, _>>()?;
+    let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+    let items = sqlx::query_as::<_, ItemRow>(
+        "SELECT order_id, name, quantity, unit_price_minor FROM order_items WHERE order_id = ANY($1) \
+         ORDER BY order_id, position",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    assemble_orders(orders, items)
+}
+
+pub(super) async fn order_by_id(conn: &mut sqlx::PgConnection, id: OrderId) -> Result<Option<Order>> {
+    let row = sqlx::query(
+        "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders WHERE id = $1",
+    )
+    .bind(id.get())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(load_orders(conn, row.into_iter().collect()).await?.pop())
+}
+
+pub(super) fn payment_from(r: &PgRow) -> Result<Payment> {
+    PaymentRow::from_row(r)?.into_payment()
+}
+
+pub(super) fn refund_from(r: &PgRow) -> Result<Refund> {
+    RefundRow::from_row(r)?.into_refund()
+}
+
+pub(super) const PAYMENT_BY_ID: &str = "SELECT * FROM payments WHERE id = $1";
+pub(super) const LIVE_PAYMENT: &str = "SELECT * FROM payments WHERE order_id = $1 AND status IN ('PENDING', 'SUCCESS')";
+
+pub(super) async fn payment_where(
+    conn: &mut sqlx::PgConnection,
+    sql: &'static str,
+    id: i64,
+) -> Result<Option<Payment>> {
+    sqlx::query(sql).bind(id).fetch_optional(conn).await?.as_ref().map(payment_from).transpose()
+}
+
+pub(super) fn outbox_from(r: &PgRow) -> Result<OutboxEntry> {
+    OutboxRow::from_row(r)?.into_entry()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes shared by several operations
+
+pub(super) async fn insert_event(
+    tx: &mut Tx,
+    order: OrderId,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    actor: &Actor,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(order.get())
+    .bind(from.map(OrderStatus::as_str))
+    .bind(to.as_str())
+    .bind(actor.to_string())
+    .bind(reason)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_outbox(tx: &mut Tx, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    for n in rows {
+        let payload = serde_json::to_string(&n.message)
+            .map_err(|e| Error::Internal(format!("serializing outbox payload: {e}")))?;
+        sqlx::query(
+            "INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, \
+             created_at, updated_at, order_id) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6, $7) \
+             ON CONFLICT (dedupe_key, channel) DO NOTHING",
+        )
+        .bind(n.message.kind.as_str())
+        .bind(n.message.dedupe_key())
+        .bind(&n.channel)
+        .bind(recipient_of(&n))
+        .bind(payload)
+        .bind(at)
+        .bind(n.message.order_id.get())
+        .execute(&mut **tx)
+        .await?;
+    }
+    // Delivered to listeners when (and only if) the transaction commits.
+    sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut **tx).await?;
+    Ok(())
+}
+
+pub(super) async fn record_idempotency<T: serde::Serialize>(
+    tx: &mut Tx,
+    slot: Option<&IdempotencySlot>,
+    value: &T,
+) -> Result<()> {
+    if let Some(slot) = slot {
+        let k = &slot.key;
+        sqlx::query(
+            "UPDATE idempotency_keys SET response = $4, locked_at = NULL \
+             WHERE scope = $1 AND operation = $2 AND key = $3 AND response IS NULL",
+        )
+        .bind(&k.scope)
+        .bind(k.operation)
+        .bind(&k.key)
+        .bind(response_json(value)?)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Sessions and refresh tokens. (PostgreSQL)
+
+use super::*;
+
+#[async_trait]
+impl SessionStore for PostgresStorage {
+    async fn insert_refresh_token(&self, t: RefreshTokenRecord) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, version, started_at) \
+             SELECT $1, id, session_version, $3 FROM users WHERE id = $2 ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&t.family)
+        .bind(t.user_id.get())
+        .bind(t.session_started_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(&t.jti)
+            .bind(&t.family)
+            .bind(t.user_id.get())
+            .bind(t.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        user_id: UserId,
+        family: &str,
+        old_jti: &str,
+        new: RefreshTokenRecord,
+        now: DateTime<Utc>,
+    ) -> Result<RotateOutcome> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT family, user_id, expires_at, used_at, revoked FROM refresh_tokens WHERE jti = $1 FOR UPDATE",
+        )
+        .bind(old_jti)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(RotateOutcome::Rejected) };
+        let fam: String = row.try_get("family")?;
+        let uid: i64 = row.try_get("user_id")?;
+        let expires: DateTime<Utc> = row.try_get("expires_at")?;
+        let used: Option<DateTime<Utc>> = row.try_get("used_at")?;
+        let revoked: bool = row.try_get("revoked")?;
+        if fam != family || uid != user_id.get() || revoked || expires <= now {
+            return Ok(RotateOutcome::Rejected);
+        }
+        if !session_live(&mut tx, user_id, &fam).await? {
+            return Ok(RotateOutcome::Rejected);
+        }
+        if used.is_some() {
+            sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1")
+                .bind(&fam)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(&fam)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(RotateOutcome::ReuseDetected);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1")
+            .bind(old_jti)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(&new.jti)
+            .bind(&fam)
+            .bind(new.user_id.get())
+            .bind(new.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(RotateOutcome::Rotated)
+    }
+
+    async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.email, u.is_staff, u.created_at, u.is_active, \
+             (SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
+              FROM sessions s WHERE s.id = $2 AND s.user_id = u.id) AS live \
+             FROM users u WHERE u.id = $1",
+        )
+        .bind(user_id.get())
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let live: Option<bool> = row.try_get("live")?;
+        Ok(live.map(|live| user_from(&row).map(|user| SessionState { user, live })).transpose()?)
+    }
+
+    async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let revoked =
+            sqlx::query("UPDATE sessions SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+                .bind(session)
+                .bind(user_id.get())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1 AND user_id = $2")
+            .bind(session)
+            .bind(user_id.get())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked > 0)
+    }
+
+    async fn end_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<&str>,
+        password_hash: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        if let Some(hash) = &password_hash {
+            sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(user_id.get())
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let found = end_sessions_in(&mut tx, user_id, keep, at).await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn prune_sessions(
+        &self,
+        tokens_expired_before: DateTime<Utc>,
+        sessions_started_before: DateTime<Utc>,
+    ) -> Result<u64> {
+        let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(tokens_expired_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE started_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family = sessions.id)",
+        )
+        .bind(sessions_started_before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(tokens + sessions)
+    }
+}

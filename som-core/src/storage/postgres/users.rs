@@ -1,0 +1,119 @@
+//! Accounts. (PostgreSQL)
+
+use super::*;
+
+#[async_trait]
+impl UserStore for PostgresStorage {
+    async fn insert_user(&self, user: NewUserRecord) -> Result<User> {
+        let inserted = sqlx::query(
+            "INSERT INTO users (username, email, password_hash, is_staff, created_at) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING id, username, email, is_staff, created_at, is_active",
+        )
+        .bind(user.username.as_str())
+        .bind(user.email.as_ref().map(Email::as_str))
+        .bind(&user.password_hash)
+        .bind(user.is_staff)
+        .bind(truncate(user.created_at))
+        .fetch_one(&self.pool)
+        .await;
+        match inserted {
+            Ok(row) => user_from(&row),
+            Err(e) if is_unique_violation(&e) => {
+                let mut errors = ValidationErrors::new();
+                let taken_name: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)")
+                    .bind(user.username.as_str())
+                    .fetch_one(&self.pool)
+                    .await?;
+                if taken_name {
+                    errors.add("username", "a user with that username already exists");
+                }
+                if let Some(email) = &user.email {
+                    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)")
+                        .bind(email.as_str())
+                        .fetch_one(&self.pool)
+                        .await?;
+                    if taken {
+                        errors.add("email", "a user with that email already exists");
+                    }
+                }
+                Err(if errors.is_empty() { e.into() } else { Error::Validation(errors) })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
+        let mut conn = self.pool.acquire().await?;
+        user_where(
+            &mut conn,
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1",
+            UserKey::Id(id.get()),
+        )
+        .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let mut conn = self.pool.acquire().await?;
+        user_where(
+            &mut conn,
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE username = $1",
+            UserKey::Name(username),
+        )
+        .await
+    }
+
+    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query(
+            "SELECT id, username, email, is_staff, created_at, is_active, password_hash FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
+    }
+
+    async fn list_users(&self, q: UserQuery) -> Result<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id > $1 \
+             AND ($3::text IS NULL OR lower(username) LIKE $3 ESCAPE '\\' OR lower(email) LIKE $3 ESCAPE '\\') \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(q.after.map_or(0, UserId::get))
+        .bind(i64::from(q.limit))
+        .bind(q.prefix.as_deref().map(like_prefix))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user_from).collect()
+    }
+
+    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "UPDATE users SET is_staff = $2 WHERE id = $1 RETURNING id, username, email, is_staff, created_at, is_active",
+        )
+        .bind(id.get())
+        .bind(is_staff)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE users SET is_active = $2 WHERE id = $1")
+            .bind(id.get())
+            .bind(is_active)
+            .execute(&mut *tx)
+            .await?;
+        if !is_active {
+            end_sessions_in(&mut tx, id, None, at).await?;
+        }
+        let user = user_where(
+            &mut tx,
+            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1",
+            UserKey::Id(id.get()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+}

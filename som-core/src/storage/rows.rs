@@ -1,0 +1,228 @@
+//! Driver-neutral rows. Each backend reads its driver's rows into these structs (sqlx's
+//! `FromRow` on PostgreSQL, column by column on SQLite) and each struct has one conversion to
+//! its domain type, so a stored value is decoded — and a corrupt one reported — the same way
+//! whichever backend holds it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Actor, Currency, Email, EventKind, Message, Money, NotificationId, NotificationStatus, Order, OrderId, OrderItem,
+    OrderStatus, OutboxEntry, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, User, UserId,
+    Username,
+};
+use crate::error::{Error, Result};
+
+/// The error for a stored value that no valid write could have produced.
+pub(crate) fn corrupt(what: &str) -> Error {
+    Error::Internal(format!("unexpected value in the database: {what}"))
+}
+
+fn currency(code: &str) -> Result<Currency> {
+    Currency::parse(code).map_err(|_| corrupt("currency"))
+}
+
+/// A `users` row.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub is_staff: bool,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub fn into_user(self) -> Result<User> {
+        Ok(User {
+            id: UserId::new(self.id),
+            username: Username::parse(&self.username).map_err(|_| corrupt("username"))?,
+            email: self.email.map(|e| Email::parse(&e).map_err(|_| corrupt("email"))).transpose()?,
+            is_staff: self.is_staff,
+            is_active: self.is_active,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// An `orders` row, without its items.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct OrderRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub status: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub refunded_minor: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An `order_items` row.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct ItemRow {
+    pub order_id: i64,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+/// Orders with their items (in position order), in the order of `orders`.
+pub(crate) fn assemble_orders(orders: Vec<OrderRow>, items: Vec<ItemRow>) -> Result<Vec<Order>> {
+    let mut by_order: HashMap<i64, Vec<ItemRow>> = HashMap::new();
+    for item in items {
+        by_order.entry(item.order_id).or_default().push(item);
+    }
+    orders
+        .into_iter()
+        .map(|row| {
+            let currency = currency(&row.currency)?;
+            Ok(Order {
+                id: OrderId::new(row.id),
+                user_id: UserId::new(row.user_id),
+                status: OrderStatus::parse(&row.status).ok_or_else(|| corrupt("order status"))?,
+                items: by_order
+                    .remove(&row.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| OrderItem {
+                        name: i.name,
+                        quantity: i.quantity,
+                        price: Money::from_minor(i.unit_price_minor, currency),
+                    })
+                    .collect(),
+                total: Money::from_minor(row.total_minor, currency),
+                refunded: Money::from_minor(row.refunded_minor, currency),
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
+}
+
+/// A `payments` row.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct PaymentRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub user_id: i64,
+    pub provider: String,
+    pub provider_payment_id: String,
+    pub transaction_id: String,
+    pub method: String,
+    #[cfg_attr(feature = "postgres", sqlx(try_from = "i32"))]
+    pub attempt: i64,
+    pub amount_minor: i64,
+    pub refunded_minor: i64,
+    pub refund_reserved_minor: i64,
+    pub currency: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PaymentRow {
+    pub fn into_payment(self) -> Result<Payment> {
+        let currency = currency(&self.currency)?;
+        Ok(Payment {
+            id: PaymentId::new(self.id),
+            order_id: OrderId::new(self.order_id),
+            user_id: UserId::new(self.user_id),
+            provider: self.provider,
+            provider_payment_id: self.provider_payment_id,
+            transaction_id: self.transaction_id,
+            method: self.method,
+            attempt: u32::try_from(self.attempt).map_err(|_| corrupt("attempt"))?,
+            amount: Money::from_minor(self.amount_minor, currency),
+            refunded: Money::from_minor(self.refunded_minor, currency),
+            refund_pending: Money::from_minor(self.refund_reserved_minor - self.refunded_minor, currency),
+            status: PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("payment status"))?,
+            failure_reason: self.failure_reason,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A `refunds` row.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct RefundRow {
+    pub id: i64,
+    pub payment_id: i64,
+    pub order_id: i64,
+    pub user_id: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: String,
+    pub provider_refund_id: Option<String>,
+    pub reason: Option<String>,
+    pub failure_reason: Option<String>,
+    pub actor: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RefundRow {
+    pub fn into_refund(self) -> Result<Refund> {
+        Ok(Refund {
+            id: RefundId::new(self.id),
+            payment_id: PaymentId::new(self.payment_id),
+            order_id: OrderId::new(self.order_id),
+            user_id: UserId::new(self.user_id),
+            amount: Money::from_minor(self.amount_minor, currency(&self.currency)?),
+            status: RefundStatus::parse(&self.status).ok_or_else(|| corrupt("refund status"))?,
+            provider_refund_id: self.provider_refund_id,
+            reason: self.reason,
+            failure_reason: self.failure_reason,
+            actor: Actor::try_from(self.actor).map_err(|_| corrupt("refund actor"))?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// An `outbox` row.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct OutboxRow {
+    pub id: i64,
+    pub kind: String,
+    pub dedupe_key: String,
+    pub channel: String,
+    pub recipient: Option<String>,
+    pub payload: String,
+    pub status: String,
+    #[cfg_attr(feature = "postgres", sqlx(try_from = "i32"))]
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl OutboxRow {
+    pub fn into_entry(self) -> Result<OutboxEntry> {
+        Ok(OutboxEntry {
+            id: NotificationId::new(self.id),
+            kind: EventKind::parse(&self.kind).ok_or_else(|| corrupt("event kind"))?,
+            dedupe_key: self.dedupe_key,
+            channel: self.channel,
+            recipient: self.recipient,
+            message: serde_json::from_str::<Message>(&self.payload).map_err(|_| corrupt("outbox payload"))?,
+            status: NotificationStatus::parse(&self.status).ok_or_else(|| corrupt("notification status"))?,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            next_attempt_at: self.next_attempt_at,
+            last_error: self.last_error,
+            created_at: self.created_at,
+            sent_at: self.sent_at,
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! Orders, their items and audit trail. (SQLite)
+
+use super::*;
+
+#[async_trait]
+impl OrderStore for SqliteStorage {
+    async fn insert_order(
+        &self,
+        user_id: UserId,
+        actor: Actor,
+        order: NewOrder,
+        at: DateTime<Utc>,
+        notify: OrderNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Order> {
+        // Stored with microsecond precision; the returned order says exactly what was stored.
+        let at = time(micros(at));
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) \
+                 VALUES (?1, 'CREATED', ?2, ?3, ?4, ?4)",
+            )?
+            .execute(params![user_id.get(), order.currency().code(), order.total().minor(), micros(at)])?;
+            let id = OrderId::new(tx.last_insert_rowid());
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (pos, item) in order.items().iter().enumerate() {
+                    stmt.execute(params![id.get(), i64::try_from(pos).unwrap_or(i64::MAX), item.name, item.quantity, item.price.minor()])?;
+                }
+            }
+            insert_event(tx, id, None, OrderStatus::Created, &actor, "order placed", at)?;
+            let stored = Order {
+                id,
+                user_id,
+                status: OrderStatus::Created,
+                items: order.items().to_vec(),
+                total: order.total(),
+                refunded: Money::zero(order.currency()),
+                created_at: at,
+                updated_at: at,
+            };
+            insert_outbox(tx, notify(&stored), at)?;
+            record_idempotency(tx, idempotency.as_ref(), &stored)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>> {
+        self.read(move |c| order_by_id(c, id)).await
+    }
+
+    async fn list_orders(&self, q: OrderQuery) -> Result<Vec<Order>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR status = ?2) \
+                 AND id < ?3 AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6) \
+                 ORDER BY id DESC LIMIT ?4"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.user_id.map(UserId::get),
+                        q.status.map(OrderStatus::as_str),
+                        q.before.map_or(i64::MAX, OrderId::get),
+                        q.limit,
+                        q.created_after.map(micros),
+                        q.created_before.map(micros)
+                    ],
+                    order_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            load_orders(c, rows)
+        })
+        .await
+    }
+
+    async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ?1 ORDER BY id DESC LIMIT 1");
+            let row = c.query_row(&sql, [user_id.get()], order_row).optional()?;
+            Ok(load_orders(c, row.into_iter().collect())?.pop())
+        })
+        .await
+    }
+
+    async fn order_events(&self, id: OrderId) -> Result<Vec<OrderEvent>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT from_status, to_status, actor, reason, at FROM order_events WHERE order_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([id.get()], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (from, to, actor, reason, at) = r?;
+                Ok(OrderEvent {
+                    order_id: id,
+                    from: from.map(|f| OrderStatus::parse(&f).ok_or_else(|| corrupt("event status"))).transpose()?,
+                    to: OrderStatus::parse(&to).ok_or_else(|| corrupt("event status"))?,
+                    actor: Actor::try_from(actor).map_err(|_| corrupt("actor"))?,
+                    reason,
+                    at: time(at),
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn cancel_order(
+        &self,
+        id: OrderId,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: OrderNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Order>> {
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE orders SET status = 'CANCELLED', updated_at = ?2 WHERE id = ?1 AND status = 'CREATED'",
+                params![id.get(), micros(at)],
+            )?;
+            if changed == 0 {
+                return order_by_id(tx, id)?
+                    .map(Transition::NotApplied)
+                    .ok_or_else(|| Error::NotFound(format!("order {id}")));
+            }
+            tx.execute(
+                "UPDATE payments SET status = 'CANCELLED', updated_at = ?2 WHERE order_id = ?1 AND status = 'PENDING'",
+                params![id.get(), micros(at)],
+            )?;
+            insert_event(tx, id, Some(OrderStatus::Created), OrderStatus::Cancelled, &actor, "order cancelled", at)?;
+            let order = order_by_id(tx, id)?.ok_or_else(|| corrupt("cancelled order"))?;
+            insert_outbox(tx, notify(&order), at)?;
+            record_idempotency(tx, idempotency.as_ref(), &order)?;
+            Ok(Transition::Applied(order))
+        })
+        .await
+    }
+}

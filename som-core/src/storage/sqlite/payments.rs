@@ -1,0 +1,145 @@
+//! Payments. (SQLite)
+
+use super::*;
+
+#[async_trait]
+impl PaymentStore for SqliteStorage {
+    async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
+        self.read(move |c| query_payment(c, "order_id = ?1 AND status IN ('PENDING', 'SUCCESS')", order_id.get())).await
+    }
+
+    async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
+        self.read(move |c| {
+            let n: i64 =
+                c.query_row("SELECT COUNT(*) FROM payments WHERE order_id = ?1", [order_id.get()], |r| r.get(0))?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    async fn insert_payment(&self, p: NewPaymentRecord, idempotency: Option<IdempotencySlot>) -> Result<PaymentInsert> {
+        self.write(move |tx| {
+            let status: Option<String> =
+                tx.query_row("SELECT status FROM orders WHERE id = ?1", [p.order_id.get()], |r| r.get(0)).optional()?;
+            let status = status.ok_or_else(|| Error::NotFound(format!("order {}", p.order_id)))?;
+            let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?;
+            if status != OrderStatus::Created {
+                return Ok(PaymentInsert::OrderNotPayable(status));
+            }
+            let live = "order_id = ?1 AND status IN ('PENDING', 'SUCCESS')";
+            if let Some(existing) = query_payment(tx, live, p.order_id.get())? {
+                return Ok(PaymentInsert::Existing(existing));
+            }
+            let inserted = tx.execute(
+                "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
+                 amount_minor, currency, status, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?10)",
+                params![
+                    p.order_id.get(),
+                    p.user_id.get(),
+                    p.provider,
+                    p.provider_payment_id,
+                    p.transaction_id,
+                    p.method,
+                    p.attempt,
+                    p.amount.minor(),
+                    p.amount.currency().code(),
+                    micros(p.created_at)
+                ],
+            );
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    let winner = query_payment(tx, live, p.order_id.get())?;
+                    return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let payment = query_payment(tx, "id = ?1", tx.last_insert_rowid())?.ok_or_else(|| corrupt("inserted payment"))?;
+            record_idempotency(tx, idempotency.as_ref(), &payment)?;
+            Ok(PaymentInsert::Inserted(payment))
+        })
+        .await
+    }
+
+    async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
+        self.read(move |c| query_payment(c, "id = ?1", id.get())).await
+    }
+
+    async fn transient_failures(&self, id: PaymentId) -> Result<u32> {
+        self.read(move |c| {
+            let n: Option<i64> = c
+                .query_row("SELECT transient_failures FROM payments WHERE id = ?1", [id.get()], |r| r.get(0))
+                .optional()?;
+            Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+        })
+        .await
+    }
+
+    async fn record_transient_failure(&self, id: PaymentId) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = ?1 AND status = 'PENDING'",
+                [id.get()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1 ORDER BY id");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map([order_id.get()], payment_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn complete_payment(
+        &self,
+        id: PaymentId,
+        outcome: PaymentOutcome,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: PaymentNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Payment>> {
+        self.write(move |tx| {
+            let changed = match &outcome {
+                PaymentOutcome::Succeeded => tx.execute(
+                    "UPDATE payments SET status = 'SUCCESS', updated_at = ?2 WHERE id = ?1 AND status = 'PENDING'",
+                    params![id.get(), micros(at)],
+                )?,
+                PaymentOutcome::Failed { reason } => tx.execute(
+                    "UPDATE payments SET status = 'FAILED', failure_reason = ?3, updated_at = ?2 \
+                     WHERE id = ?1 AND status = 'PENDING'",
+                    params![id.get(), micros(at), reason],
+                )?,
+            };
+            let payment =
+                query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
+            if changed == 0 {
+                return Ok(Transition::NotApplied(payment));
+            }
+            if outcome == PaymentOutcome::Succeeded {
+                let paid = tx.execute(
+                    "UPDATE orders SET status = 'PAID', updated_at = ?2 WHERE id = ?1 AND status = 'CREATED'",
+                    params![payment.order_id.get(), micros(at)],
+                )?;
+                if paid == 0 {
+                    // Rolls the payment update back with the transaction.
+                    return Err(Error::Conflict(format!("order {} is no longer awaiting payment", payment.order_id)));
+                }
+                let reason = format!("payment {id} succeeded");
+                insert_event(tx, payment.order_id, Some(OrderStatus::Created), OrderStatus::Paid, &actor, &reason, at)?;
+            }
+            let order = order_by_id(tx, payment.order_id)?.ok_or_else(|| corrupt("payment without order"))?;
+            insert_outbox(tx, notify(&order, &payment), at)?;
+            record_idempotency(tx, idempotency.as_ref(), &payment)?;
+            Ok(Transition::Applied(payment))
+        })
+        .await
+    }
+}

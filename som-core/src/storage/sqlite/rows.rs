@@ -1,0 +1,205 @@
+//! SQLite rows: each table's columns read into the shared row structs (times are stored as
+//! microseconds), and the writes several operations share.
+
+use super::*;
+use crate::storage::rows::{ItemRow, OrderRow, OutboxRow, PaymentRow, RefundRow, UserRow, assemble_orders};
+
+pub(super) const USER_COLUMNS: &str = "id, username, email, is_staff, created_at, is_active";
+
+pub(super) fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        email: r.get(2)?,
+        is_staff: r.get(3)?,
+        created_at: time(r.get(4)?),
+        is_active: r.get(5)?,
+    })
+}
+
+pub(super) fn build_user(row: UserRow) -> Result<User> {
+    row.into_user()
+}
+
+pub(super) fn query_user(conn: &Connection, where_clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {where_clause}");
+    conn.query_row(&sql, [param], user_from_row).optional()?.map(UserRow::into_user).transpose()
+}
+
+pub(super) const ORDER_COLUMNS: &str =
+    "id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor";
+
+pub(super) fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
+    Ok(OrderRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        status: r.get(2)?,
+        currency: r.get(3)?,
+        total_minor: r.get(4)?,
+        created_at: time(r.get(5)?),
+        updated_at: time(r.get(6)?),
+        refunded_minor: r.get(7)?,
+    })
+}
+
+/// Orders with their items, in the order of `rows`.
+pub(super) fn load_orders(conn: &Connection, rows: Vec<OrderRow>) -> Result<Vec<Order>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = vec!["?"; rows.len()].join(",");
+    let sql = format!(
+        "SELECT order_id, name, quantity, unit_price_minor FROM order_items WHERE order_id IN ({placeholders}) \
+         ORDER BY order_id, position"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let items = stmt
+        .query_map(rusqlite::params_from_iter(rows.iter().map(|r| r.id)), |r| {
+            Ok(ItemRow { order_id: r.get(0)?, name: r.get(1)?, quantity: r.get(2)?, unit_price_minor: r.get(3)? })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    assemble_orders(rows, items)
+}
+
+pub(super) fn order_by_id(conn: &Connection, id: OrderId) -> Result<Option<Order>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1");
+    let row = conn.query_row(&sql, [id.get()], order_row).optional()?;
+    Ok(load_orders(conn, row.into_iter().collect())?.pop())
+}
+
+pub(super) const PAYMENT_COLUMNS: &str = "id, order_id, user_id, provider, provider_payment_id, transaction_id, \
+     method, attempt, amount_minor, currency, status, failure_reason, created_at, updated_at, refunded_minor, \
+     refund_reserved_minor";
+
+pub(super) fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
+    let row = PaymentRow {
+        id: r.get(0)?,
+        order_id: r.get(1)?,
+        user_id: r.get(2)?,
+        provider: r.get(3)?,
+        provider_payment_id: r.get(4)?,
+        transaction_id: r.get(5)?,
+        method: r.get(6)?,
+        attempt: r.get(7)?,
+        amount_minor: r.get(8)?,
+        currency: r.get(9)?,
+        status: r.get(10)?,
+        failure_reason: r.get(11)?,
+        created_at: time(r.get(12)?),
+        updated_at: time(r.get(13)?),
+        refunded_minor: r.get(14)?,
+        refund_reserved_minor: r.get(15)?,
+    };
+    Ok(row.into_payment())
+}
+
+pub(super) fn query_payment(conn: &Connection, where_clause: &str, param: i64) -> Result<Option<Payment>> {
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {where_clause}");
+    conn.query_row(&sql, [param], payment_row).optional()?.transpose()
+}
+
+pub(super) const REFUND_COLUMNS: &str = "id, payment_id, order_id, user_id, amount_minor, currency, status, \
+     provider_refund_id, reason, failure_reason, actor, created_at, updated_at";
+
+pub(super) fn refund_row(r: &Row<'_>) -> rusqlite::Result<Result<Refund>> {
+    let row = RefundRow {
+        id: r.get(0)?,
+        payment_id: r.get(1)?,
+        order_id: r.get(2)?,
+        user_id: r.get(3)?,
+        amount_minor: r.get(4)?,
+        currency: r.get(5)?,
+        status: r.get(6)?,
+        provider_refund_id: r.get(7)?,
+        reason: r.get(8)?,
+        failure_reason: r.get(9)?,
+        actor: r.get(10)?,
+        created_at: time(r.get(11)?),
+        updated_at: time(r.get(12)?),
+    };
+    Ok(row.into_refund())
+}
+
+pub(super) const OUTBOX_COLUMNS: &str = "id, kind, dedupe_key, channel, recipient, payload, status, attempts, \
+     next_attempt_at, last_error, created_at, sent_at";
+
+pub(super) fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry>> {
+    let sent_at: Option<i64> = r.get(11)?;
+    let row = OutboxRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        dedupe_key: r.get(2)?,
+        channel: r.get(3)?,
+        recipient: r.get(4)?,
+        payload: r.get(5)?,
+        status: r.get(6)?,
+        attempts: r.get(7)?,
+        next_attempt_at: time(r.get(8)?),
+        last_error: r.get(9)?,
+        created_at: time(r.get(10)?),
+        sent_at: sent_at.map(time),
+    };
+    Ok(row.into_entry())
+}
+
+pub(super) fn query_outbox(conn: &Connection, id: NotificationId) -> Result<Option<OutboxEntry>> {
+    let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1");
+    conn.query_row(&sql, [id.get()], outbox_row).optional()?.transpose()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes shared by several operations
+
+pub(super) fn insert_event(
+    tx: &Transaction<'_>,
+    order: OrderId,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    actor: &Actor,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![order.get(), from.map(OrderStatus::as_str), to.as_str(), actor.to_string(), reason, micros(at)])?;
+    Ok(())
+}
+
+pub(super) fn insert_outbox(tx: &Transaction<'_>, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, \
+         created_at, updated_at, order_id) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6, ?7) \
+         ON CONFLICT (dedupe_key, channel) DO NOTHING",
+    )?;
+    for n in rows {
+        let payload = serde_json::to_string(&n.message)
+            .map_err(|e| Error::Internal(format!("serializing outbox payload: {e}")))?;
+        stmt.execute(params![
+            n.message.kind.as_str(),
+            n.message.dedupe_key(),
+            n.channel,
+            recipient_of(&n),
+            payload,
+            micros(at),
+            n.message.order_id.get()
+        ])?;
+    }
+    Ok(())
+}
+
+pub(super) fn record_idempotency<T: serde::Serialize>(
+    tx: &Transaction<'_>,
+    slot: Option<&IdempotencySlot>,
+    value: &T,
+) -> Result<()> {
+    if let Some(slot) = slot {
+        let k = &slot.key;
+        tx.prepare_cached(
+            "UPDATE idempotency_keys SET response = ?4, locked_at = NULL \
+             WHERE scope = ?1 AND operation = ?2 AND key = ?3 AND response IS NULL",
+        )?
+        .execute(params![k.scope, k.operation, k.key, response_json(value)?])?;
+    }
+    Ok(())
+}

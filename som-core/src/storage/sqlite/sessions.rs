@@ -1,0 +1,172 @@
+//! Sessions and refresh tokens. (SQLite)
+
+use super::*;
+
+#[async_trait]
+impl SessionStore for SqliteStorage {
+    async fn insert_refresh_token(&self, t: RefreshTokenRecord) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO sessions (id, user_id, version, started_at) \
+                 SELECT ?1, id, session_version, ?3 FROM users WHERE id = ?2 ON CONFLICT (id) DO NOTHING",
+                params![t.family, t.user_id.get(), micros(t.session_started_at)],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![t.jti, t.family, t.user_id.get(), micros(t.expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        user_id: UserId,
+        family: &str,
+        old_jti: &str,
+        new: RefreshTokenRecord,
+        now: DateTime<Utc>,
+    ) -> Result<RotateOutcome> {
+        let (family, old_jti) = (family.to_owned(), old_jti.to_owned());
+        self.write(move |tx| {
+            let row = tx
+                .query_row(
+                    "SELECT family, user_id, expires_at, used_at, revoked FROM refresh_tokens WHERE jti = ?1",
+                    [&old_jti],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, bool>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((fam, uid, expires, used, revoked)) = row else { return Ok(RotateOutcome::Rejected) };
+            if fam != family || uid != user_id.get() || revoked || expires <= micros(now) {
+                return Ok(RotateOutcome::Rejected);
+            }
+            if !session_live(tx, user_id, &fam)? {
+                return Ok(RotateOutcome::Rejected);
+            }
+            if used.is_some() {
+                tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [&fam])?;
+                tx.execute(
+                    "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![fam, micros(now)],
+                )?;
+                return Ok(RotateOutcome::ReuseDetected);
+            }
+            tx.execute(
+                "UPDATE refresh_tokens SET used_at = ?2 WHERE jti = ?1 AND used_at IS NULL",
+                params![old_jti, micros(now)],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![new.jti, fam, new.user_id.get(), micros(new.expires_at)],
+            )?;
+            Ok(RotateOutcome::Rotated)
+        })
+        .await
+    }
+
+    async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
+        let session = session.to_owned();
+        self.read(move |c| {
+            let Some(user) = query_user(c, "id = ?1", &user_id.get())? else { return Ok(None) };
+            let live: Option<bool> = c
+                .prepare_cached(
+                    "SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
+                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?1 AND s.user_id = ?2",
+                )?
+                .query_row(params![session, user_id.get()], |r| r.get(0))
+                .optional()?;
+            Ok(live.map(|live| SessionState { user, live }))
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool> {
+        let session = session.to_owned();
+        self.write(move |tx| {
+            let revoked = tx.execute(
+                "UPDATE sessions SET revoked_at = ?3 WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
+                params![session, user_id.get(), micros(at)],
+            )?;
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1 AND user_id = ?2",
+                params![session, user_id.get()],
+            )?;
+            Ok(revoked > 0)
+        })
+        .await
+    }
+
+    async fn end_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<&str>,
+        password_hash: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let keep = keep.map(str::to_owned);
+        self.write(move |tx| {
+            if let Some(hash) = &password_hash {
+                tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![user_id.get(), hash])?;
+            }
+            end_sessions_in(tx, user_id, keep.as_deref(), at)
+        })
+        .await
+    }
+
+    async fn prune_sessions(
+        &self,
+        tokens_expired_before: DateTime<Utc>,
+        sessions_started_before: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.write(move |tx| {
+            let tokens =
+                tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [micros(tokens_expired_before)])?;
+            let sessions = tx.execute(
+                "DELETE FROM sessions WHERE started_at < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family = sessions.id)",
+                [micros(sessions_started_before)],
+            )?;
+            Ok(u64::try_from(tokens + sessions).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+}
+
+/// Revokes every live session of `user_id` but `keep` (and their refresh tokens), moves the
+/// user's session version on and keeps `keep` at the new version. False when there is no such
+/// user.
+pub(super) fn end_sessions_in(
+    tx: &Transaction<'_>,
+    user_id: UserId,
+    keep: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<bool> {
+    let bumped = tx.execute("UPDATE users SET session_version = session_version + 1 WHERE id = ?1", [user_id.get()])?;
+    if bumped == 0 {
+        return Ok(false);
+    }
+    let keep = keep.unwrap_or("");
+    tx.execute(
+        "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1 AND family <> ?2 AND revoked = 0",
+        params![user_id.get(), keep],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET revoked_at = ?3 WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL",
+        params![user_id.get(), keep, micros(at)],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET version = (SELECT session_version FROM users WHERE id = ?1) \
+         WHERE user_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+        params![user_id.get(), keep],
+    )?;
+    Ok(true)
+}

@@ -1,0 +1,87 @@
+//! Backend-specific tests (the conformance suite covers the behaviour every backend shares).
+
+use super::*;
+use crate::domain::PaymentStatus;
+
+/// A database at schema 3 with a paid order keeps its rows, ids, references and
+/// AUTOINCREMENT sequences through the refunds migration (which rebuilds two tables).
+#[tokio::test]
+async fn a_version_3_database_is_migrated_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("som.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .unwrap();
+        for (version, sql) in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version]).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO users (id, username, email, password_hash, created_at) VALUES (1, 'alice', 'a@example.com', 'x', 0);
+             INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at)
+                 VALUES (7, 1, 'PAID', 'USD', 1000, 0, 0);
+             INSERT INTO order_items VALUES (7, 0, 'Widget', 1, 1000);
+             INSERT INTO payments (id, order_id, user_id, provider, provider_payment_id, transaction_id, method,
+                 attempt, amount_minor, currency, status, created_at, updated_at, transient_failures)
+                 VALUES (3, 7, 1, 'mock', 'mock_pi_s_k', 'txn_1', 'mock_success', 1, 1000, 'USD', 'SUCCESS', 0, 0, 2);
+             INSERT INTO outbox (kind, dedupe_key, channel, payload, status, next_attempt_at, created_at, updated_at)
+                 VALUES ('order_created', 'order_created:order:7', 'log', '{\"order_id\": 7}', 'sent', 0, 0, 0);",
+        )
+        .unwrap();
+    }
+    let storage = SqliteStorage::open(&format!("sqlite://{}", path.display()), 1).await.unwrap();
+    assert_eq!(storage.schema_version().await.unwrap(), 4);
+    let order = storage.order_by_id(OrderId::new(7)).await.unwrap().unwrap();
+    assert_eq!((order.status, order.items.len(), order.refunded.minor()), (OrderStatus::Paid, 1, 0));
+    let payment = storage.payment_by_id(PaymentId::new(3)).await.unwrap().unwrap();
+    assert_eq!((payment.status, payment.refundable().minor()), (PaymentStatus::Success, 1000));
+    assert_eq!(storage.transient_failures(PaymentId::new(3)).await.unwrap(), 2);
+    let conn = Connection::open(&path).unwrap();
+    let outbox_order: i64 = conn.query_row("SELECT order_id FROM outbox", [], |r| r.get(0)).unwrap();
+    assert_eq!(outbox_order, 7, "existing notifications are found by their order");
+    let next_order: i64 =
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'orders'", [], |r| r.get(0)).unwrap();
+    assert_eq!(next_order, 7, "the order ids continue where they were");
+    let writer_fk: bool = lock(&storage.inner.writer).query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+    assert!(writer_fk, "foreign keys are on again after migrating");
+}
+
+#[test]
+fn urls_name_relative_absolute_and_memory_databases() {
+    assert_eq!(parse_url("sqlite://som.db").unwrap(), Some(PathBuf::from("som.db")));
+    assert_eq!(parse_url("sqlite:///tmp/x/som.db").unwrap(), Some(PathBuf::from("/tmp/x/som.db")));
+    assert_eq!(parse_url("sqlite:som.db?mode=rwc").unwrap(), Some(PathBuf::from("som.db")));
+    assert_eq!(parse_url("sqlite::memory:").unwrap(), None);
+    assert_eq!(parse_url("sqlite://:memory:").unwrap(), None);
+    assert!(parse_url("sqlite://").is_err());
+    assert!(parse_url("postgres://x").is_err());
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn database_and_backup_files_are_private_and_backups_never_follow_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("som.db");
+    let storage = SqliteStorage::open(&format!("sqlite://{}", db.display()), 1).await.unwrap();
+    storage.get_or_init_setting("probe", b"secret".to_vec()).await.unwrap();
+    for file in ["som.db", "som.db-wal", "som.db-shm"] {
+        assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+    }
+    let backup = dir.path().join("backup.db");
+    storage.backup(&backup).await.unwrap();
+    assert_eq!(mode(&backup), 0o600);
+    assert!(storage.backup(&backup).await.is_err(), "a backup overwrote an existing file");
+
+    let elsewhere = dir.path().join("elsewhere.db");
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    assert!(storage.backup(&link).await.is_err(), "a backup followed a symbolic link");
+    assert!(!elsewhere.exists(), "a backup wrote through a symbolic link");
+}

@@ -1,0 +1,93 @@
+//! Accounts. (SQLite)
+
+use super::*;
+
+#[async_trait]
+impl UserStore for SqliteStorage {
+    async fn insert_user(&self, user: NewUserRecord) -> Result<User> {
+        self.write(move |tx| {
+            let inserted = tx.execute(
+                "INSERT INTO users (username, email, password_hash, is_staff, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    user.username.as_str(),
+                    user.email.as_ref().map(Email::as_str),
+                    user.password_hash,
+                    user.is_staff,
+                    micros(user.created_at)
+                ],
+            );
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    let taken = |sql: &str, value: Option<&str>| -> Result<bool> {
+                        Ok(value.is_some() && tx.query_row(sql, [value], |_| Ok(())).optional()?.is_some())
+                    };
+                    let mut errors = crate::error::ValidationErrors::new();
+                    if taken("SELECT 1 FROM users WHERE username = ?1", Some(user.username.as_str()))? {
+                        errors.add("username", "a user with that username already exists");
+                    }
+                    if taken("SELECT 1 FROM users WHERE email = ?1", user.email.as_ref().map(Email::as_str))? {
+                        errors.add("email", "a user with that email already exists");
+                    }
+                    return Err(if errors.is_empty() { e.into() } else { Error::Validation(errors) });
+                }
+                Err(e) => return Err(e.into()),
+            }
+            query_user(tx, "id = ?1", &tx.last_insert_rowid())?.ok_or_else(|| corrupt("inserted user"))
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
+        self.read(move |c| query_user(c, "id = ?1", &id.get())).await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let username = username.to_owned();
+        self.read(move |c| query_user(c, "username = ?1", &username)).await
+    }
+
+    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>> {
+        let username = username.to_owned();
+        self.read(move |c| {
+            let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?1");
+            let row = c.query_row(&sql, [&username], |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?))).optional()?;
+            row.map(|(u, hash)| Ok((build_user(u)?, hash))).transpose()
+        })
+        .await
+    }
+
+    async fn list_users(&self, q: UserQuery) -> Result<Vec<User>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id > ?1 \
+                 AND (?2 IS NULL OR lower(username) LIKE ?2 ESCAPE '\\' OR lower(email) LIKE ?2 ESCAPE '\\') \
+                 ORDER BY id LIMIT ?3"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let pattern = q.prefix.as_deref().map(like_prefix);
+            let rows = stmt.query_map(params![q.after.map_or(0, UserId::get), pattern, q.limit], user_from_row)?;
+            rows.map(|r| build_user(r?)).collect()
+        })
+        .await
+    }
+
+    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>> {
+        self.write(move |tx| {
+            tx.execute("UPDATE users SET is_staff = ?2 WHERE id = ?1", params![id.get(), is_staff])?;
+            query_user(tx, "id = ?1", &id.get())
+        })
+        .await
+    }
+
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+        self.write(move |tx| {
+            tx.execute("UPDATE users SET is_active = ?2 WHERE id = ?1", params![id.get(), is_active])?;
+            if !is_active {
+                end_sessions_in(tx, id, None, at)?;
+            }
+            query_user(tx, "id = ?1", &id.get())
+        })
+        .await
+    }
+}

@@ -1,0 +1,251 @@
+//! What storage methods take and give: records to insert, queries, and the facts a write
+//! reports back (applied or not, reserved or refused) for the core to decide on.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Actor, Email, Message, Money, Order, OrderId, OrderStatus, Payment, PaymentId, Refund, User, UserId, Username,
+};
+use crate::domain::{NotificationId, NotificationStatus};
+
+/// A user to insert.
+#[derive(Debug, Clone)]
+pub struct NewUserRecord {
+    /// Unique.
+    pub username: Username,
+    /// Unique case-insensitively, when present.
+    pub email: Option<Email>,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Staff flag.
+    pub is_staff: bool,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A refresh token to remember, so that it can be used once and its family revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    /// The token's unique id.
+    pub jti: String,
+    /// The login session it belongs to (its id).
+    pub family: String,
+    /// Its user.
+    pub user_id: UserId,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+    /// When its session began (the login).
+    pub session_started_at: DateTime<Utc>,
+}
+
+/// What storage knows of a session, for authenticating its access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// The session's user, as stored now.
+    pub user: User,
+    /// False when the session was revoked, or the user's session version has moved past it
+    /// (password change, revoke-all, disabling).
+    pub live: bool,
+}
+
+/// What happened to a refresh token presented for rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// It was unused: it is now used and the new token is stored in its family.
+    Rotated,
+    /// It had been used before: the whole family is now revoked.
+    ReuseDetected,
+    /// Unknown, expired, revoked, or of another user.
+    Rejected,
+}
+
+/// Which orders to list, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderQuery {
+    /// Only this user's orders; all users' when `None`.
+    pub user_id: Option<UserId>,
+    /// Only orders in this status.
+    pub status: Option<OrderStatus>,
+    /// Only orders with an id below this one (the cursor).
+    pub before: Option<OrderId>,
+    /// Only orders placed at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only orders placed before this time.
+    pub created_before: Option<DateTime<Utc>>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Which users to list, by ascending id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserQuery {
+    /// Only users with an id above this one (the cursor).
+    pub after: Option<UserId>,
+    /// Only users whose username or email starts with this text, case-insensitively.
+    pub prefix: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Which outbox rows to list, by ascending id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotificationQuery {
+    /// Only rows in this delivery state.
+    pub status: Option<NotificationStatus>,
+    /// Only rows about this order.
+    pub order: Option<OrderId>,
+    /// Only rows with an id above this one (the cursor).
+    pub after: Option<NotificationId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A refund to set aside on a payment before the provider is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefundRecord {
+    /// The payment to refund; must be SUCCESS or PARTIALLY_REFUNDED.
+    pub payment_id: PaymentId,
+    /// How much, in the payment's currency; positive.
+    pub amount: Money,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who asks.
+    pub actor: Actor,
+    /// The caller's idempotency scope and key, when given: a second reservation with the same
+    /// key returns the first refund instead of making another.
+    pub request_key: Option<String>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Result of setting a refund aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundReserve {
+    /// The amount is set aside and the refund is PENDING.
+    Reserved(Refund),
+    /// A refund with the same request key exists: that one.
+    Existing(Refund),
+    /// The payment is not refundable, or less than the amount is left: the payment as stored
+    /// now (its status, refunded and pending amounts say which).
+    Refused(Payment),
+}
+
+/// How the provider answered a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// The money was returned: the refund SUCCEEDED, the payment's and order's refunded
+    /// amounts and statuses move on.
+    Succeeded {
+        /// The provider's id for the refund.
+        provider_refund_id: String,
+    },
+    /// Refused: the refund FAILED and its amount is available again.
+    Failed {
+        /// Why, in the provider's words.
+        reason: String,
+    },
+}
+
+/// Builds the outbox rows for a succeeded refund once the order, payment and refund are known.
+pub type RefundNotify = Box<dyn FnOnce(&Order, &Payment, &Refund) -> Vec<NewNotification> + Send>;
+
+/// A payment to insert after the provider accepted it.
+#[derive(Debug, Clone)]
+pub struct NewPaymentRecord {
+    /// The order it pays; must be CREATED.
+    pub order_id: OrderId,
+    /// The order's owner.
+    pub user_id: UserId,
+    /// Provider name.
+    pub provider: String,
+    /// The provider's id.
+    pub provider_payment_id: String,
+    /// SOM's unique reference.
+    pub transaction_id: String,
+    /// Payment method asked for.
+    pub method: String,
+    /// Attempt number on this order.
+    pub attempt: u32,
+    /// The order's total.
+    pub amount: crate::domain::Money,
+    /// Initiation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Result of inserting a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentInsert {
+    /// Inserted as PENDING.
+    Inserted(Payment),
+    /// The order already had a live (PENDING or SUCCESS) payment: that one.
+    Existing(Payment),
+    /// The order is no longer CREATED.
+    OrderNotPayable(OrderStatus),
+}
+
+/// How a PENDING payment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// Captured: payment SUCCESS and its order PAID, in one transaction.
+    Succeeded,
+    /// Declined: payment FAILED; the order stays CREATED.
+    Failed {
+        /// Why, in the provider's words.
+        reason: String,
+    },
+}
+
+/// A conditional update's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition<T> {
+    /// The precondition held and the change was made: the new value.
+    Applied(T),
+    /// The precondition did not hold; nothing changed: the current value.
+    NotApplied(T),
+}
+
+/// An outbox row to write in the same transaction as the change it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    /// Delivery channel (`log`, `smtp`, `webhook`); each has its own delivery state.
+    pub channel: String,
+    /// The message.
+    pub message: Message,
+}
+
+/// Builds the outbox rows for a change once the changed order is known.
+pub type OrderNotify = Box<dyn FnOnce(&Order) -> Vec<NewNotification> + Send>;
+/// Builds the outbox rows for a payment change once the order and payment are known.
+pub type PaymentNotify = Box<dyn FnOnce(&Order, &Payment) -> Vec<NewNotification> + Send>;
+
+/// The scope of one idempotency key: a caller, an operation and the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// Whose key (`user:7`, `system`).
+    pub scope: String,
+    /// Which operation (`create_order`).
+    pub operation: &'static str,
+    /// The caller's key, 1 to 255 characters.
+    pub key: String,
+}
+
+/// Result of starting an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// The key is new (or expired, or abandoned by a crashed request): proceed.
+    Started,
+    /// The same request completed before: its stored result (JSON).
+    Replay(String),
+    /// The key was used with a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+/// Where an idempotent request records its result: written in the same transaction as the
+/// effect, so that a replay sees the effect's result or nothing at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencySlot {
+    /// The key.
+    pub key: IdempotencyKey,
+}
