@@ -25,7 +25,7 @@ use crate::payment::{MockProvider, PaymentProvider, PaymentRequest, ProviderErro
 use crate::storage::{
     DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
     NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify,
-    PaymentOutcome, RefreshTokenRecord, RotateOutcome, Transition, UserQuery,
+    PaymentOutcome, RefreshTokenRecord, RotateOutcome, Transition, UserInsert, UserQuery,
 };
 
 mod refunds;
@@ -432,10 +432,20 @@ impl OrderSystem {
             return Err(Error::Internal("validated registration lost a field".into()));
         };
         let password_hash = self.inner.hasher.hash(&password).await?;
-        self.inner
-            .storage
-            .insert_user(NewUserRecord { username, email, password_hash, is_staff, created_at: Self::now() })
-            .await
+        let record = NewUserRecord { username, email, password_hash, is_staff, created_at: Self::now() };
+        match self.inner.storage.insert_user(record).await? {
+            UserInsert::Inserted(user) => Ok(user),
+            UserInsert::Taken { username, email } => {
+                let mut errors = ValidationErrors::new();
+                if username {
+                    errors.add("username", "a user with that username already exists");
+                }
+                if email {
+                    errors.add("email", "a user with that email already exists");
+                }
+                Err(Error::Validation(errors))
+            }
+        }
     }
 
     /// A new token pair for valid credentials. A wrong password and an unknown username give

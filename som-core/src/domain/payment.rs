@@ -61,6 +61,21 @@ impl PaymentStatus {
         matches!(self, PaymentStatus::Pending | PaymentStatus::Success)
     }
 
+    /// `PENDING → SUCCESS` (captured) or `PENDING → FAILED` (declined). `None` from any other
+    /// status.
+    pub fn complete(self, captured: bool) -> Option<PaymentStatus> {
+        (self == PaymentStatus::Pending).then_some(if captured {
+            PaymentStatus::Success
+        } else {
+            PaymentStatus::Failed
+        })
+    }
+
+    /// `PENDING → CANCELLED`: voided with its order. `None` from any other status.
+    pub fn void(self) -> Option<PaymentStatus> {
+        (self == PaymentStatus::Pending).then_some(PaymentStatus::Cancelled)
+    }
+
     /// True when money was captured and some of it may still be returned.
     pub fn is_refundable(self) -> bool {
         matches!(self, PaymentStatus::Success | PaymentStatus::PartiallyRefunded)
@@ -207,6 +222,11 @@ mod tests {
         assert_eq!(live, vec![PaymentStatus::Pending, PaymentStatus::Success]);
         assert_eq!(PaymentStatus::parse("success"), Some(PaymentStatus::Success));
         assert_eq!(PaymentStatus::parse("paid"), None);
+        assert_eq!(PaymentStatus::Pending.complete(true), Some(PaymentStatus::Success));
+        assert_eq!(PaymentStatus::Pending.complete(false), Some(PaymentStatus::Failed));
+        assert_eq!(PaymentStatus::Pending.void(), Some(PaymentStatus::Cancelled));
+        assert_eq!(PaymentStatus::Success.complete(true), None);
+        assert_eq!(PaymentStatus::Failed.void(), None);
         assert_eq!(PaymentStatus::Success.refund(false), Some(PaymentStatus::PartiallyRefunded));
         assert_eq!(PaymentStatus::PartiallyRefunded.refund(true), Some(PaymentStatus::Refunded));
         for s in [PaymentStatus::Pending, PaymentStatus::Failed, PaymentStatus::Cancelled, PaymentStatus::Refunded] {

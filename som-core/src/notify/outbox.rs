@@ -110,15 +110,15 @@ impl Dispatcher {
                     let delay = backoff_delay(row.attempts, self.config.backoff_base, self.config.backoff_cap);
                     let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
                     tracing::warn!(id = %row.id, attempts = row.attempts, ?delay, %error, "notification failed; will retry");
-                    self.storage.mark_notification_failed(row.id, &token, &error, Some(retry_at)).await?;
+                    self.storage.mark_notification_failed(row.id, &token, &error, Some(retry_at), Utc::now()).await?;
                 }
                 Err(NotifyError::Skipped(reason)) => {
                     tracing::info!(id = %row.id, channel = %row.channel, %reason, "notification skipped");
-                    self.storage.mark_notification_skipped(row.id, &token, &reason).await?;
+                    self.storage.mark_notification_skipped(row.id, &token, &reason, Utc::now()).await?;
                 }
                 Err(NotifyError::Transient(error) | NotifyError::Permanent(error)) => {
                     tracing::error!(id = %row.id, attempts = row.attempts, %error, "notification dead-lettered");
-                    self.storage.mark_notification_failed(row.id, &token, &error, None).await?;
+                    self.storage.mark_notification_failed(row.id, &token, &error, None, Utc::now()).await?;
                 }
             }
             handled += 1;

@@ -40,7 +40,7 @@ use super::{
     NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore, OutboxEntry,
     OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord, RefundNotify,
     RefundOutcome, RefundReserve, RefundStore, RotateOutcome, SessionState, SessionStore, Storage, Transition,
-    UserQuery, UserStore,
+    UserInsert, UserQuery, UserStore,
 };
 use crate::domain::{
     Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId,
@@ -108,7 +108,7 @@ impl Storage for Detached {
 
 #[async_trait]
 impl UserStore for Detached {
-    async fn insert_user(&self, user: NewUserRecord) -> Result<User> {
+    async fn insert_user(&self, user: NewUserRecord) -> Result<UserInsert> {
         detached(&self.inner, |s| async move { s.insert_user(user).await }).await
     }
 
@@ -332,15 +332,25 @@ impl OutboxStore for Detached {
         claim_token: &str,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
     ) -> Result<bool> {
         let (claim_token, error) = (claim_token.to_owned(), error.to_owned());
-        detached(&self.inner, |s| async move { s.mark_notification_failed(id, &claim_token, &error, retry_at).await })
-            .await
+        detached(
+            &self.inner,
+            |s| async move { s.mark_notification_failed(id, &claim_token, &error, retry_at, at).await },
+        )
+        .await
     }
 
-    async fn mark_notification_skipped(&self, id: NotificationId, claim_token: &str, reason: &str) -> Result<bool> {
+    async fn mark_notification_skipped(
+        &self,
+        id: NotificationId,
+        claim_token: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
         let (claim_token, reason) = (claim_token.to_owned(), reason.to_owned());
-        detached(&self.inner, |s| async move { s.mark_notification_skipped(id, &claim_token, &reason).await }).await
+        detached(&self.inner, |s| async move { s.mark_notification_skipped(id, &claim_token, &reason, at).await }).await
     }
 
     async fn release_notification(&self, id: NotificationId, claim_token: &str) -> Result<bool> {

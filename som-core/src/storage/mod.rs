@@ -21,6 +21,7 @@ pub use types::*;
 #[cfg(feature = "test-support")]
 pub mod conformance;
 pub mod detached;
+pub mod policy;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
@@ -76,8 +77,8 @@ pub trait Storage:
 /// Accounts: insert, look up, list, change roles and whether they are active.
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    /// Inserts a user. A validation error naming the field when the username or email is taken.
-    async fn insert_user(&self, user: NewUserRecord) -> Result<User>;
+    /// Inserts a user, or reports which of its username and email another account has.
+    async fn insert_user(&self, user: NewUserRecord) -> Result<UserInsert>;
 
     /// The user by id.
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>>;
@@ -280,17 +281,25 @@ pub trait OutboxStore: Send + Sync {
     /// Marks a claimed row delivered. False if the claim was lost (lease expired and re-claimed).
     async fn mark_notification_sent(&self, id: NotificationId, claim_token: &str, at: DateTime<Utc>) -> Result<bool>;
 
-    /// Records a failed attempt: pending again at `retry_at`, or dead when `retry_at` is `None`.
+    /// Records a failed attempt at `at`: pending again at `retry_at`, or dead when `retry_at` is
+    /// `None`.
     async fn mark_notification_failed(
         &self,
         id: NotificationId,
         claim_token: &str,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
     ) -> Result<bool>;
 
-    /// Marks a claimed row skipped (nothing to deliver on its channel), recording why.
-    async fn mark_notification_skipped(&self, id: NotificationId, claim_token: &str, reason: &str) -> Result<bool>;
+    /// Marks a claimed row skipped at `at` (nothing to deliver on its channel), recording why.
+    async fn mark_notification_skipped(
+        &self,
+        id: NotificationId,
+        claim_token: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
 
     /// Gives a claimed row back without counting the attempt (graceful shutdown).
     async fn release_notification(&self, id: NotificationId, claim_token: &str) -> Result<bool>;

@@ -23,6 +23,33 @@ pub struct NewUserRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// Result of inserting a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserInsert {
+    /// Stored.
+    Inserted(User),
+    /// Nothing stored: the username and/or the email (case-insensitively) belong to another
+    /// account.
+    Taken {
+        /// The username is taken.
+        username: bool,
+        /// The email is taken.
+        email: bool,
+    },
+}
+
+impl UserInsert {
+    /// The inserted user; panics when it was not inserted (for tests).
+    #[cfg(feature = "test-support")]
+    pub fn inserted(self) -> User {
+        match self {
+            UserInsert::Inserted(user) => user,
+            #[allow(clippy::panic)]
+            taken => panic!("expected an inserted user, got {taken:?}"),
+        }
+    }
+}
+
 /// A refresh token to remember, so that it can be used once and its family revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTokenRecord {

@@ -34,10 +34,12 @@ pub async fn users_are_unique_by_username_and_email(s: DynStorage) {
         is_staff: false,
         created_at: Utc::now(),
     };
-    let err = s.insert_user(dup("alice", "other@example.com")).await.unwrap_err();
-    assert!(err.validation_errors().is_some_and(|e| e.fields().contains_key("username")), "{err:?}");
-    let err = s.insert_user(dup("alice2", "ALICE@example.com")).await.unwrap_err();
-    assert!(err.validation_errors().is_some_and(|e| e.fields().contains_key("email")), "{err:?}");
+    let taken = s.insert_user(dup("alice", "other@example.com")).await.unwrap();
+    assert_eq!(taken, UserInsert::Taken { username: true, email: false });
+    let taken = s.insert_user(dup("alice2", "ALICE@example.com")).await.unwrap();
+    assert_eq!(taken, UserInsert::Taken { username: false, email: true });
+    let taken = s.insert_user(dup("alice", "alice@example.com")).await.unwrap();
+    assert_eq!(taken, UserInsert::Taken { username: true, email: true });
     let no_email = |name: &str| NewUserRecord { email: None, ..dup(name, "x@example.com") };
     s.insert_user(no_email("bob")).await.unwrap();
     s.insert_user(no_email("carol")).await.unwrap();

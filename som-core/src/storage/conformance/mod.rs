@@ -85,6 +85,7 @@ pub(super) async fn user(s: &DynStorage, name: &str) -> crate::domain::User {
     })
     .await
     .unwrap()
+    .inserted()
 }
 
 pub(super) fn new_order(prices: &[(&str, i64, &str)]) -> NewOrder {

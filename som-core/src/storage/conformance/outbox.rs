@@ -83,8 +83,8 @@ pub async fn outbox_failures_reschedule_dead_letter_and_requeue(s: DynStorage) {
     let now = Utc::now();
     let rows = s.claim_notifications(now, now + Duration::seconds(30), 10, "a").await.unwrap();
     let retry_at = now + Duration::seconds(10);
-    assert!(s.mark_notification_failed(rows[0].id, "a", "smtp 451", Some(retry_at)).await.unwrap());
-    assert!(s.mark_notification_failed(rows[1].id, "a", "smtp 550", None).await.unwrap());
+    assert!(s.mark_notification_failed(rows[0].id, "a", "smtp 451", Some(retry_at), Utc::now()).await.unwrap());
+    assert!(s.mark_notification_failed(rows[1].id, "a", "smtp 550", None, Utc::now()).await.unwrap());
     let early = now + Duration::seconds(5);
     assert!(s.claim_notifications(early, early + Duration::seconds(30), 10, "b").await.unwrap().is_empty());
     let due = s.claim_notifications(retry_at, retry_at + Duration::seconds(30), 10, "c").await.unwrap();
@@ -109,7 +109,7 @@ pub async fn outbox_failures_reschedule_dead_letter_and_requeue(s: DynStorage) {
     assert_eq!(s.requeue_notification(NotificationId::new(999_999), retry_at).await.unwrap(), None);
     let again = s.claim_notifications(retry_at, retry_at + Duration::seconds(30), 10, "d").await.unwrap();
     assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[1].id]);
-    assert!(s.mark_notification_skipped(rows[1].id, "d", "no email address").await.unwrap());
+    assert!(s.mark_notification_skipped(rows[1].id, "d", "no email address", Utc::now()).await.unwrap());
     let skipped = s
         .list_notifications(NotificationQuery {
             status: Some(NotificationStatus::Skipped),

@@ -1,6 +1,7 @@
 //! Idempotency keys. (PostgreSQL)
 
 use super::*;
+use crate::storage::policy::{StoredIdempotency, decide_idempotency};
 
 #[async_trait]
 impl IdempotencyStore for PostgresStorage {
@@ -39,13 +40,14 @@ impl IdempotencyStore for PostgresStorage {
         .bind(&key.key)
         .fetch_one(&mut *tx)
         .await?;
-        let stored_hash: String = row.try_get("request_hash")?;
-        let response: Option<String> = row.try_get("response")?;
-        let locked: Option<DateTime<Utc>> = row.try_get("locked_at")?;
-        let expires: DateTime<Utc> = row.try_get("expires_at")?;
-        let take_over = expires <= now
-            || (stored_hash == request_hash && response.is_none() && locked.is_none_or(|l| l < stale_before));
-        let outcome = if take_over {
+        let stored = StoredIdempotency {
+            request_hash: row.try_get("request_hash")?,
+            response: row.try_get("response")?,
+            locked_at: row.try_get("locked_at")?,
+            expires_at: row.try_get("expires_at")?,
+        };
+        let decision = decide_idempotency(Some(&stored), request_hash, now, stale_before);
+        if decision == IdempotencyBegin::Started {
             sqlx::query(
                 "UPDATE idempotency_keys SET request_hash = $4, response = NULL, locked_at = $5, created_at = $5, \
                  expires_at = $6 WHERE scope = $1 AND operation = $2 AND key = $3",
@@ -58,16 +60,9 @@ impl IdempotencyStore for PostgresStorage {
             .bind(expires_at)
             .execute(&mut *tx)
             .await?;
-            IdempotencyBegin::Started
-        } else if stored_hash != request_hash {
-            IdempotencyBegin::Mismatch
-        } else if let Some(response) = response {
-            IdempotencyBegin::Replay(response)
-        } else {
-            IdempotencyBegin::InProgress
-        };
+        }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(decision)
     }
 
     async fn finish_idempotency(&self, key: &IdempotencyKey, response: &str) -> Result<()> {

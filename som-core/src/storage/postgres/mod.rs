@@ -39,7 +39,7 @@ use crate::domain::{
     Actor, Email, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment, PaymentId, Refund,
     User, UserId,
 };
-use crate::error::{Error, Result, ValidationErrors};
+use crate::error::{Error, Result};
 use crate::storage::rows::corrupt;
 use rows::*;
 

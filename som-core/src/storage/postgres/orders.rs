@@ -1,6 +1,7 @@
 //! Orders, their items and audit trail. (PostgreSQL)
 
 use super::*;
+use crate::storage::policy::cancellation;
 
 #[async_trait]
 impl OrderStore for PostgresStorage {
@@ -159,29 +160,30 @@ impl OrderStore for PostgresStorage {
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Order>> {
         let at = truncate(at);
+        let (change, payment_change) = cancellation();
         let mut tx = self.begin().await?;
-        let changed =
-            sqlx::query("UPDATE orders SET status = 'CANCELLED', updated_at = $2 WHERE id = $1 AND status = 'CREATED'")
-                .bind(id.get())
-                .bind(at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let changed = sqlx::query("UPDATE orders SET status = $3, updated_at = $2 WHERE id = $1 AND status = $4")
+            .bind(id.get())
+            .bind(at)
+            .bind(change.to.as_str())
+            .bind(change.from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if changed == 0 {
             return order_by_id(&mut tx, id)
                 .await?
                 .map(Transition::NotApplied)
                 .ok_or_else(|| Error::NotFound(format!("order {id}")));
         }
-        sqlx::query(
-            "UPDATE payments SET status = 'CANCELLED', updated_at = $2 WHERE order_id = $1 AND status = 'PENDING'",
-        )
-        .bind(id.get())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(&mut tx, id, Some(OrderStatus::Created), OrderStatus::Cancelled, &actor, "order cancelled", at)
+        sqlx::query("UPDATE payments SET status = $3, updated_at = $2 WHERE order_id = $1 AND status = $4")
+            .bind(id.get())
+            .bind(at)
+            .bind(payment_change.to.as_str())
+            .bind(payment_change.from.as_str())
+            .execute(&mut *tx)
             .await?;
+        insert_event(&mut tx, id, Some(change.from), change.to, &actor, "order cancelled", at).await?;
         let order = order_by_id(&mut tx, id).await?.ok_or_else(|| corrupt("cancelled order"))?;
         insert_outbox(&mut tx, notify(&order), at).await?;
         record_idempotency(&mut tx, idempotency.as_ref(), &order).await?;

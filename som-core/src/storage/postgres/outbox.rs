@@ -67,17 +67,18 @@ impl OutboxStore for PostgresStorage {
         claim_token: &str,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
     ) -> Result<bool> {
-        let now = Utc::now();
+        let now = at;
         let n =
             match retry_at {
-                Some(at) => sqlx::query(
+                Some(retry) => sqlx::query(
                     "UPDATE outbox SET next_attempt_at = $3, last_error = $4, lease_until = NULL, claim_token = NULL, \
                  updated_at = $5 WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
                 )
                 .bind(id.get())
                 .bind(claim_token)
-                .bind(at)
+                .bind(retry)
                 .bind(error)
                 .bind(now)
                 .execute(&self.pool)
@@ -98,7 +99,13 @@ impl OutboxStore for PostgresStorage {
         Ok(n.rows_affected() == 1)
     }
 
-    async fn mark_notification_skipped(&self, id: NotificationId, claim_token: &str, reason: &str) -> Result<bool> {
+    async fn mark_notification_skipped(
+        &self,
+        id: NotificationId,
+        claim_token: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE outbox SET status = 'skipped', last_error = $3, updated_at = $4, lease_until = NULL, \
              claim_token = NULL WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
@@ -106,7 +113,7 @@ impl OutboxStore for PostgresStorage {
         .bind(id.get())
         .bind(claim_token)
         .bind(reason)
-        .bind(Utc::now())
+        .bind(at)
         .execute(&self.pool)
         .await?
         .rows_affected();

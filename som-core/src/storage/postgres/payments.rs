@@ -1,6 +1,7 @@
 //! Payments. (PostgreSQL)
 
 use super::*;
+use crate::storage::policy::completion;
 
 #[async_trait]
 impl PaymentStore for PostgresStorage {
@@ -107,43 +108,42 @@ impl PaymentStore for PostgresStorage {
     ) -> Result<Transition<Payment>> {
         let at = truncate(at);
         let mut tx = self.begin().await?;
-        let updated = match &outcome {
-            PaymentOutcome::Succeeded => sqlx::query(
-                "UPDATE payments SET status = 'SUCCESS', updated_at = $2 WHERE id = $1 AND status = 'PENDING' RETURNING *",
-            )
-            .bind(id.get())
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await?,
-            PaymentOutcome::Failed { reason } => sqlx::query(
-                "UPDATE payments SET status = 'FAILED', failure_reason = $3, updated_at = $2 \
-                 WHERE id = $1 AND status = 'PENDING' RETURNING *",
-            )
-            .bind(id.get())
-            .bind(at)
-            .bind(reason)
-            .fetch_optional(&mut *tx)
-            .await?,
+        let (change, order_change) = completion(&outcome);
+        let reason = match &outcome {
+            PaymentOutcome::Failed { reason } => Some(reason.as_str()),
+            PaymentOutcome::Succeeded => None,
         };
+        let updated = sqlx::query(
+            "UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), updated_at = $2 \
+             WHERE id = $1 AND status = $4 RETURNING *",
+        )
+        .bind(id.get())
+        .bind(at)
+        .bind(change.to.as_str())
+        .bind(change.from.as_str())
+        .bind(reason)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = updated else {
             let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
             return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
         };
         let payment = payment_from(&row)?;
-        if outcome == PaymentOutcome::Succeeded {
-            let paid =
-                sqlx::query("UPDATE orders SET status = 'PAID', updated_at = $2 WHERE id = $1 AND status = 'CREATED'")
-                    .bind(payment.order_id.get())
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+        if let Some(order_change) = order_change {
+            let paid = sqlx::query("UPDATE orders SET status = $3, updated_at = $2 WHERE id = $1 AND status = $4")
+                .bind(payment.order_id.get())
+                .bind(at)
+                .bind(order_change.to.as_str())
+                .bind(order_change.from.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if paid == 0 {
                 tx.rollback().await?;
                 return Err(Error::Conflict(format!("order {} is no longer awaiting payment", payment.order_id)));
             }
             let reason = format!("payment {id} succeeded");
-            insert_event(&mut tx, payment.order_id, Some(OrderStatus::Created), OrderStatus::Paid, &actor, &reason, at)
+            insert_event(&mut tx, payment.order_id, Some(order_change.from), order_change.to, &actor, &reason, at)
                 .await?;
         }
         let order = order_by_id(&mut tx, payment.order_id).await?.ok_or_else(|| corrupt("payment without order"))?;

@@ -1,6 +1,7 @@
 //! Sessions and refresh tokens. (PostgreSQL)
 
 use super::*;
+use crate::storage::policy::{StoredRefreshToken, decide_rotation};
 
 #[async_trait]
 impl SessionStore for PostgresStorage {
@@ -36,50 +37,58 @@ impl SessionStore for PostgresStorage {
     ) -> Result<RotateOutcome> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
-            "SELECT family, user_id, expires_at, used_at, revoked FROM refresh_tokens WHERE jti = $1 FOR UPDATE",
+            "SELECT family, user_id, expires_at, used_at IS NOT NULL AS used, revoked FROM refresh_tokens \
+             WHERE jti = $1 FOR UPDATE",
         )
         .bind(old_jti)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else { return Ok(RotateOutcome::Rejected) };
-        let fam: String = row.try_get("family")?;
-        let uid: i64 = row.try_get("user_id")?;
-        let expires: DateTime<Utc> = row.try_get("expires_at")?;
-        let used: Option<DateTime<Utc>> = row.try_get("used_at")?;
-        let revoked: bool = row.try_get("revoked")?;
-        if fam != family || uid != user_id.get() || revoked || expires <= now {
-            return Ok(RotateOutcome::Rejected);
+        let stored = row
+            .map(|r| -> Result<StoredRefreshToken> {
+                Ok(StoredRefreshToken {
+                    family: r.try_get("family")?,
+                    user_id: UserId::new(r.try_get("user_id")?),
+                    expires_at: r.try_get("expires_at")?,
+                    used: r.try_get("used")?,
+                    revoked: r.try_get("revoked")?,
+                })
+            })
+            .transpose()?;
+        let live = match &stored {
+            Some(t) => session_live(&mut tx, user_id, &t.family).await?,
+            None => false,
+        };
+        let outcome = decide_rotation(stored.as_ref(), family, user_id, live, now);
+        match outcome {
+            RotateOutcome::Rejected => return Ok(outcome),
+            RotateOutcome::ReuseDetected => {
+                sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1")
+                    .bind(family)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(family)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            RotateOutcome::Rotated => {
+                sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1")
+                    .bind(old_jti)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&new.jti)
+                    .bind(family)
+                    .bind(new.user_id.get())
+                    .bind(new.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
-        if !session_live(&mut tx, user_id, &fam).await? {
-            return Ok(RotateOutcome::Rejected);
-        }
-        if used.is_some() {
-            sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1")
-                .bind(&fam)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                .bind(&fam)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(RotateOutcome::ReuseDetected);
-        }
-        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1")
-            .bind(old_jti)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(&new.jti)
-            .bind(&fam)
-            .bind(new.user_id.get())
-            .bind(new.expires_at)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(RotateOutcome::Rotated)
+        Ok(outcome)
     }
 
     async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {

@@ -1,10 +1,11 @@
 //! Accounts. (PostgreSQL)
 
 use super::*;
+use crate::storage::UserInsert;
 
 #[async_trait]
 impl UserStore for PostgresStorage {
-    async fn insert_user(&self, user: NewUserRecord) -> Result<User> {
+    async fn insert_user(&self, user: NewUserRecord) -> Result<UserInsert> {
         let inserted = sqlx::query(
             "INSERT INTO users (username, email, password_hash, is_staff, created_at) VALUES ($1, $2, $3, $4, $5) \
              RETURNING id, username, email, is_staff, created_at, is_active",
@@ -17,26 +18,24 @@ impl UserStore for PostgresStorage {
         .fetch_one(&self.pool)
         .await;
         match inserted {
-            Ok(row) => user_from(&row),
+            Ok(row) => user_from(&row).map(UserInsert::Inserted),
             Err(e) if is_unique_violation(&e) => {
-                let mut errors = ValidationErrors::new();
                 let taken_name: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)")
                     .bind(user.username.as_str())
                     .fetch_one(&self.pool)
                     .await?;
-                if taken_name {
-                    errors.add("username", "a user with that username already exists");
-                }
+                let mut taken_email = false;
                 if let Some(email) = &user.email {
-                    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)")
+                    taken_email = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)")
                         .bind(email.as_str())
                         .fetch_one(&self.pool)
                         .await?;
-                    if taken {
-                        errors.add("email", "a user with that email already exists");
-                    }
                 }
-                Err(if errors.is_empty() { e.into() } else { Error::Validation(errors) })
+                if taken_name || taken_email {
+                    Ok(UserInsert::Taken { username: taken_name, email: taken_email })
+                } else {
+                    Err(e.into())
+                }
             }
             Err(e) => Err(e.into()),
         }

@@ -1,6 +1,7 @@
 //! Idempotency keys. (SQLite)
 
 use super::*;
+use crate::storage::policy::{StoredIdempotency, decide_idempotency};
 
 #[async_trait]
 impl IdempotencyStore for SqliteStorage {
@@ -14,33 +15,33 @@ impl IdempotencyStore for SqliteStorage {
     ) -> Result<IdempotencyBegin> {
         let (k, hash) = (key.clone(), request_hash.to_owned());
         self.write(move |tx| {
-            let row = tx
+            let stored = tx
                 .query_row(
                     "SELECT request_hash, response, locked_at, expires_at FROM idempotency_keys \
                      WHERE scope = ?1 AND operation = ?2 AND key = ?3",
                     params![k.scope, k.operation, k.key],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, i64>(3)?)),
+                    |r| {
+                        Ok(StoredIdempotency {
+                            request_hash: r.get(0)?,
+                            response: r.get(1)?,
+                            locked_at: r.get::<_, Option<i64>>(2)?.map(time),
+                            expires_at: time(r.get(3)?),
+                        })
+                    },
                 )
                 .optional()?;
-            let start = |tx: &Transaction<'_>| -> Result<IdempotencyBegin> {
+            let decision = decide_idempotency(stored.as_ref(), &hash, now, stale_before);
+            if decision == IdempotencyBegin::Started {
                 tx.execute(
-                    "INSERT INTO idempotency_keys (scope, operation, key, request_hash, response, locked_at, created_at, expires_at) \
-                     VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5, ?6) \
+                    "INSERT INTO idempotency_keys (scope, operation, key, request_hash, response, locked_at, created_at, \
+                     expires_at) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5, ?6) \
                      ON CONFLICT (scope, operation, key) DO UPDATE SET request_hash = excluded.request_hash, \
                      response = NULL, locked_at = excluded.locked_at, created_at = excluded.created_at, \
                      expires_at = excluded.expires_at",
                     params![k.scope, k.operation, k.key, hash, micros(now), micros(expires_at)],
                 )?;
-                Ok(IdempotencyBegin::Started)
-            };
-            match row {
-                None => start(tx),
-                Some((_, _, _, expires)) if expires <= micros(now) => start(tx),
-                Some((stored_hash, _, _, _)) if stored_hash != hash => Ok(IdempotencyBegin::Mismatch),
-                Some((_, Some(response), _, _)) => Ok(IdempotencyBegin::Replay(response)),
-                Some((_, None, locked, _)) if locked.is_none_or(|l| l < micros(stale_before)) => start(tx),
-                Some(_) => Ok(IdempotencyBegin::InProgress),
             }
+            Ok(decision)
         })
         .await
     }

@@ -1,6 +1,7 @@
 //! Orders, their items and audit trail. (SQLite)
 
 use super::*;
+use crate::storage::policy::cancellation;
 
 #[async_trait]
 impl OrderStore for SqliteStorage {
@@ -125,10 +126,11 @@ impl OrderStore for SqliteStorage {
         notify: OrderNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Order>> {
+        let (change, payment_change) = cancellation();
         self.write(move |tx| {
             let changed = tx.execute(
-                "UPDATE orders SET status = 'CANCELLED', updated_at = ?2 WHERE id = ?1 AND status = 'CREATED'",
-                params![id.get(), micros(at)],
+                "UPDATE orders SET status = ?3, updated_at = ?2 WHERE id = ?1 AND status = ?4",
+                params![id.get(), micros(at), change.to.as_str(), change.from.as_str()],
             )?;
             if changed == 0 {
                 return order_by_id(tx, id)?
@@ -136,10 +138,10 @@ impl OrderStore for SqliteStorage {
                     .ok_or_else(|| Error::NotFound(format!("order {id}")));
             }
             tx.execute(
-                "UPDATE payments SET status = 'CANCELLED', updated_at = ?2 WHERE order_id = ?1 AND status = 'PENDING'",
-                params![id.get(), micros(at)],
+                "UPDATE payments SET status = ?3, updated_at = ?2 WHERE order_id = ?1 AND status = ?4",
+                params![id.get(), micros(at), payment_change.to.as_str(), payment_change.from.as_str()],
             )?;
-            insert_event(tx, id, Some(OrderStatus::Created), OrderStatus::Cancelled, &actor, "order cancelled", at)?;
+            insert_event(tx, id, Some(change.from), change.to, &actor, "order cancelled", at)?;
             let order = order_by_id(tx, id)?.ok_or_else(|| corrupt("cancelled order"))?;
             insert_outbox(tx, notify(&order), at)?;
             record_idempotency(tx, idempotency.as_ref(), &order)?;

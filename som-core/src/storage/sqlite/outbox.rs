@@ -63,15 +63,16 @@ impl OutboxStore for SqliteStorage {
         claim_token: &str,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
     ) -> Result<bool> {
         let (token, error) = (claim_token.to_owned(), error.to_owned());
         self.write(move |tx| {
-            let now = micros(Utc::now());
+            let now = micros(at);
             let n = match retry_at {
-                Some(at) => tx.execute(
+                Some(retry) => tx.execute(
                     "UPDATE outbox SET next_attempt_at = ?3, last_error = ?4, lease_until = NULL, claim_token = NULL, \
                      updated_at = ?5 WHERE id = ?1 AND claim_token = ?2 AND status = 'pending'",
-                    params![id.get(), token, micros(at), error, now],
+                    params![id.get(), token, micros(retry), error, now],
                 )?,
                 None => tx.execute(
                     "UPDATE outbox SET status = 'dead', last_error = ?3, lease_until = NULL, claim_token = NULL, \
@@ -84,13 +85,19 @@ impl OutboxStore for SqliteStorage {
         .await
     }
 
-    async fn mark_notification_skipped(&self, id: NotificationId, claim_token: &str, reason: &str) -> Result<bool> {
+    async fn mark_notification_skipped(
+        &self,
+        id: NotificationId,
+        claim_token: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
         let (token, reason) = (claim_token.to_owned(), reason.to_owned());
         self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE outbox SET status = 'skipped', last_error = ?3, updated_at = ?4, lease_until = NULL, \
                  claim_token = NULL WHERE id = ?1 AND claim_token = ?2 AND status = 'pending'",
-                params![id.get(), token, reason, micros(Utc::now())],
+                params![id.get(), token, reason, micros(at)],
             )?;
             Ok(n == 1)
         })

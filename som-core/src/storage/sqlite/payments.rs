@@ -1,6 +1,7 @@
 //! Payments. (SQLite)
 
 use super::*;
+use crate::storage::policy::completion;
 
 #[async_trait]
 impl PaymentStore for SqliteStorage {
@@ -107,33 +108,32 @@ impl PaymentStore for SqliteStorage {
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>> {
         self.write(move |tx| {
-            let changed = match &outcome {
-                PaymentOutcome::Succeeded => tx.execute(
-                    "UPDATE payments SET status = 'SUCCESS', updated_at = ?2 WHERE id = ?1 AND status = 'PENDING'",
-                    params![id.get(), micros(at)],
-                )?,
-                PaymentOutcome::Failed { reason } => tx.execute(
-                    "UPDATE payments SET status = 'FAILED', failure_reason = ?3, updated_at = ?2 \
-                     WHERE id = ?1 AND status = 'PENDING'",
-                    params![id.get(), micros(at), reason],
-                )?,
+            let (change, order_change) = completion(&outcome);
+            let reason = match &outcome {
+                PaymentOutcome::Failed { reason } => Some(reason.as_str()),
+                PaymentOutcome::Succeeded => None,
             };
+            let changed = tx.execute(
+                "UPDATE payments SET status = ?3, failure_reason = COALESCE(?5, failure_reason), updated_at = ?2 \
+                 WHERE id = ?1 AND status = ?4",
+                params![id.get(), micros(at), change.to.as_str(), change.from.as_str(), reason],
+            )?;
             let payment =
                 query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
             if changed == 0 {
                 return Ok(Transition::NotApplied(payment));
             }
-            if outcome == PaymentOutcome::Succeeded {
+            if let Some(order_change) = order_change {
                 let paid = tx.execute(
-                    "UPDATE orders SET status = 'PAID', updated_at = ?2 WHERE id = ?1 AND status = 'CREATED'",
-                    params![payment.order_id.get(), micros(at)],
+                    "UPDATE orders SET status = ?3, updated_at = ?2 WHERE id = ?1 AND status = ?4",
+                    params![payment.order_id.get(), micros(at), order_change.to.as_str(), order_change.from.as_str()],
                 )?;
                 if paid == 0 {
                     // Rolls the payment update back with the transaction.
                     return Err(Error::Conflict(format!("order {} is no longer awaiting payment", payment.order_id)));
                 }
                 let reason = format!("payment {id} succeeded");
-                insert_event(tx, payment.order_id, Some(OrderStatus::Created), OrderStatus::Paid, &actor, &reason, at)?;
+                insert_event(tx, payment.order_id, Some(order_change.from), order_change.to, &actor, &reason, at)?;
             }
             let order = order_by_id(tx, payment.order_id)?.ok_or_else(|| corrupt("payment without order"))?;
             insert_outbox(tx, notify(&order, &payment), at)?;

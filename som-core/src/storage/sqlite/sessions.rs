@@ -1,6 +1,7 @@
 //! Sessions and refresh tokens. (SQLite)
 
 use super::*;
+use crate::storage::policy::{StoredRefreshToken, decide_rotation};
 
 #[async_trait]
 impl SessionStore for SqliteStorage {
@@ -30,45 +31,47 @@ impl SessionStore for SqliteStorage {
     ) -> Result<RotateOutcome> {
         let (family, old_jti) = (family.to_owned(), old_jti.to_owned());
         self.write(move |tx| {
-            let row = tx
+            let stored = tx
                 .query_row(
-                    "SELECT family, user_id, expires_at, used_at, revoked FROM refresh_tokens WHERE jti = ?1",
+                    "SELECT family, user_id, expires_at, used_at IS NOT NULL, revoked FROM refresh_tokens WHERE jti = ?1",
                     [&old_jti],
                     |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, Option<i64>>(3)?,
-                            r.get::<_, bool>(4)?,
-                        ))
+                        Ok(StoredRefreshToken {
+                            family: r.get(0)?,
+                            user_id: UserId::new(r.get(1)?),
+                            expires_at: time(r.get(2)?),
+                            used: r.get(3)?,
+                            revoked: r.get(4)?,
+                        })
                     },
                 )
                 .optional()?;
-            let Some((fam, uid, expires, used, revoked)) = row else { return Ok(RotateOutcome::Rejected) };
-            if fam != family || uid != user_id.get() || revoked || expires <= micros(now) {
-                return Ok(RotateOutcome::Rejected);
+            let live = match &stored {
+                Some(t) => session_live(tx, user_id, &t.family)?,
+                None => false,
+            };
+            let outcome = decide_rotation(stored.as_ref(), &family, user_id, live, now);
+            match outcome {
+                RotateOutcome::Rejected => {}
+                RotateOutcome::ReuseDetected => {
+                    tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [&family])?;
+                    tx.execute(
+                        "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                        params![family, micros(now)],
+                    )?;
+                }
+                RotateOutcome::Rotated => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET used_at = ?2 WHERE jti = ?1 AND used_at IS NULL",
+                        params![old_jti, micros(now)],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![new.jti, family, new.user_id.get(), micros(new.expires_at)],
+                    )?;
+                }
             }
-            if !session_live(tx, user_id, &fam)? {
-                return Ok(RotateOutcome::Rejected);
-            }
-            if used.is_some() {
-                tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [&fam])?;
-                tx.execute(
-                    "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                    params![fam, micros(now)],
-                )?;
-                return Ok(RotateOutcome::ReuseDetected);
-            }
-            tx.execute(
-                "UPDATE refresh_tokens SET used_at = ?2 WHERE jti = ?1 AND used_at IS NULL",
-                params![old_jti, micros(now)],
-            )?;
-            tx.execute(
-                "INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![new.jti, fam, new.user_id.get(), micros(new.expires_at)],
-            )?;
-            Ok(RotateOutcome::Rotated)
+            Ok(outcome)
         })
         .await
     }

@@ -1,10 +1,11 @@
 //! Accounts. (SQLite)
 
 use super::*;
+use crate::storage::UserInsert;
 
 #[async_trait]
 impl UserStore for SqliteStorage {
-    async fn insert_user(&self, user: NewUserRecord) -> Result<User> {
+    async fn insert_user(&self, user: NewUserRecord) -> Result<UserInsert> {
         self.write(move |tx| {
             let inserted = tx.execute(
                 "INSERT INTO users (username, email, password_hash, is_staff, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -22,18 +23,14 @@ impl UserStore for SqliteStorage {
                     let taken = |sql: &str, value: Option<&str>| -> Result<bool> {
                         Ok(value.is_some() && tx.query_row(sql, [value], |_| Ok(())).optional()?.is_some())
                     };
-                    let mut errors = crate::error::ValidationErrors::new();
-                    if taken("SELECT 1 FROM users WHERE username = ?1", Some(user.username.as_str()))? {
-                        errors.add("username", "a user with that username already exists");
-                    }
-                    if taken("SELECT 1 FROM users WHERE email = ?1", user.email.as_ref().map(Email::as_str))? {
-                        errors.add("email", "a user with that email already exists");
-                    }
-                    return Err(if errors.is_empty() { e.into() } else { Error::Validation(errors) });
+                    let username = taken("SELECT 1 FROM users WHERE username = ?1", Some(user.username.as_str()))?;
+                    let email = taken("SELECT 1 FROM users WHERE email = ?1", user.email.as_ref().map(Email::as_str))?;
+                    return if username || email { Ok(UserInsert::Taken { username, email }) } else { Err(e.into()) };
                 }
                 Err(e) => return Err(e.into()),
             }
-            query_user(tx, "id = ?1", &tx.last_insert_rowid())?.ok_or_else(|| corrupt("inserted user"))
+            let user = query_user(tx, "id = ?1", &tx.last_insert_rowid())?.ok_or_else(|| corrupt("inserted user"))?;
+            Ok(UserInsert::Inserted(user))
         })
         .await
     }

@@ -1,0 +1,185 @@
+//! Decisions that are not storage's to make. A backend reads the facts inside its transaction,
+//! asks one of these pure functions what they mean, and applies the answer; both backends ask
+//! the same functions, so they cannot decide differently.
+
+use chrono::{DateTime, Utc};
+
+use super::{IdempotencyBegin, PaymentOutcome, RotateOutcome};
+use crate::domain::{OrderStatus, PaymentStatus, UserId};
+
+/// A status change a backend applies as a conditional update: `SET status = to WHERE status =
+/// from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusChange<S> {
+    /// The status the row must be in.
+    pub from: S,
+    /// The status it moves to.
+    pub to: S,
+}
+
+/// Cancelling an order: the order's change ([`OrderStatus::cancel`]) and its pending payment's
+/// ([`PaymentStatus::void`]).
+pub fn cancellation() -> (StatusChange<OrderStatus>, StatusChange<PaymentStatus>) {
+    let order = OrderStatus::Created;
+    let payment = PaymentStatus::Pending;
+    (
+        StatusChange { from: order, to: order.cancel().unwrap_or(OrderStatus::Cancelled) },
+        StatusChange { from: payment, to: payment.void().unwrap_or(PaymentStatus::Cancelled) },
+    )
+}
+
+/// Completing a pending payment: the payment's change ([`PaymentStatus::complete`]) and, when
+/// it was captured, its order's ([`OrderStatus::pay`]).
+pub fn completion(outcome: &PaymentOutcome) -> (StatusChange<PaymentStatus>, Option<StatusChange<OrderStatus>>) {
+    let captured = matches!(outcome, PaymentOutcome::Succeeded);
+    let pending = PaymentStatus::Pending;
+    let payment = StatusChange {
+        from: pending,
+        to: pending.complete(captured).unwrap_or(if captured { PaymentStatus::Success } else { PaymentStatus::Failed }),
+    };
+    let created = OrderStatus::Created;
+    let order = captured.then(|| StatusChange { from: created, to: created.pay().unwrap_or(OrderStatus::Paid) });
+    (payment, order)
+}
+
+/// An idempotency key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIdempotency {
+    /// The hash of the request that first used the key.
+    pub request_hash: String,
+    /// That request's result, once it finished.
+    pub response: Option<String>,
+    /// When a request last took the key and has not finished.
+    pub locked_at: Option<DateTime<Utc>>,
+    /// When the key is forgotten.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a request with `request_hash` may do with a key stored as `stored` (`None`: unused).
+/// `Started` means the request takes the key (new, expired, or abandoned by a request that
+/// locked it before `stale_before`); the backend then (re)writes it.
+pub fn decide_idempotency(
+    stored: Option<&StoredIdempotency>,
+    request_hash: &str,
+    now: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> IdempotencyBegin {
+    let Some(stored) = stored else { return IdempotencyBegin::Started };
+    if stored.expires_at <= now {
+        return IdempotencyBegin::Started;
+    }
+    if stored.request_hash != request_hash {
+        return IdempotencyBegin::Mismatch;
+    }
+    match (&stored.response, stored.locked_at) {
+        (Some(response), _) => IdempotencyBegin::Replay(response.clone()),
+        (None, locked) if locked.is_none_or(|l| l < stale_before) => IdempotencyBegin::Started,
+        (None, _) => IdempotencyBegin::InProgress,
+    }
+}
+
+/// A refresh token as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRefreshToken {
+    /// Its session.
+    pub family: String,
+    /// Its user.
+    pub user_id: UserId,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it was used (rotated) before.
+    pub used: bool,
+    /// Whether its session's tokens were revoked.
+    pub revoked: bool,
+}
+
+/// What presenting a refresh token means. `stored` is the token's row (`None`: unknown) and
+/// `session_live` whether its session is live. `Rotated`: use it and store its successor;
+/// `ReuseDetected`: a used token came back — revoke its whole session; `Rejected`: nothing.
+pub fn decide_rotation(
+    stored: Option<&StoredRefreshToken>,
+    family: &str,
+    user_id: UserId,
+    session_live: bool,
+    now: DateTime<Utc>,
+) -> RotateOutcome {
+    let Some(t) = stored else { return RotateOutcome::Rejected };
+    if t.family != family || t.user_id != user_id || t.revoked || t.expires_at <= now || !session_live {
+        return RotateOutcome::Rejected;
+    }
+    if t.used { RotateOutcome::ReuseDetected } else { RotateOutcome::Rotated }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+
+    fn key(response: Option<&str>, locked_ago: Option<i64>, expires_in: i64) -> StoredIdempotency {
+        let now = Utc::now();
+        StoredIdempotency {
+            request_hash: "h".into(),
+            response: response.map(str::to_owned),
+            locked_at: locked_ago.map(|s| now - Duration::seconds(s)),
+            expires_at: now + Duration::seconds(expires_in),
+        }
+    }
+
+    #[test]
+    fn transitions_are_the_domains() {
+        let (order, payment) = cancellation();
+        assert_eq!((order.from, order.to), (OrderStatus::Created, OrderStatus::Cancelled));
+        assert_eq!((payment.from, payment.to), (PaymentStatus::Pending, PaymentStatus::Cancelled));
+        let (payment, order) = completion(&PaymentOutcome::Succeeded);
+        assert_eq!(
+            (payment.to, order.map(|o| (o.from, o.to))),
+            (PaymentStatus::Success, Some((OrderStatus::Created, OrderStatus::Paid)))
+        );
+        let (payment, order) = completion(&PaymentOutcome::Failed { reason: "no".into() });
+        assert_eq!((payment.from, payment.to, order), (PaymentStatus::Pending, PaymentStatus::Failed, None));
+    }
+
+    #[test]
+    fn idempotency_keys_start_replay_mismatch_or_wait() {
+        let now = Utc::now();
+        let stale = now - Duration::seconds(120);
+        let decide = |k: Option<&StoredIdempotency>, h: &str| decide_idempotency(k, h, now, stale);
+        assert_eq!(decide(None, "h"), IdempotencyBegin::Started);
+        assert_eq!(decide(Some(&key(Some("r"), None, 60)), "h"), IdempotencyBegin::Replay("r".into()));
+        assert_eq!(decide(Some(&key(Some("r"), None, 60)), "other"), IdempotencyBegin::Mismatch);
+        assert_eq!(decide(Some(&key(None, Some(5), 60)), "h"), IdempotencyBegin::InProgress);
+        assert_eq!(decide(Some(&key(None, Some(5), 60)), "other"), IdempotencyBegin::Mismatch);
+        // Abandoned by a request that died, or expired: taken over.
+        assert_eq!(decide(Some(&key(None, Some(500), 60)), "h"), IdempotencyBegin::Started);
+        assert_eq!(decide(Some(&key(None, None, 60)), "h"), IdempotencyBegin::Started);
+        assert_eq!(decide(Some(&key(Some("r"), None, -1)), "other"), IdempotencyBegin::Started);
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_once_and_a_second_use_revokes_the_session() {
+        let now = Utc::now();
+        let alice = UserId::new(1);
+        let token = |used, revoked, expires_in: i64| StoredRefreshToken {
+            family: "f".into(),
+            user_id: alice,
+            expires_at: now + Duration::seconds(expires_in),
+            used,
+            revoked,
+        };
+        let fresh = token(false, false, 60);
+        assert_eq!(decide_rotation(Some(&fresh), "f", alice, true, now), RotateOutcome::Rotated);
+        assert_eq!(decide_rotation(Some(&token(true, false, 60)), "f", alice, true, now), RotateOutcome::ReuseDetected);
+        for rejected in [
+            decide_rotation(None, "f", alice, true, now),
+            decide_rotation(Some(&fresh), "g", alice, true, now),
+            decide_rotation(Some(&fresh), "f", UserId::new(2), true, now),
+            decide_rotation(Some(&fresh), "f", alice, false, now),
+            decide_rotation(Some(&token(false, true, 60)), "f", alice, true, now),
+            decide_rotation(Some(&token(false, false, -1)), "f", alice, true, now),
+            decide_rotation(Some(&token(true, false, 60)), "f", alice, false, now),
+        ] {
+            assert_eq!(rejected, RotateOutcome::Rejected);
+        }
+    }
+}
