@@ -1,34 +1,12 @@
 //! One [`Config`], read from `SOM_*` environment variables. [`VARIABLES`] lists every variable
 //! with its default and meaning; the operator documentation is generated from it.
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::domain::Currency;
 use crate::error::{Result, ValidationErrors};
 use crate::notify::DispatchConfig;
-
-/// A secret string whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself; call only where it is used.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::util::{Secret, redact_url};
 
 /// One configuration variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,16 +356,16 @@ impl Config {
         Ok(Config {
             database_url,
             database_pool_size: small(database_pool_size),
-            jwt_secret: jwt_secret.map(Secret),
+            jwt_secret: jwt_secret.map(Secret::new),
             access_token_ttl,
             refresh_token_ttl,
             currency,
             notifiers,
-            smtp_url: lookup("SOM_SMTP_URL").filter(|s| !s.is_empty()).map(Secret),
+            smtp_url: lookup("SOM_SMTP_URL").filter(|s| !s.is_empty()).map(Secret::new),
             smtp_timeout,
             email_from: get("SOM_EMAIL_FROM"),
             webhook_urls: list(&get("SOM_WEBHOOK_URLS")),
-            webhook_secret: lookup("SOM_WEBHOOK_SECRET").filter(|s| !s.is_empty()).map(Secret),
+            webhook_secret: lookup("SOM_WEBHOOK_SECRET").filter(|s| !s.is_empty()).map(Secret::new),
             webhook_timeout,
             listen: get("SOM_LISTEN"),
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
@@ -402,7 +380,7 @@ impl Config {
             trusted_proxies,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             metrics_listen: lookup("SOM_METRICS_LISTEN").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
-            metrics_token: lookup("SOM_METRICS_TOKEN").filter(|s| !s.is_empty()).map(Secret),
+            metrics_token: lookup("SOM_METRICS_TOKEN").filter(|s| !s.is_empty()).map(Secret::new),
             idempotency_ttl,
             outbox: DispatchConfig {
                 batch_size: small(batch_size),
@@ -507,21 +485,6 @@ pub fn cidr_contains((net, prefix): (std::net::IpAddr, u8), ip: std::net::IpAddr
     let prefix = u32::from(prefix).min(n_len);
     let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
     n & mask == i & mask
-}
-
-/// `scheme://user:***@host/…` for a URL with a password; other URLs unchanged.
-///
-/// The authority ends at the first `/`, `?` or `#` after the scheme, and its user information
-/// at the *last* `@` in it (RFC 3986), so a password that contains `@` (or `:`) is hidden whole.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,8 @@ pub mod payment;
 pub mod storage;
 /// The OrderSystem facade.
 pub mod system;
+/// Small helpers every layer may use: random tokens, hex, secrets, redacted URLs.
+pub mod util;
 
 /// Helpers for tests of code built on SOM: throwaway PostgreSQL databases.
 #[cfg(all(feature = "test-support", feature = "postgres"))]
@@ -91,20 +93,3 @@ pub use config::Config;
 pub use domain::Caller;
 pub use error::{Error, ErrorKind, Result, ValidationErrors};
 pub use system::{MAX_ADMIN_PAGE_SIZE, OrderListQuery, OrderSystem, OrderSystemBuilder, Page, Registration};
-
-/// `bytes` random bytes from the OS generator, hex-encoded.
-pub(crate) fn random_token(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    hex(&buf)
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}

@@ -155,7 +155,7 @@ impl OrderSystemBuilder {
                      database, so anyone who can read the database (or a backup) can forge tokens; set \
                      SOM_JWT_SECRET to keep the key out of it"
                 );
-                let candidate = crate::random_token(32).into_bytes();
+                let candidate = crate::util::random_token(32).into_bytes();
                 storage.get_or_init_setting("jwt_secret", candidate).await?
             }
         };
@@ -317,7 +317,7 @@ fn admin_page_size(limit: u32) -> Result<u32> {
 
 fn request_hash<T: Serialize>(request: &T) -> Result<String> {
     let bytes = serde_json::to_vec(request).map_err(|e| Error::Internal(format!("hashing request: {e}")))?;
-    Ok(crate::hex(&Sha256::digest(&bytes)))
+    Ok(crate::util::hex(&Sha256::digest(&bytes)))
 }
 
 fn not_found_order(id: OrderId) -> Error {
@@ -500,7 +500,7 @@ impl OrderSystem {
 
     async fn start_session(&self, user: UserId) -> Result<TokenPair> {
         let now = Self::now();
-        let (family, jti) = (crate::random_token(16), crate::random_token(16));
+        let (family, jti) = (crate::util::random_token(16), crate::util::random_token(16));
         self.inner
             .storage
             .insert_refresh_token(RefreshTokenRecord {
@@ -524,7 +524,7 @@ impl OrderSystem {
         if now >= self.inner.keys.session_end(claims.session_started_at) {
             return Err(Error::Unauthorized("the session has reached its maximum age; log in again".into()));
         }
-        let new_jti = crate::random_token(16);
+        let new_jti = crate::util::random_token(16);
         let record = RefreshTokenRecord {
             jti: new_jti.clone(),
             family: claims.family.clone(),
@@ -958,7 +958,7 @@ impl OrderSystem {
                 user_id: order.user_id,
                 provider: self.inner.provider.name().to_owned(),
                 provider_payment_id: provided.provider_payment_id,
-                transaction_id: format!("txn_{}", crate::random_token(12)),
+                transaction_id: format!("txn_{}", crate::util::random_token(12)),
                 method,
                 attempt,
                 amount: order.total,

@@ -125,7 +125,7 @@ impl TokenKeys {
             sub: user.to_string(),
             exp: later(now, self.access_ttl).timestamp(),
             iat: now.timestamp(),
-            jti: crate::random_token(16),
+            jti: crate::util::random_token(16),
             typ: "access".into(),
             fam: Some(family.into()),
             sst: None,

@@ -86,7 +86,7 @@ impl Dispatcher {
     /// many rows it handled (delivered, rescheduled or dead-lettered). When `stop` turns true
     /// mid-batch, the rows not yet attempted are released for others.
     pub async fn run_once(&self, stop: Option<&watch::Receiver<bool>>) -> Result<usize> {
-        let token = crate::random_token(16);
+        let token = crate::util::random_token(16);
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60));
         let rows = self.storage.claim_notifications(now, now + lease, self.config.batch_size, &token).await?;

@@ -11,9 +11,9 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use super::{Notification, Notifier, NotifyError};
-use crate::config::Secret;
 use crate::domain::Message;
 use crate::error::{Error, Result};
+use crate::util::Secret;
 
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "SOM-Signature";
@@ -79,7 +79,7 @@ impl WebhookNotifier {
 
 /// `t=<unix>,v1=<hex HMAC-SHA256(secret, "<unix>.<body>")>`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    format!("t={timestamp},v1={}", crate::hex(&mac(secret, timestamp, body).finalize().into_bytes()))
+    format!("t={timestamp},v1={}", crate::util::hex(&mac(secret, timestamp, body).finalize().into_bytes()))
 }
 
 fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {

@@ -135,7 +135,7 @@ pub(super) fn payment_record(o: &Order, tag: &str) -> NewPaymentRecord {
         user_id: o.user_id,
         provider: "mock".into(),
         provider_payment_id: format!("pp_{tag}"),
-        transaction_id: format!("txn_{tag}_{}", crate::random_token(6)),
+        transaction_id: format!("txn_{tag}_{}", crate::util::random_token(6)),
         method: "mock_success".into(),
         attempt: 1,
         amount: o.total,

@@ -6,7 +6,7 @@ use super::*;
 /// A paid order (total 250.00 USD) and its SUCCESS payment.
 pub(super) async fn paid(s: &DynStorage, u: &crate::domain::User) -> (Order, Payment) {
     let o = order(s, u).await;
-    let p = inserted(s, &o, &crate::random_token(6)).await;
+    let p = inserted(s, &o, &crate::util::random_token(6)).await;
     let Transition::Applied(p) = complete(s, &p, PaymentOutcome::Succeeded, u).await else { panic!("not applied") };
     (o, p)
 }

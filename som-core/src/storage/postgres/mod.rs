@@ -115,7 +115,7 @@ impl PostgresStorage {
             )),
             other => Error::Internal(format!("postgres migration: {other}")),
         })?;
-        Ok(PostgresStorage { pool, location: crate::config::redact_url(url).into() })
+        Ok(PostgresStorage { pool, location: crate::util::redact_url(url).into() })
     }
 
     async fn begin(&self) -> Result<Tx> {

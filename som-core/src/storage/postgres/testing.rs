@@ -39,7 +39,7 @@ impl TestDatabase {
     /// Creates `som_test_<random>` on the server of `admin_url`. Fails (never skips) when the
     /// server is unreachable.
     pub async fn create(admin_url: &str) -> Result<TestDatabase> {
-        let name = format!("som_test_{}", crate::random_token(8));
+        let name = format!("som_test_{}", crate::util::random_token(8));
         let mut admin = PgConnection::connect(admin_url).await?;
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await?;
         let _ = admin.close().await;
