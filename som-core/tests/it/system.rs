@@ -17,16 +17,116 @@ use som_core::payment::{
 };
 use som_core::{Config, Error, OrderListQuery, OrderSystem, Registration};
 
+/// Which database the running test uses; set by the wrappers `on_both_backends!` generates.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
+}
+
+/// Every test runs on SQLite and, when `SOM_TEST_POSTGRES_URL` is set, on a fresh PostgreSQL
+/// database.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                super::BACKEND.with(|b| b.set(super::Backend::Sqlite));
+                super::$name().await
+            })+
+        }
+        #[cfg(feature = "postgres")]
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                if som_core::testing::admin_url().is_none() {
+                    eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
+                    return;
+                }
+                super::BACKEND.with(|b| b.set(super::Backend::Postgres));
+                super::$name().await
+            })+
+        }
+    };
+}
+
+on_both_backends!(
+    registration_reports_every_bad_field_and_duplicates,
+    login_failures_look_the_same_and_tokens_work,
+    refresh_rotates_and_reuse_revokes_the_session,
+    the_signing_secret_is_generated_once_and_kept,
+    orders_are_scoped_to_their_owner,
+    invalid_orders_name_the_field,
+    lists_page_by_cursor_newest_first,
+    the_full_flow_pays_the_order_and_delivers_two_notifications,
+    declines_fail_the_payment_and_allow_a_new_attempt,
+    unknown_methods_are_rejected_by_field,
+    transient_provider_failures_change_nothing_and_a_retry_succeeds,
+    cancelling_voids_the_pending_payment_and_is_recorded,
+    concurrent_initiates_make_one_payment_and_one_provider_call,
+    concurrent_confirms_transition_once_and_notify_once,
+    idempotency_keys_replay_reject_mismatches_and_are_per_caller,
+    a_key_in_use_by_a_running_request_is_reported_in_progress,
+    transient_notifier_failures_retry_with_growing_delays,
+    a_notification_that_always_fails_goes_dead_and_can_be_requeued,
+    permanent_failures_dead_letter_at_once,
+    a_dispatcher_killed_mid_batch_loses_nothing,
+    a_graceful_shutdown_releases_unattempted_rows,
+    operators_manage_users_and_issue_tokens,
+    staff_refund_payments_in_part_and_in_full_once_each,
+    declined_refunds_release_the_amount_and_transient_ones_are_finished_later,
+    sixty_four_concurrent_partial_refunds_return_exactly_the_payment,
+    a_refund_left_pending_by_a_crash_is_finished_once_after_restart
+);
+
+/// A fresh database of the test's backend, kept while the value lives.
+struct Store {
+    dir: tempfile::TempDir,
+    #[cfg(feature = "postgres")]
+    db: Option<som_core::testing::TestDatabase>,
+}
+
+impl Store {
+    async fn new() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        match BACKEND.with(std::cell::Cell::get) {
+            Backend::Sqlite => Store {
+                dir,
+                #[cfg(feature = "postgres")]
+                db: None,
+            },
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let admin = som_core::testing::admin_url().unwrap();
+                let db = som_core::testing::TestDatabase::create(&admin).await.expect("PostgreSQL unreachable");
+                Store { dir, db: Some(db) }
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        #[cfg(feature = "postgres")]
+        if let Some(db) = &self.db {
+            return db.url().to_owned();
+        }
+        format!("sqlite://{}", self.dir.path().join("som.db").display())
+    }
+}
+
 struct Env {
     som: OrderSystem,
     mock: Arc<MockProvider>,
     notes: Arc<RecordingNotifier>,
-    _dir: tempfile::TempDir,
+    _store: Store,
 }
 
-fn config(dir: &tempfile::TempDir) -> Config {
-    let mut c =
-        Config { database_url: format!("sqlite://{}", dir.path().join("som.db").display()), ..Config::default() };
+fn config(store: &Store) -> Config {
+    let mut c = Config { database_url: store.url(), ..Config::default() };
     c.outbox.poll_interval = Duration::from_millis(20);
     c.outbox.backoff_base = Duration::from_millis(40);
     c.outbox.max_attempts = 4;
@@ -36,14 +136,14 @@ fn config(dir: &tempfile::TempDir) -> Config {
 }
 
 async fn env_with(provider: Option<Arc<dyn PaymentProvider>>, tweak: impl FnOnce(&mut Config)) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(&dir);
+    let store = Store::new().await;
+    let mut cfg = config(&store);
     tweak(&mut cfg);
     let mock = Arc::new(MockProvider::new(2));
     let notes = Arc::new(RecordingNotifier::new("log"));
     let provider = provider.unwrap_or_else(|| mock.clone());
     let som = OrderSystem::builder().config(cfg).provider(provider).notifier(notes.clone()).build().await.unwrap();
-    Env { som, mock, notes, _dir: dir }
+    Env { som, mock, notes, _store: store }
 }
 
 async fn env() -> Env {
@@ -82,7 +182,6 @@ fn fields(e: &Error) -> Vec<String> {
     e.validation_errors().map(|v| v.fields().keys().cloned().collect()).unwrap_or_default()
 }
 
-#[tokio::test]
 async fn registration_reports_every_bad_field_and_duplicates() {
     let e = env().await;
     let bad = Registration { username: "bad name".into(), email: Some("nope".into()), password: "12345678".into() };
@@ -109,7 +208,6 @@ async fn registration_reports_every_bad_field_and_duplicates() {
     assert_eq!(e.som.create_user(Caller::System, no_email, false).await.unwrap().email, None);
 }
 
-#[tokio::test]
 async fn login_failures_look_the_same_and_tokens_work() {
     let e = env().await;
     e.som.register(reg("alice")).await.unwrap();
@@ -126,7 +224,6 @@ async fn login_failures_look_the_same_and_tokens_work() {
     assert!(matches!(e.som.authenticate("garbage").await, Err(Error::Unauthorized(_))));
 }
 
-#[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_session() {
     let e = env().await;
     e.som.register(reg("alice")).await.unwrap();
@@ -141,9 +238,8 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
     assert!(e.som.refresh(&other.refresh).await.is_ok(), "other logins are unaffected");
 }
 
-#[tokio::test]
 async fn the_signing_secret_is_generated_once_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Store::new().await;
     let a = OrderSystem::builder().config(config(&dir)).build().await.unwrap();
     a.register(reg("alice")).await.unwrap();
     let tokens = a.login("alice", "correct horse battery").await.unwrap();
@@ -152,7 +248,6 @@ async fn the_signing_secret_is_generated_once_and_kept() {
     assert!(b.authenticate(&tokens.access).await.is_ok(), "tokens survive a restart");
 }
 
-#[tokio::test]
 async fn orders_are_scoped_to_their_owner() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -176,7 +271,6 @@ async fn orders_are_scoped_to_their_owner() {
     assert_eq!(e.som.list_orders(bob_staff, theirs).await.unwrap().items.len(), 1);
 }
 
-#[tokio::test]
 async fn invalid_orders_name_the_field() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -189,7 +283,6 @@ async fn invalid_orders_name_the_field() {
     assert!(e.som.list_orders(alice, OrderListQuery::default()).await.unwrap().items.is_empty());
 }
 
-#[tokio::test]
 async fn lists_page_by_cursor_newest_first() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -216,7 +309,6 @@ async fn lists_page_by_cursor_newest_first() {
     assert_eq!(fields(&e.som.list_orders(alice, bad).await.unwrap_err()), vec!["cursor"]);
 }
 
-#[tokio::test]
 async fn the_full_flow_pays_the_order_and_delivers_two_notifications() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -246,7 +338,6 @@ async fn the_full_flow_pays_the_order_and_delivers_two_notifications() {
     assert!(matches!(e.som.cancel_order(alice, order.id, None).await, Err(Error::Conflict(_))));
 }
 
-#[tokio::test]
 async fn declines_fail_the_payment_and_allow_a_new_attempt() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -270,7 +361,6 @@ async fn declines_fail_the_payment_and_allow_a_new_attempt() {
     assert_eq!(fields(&unknown), vec!["method"], "an unusable method is refused first");
 }
 
-#[tokio::test]
 async fn unknown_methods_are_rejected_by_field() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -279,7 +369,6 @@ async fn unknown_methods_are_rejected_by_field() {
     assert_eq!(fields(&err), vec!["method"]);
 }
 
-#[tokio::test]
 async fn transient_provider_failures_change_nothing_and_a_retry_succeeds() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -299,7 +388,6 @@ async fn transient_provider_failures_change_nothing_and_a_retry_succeeds() {
     assert!(e.som.initiate_payment(alice, other.id, None, None).await.is_ok());
 }
 
-#[tokio::test]
 async fn cancelling_voids_the_pending_payment_and_is_recorded() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -318,7 +406,6 @@ async fn cancelling_voids_the_pending_payment_and_is_recorded() {
     assert!(e.notes.delivered().iter().any(|n| n.message.subject == "Order Cancelled"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_initiates_make_one_payment_and_one_provider_call() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -338,7 +425,6 @@ async fn concurrent_initiates_make_one_payment_and_one_provider_call() {
     assert_eq!(e.mock.initiate_calls(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_confirms_transition_once_and_notify_once() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -359,7 +445,6 @@ async fn concurrent_confirms_transition_once_and_notify_once() {
     assert_eq!(succeeded, 1);
 }
 
-#[tokio::test]
 async fn idempotency_keys_replay_reject_mismatches_and_are_per_caller() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -423,7 +508,6 @@ impl PaymentProvider for SlowProvider {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_in_use_by_a_running_request_is_reported_in_progress() {
     let slow = Arc::new(SlowProvider::default());
     let e = env_with(Some(slow.clone()), |_| {}).await;
@@ -439,7 +523,6 @@ async fn a_key_in_use_by_a_running_request_is_reported_in_progress() {
     assert_eq!(e.som.initiate_payment(alice, order.id, None, Some("same")).await.unwrap(), p);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_notifier_failures_retry_with_growing_delays() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -459,7 +542,6 @@ async fn transient_notifier_failures_retry_with_growing_delays() {
     assert_eq!(sent[0].attempts, 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_that_always_fails_goes_dead_and_can_be_requeued() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -484,7 +566,6 @@ async fn a_notification_that_always_fails_goes_dead_and_can_be_requeued() {
     assert!(matches!(e.som.retry_notification(Caller::System, dead[0].id).await, Err(Error::Conflict(_))));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_dead_letter_at_once() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -520,9 +601,8 @@ impl Notifier for Hanging {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatcher_killed_mid_batch_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Store::new().await;
     let hanging = Arc::new(Hanging::default());
     hanging.blocked.store(true, Ordering::SeqCst);
     let som = OrderSystem::builder().config(config(&dir)).notifier(hanging.clone()).build().await.unwrap();
@@ -553,7 +633,6 @@ async fn a_dispatcher_killed_mid_batch_loses_nothing() {
     assert_eq!(sent.len(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_shutdown_releases_unattempted_rows() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -570,7 +649,6 @@ async fn a_graceful_shutdown_releases_unattempted_rows() {
     assert!(sent.iter().all(|n| n.attempts == 1));
 }
 
-#[tokio::test]
 async fn operators_manage_users_and_issue_tokens() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -602,7 +680,6 @@ fn refund_of(amount: Option<&str>) -> RefundInput {
     RefundInput { amount: amount.map(str::to_owned), reason: Some("damaged in transit".into()) }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_refund_payments_in_part_and_in_full_once_each() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -667,7 +744,6 @@ async fn staff_refund_payments_in_part_and_in_full_once_each() {
     assert!(refunds.iter().any(|n| n.message.text.contains("100.00 USD") && n.message.subject == "Refund Issued"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_later() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -697,7 +773,6 @@ async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_lat
     assert_eq!(e.mock.refunds_made(), (1, 5000));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_partial_refunds_return_exactly_the_payment() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
@@ -728,9 +803,8 @@ async fn sixty_four_concurrent_partial_refunds_return_exactly_the_payment() {
     assert_eq!(e.mock.refunds_made(), (10, 1000));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_left_pending_by_a_crash_is_finished_once_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Store::new().await;
     let alice;
     let pid;
     {

@@ -1,0 +1,10 @@
+//! Cross-crate tests: the HTTP API end to end, hang-ups, outages, email and webhooks, the browser.
+//!
+//! One test binary per crate: each file below is a module, so the crate's integration tests
+//! link once.
+
+mod browser;
+mod cancellation;
+mod http;
+mod notifications;
+mod outage;
