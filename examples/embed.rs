@@ -34,7 +34,6 @@ async fn main() -> anyhow::Result<()> {
                 ],
                 currency: None,
             },
-            None,
         )
         .await
         .context("creating the order")?;
@@ -43,8 +42,8 @@ async fn main() -> anyhow::Result<()> {
         println!("  {} x {} @ {}", item.quantity, item.name, item.price);
     }
 
-    let payment = som.initiate_payment(alice, order.id, Some("mock_success"), None).await.context("initiating")?;
-    let payment = som.confirm_payment(alice, payment.id, None).await.context("confirming")?;
+    let payment = som.initiate_payment(alice, order.id).method("mock_success").await.context("initiating")?;
+    let payment = som.confirm_payment(alice, payment.id).await.context("confirming")?;
     let order = som.order(alice, order.id).await.context("reloading the order")?;
     println!("payment #{} {}: order #{} is now {}", payment.id, payment.status, order.id, order.status);
 

@@ -7,6 +7,7 @@
 //! Figures and their interpretation are in BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,12 +130,12 @@ fn shared(
             rt.block_on(async {
                 let mut orders = Vec::new();
                 for _ in 0..iters {
-                    orders.push(som.create_order(caller, order(), None).await.unwrap().id);
+                    orders.push(som.create_order(caller, order()).await.unwrap().id);
                 }
                 let start = Instant::now();
                 for id in orders {
-                    let p = som.initiate_payment(caller, id, None, None).await.unwrap();
-                    som.confirm_payment(caller, p.id, None).await.unwrap();
+                    let p = som.initiate_payment(caller, id).await.unwrap();
+                    som.confirm_payment(caller, p.id).await.unwrap();
                 }
                 start.elapsed()
             })
@@ -147,7 +148,7 @@ fn shared(
                 for _ in 0..iters {
                     while som.dispatch_once().await.unwrap() > 0 {}
                     for _ in 0..32 {
-                        som.create_order(caller, order(), None).await.unwrap();
+                        som.create_order(caller, order()).await.unwrap();
                     }
                     let start = Instant::now();
                     while som.dispatch_once().await.unwrap() > 0 {}
@@ -172,13 +173,15 @@ fn sqlite(c: &mut Criterion) {
     let seeded = rt.block_on(async {
         let mut last = None;
         for _ in 0..200 {
-            last = Some(som.create_order(caller, order(), None).await.unwrap().id);
+            last = Some(som.create_order(caller, order()).await.unwrap().id);
         }
         last.unwrap()
     });
     let mut g = c.benchmark_group("sqlite");
     g.measurement_time(Duration::from_secs(4)).sample_size(20);
-    g.bench_function("create_order (2 items)", |b| b.to_async(&rt).iter(|| som.create_order(caller, order(), None)));
+    g.bench_function("create_order (2 items)", |b| {
+        b.to_async(&rt).iter(|| som.create_order(caller, order()).into_future())
+    });
     let mut raw = rusqlite::Connection::open(&path).unwrap();
     raw.pragma_update(None, "synchronous", "FULL").unwrap();
     raw.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -195,7 +198,7 @@ fn sqlite(c: &mut Criterion) {
     let som_rate = rt.block_on(throughput(64, 20, move || {
         let som = som64.clone();
         async move {
-            som.create_order(caller, order(), None).await.unwrap();
+            som.create_order(caller, order()).await.unwrap();
         }
     }));
     let raw_path = path.clone();
@@ -235,14 +238,16 @@ fn postgres(c: &mut Criterion) {
     let seeded = rt.block_on(async {
         let mut last = None;
         for _ in 0..200 {
-            last = Some(som.create_order(caller, order(), None).await.unwrap().id);
+            last = Some(som.create_order(caller, order()).await.unwrap().id);
         }
         last.unwrap()
     });
     let pool = rt.block_on(sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(db.url())).unwrap();
     let mut g = c.benchmark_group("postgres");
     g.measurement_time(Duration::from_secs(4)).sample_size(20);
-    g.bench_function("create_order (2 items)", |b| b.to_async(&rt).iter(|| som.create_order(caller, order(), None)));
+    g.bench_function("create_order (2 items)", |b| {
+        b.to_async(&rt).iter(|| som.create_order(caller, order()).into_future())
+    });
     g.bench_function("limit: raw sqlx, one transaction per order", |b| {
         b.to_async(&rt).iter(|| async {
             let mut tx = pool.begin().await.unwrap();
@@ -279,7 +284,7 @@ fn postgres(c: &mut Criterion) {
     let rate = rt.block_on(throughput(64, 20, move || {
         let som = som64.clone();
         async move {
-            som.create_order(caller, order(), None).await.unwrap();
+            som.create_order(caller, order()).await.unwrap();
         }
     }));
     report("postgres create_order, 64 concurrent tasks (SOM)", rate);

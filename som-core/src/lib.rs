@@ -32,13 +32,13 @@
 //!             ],
 //!             currency: None,
 //!         },
-//!         None,
 //!     )
+//!     .idempotency_key("order-0001") // optional: a repeat returns this order, nothing twice
 //!     .await?;
 //! assert_eq!(order.total.to_string(), "250.00 USD");
 //!
-//! let payment = som.initiate_payment(alice, order.id, None, None).await?;
-//! let payment = som.confirm_payment(alice, payment.id, None).await?;
+//! let payment = som.initiate_payment(alice, order.id).await?;
+//! let payment = som.confirm_payment(alice, payment.id).await?;
 //! assert_eq!(som.order(alice, order.id).await?.status.as_str(), "PAID");
 //! assert_eq!(som.dispatch_once().await?, 2); // order created + payment succeeded
 //! # let _ = payment;

@@ -29,6 +29,9 @@ use crate::storage::{
 };
 
 mod refunds;
+mod requests;
+
+pub use requests::{CancelOrder, ConfirmPayment, CreateOrder, InitiatePayment, RefundPayment};
 
 /// Default and largest page sizes for order lists.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -794,21 +797,8 @@ impl OrderSystem {
         self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("user {id}")))
     }
 
-    /// Places an order for the caller: items validated, total computed, the order, its audit
-    /// event and its order-created notifications written in one transaction.
-    pub async fn create_order(
-        &self,
-        caller: Caller,
-        input: OrderInput,
-        idempotency_key: Option<&str>,
-    ) -> Result<Order> {
-        let owner =
-            caller.user_id().ok_or_else(|| Error::invalid("user", "the system caller must name the order's owner"))?;
-        self.create_order_for(caller, owner, input, idempotency_key).await
-    }
-
     /// Places an order for `owner`: the owner themself, or staff acting for them.
-    pub async fn create_order_for(
+    async fn place_order(
         &self,
         caller: Caller,
         owner: UserId,
@@ -893,7 +883,7 @@ impl OrderSystem {
 
     /// `CREATED → CANCELLED` (owner or staff), voiding a PENDING payment. `Conflict` from any
     /// other status.
-    pub async fn cancel_order(&self, caller: Caller, id: OrderId, idempotency_key: Option<&str>) -> Result<Order> {
+    async fn cancel_order_now(&self, caller: Caller, id: OrderId, idempotency_key: Option<&str>) -> Result<Order> {
         self.idempotent(caller, "cancel_order", idempotency_key, &id, |slot| async move {
             let order = self.order(caller, id).await?;
             order.status.cancel().map_err(|e| cancel_conflict(id, &e))?;
@@ -920,7 +910,7 @@ impl OrderSystem {
     /// Starts paying an order: returns its live (PENDING or SUCCESS) payment if there is one,
     /// otherwise asks the provider (outside any transaction) and stores a PENDING payment.
     /// `method` defaults to `mock_success`. `Conflict` when the order is not CREATED.
-    pub async fn initiate_payment(
+    async fn initiate_payment_now(
         &self,
         caller: Caller,
         order_id: OrderId,
@@ -989,7 +979,7 @@ impl OrderSystem {
     /// one transaction, with the payment-succeeded notification. Declined: payment FAILED and
     /// `PaymentDeclined` (the order stays payable). Transient provider failure: `Unavailable`,
     /// nothing changed. Confirming a SUCCESS payment again returns it unchanged.
-    pub async fn confirm_payment(
+    async fn confirm_payment_now(
         &self,
         caller: Caller,
         id: PaymentId,

@@ -300,7 +300,7 @@ pub async fn create_order(
             .collect(),
         currency: req.currency,
     };
-    let order = s.som.create_order(caller, input, key.as_deref()).await?;
+    let order = s.som.create_order(caller, input).maybe_idempotency_key(key.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(OrderResponse::from(order))))
 }
 
@@ -345,7 +345,7 @@ pub async fn cancel_order(
     Path(id): Path<String>,
 ) -> ApiResult<Json<OrderResponse>> {
     let id: OrderId = path_id(&id, "order")?;
-    Ok(Json(s.som.cancel_order(caller, id, key.as_deref()).await?.into()))
+    Ok(Json(s.som.cancel_order(caller, id).maybe_idempotency_key(key.as_deref()).await?.into()))
 }
 
 /// The order's status changes, oldest first.
@@ -382,7 +382,12 @@ pub async fn initiate_payment(
     JsonBody(req): JsonBody<InitiatePaymentRequest>,
 ) -> ApiResult<Json<PaymentResponse>> {
     let order_id = req.order_id.get().ok_or_else(|| ApiError::field("order_id", "must be a positive integer"))?;
-    let payment = s.som.initiate_payment(caller, OrderId::new(order_id), req.method.as_deref(), key.as_deref()).await?;
+    let payment = s
+        .som
+        .initiate_payment(caller, OrderId::new(order_id))
+        .maybe_method(req.method.as_deref())
+        .maybe_idempotency_key(key.as_deref())
+        .await?;
     Ok(Json(payment.into()))
 }
 
@@ -422,7 +427,7 @@ pub async fn confirm_payment(
     JsonBody(req): JsonBody<ConfirmPaymentRequest>,
 ) -> ApiResult<Json<PaymentResponse>> {
     let id = req.payment_id.get().ok_or_else(|| ApiError::field("payment_id", "must be a positive integer"))?;
-    Ok(Json(s.som.confirm_payment(caller, PaymentId::new(id), key.as_deref()).await?.into()))
+    Ok(Json(s.som.confirm_payment(caller, PaymentId::new(id)).maybe_idempotency_key(key.as_deref()).await?.into()))
 }
 
 /// One payment (the caller's own; staff may read any).

@@ -56,7 +56,7 @@ pub async fn create_refund(
 ) -> ApiResult<impl IntoResponse> {
     let id: PaymentId = path_id(&id, "payment")?;
     let input = RefundInput { amount: req.amount.map(crate::dto::Decimal::into_text), reason: req.reason };
-    let refund = s.som.refund_payment(caller, id, input, key.as_deref()).await?;
+    let refund = s.som.refund_payment(caller, id).input(input).maybe_idempotency_key(key.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(RefundResponse::from(refund))))
 }
 

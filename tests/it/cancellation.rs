@@ -182,13 +182,13 @@ async fn hang_ups_lose_nothing_and_deliver_once(database_url: &str, postgres: Op
             let _permit = permit;
             let (caller, _) = users[i % users.len()].clone();
             let input = order_input(&mut rand::rng());
-            let Some(Ok(order)) = abandon(som.create_order(caller, input, None), i).await else { return };
+            let Some(Ok(order)) = abandon(som.create_order(caller, input), i).await else { return };
             acknowledged.lock().unwrap().orders.push((caller, order.id));
-            let Some(Ok(payment)) = abandon(som.initiate_payment(caller, order.id, None, None), i / 3).await else {
+            let Some(Ok(payment)) = abandon(som.initiate_payment(caller, order.id), i / 3).await else {
                 return;
             };
             acknowledged.lock().unwrap().payments.push(payment.id);
-            if let Some(Ok(_)) = abandon(som.confirm_payment(caller, payment.id, None), i / 7).await {
+            if let Some(Ok(_)) = abandon(som.confirm_payment(caller, payment.id), i / 7).await {
                 acknowledged.lock().unwrap().paid.push(payment.id);
             }
         });
@@ -301,7 +301,8 @@ async fn http_post(
 
 /// Polls `fut` and drops it unfinished: after `1 + seed % 40` polls (yielding to the runtime
 /// between them) for a third of the seeds, after a random timeout of up to 6 ms for the rest.
-async fn abandon<F: Future>(fut: F, seed: usize) -> Option<F::Output> {
+async fn abandon<F: std::future::IntoFuture>(fut: F, seed: usize) -> Option<F::Output> {
+    let fut = fut.into_future();
     if !seed.is_multiple_of(3) {
         let limit = Duration::from_micros(rand::rng().random_range(0..6_000));
         return tokio::time::timeout(limit, fut).await.ok();

@@ -167,9 +167,9 @@ async fn the_main_flow_emails_reach_a_real_smtp_server() {
     })
     .await;
     let alice = customer(&som, "alice", Some("alice@example.com")).await;
-    let order = som.create_order(alice, seed_order(), None).await.unwrap();
-    let p = som.initiate_payment(alice, order.id, None, None).await.unwrap();
-    som.confirm_payment(alice, p.id, None).await.unwrap();
+    let order = som.create_order(alice, seed_order()).await.unwrap();
+    let p = som.initiate_payment(alice, order.id).await.unwrap();
+    som.confirm_payment(alice, p.id).await.unwrap();
     drain(&som).await;
     let mut messages = sink.messages();
     assert_eq!(messages.len(), 2);
@@ -213,7 +213,7 @@ async fn an_smtp_outage_delays_delivery_with_backoff_and_loses_nothing() {
     let alice = customer(&som, "alice", Some("alice@example.com")).await;
     sink.stop();
     for _ in 0..3 {
-        som.create_order(alice, seed_order(), None).await.unwrap();
+        som.create_order(alice, seed_order()).await.unwrap();
     }
     let smtp_rows = |rows: Vec<som_core::domain::OutboxEntry>| -> Vec<som_core::domain::OutboxEntry> {
         rows.into_iter().filter(|r| r.channel == "smtp").collect()
@@ -267,7 +267,7 @@ async fn a_rejected_recipient_is_dead_lettered_at_once_and_can_be_requeued() {
     })
     .await;
     let bounce = customer(&som, "bounce", Some("reject-me@example.com")).await;
-    som.create_order(bounce, seed_order(), None).await.unwrap();
+    som.create_order(bounce, seed_order()).await.unwrap();
     drain(&som).await;
     let dead = som.notifications(Caller::System, Some(NotificationStatus::Dead), None, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -292,7 +292,7 @@ async fn users_without_an_email_address_are_skipped_with_a_reason() {
     })
     .await;
     let nomail = customer(&som, "nomail", None).await;
-    som.create_order(nomail, seed_order(), None).await.unwrap();
+    som.create_order(nomail, seed_order()).await.unwrap();
     drain(&som).await;
     let skipped = som.notifications(Caller::System, Some(NotificationStatus::Skipped), None, 10).await.unwrap();
     assert_eq!(skipped.len(), 1);
@@ -357,9 +357,9 @@ async fn webhooks_are_signed_and_a_real_receiver_verifies_them() {
     })
     .await;
     let alice = customer(&som, "alice", Some("alice@example.com")).await;
-    let order = som.create_order(alice, seed_order(), None).await.unwrap();
-    let p = som.initiate_payment(alice, order.id, None, None).await.unwrap();
-    som.confirm_payment(alice, p.id, None).await.unwrap();
+    let order = som.create_order(alice, seed_order()).await.unwrap();
+    let p = som.initiate_payment(alice, order.id).await.unwrap();
+    som.confirm_payment(alice, p.id).await.unwrap();
     let dispatcher = som.spawn_dispatcher();
     wait_until(|| r.events.lock().unwrap().len() >= 2, "both webhook events").await;
     dispatcher.shutdown().await;
@@ -393,7 +393,7 @@ async fn a_webhook_client_error_is_permanent() {
     })
     .await;
     let alice = customer(&som, "alice", None).await;
-    som.create_order(alice, seed_order(), None).await.unwrap();
+    som.create_order(alice, seed_order()).await.unwrap();
     drain(&som).await;
     let dead = som.notifications(Caller::System, Some(NotificationStatus::Dead), None, 10).await.unwrap();
     assert_eq!((dead.len(), dead[0].attempts), (1, 1));

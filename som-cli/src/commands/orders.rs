@@ -119,7 +119,12 @@ impl Orders {
             Orders::Create { user, items, currency, idempotency_key } => {
                 let owner = resolve_user_id(ctx, &user).await?;
                 let input = OrderInput { items, currency };
-                let order = ctx.som.create_order_for(OPERATOR, owner, input, idempotency_key.as_deref()).await?;
+                let order = ctx
+                    .som
+                    .create_order(OPERATOR, input)
+                    .on_behalf_of(owner)
+                    .maybe_idempotency_key(idempotency_key.as_deref())
+                    .await?;
                 ctx.out.record(&order, &order_fields(&order))
             }
             Orders::List { user, status, created_after, created_before, limit, cursor } => {
@@ -172,7 +177,7 @@ impl Orders {
                 ctx.out.record(&order, &order_fields(&order))
             }
             Orders::Cancel { id } => {
-                let order = ctx.som.cancel_order(OPERATOR, id, None).await?;
+                let order = ctx.som.cancel_order(OPERATOR, id).await?;
                 ctx.out.record(&order, &order_fields(&order))
             }
             Orders::History { id } => {

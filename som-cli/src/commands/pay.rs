@@ -78,13 +78,18 @@ impl Pay {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let payment = match self {
             Pay::Initiate { order_id, method } => {
-                ctx.som.initiate_payment(OPERATOR, order_id, method.as_deref(), None).await?
+                ctx.som.initiate_payment(OPERATOR, order_id).maybe_method(method.as_deref()).await?
             }
-            Pay::Confirm { payment_id } => ctx.som.confirm_payment(OPERATOR, payment_id, None).await?,
+            Pay::Confirm { payment_id } => ctx.som.confirm_payment(OPERATOR, payment_id).await?,
             Pay::Show { payment_id } => ctx.som.payment(OPERATOR, payment_id).await?,
             Pay::Refund { payment_id, amount, reason, idempotency_key } => {
                 let input = RefundInput { amount, reason };
-                let refund = ctx.som.refund_payment(OPERATOR, payment_id, input, idempotency_key.as_deref()).await?;
+                let refund = ctx
+                    .som
+                    .refund_payment(OPERATOR, payment_id)
+                    .input(input)
+                    .maybe_idempotency_key(idempotency_key.as_deref())
+                    .await?;
                 return ctx.out.record(&refund, &refund_fields(&refund));
             }
             Pay::Refunds { payment_id } => {

@@ -15,17 +15,8 @@ use crate::payment::{ProviderError, RefundRequest};
 use crate::storage::{NewNotification, NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve, Transition};
 
 impl OrderSystem {
-    /// Returns `input.amount` (everything not yet refunded when `None`) of a captured payment
-    /// to the payer. Staff or the system caller only: the payment's non-staff owner gets
-    /// `Forbidden`, anyone else `NotFound`. `Conflict` when the payment was not captured, is
-    /// fully refunded, or has less left than asked (refunds in flight count); `PaymentDeclined`
-    /// when the provider refuses (the amount is available again); `Unavailable` when the
-    /// provider cannot be reached (the refund stays PENDING and is finished later).
-    ///
-    /// With an `idempotency_key`, repeating the request returns the same refund (finishing it
-    /// first if it is still pending); the same key with another amount or reason is
-    /// `IdempotencyMismatch`.
-    pub async fn refund_payment(
+    /// The refund itself; [`OrderSystem::refund_payment`] builds the request.
+    pub(super) async fn refund_payment_now(
         &self,
         caller: Caller,
         payment_id: PaymentId,

@@ -151,7 +151,8 @@ async fn step(som: &OrderSystem, m: &mut Model, op: Op) {
             let order_input = input(&lines);
             let key_name = key.map(|k| format!("key-{k}"));
             if let Some((previous_input, idx)) = key.and_then(|k| m.keys.get(&(owner, k)).cloned()) {
-                let result = som.create_order(caller, order_input.clone(), key_name.as_deref()).await;
+                let result =
+                    som.create_order(caller, order_input.clone()).maybe_idempotency_key(key_name.as_deref()).await;
                 if previous_input == order_input {
                     assert_eq!(result.unwrap(), m.orders[idx].created, "a replay returns the original response");
                 } else {
@@ -159,7 +160,8 @@ async fn step(som: &OrderSystem, m: &mut Model, op: Op) {
                 }
                 return;
             }
-            let order = som.create_order(caller, order_input.clone(), key_name.as_deref()).await.unwrap();
+            let order =
+                som.create_order(caller, order_input.clone()).maybe_idempotency_key(key_name.as_deref()).await.unwrap();
             let total: i64 = lines.iter().map(|(q, p)| q * p).sum();
             assert_eq!(order.total.minor(), total, "the total is the exact sum");
             if let Some(k) = key {
@@ -186,9 +188,7 @@ async fn step(som: &OrderSystem, m: &mut Model, op: Op) {
             let mut tasks = Vec::new();
             for _ in 0..n {
                 let som = som.clone();
-                tasks.push(tokio::spawn(
-                    async move { som.initiate_payment(caller, id, Some(METHODS[method]), None).await },
-                ));
+                tasks.push(tokio::spawn(async move { som.initiate_payment(caller, id).method(METHODS[method]).await }));
             }
             let mut results = Vec::new();
             for t in tasks {
@@ -217,7 +217,7 @@ async fn step(som: &OrderSystem, m: &mut Model, op: Op) {
             let mut tasks = Vec::new();
             for _ in 0..n {
                 let som = som.clone();
-                tasks.push(tokio::spawn(async move { som.confirm_payment(caller, id, None).await }));
+                tasks.push(tokio::spawn(async move { som.confirm_payment(caller, id).await }));
             }
             let mut got = Vec::new();
             for t in tasks {
@@ -239,7 +239,7 @@ async fn step(som: &OrderSystem, m: &mut Model, op: Op) {
             }
             let o = order % m.orders.len();
             let caller = m.users[m.orders[o].owner];
-            let result = som.cancel_order(caller, m.orders[o].id, None).await;
+            let result = som.cancel_order(caller, m.orders[o].id).await;
             let mo = &mut m.orders[o];
             if mo.status == OrderStatus::Created {
                 assert_eq!(result.unwrap().status, OrderStatus::Cancelled);
@@ -265,7 +265,7 @@ async fn step(som: &OrderSystem, m: &mut Model, op: Op) {
             }
             let caller = m.users[stranger];
             assert!(matches!(som.order(caller, m.orders[o].id).await, Err(Error::NotFound(_))));
-            assert!(matches!(som.cancel_order(caller, m.orders[o].id, None).await, Err(Error::NotFound(_))));
+            assert!(matches!(som.cancel_order(caller, m.orders[o].id).await, Err(Error::NotFound(_))));
             if let Some(p) = m.orders[o].payments.first() {
                 assert!(matches!(som.payment(caller, p.id).await, Err(Error::NotFound(_))));
             }

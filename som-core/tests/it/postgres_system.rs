@@ -72,7 +72,7 @@ async fn two_processes_deliver_every_notification_exactly_once() {
     let mut tasks = Vec::new();
     for i in 0..500 {
         let som = if i % 2 == 0 { a.som.clone() } else { b.som.clone() };
-        tasks.push(tokio::spawn(async move { som.create_order(alice, order(), None).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { som.create_order(alice, order()).await.unwrap() }));
         if tasks.len() >= 32 {
             for t in tasks.drain(..) {
                 t.await.unwrap();
@@ -113,11 +113,11 @@ async fn concurrent_initiates_and_confirms_across_processes_act_once() {
     let a = node(db.url()).await;
     let b = node(db.url()).await;
     let alice = user(&a.som, "alice").await;
-    let o = a.som.create_order(alice, order(), None).await.unwrap();
+    let o = a.som.create_order(alice, order()).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..32 {
         let som = if i % 2 == 0 { a.som.clone() } else { b.som.clone() };
-        tasks.push(tokio::spawn(async move { som.initiate_payment(alice, o.id, None, None).await.unwrap().id }));
+        tasks.push(tokio::spawn(async move { som.initiate_payment(alice, o.id).await.unwrap().id }));
     }
     let mut ids = Vec::new();
     for t in tasks {
@@ -131,7 +131,7 @@ async fn concurrent_initiates_and_confirms_across_processes_act_once() {
     for i in 0..32 {
         let som = if i % 2 == 0 { a.som.clone() } else { b.som.clone() };
         let id = ids[0];
-        tasks.push(tokio::spawn(async move { som.confirm_payment(alice, id, None).await.unwrap().status }));
+        tasks.push(tokio::spawn(async move { som.confirm_payment(alice, id).await.unwrap().status }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), PaymentStatus::Success);
@@ -148,7 +148,7 @@ async fn losing_the_database_is_a_retryable_error_and_service_recovers() {
     let Some(db) = database().await else { return };
     let a = node(db.url()).await;
     let alice = user(&a.som, "alice").await;
-    a.som.create_order(alice, order(), None).await.unwrap();
+    a.som.create_order(alice, order()).await.unwrap();
     for _ in 0..3 {
         db.terminate_connections().await.unwrap();
         for _ in 0..5 {
@@ -160,7 +160,7 @@ async fn losing_the_database_is_a_retryable_error_and_service_recovers() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match a.som.create_order(alice, order(), None).await {
+        match a.som.create_order(alice, order()).await {
             Ok(_) => break,
             Err(e) => {
                 assert!(e.is_retryable(), "{e:?}");

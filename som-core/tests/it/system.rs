@@ -252,13 +252,13 @@ async fn orders_are_scoped_to_their_owner() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
     let bob = signed_up(&e.som, "bob").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
     assert_eq!(order.total.amount_string(), "250.00");
     assert_eq!(order.status, OrderStatus::Created);
     assert_eq!(e.som.order(alice, order.id).await.unwrap(), order);
     assert!(matches!(e.som.order(bob, order.id).await, Err(Error::NotFound(_))));
-    assert!(matches!(e.som.cancel_order(bob, order.id, None).await, Err(Error::NotFound(_))));
-    assert!(matches!(e.som.initiate_payment(bob, order.id, None, None).await, Err(Error::NotFound(_))));
+    assert!(matches!(e.som.cancel_order(bob, order.id).await, Err(Error::NotFound(_))));
+    assert!(matches!(e.som.initiate_payment(bob, order.id).await, Err(Error::NotFound(_))));
     assert!(e.som.list_orders(bob, OrderListQuery::default()).await.unwrap().items.is_empty());
     let sneaky = OrderListQuery { user: alice.user_id(), ..OrderListQuery::default() };
     assert!(e.som.list_orders(bob, sneaky).await.unwrap().items.is_empty(), "non-staff cannot list others");
@@ -274,12 +274,12 @@ async fn orders_are_scoped_to_their_owner() {
 async fn invalid_orders_name_the_field() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let err = e.som.create_order(alice, items(&[]), None).await.unwrap_err();
+    let err = e.som.create_order(alice, items(&[])).await.unwrap_err();
     assert_eq!(fields(&err), vec!["items"]);
-    let err = e.som.create_order(alice, items(&[("x", 1, "1.001")]), None).await.unwrap_err();
+    let err = e.som.create_order(alice, items(&[("x", 1, "1.001")])).await.unwrap_err();
     assert_eq!(fields(&err), vec!["items[0].price"]);
     let huge = items(&[("x", 1_000_000, "92233720368547.75")]);
-    assert_eq!(fields(&e.som.create_order(alice, huge, None).await.unwrap_err()), vec!["items[0].price"]);
+    assert_eq!(fields(&e.som.create_order(alice, huge).await.unwrap_err()), vec!["items[0].price"]);
     assert!(e.som.list_orders(alice, OrderListQuery::default()).await.unwrap().items.is_empty());
 }
 
@@ -288,7 +288,7 @@ async fn lists_page_by_cursor_newest_first() {
     let alice = signed_up(&e.som, "alice").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(e.som.create_order(alice, seed_order(), None).await.unwrap().id);
+        ids.push(e.som.create_order(alice, seed_order()).await.unwrap().id);
     }
     ids.reverse();
     let mut seen = Vec::new();
@@ -312,15 +312,15 @@ async fn lists_page_by_cursor_newest_first() {
 async fn the_full_flow_pays_the_order_and_delivers_two_notifications() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    let p = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id).await.unwrap();
     assert_eq!((p.status, p.amount, p.provider.as_str()), (PaymentStatus::Pending, order.total, "mock"));
-    let again = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
+    let again = e.som.initiate_payment(alice, order.id).await.unwrap();
     assert_eq!(again.id, p.id, "initiating twice returns the same payment");
-    let paid = e.som.confirm_payment(alice, p.id, None).await.unwrap();
+    let paid = e.som.confirm_payment(alice, p.id).await.unwrap();
     assert_eq!(paid.status, PaymentStatus::Success);
     assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Paid);
-    let twice = e.som.confirm_payment(alice, p.id, None).await.unwrap();
+    let twice = e.som.confirm_payment(alice, p.id).await.unwrap();
     assert_eq!(twice, paid, "confirming again changes nothing");
     let payments = e.som.order_payments(alice, order.id).await.unwrap();
     assert_eq!(payments.iter().filter(|p| p.status == PaymentStatus::Success).count(), 1);
@@ -333,72 +333,72 @@ async fn the_full_flow_pays_the_order_and_delivers_two_notifications() {
     assert!(delivered[0].message.text.contains(&format!("#{}", order.id)));
     assert!(delivered[1].message.text.contains("250.00 USD"));
     assert_eq!(e.som.dispatch_once().await.unwrap(), 0);
-    let paid_again = e.som.initiate_payment(alice, order.id, None, None).await.unwrap_err();
+    let paid_again = e.som.initiate_payment(alice, order.id).await.unwrap_err();
     assert!(matches!(paid_again, Error::Conflict(ref m) if m.contains("already paid")), "{paid_again:?}");
-    assert!(matches!(e.som.cancel_order(alice, order.id, None).await, Err(Error::Conflict(_))));
+    assert!(matches!(e.som.cancel_order(alice, order.id).await, Err(Error::Conflict(_))));
 }
 
 async fn declines_fail_the_payment_and_allow_a_new_attempt() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
     for (method, reason) in [("mock_decline", "declined"), ("mock_insufficient_funds", "insufficient funds")] {
-        let p = e.som.initiate_payment(alice, order.id, Some(method), None).await.unwrap();
-        let err = e.som.confirm_payment(alice, p.id, None).await.unwrap_err();
+        let p = e.som.initiate_payment(alice, order.id).method(method).await.unwrap();
+        let err = e.som.confirm_payment(alice, p.id).await.unwrap_err();
         assert!(matches!(err, Error::PaymentDeclined(ref m) if m.contains(reason)), "{err:?}");
         let failed = e.som.payment(alice, p.id).await.unwrap();
         assert_eq!(failed.status, PaymentStatus::Failed);
         assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Created);
-        assert!(matches!(e.som.confirm_payment(alice, p.id, None).await, Err(Error::Conflict(_))));
+        assert!(matches!(e.som.confirm_payment(alice, p.id).await, Err(Error::Conflict(_))));
     }
-    let retry = e.som.initiate_payment(alice, order.id, Some("mock_success"), None).await.unwrap();
+    let retry = e.som.initiate_payment(alice, order.id).method("mock_success").await.unwrap();
     assert_eq!(retry.attempt, 3);
-    e.som.confirm_payment(alice, retry.id, None).await.unwrap();
+    e.som.confirm_payment(alice, retry.id).await.unwrap();
     e.som.dispatch_once().await.unwrap();
     let kinds: Vec<String> = e.notes.delivered().iter().map(|n| n.kind.to_string()).collect();
     assert_eq!(kinds, vec!["order_created", "payment_failed", "payment_failed", "payment_succeeded"]);
-    let unknown = e.som.initiate_payment(alice, order.id, Some("bitcoin"), None).await.unwrap_err();
+    let unknown = e.som.initiate_payment(alice, order.id).method("bitcoin").await.unwrap_err();
     assert_eq!(fields(&unknown), vec!["method"], "an unusable method is refused first");
 }
 
 async fn unknown_methods_are_rejected_by_field() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    let err = e.som.initiate_payment(alice, order.id, Some("bitcoin"), None).await.unwrap_err();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let err = e.som.initiate_payment(alice, order.id).method("bitcoin").await.unwrap_err();
     assert_eq!(fields(&err), vec!["method"]);
 }
 
 async fn transient_provider_failures_change_nothing_and_a_retry_succeeds() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    let p = e.som.initiate_payment(alice, order.id, Some("mock_transient_error"), None).await.unwrap();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id).method("mock_transient_error").await.unwrap();
     for _ in 0..2 {
-        let err = e.som.confirm_payment(alice, p.id, None).await.unwrap_err();
+        let err = e.som.confirm_payment(alice, p.id).await.unwrap_err();
         assert!(err.is_retryable() && matches!(err, Error::Unavailable(_)), "{err:?}");
         assert_eq!(e.som.payment(alice, p.id).await.unwrap().status, PaymentStatus::Pending);
         assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Created);
     }
-    assert_eq!(e.som.confirm_payment(alice, p.id, None).await.unwrap().status, PaymentStatus::Success);
+    assert_eq!(e.som.confirm_payment(alice, p.id).await.unwrap().status, PaymentStatus::Success);
     e.mock.script_initiate([ProviderError::Transient("down".into())]);
-    let other = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    assert!(matches!(e.som.initiate_payment(alice, other.id, None, None).await, Err(Error::Unavailable(_))));
+    let other = e.som.create_order(alice, seed_order()).await.unwrap();
+    assert!(matches!(e.som.initiate_payment(alice, other.id).await, Err(Error::Unavailable(_))));
     assert!(e.som.order_payments(alice, other.id).await.unwrap().is_empty());
-    assert!(e.som.initiate_payment(alice, other.id, None, None).await.is_ok());
+    assert!(e.som.initiate_payment(alice, other.id).await.is_ok());
 }
 
 async fn cancelling_voids_the_pending_payment_and_is_recorded() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    let p = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
-    let cancelled = e.som.cancel_order(alice, order.id, None).await.unwrap();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id).await.unwrap();
+    let cancelled = e.som.cancel_order(alice, order.id).await.unwrap();
     assert_eq!(cancelled.status, OrderStatus::Cancelled);
     assert_eq!(e.som.payment(alice, p.id).await.unwrap().status, PaymentStatus::Cancelled);
-    assert!(matches!(e.som.confirm_payment(alice, p.id, None).await, Err(Error::Conflict(_))));
-    assert!(matches!(e.som.initiate_payment(alice, order.id, None, None).await, Err(Error::Conflict(_))));
-    assert!(matches!(e.som.cancel_order(alice, order.id, None).await, Err(Error::Conflict(_))));
+    assert!(matches!(e.som.confirm_payment(alice, p.id).await, Err(Error::Conflict(_))));
+    assert!(matches!(e.som.initiate_payment(alice, order.id).await, Err(Error::Conflict(_))));
+    assert!(matches!(e.som.cancel_order(alice, order.id).await, Err(Error::Conflict(_))));
     let history = e.som.order_history(alice, order.id).await.unwrap();
     assert_eq!(history.last().map(|h| (h.from, h.to)), Some((Some(OrderStatus::Created), OrderStatus::Cancelled)));
     assert_eq!(history.last().map(|h| h.actor.to_string()), alice.user_id().map(|id| format!("user:{id}")));
@@ -409,11 +409,11 @@ async fn cancelling_voids_the_pending_payment_and_is_recorded() {
 async fn concurrent_initiates_make_one_payment_and_one_provider_call() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let som = e.som.clone();
-        tasks.push(tokio::spawn(async move { som.initiate_payment(alice, order.id, None, None).await.unwrap().id }));
+        tasks.push(tokio::spawn(async move { som.initiate_payment(alice, order.id).await.unwrap().id }));
     }
     let mut ids = Vec::new();
     for t in tasks {
@@ -428,12 +428,12 @@ async fn concurrent_initiates_make_one_payment_and_one_provider_call() {
 async fn concurrent_confirms_transition_once_and_notify_once() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    let p = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let som = e.som.clone();
-        tasks.push(tokio::spawn(async move { som.confirm_payment(alice, p.id, None).await.unwrap().status }));
+        tasks.push(tokio::spawn(async move { som.confirm_payment(alice, p.id).await.unwrap().status }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), PaymentStatus::Success);
@@ -449,35 +449,45 @@ async fn idempotency_keys_replay_reject_mismatches_and_are_per_caller() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
     let bob = signed_up(&e.som, "bob").await;
-    let first = e.som.create_order(alice, seed_order(), Some("k-1")).await.unwrap();
-    let replay = e.som.create_order(alice, seed_order(), Some("k-1")).await.unwrap();
+    let first = e.som.create_order(alice, seed_order()).idempotency_key("k-1").await.unwrap();
+    let replay = e.som.create_order(alice, seed_order()).idempotency_key("k-1").await.unwrap();
     assert_eq!(replay, first);
     assert_eq!(e.som.list_orders(alice, OrderListQuery::default()).await.unwrap().items.len(), 1);
     let other = items(&[("Other", 1, "1.00")]);
-    assert!(matches!(e.som.create_order(alice, other, Some("k-1")).await, Err(Error::IdempotencyMismatch)));
-    let bobs = e.som.create_order(bob, seed_order(), Some("k-1")).await.unwrap();
+    assert!(matches!(e.som.create_order(alice, other).idempotency_key("k-1").await, Err(Error::IdempotencyMismatch)));
+    let bobs = e.som.create_order(bob, seed_order()).idempotency_key("k-1").await.unwrap();
     assert_ne!(bobs.id, first.id, "keys are scoped per caller");
     let long = "k".repeat(256);
     assert_eq!(
-        fields(&e.som.create_order(alice, seed_order(), Some(&long)).await.unwrap_err()),
+        fields(&e.som.create_order(alice, seed_order()).idempotency_key(&long).await.unwrap_err()),
         vec!["idempotency_key"]
     );
     let bad = items(&[]);
-    assert!(e.som.create_order(alice, bad, Some("k-2")).await.is_err());
-    assert!(e.som.create_order(alice, seed_order(), Some("k-2")).await.is_ok(), "a failed request frees its key");
-
-    let p1 = e.som.initiate_payment(alice, first.id, None, Some("pay-1")).await.unwrap();
-    assert_eq!(e.som.initiate_payment(alice, first.id, None, Some("pay-1")).await.unwrap(), p1);
-    let c1 = e.som.confirm_payment(alice, p1.id, Some("conf-1")).await.unwrap();
-    assert_eq!(e.som.confirm_payment(alice, p1.id, Some("conf-1")).await.unwrap(), c1);
-    let cancel = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    let c = e.som.cancel_order(alice, cancel.id, Some("cancel-1")).await.unwrap();
-    assert_eq!(e.som.cancel_order(alice, cancel.id, Some("cancel-1")).await.unwrap(), c, "replayed, not a conflict");
-    let declined = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    let dp = e.som.initiate_payment(alice, declined.id, Some("mock_decline"), None).await.unwrap();
-    assert!(matches!(e.som.confirm_payment(alice, dp.id, Some("conf-d")).await, Err(Error::PaymentDeclined(_))));
+    assert!(e.som.create_order(alice, bad).idempotency_key("k-2").await.is_err());
     assert!(
-        matches!(e.som.confirm_payment(alice, dp.id, Some("conf-d")).await, Err(Error::PaymentDeclined(_))),
+        e.som.create_order(alice, seed_order()).idempotency_key("k-2").await.is_ok(),
+        "a failed request frees its key"
+    );
+
+    let p1 = e.som.initiate_payment(alice, first.id).idempotency_key("pay-1").await.unwrap();
+    assert_eq!(e.som.initiate_payment(alice, first.id).idempotency_key("pay-1").await.unwrap(), p1);
+    let c1 = e.som.confirm_payment(alice, p1.id).idempotency_key("conf-1").await.unwrap();
+    assert_eq!(e.som.confirm_payment(alice, p1.id).idempotency_key("conf-1").await.unwrap(), c1);
+    let cancel = e.som.create_order(alice, seed_order()).await.unwrap();
+    let c = e.som.cancel_order(alice, cancel.id).idempotency_key("cancel-1").await.unwrap();
+    assert_eq!(
+        e.som.cancel_order(alice, cancel.id).idempotency_key("cancel-1").await.unwrap(),
+        c,
+        "replayed, not a conflict"
+    );
+    let declined = e.som.create_order(alice, seed_order()).await.unwrap();
+    let dp = e.som.initiate_payment(alice, declined.id).method("mock_decline").await.unwrap();
+    assert!(matches!(
+        e.som.confirm_payment(alice, dp.id).idempotency_key("conf-d").await,
+        Err(Error::PaymentDeclined(_))
+    ));
+    assert!(
+        matches!(e.som.confirm_payment(alice, dp.id).idempotency_key("conf-d").await, Err(Error::PaymentDeclined(_))),
         "a replayed decline is still a decline"
     );
 }
@@ -512,15 +522,15 @@ async fn a_key_in_use_by_a_running_request_is_reported_in_progress() {
     let slow = Arc::new(SlowProvider::default());
     let e = env_with(Some(slow.clone()), |_| {}).await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, seed_order(), None).await.unwrap();
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let som = e.som.clone();
-    let first = tokio::spawn(async move { som.initiate_payment(alice, order.id, None, Some("same")).await });
+    let first = tokio::spawn(async move { som.initiate_payment(alice, order.id).idempotency_key("same").await });
     slow.entered.notified().await;
-    let second = e.som.initiate_payment(alice, order.id, None, Some("same")).await;
+    let second = e.som.initiate_payment(alice, order.id).idempotency_key("same").await;
     assert!(matches!(second, Err(Error::IdempotencyInProgress)), "{second:?}");
     slow.release.notify_one();
     let p = first.await.unwrap().unwrap();
-    assert_eq!(e.som.initiate_payment(alice, order.id, None, Some("same")).await.unwrap(), p);
+    assert_eq!(e.som.initiate_payment(alice, order.id).idempotency_key("same").await.unwrap(), p);
 }
 
 async fn transient_notifier_failures_retry_with_growing_delays() {
@@ -528,7 +538,7 @@ async fn transient_notifier_failures_retry_with_growing_delays() {
     let alice = signed_up(&e.som, "alice").await;
     e.notes.fail_next(3, NotifyError::Transient("451 try later".into()));
     let dispatcher = e.som.spawn_dispatcher();
-    e.som.create_order(alice, seed_order(), None).await.unwrap();
+    e.som.create_order(alice, seed_order()).await.unwrap();
     assert_eq!(e.notes.wait_for_deliveries(1, Duration::from_secs(10)).await, 1);
     dispatcher.shutdown().await;
     let attempts = e.notes.attempts();
@@ -546,7 +556,7 @@ async fn a_notification_that_always_fails_goes_dead_and_can_be_requeued() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
     e.notes.fail_always(Some(NotifyError::Transient("connection refused".into())));
-    e.som.create_order(alice, seed_order(), None).await.unwrap();
+    e.som.create_order(alice, seed_order()).await.unwrap();
     let dispatcher = e.som.spawn_dispatcher();
     let dead = loop {
         let dead = e.som.notifications(Caller::System, Some(NotificationStatus::Dead), None, 10).await.unwrap();
@@ -570,7 +580,7 @@ async fn permanent_failures_dead_letter_at_once() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
     e.notes.fail_next(1, NotifyError::Permanent("550 no such user".into()));
-    e.som.create_order(alice, seed_order(), None).await.unwrap();
+    e.som.create_order(alice, seed_order()).await.unwrap();
     assert_eq!(e.som.dispatch_once().await.unwrap(), 1);
     let dead = e.som.notifications(Caller::System, Some(NotificationStatus::Dead), None, 10).await.unwrap();
     assert_eq!((dead.len(), dead[0].attempts), (1, 1));
@@ -608,7 +618,7 @@ async fn a_dispatcher_killed_mid_batch_loses_nothing() {
     let som = OrderSystem::builder().config(config(&dir)).notifier(hanging.clone()).build().await.unwrap();
     let alice = signed_up(&som, "alice").await;
     for _ in 0..3 {
-        som.create_order(alice, seed_order(), None).await.unwrap();
+        som.create_order(alice, seed_order()).await.unwrap();
     }
     let dispatcher = som.spawn_dispatcher();
     hanging.entered.notified().await;
@@ -637,7 +647,7 @@ async fn a_graceful_shutdown_releases_unattempted_rows() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
     for _ in 0..3 {
-        e.som.create_order(alice, seed_order(), None).await.unwrap();
+        e.som.create_order(alice, seed_order()).await.unwrap();
     }
     let d = e.som.spawn_dispatcher();
     d.shutdown().await;
@@ -662,7 +672,7 @@ async fn operators_manage_users_and_issue_tokens() {
     assert!(matches!(e.som.find_user(alice, "admin").await, Err(Error::NotFound(_))));
     let tokens = e.som.issue_tokens(Caller::System, admin.id).await.unwrap();
     assert!(e.som.authenticate(&tokens.access).await.unwrap().is_staff());
-    let order = e.som.create_order_for(Caller::System, alice.user_id().unwrap(), seed_order(), None).await.unwrap();
+    let order = e.som.create_order(Caller::System, seed_order()).on_behalf_of(alice.user_id().unwrap()).await.unwrap();
     assert_eq!(e.som.order(alice, order.id).await.unwrap().id, order.id);
     let history = e.som.order_history(alice, order.id).await.unwrap();
     assert_eq!(history[0].actor.to_string(), "system");
@@ -670,9 +680,9 @@ async fn operators_manage_users_and_issue_tokens() {
 
 /// A paid order of 250.00 USD and its payment id, placed by `user` with `method`.
 async fn paid_order(som: &OrderSystem, user: Caller, method: &str) -> (som_core::domain::Order, PaymentId) {
-    let order = som.create_order(user, seed_order(), None).await.unwrap();
-    let p = som.initiate_payment(user, order.id, Some(method), None).await.unwrap();
-    som.confirm_payment(user, p.id, None).await.unwrap();
+    let order = som.create_order(user, seed_order()).await.unwrap();
+    let p = som.initiate_payment(user, order.id).method(method).await.unwrap();
+    som.confirm_payment(user, p.id).await.unwrap();
     (order, p.id)
 }
 
@@ -688,19 +698,22 @@ async fn staff_refund_payments_in_part_and_in_full_once_each() {
     let staff = Caller::User { id: staff_user.id, is_staff: true };
     let (order, pid) = paid_order(&e.som, alice, "mock_success").await;
     // Only staff refund; the owner is told so, anyone else does not learn the payment exists.
-    assert!(matches!(e.som.refund_payment(alice, pid, refund_of(None), None).await, Err(Error::Forbidden(_))));
-    assert!(matches!(e.som.refund_payment(mallory, pid, refund_of(None), None).await, Err(Error::NotFound(_))));
+    assert!(matches!(e.som.refund_payment(alice, pid).input(refund_of(None)).await, Err(Error::Forbidden(_))));
+    assert!(matches!(e.som.refund_payment(mallory, pid).input(refund_of(None)).await, Err(Error::NotFound(_))));
     // Bad amounts are field errors.
     for bad in ["0", "-1", "1.001", "abc", "250.01"] {
-        let err = e.som.refund_payment(staff, pid, refund_of(Some(bad)), None).await.unwrap_err();
+        let err = e.som.refund_payment(staff, pid).input(refund_of(Some(bad))).await.unwrap_err();
         assert_eq!(fields(&err), vec!["amount"], "{bad}: {err:?}");
     }
-    let part = e.som.refund_payment(staff, pid, refund_of(Some("100.00")), Some("r1")).await.unwrap();
+    let part = e.som.refund_payment(staff, pid).input(refund_of(Some("100.00"))).idempotency_key("r1").await.unwrap();
     assert_eq!((part.status, part.amount.amount_string().as_str()), (RefundStatus::Succeeded, "100.00"));
     // The same key replays the refund; with another amount it is a mismatch.
-    assert_eq!(e.som.refund_payment(staff, pid, refund_of(Some("100.00")), Some("r1")).await.unwrap().id, part.id);
+    assert_eq!(
+        e.som.refund_payment(staff, pid).input(refund_of(Some("100.00"))).idempotency_key("r1").await.unwrap().id,
+        part.id
+    );
     assert!(matches!(
-        e.som.refund_payment(staff, pid, refund_of(Some("5.00")), Some("r1")).await,
+        e.som.refund_payment(staff, pid).input(refund_of(Some("5.00"))).idempotency_key("r1").await,
         Err(Error::IdempotencyMismatch)
     ));
     let o = e.som.order(alice, order.id).await.unwrap();
@@ -708,18 +721,18 @@ async fn staff_refund_payments_in_part_and_in_full_once_each() {
     let p = e.som.payment(alice, pid).await.unwrap();
     assert_eq!((p.status, p.refundable().amount_string().as_str()), (PaymentStatus::PartiallyRefunded, "150.00"));
     // More than is left is a conflict that names what is left.
-    let err = e.som.refund_payment(staff, pid, refund_of(Some("150.01")), None).await.unwrap_err();
+    let err = e.som.refund_payment(staff, pid).input(refund_of(Some("150.01"))).await.unwrap_err();
     assert!(matches!(&err, Error::Conflict(m) if m.contains("150.00")), "{err:?}");
     // A paid order is not cancelled; it is refunded.
-    let err = e.som.cancel_order(alice, order.id, None).await.unwrap_err();
+    let err = e.som.cancel_order(alice, order.id).await.unwrap_err();
     assert!(matches!(&err, Error::Conflict(m) if m.contains("refund")), "{err:?}");
     // The rest, by default everything left.
-    let rest = e.som.refund_payment(Caller::System, pid, RefundInput::default(), None).await.unwrap();
+    let rest = e.som.refund_payment(Caller::System, pid).await.unwrap();
     assert_eq!(rest.amount.amount_string(), "150.00");
     let o = e.som.order(alice, order.id).await.unwrap();
     assert_eq!((o.status, o.refunded.amount_string().as_str()), (OrderStatus::Refunded, "250.00"));
     assert_eq!(e.som.payment(alice, pid).await.unwrap().status, PaymentStatus::Refunded);
-    let err = e.som.refund_payment(staff, pid, RefundInput::default(), None).await.unwrap_err();
+    let err = e.som.refund_payment(staff, pid).await.unwrap_err();
     assert!(matches!(&err, Error::Conflict(_)), "{err:?}");
     // The owner sees the refunds; the provider made exactly two; history shows them.
     let listed = e.som.payment_refunds(alice, pid).await.unwrap();
@@ -730,9 +743,9 @@ async fn staff_refund_payments_in_part_and_in_full_once_each() {
     let tail: Vec<_> = history.iter().rev().take(2).map(|ev| ev.to).collect();
     assert_eq!(tail, vec![OrderStatus::Refunded, OrderStatus::PartiallyRefunded]);
     // An unpaid order's payment cannot be refunded.
-    let unpaid = e.som.create_order(alice, seed_order(), None).await.unwrap();
-    let pending = e.som.initiate_payment(alice, unpaid.id, None, None).await.unwrap();
-    let err = e.som.refund_payment(staff, pending.id, RefundInput::default(), None).await.unwrap_err();
+    let unpaid = e.som.create_order(alice, seed_order()).await.unwrap();
+    let pending = e.som.initiate_payment(alice, unpaid.id).await.unwrap();
+    let err = e.som.refund_payment(staff, pending.id).await.unwrap_err();
     assert!(matches!(&err, Error::Conflict(m) if m.contains("PENDING")), "{err:?}");
     // Each refund told the customer.
     let dispatcher = e.som.spawn_dispatcher();
@@ -748,7 +761,7 @@ async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_lat
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
     let (_, declining) = paid_order(&e.som, alice, "mock_refund_decline").await;
-    let err = e.som.refund_payment(Caller::System, declining, refund_of(Some("10.00")), None).await.unwrap_err();
+    let err = e.som.refund_payment(Caller::System, declining).input(refund_of(Some("10.00"))).await.unwrap_err();
     assert!(matches!(err, Error::PaymentDeclined(_)), "{err:?}");
     let refunds = e.som.payment_refunds(Caller::System, declining).await.unwrap();
     assert_eq!(refunds[0].status, RefundStatus::Failed);
@@ -758,7 +771,7 @@ async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_lat
     // The provider cannot be reached: 503, the refund stays PENDING with its amount set aside.
     let (order, pid) = paid_order(&e.som, alice, "mock_success").await;
     e.mock.script_refund([ProviderError::Transient("timeout".into())]);
-    let err = e.som.refund_payment(Caller::System, pid, refund_of(Some("50.00")), None).await.unwrap_err();
+    let err = e.som.refund_payment(Caller::System, pid).input(refund_of(Some("50.00"))).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     let pending = e.som.payment_refunds(Caller::System, pid).await.unwrap();
     assert_eq!(pending.iter().map(|r| r.status).collect::<Vec<_>>(), vec![RefundStatus::Pending]);
@@ -776,14 +789,14 @@ async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_lat
 async fn sixty_four_concurrent_partial_refunds_return_exactly_the_payment() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    let order = e.som.create_order(alice, items(&[("Widget", 1, "10.00")]), None).await.unwrap();
-    let p = e.som.initiate_payment(alice, order.id, None, None).await.unwrap();
-    e.som.confirm_payment(alice, p.id, None).await.unwrap();
+    let order = e.som.create_order(alice, items(&[("Widget", 1, "10.00")])).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id).await.unwrap();
+    e.som.confirm_payment(alice, p.id).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let som = e.som.clone();
         tasks.push(tokio::spawn(async move {
-            som.refund_payment(Caller::System, p.id, refund_of(Some("1.00")), None).await
+            som.refund_payment(Caller::System, p.id).input(refund_of(Some("1.00"))).await
         }));
     }
     let (mut ok, mut conflicts) = (0, 0);
@@ -814,13 +827,16 @@ async fn a_refund_left_pending_by_a_crash_is_finished_once_after_restart() {
         pid = paid_order(&som, alice, "mock_success").await.1;
         // The process "dies" between setting the refund aside and hearing from the provider.
         mock.script_refund([ProviderError::Transient("connection reset".into())]);
-        assert!(som.refund_payment(Caller::System, pid, refund_of(Some("25.00")), Some("k")).await.is_err());
+        assert!(
+            som.refund_payment(Caller::System, pid).input(refund_of(Some("25.00"))).idempotency_key("k").await.is_err()
+        );
     }
     let mock = Arc::new(MockProvider::new(2));
     let som = OrderSystem::builder().config(config(&dir)).provider(mock.clone()).build().await.unwrap();
     assert_eq!(som.recover_refunds(Duration::ZERO).await.unwrap(), 1);
     // The caller's retry with its key gets the same refund, not a second one.
-    let again = som.refund_payment(Caller::System, pid, refund_of(Some("25.00")), Some("k")).await.unwrap();
+    let again =
+        som.refund_payment(Caller::System, pid).input(refund_of(Some("25.00"))).idempotency_key("k").await.unwrap();
     let refunds = som.payment_refunds(Caller::System, pid).await.unwrap();
     assert_eq!(refunds.len(), 1);
     assert_eq!((refunds[0].id, refunds[0].status), (again.id, RefundStatus::Succeeded));
