@@ -92,4 +92,7 @@ pub use auth::TokenPair;
 pub use config::Config;
 pub use domain::Caller;
 pub use error::{Error, ErrorKind, Result, ValidationErrors};
-pub use system::{MAX_ADMIN_PAGE_SIZE, OrderListQuery, OrderSystem, OrderSystemBuilder, Page, Registration};
+pub use system::{
+    MAX_ADMIN_PAGE_SIZE, NotificationListQuery, OrderListQuery, OrderSystem, OrderSystemBuilder, Page, Registration,
+    UserListQuery,
+};

@@ -77,6 +77,30 @@ pub struct OrderListQuery {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+/// Which accounts to list (staff only), by ascending id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserListQuery {
+    /// Only accounts whose username or email starts with this, case-insensitively.
+    pub search: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<UserId>,
+    /// Page size, 1 to [`MAX_ADMIN_PAGE_SIZE`]; 50 when `None`.
+    pub limit: Option<u32>,
+}
+
+/// Which notifications (outbox rows) to list (staff only), by ascending id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NotificationListQuery {
+    /// Only rows in this delivery state.
+    pub status: Option<NotificationStatus>,
+    /// Only rows about this order.
+    pub order: Option<OrderId>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<NotificationId>,
+    /// Page size, 1 to [`MAX_ADMIN_PAGE_SIZE`]; 50 when `None`.
+    pub limit: Option<u32>,
+}
+
 /// One page of a list, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Page<T> {
@@ -654,18 +678,13 @@ impl OrderSystem {
     /// A page of users by ascending id, after the previous page's `next_cursor`, optionally
     /// only those whose username or email starts with `prefix` (case-insensitively). Staff
     /// only; `limit` 1 to [`MAX_ADMIN_PAGE_SIZE`].
-    pub async fn users_page(
-        &self,
-        caller: Caller,
-        prefix: Option<&str>,
-        cursor: Option<UserId>,
-        limit: u32,
-    ) -> Result<Page<User>> {
+    pub async fn users_page(&self, caller: Caller, query: UserListQuery) -> Result<Page<User>> {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may list users".into()));
         }
-        let limit = admin_page_size(limit)?;
-        let prefix = prefix.map(str::trim).filter(|p| !p.is_empty());
+        let UserListQuery { search, cursor, limit } = query;
+        let limit = admin_page_size(limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
+        let prefix = search.as_deref().map(str::trim).filter(|p| !p.is_empty());
         if prefix.is_some_and(|p| p.chars().count() > 254) {
             return Err(Error::invalid("q", "must be at most 254 characters"));
         }
@@ -752,7 +771,7 @@ impl OrderSystem {
             IdempotencyBegin::Started => {
                 let result = run(Some(IdempotencySlot { key: key.clone() })).await;
                 match &result {
-                    Ok(value) => storage.finish_idempotency(&key, &crate::storage::response_json(value)?).await?,
+                    Ok(value) => storage.finish_idempotency(&key, &crate::storage::rows::response_json(value)?).await?,
                     Err(_) => {
                         if let Err(e) = storage.abandon_idempotency(&key).await {
                             tracing::warn!(error = %e, "could not release idempotency key");
@@ -1074,18 +1093,12 @@ impl OrderSystem {
     /// A page of outbox rows by ascending id (optionally of one status, or about one order),
     /// after the previous page's `next_cursor`. Staff only; `limit` 1 to
     /// [`MAX_ADMIN_PAGE_SIZE`].
-    pub async fn notifications_page(
-        &self,
-        caller: Caller,
-        status: Option<NotificationStatus>,
-        order: Option<OrderId>,
-        cursor: Option<NotificationId>,
-        limit: u32,
-    ) -> Result<Page<OutboxEntry>> {
+    pub async fn notifications_page(&self, caller: Caller, query: NotificationListQuery) -> Result<Page<OutboxEntry>> {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may list notifications".into()));
         }
-        let limit = admin_page_size(limit)?;
+        let NotificationListQuery { status, order, cursor, limit } = query;
+        let limit = admin_page_size(limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
         let query = NotificationQuery { status, order, after: cursor, limit: limit + 1 };
         let rows = self.inner.storage.list_notifications(query).await?;
         Ok(Page::of(rows, limit, |r| r.id.to_string()))

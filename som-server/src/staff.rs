@@ -112,7 +112,8 @@ pub async fn list_users(
         .map(|c| c.parse::<UserId>().map_err(|_| ApiError::field("cursor", "is not a valid cursor")))
         .transpose()?;
     let q = params.get("q").map(String::as_str);
-    let page = s.som.users_page(caller, q, cursor, limit).await?;
+    let query = som_core::UserListQuery { search: q.map(str::to_owned), cursor, limit: Some(limit) };
+    let page = s.som.users_page(caller, query).await?;
     let mut headers = HeaderMap::new();
     if let Some(next) = &page.next_cursor {
         let get = |k: &str| params.get(k).map(String::as_str);
@@ -224,7 +225,8 @@ pub async fn list_notifications(
     let cursor = get("cursor")
         .map(|c| c.parse::<NotificationId>().map_err(|_| ApiError::field("cursor", "is not a valid cursor")))
         .transpose()?;
-    let page = s.som.notifications_page(caller, status, order, cursor, limit).await?;
+    let query = som_core::NotificationListQuery { status, order, cursor, limit: Some(limit) };
+    let page = s.som.notifications_page(caller, query).await?;
     let mut headers = HeaderMap::new();
     if let Some(next) = &page.next_cursor {
         next_page_headers(&mut headers, uri.path(), next, ["limit", "status", "order"].map(|k| (k, get(k))));

@@ -82,7 +82,8 @@ impl Notifications {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
             Notifications::List { status, order, limit, cursor } => {
-                let page = ctx.som.notifications_page(OPERATOR, status, order, cursor, limit).await?;
+                let query = som_core::NotificationListQuery { status, order, cursor, limit: Some(limit) };
+                let page = ctx.som.notifications_page(OPERATOR, query).await?;
                 let next_cursor = page.next_cursor;
                 let rows: Vec<Row> = page.items.into_iter().map(Into::into).collect();
                 let table = rows

@@ -104,7 +104,10 @@ impl Users {
                 ctx.out.record(&user, &fields(&user))
             }
             Users::List { search, limit, cursor } => {
-                let page = ctx.som.users_page(OPERATOR, search.as_deref(), cursor, limit).await?;
+                let page = ctx
+                    .som
+                    .users_page(OPERATOR, som_core::UserListQuery { search, cursor, limit: Some(limit) })
+                    .await?;
                 let next_cursor = page.next_cursor;
                 let users = page.items;
                 let rows = users

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::domain::{
     Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId,
@@ -25,7 +24,7 @@ pub mod policy;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-mod rows;
+pub(crate) mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod types;
@@ -374,31 +373,4 @@ pub async fn open(url: &str, pool_size: u32) -> Result<DynStorage> {
         ));
     }
     Err(Error::invalid("SOM_DATABASE_URL", "must start with sqlite:// or postgres://"))
-}
-
-/// The idempotency result written with an effect.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn response_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing idempotent response: {e}")))
-}
-
-/// Shared by backends: a LIKE pattern matching text that starts with `prefix` (lower-cased;
-/// `\\` escapes).
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn like_prefix(prefix: &str) -> String {
-    let mut pattern = String::with_capacity(prefix.len() + 1);
-    for c in prefix.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
-
-/// Shared by backends: the outbox row's recipient for a message.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn recipient_of(n: &NewNotification) -> Option<String> {
-    n.message.email.clone()
 }

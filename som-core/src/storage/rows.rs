@@ -12,6 +12,9 @@ use crate::domain::{
     OrderStatus, OutboxEntry, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, User, UserId,
     Username,
 };
+use serde::Serialize;
+
+use super::NewNotification;
 use crate::error::{Error, Result};
 
 /// The error for a stored value that no valid write could have produced.
@@ -225,4 +228,28 @@ impl OutboxRow {
             sent_at: self.sent_at,
         })
     }
+}
+
+/// The idempotency result written with an effect.
+pub(crate) fn response_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing idempotent response: {e}")))
+}
+
+/// A LIKE pattern matching text that starts with `prefix` (lower-cased;
+/// `\\` escapes).
+pub(crate) fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Shared by backends: the outbox row's recipient for a message.
+pub(crate) fn recipient_of(n: &NewNotification) -> Option<String> {
+    n.message.email.clone()
 }

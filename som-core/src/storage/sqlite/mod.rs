@@ -26,8 +26,7 @@ use super::{
     IdempotencyBegin, IdempotencyKey, IdempotencySlot, IdempotencyStore, NewNotification, NewPaymentRecord,
     NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore, OutboxEntry,
     OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord, RefundStore,
-    RotateOutcome, SessionState, SessionStore, Storage, Transition, UserQuery, UserStore, like_prefix, recipient_of,
-    response_json,
+    RotateOutcome, SessionState, SessionStore, Storage, Transition, UserQuery, UserStore,
 };
 use crate::domain::{
     Actor, Email, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment, PaymentId, Refund,
@@ -35,6 +34,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::storage::rows::corrupt;
+use crate::storage::rows::{like_prefix, recipient_of, response_json};
 pub use files::database_file;
 use files::*;
 use rows::*;
