@@ -208,6 +208,7 @@ impl OrderSystemBuilder {
                 wake: Arc::new(Notify::new()),
                 order_locks: KeyedLocks::default(),
                 payment_locks: KeyedLocks::default(),
+                refund_locks: KeyedLocks::default(),
             }),
         })
     }
@@ -278,6 +279,8 @@ struct Inner {
     wake: Arc<Notify>,
     order_locks: KeyedLocks<OrderId>,
     payment_locks: KeyedLocks<PaymentId>,
+    /// One settlement at a time per refund.
+    refund_locks: KeyedLocks<crate::domain::RefundId>,
 }
 
 /// In-process mutual exclusion per key, so concurrent calls on one order reach the provider
@@ -1026,7 +1029,10 @@ impl OrderSystem {
         let settled = |p: &Payment| -> Option<Result<Payment>> {
             match p.status {
                 PaymentStatus::Pending => None,
-                PaymentStatus::Success => Some(Ok(p.clone())),
+                // Captured (and perhaps refunded since): confirming again returns it.
+                PaymentStatus::Success | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded => {
+                    Some(Ok(p.clone()))
+                }
                 PaymentStatus::Failed => Some(Err(Error::Conflict(format!(
                     "payment {id} was declined; initiate a new payment for order {}",
                     p.order_id

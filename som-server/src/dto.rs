@@ -489,14 +489,22 @@ pub struct Health {
 #[serde(deny_unknown_fields)]
 pub struct RefundRequestBody {
     /// How much, in the payment's currency with at most its minor digits; everything not yet
-    /// refunded (nor being refunded) when absent.
-    #[serde(default)]
+    /// refunded (nor being refunded) when absent. `null` is refused, so that a client's unset
+    /// variable never refunds a whole payment.
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, example = "1.00", pattern = "^[0-9]{1,15}(\\.[0-9]{1,3})?$")]
     pub amount: Option<Decimal>,
     /// Why (at most 500 characters); recorded and told to the customer.
     #[serde(default)]
     #[schema(example = "damaged in transit", max_length = 500)]
     pub reason: Option<String>,
+}
+
+/// A field that may be left out but, when given, must not be `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    Option::<Decimal>::deserialize(d)?
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("must not be null; leave it out to refund everything not yet refunded"))
 }
 
 /// A refund.

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use som_core::domain::NotificationStatus;
-use som_core::domain::{Caller, NotificationId, OrderId, PaymentId, RefundInput, UserId};
+use som_core::domain::{Caller, NotificationId, OrderId, PaymentId, RefundInput, RefundStatus, UserId};
 
 use crate::AppState;
 use crate::dto::{
@@ -36,12 +36,14 @@ fn page_limit(raw: Option<&String>, default: u32) -> ApiResult<u32> {
 }
 
 /// Refund a captured payment, fully or in part (staff only). The provider is asked at once;
-/// if it cannot be reached the refund stays PENDING (503) and is finished automatically.
+/// if it cannot be reached the refund is recorded PENDING (202) and finished automatically —
+/// do not ask again.
 #[utoipa::path(post, path = "/api/v1/payments/{id}/refunds/", tag = "payments", security(("bearer" = [])),
     request_body = RefundRequestBody,
     params(("id" = i64, Path, minimum = 1, description = "Payment id"), IdempotencyHeader),
     responses(
-        (status = 201, description = "The refund", body = RefundResponse),
+        (status = 201, description = "The refund, SUCCEEDED", body = RefundResponse),
+        (status = 202, description = "The refund, PENDING: the provider could not be reached; it is finished automatically with the same provider idempotency key", body = RefundResponse),
         (status = 402, description = "The provider declined the refund; the amount is available again", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only staff may refund", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such payment", body = Problem, content_type = "application/problem+json"),
@@ -57,7 +59,10 @@ pub async fn create_refund(
     let id: PaymentId = path_id(&id, "payment")?;
     let input = RefundInput { amount: req.amount.map(crate::dto::Decimal::into_text), reason: req.reason };
     let refund = s.som.refund_payment(caller, id).input(input).maybe_idempotency_key(key.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(RefundResponse::from(refund))))
+    // PENDING: recorded, amount set aside, the provider's answer still to come (it is finished
+    // automatically); asking again would make a second refund.
+    let status = if refund.status == RefundStatus::Pending { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+    Ok((status, Json(RefundResponse::from(refund))))
 }
 
 /// A payment's refunds, oldest first (its owner or staff).

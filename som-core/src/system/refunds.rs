@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{OrderSystem, provider_error, validate_idempotency_key};
+use super::{OrderSystem, validate_idempotency_key};
 use crate::domain::{
     Caller, Message, Money, Payment, PaymentId, Refund, RefundInput, RefundStatus, User, is_disallowed_in_text,
 };
@@ -87,21 +87,31 @@ impl OrderSystem {
         for refund in self.inner.storage.pending_refunds(before, 100).await? {
             let id = refund.id;
             match self.settle_refund(refund).await {
-                Ok(_) | Err(Error::PaymentDeclined(_)) => finished += 1,
+                Ok(r) if r.status == RefundStatus::Pending => {}
+                Ok(_) => finished += 1,
+                Err(Error::PaymentDeclined(reason)) => {
+                    tracing::warn!(refund = %id, %reason, "a pending refund was declined; its amount is available again");
+                    finished += 1;
+                }
                 Err(e) => tracing::warn!(refund = %id, error = %e, "pending refund not finished yet"),
             }
         }
         Ok(finished)
     }
 
-    /// Asks the provider to pay out a PENDING refund and records its answer.
+    /// Asks the provider to pay out a PENDING refund and records its answer. One settlement
+    /// per refund at a time in this process (a replay, or recovery, waits for a live one and
+    /// then sees its result). When the provider cannot be reached the refund is returned still
+    /// PENDING: it exists and will be finished by recovery, so the caller must not ask again.
     async fn settle_refund(&self, refund: Refund) -> Result<Refund> {
+        let _guard = self.inner.refund_locks.lock(refund.id).await;
+        let storage = &self.inner.storage;
+        let refund = storage.refund_by_id(refund.id).await?.unwrap_or(refund);
         match refund.status {
             RefundStatus::Succeeded => return Ok(refund),
             RefundStatus::Failed => return Err(declined(&refund)),
             RefundStatus::Pending => {}
         }
-        let storage = &self.inner.storage;
         let payment = storage
             .payment_by_id(refund.payment_id)
             .await?
@@ -116,7 +126,10 @@ impl OrderSystem {
             Ok(done) => RefundOutcome::Succeeded { provider_refund_id: done.provider_refund_id },
             Err(ProviderError::Declined { message, .. }) => RefundOutcome::Failed { reason: message },
             Err(ProviderError::InvalidRequest(message)) => RefundOutcome::Failed { reason: message },
-            Err(e) => return Err(provider_error(e)),
+            Err(ProviderError::Transient(message)) => {
+                tracing::warn!(refund = %refund.id, %message, "refund provider unavailable; the refund stays pending");
+                return Ok(refund);
+            }
         };
         let owner = self.owner(refund.user_id).await?;
         let finished = match storage.finish_refund(refund.id, outcome, Self::now(), self.refund_notify(owner)).await? {

@@ -62,6 +62,13 @@ pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<Refund
     .fetch_optional(&mut *tx)
     .await?;
     let Some(payment) = reserved else {
+        // A concurrent request with the same key may have committed while this one waited for
+        // the payment's row lock: its refund is the answer.
+        if let Some(key) = &r.request_key
+            && let Some(existing) = by_request_key(&mut tx, key).await?
+        {
+            return Ok(RefundReserve::Existing(existing));
+        }
         let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
         return current.map(RefundReserve::Refused).ok_or_else(|| Error::NotFound(format!("payment {id}")));
     };
