@@ -670,12 +670,13 @@ impl OrderSystem {
         user.filter(|u| caller.can_access(u.id)).ok_or_else(|| Error::NotFound(format!("user {id_or_username}")))
     }
 
-    /// Users by ascending id after `after`. Staff only.
-    pub async fn list_users(&self, caller: Caller, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
+    /// An account by id, for staff (and the system caller); `Forbidden` for anyone else, who
+    /// reads their own account with [`OrderSystem::profile`].
+    pub async fn account(&self, caller: Caller, id: UserId) -> Result<User> {
         if !caller.is_staff() {
-            return Err(Error::Forbidden("only staff may list users".into()));
+            return Err(Error::Forbidden("only staff may read accounts".into()));
         }
-        self.inner.storage.list_users(UserQuery { after, prefix: None, limit: limit.clamp(1, 1000) }).await
+        self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("user {id}")))
     }
 
     /// A page of users by ascending id, after the previous page's `next_cursor`, optionally
@@ -1127,9 +1128,11 @@ impl OrderSystem {
         }
     }
 
-    /// Outbox row counts per status. (Front ends that serve it to callers check
-    /// [`Caller::is_staff`] first; the CLI and health checks call it directly.)
-    pub async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
+    /// Outbox row counts per status. Staff and the system caller (metrics, the CLI) only.
+    pub async fn notification_counts(&self, caller: Caller) -> Result<Vec<(NotificationStatus, u64)>> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may count notifications".into()));
+        }
         self.inner.storage.notification_counts().await
     }
 

@@ -82,7 +82,7 @@ pub async fn metrics_handler(State(s): State<AppState>, headers: axum::http::Hea
         }
         due
     };
-    let counts = if due { Some(s.som.notification_counts().await) } else { None };
+    let counts = if due { Some(s.som.notification_counts(som_core::Caller::System).await) } else { None };
     match counts {
         None => {}
         Some(Ok(counts)) => {

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use som_core::domain::NotificationStatus;
-use som_core::domain::{Caller, NotificationId, OrderId, PaymentId, RefundInput, RefundStatus, UserId};
+use som_core::domain::{NotificationId, OrderId, PaymentId, RefundInput, RefundStatus, UserId};
 
 use crate::AppState;
 use crate::dto::{
@@ -19,11 +19,6 @@ use crate::extract::{Auth, IdempotencyKey, JsonBody};
 use crate::routes::{IdempotencyHeader, next_page_headers, path_id};
 
 type ApiResult<T> = Result<T, ApiError>;
-
-/// Staff routes answer 403 to anyone else before looking at anything.
-fn require_staff(caller: Caller, what: &str) -> ApiResult<()> {
-    if caller.is_staff() { Ok(()) } else { Err(som_core::Error::Forbidden(format!("only staff may {what}")).into()) }
-}
 
 fn page_limit(raw: Option<&String>, default: u32) -> ApiResult<u32> {
     raw.map(|l| {
@@ -110,7 +105,6 @@ pub async fn list_users(
     uri: Uri,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    require_staff(caller, "list users")?;
     let limit = page_limit(params.get("limit"), 50)?;
     let cursor = params
         .get("cursor")
@@ -141,9 +135,8 @@ pub async fn get_user(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<StaffUserResponse>> {
-    require_staff(caller, "read accounts")?;
     let id: UserId = path_id(&id, "user")?;
-    Ok(Json(s.som.find_user(caller, &id.to_string()).await?.into()))
+    Ok(Json(s.som.account(caller, id).await?.into()))
 }
 
 /// Grant or revoke staff, enable or disable an account (staff only). Disabling ends every
@@ -163,7 +156,6 @@ pub async fn patch_user(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<UserPatchRequest>,
 ) -> ApiResult<Json<StaffUserResponse>> {
-    require_staff(caller, "change accounts")?;
     let id: UserId = path_id(&id, "user")?;
     Ok(Json(s.som.update_user(caller, id, req.is_staff, req.is_active).await?.into()))
 }
@@ -215,7 +207,6 @@ pub async fn list_notifications(
     uri: Uri,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    require_staff(caller, "list notifications")?;
     let get = |k: &str| params.get(k).map(String::as_str);
     let limit = page_limit(params.get("limit"), 50)?;
     let status = get("status")
@@ -254,7 +245,6 @@ pub async fn retry_notification(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NotificationResponse>> {
-    require_staff(caller, "retry notifications")?;
     let id: NotificationId = path_id(&id, "notification")?;
     Ok(Json(s.som.retry_notification(caller, id).await?.into()))
 }
@@ -266,9 +256,8 @@ pub async fn retry_notification(
         (status = 403, description = "Only staff may count notifications", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn notification_counts(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<NotificationCounts>> {
-    require_staff(caller, "count notifications")?;
     let mut counts = NotificationCounts::default();
-    for (status, n) in s.som.notification_counts().await? {
+    for (status, n) in s.som.notification_counts(caller).await? {
         match status {
             NotificationStatus::Pending => counts.pending = n,
             NotificationStatus::Sent => counts.sent = n,

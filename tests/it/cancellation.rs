@@ -330,7 +330,8 @@ async fn wait_until_drained(som: &OrderSystem) -> HashMap<NotificationStatus, u6
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut previous = None;
     loop {
-        let counts: HashMap<NotificationStatus, u64> = som.notification_counts().await.unwrap().into_iter().collect();
+        let counts: HashMap<NotificationStatus, u64> =
+            som.notification_counts(Caller::System).await.unwrap().into_iter().collect();
         let pending = counts.get(&NotificationStatus::Pending).copied().unwrap_or(0);
         if pending == 0 && previous.as_ref() == Some(&counts) {
             return counts;

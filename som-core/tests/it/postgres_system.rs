@@ -100,7 +100,7 @@ async fn two_processes_deliver_every_notification_exactly_once() {
     assert_eq!(per_key.len(), 500);
     assert!(per_key.values().all(|n| *n == 1), "every notification delivered exactly once");
     assert!(!a.notes.delivered().is_empty() && !b.notes.delivered().is_empty(), "both dispatchers took part");
-    let counts = a.som.notification_counts().await.unwrap();
+    let counts = a.som.notification_counts(Caller::System).await.unwrap();
     assert!(
         counts.contains(&(NotificationStatus::Sent, 500)) && counts.contains(&(NotificationStatus::Pending, 0)),
         "{counts:?}"

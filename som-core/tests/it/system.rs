@@ -651,7 +651,7 @@ async fn a_graceful_shutdown_releases_unattempted_rows() {
     }
     let d = e.som.spawn_dispatcher();
     d.shutdown().await;
-    let total: u64 = e.som.notification_counts().await.unwrap().iter().map(|(_, n)| n).sum();
+    let total: u64 = e.som.notification_counts(Caller::System).await.unwrap().iter().map(|(_, n)| n).sum();
     assert_eq!(total, 3);
     while e.som.dispatch_once().await.unwrap() > 0 {}
     let sent = e.som.notifications(Caller::System, Some(NotificationStatus::Sent), None, 10).await.unwrap();
@@ -662,11 +662,15 @@ async fn a_graceful_shutdown_releases_unattempted_rows() {
 async fn operators_manage_users_and_issue_tokens() {
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
-    assert!(matches!(e.som.list_users(alice, None, 10).await, Err(Error::Forbidden(_))));
+    let everyone = || som_core::UserListQuery::default();
+    assert!(matches!(e.som.users_page(alice, everyone()).await, Err(Error::Forbidden(_))));
+    assert!(matches!(e.som.account(alice, alice.user_id().unwrap()).await, Err(Error::Forbidden(_))));
+    assert!(matches!(e.som.notification_counts(alice).await, Err(Error::Forbidden(_))));
     let admin = e.som.create_user(Caller::System, reg("admin"), true).await.unwrap();
     assert!(admin.is_staff);
     assert!(matches!(e.som.create_user(alice, reg("eve"), true).await, Err(Error::Forbidden(_))));
-    assert_eq!(e.som.list_users(Caller::System, None, 10).await.unwrap().len(), 2);
+    assert_eq!(e.som.users_page(Caller::System, everyone()).await.unwrap().items.len(), 2);
+    assert_eq!(e.som.account(Caller::System, admin.id).await.unwrap().username.as_str(), "admin");
     assert_eq!(e.som.find_user(Caller::System, "admin").await.unwrap().id, admin.id);
     assert_eq!(e.som.find_user(Caller::System, &admin.id.to_string()).await.unwrap().id, admin.id);
     assert!(matches!(e.som.find_user(alice, "admin").await, Err(Error::NotFound(_))));
