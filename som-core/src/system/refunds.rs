@@ -36,7 +36,14 @@ impl OrderSystem {
         // "Everything left" as read now; the reservation re-checks it in the database. With a
         // key, a replay reaches the stored refund even when nothing is left any more.
         let amount = requested.unwrap_or_else(|| payment.refundable());
-        let record = self.record(&payment, amount, &reason, caller, request_key);
+        let record = NewRefundRecord {
+            payment_id,
+            amount,
+            reason: reason.clone(),
+            actor: caller.actor(),
+            request_key,
+            created_at: Self::now(),
+        };
         let refund = match self.inner.storage.reserve_refund(record).await? {
             RefundReserve::Reserved(refund) => refund,
             RefundReserve::Existing(refund) => {
@@ -51,24 +58,6 @@ impl OrderSystem {
             RefundReserve::Refused(current) => return Err(not_refundable(&current, amount)),
         };
         self.settle_refund(refund).await
-    }
-
-    fn record(
-        &self,
-        payment: &Payment,
-        amount: Money,
-        reason: &Option<String>,
-        caller: Caller,
-        request_key: Option<String>,
-    ) -> NewRefundRecord {
-        NewRefundRecord {
-            payment_id: payment.id,
-            amount,
-            reason: reason.clone(),
-            actor: caller.actor(),
-            request_key,
-            created_at: Self::now(),
-        }
     }
 
     /// A payment's refunds, oldest first: its owner or staff.

@@ -1,0 +1,314 @@
+//! Accounts and sessions through the facade: registration, login, tokens, profiles, staff tools.
+
+use super::*;
+
+impl OrderSystem {
+    /// Creates a (non-staff) account. The email is required (notifications go to it). Every
+    /// invalid field is reported; a taken username or email is a validation error on that field.
+    pub async fn register(&self, registration: Registration) -> Result<User> {
+        self.create_account(registration, false, true).await
+    }
+
+    /// Creates an account with the given staff flag; the email may be left out (such users get
+    /// no email notifications). Staff callers only.
+    pub async fn create_user(&self, caller: Caller, registration: Registration, is_staff: bool) -> Result<User> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may create accounts with roles".into()));
+        }
+        self.create_account(registration, is_staff, false).await
+    }
+
+    async fn create_account(&self, r: Registration, is_staff: bool, email_required: bool) -> Result<User> {
+        let mut errors = ValidationErrors::new();
+        let username = Username::parse(&r.username).map_err(|m| errors.add("username", m)).ok();
+        let email = match r.email.as_deref().map(str::trim) {
+            None | Some("") if email_required => {
+                errors.add("email", "This field is required.");
+                None
+            }
+            None | Some("") => None,
+            Some(e) => Email::parse(e).map_err(|m| errors.add("email", m)).ok(),
+        };
+        let password = Password::parse(&r.password, Some(&r.username)).map_err(|m| errors.add("password", m)).ok();
+        errors.into_result()?;
+        let (Some(username), Some(password)) = (username, password) else {
+            return Err(Error::Internal("validated registration lost a field".into()));
+        };
+        let password_hash = self.inner.hasher.hash(&password).await?;
+        let record = NewUserRecord { username, email, password_hash, is_staff, created_at: Self::now() };
+        match self.inner.storage.insert_user(record).await? {
+            UserInsert::Inserted(user) => Ok(user),
+            UserInsert::Taken { username, email } => {
+                let mut errors = ValidationErrors::new();
+                if username {
+                    errors.add("username", "a user with that username already exists");
+                }
+                if email {
+                    errors.add("email", "a user with that email already exists");
+                }
+                Err(Error::Validation(errors))
+            }
+        }
+    }
+
+    /// A new token pair for valid credentials. A wrong password and an unknown username give
+    /// the same error after the same work.
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair> {
+        let rejected = || Error::Unauthorized("no active account found with the given credentials".into());
+        if let Err(retry_after) = self.inner.login_failures.check(username) {
+            return Err(Error::TooManyAttempts {
+                what: "too many failed logins for this username".into(),
+                retry_after,
+            });
+        }
+        let Some(password) = Password::for_login(password) else {
+            self.inner.login_failures.record_failure(username);
+            return Err(rejected());
+        };
+        let credentials = if username.len() <= Username::MAX_CHARS * 4 {
+            self.inner.storage.user_credentials(username).await?
+        } else {
+            None
+        };
+        let (user, hash) = match credentials {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        let ok = self.inner.hasher.verify(&password, hash).await?;
+        match user {
+            Some(user) if ok && user.is_active => {
+                self.inner.login_failures.record_success(username);
+                self.start_session(user.id).await
+            }
+            _ => {
+                self.inner.login_failures.record_failure(username);
+                Err(rejected())
+            }
+        }
+    }
+
+    /// A token pair for `user` without a password: for operators scripting against the API.
+    /// Staff callers only.
+    pub async fn issue_tokens(&self, caller: Caller, user: UserId) -> Result<TokenPair> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may issue tokens for other users".into()));
+        }
+        let found =
+            self.inner.storage.user_by_id(user).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))?;
+        if !found.is_active {
+            return Err(Error::Conflict(format!("user {user} is disabled")));
+        }
+        self.start_session(user).await
+    }
+
+    async fn start_session(&self, user: UserId) -> Result<TokenPair> {
+        let now = Self::now();
+        let (family, jti) = (crate::util::random_token(16), crate::util::random_token(16));
+        self.inner
+            .storage
+            .insert_refresh_token(RefreshTokenRecord {
+                jti: jti.clone(),
+                family: family.clone(),
+                user_id: user,
+                expires_at: self.inner.keys.refresh_expiry(now, now),
+                session_started_at: now,
+            })
+            .await?;
+        self.inner.keys.issue_pair(user, &family, now, &jti, now)
+    }
+
+    /// Exchanges a refresh token for a new pair in the same session. Each refresh token works
+    /// once; presenting a used one revokes its whole session (its access tokens stop working
+    /// too). A session never lasts beyond `SOM_SESSION_MAX_AGE` from its login, however often
+    /// it is refreshed.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
+        let claims = self.inner.keys.verify_refresh(refresh_token)?;
+        let now = Self::now();
+        if now >= self.inner.keys.session_end(claims.session_started_at) {
+            return Err(Error::Unauthorized("the session has reached its maximum age; log in again".into()));
+        }
+        let new_jti = crate::util::random_token(16);
+        let record = RefreshTokenRecord {
+            jti: new_jti.clone(),
+            family: claims.family.clone(),
+            user_id: claims.user_id,
+            expires_at: self.inner.keys.refresh_expiry(now, claims.session_started_at),
+            session_started_at: claims.session_started_at,
+        };
+        match self.inner.storage.rotate_refresh_token(claims.user_id, &claims.family, &claims.jti, record, now).await? {
+            RotateOutcome::Rotated => {
+                self.inner.keys.issue_pair(claims.user_id, &claims.family, claims.session_started_at, &new_jti, now)
+            }
+            RotateOutcome::ReuseDetected => {
+                tracing::warn!(user = %claims.user_id, "refresh token reused; session revoked");
+                Err(Error::Unauthorized("refresh token was already used; the session has been revoked".into()))
+            }
+            RotateOutcome::Rejected => Err(Error::Unauthorized("token is invalid".into())),
+        }
+    }
+
+    /// The caller an access token stands for. The token's session must be live: not logged
+    /// out, not ended by a password change or "revoke all", and its account not disabled.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Caller> {
+        let claims = self.inner.keys.verify_access(access_token)?;
+        let user = self.live_session_user(&claims).await?;
+        Ok(Caller::User { id: user.id, is_staff: user.is_staff })
+    }
+
+    async fn live_session_user(&self, claims: &crate::auth::AccessClaims) -> Result<User> {
+        match self.inner.storage.session_state(claims.user_id, &claims.session).await? {
+            Some(state) if state.live => Ok(state.user),
+            Some(_) => Err(Error::Unauthorized("the session has ended; log in again".into())),
+            None => Err(Error::Unauthorized("token is invalid".into())),
+        }
+    }
+
+    /// Logs out: ends the session of `refresh_token` (its refresh token and every access token
+    /// issued in it stop working at once). Ending a session that already ended succeeds.
+    pub async fn logout(&self, refresh_token: &str) -> Result<()> {
+        let claims = self.inner.keys.verify_refresh(refresh_token)?;
+        self.inner.storage.revoke_session(claims.user_id, &claims.family, Self::now()).await?;
+        Ok(())
+    }
+
+    /// Ends every session of the caller (every device is logged out), or — for staff and the
+    /// system caller — of `user`.
+    pub async fn revoke_sessions(&self, caller: Caller, user: UserId) -> Result<()> {
+        if !caller.can_access(user) {
+            return Err(Error::Forbidden("only staff may end other users' sessions".into()));
+        }
+        if !self.inner.storage.end_sessions(user, None, None, Self::now()).await? {
+            return Err(Error::NotFound(format!("user {user}")));
+        }
+        tracing::info!(%user, "every session ended");
+        Ok(())
+    }
+
+    /// Changes the password of the account `access_token` belongs to, after checking
+    /// `current_password`; every other session of the account ends, the one presenting the
+    /// token stays logged in. Field errors name `current_password` (wrong) or `new_password`
+    /// (too weak).
+    pub async fn change_password(&self, access_token: &str, current_password: &str, new_password: &str) -> Result<()> {
+        let claims = self.inner.keys.verify_access(access_token)?;
+        let user = self.live_session_user(&claims).await?;
+        let username = user.username.as_str().to_owned();
+        if let Err(retry_after) = self.inner.login_failures.check(&username) {
+            return Err(Error::TooManyAttempts { what: "too many failed password checks".into(), retry_after });
+        }
+        let new = Password::parse(new_password, Some(&username)).map_err(|m| Error::invalid("new_password", m))?;
+        let hash = self.inner.storage.user_credentials(&username).await?.map(|(_, hash)| hash);
+        let current_ok = match Password::for_login(current_password) {
+            Some(current) => self.inner.hasher.verify(&current, hash).await?,
+            None => false,
+        };
+        if !current_ok {
+            self.inner.login_failures.record_failure(&username);
+            return Err(Error::invalid("current_password", "is not the account's password"));
+        }
+        let new_hash = self.inner.hasher.hash(&new).await?;
+        self.inner.storage.end_sessions(user.id, Some(&claims.session), Some(new_hash), Self::now()).await?;
+        tracing::info!(user = %user.id, "password changed; other sessions ended");
+        Ok(())
+    }
+
+    /// Disables (`false`) or re-enables an account. A disabled account cannot log in and every
+    /// session of it ends at once. Staff only; staff cannot disable themselves.
+    pub async fn set_active(&self, caller: Caller, user: UserId, is_active: bool) -> Result<User> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may disable or enable accounts".into()));
+        }
+        if !is_active && caller.user_id() == Some(user) {
+            return Err(Error::Conflict("staff cannot disable their own account".into()));
+        }
+        self.inner
+            .storage
+            .set_active(user, is_active, Self::now())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {user}")))
+    }
+
+    /// The caller's own account.
+    pub async fn profile(&self, caller: Caller) -> Result<User> {
+        let id = caller.user_id().ok_or_else(|| Error::NotFound("profile of the system caller".into()))?;
+        self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("user {id}")))
+    }
+
+    /// A user by id or exact username. Staff see anyone; users only themselves.
+    pub async fn find_user(&self, caller: Caller, id_or_username: &str) -> Result<User> {
+        let by_id = id_or_username.parse::<UserId>().ok();
+        let user = match by_id {
+            Some(id) => self.inner.storage.user_by_id(id).await?,
+            None => self.inner.storage.user_by_username(id_or_username).await?,
+        };
+        user.filter(|u| caller.can_access(u.id)).ok_or_else(|| Error::NotFound(format!("user {id_or_username}")))
+    }
+
+    /// An account by id, for staff (and the system caller); `Forbidden` for anyone else, who
+    /// reads their own account with [`OrderSystem::profile`].
+    pub async fn account(&self, caller: Caller, id: UserId) -> Result<User> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may read accounts".into()));
+        }
+        self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("user {id}")))
+    }
+
+    /// A page of users by ascending id, after the previous page's `next_cursor`, optionally
+    /// only those whose username or email starts with `prefix` (case-insensitively). Staff
+    /// only; `limit` 1 to [`MAX_ADMIN_PAGE_SIZE`].
+    pub async fn users_page(&self, caller: Caller, query: UserListQuery) -> Result<Page<User>> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may list users".into()));
+        }
+        let UserListQuery { search, cursor, limit } = query;
+        let limit = admin_page_size(limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
+        let prefix = search.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        if prefix.is_some_and(|p| p.chars().count() > 254) {
+            return Err(Error::invalid("q", "must be at most 254 characters"));
+        }
+        let query = UserQuery { after: cursor, prefix: prefix.map(str::to_owned), limit: limit + 1 };
+        let users = self.inner.storage.list_users(query).await?;
+        Ok(Page::of(users, limit, |u| u.id.to_string()))
+    }
+
+    /// Grants or revokes staff. Staff only.
+    pub async fn set_staff(&self, caller: Caller, user: UserId, is_staff: bool) -> Result<User> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may change roles".into()));
+        }
+        if !is_staff && caller.user_id() == Some(user) {
+            return Err(Error::Conflict("staff cannot revoke their own staff rights; another staff member can".into()));
+        }
+        self.inner.storage.set_staff(user, is_staff).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))
+    }
+
+    /// Changes an account's staff flag and/or whether it is active (staff only), checking both
+    /// changes before making either: staff cannot revoke their own rights nor disable their own
+    /// account. The account unchanged when neither is given.
+    pub async fn update_user(
+        &self,
+        caller: Caller,
+        user: UserId,
+        is_staff: Option<bool>,
+        is_active: Option<bool>,
+    ) -> Result<User> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may change accounts".into()));
+        }
+        let own = caller.user_id() == Some(user);
+        if own && is_staff == Some(false) {
+            return Err(Error::Conflict("staff cannot revoke their own staff rights; another staff member can".into()));
+        }
+        if own && is_active == Some(false) {
+            return Err(Error::Conflict("staff cannot disable their own account".into()));
+        }
+        let mut current =
+            self.inner.storage.user_by_id(user).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))?;
+        if let Some(is_staff) = is_staff {
+            current = self.set_staff(caller, user, is_staff).await?;
+        }
+        if let Some(is_active) = is_active {
+            current = self.set_active(caller, user, is_active).await?;
+        }
+        Ok(current)
+    }
+}

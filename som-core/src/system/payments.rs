@@ -1,0 +1,154 @@
+//! Payments through the facade: initiate with the provider outside any transaction, confirm once.
+
+use super::*;
+
+impl OrderSystem {
+    /// Starts paying an order: returns its live (PENDING or SUCCESS) payment if there is one,
+    /// otherwise asks the provider (outside any transaction) and stores a PENDING payment.
+    /// `method` defaults to `mock_success`. `Conflict` when the order is not CREATED.
+    pub(super) async fn initiate_payment_now(
+        &self,
+        caller: Caller,
+        order_id: OrderId,
+        method: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Payment> {
+        let method = method.map(str::trim).filter(|m| !m.is_empty()).unwrap_or("mock_success").to_owned();
+        if method.len() > 100 || method.chars().any(char::is_control) {
+            return Err(Error::invalid("method", "must be at most 100 characters without control characters"));
+        }
+        // An unusable method is refused even when the order already has a payment to return.
+        self.inner.provider.check_method(&method).map_err(|m| Error::invalid("method", m))?;
+        let request = (order_id, method.clone());
+        self.idempotent(caller, "initiate_payment", idempotency_key, &request, |slot| async move {
+            let order = self.order(caller, order_id).await?;
+            if order.status != OrderStatus::Created {
+                return Err(not_payable(order_id, order.status));
+            }
+            let _guard = self.inner.order_locks.lock(order_id).await;
+            let storage = &self.inner.storage;
+            if let Some(live) = storage.live_payment(order_id).await? {
+                return Ok(live);
+            }
+            let attempt = storage.payment_count(order_id).await?.saturating_add(1);
+            let request = PaymentRequest {
+                order_id,
+                amount: order.total,
+                attempt,
+                idempotency_key: format!("som-order-{order_id}-attempt-{attempt}"),
+                method: method.clone(),
+            };
+            let provided = self.inner.provider.initiate(&request).await.map_err(provider_error)?;
+            let record = NewPaymentRecord {
+                order_id,
+                user_id: order.user_id,
+                provider: self.inner.provider.name().to_owned(),
+                provider_payment_id: provided.provider_payment_id,
+                transaction_id: format!("txn_{}", crate::util::random_token(12)),
+                method,
+                attempt,
+                amount: order.total,
+                created_at: Self::now(),
+            };
+            match storage.insert_payment(record, slot).await? {
+                PaymentInsert::Inserted(p) | PaymentInsert::Existing(p) => Ok(p),
+                PaymentInsert::OrderNotPayable(status) => Err(not_payable(order_id, status)),
+            }
+        })
+        .await
+    }
+
+    /// A payment the caller may see.
+    pub async fn payment(&self, caller: Caller, id: PaymentId) -> Result<Payment> {
+        let payment =
+            self.inner.storage.payment_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
+        if caller.can_access(payment.user_id) { Ok(payment) } else { Err(Error::NotFound(format!("payment {id}"))) }
+    }
+
+    /// The payments made for an order the caller may see, oldest first.
+    pub async fn order_payments(&self, caller: Caller, order_id: OrderId) -> Result<Vec<Payment>> {
+        self.order(caller, order_id).await?;
+        self.inner.storage.payments_for_order(order_id).await
+    }
+
+    /// Captures a PENDING payment with the provider. Success: payment SUCCESS and order PAID in
+    /// one transaction, with the payment-succeeded notification. Declined: payment FAILED and
+    /// `PaymentDeclined` (the order stays payable). Transient provider failure: `Unavailable`,
+    /// nothing changed. Confirming a SUCCESS payment again returns it unchanged.
+    pub(super) async fn confirm_payment_now(
+        &self,
+        caller: Caller,
+        id: PaymentId,
+        idempotency_key: Option<&str>,
+    ) -> Result<Payment> {
+        let result = self
+            .idempotent(caller, "confirm_payment", idempotency_key, &id, |slot| self.confirm_inner(caller, id, slot))
+            .await;
+        let outcome = match &result {
+            Ok(p) if p.status == PaymentStatus::Failed => "declined",
+            Ok(_) => "success",
+            Err(e) if e.is_retryable() => "transient",
+            Err(_) => "rejected",
+        };
+        metrics::counter!("som_payments_confirmed_total", "outcome" => outcome).increment(1);
+        let payment = result?;
+        if payment.status == PaymentStatus::Failed {
+            return Err(Error::PaymentDeclined(payment.failure_reason.unwrap_or_else(|| "declined".into())));
+        }
+        Ok(payment)
+    }
+
+    async fn confirm_inner(&self, caller: Caller, id: PaymentId, slot: Option<IdempotencySlot>) -> Result<Payment> {
+        let first = self.payment(caller, id).await?;
+        let settled = |p: &Payment| -> Option<Result<Payment>> {
+            match p.status {
+                PaymentStatus::Pending => None,
+                // Captured (and perhaps refunded since): confirming again returns it.
+                PaymentStatus::Success | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded => {
+                    Some(Ok(p.clone()))
+                }
+                PaymentStatus::Failed => Some(Err(Error::Conflict(format!(
+                    "payment {id} was declined; initiate a new payment for order {}",
+                    p.order_id
+                )))),
+                other => Some(Err(Error::Conflict(format!("payment {id} is {other} and cannot be confirmed")))),
+            }
+        };
+        if let Some(done) = settled(&first) {
+            return done;
+        }
+        let _guard = self.inner.payment_locks.lock(id).await;
+        let payment = self.payment(caller, id).await?;
+        if let Some(done) = settled(&payment) {
+            return done;
+        }
+        let owner = self.owner(payment.user_id).await?;
+        let failures = self.inner.storage.transient_failures(id).await?;
+        let (outcome, notify) = match self.inner.provider.confirm_attempt(&payment.provider_payment_id, failures).await
+        {
+            Ok(_) => (PaymentOutcome::Succeeded, self.payment_notify(EventKind::PaymentSucceeded, owner, None)),
+            Err(ProviderError::Declined { message, .. }) => (
+                PaymentOutcome::Failed { reason: message.clone() },
+                self.payment_notify(EventKind::PaymentFailed, owner, Some(message)),
+            ),
+            Err(e) => {
+                if matches!(e, ProviderError::Transient(_))
+                    && let Err(stored) = self.inner.storage.record_transient_failure(id).await
+                {
+                    tracing::warn!(error = %stored, "could not count a transient confirmation failure");
+                }
+                return Err(provider_error(e));
+            }
+        };
+        let actor = caller.actor();
+        match self.inner.storage.complete_payment(id, outcome.clone(), actor, Self::now(), notify, slot).await? {
+            Transition::Applied(p) => {
+                self.inner.wake.notify_one();
+                Ok(p)
+            }
+            Transition::NotApplied(current) => settled(&current).unwrap_or_else(|| {
+                Err(Error::Internal(format!("payment {id} stayed pending after a conditional update")))
+            }),
+        }
+    }
+}
