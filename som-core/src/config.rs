@@ -165,6 +165,27 @@ pub const VARIABLES: &[ConfigVar] = &[
         help: "A refund still waiting for the provider's answer this long (its request died, or the provider was down) is finished by the dispatcher with the same provider idempotency key",
     },
     ConfigVar {
+        name: "SOM_PAYMENT_PROVIDER",
+        default: "mock",
+        help: "Payment provider: mock (no money moves; any user can mark their own order paid; a warning says so) or stripe",
+    },
+    ConfigVar {
+        name: "SOM_STRIPE_SECRET_KEY",
+        default: "",
+        help: "Stripe secret key (sk_live_…, sk_test_… or a restricted rk_… key); required by the stripe provider",
+    },
+    ConfigVar {
+        name: "SOM_STRIPE_WEBHOOK_SECRET",
+        default: "",
+        help: "Signing secret (whsec_…) of the Stripe webhook endpoint /api/v1/payments/webhooks/stripe/; without it Stripe's events are refused",
+    },
+    ConfigVar {
+        name: "SOM_STRIPE_API_BASE",
+        default: "https://api.stripe.com",
+        help: "Stripe's API address (a Stripe-compatible server for tests)",
+    },
+    ConfigVar { name: "SOM_STRIPE_TIMEOUT", default: "30s", help: "Longest time one Stripe API call may take" },
+    ConfigVar {
         name: "SOM_MOCK_TRANSIENT_FAILURES",
         default: "2",
         help: "Confirmations of a mock_transient_error payment that fail before one succeeds (counted per payment in the database, so retries from other processes count too)",
@@ -235,6 +256,16 @@ pub struct Config {
     pub outbox: DispatchConfig,
     /// `SOM_REFUND_RECOVERY_AFTER`.
     pub refund_recovery_after: Duration,
+    /// `SOM_PAYMENT_PROVIDER`: `mock` or `stripe`.
+    pub payment_provider: String,
+    /// `SOM_STRIPE_SECRET_KEY`.
+    pub stripe_secret_key: Option<Secret>,
+    /// `SOM_STRIPE_WEBHOOK_SECRET`.
+    pub stripe_webhook_secret: Option<Secret>,
+    /// `SOM_STRIPE_API_BASE`.
+    pub stripe_api_base: String,
+    /// `SOM_STRIPE_TIMEOUT`.
+    pub stripe_timeout: Duration,
     /// `SOM_MOCK_TRANSIENT_FAILURES`.
     pub mock_transient_failures: u32,
 }
@@ -306,6 +337,7 @@ impl Config {
         let header_read_timeout = duration("SOM_HEADER_READ_TIMEOUT");
         let session_max_age = duration("SOM_SESSION_MAX_AGE");
         let refund_recovery_after = duration("SOM_REFUND_RECOVERY_AFTER");
+        let stripe_timeout = duration("SOM_STRIPE_TIMEOUT");
         let mut number = |name: &str, min: u64| -> u64 {
             match get(name).trim().parse::<u64>() {
                 Ok(n) if n >= min && n <= u64::from(u32::MAX) => n,
@@ -351,6 +383,16 @@ impl Config {
             }
         }
         let database_url = get("SOM_DATABASE_URL");
+        let payment_provider = get("SOM_PAYMENT_PROVIDER").trim().to_ascii_lowercase();
+        let stripe_secret_key = lookup("SOM_STRIPE_SECRET_KEY").filter(|s| !s.trim().is_empty()).map(Secret::new);
+        match payment_provider.as_str() {
+            "mock" => {}
+            "stripe" if stripe_secret_key.is_none() => {
+                errors.add("SOM_STRIPE_SECRET_KEY", "is required when SOM_PAYMENT_PROVIDER=stripe");
+            }
+            "stripe" => {}
+            _ => errors.add("SOM_PAYMENT_PROVIDER", "must be mock or stripe"),
+        }
         errors.into_result()?;
         let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Config {
@@ -391,6 +433,13 @@ impl Config {
                 max_attempts: small(max_attempts),
             },
             refund_recovery_after,
+            payment_provider,
+            stripe_secret_key,
+            stripe_webhook_secret: lookup("SOM_STRIPE_WEBHOOK_SECRET")
+                .filter(|s| !s.trim().is_empty())
+                .map(Secret::new),
+            stripe_api_base: get("SOM_STRIPE_API_BASE"),
+            stripe_timeout,
             mock_transient_failures: small(mock_transient_failures),
         })
     }

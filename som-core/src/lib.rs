@@ -54,11 +54,12 @@
 //! | `postgres` | no | the PostgreSQL backend (`postgres://…`; sqlx) for many processes on one database |
 //! | `smtp` | no | email notifications (`SOM_NOTIFIER=smtp`; lettre) |
 //! | `webhook` | no | signed webhook notifications (`SOM_NOTIFIER=webhook`; reqwest) |
+//! | `stripe` | no | the Stripe payment provider (`SOM_PAYMENT_PROVIDER=stripe`; reqwest) and Stripe's signed events |
 //! | `test-support` | no | the storage conformance suite, a recording notifier, and with `postgres` throwaway databases |
 //!
 //! An app that embeds only SQLite builds none of sqlx, lettre or reqwest:
 //! `som-core = { version = "0.1", default-features = false, features = ["sqlite"] }`. The `som`
-//! binary and `som-server` enable all four. Naming a backend or channel the build lacks is a
+//! binary and `som-server` enable all five. Naming a backend or channel the build lacks is a
 //! configuration error that says which feature to enable.
 //!
 //! A tour of the crate:
@@ -75,6 +76,9 @@ pub mod error;
 pub mod notify;
 /// The PaymentProvider trait and the mock provider.
 pub mod payment;
+/// Stripe-style request signatures (SOM's own webhooks and Stripe's events).
+#[cfg(any(feature = "webhook", feature = "stripe"))]
+pub mod signature;
 /// The Storage trait and its backends.
 pub mod storage;
 /// The OrderSystem facade.
@@ -82,9 +86,13 @@ pub mod system;
 /// Small helpers every layer may use: random tokens, hex, secrets, redacted URLs.
 pub mod util;
 
-/// Helpers for tests of code built on SOM: throwaway PostgreSQL databases.
-#[cfg(all(feature = "test-support", feature = "postgres"))]
+/// Helpers for tests of code built on SOM: throwaway PostgreSQL databases and a local
+/// Stripe-compatible server.
+#[cfg(all(feature = "test-support", any(feature = "postgres", feature = "stripe")))]
 pub mod testing {
+    #[cfg(feature = "stripe")]
+    pub use crate::payment::localstripe::{LocalStripe, TEST_SECRET_KEY};
+    #[cfg(feature = "postgres")]
     pub use crate::storage::postgres::testing::*;
 }
 
@@ -93,6 +101,6 @@ pub use config::Config;
 pub use domain::Caller;
 pub use error::{Error, ErrorKind, Result, ValidationErrors};
 pub use system::{
-    MAX_ADMIN_PAGE_SIZE, NotificationListQuery, OrderListQuery, OrderSystem, OrderSystemBuilder, Page, Registration,
-    UserListQuery,
+    EventOutcome, EventReceipt, MAX_ADMIN_PAGE_SIZE, NotificationListQuery, OrderListQuery, OrderSystem,
+    OrderSystemBuilder, Page, Registration, UserListQuery,
 };

@@ -21,14 +21,16 @@ use crate::domain::{
 };
 use crate::error::{Error, Result, ValidationErrors};
 use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier};
-use crate::payment::{MockProvider, PaymentProvider, PaymentRequest, ProviderError};
+use crate::payment::{Confirmation, MockProvider, PaymentProvider, PaymentRequest, ProviderError};
 use crate::storage::{
     DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
     NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify,
     PaymentOutcome, RefreshTokenRecord, RotateOutcome, Transition, UserInsert, UserQuery,
 };
+pub use events::{EventOutcome, EventReceipt};
 
 mod accounts;
+mod events;
 mod payments;
 mod refunds;
 mod requests;
@@ -171,7 +173,10 @@ impl OrderSystemBuilder {
         };
         // Every storage operation runs to completion even if the caller stops waiting.
         let storage = crate::storage::detached::Detached::wrap(storage);
-        let provider = self.provider.unwrap_or_else(|| Arc::new(MockProvider::new(config.mock_transient_failures)));
+        let provider = match self.provider {
+            Some(provider) => provider,
+            None => provider_from_config(&config)?,
+        };
         let notifiers = if self.notifiers.is_empty() { notifiers_from_config(&config)? } else { self.notifiers };
         let secret = match &config.jwt_secret {
             Some(s) => {
@@ -213,6 +218,35 @@ impl OrderSystemBuilder {
                 refund_locks: KeyedLocks::default(),
             }),
         })
+    }
+}
+
+fn provider_from_config(config: &Config) -> Result<Arc<dyn PaymentProvider>> {
+    match config.payment_provider.as_str() {
+        #[cfg(feature = "stripe")]
+        "stripe" => {
+            let secret_key = config
+                .stripe_secret_key
+                .clone()
+                .ok_or_else(|| Error::invalid("SOM_STRIPE_SECRET_KEY", "is required by the stripe provider"))?;
+            if config.stripe_webhook_secret.is_none() {
+                tracing::warn!(
+                    "SOM_STRIPE_WEBHOOK_SECRET is not set: Stripe's events (3-D Secure completions, late declines, \
+                     refunds made in Stripe's dashboard) are refused"
+                );
+            }
+            Ok(Arc::new(crate::payment::StripeProvider::new(crate::payment::StripeConfig {
+                secret_key,
+                webhook_secret: config.stripe_webhook_secret.clone(),
+                api_base: config.stripe_api_base.clone(),
+                timeout: config.stripe_timeout,
+            })?))
+        }
+        #[cfg(not(feature = "stripe"))]
+        "stripe" => {
+            Err(Error::invalid("SOM_PAYMENT_PROVIDER", "this build has no Stripe support (cargo feature `stripe`)"))
+        }
+        _ => Ok(Arc::new(MockProvider::new(config.mock_transient_failures))),
     }
 }
 

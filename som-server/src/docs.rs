@@ -18,6 +18,7 @@ use crate::{dto, error, ops, routes, staff};
         routes::list_orders, routes::create_order, routes::latest_order, routes::get_order,
         routes::cancel_order, routes::order_history,
         routes::initiate_payment, routes::create_payment, routes::confirm_payment, routes::get_payment,
+        routes::stripe_webhook,
         staff::create_refund, staff::list_refunds,
         staff::list_users, staff::get_user, staff::patch_user,
         staff::list_notifications, staff::notification_counts, staff::retry_notification,
@@ -30,7 +31,7 @@ use crate::{dto, error, ops, routes, staff};
         dto::OrderEventResponse, dto::InitiatePaymentRequest, dto::ConfirmPaymentRequest, dto::PaymentResponse,
         dto::Health, dto::PaymentStatusSchema, routes::StatusParam, error::Problem,
         dto::RefundRequestBody, dto::RefundResponse, dto::RefundStatusSchema, dto::UserPatchRequest,
-        dto::StaffUserResponse, dto::NotificationResponse, dto::NotificationCounts,
+        dto::StaffUserResponse, dto::NotificationResponse, dto::NotificationCounts, dto::ProviderEventReceipt,
     )),
     modifiers(&BearerAuth, &StandardResponses, &Links),
     tags(

@@ -428,6 +428,17 @@ pub struct PaymentResponse {
     pub status: String,
     /// Why it failed, when it did.
     pub failure_reason: Option<String>,
+    /// For a front end that finishes the payment with the provider's own library (Stripe.js
+    /// `confirmCardPayment` / `handleNextAction`); `null` for the mock provider.
+    #[schema(example = "pi_3Q0abc_secret_xyz")]
+    pub client_secret: Option<String>,
+    /// While PENDING: what the payer must do before the payment can complete, in the
+    /// provider's own words (Stripe's `next_action`, e.g. `{"type": "use_stripe_sdk", …}` or
+    /// `{"type": "redirect_to_url", "redirect_to_url": {"url": …}}` for 3-D Secure). Finish it
+    /// with `client_secret`; the payment completes when the provider reports the outcome (its
+    /// webhook) or when it is confirmed again.
+    #[schema(value_type = Option<Object>, example = json!({"type": "use_stripe_sdk"}))]
+    pub next_action: Option<serde_json::Value>,
     /// When it was initiated.
     #[schema(example = "2026-11-30T09:16:00Z")]
     pub created_at: DateTime<Utc>,
@@ -450,9 +461,36 @@ impl From<Payment> for PaymentResponse {
             currency: p.amount.currency().code().to_owned(),
             status: p.status.as_str().to_owned(),
             failure_reason: p.failure_reason,
+            client_secret: p.client_secret,
+            next_action: p.next_action,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
+    }
+}
+
+/// What SOM did with a provider's event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderEventReceipt {
+    /// The provider's event id.
+    #[schema(example = "evt_1Q0abc")]
+    pub id: String,
+    /// The provider's event type.
+    #[serde(rename = "type")]
+    #[schema(example = "payment_intent.succeeded")]
+    pub kind: String,
+    /// applied (a payment completed, a refund recorded), duplicate (applied before; nothing
+    /// changed) or ignored (another event type, an unknown payment, or already done).
+    #[schema(example = "applied")]
+    pub outcome: String,
+    /// Why it was ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<som_core::EventReceipt> for ProviderEventReceipt {
+    fn from(r: som_core::EventReceipt) -> Self {
+        ProviderEventReceipt { id: r.id, kind: r.kind, outcome: r.outcome.as_str().to_owned(), detail: r.detail }
     }
 }
 

@@ -189,6 +189,7 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         ("/api/v1/payments/initiate", post(routes::initiate_payment)),
         ("/api/v1/payments/confirm", post(routes::confirm_payment)),
         ("/api/v1/payments/{id}", get(routes::get_payment)),
+        ("/api/v1/payments/webhooks/stripe", post(routes::stripe_webhook)),
         ("/api/v1/payments/{id}/refunds", get(staff::list_refunds).post(staff::create_refund)),
         ("/api/v1/users", get(staff::list_users)),
         ("/api/v1/users/{id}", get(staff::get_user).patch(staff::patch_user)),

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::IntoResponse;
-use som_core::domain::{ItemInput, OrderId, OrderInput, OrderStatus, PaymentId, UserId};
+use som_core::domain::{ItemInput, OrderId, OrderInput, OrderStatus, PaymentId, PaymentStatus, UserId};
 use som_core::{OrderListQuery, Registration};
 
 use crate::AppState;
@@ -410,12 +410,16 @@ pub async fn create_payment(
 }
 
 /// Confirm (capture) a pending payment; on success the order becomes PAID. Confirming a
-/// successful payment again returns it unchanged.
+/// successful payment again returns it unchanged. When the payer must act first (3-D Secure)
+/// the payment stays PENDING and is returned with 202, its `next_action` and `client_secret`:
+/// the front end finishes it with the provider's library, and the payment completes when the
+/// provider reports the outcome (its webhook) or when it is confirmed again.
 #[utoipa::path(post, path = "/api/v1/payments/confirm/", tag = "payments", request_body = ConfirmPaymentRequest,
     security(("bearer" = [])),
     params(IdempotencyHeader),
     responses(
-        (status = 200, description = "The payment", body = PaymentResponse),
+        (status = 200, description = "The payment, captured", body = PaymentResponse),
+        (status = 202, description = "Still PENDING: the payer must act (see next_action), or the provider is processing", body = PaymentResponse),
         (status = 402, description = "Declined; the order stays payable", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such payment, or another user's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The payment failed or was cancelled", body = Problem, content_type = "application/problem+json"),
@@ -425,9 +429,38 @@ pub async fn confirm_payment(
     Auth(caller): Auth,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(req): JsonBody<ConfirmPaymentRequest>,
-) -> ApiResult<Json<PaymentResponse>> {
+) -> ApiResult<impl IntoResponse> {
     let id = req.payment_id.get().ok_or_else(|| ApiError::field("payment_id", "must be a positive integer"))?;
-    Ok(Json(s.som.confirm_payment(caller, PaymentId::new(id)).maybe_idempotency_key(key.as_deref()).await?.into()))
+    let payment = s.som.confirm_payment(caller, PaymentId::new(id)).maybe_idempotency_key(key.as_deref()).await?;
+    let status = if payment.status == PaymentStatus::Pending { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(PaymentResponse::from(payment))))
+}
+
+/// Stripe's events (configure this URL as a webhook endpoint in Stripe's dashboard with the
+/// events `payment_intent.succeeded`, `payment_intent.payment_failed`, `refund.created`,
+/// `refund.updated` and `charge.refunded`). The body is checked against `Stripe-Signature`
+/// with `SOM_STRIPE_WEBHOOK_SECRET` (HMAC-SHA256, five minutes' tolerance); each event is
+/// applied once — a redelivery is acknowledged and changes nothing. Events of other types or
+/// for payments SOM does not know are acknowledged and logged.
+#[utoipa::path(post, path = "/api/v1/payments/webhooks/stripe/", tag = "payments",
+    request_body(content = Object, content_type = "application/json", description = "A Stripe Event object, exactly as Stripe sent it"),
+    params(("Stripe-Signature" = String, Header, description = "t=<unix time>,v1=<hex HMAC-SHA256 of \"t.body\">[,v1=…]")),
+    responses(
+        (status = 200, description = "Received: applied, duplicate or ignored", body = ProviderEventReceipt),
+        (status = 400, description = "Unsigned, wrongly signed, stale or unreadable: nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Stripe is not the configured provider, or SOM_STRIPE_WEBHOOK_SECRET is not set", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn stripe_webhook(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ProviderEventReceipt>> {
+    let signature = headers
+        .get("stripe-signature")
+        .map(|v| v.to_str().unwrap_or_default())
+        .ok_or_else(|| ApiError::field("Stripe-Signature", "the header is required"))?;
+    let receipt = s.som.receive_provider_event("stripe", &body, signature).await?;
+    Ok(Json(receipt.into()))
 }
 
 /// One payment (the caller's own; staff may read any).

@@ -10,17 +10,17 @@ use som_core::domain::{Caller, UserId};
 use som_core::testing::TestDatabase;
 use som_core::{Config, OrderSystem};
 
-struct App {
-    base: String,
-    client: Client,
-    som: OrderSystem,
+pub(crate) struct App {
+    pub(crate) base: String,
+    pub(crate) client: Client,
+    pub(crate) som: OrderSystem,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
     _db: Option<TestDatabase>,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -90,7 +90,7 @@ mod server {
     }
 }
 
-async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> App {
+pub(crate) async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> App {
     let dir = tempfile::tempdir().unwrap();
     let db = match backend {
         Backend::Sqlite => None,
@@ -124,7 +124,7 @@ async fn spawn_app(backend: Backend) -> App {
 }
 
 impl App {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }
 
@@ -139,11 +139,11 @@ impl App {
         req.send().await.unwrap()
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
         read(self.call(Method::POST, path, token, Some(body)).await).await
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         read(self.call(Method::GET, path, token, None).await).await
     }
 
@@ -166,14 +166,14 @@ impl App {
         (body["access"].as_str().unwrap().to_owned(), body["refresh"].as_str().unwrap().to_owned())
     }
 
-    async fn user(&self, username: &str) -> String {
+    pub(crate) async fn user(&self, username: &str) -> String {
         self.register(username).await;
         self.login(username).await.0
     }
 
     /// A staff account's access token (made staff through the library, as an operator would
     /// with `som users grant-staff`).
-    async fn staff(&self, username: &str) -> String {
+    pub(crate) async fn staff(&self, username: &str) -> String {
         let id = self.register(username).await["id"].as_i64().unwrap();
         self.som.set_staff(Caller::System, UserId::new(id), true).await.unwrap();
         self.login(username).await.0
@@ -195,14 +195,14 @@ impl App {
         (order, pid)
     }
 
-    async fn order(&self, token: &str) -> Value {
+    pub(crate) async fn order(&self, token: &str) -> Value {
         let (status, body) = self.post("/orders/", Some(token), seed_order()).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
 }
 
-async fn read(resp: Response) -> (StatusCode, Value) {
+pub(crate) async fn read(resp: Response) -> (StatusCode, Value) {
     let status = resp.status();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -212,7 +212,7 @@ fn seed_order() -> Value {
     json!({"items": [{"name": "Widget", "quantity": 2, "price": "100.00"}, {"name": "Gadget", "quantity": 1, "price": "50.00"}]})
 }
 
-fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode) {
+pub(crate) fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode) {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["status"], expected.as_u16(), "{body}");
     assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:som:problem:")), "{body}");

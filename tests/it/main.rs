@@ -8,3 +8,4 @@ mod cancellation;
 mod http;
 mod notifications;
 mod outage;
+mod stripe;

@@ -13,12 +13,14 @@ pub enum Pay {
     Initiate {
         /// Order id.
         order_id: OrderId,
-        /// Payment method: mock_success (default), mock_decline, mock_insufficient_funds, mock_transient_error,
-        /// mock_refund_decline.
+        /// Payment method. Mock provider: mock_success (default), mock_decline, mock_insufficient_funds,
+        /// mock_transient_error, mock_refund_decline. Stripe: a PaymentMethod id (pm_…); without one the payer
+        /// chooses it with Stripe.js and the payment's client secret.
         #[arg(long)]
         method: Option<String>,
     },
-    /// Confirm (capture) a pending payment; the order becomes PAID.
+    /// Confirm (capture) a pending payment; the order becomes PAID. A payment that needs the payer's action
+    /// (3-D Secure) stays PENDING and shows what is needed.
     Confirm {
         /// Payment id.
         payment_id: PaymentId,
@@ -71,6 +73,7 @@ fn fields(p: &Payment) -> Vec<(&'static str, String)> {
         ("method", p.method.clone()),
         ("provider", format!("{} ({})", p.provider, p.provider_payment_id)),
         ("transaction", p.transaction_id.clone()),
+        ("next action", p.next_action.as_ref().map_or_else(|| crate::output::NONE.into(), |a| a.to_string())),
     ]
 }
 

@@ -9,13 +9,14 @@ use serde_json::Value;
 struct Som {
     dir: tempfile::TempDir,
     url: String,
+    env: Vec<(String, String)>,
 }
 
 impl Som {
     fn new() -> Som {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("som.db").display());
-        Som { dir, url }
+        Som { dir, url, env: Vec::new() }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -25,6 +26,7 @@ impl Som {
             .env("SOM_DATABASE_URL", &self.url)
             .env("SOM_LOG", "warn")
             .env_remove("SOM_NOTIFIER")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
@@ -93,7 +95,7 @@ async fn the_operator_scenario_works_on_postgres() {
 
 fn scenario(som: &Som, backend: &str) {
     let migrated = som.json(&["migrate"]);
-    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(4)));
+    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(5)));
     let alice = som.user("alice");
     assert_eq!((alice["username"].as_str(), alice["is_staff"].as_bool()), (Some("alice"), Some(false)));
     let order =
@@ -380,4 +382,42 @@ fn serve_answers_http_and_stops_on_sigterm() {
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("WARNING: payments use the mock provider"), "the mock is announced: {stderr}");
+}
+
+#[tokio::test]
+async fn an_operator_takes_and_refunds_a_stripe_payment() {
+    let Some(stripe) = som_core::testing::LocalStripe::start() else { return };
+    let mut som = Som::new();
+    som.env = vec![
+        ("SOM_PAYMENT_PROVIDER".into(), "stripe".into()),
+        ("SOM_STRIPE_SECRET_KEY".into(), som_core::testing::TEST_SECRET_KEY.into()),
+        ("SOM_STRIPE_API_BASE".into(), stripe.api_base()),
+    ];
+    som.user("alice");
+    let order = som.json(&["orders", "create", "--user", "alice", "--item", "Widget:2:5.00"])["id"].to_string();
+    // A declined card, then a good one.
+    let declined = som.json(&["pay", "initiate", &order, "--method", "pm_card_chargeCustomerFail"]);
+    som.fails(&["pay", "confirm", &declined["id"].to_string()], 1, "declined");
+    let p = som.json(&["pay", "initiate", &order, "--method", "pm_card_visa"]);
+    assert_eq!((p["provider"].as_str(), p["status"].as_str()), (Some("stripe"), Some("PENDING")), "{p}");
+    let id = p["id"].to_string();
+    assert_eq!(som.json(&["pay", "confirm", &id])["status"], "SUCCESS");
+    assert_eq!(som.json(&["orders", "show", &order])["status"], "PAID");
+    let part = som.json(&["pay", "refund", &id, "--amount", "4.00", "--reason", "one broken"]);
+    assert!(part["provider_refund_id"].as_str().is_some_and(|r| r.starts_with("re_")), "{part}");
+    som.json(&["pay", "refund", &id]);
+    assert_eq!(som.json(&["orders", "show", &order])["status"], "REFUNDED");
+    let intent = p["provider_payment_id"].as_str().unwrap();
+    let (_, list) = stripe.call(reqwest::Method::GET, &format!("/v1/refunds?payment_intent={intent}"), &[]).await;
+    let mut amounts: Vec<i64> =
+        list["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).collect();
+    amounts.sort_unstable();
+    assert_eq!(amounts, vec![400, 600], "{list}");
+    // Not a Stripe PaymentMethod: refused before Stripe is asked.
+    let other = som.json(&["orders", "create", "--user", "alice", "--item", "Widget:1:5"])["id"].to_string();
+    som.fails(&["pay", "initiate", &other, "--method", "mock_success"], 1, "PaymentMethod");
+    // Stripe unreachable: exit 3 (unavailable), and nothing recorded.
+    drop(stripe);
+    som.fails(&["pay", "initiate", &other, "--method", "pm_card_visa"], 3, "unavailable");
+    assert_eq!(som.json(&["orders", "show", &other])["status"], "CREATED");
 }

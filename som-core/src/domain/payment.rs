@@ -124,6 +124,12 @@ pub struct Payment {
     pub status: PaymentStatus,
     /// Why it failed, when it did.
     pub failure_reason: Option<String>,
+    /// The secret a front end passes to the provider's client library to finish the payment
+    /// itself (Stripe's `client_secret`); `None` for providers without one.
+    pub client_secret: Option<String>,
+    /// While PENDING: what the payer must do before the payment can complete (3-D Secure, a
+    /// redirect), in the provider's own words (Stripe's `next_action` object).
+    pub next_action: Option<serde_json::Value>,
     /// When it was initiated.
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
@@ -148,6 +154,10 @@ struct PaymentWire {
     currency: Currency,
     status: PaymentStatus,
     failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_action: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -169,6 +179,8 @@ impl From<Payment> for PaymentWire {
             currency: p.amount.currency(),
             status: p.status,
             failure_reason: p.failure_reason,
+            client_secret: p.client_secret,
+            next_action: p.next_action,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -192,6 +204,8 @@ impl TryFrom<PaymentWire> for Payment {
             refund_pending: optional_money(w.refund_pending_amount.as_deref(), w.currency)?,
             status: w.status,
             failure_reason: w.failure_reason,
+            client_secret: w.client_secret,
+            next_action: w.next_action,
             created_at: w.created_at,
             updated_at: w.updated_at,
         })
@@ -250,6 +264,8 @@ mod tests {
             refund_pending: Money::zero(Currency::USD),
             status: PaymentStatus::Pending,
             failure_reason: None,
+            client_secret: Some("pi_1_secret_x".into()),
+            next_action: Some(serde_json::json!({"type": "use_stripe_sdk"})),
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::{
-    PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment, ProviderRefund, RefundRequest,
+    Confirmation, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment, ProviderRefund,
+    RefundRequest,
 };
 
 /// What the mock does with a payment.
@@ -174,6 +175,10 @@ impl PaymentProvider for MockProvider {
         MockOutcome::METHODS.iter().map(|m| (*m).to_owned()).collect()
     }
 
+    fn default_method(&self) -> Option<&str> {
+        Some(MockOutcome::METHODS[0])
+    }
+
     fn check_method(&self, method: &str) -> Result<(), String> {
         MockOutcome::from_method(method)
             .map(|_| ())
@@ -185,17 +190,21 @@ impl PaymentProvider for MockProvider {
         if let Some(e) = lock(&self.scripted_initiate).pop() {
             return Err(e);
         }
-        let outcome = MockOutcome::from_method(&request.method).ok_or_else(|| {
+        let method = request.method.as_deref().unwrap_or(MockOutcome::METHODS[0]);
+        let outcome = MockOutcome::from_method(method).ok_or_else(|| {
             ProviderError::InvalidRequest(format!(
                 "unknown payment method; use one of {}",
                 MockOutcome::METHODS.join(", ")
             ))
         })?;
         // Derived from the idempotency key alone: the same key always yields the same payment.
-        Ok(ProviderPayment { provider_payment_id: format!("mock_pi_{}_{}", outcome.code(), request.idempotency_key) })
+        Ok(ProviderPayment {
+            provider_payment_id: format!("mock_pi_{}_{}", outcome.code(), request.idempotency_key),
+            client_secret: None,
+        })
     }
 
-    async fn confirm(&self, provider_payment_id: &str) -> Result<ProviderCapture, ProviderError> {
+    async fn confirm(&self, provider_payment_id: &str) -> Result<Confirmation, ProviderError> {
         // Without SOM's stored count, this process's own count of failures stands in.
         let seen = lock(&self.failures_seen).get(provider_payment_id).copied().unwrap_or(0);
         self.confirm_attempt(provider_payment_id, seen).await
@@ -205,7 +214,7 @@ impl PaymentProvider for MockProvider {
         &self,
         provider_payment_id: &str,
         transient_failures: u32,
-    ) -> Result<ProviderCapture, ProviderError> {
+    ) -> Result<Confirmation, ProviderError> {
         self.confirm_calls.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = lock(&self.scripted_confirm).pop() {
             return Err(e);
@@ -215,7 +224,8 @@ impl PaymentProvider for MockProvider {
             .and_then(|rest| rest.split_once('_'))
             .and_then(|(code, _)| MockOutcome::from_code(code))
             .ok_or_else(|| ProviderError::InvalidRequest("unknown mock payment".into()))?;
-        let capture = || Ok(ProviderCapture { capture_id: format!("mock_ch_{provider_payment_id}") });
+        let capture =
+            || Ok(Confirmation::Captured(ProviderCapture { capture_id: format!("mock_ch_{provider_payment_id}") }));
         match outcome {
             MockOutcome::Success => capture(),
             MockOutcome::Decline => {
@@ -275,7 +285,8 @@ mod tests {
             amount: Money::from_minor(100, Currency::USD),
             attempt: 1,
             idempotency_key: key.into(),
-            method: method.into(),
+            reference: format!("txn_{key}"),
+            method: Some(method.into()),
         }
     }
 

@@ -5,13 +5,23 @@
 //! *refund* (return some or all of a capture, deduplicated by an idempotency key). A Stripe
 //! PaymentIntents provider maps `initiate` to `POST /v1/payment_intents` with the
 //! `Idempotency-Key` header, `confirm` to `POST /v1/payment_intents/{id}/confirm` and `refund`
-//! to `POST /v1/refunds`.
+//! to `POST /v1/refunds`; [`StripeProvider`] does exactly that.
+//!
+//! Providers also report outcomes on their own (a payer finishing 3-D Secure, a refund made in
+//! the provider's dashboard): [`PaymentProvider::parse_event`] turns a signed notification into
+//! a [`ProviderEvent`], which `OrderSystem::apply_provider_event` applies once.
 
+#[cfg(all(feature = "stripe", feature = "test-support"))]
+pub(crate) mod localstripe;
 mod mock;
+#[cfg(feature = "stripe")]
+pub mod stripe;
 
 use async_trait::async_trait;
 
 pub use mock::{MockOutcome, MockProvider};
+#[cfg(feature = "stripe")]
+pub use stripe::{StripeConfig, StripeProvider};
 
 use crate::domain::{Money, OrderId};
 
@@ -27,8 +37,12 @@ pub struct PaymentRequest {
     /// `som-order-{order}-attempt-{n}`: the same attempt always sends the same key, so the
     /// provider returns the same payment instead of creating a second one.
     pub idempotency_key: String,
-    /// The payment method: a provider-specific token (`mock_success`, `pm_card_visa`).
-    pub method: String,
+    /// SOM's own reference for the attempt (the payment's `transaction_id`), for the
+    /// provider's records.
+    pub reference: String,
+    /// The payment method: a provider-specific token (`mock_success`, `pm_card_visa`); `None`
+    /// when the payer will choose it with the provider's own client library.
+    pub method: Option<String>,
 }
 
 /// The provider's handle on a payment.
@@ -36,6 +50,23 @@ pub struct PaymentRequest {
 pub struct ProviderPayment {
     /// The provider's id for it.
     pub provider_payment_id: String,
+    /// The secret a front end uses with the provider's client library (Stripe's
+    /// `client_secret`), when the provider has one.
+    pub client_secret: Option<String>,
+}
+
+/// The provider's answer to a confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The money was captured.
+    Captured(ProviderCapture),
+    /// Not finished yet: the payer must act first (`next_action`, e.g. 3-D Secure), or the
+    /// provider is still processing (`None`). The payment stays PENDING; the outcome arrives
+    /// as a [`ProviderEvent`] or with a later confirmation.
+    Pending {
+        /// What the payer must do, in the provider's own words.
+        next_action: Option<serde_json::Value>,
+    },
 }
 
 /// The provider's answer to a successful confirmation.
@@ -108,9 +139,15 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// Creates (or, for a repeated key, returns) the provider-side payment.
     async fn initiate(&self, request: &PaymentRequest) -> Result<ProviderPayment, ProviderError>;
 
+    /// The payment method used when the caller names none (`None`: the payer chooses it with
+    /// the provider's client library, and the payment completes by a [`ProviderEvent`]).
+    fn default_method(&self) -> Option<&str> {
+        None
+    }
+
     /// Captures the payment. Confirming an already captured payment succeeds again with the
     /// same capture.
-    async fn confirm(&self, provider_payment_id: &str) -> Result<ProviderCapture, ProviderError>;
+    async fn confirm(&self, provider_payment_id: &str) -> Result<Confirmation, ProviderError>;
 
     /// [`PaymentProvider::confirm`], told how many earlier confirmations of this payment failed
     /// transiently (SOM stores the count, so it is the same in every process). The default
@@ -119,7 +156,7 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
         &self,
         provider_payment_id: &str,
         transient_failures: u32,
-    ) -> Result<ProviderCapture, ProviderError> {
+    ) -> Result<Confirmation, ProviderError> {
         let _ = transient_failures;
         self.confirm(provider_payment_id).await
     }
@@ -127,4 +164,77 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// Returns `request.amount` of a captured payment. Must be idempotent on
     /// [`RefundRequest::idempotency_key`]: a repeated key answers with the same refund.
     async fn refund(&self, request: &RefundRequest) -> Result<ProviderRefund, ProviderError>;
+
+    /// Checks a notification the provider sent (its raw body and signature header) and reads
+    /// it. The default knows no events.
+    fn parse_event(&self, payload: &[u8], signature: &str) -> Result<ProviderEvent, EventError> {
+        let _ = (payload, signature);
+        Err(EventError::Unsupported(self.name().to_owned()))
+    }
+}
+
+/// Why a provider's notification was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// This provider does not send events, or receiving them is not configured.
+    #[error("{0} events are not accepted here")]
+    Unsupported(String),
+    /// Unsigned, wrongly signed, stale or unreadable: nothing is applied.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// An outcome the provider reported on its own, read from a signed notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEvent {
+    /// Which provider (`stripe`): events are recorded per provider.
+    pub provider: String,
+    /// The provider's id of the event: each is applied once.
+    pub id: String,
+    /// The provider's event type (`payment_intent.succeeded`).
+    pub kind: String,
+    /// What it means for SOM.
+    pub effect: EventEffect,
+}
+
+/// What a provider event means for SOM's payments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventEffect {
+    /// The payment was captured (a payer finished 3-D Secure, a late capture).
+    PaymentSucceeded {
+        /// The provider's id of the payment.
+        provider_payment_id: String,
+    },
+    /// The payment was declined.
+    PaymentFailed {
+        /// The provider's id of the payment.
+        provider_payment_id: String,
+        /// Why, for the payer.
+        message: String,
+    },
+    /// Refunds exist at the provider for the payment (some perhaps made outside SOM).
+    Refunded {
+        /// The provider's id of the payment.
+        provider_payment_id: String,
+        /// The refunds the event names.
+        refunds: Vec<RefundReport>,
+    },
+    /// Nothing SOM acts on (another event type).
+    Ignored,
+}
+
+/// One refund as a provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundReport {
+    /// The provider's id of the refund.
+    pub provider_refund_id: String,
+    /// How much, in minor units of `currency`.
+    pub amount_minor: i64,
+    /// ISO 4217 code, upper case.
+    pub currency: String,
+    /// True once the money is returned (refunds still pending are reported again later).
+    pub succeeded: bool,
+    /// SOM's idempotency key for it when SOM made it ([`RefundRequest::idempotency_key`]):
+    /// SOM records its own refunds itself.
+    pub som_key: Option<String>,
 }

@@ -207,6 +207,20 @@ pub trait PaymentStore: Send + Sync {
     /// The payment by id.
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>>;
 
+    /// The payment a provider knows by this id (its events name payments so).
+    async fn payment_by_provider_id(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>>;
+
+    /// Records what the payer must do next (JSON), or clears it with `None`, while the payment
+    /// is PENDING; the payment as stored now (`None` when there is no such payment).
+    async fn set_next_action(&self, id: PaymentId, next_action: Option<String>) -> Result<Option<Payment>>;
+
+    /// True when this provider event has been applied before.
+    async fn inbound_event_seen(&self, provider: &str, event_id: &str) -> Result<bool>;
+
+    /// Records a provider event as applied; false when it already was.
+    async fn record_inbound_event(&self, provider: &str, event_id: &str, kind: &str, at: DateTime<Utc>)
+    -> Result<bool>;
+
     /// How many confirmations of the payment failed transiently so far (0 when there is no
     /// such payment). Stored, so that every process sees the same count.
     async fn transient_failures(&self, id: PaymentId) -> Result<u32>;

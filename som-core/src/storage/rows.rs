@@ -127,6 +127,8 @@ pub(crate) struct PaymentRow {
     pub currency: String,
     pub status: String,
     pub failure_reason: Option<String>,
+    pub client_secret: Option<String>,
+    pub next_action: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -148,6 +150,14 @@ impl PaymentRow {
             refund_pending: Money::from_minor(self.refund_reserved_minor - self.refunded_minor, currency),
             status: PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("payment status"))?,
             failure_reason: self.failure_reason,
+            client_secret: self.client_secret,
+            // Only a pending payment waits for the payer.
+            next_action: match self.next_action {
+                Some(json) if self.status == "PENDING" => {
+                    Some(serde_json::from_str(&json).map_err(|_| corrupt("payment next action"))?)
+                }
+                _ => None,
+            },
             created_at: self.created_at,
             updated_at: self.updated_at,
         })

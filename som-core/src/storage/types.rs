@@ -141,6 +141,9 @@ pub struct NewRefundRecord {
     /// The caller's idempotency scope and key, when given: a second reservation with the same
     /// key returns the first refund instead of making another.
     pub request_key: Option<String>,
+    /// The provider's id, for a refund the provider has already made (one made in its
+    /// dashboard and reported by an event): it is never sent to the provider again.
+    pub provider_refund_id: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
 }
@@ -195,6 +198,8 @@ pub struct NewPaymentRecord {
     pub attempt: u32,
     /// The order's total.
     pub amount: crate::domain::Money,
+    /// The provider's client secret for the payment, when it has one.
+    pub client_secret: Option<String>,
     /// Initiation time.
     pub created_at: DateTime<Utc>,
 }

@@ -5,7 +5,9 @@ use super::*;
 impl OrderSystem {
     /// Starts paying an order: returns its live (PENDING or SUCCESS) payment if there is one,
     /// otherwise asks the provider (outside any transaction) and stores a PENDING payment.
-    /// `method` defaults to `mock_success`. `Conflict` when the order is not CREATED.
+    /// `method` defaults to the provider's default (`mock_success` for the mock; none for
+    /// Stripe, whose payer then chooses it with Stripe.js and the payment's `client_secret`).
+    /// `Conflict` when the order is not CREATED.
     pub(super) async fn initiate_payment_now(
         &self,
         caller: Caller,
@@ -13,12 +15,15 @@ impl OrderSystem {
         method: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<Payment> {
-        let method = method.map(str::trim).filter(|m| !m.is_empty()).unwrap_or("mock_success").to_owned();
-        if method.len() > 100 || method.chars().any(char::is_control) {
-            return Err(Error::invalid("method", "must be at most 100 characters without control characters"));
+        let provider = &self.inner.provider;
+        let method = method.map(str::trim).filter(|m| !m.is_empty()).or(provider.default_method()).map(str::to_owned);
+        if let Some(method) = &method {
+            if method.len() > 100 || method.chars().any(char::is_control) {
+                return Err(Error::invalid("method", "must be at most 100 characters without control characters"));
+            }
+            // An unusable method is refused even when the order already has a payment to return.
+            provider.check_method(method).map_err(|m| Error::invalid("method", m))?;
         }
-        // An unusable method is refused even when the order already has a payment to return.
-        self.inner.provider.check_method(&method).map_err(|m| Error::invalid("method", m))?;
         let request = (order_id, method.clone());
         self.idempotent(caller, "initiate_payment", idempotency_key, &request, |slot| async move {
             let order = self.order(caller, order_id).await?;
@@ -31,11 +36,13 @@ impl OrderSystem {
                 return Ok(live);
             }
             let attempt = storage.payment_count(order_id).await?.saturating_add(1);
+            let transaction_id = format!("txn_{}", crate::util::random_token(12));
             let request = PaymentRequest {
                 order_id,
                 amount: order.total,
                 attempt,
                 idempotency_key: format!("som-order-{order_id}-attempt-{attempt}"),
+                reference: transaction_id.clone(),
                 method: method.clone(),
             };
             let provided = self.inner.provider.initiate(&request).await.map_err(provider_error)?;
@@ -44,10 +51,11 @@ impl OrderSystem {
                 user_id: order.user_id,
                 provider: self.inner.provider.name().to_owned(),
                 provider_payment_id: provided.provider_payment_id,
-                transaction_id: format!("txn_{}", crate::util::random_token(12)),
-                method,
+                transaction_id,
+                method: method.unwrap_or_default(),
                 attempt,
                 amount: order.total,
+                client_secret: provided.client_secret,
                 created_at: Self::now(),
             };
             match storage.insert_payment(record, slot).await? {
@@ -73,8 +81,10 @@ impl OrderSystem {
 
     /// Captures a PENDING payment with the provider. Success: payment SUCCESS and order PAID in
     /// one transaction, with the payment-succeeded notification. Declined: payment FAILED and
-    /// `PaymentDeclined` (the order stays payable). Transient provider failure: `Unavailable`,
-    /// nothing changed. Confirming a SUCCESS payment again returns it unchanged.
+    /// `PaymentDeclined` (the order stays payable). The payer must act first (3-D Secure): the
+    /// payment is returned still PENDING with its `next_action`; it completes by the provider's
+    /// event or a later confirmation. Transient provider failure: `Unavailable`, nothing
+    /// changed. Confirming a SUCCESS payment again returns it unchanged.
     pub(super) async fn confirm_payment_now(
         &self,
         caller: Caller,
@@ -86,6 +96,7 @@ impl OrderSystem {
             .await;
         let outcome = match &result {
             Ok(p) if p.status == PaymentStatus::Failed => "declined",
+            Ok(p) if p.status == PaymentStatus::Pending => "action_required",
             Ok(_) => "success",
             Err(e) if e.is_retryable() => "transient",
             Err(_) => "rejected",
@@ -126,7 +137,14 @@ impl OrderSystem {
         let failures = self.inner.storage.transient_failures(id).await?;
         let (outcome, notify) = match self.inner.provider.confirm_attempt(&payment.provider_payment_id, failures).await
         {
-            Ok(_) => (PaymentOutcome::Succeeded, self.payment_notify(EventKind::PaymentSucceeded, owner, None)),
+            Ok(Confirmation::Captured(_)) => {
+                (PaymentOutcome::Succeeded, self.payment_notify(EventKind::PaymentSucceeded, owner, None))
+            }
+            Ok(Confirmation::Pending { next_action }) => {
+                let next_action = next_action.map(|a| a.to_string());
+                let waiting = self.inner.storage.set_next_action(id, next_action).await?;
+                return waiting.ok_or_else(|| Error::NotFound(format!("payment {id}")));
+            }
             Err(ProviderError::Declined { message, .. }) => (
                 PaymentOutcome::Failed { reason: message.clone() },
                 self.payment_notify(EventKind::PaymentFailed, owner, Some(message)),

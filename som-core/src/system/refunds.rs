@@ -42,6 +42,7 @@ impl OrderSystem {
             reason: reason.clone(),
             actor: caller.actor(),
             request_key,
+            provider_refund_id: None,
             created_at: Self::now(),
         };
         let refund = match self.inner.storage.reserve_refund(record).await? {
@@ -92,7 +93,7 @@ impl OrderSystem {
     /// per refund at a time in this process (a replay, or recovery, waits for a live one and
     /// then sees its result). When the provider cannot be reached the refund is returned still
     /// PENDING: it exists and will be finished by recovery, so the caller must not ask again.
-    async fn settle_refund(&self, refund: Refund) -> Result<Refund> {
+    pub(super) async fn settle_refund(&self, refund: Refund) -> Result<Refund> {
         let _guard = self.inner.refund_locks.lock(refund.id).await;
         let storage = &self.inner.storage;
         let refund = storage.refund_by_id(refund.id).await?.unwrap_or(refund);
@@ -111,7 +112,13 @@ impl OrderSystem {
             idempotency_key: refund.provider_idempotency_key(),
             reason: refund.reason.clone(),
         };
-        let outcome = match self.inner.provider.refund(&request).await {
+        let made_at_provider = refund.provider_refund_id.clone();
+        let answer = match made_at_provider {
+            // Made at the provider already (its event reported it): recorded, never sent.
+            Some(provider_refund_id) => Ok(crate::payment::ProviderRefund { provider_refund_id }),
+            None => self.inner.provider.refund(&request).await,
+        };
+        let outcome = match answer {
             Ok(done) => RefundOutcome::Succeeded { provider_refund_id: done.provider_refund_id },
             Err(ProviderError::Declined { message, .. }) => RefundOutcome::Failed { reason: message },
             Err(ProviderError::InvalidRequest(message)) => RefundOutcome::Failed { reason: message },

@@ -12,7 +12,7 @@ use som_core::domain::{Caller, ItemInput, OrderInput, OrderStatus, PaymentStatus
 use som_core::domain::{PaymentId, RefundInput, RefundStatus};
 use som_core::notify::{Notification, Notifier, NotifyError, RecordingNotifier};
 use som_core::payment::{
-    MockProvider, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment, ProviderRefund,
+    Confirmation, MockProvider, PaymentProvider, PaymentRequest, ProviderError, ProviderPayment, ProviderRefund,
     RefundRequest,
 };
 use som_core::{Config, Error, OrderListQuery, OrderSystem, Registration};
@@ -72,6 +72,7 @@ on_both_backends!(
     concurrent_confirms_transition_once_and_notify_once,
     idempotency_keys_replay_reject_mismatches_and_are_per_caller,
     a_key_in_use_by_a_running_request_is_reported_in_progress,
+    provider_events_apply_once_and_record_refunds_made_at_the_provider,
     transient_notifier_failures_retry_with_growing_delays,
     a_notification_that_always_fails_goes_dead_and_can_be_requeued,
     permanent_failures_dead_letter_at_once,
@@ -510,7 +511,7 @@ impl PaymentProvider for SlowProvider {
         self.release.notified().await;
         self.inner.initiate(request).await
     }
-    async fn confirm(&self, id: &str) -> Result<ProviderCapture, ProviderError> {
+    async fn confirm(&self, id: &str) -> Result<Confirmation, ProviderError> {
         self.inner.confirm(id).await
     }
     async fn refund(&self, request: &RefundRequest) -> Result<ProviderRefund, ProviderError> {
@@ -848,4 +849,98 @@ async fn a_refund_left_pending_by_a_crash_is_finished_once_after_restart() {
     assert_eq!(refunds[0].provider_refund_id.as_deref(), Some(format!("mock_re_som-refund-{}", again.id).as_str()));
     assert_eq!(mock.refunds_made(), (1, 2500));
     assert_eq!(som.payment(alice, pid).await.unwrap().refunded.amount_string(), "25.00");
+}
+
+async fn provider_events_apply_once_and_record_refunds_made_at_the_provider() {
+    use som_core::EventOutcome;
+    use som_core::payment::{EventEffect, ProviderEvent, RefundReport};
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let payment = e.som.initiate_payment(alice, order.id).await.unwrap();
+    let event = |id: &str, effect: EffectFn| ProviderEvent {
+        provider: "mock".into(),
+        id: id.into(),
+        kind: "test".into(),
+        effect: effect(&payment.provider_payment_id),
+    };
+    type EffectFn = fn(&str) -> EventEffect;
+    let succeeded: EffectFn = |pi| EventEffect::PaymentSucceeded { provider_payment_id: pi.into() };
+
+    // Captured at the provider: the order is paid once, with one notification, however often
+    // the event comes and whatever SOM's own confirmation does afterwards.
+    let first = e.som.apply_provider_event(event("evt_1", succeeded)).await.unwrap();
+    assert_eq!(first.outcome, EventOutcome::Applied);
+    assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Paid);
+    assert_eq!(e.som.apply_provider_event(event("evt_1", succeeded)).await.unwrap().outcome, EventOutcome::Duplicate);
+    let again = e.som.apply_provider_event(event("evt_2", succeeded)).await.unwrap();
+    assert_eq!(again.outcome, EventOutcome::Ignored, "{again:?}");
+    assert_eq!(e.som.confirm_payment(alice, payment.id).await.unwrap().status, PaymentStatus::Success);
+    let paid = e.som.order_history(alice, order.id).await.unwrap();
+    assert_eq!(paid.iter().filter(|ev| ev.to == OrderStatus::Paid).count(), 1);
+    e.som.dispatch_once().await.unwrap();
+    let kinds: Vec<_> = e.notes.delivered().iter().map(|n| n.kind.as_str().to_owned()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "payment_succeeded").count(), 1, "{kinds:?}");
+
+    // A refund made in the provider's dashboard is recorded without asking the provider; SOM's
+    // own refunds (they carry SOM's key) and unfinished ones are not.
+    let report = |id: &str, minor: i64, som_key: Option<&str>, succeeded: bool| RefundReport {
+        provider_refund_id: id.into(),
+        amount_minor: minor,
+        currency: "USD".into(),
+        succeeded,
+        som_key: som_key.map(str::to_owned),
+    };
+    let refunds = |reports: Vec<RefundReport>| EventEffect::Refunded {
+        provider_payment_id: payment.provider_payment_id.clone(),
+        refunds: reports,
+    };
+    let calls = e.mock.refund_calls();
+    let outside = ProviderEvent {
+        provider: "mock".into(),
+        id: "evt_3".into(),
+        kind: "refund.created".into(),
+        effect: refunds(vec![
+            report("re_dash", 5000, None, true),
+            report("re_som", 1000, Some("som-refund-99"), true),
+            report("re_pending", 700, None, false),
+        ]),
+    };
+    assert_eq!(e.som.apply_provider_event(outside.clone()).await.unwrap().outcome, EventOutcome::Applied);
+    assert_eq!(e.mock.refund_calls(), calls, "the provider is not asked to refund again");
+    let recorded = e.som.payment_refunds(Caller::System, payment.id).await.unwrap();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(
+        (recorded[0].status, recorded[0].provider_refund_id.as_deref()),
+        (RefundStatus::Succeeded, Some("re_dash"))
+    );
+    let p = e.som.payment(Caller::System, payment.id).await.unwrap();
+    assert_eq!((p.status, p.refunded.to_string()), (PaymentStatus::PartiallyRefunded, "50.00 USD".to_owned()));
+    // The same refund in another event, and the same event again, change nothing.
+    let renamed = ProviderEvent { id: "evt_4".into(), ..outside.clone() };
+    assert_eq!(e.som.apply_provider_event(renamed).await.unwrap().outcome, EventOutcome::Ignored);
+    assert_eq!(e.som.apply_provider_event(outside).await.unwrap().outcome, EventOutcome::Duplicate);
+    // More than is left is not recorded (and is logged for the operator).
+    let too_much = ProviderEvent {
+        provider: "mock".into(),
+        id: "evt_5".into(),
+        kind: "refund.created".into(),
+        effect: refunds(vec![report("re_big", 30000, None, true)]),
+    };
+    assert_eq!(e.som.apply_provider_event(too_much).await.unwrap().outcome, EventOutcome::Ignored);
+    assert_eq!(e.som.payment_refunds(Caller::System, payment.id).await.unwrap().len(), 1);
+
+    // Events for payments SOM does not know, or of another provider, are acknowledged.
+    let unknown = ProviderEvent {
+        provider: "mock".into(),
+        id: "evt_6".into(),
+        kind: "x".into(),
+        effect: EventEffect::PaymentSucceeded { provider_payment_id: "pi_unknown".into() },
+    };
+    assert_eq!(e.som.apply_provider_event(unknown).await.unwrap().outcome, EventOutcome::Ignored);
+    // The mock accepts no signed events: its webhook is "not found".
+    let err = e.som.receive_provider_event("mock", b"{}", "t=1,v1=00").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    let err = e.som.receive_provider_event("stripe", b"{}", "t=1,v1=00").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
 }

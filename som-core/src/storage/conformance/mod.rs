@@ -36,6 +36,7 @@ macro_rules! storage_conformance_tests {
             concurrent_payment_inserts_yield_one_payment,
             completing_a_payment_is_conditional_and_pays_the_order,
             concurrent_completions_apply_once,
+            provider_ids_next_actions_and_inbound_events,
             declined_payments_fail_and_leave_the_order_payable,
             outbox_claims_lease_and_deliver,
             concurrent_claims_never_overlap,
@@ -139,6 +140,7 @@ pub(super) fn payment_record(o: &Order, tag: &str) -> NewPaymentRecord {
         method: "mock_success".into(),
         attempt: 1,
         amount: o.total,
+        client_secret: Some(format!("pp_{tag}_secret")),
         created_at: Utc::now(),
     }
 }

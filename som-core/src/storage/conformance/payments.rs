@@ -117,3 +117,31 @@ pub async fn declined_payments_fail_and_leave_the_order_payable(s: DynStorage) {
     s.record_transient_failure(p.id).await.unwrap();
     assert_eq!(s.transient_failures(p.id).await.unwrap(), 2, "a failed payment counts no more");
 }
+
+pub async fn provider_ids_next_actions_and_inbound_events(s: DynStorage) {
+    let u = user(&s, "alice").await;
+    let o = order(&s, &u).await;
+    let p = inserted(&s, &o, "pi").await;
+    assert_eq!(p.client_secret.as_deref(), Some("pp_pi_secret"));
+    assert_eq!(s.payment_by_provider_id("mock", "pp_pi").await.unwrap(), Some(p.clone()));
+    assert_eq!(s.payment_by_provider_id("stripe", "pp_pi").await.unwrap(), None);
+    assert_eq!(s.payment_by_provider_id("mock", "pp_other").await.unwrap(), None);
+
+    let action = serde_json::json!({"type": "redirect_to_url", "redirect_to_url": {"url": "https://bank.example/3ds"}});
+    let waiting = s.set_next_action(p.id, Some(action.to_string())).await.unwrap().unwrap();
+    assert_eq!(waiting.next_action, Some(action.clone()));
+    assert_eq!(s.payment_by_id(p.id).await.unwrap().unwrap().next_action, Some(action.clone()));
+    // Once the payment is settled nothing waits for the payer any more, and it cannot be set.
+    complete(&s, &p, PaymentOutcome::Succeeded, &u).await;
+    assert_eq!(s.payment_by_id(p.id).await.unwrap().unwrap().next_action, None);
+    let settled = s.set_next_action(p.id, Some(action.to_string())).await.unwrap().unwrap();
+    assert_eq!((settled.status, settled.next_action), (PaymentStatus::Success, None));
+    assert_eq!(s.set_next_action(PaymentId::new(999_999), None).await.unwrap(), None);
+
+    assert!(!s.inbound_event_seen("stripe", "evt_1").await.unwrap());
+    assert!(s.record_inbound_event("stripe", "evt_1", "payment_intent.succeeded", Utc::now()).await.unwrap());
+    assert!(!s.record_inbound_event("stripe", "evt_1", "payment_intent.succeeded", Utc::now()).await.unwrap());
+    assert!(s.inbound_event_seen("stripe", "evt_1").await.unwrap());
+    assert!(!s.inbound_event_seen("other", "evt_1").await.unwrap());
+    assert!(s.record_inbound_event("other", "evt_1", "x", Utc::now()).await.unwrap());
+}

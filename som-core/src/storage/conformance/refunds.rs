@@ -18,6 +18,7 @@ pub(super) fn refund_record(p: &Payment, minor: i64, key: Option<&str>) -> NewRe
         reason: Some("damaged".into()),
         actor: Actor::System,
         request_key: key.map(str::to_owned),
+        provider_refund_id: None,
         created_at: Utc::now(),
     }
 }

@@ -67,6 +67,29 @@ impl PaymentStore for Detached {
         self.inner.payment_by_id(id).await
     }
 
+    async fn payment_by_provider_id(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {
+        self.inner.payment_by_provider_id(provider, provider_payment_id).await
+    }
+
+    async fn set_next_action(&self, id: PaymentId, next_action: Option<String>) -> Result<Option<Payment>> {
+        detached(&self.inner, |s| async move { s.set_next_action(id, next_action).await }).await
+    }
+
+    async fn inbound_event_seen(&self, provider: &str, event_id: &str) -> Result<bool> {
+        self.inner.inbound_event_seen(provider, event_id).await
+    }
+
+    async fn record_inbound_event(
+        &self,
+        provider: &str,
+        event_id: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (provider, event_id, kind) = (provider.to_owned(), event_id.to_owned(), kind.to_owned());
+        detached(&self.inner, |s| async move { s.record_inbound_event(&provider, &event_id, &kind, at).await }).await
+    }
+
     async fn transient_failures(&self, id: PaymentId) -> Result<u32> {
         self.inner.transient_failures(id).await
     }

@@ -35,8 +35,8 @@ impl PaymentStore for PostgresStorage {
         }
         let inserted = sqlx::query(
             "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
-             amount_minor, currency, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $10) RETURNING *",
+             amount_minor, currency, status, created_at, updated_at, client_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $10, $11) RETURNING *",
         )
         .bind(p.order_id.get())
         .bind(p.user_id.get())
@@ -48,6 +48,7 @@ impl PaymentStore for PostgresStorage {
         .bind(p.amount.minor())
         .bind(p.amount.currency().code())
         .bind(truncate(p.created_at))
+        .bind(&p.client_secret)
         .fetch_one(&mut *tx)
         .await;
         let row = match inserted {
@@ -69,6 +70,59 @@ impl PaymentStore for PostgresStorage {
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
         let mut conn = self.pool.acquire().await?;
         payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await
+    }
+
+    async fn payment_by_provider_id(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {
+        let row = sqlx::query(
+            "SELECT * FROM payments WHERE provider = $1 AND provider_payment_id = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(provider)
+        .bind(provider_payment_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(payment_from).transpose()
+    }
+
+    async fn set_next_action(&self, id: PaymentId, next_action: Option<String>) -> Result<Option<Payment>> {
+        let row = sqlx::query("UPDATE payments SET next_action = $2 WHERE id = $1 AND status = 'PENDING' RETURNING *")
+            .bind(id.get())
+            .bind(next_action)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => payment_from(&row).map(Some),
+            None => self.payment_by_id(id).await,
+        }
+    }
+
+    async fn inbound_event_seen(&self, provider: &str, event_id: &str) -> Result<bool> {
+        let seen: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM inbound_events WHERE provider = $1 AND event_id = $2")
+                .bind(provider)
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seen.is_some())
+    }
+
+    async fn record_inbound_event(
+        &self,
+        provider: &str,
+        event_id: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO inbound_events (provider, event_id, kind, received_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (provider, event_id) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(event_id)
+        .bind(kind)
+        .bind(truncate(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn transient_failures(&self, id: PaymentId) -> Result<u32> {

@@ -75,7 +75,8 @@ pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<Refund
     let payment = payment_from(&payment)?;
     let inserted = sqlx::query(
         "INSERT INTO refunds (payment_id, order_id, user_id, amount_minor, currency, status, reason, actor, \
-         request_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, $8, $9, $9) \
+         request_key, created_at, updated_at, provider_refund_id) \
+         VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, $8, $9, $9, $10) \
          ON CONFLICT (request_key) DO NOTHING RETURNING *",
     )
     .bind(id.get())
@@ -87,6 +88,7 @@ pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<Refund
     .bind(r.actor.to_string())
     .bind(&r.request_key)
     .bind(r.created_at)
+    .bind(&r.provider_refund_id)
     .fetch_optional(&mut *tx)
     .await?;
     match inserted {

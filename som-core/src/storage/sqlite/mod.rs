@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_sessions.sql")),
     (3, include_str!("migrations/0003_transient_failures.sql")),
     (4, include_str!("migrations/0004_refunds.sql")),
+    (5, include_str!("migrations/0005_provider_events.sql")),
 ];
 
 /// SQLite storage; cheap to clone.

@@ -33,8 +33,8 @@ impl PaymentStore for SqliteStorage {
             }
             let inserted = tx.execute(
                 "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
-                 amount_minor, currency, status, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?10)",
+                 amount_minor, currency, status, created_at, updated_at, client_secret) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?10, ?11)",
                 params![
                     p.order_id.get(),
                     p.user_id.get(),
@@ -45,7 +45,8 @@ impl PaymentStore for SqliteStorage {
                     p.attempt,
                     p.amount.minor(),
                     p.amount.currency().code(),
-                    micros(p.created_at)
+                    micros(p.created_at),
+                    p.client_secret
                 ],
             );
             match inserted {
@@ -65,6 +66,63 @@ impl PaymentStore for SqliteStorage {
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
         self.read(move |c| query_payment(c, "id = ?1", id.get())).await
+    }
+
+    async fn payment_by_provider_id(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {
+        let (provider, provider_id) = (provider.to_owned(), provider_payment_id.to_owned());
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = ?1 AND provider_payment_id = ?2 \
+                 ORDER BY id DESC LIMIT 1"
+            );
+            c.query_row(&sql, params![provider, provider_id], payment_row).optional()?.transpose()
+        })
+        .await
+    }
+
+    async fn set_next_action(&self, id: PaymentId, next_action: Option<String>) -> Result<Option<Payment>> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE payments SET next_action = ?2 WHERE id = ?1 AND status = 'PENDING'",
+                params![id.get(), next_action],
+            )?;
+            query_payment(tx, "id = ?1", id.get())
+        })
+        .await
+    }
+
+    async fn inbound_event_seen(&self, provider: &str, event_id: &str) -> Result<bool> {
+        let (provider, event_id) = (provider.to_owned(), event_id.to_owned());
+        self.read(move |c| {
+            let seen: Option<i64> = c
+                .query_row(
+                    "SELECT 1 FROM inbound_events WHERE provider = ?1 AND event_id = ?2",
+                    params![provider, event_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(seen.is_some())
+        })
+        .await
+    }
+
+    async fn record_inbound_event(
+        &self,
+        provider: &str,
+        event_id: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (provider, event_id, kind) = (provider.to_owned(), event_id.to_owned(), kind.to_owned());
+        self.write(move |tx| {
+            let n = tx.execute(
+                "INSERT INTO inbound_events (provider, event_id, kind, received_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (provider, event_id) DO NOTHING",
+                params![provider, event_id, kind, micros(at)],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     async fn transient_failures(&self, id: PaymentId) -> Result<u32> {

@@ -50,7 +50,8 @@ pub(super) fn reserve(tx: &Transaction<'_>, r: &NewRefundRecord) -> Result<Refun
     let at = micros(r.created_at);
     tx.prepare_cached(
         "INSERT INTO refunds (payment_id, order_id, user_id, amount_minor, currency, status, reason, actor, \
-         request_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'PENDING', ?6, ?7, ?8, ?9, ?9)",
+         request_key, created_at, updated_at, provider_refund_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'PENDING', ?6, ?7, ?8, ?9, ?9, ?10)",
     )?
     .execute(params![
         id.get(),
@@ -61,7 +62,8 @@ pub(super) fn reserve(tx: &Transaction<'_>, r: &NewRefundRecord) -> Result<Refun
         r.reason,
         r.actor.to_string(),
         r.request_key,
-        at
+        at,
+        r.provider_refund_id
     ])?;
     let refund = by_id(tx, RefundId::new(tx.last_insert_rowid()))?.ok_or_else(|| corrupt("refund just inserted"))?;
     Ok(RefundReserve::Reserved(refund))

@@ -69,7 +69,7 @@ pub(super) fn order_by_id(conn: &Connection, id: OrderId) -> Result<Option<Order
 
 pub(super) const PAYMENT_COLUMNS: &str = "id, order_id, user_id, provider, provider_payment_id, transaction_id, \
      method, attempt, amount_minor, currency, status, failure_reason, created_at, updated_at, refunded_minor, \
-     refund_reserved_minor";
+     refund_reserved_minor, client_secret, next_action";
 
 pub(super) fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
     let row = PaymentRow {
@@ -89,6 +89,8 @@ pub(super) fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
         updated_at: time(r.get(13)?),
         refunded_minor: r.get(14)?,
         refund_reserved_minor: r.get(15)?,
+        client_secret: r.get(16)?,
+        next_action: r.get(17)?,
     };
     Ok(row.into_payment())
 }

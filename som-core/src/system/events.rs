@@ -1,0 +1,231 @@
+//! Outcomes the payment provider reports on its own (a payer finishing 3-D Secure, a late
+//! decline, a refund made in the provider's dashboard), applied once each: the same
+//! transactions as SOM's own confirmations and refunds, with their notifications, and a ledger
+//! of the events applied.
+
+use serde::Serialize;
+
+use super::OrderSystem;
+use crate::domain::{Actor, EventKind, Money, Payment, PaymentStatus, RefundStatus};
+use crate::error::{Error, Result};
+use crate::payment::{EventEffect, EventError, ProviderEvent, RefundReport};
+use crate::storage::{NewRefundRecord, PaymentOutcome, RefundReserve, Transition};
+
+/// What applying a provider event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// It changed a payment or recorded a refund.
+    Applied,
+    /// It was applied before (a redelivery): nothing changed.
+    Duplicate,
+    /// Nothing to do: another event type, an unknown payment, or the change was already made
+    /// (SOM's own confirmation got there first).
+    Ignored,
+}
+
+impl EventOutcome {
+    /// `applied`, `duplicate` or `ignored`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Applied => "applied",
+            EventOutcome::Duplicate => "duplicate",
+            EventOutcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// The answer to a provider event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventReceipt {
+    /// The provider's event id.
+    pub id: String,
+    /// The provider's event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What SOM did with it.
+    pub outcome: EventOutcome,
+    /// Why it was ignored, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl OrderSystem {
+    /// Checks a notification from the configured provider (`provider` names it, e.g. `stripe`;
+    /// `payload` is the raw body, `signature` its signature header) and applies it.
+    /// `NotFound` when `provider` is not the configured one or its events are not configured;
+    /// `Validation` when it is unsigned, wrongly signed, stale or unreadable — nothing changes.
+    pub async fn receive_provider_event(
+        &self,
+        provider: &str,
+        payload: &[u8],
+        signature: &str,
+    ) -> Result<EventReceipt> {
+        let configured = self.inner.provider.name();
+        if provider != configured {
+            return Err(Error::NotFound(format!("{provider} events (the payment provider is {configured})")));
+        }
+        let event = self.inner.provider.parse_event(payload, signature).map_err(|e| match e {
+            EventError::Unsupported(what) => Error::NotFound(what),
+            EventError::Rejected(why) => Error::invalid("signature", why),
+        })?;
+        self.apply_provider_event(event).await
+    }
+
+    /// Applies an event an app received (and verified) its own way. Each event id is applied
+    /// once per provider: a redelivery is `Duplicate` and changes nothing. A payment captured
+    /// or declined at the provider completes as a confirmation would (order PAID and its
+    /// notification in one transaction), unless it already has; a refund made at the
+    /// provider is recorded (with the customer's notification) unless SOM made it or has it.
+    pub async fn apply_provider_event(&self, event: ProviderEvent) -> Result<EventReceipt> {
+        let storage = &self.inner.storage;
+        let receipt = |outcome, detail: Option<String>| EventReceipt {
+            id: event.id.clone(),
+            kind: event.kind.clone(),
+            outcome,
+            detail,
+        };
+        if storage.inbound_event_seen(&event.provider, &event.id).await? {
+            return Ok(receipt(EventOutcome::Duplicate, None));
+        }
+        let provider = event.provider.as_str();
+        let (outcome, detail) = match &event.effect {
+            EventEffect::PaymentSucceeded { provider_payment_id } => {
+                self.complete_from_event(provider, provider_payment_id, PaymentOutcome::Succeeded).await?
+            }
+            EventEffect::PaymentFailed { provider_payment_id, message } => {
+                let outcome = PaymentOutcome::Failed { reason: message.clone() };
+                self.complete_from_event(provider, provider_payment_id, outcome).await?
+            }
+            EventEffect::Refunded { provider_payment_id, refunds } => {
+                self.refunds_from_event(provider, provider_payment_id, refunds).await?
+            }
+            EventEffect::Ignored => (EventOutcome::Ignored, Some("not an event SOM acts on".to_owned())),
+        };
+        // Recorded after its effect: every effect above is conditional, so a crash in between
+        // and a redelivery apply nothing twice.
+        let first = storage.record_inbound_event(provider, &event.id, &event.kind, Self::now()).await?;
+        let outcome = if first || outcome != EventOutcome::Applied { outcome } else { EventOutcome::Duplicate };
+        metrics::counter!("som_provider_events_total", "type" => event.kind.clone(), "outcome" => outcome.as_str())
+            .increment(1);
+        tracing::info!(provider, event = %event.id, kind = %event.kind, ?outcome, detail = detail.as_deref(), "provider event");
+        Ok(receipt(outcome, detail))
+    }
+
+    async fn payment_from_event(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {
+        self.inner.storage.payment_by_provider_id(provider, provider_payment_id).await
+    }
+
+    async fn complete_from_event(
+        &self,
+        provider: &str,
+        provider_payment_id: &str,
+        outcome: PaymentOutcome,
+    ) -> Result<(EventOutcome, Option<String>)> {
+        let Some(payment) = self.payment_from_event(provider, provider_payment_id).await? else {
+            return Ok((EventOutcome::Ignored, Some(format!("no payment has {provider} id {provider_payment_id}"))));
+        };
+        let id = payment.id;
+        let _guard = self.inner.payment_locks.lock(id).await;
+        let owner = self.owner(payment.user_id).await?;
+        let (notify, captured) = match &outcome {
+            PaymentOutcome::Succeeded => (self.payment_notify(EventKind::PaymentSucceeded, owner, None), true),
+            PaymentOutcome::Failed { reason } => {
+                (self.payment_notify(EventKind::PaymentFailed, owner, Some(reason.clone())), false)
+            }
+        };
+        match self.inner.storage.complete_payment(id, outcome, Actor::System, Self::now(), notify, None).await? {
+            Transition::Applied(p) => {
+                self.inner.wake.notify_one();
+                let label = if captured { "success" } else { "declined" };
+                metrics::counter!("som_payments_confirmed_total", "outcome" => label).increment(1);
+                tracing::info!(payment = %p.id, order = %p.order_id, status = %p.status, "payment completed by the provider's event");
+                Ok((EventOutcome::Applied, None))
+            }
+            Transition::NotApplied(current) => {
+                let was_captured = matches!(
+                    current.status,
+                    PaymentStatus::Success | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
+                );
+                if captured && !was_captured {
+                    tracing::error!(
+                        payment = %id, order = %current.order_id, status = %current.status,
+                        "the provider captured a payment SOM holds as {}: refund it at the provider", current.status
+                    );
+                }
+                Ok((EventOutcome::Ignored, Some(format!("payment {id} is already {}", current.status))))
+            }
+        }
+    }
+
+    async fn refunds_from_event(
+        &self,
+        provider: &str,
+        provider_payment_id: &str,
+        reports: &[RefundReport],
+    ) -> Result<(EventOutcome, Option<String>)> {
+        let Some(payment) = self.payment_from_event(provider, provider_payment_id).await? else {
+            return Ok((EventOutcome::Ignored, Some(format!("no payment has {provider} id {provider_payment_id}"))));
+        };
+        let currency = payment.amount.currency();
+        let mut recorded = 0;
+        let mut notes = Vec::new();
+        for report in reports {
+            // SOM's own refunds are recorded by SOM (and finished by its recovery if need be).
+            if report.som_key.is_some() {
+                continue;
+            }
+            if !report.succeeded {
+                notes.push(format!("refund {} is not finished at {provider}", report.provider_refund_id));
+                continue;
+            }
+            if !report.currency.eq_ignore_ascii_case(currency.code()) {
+                notes.push(format!(
+                    "refund {} is in {}, the payment in {currency}",
+                    report.provider_refund_id, report.currency
+                ));
+                continue;
+            }
+            let record = NewRefundRecord {
+                payment_id: payment.id,
+                amount: Money::from_minor(report.amount_minor, currency),
+                reason: Some(format!("refunded at {provider}")),
+                actor: Actor::System,
+                request_key: Some(format!("provider|{provider}|{}", report.provider_refund_id)),
+                provider_refund_id: Some(report.provider_refund_id.clone()),
+                created_at: Self::now(),
+            };
+            match self.inner.storage.reserve_refund(record).await? {
+                RefundReserve::Reserved(refund) => {
+                    self.settle_refund(refund).await?;
+                    recorded += 1;
+                }
+                // Recorded before; finished now if a crash left it pending.
+                RefundReserve::Existing(refund) if refund.status == RefundStatus::Pending => {
+                    self.settle_refund(refund).await?;
+                    recorded += 1;
+                }
+                RefundReserve::Existing(_) => {}
+                RefundReserve::Refused(current) => {
+                    tracing::error!(
+                        payment = %current.id, refund = %report.provider_refund_id, amount = report.amount_minor,
+                        status = %current.status, left = %current.refundable(),
+                        "{provider} reports a refund larger than what SOM can still refund on the payment"
+                    );
+                    notes.push(format!(
+                        "refund {} exceeds what is left to refund on payment {} ({})",
+                        report.provider_refund_id,
+                        current.id,
+                        current.refundable()
+                    ));
+                }
+            }
+        }
+        let detail = (!notes.is_empty()).then(|| notes.join("; "));
+        if recorded > 0 {
+            Ok((EventOutcome::Applied, detail))
+        } else {
+            Ok((EventOutcome::Ignored, detail.or_else(|| Some("no refund SOM does not already have".to_owned()))))
+        }
+    }
+}
