@@ -33,7 +33,7 @@ fn args() -> anyhow::Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             println!(
-                "loadgen [--url http://127.0.0.1:8000] [--scenario flow|latest|list|detail|healthz|login] \
+                "loadgen [--url http://127.0.0.1:8000] [--scenario flow|create|latest|list|detail|healthz|login] \
                  [--concurrency 16] [--duration 10]"
             );
             std::process::exit(0);
@@ -108,6 +108,12 @@ async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &
         )
         .await
         .map(drop),
+        "create" => {
+            let order = json!({"items": [{"name": "Widget", "quantity": 2, "price": "100.00"}, {"name": "Gadget", "quantity": 1, "price": "50.00"}]});
+            expect(client.post(format!("{api}/orders/")).bearer_auth(token).json(&order).send().await, 201)
+                .await
+                .map(drop)
+        }
         _ => {
             let order = json!({"items": [{"name": "Widget", "quantity": 2, "price": "100.00"}, {"name": "Gadget", "quantity": 1, "price": "50.00"}]});
             let o =

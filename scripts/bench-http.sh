@@ -53,20 +53,19 @@ bench_backend() {
     echo "start to first 200 on /healthz: ${STARTUP_MS} ms"
     sleep 1
     echo "RSS idle: $(rss_kb "$PID") kB"
+    rm -f "$work/peak"
+    ( peak=0; while kill -0 "$PID" 2>/dev/null; do r=$(rss_kb "$PID"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$work/peak"; sleep 0.2; done ) &
+    local all_loads=$!
     for c in 16 64; do
-        for s in healthz latest flow; do
-            if [ "$s" = flow ] && [ "$c" = 64 ]; then
-                ( peak=0; while kill -0 "$PID" 2>/dev/null; do r=$(rss_kb "$PID"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$work/peak"; sleep 0.2; done ) &
-                sampler=$!
-                load "$s" "$c"
-                kill "$sampler" 2>/dev/null || true
-                echo "RSS peak under flow load (c=64): $(cat "$work/peak") kB"
-            else
-                load "$s" "$c"
-            fi
+        for s in healthz latest create flow; do
+            load "$s" "$c"
             [ "$s" = healthz ] || outbox_drained "$s c=$c"
         done
     done
+    kill "$all_loads" 2>/dev/null || true
+    echo "RSS peak through healthz, latest, create and flow loads: $(cat "$work/peak") kB"
+    sleep 5
+    echo "RSS idle 5 s after the loads: $(rss_kb "$PID") kB"
     echo "latest p99 alone, then during a login storm (8 concurrent logins):"
     load latest 16
     "$LG" --url "$BASE" --scenario login --concurrency 8 --duration "$DURATION" > "$work/storm" &

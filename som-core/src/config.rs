@@ -51,6 +51,11 @@ pub const VARIABLES: &[ConfigVar] = &[
         default: "30d",
         help: "Absolute lifetime of a login session: refreshing never extends it past this age",
     },
+    ConfigVar {
+        name: "SOM_SESSION_CACHE_TTL",
+        default: "1s",
+        help: "How long a session seen live is trusted without asking the database; changes made in this process (logout, disabling, staff rights) apply at once, changes made by another process within this time; 0 asks the database on every request",
+    },
     ConfigVar { name: "SOM_CURRENCY", default: "USD", help: "Currency of orders that name none (ISO 4217)" },
     ConfigVar {
         name: "SOM_NOTIFIER",
@@ -240,6 +245,8 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     /// `SOM_SESSION_MAX_AGE`.
     pub session_max_age: Duration,
+    /// `SOM_SESSION_CACHE_TTL`.
+    pub session_cache_ttl: Duration,
     /// `SOM_LOGIN_FAILURE_LIMIT`: failed logins per username per [`LOGIN_FAILURE_WINDOW`].
     pub login_failure_limit: u32,
     /// `SOM_TRUSTED_PROXIES`: addresses or CIDR ranges, as written.
@@ -336,6 +343,7 @@ impl Config {
         let webhook_timeout = duration("SOM_WEBHOOK_TIMEOUT");
         let header_read_timeout = duration("SOM_HEADER_READ_TIMEOUT");
         let session_max_age = duration("SOM_SESSION_MAX_AGE");
+        let session_cache_ttl = duration("SOM_SESSION_CACHE_TTL");
         let refund_recovery_after = duration("SOM_REFUND_RECOVERY_AFTER");
         let stripe_timeout = duration("SOM_STRIPE_TIMEOUT");
         let mut number = |name: &str, min: u64| -> u64 {
@@ -418,6 +426,7 @@ impl Config {
             auth_rate_limit: small(auth_rate_limit),
             password_hash_concurrency: usize::try_from(password_hash_concurrency).unwrap_or(1),
             session_max_age,
+            session_cache_ttl,
             login_failure_limit: small(login_failure_limit),
             trusted_proxies,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::auth::{LoginFailures, PasswordHasher, TokenKeys, TokenPair};
+use crate::auth::{LoginFailures, PasswordHasher, SessionCache, TokenKeys, TokenPair};
 use crate::config::Config;
 use crate::domain::{
     Caller, Email, EventKind, Message, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderInput, OrderStatus,
@@ -211,6 +211,7 @@ impl OrderSystemBuilder {
                 notifiers,
                 channels,
                 keys,
+                sessions: SessionCache::new(config.session_cache_ttl),
                 config,
                 wake: Arc::new(Notify::new()),
                 order_locks: KeyedLocks::default(),
@@ -309,6 +310,8 @@ struct Inner {
     notifiers: Vec<Arc<dyn Notifier>>,
     channels: Vec<String>,
     keys: TokenKeys,
+    /// Sessions seen live, trusted for `SOM_SESSION_CACHE_TTL`.
+    sessions: SessionCache,
     hasher: PasswordHasher,
     login_failures: LoginFailures,
     config: Config,

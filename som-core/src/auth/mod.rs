@@ -3,8 +3,10 @@
 
 mod failures;
 mod password;
+mod sessions;
 mod token;
 
 pub use failures::LoginFailures;
 pub use password::PasswordHasher;
+pub use sessions::SessionCache;
 pub use token::{AccessClaims, RefreshClaims, TokenKeys, TokenPair};

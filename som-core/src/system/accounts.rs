@@ -140,6 +140,7 @@ impl OrderSystem {
                 self.inner.keys.issue_pair(claims.user_id, &claims.family, claims.session_started_at, &new_jti, now)
             }
             RotateOutcome::ReuseDetected => {
+                self.inner.sessions.invalidate();
                 tracing::warn!(user = %claims.user_id, "refresh token reused; session revoked");
                 Err(Error::Unauthorized("refresh token was already used; the session has been revoked".into()))
             }
@@ -156,8 +157,15 @@ impl OrderSystem {
     }
 
     async fn live_session_user(&self, claims: &crate::auth::AccessClaims) -> Result<User> {
+        let epoch = match self.inner.sessions.get(claims.user_id, &claims.session) {
+            Ok(user) => return Ok(user),
+            Err(epoch) => epoch,
+        };
         match self.inner.storage.session_state(claims.user_id, &claims.session).await? {
-            Some(state) if state.live => Ok(state.user),
+            Some(state) if state.live => {
+                self.inner.sessions.remember(epoch, &claims.session, &state.user);
+                Ok(state.user)
+            }
             Some(_) => Err(Error::Unauthorized("the session has ended; log in again".into())),
             None => Err(Error::Unauthorized("token is invalid".into())),
         }
@@ -167,7 +175,9 @@ impl OrderSystem {
     /// issued in it stop working at once). Ending a session that already ended succeeds.
     pub async fn logout(&self, refresh_token: &str) -> Result<()> {
         let claims = self.inner.keys.verify_refresh(refresh_token)?;
-        self.inner.storage.revoke_session(claims.user_id, &claims.family, Self::now()).await?;
+        let ended = self.inner.storage.revoke_session(claims.user_id, &claims.family, Self::now()).await;
+        self.inner.sessions.invalidate();
+        ended?;
         Ok(())
     }
 
@@ -177,7 +187,9 @@ impl OrderSystem {
         if !caller.can_access(user) {
             return Err(Error::Forbidden("only staff may end other users' sessions".into()));
         }
-        if !self.inner.storage.end_sessions(user, None, None, Self::now()).await? {
+        let ended = self.inner.storage.end_sessions(user, None, None, Self::now()).await;
+        self.inner.sessions.invalidate();
+        if !ended? {
             return Err(Error::NotFound(format!("user {user}")));
         }
         tracing::info!(%user, "every session ended");
@@ -206,7 +218,9 @@ impl OrderSystem {
             return Err(Error::invalid("current_password", "is not the account's password"));
         }
         let new_hash = self.inner.hasher.hash(&new).await?;
-        self.inner.storage.end_sessions(user.id, Some(&claims.session), Some(new_hash), Self::now()).await?;
+        let ended = self.inner.storage.end_sessions(user.id, Some(&claims.session), Some(new_hash), Self::now()).await;
+        self.inner.sessions.invalidate();
+        ended?;
         tracing::info!(user = %user.id, "password changed; other sessions ended");
         Ok(())
     }
@@ -220,11 +234,9 @@ impl OrderSystem {
         if !is_active && caller.user_id() == Some(user) {
             return Err(Error::Conflict("staff cannot disable their own account".into()));
         }
-        self.inner
-            .storage
-            .set_active(user, is_active, Self::now())
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("user {user}")))
+        let changed = self.inner.storage.set_active(user, is_active, Self::now()).await;
+        self.inner.sessions.invalidate();
+        changed?.ok_or_else(|| Error::NotFound(format!("user {user}")))
     }
 
     /// The caller's own account.
@@ -278,7 +290,9 @@ impl OrderSystem {
         if !is_staff && caller.user_id() == Some(user) {
             return Err(Error::Conflict("staff cannot revoke their own staff rights; another staff member can".into()));
         }
-        self.inner.storage.set_staff(user, is_staff).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))
+        let changed = self.inner.storage.set_staff(user, is_staff).await;
+        self.inner.sessions.invalidate();
+        changed?.ok_or_else(|| Error::NotFound(format!("user {user}")))
     }
 
     /// Changes an account's staff flag and/or whether it is active (staff only), checking both

@@ -73,6 +73,7 @@ on_both_backends!(
     idempotency_keys_replay_reject_mismatches_and_are_per_caller,
     a_key_in_use_by_a_running_request_is_reported_in_progress,
     provider_events_apply_once_and_record_refunds_made_at_the_provider,
+    session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere,
     transient_notifier_failures_retry_with_growing_delays,
     a_notification_that_always_fails_goes_dead_and_can_be_requeued,
     permanent_failures_dead_letter_at_once,
@@ -943,4 +944,47 @@ async fn provider_events_apply_once_and_record_refunds_made_at_the_provider() {
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     let err = e.som.receive_provider_event("stripe", b"{}", "t=1,v1=00").await.unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+/// Two processes on one database (two systems, each with its own session cache): a change made
+/// in one takes effect there at once and in the other within `SOM_SESSION_CACHE_TTL`.
+async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere() {
+    let store = Store::new().await;
+    let ttl = Duration::from_millis(500);
+    let build = || {
+        let mut cfg = config(&store);
+        cfg.session_cache_ttl = ttl;
+        OrderSystem::builder().config(cfg).build()
+    };
+    let here = build().await.unwrap();
+    let there = build().await.unwrap();
+    here.register(reg("alice")).await.unwrap();
+    let alice = here.login("alice", "correct horse battery").await.unwrap();
+    let id = here.authenticate(&alice.access).await.unwrap().user_id().unwrap();
+    assert!(there.authenticate(&alice.access).await.is_ok(), "the other process trusts the session now");
+
+    // Disabled elsewhere: refused here within the ttl (not necessarily before).
+    there.set_active(Caller::System, id, false).await.unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(matches!(here.authenticate(&alice.access).await, Err(Error::Unauthorized(_))));
+
+    // Changed here: refused here at once, however recently the session was seen live.
+    here.set_active(Caller::System, id, true).await.unwrap();
+    let again = here.login("alice", "correct horse battery").await.unwrap();
+    assert!(here.authenticate(&again.access).await.is_ok());
+    here.revoke_sessions(Caller::System, id).await.unwrap();
+    assert!(matches!(here.authenticate(&again.access).await, Err(Error::Unauthorized(_))));
+    let third = here.login("alice", "correct horse battery").await.unwrap();
+    assert_eq!(here.authenticate(&third.access).await.unwrap(), Caller::User { id, is_staff: false });
+    here.set_staff(Caller::System, id, true).await.unwrap();
+    assert_eq!(here.authenticate(&third.access).await.unwrap(), Caller::User { id, is_staff: true });
+    here.logout(&third.refresh).await.unwrap();
+    assert!(matches!(here.authenticate(&third.access).await, Err(Error::Unauthorized(_))));
+
+    // Staff rights granted elsewhere show within the ttl too.
+    let fourth = here.login("alice", "correct horse battery").await.unwrap();
+    assert_eq!(there.authenticate(&fourth.access).await.unwrap(), Caller::User { id, is_staff: true });
+    here.set_staff(Caller::System, id, false).await.unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(there.authenticate(&fourth.access).await.unwrap(), Caller::User { id, is_staff: false });
 }

@@ -106,6 +106,7 @@ impl PostgresStorage {
     pub async fn open(url: &str, pool_size: u32) -> Result<PostgresStorage> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| Error::invalid("SOM_DATABASE_URL", format!("not a valid postgres URL: {e}")))?;
+        let options = loopback_without_tls(options, url);
         let pool = pool_options(pool_size.max(2)).connect_with(options).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(inner) => Error::from(inner),
@@ -123,12 +124,29 @@ impl PostgresStorage {
     }
 }
 
+/// A server on this machine (a loopback address or a Unix socket) is reached without TLS
+/// unless the URL or `PGSSLMODE` asks for it: traffic that never leaves the host gains nothing
+/// from encryption, and the handshake costs about 100 ms per connection (most of start-up).
+/// Every other server keeps the driver's default (`prefer`: TLS when the server offers it).
+fn loopback_without_tls(options: PgConnectOptions, url: &str) -> PgConnectOptions {
+    let chosen = url.to_ascii_lowercase().contains("sslmode=") || std::env::var_os("PGSSLMODE").is_some();
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if local && !chosen { options.ssl_mode(sqlx::postgres::PgSslMode::Disable) } else { options }
+}
+
 /// How SOM's pools are built: at most `size` connections, each checked when it comes back.
 fn pool_options(size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))
-        .test_before_acquire(true)
+        // Every connection is checked when it comes back (below), so a borrower gets one that
+        // was healthy when it was last used, without a ping round trip per borrow; one that
+        // died idle fails its first statement (503, retryable) and is closed.
+        .test_before_acquire(false)
         .after_release(|conn, _| Box::pin(outside_transaction(conn)))
 }
 

@@ -116,15 +116,11 @@ impl OrderStore for PostgresStorage {
     }
 
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
-        let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query(
-            "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
-             WHERE user_id = $1 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(user_id.get())
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(load_orders(&mut conn, row.into_iter().collect()).await?.pop())
+        let row = sqlx::query(order_with_items!("WHERE o.user_id = $1 ORDER BY o.id DESC LIMIT 1"))
+            .bind(user_id.get())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(order_from_row).transpose()
     }
 
     async fn order_events(&self, id: OrderId) -> Result<Vec<OrderEvent>> {

@@ -45,14 +45,44 @@ pub(super) async fn load_orders(conn: &mut sqlx::PgConnection, rows: Vec<PgRow>)
     assemble_orders(orders, items)
 }
 
+/// An order with its items as arrays in one row: a single order is read in one round trip.
+macro_rules! order_with_items {
+    ($filter:literal) => {
+        concat!(
+            "SELECT o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, \
+             o.refunded_minor, it.names, it.quantities, it.prices FROM orders o \
+             LEFT JOIN LATERAL (SELECT array_agg(name ORDER BY position) AS names, \
+             array_agg(quantity ORDER BY position) AS quantities, \
+             array_agg(unit_price_minor ORDER BY position) AS prices \
+             FROM order_items WHERE order_id = o.id) it ON true ",
+            $filter
+        )
+    };
+}
+pub(super) use order_with_items;
+
+/// The order of a row selected by [`order_with_items!`].
+pub(super) fn order_from_row(row: &PgRow) -> Result<Order> {
+    let order = OrderRow::from_row(row)?;
+    let names: Option<Vec<String>> = row.try_get("names")?;
+    let quantities: Option<Vec<i64>> = row.try_get("quantities")?;
+    let prices: Option<Vec<i64>> = row.try_get("prices")?;
+    let (names, quantities, prices) =
+        (names.unwrap_or_default(), quantities.unwrap_or_default(), prices.unwrap_or_default());
+    if names.len() != quantities.len() || names.len() != prices.len() {
+        return Err(corrupt("order items"));
+    }
+    let items = names
+        .into_iter()
+        .zip(quantities.into_iter().zip(prices))
+        .map(|(name, (quantity, unit_price_minor))| ItemRow { order_id: order.id, name, quantity, unit_price_minor })
+        .collect();
+    assemble_orders(vec![order], items)?.pop().ok_or_else(|| corrupt("order"))
+}
+
 pub(super) async fn order_by_id(conn: &mut sqlx::PgConnection, id: OrderId) -> Result<Option<Order>> {
-    let row = sqlx::query(
-        "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders WHERE id = $1",
-    )
-    .bind(id.get())
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(load_orders(conn, row.into_iter().collect()).await?.pop())
+    let row = sqlx::query(order_with_items!("WHERE o.id = $1")).bind(id.get()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(order_from_row).transpose()
 }
 
 pub(super) fn payment_from(r: &PgRow) -> Result<Payment> {

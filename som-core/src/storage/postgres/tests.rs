@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 
-use super::pool_options;
+use super::{loopback_without_tls, pool_options};
 use crate::storage::postgres::testing::{TestDatabase, admin_url};
 
 /// sqlx 0.9.0 leaves a connection inside a transaction when a `pool.begin()` future is
@@ -49,4 +49,19 @@ async fn a_begin_dropped_in_flight_never_swallows_the_next_borrowers_writes() {
             .unwrap();
         assert_eq!(seen, 1, "round {n}: the write ran inside a transaction left open by a dropped BEGIN");
     }
+}
+
+#[test]
+fn loopback_servers_are_reached_without_tls_unless_asked() {
+    use sqlx::postgres::PgSslMode;
+    let mode = |url: &str| loopback_without_tls(url.parse().unwrap(), url).get_ssl_mode();
+    if std::env::var_os("PGSSLMODE").is_some() {
+        return;
+    }
+    assert!(matches!(mode("postgres://u@127.0.0.1:5432/db"), PgSslMode::Disable));
+    assert!(matches!(mode("postgres://u@localhost/db"), PgSslMode::Disable));
+    assert!(matches!(mode("postgres://u@[::1]:5432/db"), PgSslMode::Disable));
+    assert!(matches!(mode("postgres://u@127.0.0.1/db?sslmode=require"), PgSslMode::Require));
+    assert!(matches!(mode("postgres://u@db.example.com/db"), PgSslMode::Prefer));
+    assert!(matches!(mode("postgres://u@10.0.0.7/db"), PgSslMode::Prefer));
 }

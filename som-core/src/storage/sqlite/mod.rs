@@ -1,8 +1,10 @@
 //! The embedded SQLite backend (rusqlite, bundled SQLite).
 //!
-//! One writer connection serialises every write transaction (`BEGIN IMMEDIATE`); a small pool
-//! of reader connections serves reads concurrently thanks to WAL, so reads never wait behind
-//! the writer. All SQLite calls run on tokio's blocking pool.
+//! One writer thread owns the write connection and commits the writes queued behind each
+//! other together (group commit, see `writer`): one `BEGIN IMMEDIATE`, a savepoint per write,
+//! one `COMMIT` and so one fsync per batch. A small pool of reader connections serves reads
+//! concurrently thanks to WAL, so reads never wait behind the writer; they run on tokio's
+//! blocking pool.
 
 mod files;
 mod idempotency;
@@ -13,6 +15,7 @@ mod rows;
 mod sessions;
 use sessions::end_sessions_in;
 mod users;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,12 +62,12 @@ struct Inner {
     location: String,
     /// The database file; `None` in memory.
     path: Option<PathBuf>,
-    writer: Mutex<Connection>,
+    /// The write connection: the writer thread's, and for in-memory databases the readers' too.
+    writer: Arc<Mutex<Connection>>,
+    /// The writer thread's queue.
+    queue: writer::Writer,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
-    /// Writers queue here, not on blocking threads: one blocking thread writes at a time and
-    /// the rest of the blocking pool stays free for readers.
-    writer_permit: Semaphore,
     /// False for in-memory databases, whose reads go through the writer.
     has_readers: bool,
 }
@@ -77,22 +80,27 @@ impl std::fmt::Debug for SqliteStorage {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        match &e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if matches!(
-                    f.code,
-                    ErrorCode::DatabaseBusy
-                        | ErrorCode::DatabaseLocked
-                        | ErrorCode::CannotOpen
-                        | ErrorCode::SystemIoFailure
-                        | ErrorCode::DiskFull
-                ) =>
-            {
-                tracing::warn!(error = %e, "sqlite unavailable");
-                Error::Unavailable("database".into())
-            }
-            _ => Error::Internal(format!("sqlite: {e}")),
+        database_error(&e)
+    }
+}
+
+/// SOM's error for a SQLite error: busy, locked, I/O and a full disk are `Unavailable`.
+fn database_error(e: &rusqlite::Error) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DiskFull
+            ) =>
+        {
+            tracing::warn!(error = %e, "sqlite unavailable");
+            Error::Unavailable("database".into())
         }
+        _ => Error::Internal(format!("sqlite: {e}")),
     }
 }
 
@@ -198,14 +206,17 @@ impl SqliteStorage {
             }
             let permits = Semaphore::new(pool.len());
             let has_readers = !pool.is_empty();
+            let writer = Arc::new(Mutex::new(writer));
+            let queue = writer::Writer::start(Arc::clone(&writer))
+                .map_err(|e| Error::Internal(format!("starting the sqlite writer: {e}")))?;
             Ok(SqliteStorage {
                 inner: Arc::new(Inner {
                     location,
                     path,
-                    writer: Mutex::new(writer),
+                    writer,
+                    queue,
                     readers: Mutex::new(pool),
                     reader_permits: permits,
-                    writer_permit: Semaphore::new(1),
                     has_readers,
                 }),
             })
@@ -214,27 +225,38 @@ impl SqliteStorage {
         .map_err(|e| Error::Internal(format!("opening sqlite: {e}")))?
     }
 
-    /// Runs `f` in an immediate write transaction on the writer connection; commits on `Ok`.
+    /// Runs `f` in the writer's transaction, in a savepoint of its own: `Ok` is answered once
+    /// the batch that contains it is committed (and synced); `Err` rolls back `f`'s changes
+    /// only.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        let _permit = self.inner.writer_permit.acquire().await.map_err(|_| Error::Internal("writer closed".into()))?;
-        tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&inner.writer);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("sqlite write task: {e}")))?
+        self.inner.queue.write(f).await
     }
 
-    /// Runs `f` on a reader connection (the writer for in-memory databases).
+    /// Runs `f` on a reader connection (the writer for in-memory databases) in a read
+    /// transaction of its own, so that its statements see one state of the database.
     async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.read_in(true, f).await
+    }
+
+    /// [`SqliteStorage::read`] for `f` that runs a single statement, which SQLite already reads
+    /// from one state of the database: no `BEGIN` and `COMMIT` around it.
+    async fn read_statement<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.read_in(false, f).await
+    }
+
+    async fn read_in<T, F>(&self, transaction: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -249,7 +271,13 @@ impl SqliteStorage {
         let permit = pool.reader_permits.acquire().await.map_err(|_| Error::Internal("reader pool closed".into()))?;
         let result = tokio::task::spawn_blocking(move || {
             let conn = lock(&inner.readers).pop().ok_or_else(|| Error::Internal("reader pool empty".into()))?;
-            // A read is a single transaction so that an order and its items are consistent.
+            if !transaction {
+                let result = f(&conn);
+                lock(&inner.readers).push(conn);
+                return result;
+            }
+            // A read is a single transaction so that, say, a page of orders and their items are
+            // consistent.
             let result = match conn.execute_batch("BEGIN DEFERRED") {
                 Err(e) => Err(e.into()),
                 Ok(()) => {

@@ -50,7 +50,7 @@ impl OrderStore for SqliteStorage {
     }
 
     async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>> {
-        self.read(move |c| order_by_id(c, id)).await
+        self.read_statement(move |c| order_by_id(c, id)).await
     }
 
     async fn list_orders(&self, q: OrderQuery) -> Result<Vec<Order>> {
@@ -80,12 +80,7 @@ impl OrderStore for SqliteStorage {
     }
 
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
-        self.read(move |c| {
-            let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ?1 ORDER BY id DESC LIMIT 1");
-            let row = c.query_row(&sql, [user_id.get()], order_row).optional()?;
-            Ok(load_orders(c, row.into_iter().collect())?.pop())
-        })
-        .await
+        self.read_statement(move |c| one_order(c, LATEST_ORDER, user_id.get())).await
     }
 
     async fn order_events(&self, id: OrderId) -> Result<Vec<OrderEvent>> {

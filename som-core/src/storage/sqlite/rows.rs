@@ -61,10 +61,48 @@ pub(super) fn load_orders(conn: &Connection, rows: Vec<OrderRow>) -> Result<Vec<
     assemble_orders(rows, items)
 }
 
+/// One order and its items in one statement (one row per item), so a single order is read
+/// consistently without a transaction of its own. `$which` selects the order's id.
+macro_rules! one_order {
+    ($which:literal) => {
+        concat!(
+            "SELECT o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, \
+             o.refunded_minor, i.name, i.quantity, i.unit_price_minor \
+             FROM orders o LEFT JOIN order_items i ON i.order_id = o.id WHERE o.id = (",
+            $which,
+            ") ORDER BY i.position"
+        )
+    };
+}
+
+/// The order by id.
+pub(super) const ORDER_BY_ID: &str = one_order!("?1");
+/// The user's newest order.
+pub(super) const LATEST_ORDER: &str = one_order!("SELECT id FROM orders WHERE user_id = ?1 ORDER BY id DESC LIMIT 1");
+
+/// Runs one of [`ORDER_BY_ID`] and [`LATEST_ORDER`].
+pub(super) fn one_order(conn: &Connection, sql: &str, param: i64) -> Result<Option<Order>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query([param])?;
+    let mut order = None;
+    let mut items = Vec::new();
+    while let Some(r) = rows.next()? {
+        if order.is_none() {
+            order = Some(order_row(r)?);
+        }
+        let name: Option<String> = r.get(8)?;
+        if let Some(name) = name {
+            items.push(ItemRow { order_id: r.get(0)?, name, quantity: r.get(9)?, unit_price_minor: r.get(10)? });
+        }
+    }
+    match order {
+        Some(order) => Ok(assemble_orders(vec![order], items)?.pop()),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn order_by_id(conn: &Connection, id: OrderId) -> Result<Option<Order>> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1");
-    let row = conn.query_row(&sql, [id.get()], order_row).optional()?;
-    Ok(load_orders(conn, row.into_iter().collect())?.pop())
+    one_order(conn, ORDER_BY_ID, id.get())
 }
 
 pub(super) const PAYMENT_COLUMNS: &str = "id, order_id, user_id, provider, provider_payment_id, transaction_id, \

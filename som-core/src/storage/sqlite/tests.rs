@@ -85,3 +85,79 @@ async fn database_and_backup_files_are_private_and_backups_never_follow_links() 
     assert!(storage.backup(&link).await.is_err(), "a backup followed a symbolic link");
     assert!(!elsewhere.exists(), "a backup wrote through a symbolic link");
 }
+
+/// Writes queued together are committed together, and one that fails — an error it returns, a
+/// constraint it breaks, a panic — is rolled back alone: its batch's other writes stand.
+#[tokio::test]
+async fn a_failing_write_in_a_batch_rolls_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(&format!("sqlite://{}", dir.path().join("som.db").display()), 1).await.unwrap();
+    let before = storage.inner.queue.commits();
+    let writes = (0..300).map(|i: i64| {
+        let storage = storage.clone();
+        async move {
+            storage
+                .write(move |tx| {
+                    let insert =
+                        "INSERT INTO inbound_events (provider, event_id, kind, received_at) VALUES ('t', ?1, 'k', 0)";
+                    tx.execute(insert, [i.to_string()])?;
+                    match i % 10 {
+                        // Its own row is in, then it fails: the row must go.
+                        3 => Err(Error::Conflict(format!("write {i} refuses"))),
+                        // A constraint: the same primary key twice.
+                        5 => {
+                            tx.execute(insert, [i.to_string()])?;
+                            Ok(i)
+                        }
+                        #[allow(clippy::panic)]
+                        7 => panic!("write {i} panics"),
+                        _ => Ok(i),
+                    }
+                })
+                .await
+        }
+    });
+    let results = futures_join_all(writes).await;
+    for (i, result) in results.iter().enumerate() {
+        let failing = matches!(i % 10, 3 | 5 | 7);
+        assert_eq!(result.is_err(), failing, "write {i}: {result:?}");
+    }
+    let mut kept: Vec<i64> = storage
+        .read(|c| {
+            let mut stmt = c.prepare("SELECT event_id FROM inbound_events WHERE provider = 't'")?;
+            let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(ids.map(|id| id.map(|s| s.parse::<i64>().unwrap_or(-1))).collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+        .unwrap();
+    kept.sort_unstable();
+    let expected: Vec<i64> = (0..300).filter(|i| !matches!(i % 10, 3 | 5 | 7)).collect();
+    assert_eq!(kept, expected);
+    let commits = storage.inner.queue.commits() - before;
+    assert!(commits < 150, "300 concurrent writes took {commits} commits: they were not batched");
+    // The writer is still there after a panic.
+    assert_eq!(storage.write(|_| Ok(1)).await.unwrap(), 1);
+}
+
+/// Polls every future in one task, so that all of them are queued before any is answered.
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, f) in out.iter_mut().zip(set.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|v| v.unwrap()).collect()
+}
