@@ -16,10 +16,13 @@
 //! the key; other 4xx are invalid requests.
 //!
 //! This is a thin client on reqwest (already built for webhook notifications) rather than the
-//! `async-stripe` crate: SOM needs four endpoints, and `async-stripe` generates types for all
-//! of Stripe's API — on this 2-core machine its release build of the payment-intent and refund
-//! resources alone takes minutes more than the rest of SOM's dependency tree, and it pins its
-//! own HTTP stack beside the one reqwest already brings.
+//! `async-stripe` crate, for four endpoints. Measured on a 2-core build machine (release
+//! builds of a minimal program creating one PaymentIntent, from an empty target directory, one
+//! after the other under the same background load): `async-stripe` 0.37
+//! (`runtime-tokio-hyper-rustls`) took 555 s and made a 16.3 MB binary; reqwest 0.13 with the
+//! features used here took 98 s and made 4.8 MB. `async-stripe` 0.37 also brings hyper 0.14,
+//! http 0.2 and rustls 0.21 — second major versions beside the hyper 1, http 1 and rustls 0.23
+//! SOM already builds — and its 1.0 line is still alpha.
 
 use std::time::Duration;
 
