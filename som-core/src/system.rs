@@ -530,6 +530,16 @@ impl OrderSystem {
         })
     }
 
+    /// The notification of a payment's completion: succeeded, or failed with its reason.
+    fn completion_notify(&self, outcome: &crate::storage::PaymentOutcome, owner: User) -> PaymentNotify {
+        match outcome {
+            crate::storage::PaymentOutcome::Succeeded => self.payment_notify(EventKind::PaymentSucceeded, owner, None),
+            crate::storage::PaymentOutcome::Failed { reason } => {
+                self.payment_notify(EventKind::PaymentFailed, owner, Some(reason.clone()))
+            }
+        }
+    }
+
     fn payment_notify(&self, kind: EventKind, owner: User, reason: Option<String>) -> PaymentNotify {
         let channels = self.inner.channels.clone();
         Box::new(move |order, payment| {

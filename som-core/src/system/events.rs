@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::OrderSystem;
-use crate::domain::{Actor, EventKind, Money, Payment, PaymentStatus, RefundStatus};
+use crate::domain::{Actor, Money, PaymentStatus, RefundStatus};
 use crate::error::{Error, Result};
 use crate::payment::{EventEffect, EventError, ProviderEvent, RefundReport};
 use crate::storage::{NewRefundRecord, PaymentOutcome, RefundReserve, Transition};
@@ -112,28 +112,20 @@ impl OrderSystem {
         Ok(receipt(outcome, detail))
     }
 
-    async fn payment_from_event(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {
-        self.inner.storage.payment_by_provider_id(provider, provider_payment_id).await
-    }
-
     async fn complete_from_event(
         &self,
         provider: &str,
         provider_payment_id: &str,
         outcome: PaymentOutcome,
     ) -> Result<(EventOutcome, Option<String>)> {
-        let Some(payment) = self.payment_from_event(provider, provider_payment_id).await? else {
+        let Some(payment) = self.inner.storage.payment_by_provider_id(provider, provider_payment_id).await? else {
             return Ok((EventOutcome::Ignored, Some(format!("no payment has {provider} id {provider_payment_id}"))));
         };
         let id = payment.id;
         let _guard = self.inner.payment_locks.lock(id).await;
         let owner = self.owner(payment.user_id).await?;
-        let (notify, captured) = match &outcome {
-            PaymentOutcome::Succeeded => (self.payment_notify(EventKind::PaymentSucceeded, owner, None), true),
-            PaymentOutcome::Failed { reason } => {
-                (self.payment_notify(EventKind::PaymentFailed, owner, Some(reason.clone())), false)
-            }
-        };
+        let captured = outcome == PaymentOutcome::Succeeded;
+        let notify = self.completion_notify(&outcome, owner);
         match self.inner.storage.complete_payment(id, outcome, Actor::System, Self::now(), notify, None).await? {
             Transition::Applied(p) => {
                 self.inner.wake.notify_one();
@@ -164,7 +156,7 @@ impl OrderSystem {
         provider_payment_id: &str,
         reports: &[RefundReport],
     ) -> Result<(EventOutcome, Option<String>)> {
-        let Some(payment) = self.payment_from_event(provider, provider_payment_id).await? else {
+        let Some(payment) = self.inner.storage.payment_by_provider_id(provider, provider_payment_id).await? else {
             return Ok((EventOutcome::Ignored, Some(format!("no payment has {provider} id {provider_payment_id}"))));
         };
         let currency = payment.amount.currency();

@@ -135,20 +135,14 @@ impl OrderSystem {
         }
         let owner = self.owner(payment.user_id).await?;
         let failures = self.inner.storage.transient_failures(id).await?;
-        let (outcome, notify) = match self.inner.provider.confirm_attempt(&payment.provider_payment_id, failures).await
-        {
-            Ok(Confirmation::Captured(_)) => {
-                (PaymentOutcome::Succeeded, self.payment_notify(EventKind::PaymentSucceeded, owner, None))
-            }
+        let outcome = match self.inner.provider.confirm_attempt(&payment.provider_payment_id, failures).await {
+            Ok(Confirmation::Captured(_)) => PaymentOutcome::Succeeded,
             Ok(Confirmation::Pending { next_action }) => {
                 let next_action = next_action.map(|a| a.to_string());
                 let waiting = self.inner.storage.set_next_action(id, next_action).await?;
                 return waiting.ok_or_else(|| Error::NotFound(format!("payment {id}")));
             }
-            Err(ProviderError::Declined { message, .. }) => (
-                PaymentOutcome::Failed { reason: message.clone() },
-                self.payment_notify(EventKind::PaymentFailed, owner, Some(message)),
-            ),
+            Err(ProviderError::Declined { message, .. }) => PaymentOutcome::Failed { reason: message },
             Err(e) => {
                 if matches!(e, ProviderError::Transient(_))
                     && let Err(stored) = self.inner.storage.record_transient_failure(id).await
@@ -158,6 +152,7 @@ impl OrderSystem {
                 return Err(provider_error(e));
             }
         };
+        let notify = self.completion_notify(&outcome, owner);
         let actor = caller.actor();
         match self.inner.storage.complete_payment(id, outcome.clone(), actor, Self::now(), notify, slot).await? {
             Transition::Applied(p) => {
