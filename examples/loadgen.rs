@@ -8,6 +8,11 @@
 //! `healthz` (GET /healthz), `login` (POST /api/v1/token/;
 //! run the server with SOM_AUTH_RATE_LIMIT=0). Prints throughput, latency percentiles and
 //! errors. Every iteration is bounded in count by the duration and targets only `--url`.
+//!
+//! `--orders N` places N orders (two items each) for the load user before a read scenario
+//! (default 60). `--write-rate R` places R orders per second for another user while the
+//! scenario runs, so that reads are measured under a steady write load; the writes' own
+//! figures are printed on a second line.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,6 +25,8 @@ struct Args {
     scenario: String,
     concurrency: usize,
     duration: Duration,
+    orders: usize,
+    write_rate: u32,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -28,13 +35,15 @@ fn args() -> anyhow::Result<Args> {
         scenario: "flow".into(),
         concurrency: 16,
         duration: Duration::from_secs(10),
+        orders: 60,
+        write_rate: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             println!(
                 "loadgen [--url http://127.0.0.1:8000] [--scenario flow|create|latest|list|detail|healthz|login] \
-                 [--concurrency 16] [--duration 10]"
+                 [--concurrency 16] [--duration 10] [--orders 60] [--write-rate 0]"
             );
             std::process::exit(0);
         }
@@ -44,6 +53,8 @@ fn args() -> anyhow::Result<Args> {
             "--scenario" => a.scenario = value,
             "--concurrency" => a.concurrency = value.parse()?,
             "--duration" => a.duration = Duration::from_secs_f64(value.parse()?),
+            "--orders" => a.orders = value.parse()?,
+            "--write-rate" => a.write_rate = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -63,7 +74,7 @@ struct Stats {
     errors: BTreeMap<String, u64>,
 }
 
-async fn token(client: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<String> {
+async fn register(client: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<String> {
     let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "correct horse battery"});
     client.post(format!("{url}/api/v1/accounts/register/")).json(&body).send().await?;
     let pair: Value = client
@@ -84,19 +95,30 @@ async fn expect(resp: Result<reqwest::Response, reqwest::Error>, want: u16) -> R
     }
 }
 
+/// Like [`expect`] for reads whose body the load does not use: read whole, not parsed, as wrk
+/// would, so that the load generator's own JSON parsing does not take the CPU the server
+/// shares with it.
+async fn expect_body(resp: Result<reqwest::Response, reqwest::Error>) -> Result<(), String> {
+    match resp {
+        Ok(r) if r.status().as_u16() == 200 => match r.bytes().await {
+            Ok(body) if body.first().is_some_and(|b| matches!(b, b'{' | b'[')) => Ok(()),
+            Ok(_) => Err("body: not JSON".into()),
+            Err(e) => Err(format!("body: {e}")),
+        },
+        Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+        Err(e) => Err(if e.is_timeout() { "timeout".into() } else { "connection".into() }),
+    }
+}
+
 async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &str) -> Result<(), String> {
     let api = format!("{url}/api/v1");
     match scenario {
-        "healthz" => expect(client.get(format!("{url}/healthz")).send().await, 200).await.map(drop),
-        "latest" => {
-            expect(client.get(format!("{api}/orders/latest/")).bearer_auth(token).send().await, 200).await.map(drop)
-        }
-        "list" => {
-            expect(client.get(format!("{api}/orders/?limit=50")).bearer_auth(token).send().await, 200).await.map(drop)
-        }
+        "healthz" => expect_body(client.get(format!("{url}/healthz")).send().await).await,
+        "latest" => expect_body(client.get(format!("{api}/orders/latest/")).bearer_auth(token).send().await).await,
+        "list" => expect_body(client.get(format!("{api}/orders/?limit=50")).bearer_auth(token).send().await).await,
         "detail" => {
             let id = FIRST_ORDER.get().copied().unwrap_or(1);
-            expect(client.get(format!("{api}/orders/{id}/")).bearer_auth(token).send().await, 200).await.map(drop)
+            expect_body(client.get(format!("{api}/orders/{id}/")).bearer_auth(token).send().await).await
         }
         "login" => expect(
             client
@@ -158,16 +180,38 @@ async fn main() -> anyhow::Result<()> {
     let client =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(a.concurrency).build()?;
     let name = if a.scenario == "login" { "loadgen".to_owned() } else { format!("loadgen{}", std::process::id()) };
-    let token = token(&client, &a.url, &name).await.context("registering the load user")?;
+    let token = register(&client, &a.url, &name).await.context("registering the load user")?;
     if matches!(a.scenario.as_str(), "latest" | "list" | "detail") {
-        for _ in 0..60 {
+        // A few are paid, the rest placed, sixteen at a time.
+        for _ in 0..a.orders.min(10) {
             iteration(&client, &a.url, "flow", &token).await.map_err(anyhow::Error::msg)?;
+        }
+        let placed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(a.orders.min(10)));
+        let mut placing = Vec::new();
+        for _ in 0..16 {
+            let (client, url, token, placed, want) =
+                (client.clone(), a.url.clone(), token.clone(), placed.clone(), a.orders);
+            placing.push(tokio::spawn(async move {
+                while placed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < want {
+                    iteration(&client, &url, "create", &token).await?;
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for p in placing {
+            p.await?.map_err(anyhow::Error::msg)?;
         }
         let latest: Value =
             client.get(format!("{}/api/v1/orders/latest/", a.url)).bearer_auth(&token).send().await?.json().await?;
         let _ = FIRST_ORDER.set(latest["id"].as_i64().context("no order")?);
     }
     let deadline = Instant::now() + a.duration;
+    let writer = if a.write_rate > 0 {
+        let writer_token = register(&client, &a.url, &format!("loadgen{}w", std::process::id())).await?;
+        Some(tokio::spawn(paced_writes(client.clone(), a.url.clone(), writer_token, a.write_rate, deadline)))
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency {
@@ -212,5 +256,49 @@ async fn main() -> anyhow::Result<()> {
     for (k, v) in &all.errors {
         println!("  error {k}: {v}");
     }
+    if let Some(writer) = writer {
+        let (mut writes, elapsed) = writer.await?;
+        writes.latencies.sort();
+        println!(
+            "  during it: writes={} errors={} rate={:.0}/s p50={:.2}ms p99={:.2}ms",
+            writes.latencies.len(),
+            writes.errors.values().sum::<u64>(),
+            writes.latencies.len() as f64 / elapsed,
+            pct(&writes.latencies, 0.50),
+            pct(&writes.latencies, 0.99),
+        );
+    }
     Ok(())
+}
+
+/// Places `rate` orders per second until `deadline`, each started on its tick whether or not
+/// the ones before it are answered (an open load, so a slow server cannot lower it).
+async fn paced_writes(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    rate: u32,
+    deadline: Instant,
+) -> (Stats, f64) {
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut inflight = tokio::task::JoinSet::new();
+    while Instant::now() < deadline {
+        ticks.tick().await;
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        inflight.spawn(async move {
+            let t = Instant::now();
+            iteration(&client, &url, "create", &token).await.map(|()| t.elapsed())
+        });
+    }
+    let mut stats = Stats::default();
+    while let Some(done) = inflight.join_next().await {
+        match done {
+            Ok(Ok(latency)) => stats.latencies.push(latency),
+            Ok(Err(e)) => *stats.errors.entry(e).or_default() += 1,
+            Err(e) => *stats.errors.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    (stats, started.elapsed().as_secs_f64())
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use som_core::domain::OutboxEntry;
-use som_core::domain::{Currency, Order, OrderEvent, OrderItem, Payment, Refund, User};
+use som_core::domain::{Currency, OrderEvent, OrderItem, Payment, Refund, User};
 use utoipa::ToSchema;
 
 /// A decimal amount given as a JSON string (`"100.00"`, exact) or number (`100.5`).
@@ -261,70 +261,7 @@ pub struct CreateOrderRequest {
     pub currency: Option<String>,
 }
 
-/// One line of an order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderItemResponse {
-    /// Item name.
-    #[schema(example = "Widget")]
-    pub name: String,
-    /// How many.
-    #[schema(example = 2)]
-    pub quantity: i64,
-    /// Unit price with the currency's digits.
-    #[schema(example = "100.00")]
-    pub price: String,
-}
-
-/// An order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderResponse {
-    /// Order id.
-    #[schema(example = 1001)]
-    pub id: i64,
-    /// Owner's user id.
-    #[schema(example = 42)]
-    pub user: i64,
-    /// Items in submitted order.
-    pub items: Vec<OrderItemResponse>,
-    /// Σ quantity × price, exact, with the currency's digits.
-    #[schema(example = "250.00")]
-    pub total_amount: String,
-    /// ISO 4217 code.
-    #[schema(example = "USD")]
-    pub currency: String,
-    /// How much of the payment has been refunded.
-    #[schema(example = "0.00")]
-    pub refunded_amount: String,
-    /// CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED or REFUNDED.
-    #[schema(value_type = crate::routes::StatusParam, example = "CREATED")]
-    pub status: String,
-    /// When it was placed.
-    #[schema(example = "2026-11-30T09:15:00Z")]
-    pub created_at: DateTime<Utc>,
-    /// When its status last changed.
-    #[schema(example = "2026-11-30T09:16:30Z")]
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Order> for OrderResponse {
-    fn from(o: Order) -> Self {
-        OrderResponse {
-            id: o.id.get(),
-            user: o.user_id.get(),
-            total_amount: o.total.amount_string(),
-            refunded_amount: o.refunded.amount_string(),
-            currency: o.currency().code().to_owned(),
-            items: o
-                .items
-                .into_iter()
-                .map(|i| OrderItemResponse { price: i.price.amount_string(), name: i.name, quantity: i.quantity })
-                .collect(),
-            status: o.status.as_str().to_owned(),
-            created_at: o.created_at,
-            updated_at: o.updated_at,
-        }
-    }
-}
+pub use crate::order_json::{OrderItemResponse, OrderResponse};
 
 /// One recorded status change of an order.
 #[derive(Debug, Serialize, ToSchema)]

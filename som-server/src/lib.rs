@@ -17,6 +17,8 @@ pub mod error;
 pub mod extract;
 /// Health, metrics, rate limiting, error middleware.
 pub mod ops;
+
+pub mod order_json;
 /// API handlers.
 pub mod routes;
 /// Refund, account and notification handlers (staff operations).

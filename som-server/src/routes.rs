@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::dto::*;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Bearer, IdempotencyKey, JsonBody};
+use crate::order_json::{OrderJson, OrderListJson};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -240,8 +241,7 @@ pub async fn list_orders(
             ["limit", "status", "user", "all", "created_after", "created_before"].map(|k| (k, get(k))),
         );
     }
-    let body: Vec<OrderResponse> = page.items.into_iter().map(Into::into).collect();
-    Ok((headers, Json(body)))
+    Ok((headers, OrderListJson(page.items)))
 }
 
 /// `Link: <path?cursor=…&…>; rel="next"` and `X-Next-Cursor` for a list with more pages,
@@ -301,7 +301,7 @@ pub async fn create_order(
         currency: req.currency,
     };
     let order = s.som.create_order(caller, input).maybe_idempotency_key(key.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(OrderResponse::from(order))))
+    Ok((StatusCode::CREATED, OrderJson(order)))
 }
 
 /// The caller's newest order.
@@ -310,8 +310,8 @@ pub async fn create_order(
         (status = 200, description = "The newest order", body = OrderResponse),
         (status = 404, description = "No orders yet", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn latest_order(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<OrderResponse>> {
-    Ok(Json(s.som.latest_order(caller, None).await?.into()))
+pub async fn latest_order(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<OrderJson> {
+    Ok(OrderJson(s.som.latest_order(caller, None).await?))
 }
 
 /// One order (the caller's own; staff may read any).
@@ -321,13 +321,9 @@ pub async fn latest_order(State(s): State<AppState>, Auth(caller): Auth) -> ApiR
         (status = 200, description = "The order", body = OrderResponse),
         (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_order(
-    State(s): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<OrderResponse>> {
+pub async fn get_order(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<OrderJson> {
     let id: OrderId = path_id(&id, "order")?;
-    Ok(Json(s.som.order(caller, id).await?.into()))
+    Ok(OrderJson(s.som.order(caller, id).await?))
 }
 
 /// Cancel an unpaid order (voids its pending payment).
@@ -343,9 +339,9 @@ pub async fn cancel_order(
     Auth(caller): Auth,
     IdempotencyKey(key): IdempotencyKey,
     Path(id): Path<String>,
-) -> ApiResult<Json<OrderResponse>> {
+) -> ApiResult<OrderJson> {
     let id: OrderId = path_id(&id, "order")?;
-    Ok(Json(s.som.cancel_order(caller, id).maybe_idempotency_key(key.as_deref()).await?.into()))
+    Ok(OrderJson(s.som.cancel_order(caller, id).maybe_idempotency_key(key.as_deref()).await?))
 }
 
 /// The order's status changes, oldest first.

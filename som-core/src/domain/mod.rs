@@ -15,7 +15,7 @@ mod user;
 
 pub use caller::Caller;
 pub use ids::{NotificationId, OrderId, PaymentId, RefundId, UserId};
-pub use money::{Currency, Money, MoneyError};
+pub use money::{Amount, Currency, Money, MoneyError};
 pub use notification::{EventKind, Message, MessageItem, NotificationStatus, OutboxEntry};
 pub use order::{
     Actor, IllegalTransition, ItemInput, NewOrder, Order, OrderEvent, OrderInput, OrderItem, OrderStatus,

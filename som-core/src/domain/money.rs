@@ -255,21 +255,38 @@ impl Money {
     /// The amount as a decimal string with exactly the currency's digits: `"250.00"`, `"250"`
     /// for JPY, `"1.250"` for KWD. No currency code.
     pub fn amount_string(self) -> String {
-        let exponent = u32::from(self.currency.exponent);
-        let sign = if self.minor < 0 { "-" } else { "" };
-        let abs = self.minor.unsigned_abs();
+        self.amount().to_string()
+    }
+
+    /// The amount with exactly the currency's digits, as [`Money::amount_string`] spells it,
+    /// for writing into a buffer without a `String` of its own.
+    pub fn amount(self) -> Amount {
+        Amount(self)
+    }
+}
+
+/// [`Money::amount`]: displays as `250.00` (no currency code).
+#[derive(Debug, Clone, Copy)]
+pub struct Amount(Money);
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Amount(money) = self;
+        let exponent = u32::from(money.currency.exponent);
+        let sign = if money.minor < 0 { "-" } else { "" };
+        let abs = money.minor.unsigned_abs();
         if exponent == 0 {
-            return format!("{sign}{abs}");
+            return write!(f, "{sign}{abs}");
         }
         let scale = 10u64.pow(exponent);
-        format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = exponent as usize)
+        write!(f, "{sign}{}.{:0width$}", abs / scale, abs % scale, width = exponent as usize)
     }
 }
 
 impl fmt::Display for Money {
     /// `250.00 USD`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.amount_string(), self.currency.code)
+        write!(f, "{} {}", self.amount(), self.currency.code)
     }
 }
 

@@ -3,14 +3,11 @@
 //! its domain type, so a stored value is decoded — and a corrupt one reported — the same way
 //! whichever backend holds it.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, Currency, Email, EventKind, Message, Money, NotificationId, NotificationStatus, Order, OrderId, OrderItem,
-    OrderStatus, OutboxEntry, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, User, UserId,
-    Username,
+    Actor, Currency, Email, EventKind, Message, Money, NotificationId, NotificationStatus, Order, OrderId, OrderStatus,
+    OutboxEntry, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, User, UserId, Username,
 };
 use serde::Serialize;
 
@@ -66,8 +63,8 @@ pub(crate) struct OrderRow {
 }
 
 /// An `order_items` row.
-#[derive(Debug)]
-#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+#[cfg(feature = "postgres")]
+#[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ItemRow {
     pub order_id: i64,
     pub name: String,
@@ -76,36 +73,44 @@ pub(crate) struct ItemRow {
 }
 
 /// Orders with their items (in position order), in the order of `orders`.
+#[cfg(feature = "postgres")]
 pub(crate) fn assemble_orders(orders: Vec<OrderRow>, items: Vec<ItemRow>) -> Result<Vec<Order>> {
-    let mut by_order: HashMap<i64, Vec<ItemRow>> = HashMap::new();
+    use crate::domain::OrderItem;
+    let mut by_order: std::collections::HashMap<i64, Vec<ItemRow>> = std::collections::HashMap::new();
     for item in items {
         by_order.entry(item.order_id).or_default().push(item);
     }
     orders
         .into_iter()
         .map(|row| {
-            let currency = currency(&row.currency)?;
-            Ok(Order {
-                id: OrderId::new(row.id),
-                user_id: UserId::new(row.user_id),
-                status: OrderStatus::parse(&row.status).ok_or_else(|| corrupt("order status"))?,
-                items: by_order
-                    .remove(&row.id)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|i| OrderItem {
-                        name: i.name,
-                        quantity: i.quantity,
-                        price: Money::from_minor(i.unit_price_minor, currency),
-                    })
-                    .collect(),
-                total: Money::from_minor(row.total_minor, currency),
-                refunded: Money::from_minor(row.refunded_minor, currency),
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            })
+            let items = by_order.remove(&row.id).unwrap_or_default();
+            let mut order = order_without_items(row)?;
+            order.items = items
+                .into_iter()
+                .map(|i| OrderItem {
+                    name: i.name,
+                    quantity: i.quantity,
+                    price: Money::from_minor(i.unit_price_minor, order.currency()),
+                })
+                .collect();
+            Ok(order)
         })
         .collect()
+}
+
+/// The order of an `orders` row, its items left to the caller.
+pub(crate) fn order_without_items(row: OrderRow) -> Result<Order> {
+    let currency = currency(&row.currency)?;
+    Ok(Order {
+        id: OrderId::new(row.id),
+        user_id: UserId::new(row.user_id),
+        status: OrderStatus::parse(&row.status).ok_or_else(|| corrupt("order status"))?,
+        items: Vec::new(),
+        total: Money::from_minor(row.total_minor, currency),
+        refunded: Money::from_minor(row.refunded_minor, currency),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }
 
 /// A `payments` row.

@@ -6,7 +6,10 @@ use crate::storage::policy::completion;
 #[async_trait]
 impl PaymentStore for SqliteStorage {
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
-        self.read(move |c| query_payment(c, "order_id = ?1 AND status IN ('PENDING', 'SUCCESS')", order_id.get())).await
+        self.read_statement(move |c| {
+            query_payment(c, "order_id = ?1 AND status IN ('PENDING', 'SUCCESS')", order_id.get())
+        })
+        .await
     }
 
     async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
@@ -65,17 +68,17 @@ impl PaymentStore for SqliteStorage {
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
-        self.read(move |c| query_payment(c, "id = ?1", id.get())).await
+        self.read_statement(move |c| query_payment(c, "id = ?1", id.get())).await
     }
 
     async fn payment_by_provider_id(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {
         let (provider, provider_id) = (provider.to_owned(), provider_payment_id.to_owned());
-        self.read(move |c| {
+        self.read_statement(move |c| {
             let sql = format!(
                 "SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = ?1 AND provider_payment_id = ?2 \
                  ORDER BY id DESC LIMIT 1"
             );
-            c.query_row(&sql, params![provider, provider_id], payment_row).optional()?.transpose()
+            c.prepare_cached(&sql)?.query_row(params![provider, provider_id], payment_row).optional()?.transpose()
         })
         .await
     }
@@ -93,13 +96,10 @@ impl PaymentStore for SqliteStorage {
 
     async fn inbound_event_seen(&self, provider: &str, event_id: &str) -> Result<bool> {
         let (provider, event_id) = (provider.to_owned(), event_id.to_owned());
-        self.read(move |c| {
+        self.read_statement(move |c| {
             let seen: Option<i64> = c
-                .query_row(
-                    "SELECT 1 FROM inbound_events WHERE provider = ?1 AND event_id = ?2",
-                    params![provider, event_id],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT 1 FROM inbound_events WHERE provider = ?1 AND event_id = ?2")?
+                .query_row(params![provider, event_id], |r| r.get(0))
                 .optional()?;
             Ok(seen.is_some())
         })
@@ -126,9 +126,10 @@ impl PaymentStore for SqliteStorage {
     }
 
     async fn transient_failures(&self, id: PaymentId) -> Result<u32> {
-        self.read(move |c| {
+        self.read_statement(move |c| {
             let n: Option<i64> = c
-                .query_row("SELECT transient_failures FROM payments WHERE id = ?1", [id.get()], |r| r.get(0))
+                .prepare_cached("SELECT transient_failures FROM payments WHERE id = ?1")?
+                .query_row([id.get()], |r| r.get(0))
                 .optional()?;
             Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
         })
@@ -147,7 +148,7 @@ impl PaymentStore for SqliteStorage {
     }
 
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
-        self.read(move |c| {
+        self.read_statement(move |c| {
             let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1 ORDER BY id");
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map([order_id.get()], payment_row)?;

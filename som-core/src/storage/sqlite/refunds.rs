@@ -7,7 +7,7 @@ use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve
 
 fn query(conn: &Connection, where_clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<Refund>> {
     let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE {where_clause}");
-    conn.query_row(&sql, [param], refund_row).optional()?.transpose()
+    conn.prepare_cached(&sql)?.query_row([param], refund_row).optional()?.transpose()
 }
 
 pub(super) fn by_id(conn: &Connection, id: RefundId) -> Result<Option<Refund>> {
@@ -147,11 +147,11 @@ impl RefundStore for SqliteStorage {
     }
 
     async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
-        self.read(move |c| refunds::by_id(c, id)).await
+        self.read_statement(move |c| refunds::by_id(c, id)).await
     }
 
     async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>> {
-        self.read(move |c| refunds::for_payment(c, payment_id)).await
+        self.read_statement(move |c| refunds::for_payment(c, payment_id)).await
     }
 
     async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {

@@ -2,7 +2,8 @@
 //! microseconds), and the writes several operations share.
 
 use super::*;
-use crate::storage::rows::{ItemRow, OrderRow, OutboxRow, PaymentRow, RefundRow, UserRow, assemble_orders};
+use crate::domain::OrderItem;
+use crate::storage::rows::{OrderRow, OutboxRow, PaymentRow, RefundRow, UserRow, order_without_items};
 
 pub(super) const USER_COLUMNS: &str = "id, username, email, is_staff, created_at, is_active";
 
@@ -23,11 +24,8 @@ pub(super) fn build_user(row: UserRow) -> Result<User> {
 
 pub(super) fn query_user(conn: &Connection, where_clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {where_clause}");
-    conn.query_row(&sql, [param], user_from_row).optional()?.map(UserRow::into_user).transpose()
+    conn.prepare_cached(&sql)?.query_row([param], user_from_row).optional()?.map(UserRow::into_user).transpose()
 }
-
-pub(super) const ORDER_COLUMNS: &str =
-    "id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor";
 
 pub(super) fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
     Ok(OrderRow {
@@ -42,33 +40,23 @@ pub(super) fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
     })
 }
 
-/// Orders with their items, in the order of `rows`.
-pub(super) fn load_orders(conn: &Connection, rows: Vec<OrderRow>) -> Result<Vec<Order>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let placeholders = vec!["?"; rows.len()].join(",");
-    let sql = format!(
-        "SELECT order_id, name, quantity, unit_price_minor FROM order_items WHERE order_id IN ({placeholders}) \
-         ORDER BY order_id, position"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let items = stmt
-        .query_map(rusqlite::params_from_iter(rows.iter().map(|r| r.id)), |r| {
-            Ok(ItemRow { order_id: r.get(0)?, name: r.get(1)?, quantity: r.get(2)?, unit_price_minor: r.get(3)? })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    assemble_orders(rows, items)
+/// The columns of an order and of one of its items, as [`joined_orders`] reads them.
+macro_rules! order_and_item_columns {
+    () => {
+        "o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, o.refunded_minor, \
+         i.name, i.quantity, i.unit_price_minor"
+    };
 }
+pub(super) use order_and_item_columns;
 
 /// One order and its items in one statement (one row per item), so a single order is read
 /// consistently without a transaction of its own. `$which` selects the order's id.
 macro_rules! one_order {
     ($which:literal) => {
         concat!(
-            "SELECT o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, \
-             o.refunded_minor, i.name, i.quantity, i.unit_price_minor \
-             FROM orders o LEFT JOIN order_items i ON i.order_id = o.id WHERE o.id = (",
+            "SELECT ",
+            order_and_item_columns!(),
+            " FROM orders o LEFT JOIN order_items i ON i.order_id = o.id WHERE o.id = (",
             $which,
             ") ORDER BY i.position"
         )
@@ -83,22 +71,29 @@ pub(super) const LATEST_ORDER: &str = one_order!("SELECT id FROM orders WHERE us
 /// Runs one of [`ORDER_BY_ID`] and [`LATEST_ORDER`].
 pub(super) fn one_order(conn: &Connection, sql: &str, param: i64) -> Result<Option<Order>> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query([param])?;
-    let mut order = None;
-    let mut items = Vec::new();
+    Ok(joined_orders(stmt.query([param])?, 1)?.pop())
+}
+
+/// The orders of a statement that returns [`order_and_item_columns`], one row per item (a
+/// `LEFT JOIN`: an order without items has one row of NULL item columns), each order's rows
+/// together and its items in order. Each order is built once, straight from its rows.
+pub(super) fn joined_orders(mut rows: rusqlite::Rows<'_>, expected: usize) -> Result<Vec<Order>> {
+    let mut orders: Vec<Order> = Vec::with_capacity(expected);
     while let Some(r) = rows.next()? {
-        if order.is_none() {
-            order = Some(order_row(r)?);
-        }
-        let name: Option<String> = r.get(8)?;
-        if let Some(name) = name {
-            items.push(ItemRow { order_id: r.get(0)?, name, quantity: r.get(9)?, unit_price_minor: r.get(10)? });
+        let id: i64 = r.get(0)?;
+        let order = match orders.last_mut() {
+            Some(order) if order.id.get() == id => order,
+            _ => {
+                orders.push(order_without_items(order_row(r)?)?);
+                orders.last_mut().ok_or_else(|| corrupt("order row"))?
+            }
+        };
+        if let Some(name) = r.get::<_, Option<String>>(8)? {
+            let price = Money::from_minor(r.get(10)?, order.currency());
+            order.items.push(OrderItem { name, quantity: r.get(9)?, price });
         }
     }
-    match order {
-        Some(order) => Ok(assemble_orders(vec![order], items)?.pop()),
-        None => Ok(None),
-    }
+    Ok(orders)
 }
 
 pub(super) fn order_by_id(conn: &Connection, id: OrderId) -> Result<Option<Order>> {
@@ -135,7 +130,7 @@ pub(super) fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
 
 pub(super) fn query_payment(conn: &Connection, where_clause: &str, param: i64) -> Result<Option<Payment>> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {where_clause}");
-    conn.query_row(&sql, [param], payment_row).optional()?.transpose()
+    conn.prepare_cached(&sql)?.query_row([param], payment_row).optional()?.transpose()
 }
 
 pub(super) const REFUND_COLUMNS: &str = "id, payment_id, order_id, user_id, amount_minor, currency, status, \
@@ -184,7 +179,7 @@ pub(super) fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry>> {
 
 pub(super) fn query_outbox(conn: &Connection, id: NotificationId) -> Result<Option<OutboxEntry>> {
     let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1");
-    conn.query_row(&sql, [id.get()], outbox_row).optional()?.transpose()
+    conn.prepare_cached(&sql)?.query_row([id.get()], outbox_row).optional()?.transpose()
 }
 
 // ---------------------------------------------------------------------------------------------

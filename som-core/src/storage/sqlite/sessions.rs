@@ -78,7 +78,7 @@ impl SessionStore for SqliteStorage {
 
     async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
         let session = session.to_owned();
-        self.read(move |c| {
+        self.read_indexed(move |c| {
             let Some(user) = query_user(c, "id = ?1", &user_id.get())? else { return Ok(None) };
             let live: Option<bool> = c
                 .prepare_cached(

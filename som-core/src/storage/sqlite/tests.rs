@@ -161,3 +161,38 @@ async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Ite
     .await;
     out.into_iter().map(|v| v.unwrap()).collect()
 }
+
+/// One user's page of orders, whatever the other filters, walks an index on `user_id` instead
+/// of every order in the table.
+#[tokio::test]
+async fn a_users_page_of_orders_is_planned_through_the_user_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(&format!("sqlite://{}", dir.path().join("som.db").display()), 1).await.unwrap();
+    let conn = lock(&storage.inner.writer);
+    let at = Some(Utc::now());
+    for user in [None, Some(UserId::new(1))] {
+        for status in [None, Some(OrderStatus::Paid)] {
+            for (after, before) in [(None, None), (at, None), (None, at), (at, at)] {
+                let q = OrderQuery {
+                    user_id: user,
+                    status,
+                    before: None,
+                    created_after: after,
+                    created_before: before,
+                    limit: 50,
+                };
+                let sql = list_orders_sql(&q);
+                let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+                let mut rows = explain.raw_query();
+                let mut plan = String::new();
+                while let Some(row) = rows.next().unwrap() {
+                    plan.push_str(&row.get::<_, String>(3).unwrap());
+                    plan.push_str("; ");
+                }
+                if user.is_some() {
+                    assert!(plan.contains("INDEX orders_user"), "{sql}: {plan}");
+                }
+            }
+        }
+    }
+}

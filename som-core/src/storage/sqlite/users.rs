@@ -36,19 +36,22 @@ impl UserStore for SqliteStorage {
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
-        self.read(move |c| query_user(c, "id = ?1", &id.get())).await
+        self.read_statement(move |c| query_user(c, "id = ?1", &id.get())).await
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
         let username = username.to_owned();
-        self.read(move |c| query_user(c, "username = ?1", &username)).await
+        self.read_statement(move |c| query_user(c, "username = ?1", &username)).await
     }
 
     async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>> {
         let username = username.to_owned();
-        self.read(move |c| {
+        self.read_statement(move |c| {
             let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?1");
-            let row = c.query_row(&sql, [&username], |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?))).optional()?;
+            let row = c
+                .prepare_cached(&sql)?
+                .query_row([&username], |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?)))
+                .optional()?;
             row.map(|(u, hash)| Ok((build_user(u)?, hash))).transpose()
         })
         .await
