@@ -62,42 +62,6 @@ pub(crate) struct OrderRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// An `order_items` row.
-#[cfg(feature = "postgres")]
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct ItemRow {
-    pub order_id: i64,
-    pub name: String,
-    pub quantity: i64,
-    pub unit_price_minor: i64,
-}
-
-/// Orders with their items (in position order), in the order of `orders`.
-#[cfg(feature = "postgres")]
-pub(crate) fn assemble_orders(orders: Vec<OrderRow>, items: Vec<ItemRow>) -> Result<Vec<Order>> {
-    use crate::domain::OrderItem;
-    let mut by_order: std::collections::HashMap<i64, Vec<ItemRow>> = std::collections::HashMap::new();
-    for item in items {
-        by_order.entry(item.order_id).or_default().push(item);
-    }
-    orders
-        .into_iter()
-        .map(|row| {
-            let items = by_order.remove(&row.id).unwrap_or_default();
-            let mut order = order_without_items(row)?;
-            order.items = items
-                .into_iter()
-                .map(|i| OrderItem {
-                    name: i.name,
-                    quantity: i.quantity,
-                    price: Money::from_minor(i.unit_price_minor, order.currency()),
-                })
-                .collect();
-            Ok(order)
-        })
-        .collect()
-}
-
 /// The order of an `orders` row, its items left to the caller.
 pub(crate) fn order_without_items(row: OrderRow) -> Result<Order> {
     let currency = currency(&row.currency)?;

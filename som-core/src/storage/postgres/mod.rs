@@ -15,6 +15,7 @@ mod idempotency;
 mod orders;
 mod outbox;
 mod payments;
+mod readers;
 mod rows;
 mod sessions;
 mod users;
@@ -54,6 +55,8 @@ type Tx = SqlxTx<'static, Postgres>;
 #[derive(Clone)]
 pub struct PostgresStorage {
     pool: PgPool,
+    /// Connections for single-statement reads (see `readers`).
+    readers: Arc<readers::Readers>,
     location: Arc<str>,
 }
 
@@ -102,11 +105,13 @@ fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
 
 impl PostgresStorage {
     /// Connects a pool of `pool_size` connections to a `postgres://` URL and runs the embedded
-    /// migrations (serialised across processes by an advisory lock).
+    /// migrations (serialised across processes by an advisory lock). Single-statement reads use
+    /// up to `pool_size` connections more, opened when first needed (see `readers`).
     pub async fn open(url: &str, pool_size: u32) -> Result<PostgresStorage> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| Error::invalid("SOM_DATABASE_URL", format!("not a valid postgres URL: {e}")))?;
         let options = loopback_without_tls(options, url);
+        let readers = Arc::new(readers::Readers::new(options.clone(), pool_size));
         let pool = pool_options(pool_size.max(2)).connect_with(options).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(inner) => Error::from(inner),
@@ -116,7 +121,7 @@ impl PostgresStorage {
             )),
             other => Error::Internal(format!("postgres migration: {other}")),
         })?;
-        Ok(PostgresStorage { pool, location: crate::util::redact_url(url).into() })
+        Ok(PostgresStorage { pool, readers, location: crate::util::redact_url(url).into() })
     }
 
     async fn begin(&self) -> Result<Tx> {

@@ -61,66 +61,61 @@ impl OrderStore for PostgresStorage {
     }
 
     async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>> {
-        let mut conn = self.pool.acquire().await?;
-        order_by_id(&mut conn, id).await
+        let mut conn = self.readers.get().await?;
+        let row = sqlx::query(order_with_items!("WHERE o.id = $1")).bind(id.get()).fetch_optional(&mut *conn).await;
+        conn.finish(row)?.as_ref().map(order_from_row).transpose()
     }
 
     async fn list_orders(&self, q: OrderQuery) -> Result<Vec<Order>> {
         let before = q.before.map_or(i64::MAX, OrderId::get);
         let limit = i64::from(q.limit);
         let status = q.status.map(OrderStatus::as_str);
-        let mut conn = self.pool.acquire().await?;
-        if q.created_after.is_some() || q.created_before.is_some() {
+        // Each order with its items aggregated, in one statement: one round trip per page.
+        let query = if q.created_after.is_some() || q.created_before.is_some() {
             // A time window (staff reports): one statement with every filter optional.
-            let rows = sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
-                 WHERE ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2) AND id < $3 \
-                 AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6) \
-                 ORDER BY id DESC LIMIT $4",
-            )
+            sqlx::query(order_with_items!(
+                "WHERE ($1::bigint IS NULL OR o.user_id = $1) AND ($2::text IS NULL OR o.status = $2) AND o.id < $3 \
+                 AND ($5::timestamptz IS NULL OR o.created_at >= $5) AND ($6::timestamptz IS NULL OR o.created_at < $6) \
+                 ORDER BY o.id DESC LIMIT $4"
+            ))
             .bind(q.user_id.map(UserId::get))
             .bind(status)
             .bind(before)
             .bind(limit)
             .bind(q.created_after)
             .bind(q.created_before)
-            .fetch_all(&mut *conn)
-            .await?;
-            return load_orders(&mut conn, rows).await;
-        }
-        // One static statement per filter combination, so each gets a plan that uses its index.
-        let query = match (q.user_id, status) {
-            (Some(u), Some(s)) => sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
-                 WHERE user_id = $1 AND status = $2 AND id < $3 ORDER BY id DESC LIMIT $4",
-            )
-            .bind(u.get())
-            .bind(s),
-            (Some(u), None) => sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
-                 WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-            )
-            .bind(u.get()),
-            (None, Some(s)) => sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
-                 WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-            )
-            .bind(s),
-            (None, None) => sqlx::query(
-                "SELECT id, user_id, status, currency, total_minor, created_at, updated_at, refunded_minor FROM orders \
-                 WHERE id < $1 ORDER BY id DESC LIMIT $2",
-            ),
+        } else {
+            // One static statement per filter combination, so each gets a plan that uses its index.
+            let query = match (q.user_id, status) {
+                (Some(u), Some(s)) => sqlx::query(order_with_items!(
+                    "WHERE o.user_id = $1 AND o.status = $2 AND o.id < $3 ORDER BY o.id DESC LIMIT $4"
+                ))
+                .bind(u.get())
+                .bind(s),
+                (Some(u), None) => {
+                    sqlx::query(order_with_items!("WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3"))
+                        .bind(u.get())
+                }
+                (None, Some(s)) => {
+                    sqlx::query(order_with_items!("WHERE o.status = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3"))
+                        .bind(s)
+                }
+                (None, None) => sqlx::query(order_with_items!("WHERE o.id < $1 ORDER BY o.id DESC LIMIT $2")),
+            };
+            query.bind(before).bind(limit)
         };
-        let rows = query.bind(before).bind(limit).fetch_all(&mut *conn).await?;
-        load_orders(&mut conn, rows).await
+        let mut conn = self.readers.get().await?;
+        let rows = query.fetch_all(&mut *conn).await;
+        conn.finish(rows)?.iter().map(order_from_row).collect()
     }
 
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
+        let mut conn = self.readers.get().await?;
         let row = sqlx::query(order_with_items!("WHERE o.user_id = $1 ORDER BY o.id DESC LIMIT 1"))
             .bind(user_id.get())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(order_from_row).transpose()
+            .fetch_optional(&mut *conn)
+            .await;
+        conn.finish(row)?.as_ref().map(order_from_row).transpose()
     }
 
     async fn order_events(&self, id: OrderId) -> Result<Vec<OrderEvent>> {

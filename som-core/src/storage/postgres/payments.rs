@@ -6,8 +6,9 @@ use crate::storage::policy::completion;
 #[async_trait]
 impl PaymentStore for PostgresStorage {
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
-        let mut conn = self.pool.acquire().await?;
-        payment_where(&mut conn, LIVE_PAYMENT, order_id.get()).await
+        let mut conn = self.readers.get().await?;
+        let payment = payment_where(&mut conn, LIVE_PAYMENT, order_id.get()).await;
+        conn.finish(payment)
     }
 
     async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
@@ -68,8 +69,9 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
-        let mut conn = self.pool.acquire().await?;
-        payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await
+        let mut conn = self.readers.get().await?;
+        let payment = payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await;
+        conn.finish(payment)
     }
 
     async fn payment_by_provider_id(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {

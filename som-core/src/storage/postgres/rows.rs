@@ -4,7 +4,8 @@
 use sqlx::FromRow;
 
 use super::*;
-use crate::storage::rows::{ItemRow, OrderRow, OutboxRow, PaymentRow, RefundRow, UserRow, assemble_orders};
+use crate::domain::OrderItem;
+use crate::storage::rows::{OrderRow, OutboxRow, PaymentRow, RefundRow, UserRow, order_without_items};
 
 pub(super) fn user_from(r: &PgRow) -> Result<User> {
     UserRow::from_row(r)?.into_user()
@@ -26,23 +27,6 @@ pub(super) async fn user_where(
 pub(super) enum UserKey<'a> {
     Id(i64),
     Name(&'a str),
-}
-
-/// Orders with their items, in the order of `rows`.
-pub(super) async fn load_orders(conn: &mut sqlx::PgConnection, rows: Vec<PgRow>) -> Result<Vec<Order>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let orders = rows.iter().map(OrderRow::from_row).collect::<Result<Vec<_>, _>>()?;
-    let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
-    let items = sqlx::query_as::<_, ItemRow>(
-        "SELECT order_id, name, quantity, unit_price_minor FROM order_items WHERE order_id = ANY($1) \
-         ORDER BY order_id, position",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    assemble_orders(orders, items)
 }
 
 /// An order with its items as arrays in one row: a single order is read in one round trip.
@@ -72,12 +56,14 @@ pub(super) fn order_from_row(row: &PgRow) -> Result<Order> {
     if names.len() != quantities.len() || names.len() != prices.len() {
         return Err(corrupt("order items"));
     }
-    let items = names
+    let mut order = order_without_items(order)?;
+    let currency = order.currency();
+    order.items = names
         .into_iter()
         .zip(quantities.into_iter().zip(prices))
-        .map(|(name, (quantity, unit_price_minor))| ItemRow { order_id: order.id, name, quantity, unit_price_minor })
+        .map(|(name, (quantity, price))| OrderItem { name, quantity, price: Money::from_minor(price, currency) })
         .collect();
-    assemble_orders(vec![order], items)?.pop().ok_or_else(|| corrupt("order"))
+    Ok(order)
 }
 
 pub(super) async fn order_by_id(conn: &mut sqlx::PgConnection, id: OrderId) -> Result<Option<Order>> {

@@ -92,6 +92,7 @@ impl SessionStore for PostgresStorage {
     }
 
     async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
+        let mut conn = self.readers.get().await?;
         let row = sqlx::query(
             "SELECT u.id, u.username, u.email, u.is_staff, u.created_at, u.is_active, \
              (SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
@@ -100,9 +101,9 @@ impl SessionStore for PostgresStorage {
         )
         .bind(user_id.get())
         .bind(session)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
+        .fetch_optional(&mut *conn)
+        .await;
+        let Some(row) = conn.finish(row)? else { return Ok(None) };
         let live: Option<bool> = row.try_get("live")?;
         Ok(live.map(|live| user_from(&row).map(|user| SessionState { user, live })).transpose()?)
     }

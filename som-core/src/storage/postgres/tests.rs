@@ -65,3 +65,37 @@ fn loopback_servers_are_reached_without_tls_unless_asked() {
     assert!(matches!(mode("postgres://u@db.example.com/db"), PgSslMode::Prefer));
     assert!(matches!(mode("postgres://u@10.0.0.7/db"), PgSslMode::Prefer));
 }
+
+/// A reader connection is lent again only after its statement was answered: one whose read
+/// was dropped before the answer, or failed, is closed, and the next read gets a new one.
+#[tokio::test]
+async fn a_reader_connection_is_lent_again_only_after_an_answer() {
+    let Some(admin) = admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+        return;
+    };
+    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
+    let readers = super::readers::Readers::new(db.url().parse().unwrap(), 1);
+    let backend = || async {
+        let mut conn = readers.get().await.unwrap();
+        let pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut *conn).await;
+        conn.finish(pid).unwrap()
+    };
+    let first = backend().await;
+    assert_eq!(backend().await, first, "an answered read keeps its connection");
+
+    {
+        let mut conn = readers.get().await.unwrap();
+        let slow = sqlx::query("SELECT pg_sleep(5)").execute(&mut *conn);
+        assert!(tokio::time::timeout(Duration::from_millis(100), slow).await.is_err());
+    }
+    let second = backend().await;
+    assert_ne!(second, first, "a read dropped before its answer must not be lent again");
+
+    {
+        let mut conn = readers.get().await.unwrap();
+        let failed = sqlx::query("SELECT no_such_column FROM pg_class").execute(&mut *conn).await;
+        assert!(conn.finish(failed).is_err());
+    }
+    assert_ne!(backend().await, second, "a failed read's connection is closed");
+}

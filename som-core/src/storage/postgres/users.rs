@@ -42,13 +42,14 @@ impl UserStore for PostgresStorage {
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
-        let mut conn = self.pool.acquire().await?;
-        user_where(
+        let mut conn = self.readers.get().await?;
+        let user = user_where(
             &mut conn,
             "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1",
             UserKey::Id(id.get()),
         )
-        .await
+        .await;
+        conn.finish(user)
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {

@@ -1,0 +1,106 @@
+//! Connections for reads that are one statement outside any transaction, lent without the
+//! pool's hand-back round trips.
+//!
+//! A pooled connection costs two round trips beyond its statement each time it comes back:
+//! sqlx pings it, and the pool's check asks the server whether it was left inside a
+//! transaction (`outside_transaction`). A single statement sent outside a transaction cannot
+//! leave one open, so these connections skip both; what keeps them safe is that a connection
+//! goes back only when its statement was answered. A [`Lent`] connection is returned by
+//! [`Lent::finish`]ing its result: kept when the statement completed (or the server refused
+//! it, which leaves the connection as it was), closed when it failed otherwise or when the read
+//! was dropped before its answer arrived, so that no one inherits a half-read reply.
+//!
+//! Connections are opened on first use, at most `size` at once; a borrower waits for one when
+//! all are lent.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, Result};
+
+pub(super) struct Readers {
+    idle: Arc<Mutex<Vec<PgConnection>>>,
+    permits: Arc<Semaphore>,
+    options: PgConnectOptions,
+}
+
+impl Readers {
+    pub(super) fn new(options: PgConnectOptions, size: u32) -> Readers {
+        Readers {
+            idle: Arc::new(Mutex::new(Vec::new())),
+            permits: Arc::new(Semaphore::new(size.max(1) as usize)),
+            options,
+        }
+    }
+
+    /// A connection for one read; see [`Lent::finish`].
+    pub(super) async fn get(&self) -> Result<Lent> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("postgres readers closed".into()))?;
+        let idle = lock(&self.idle).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => PgConnection::connect_with(&self.options).await?,
+        };
+        Ok(Lent { conn: Some(conn), answered: false, idle: Arc::clone(&self.idle), _permit: permit })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A lent reader connection: goes back to the idle set on drop only if the last statement run
+/// on it was [`Lent::finish`]ed with an answer.
+pub(super) struct Lent {
+    conn: Option<PgConnection>,
+    /// Whether the last statement's answer was read in full.
+    answered: bool,
+    idle: Arc<Mutex<Vec<PgConnection>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lent {
+    /// Records how the statement just run on this connection ended and passes its result on:
+    /// answered, the connection can be lent again; failed, it is closed (a read fails when
+    /// the connection or the server is in trouble, and a new connection is cheap).
+    pub(super) fn finish<T, E: Into<Error>>(&mut self, result: std::result::Result<T, E>) -> Result<T> {
+        self.answered = result.is_ok();
+        result.map_err(Into::into)
+    }
+}
+
+impl Deref for Lent {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("a lent connection is present until dropped"))
+    }
+}
+
+impl DerefMut for Lent {
+    /// Taking the connection to run a statement: until that statement is finished, the
+    /// connection is not fit to be lent again.
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.answered = false;
+        self.conn.as_mut().unwrap_or_else(|| unreachable!("a lent connection is present until dropped"))
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // Unanswered, its state is unknown: dropped here, its socket closes and the server ends
+        // the session.
+        if let Some(conn) = self.conn.take()
+            && self.answered
+        {
+            lock(&self.idle).push(conn);
+        }
+    }
+}
