@@ -208,7 +208,7 @@ fn sqlite(c: &mut Criterion) {
     // same rows with one transaction — one fsync — per order, and against the fsync-batching
     // ceiling (128 orders per transaction), all in the same run on the same disk.
     let som64 = som.clone();
-    let som_rate = rt.block_on(throughput(64, 50, move || {
+    let som_rate = rt.block_on(throughput(64, 200, move || {
         let som = som64.clone();
         async move {
             som.create_order(caller, order()).await.unwrap();

@@ -83,12 +83,14 @@ impl<T: Send> Reply for Held<T> {
 /// Runs `write` in a savepoint of `tx`: released when it succeeds, rolled back when it fails
 /// or panics.
 fn in_savepoint<T>(tx: &Transaction<'_>, write: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-    tx.execute_batch("SAVEPOINT som_write")?;
+    // Prepared once per connection, like every statement of a write.
+    let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut stmt| stmt.execute([])).map(drop);
+    run("SAVEPOINT som_write")?;
     let outcome = catch_unwind(AssertUnwindSafe(|| write(tx)))
         .unwrap_or_else(|_| Err(Error::Internal("a database write panicked".into())));
     let close = match &outcome {
-        Ok(_) => tx.execute_batch("RELEASE som_write"),
-        Err(_) => tx.execute_batch("ROLLBACK TO som_write; RELEASE som_write"),
+        Ok(_) => run("RELEASE som_write"),
+        Err(_) => run("ROLLBACK TO som_write").and_then(|()| run("RELEASE som_write")),
     };
     match close {
         Ok(()) => outcome,
