@@ -12,7 +12,8 @@
 //! `--orders N` places N orders (two items each) for the load user before a read scenario
 //! (default 60). `--write-rate R` places R orders per second for another user while the
 //! scenario runs, so that reads are measured under a steady write load; the writes' own
-//! figures are printed on a second line.
+//! figures are printed on a second line. `--user NAME` runs as that user (registered if new,
+//! password `correct horse battery`), e.g. the one `seed` gives 1,000 orders.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ struct Args {
     duration: Duration,
     orders: usize,
     write_rate: u32,
+    user: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -37,13 +39,14 @@ fn args() -> anyhow::Result<Args> {
         duration: Duration::from_secs(10),
         orders: 60,
         write_rate: 0,
+        user: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             println!(
                 "loadgen [--url http://127.0.0.1:8000] [--scenario flow|create|latest|list|detail|healthz|login] \
-                 [--concurrency 16] [--duration 10] [--orders 60] [--write-rate 0]"
+                 [--concurrency 16] [--duration 10] [--orders 60] [--write-rate 0] [--user NAME]"
             );
             std::process::exit(0);
         }
@@ -55,6 +58,7 @@ fn args() -> anyhow::Result<Args> {
             "--duration" => a.duration = Duration::from_secs_f64(value.parse()?),
             "--orders" => a.orders = value.parse()?,
             "--write-rate" => a.write_rate = value.parse()?,
+            "--user" => a.user = Some(value),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -179,7 +183,11 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(a.concurrency).build()?;
-    let name = if a.scenario == "login" { "loadgen".to_owned() } else { format!("loadgen{}", std::process::id()) };
+    let name = match &a.user {
+        Some(user) => user.clone(),
+        None if a.scenario == "login" => "loadgen".to_owned(),
+        None => format!("loadgen{}", std::process::id()),
+    };
     let token = register(&client, &a.url, &name).await.context("registering the load user")?;
     if matches!(a.scenario.as_str(), "latest" | "list" | "detail") {
         // A few are paid, the rest placed, sixteen at a time.

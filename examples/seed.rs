@@ -1,9 +1,11 @@
 //! Loads many orders into a SQLite database quickly (large transactions of plain inserts), for
 //! the scale benchmarks: `cargo run --release --example seed -- sqlite:///tmp/big.db 1000000`.
-//! The orders belong to 1,000 seeded users; SOM's schema is created first by opening it.
+//! The orders belong to 1,000 seeded users and to `scale` (password `correct horse battery`),
+//! who owns 1,000 of them spread evenly through the table, for the load generator to read as
+//! (`loadgen --user scale --orders 0`). SOM's schema is created first by opening it.
 
 use anyhow::Context;
-use som_core::{Config, OrderSystem};
+use som_core::{Config, OrderSystem, Registration};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,7 +14,18 @@ async fn main() -> anyhow::Result<()> {
     let count: i64 = args.next().context("usage: seed <sqlite:///path.db> <orders>")?.parse()?;
     let path = url.strip_prefix("sqlite://").context("a sqlite:// URL")?.to_owned();
     // Opening the system creates (or upgrades) the schema.
-    OrderSystem::builder().config(Config { database_url: url.clone(), ..Config::default() }).build().await?;
+    let som = OrderSystem::builder().config(Config { database_url: url.clone(), ..Config::default() }).build().await?;
+    let reader = som
+        .register(Registration {
+            username: "scale".into(),
+            email: Some("scale@example.com".into()),
+            password: "correct horse battery".into(),
+        })
+        .await?
+        .id
+        .get();
+    // Every `spread`-th order is the reader's.
+    let spread = (count / 1000).max(1);
     let started = std::time::Instant::now();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut conn = rusqlite::Connection::open(&path)?;
@@ -38,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
                     "INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for i in done..(done + 50_000).min(count) {
-                    order.execute(rusqlite::params![first_user + i % 1000, now])?;
+                    let owner = if i % spread == 0 && i / spread < 1000 { reader } else { first_user + i % 1000 };
+                    order.execute(rusqlite::params![owner, now])?;
                     let id = tx.last_insert_rowid();
                     item.execute(rusqlite::params![id, 0, "Widget", 2, 10000])?;
                     item.execute(rusqlite::params![id, 1, "Gadget", 1, 5000])?;

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # HTTP benchmarks of `som serve` (release build) with the in-repo load generator: throughput and
-# latency per endpoint at concurrency 16 and 64 against /healthz measured in the same run,
-# memory (RSS) idle and under load, start-up time, the login-storm effect, and latency with
-# 10 k and 1 M orders in the database. Loopback only. Figures go into BENCHMARKS.md.
+# latency per endpoint at concurrency 16 and 64 against /healthz measured in the same run
+# (reads: the newest order, one order, a page of 50 of a user's 1,000 orders), reads alone and
+# under a steady write load of 1,000 orders/s, memory (RSS) idle and under load, start-up time,
+# the login-storm effect, and the same reads with 10 k and 1 M orders in the database.
+# Loopback only. Figures go into BENCHMARKS.md.
 #
 #   scripts/bench-http.sh            # SQLite; PostgreSQL too when SOM_TEST_POSTGRES_URL is set
 #   DURATION=5 scripts/bench-http.sh # shorter runs
@@ -31,7 +33,11 @@ start_server() {
     STARTUP_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
 }
 
-load() { "$LG" --url "$BASE" --scenario "$1" --concurrency "$2" --duration "$DURATION"; }
+# load SCENARIO CONCURRENCY [loadgen flags…]; a page of orders is read as a user with 1,000.
+load() {
+    local extra=(); [ "$1" = list ] && extra=(--orders 1000)
+    "$LG" --url "$BASE" --scenario "$1" --concurrency "$2" --duration "$DURATION" "${extra[@]}" "${@:3}"
+}
 
 # outbox_drained SCENARIO: waits (up to 120 s) until the server's outbox has nothing pending and
 # prints its counts: every notification the scenario caused was delivered.
@@ -57,15 +63,23 @@ bench_backend() {
     ( peak=0; while kill -0 "$PID" 2>/dev/null; do r=$(rss_kb "$PID"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$work/peak"; sleep 0.2; done ) &
     local all_loads=$!
     for c in 16 64; do
-        for s in healthz latest create flow; do
+        for s in healthz latest detail list create flow; do
             load "$s" "$c"
-            [ "$s" = healthz ] || outbox_drained "$s c=$c"
+            case "$s" in create | flow) outbox_drained "$s c=$c" ;; esac
         done
     done
     kill "$all_loads" 2>/dev/null || true
-    echo "RSS peak through healthz, latest, create and flow loads: $(cat "$work/peak") kB"
+    echo "RSS peak through the healthz, read, create and flow loads: $(cat "$work/peak") kB"
     sleep 5
     echo "RSS idle 5 s after the loads: $(rss_kb "$PID") kB"
+    sleep 10
+    echo "RSS idle 15 s after the loads: $(rss_kb "$PID") kB"
+    echo "reads alone, then under a steady write load of 1,000 orders/s (c=64):"
+    for s in latest list; do
+        load "$s" 64
+        load "$s" 64 --write-rate 1000
+    done
+    outbox_drained "the write load"
     echo "latest p99 alone, then during a login storm (8 concurrent logins):"
     load latest 16
     "$LG" --url "$BASE" --scenario login --concurrency 8 --duration "$DURATION" > "$work/storm" &
@@ -110,15 +124,22 @@ fi
 fi
 
 [ -n "${SKIP_SCALE:-}" ] && exit 0
+# scale_reads: /healthz, then the reads as `scale`, who owns 1,000 orders spread through the table.
+scale_reads() {
+    load healthz 64
+    for s in latest detail list; do
+        echo -n "orders=$1 "; "$LG" --url "$BASE" --scenario "$s" --concurrency 64 --duration "$DURATION" --user scale --orders 0
+    done
+}
+
 echo "### Scale: the same reads with 10 k and 1 M orders in the table (SQLite)"
 for n in 10000 1000000; do
     "$SOM" migrate --database-url "sqlite://${work}/scale-${n}.db" > /dev/null
     target/release/examples/seed "sqlite://${work}/scale-${n}.db" "$n"
     start_server "sqlite://${work}/scale-${n}.db"
-    for s in latest detail list; do
-        echo -n "orders=${n} "; load "$s" 16
-    done
+    scale_reads "$n"
     kill "$PID"; wait "$PID" 2>/dev/null || true
+    rm -f "${work}/scale-${n}.db"*
 done
 
 if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
@@ -128,22 +149,24 @@ if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
         psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
         url="${SOM_TEST_POSTGRES_URL%/*}/${db}"
         "$SOM" migrate --database-url "$url" > /dev/null
+        start_server "$url"
+        curl -fsS -o /dev/null -H 'content-type: application/json' "${BASE}/api/v1/accounts/register/" \
+            -d '{"username": "scale", "email": "scale@example.com", "password": "correct horse battery"}'
         t0="$(date +%s%N)"
         psql "$url" -q > /dev/null <<SQL
 INSERT INTO users (username, password_hash, is_staff, created_at)
     SELECT 'seed' || g, 'x', false, now() FROM generate_series(1, 1000) g;
 INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at)
     SELECT u.first + (g % 1000), 'CREATED', 'USD', 25000, now(), now()
-    FROM generate_series(1, ${n}) g, (SELECT min(id) AS first FROM users) u;
+    FROM generate_series(1, ${n}) g, (SELECT min(id) AS first FROM users WHERE username LIKE 'seed%') u;
 INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor)
     SELECT id, 0, 'Widget', 2, 10000 FROM orders UNION ALL SELECT id, 1, 'Gadget', 1, 5000 FROM orders;
+-- 1,000 of them, spread evenly through the table, are the reader's.
+UPDATE orders SET user_id = (SELECT id FROM users WHERE username = 'scale') WHERE id % (${n} / 1000) = 0;
 ANALYZE;
 SQL
         echo "seeded ${n} orders in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-        start_server "$url"
-        for s in latest detail list; do
-            echo -n "orders=${n} "; load "$s" 16
-        done
+        scale_reads "$n"
         kill "$PID"; wait "$PID" 2>/dev/null || true
         psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
     done

@@ -255,46 +255,76 @@ fn postgres(c: &mut Criterion) {
     g.bench_function("limit: raw sqlx, one transaction per order", |b| {
         b.to_async(&rt).iter(|| async {
             let mut tx = pool.begin().await.unwrap();
-            let now = chrono::Utc::now();
-            let id: i64 = sqlx::query_scalar("INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) VALUES (1, 'CREATED', 'USD', 25000, $1, $1) RETURNING id")
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-            sqlx::query("INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES ($1, 0, 'Widget', 2, 10000), ($1, 1, 'Gadget', 1, 5000)")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            sqlx::query("INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) VALUES ($1, NULL, 'CREATED', 'user:1', 'order placed', $2)")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            sqlx::query("INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, created_at, updated_at) VALUES ('order_created', $1, 'log', 'bench@example.com', $3, 'sent', 0, $2, $2, $2)")
-                .bind(format!("order_created:order:{id}"))
-                .bind(now)
-                .bind(PAYLOAD)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            raw_pg_rows(&mut tx).await;
             tx.commit().await.unwrap();
         })
     });
     shared(&mut g, &rt, &som, caller, &access, seeded);
     g.finish();
     let som64 = som.clone();
-    let rate = rt.block_on(throughput(64, 20, move || {
+    let rate = rt.block_on(throughput(64, 50, move || {
         let som = som64.clone();
         async move {
             som.create_order(caller, order()).await.unwrap();
         }
     }));
+    // Whether batching concurrent writes into one transaction would pay on PostgreSQL, which
+    // already lets concurrent commits share a WAL flush: the same rows from 64 tasks, one
+    // transaction per order, against one task writing 64 orders per transaction.
+    let raw_pool = pool.clone();
+    let raw_rate = rt.block_on(throughput(64, 20, move || {
+        let pool = raw_pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            raw_pg_rows(&mut tx).await;
+            tx.commit().await.unwrap();
+        }
+    }));
+    let batched_rate = rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..20 {
+            let mut tx = pool.begin().await.unwrap();
+            for _ in 0..64 {
+                raw_pg_rows(&mut tx).await;
+            }
+            tx.commit().await.unwrap();
+        }
+        (20 * 64) as f64 / start.elapsed().as_secs_f64()
+    });
     report("postgres create_order, 64 concurrent tasks (SOM)", rate);
+    report("postgres raw, 64 concurrent tasks, one transaction per order", raw_rate);
+    report("postgres raw, one task, 64 orders per transaction", batched_rate);
     drop(pool);
     drop(som);
     drop(db);
+}
+
+/// The rows of one order as SOM writes them, with plain statements.
+async fn raw_pg_rows(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) {
+    let now = chrono::Utc::now();
+    let id: i64 = sqlx::query_scalar("INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) VALUES (1, 'CREATED', 'USD', 25000, $1, $1) RETURNING id")
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES ($1, 0, 'Widget', 2, 10000), ($1, 1, 'Gadget', 1, 5000)")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) VALUES ($1, NULL, 'CREATED', 'user:1', 'order placed', $2)")
+        .bind(id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, created_at, updated_at) VALUES ('order_created', $1, 'log', 'bench@example.com', $3, 'sent', 0, $2, $2, $2)")
+        .bind(format!("order_created:order:{id}"))
+        .bind(now)
+        .bind(PAYLOAD)
+        .execute(&mut **tx)
+        .await
+        .unwrap();
 }
 
 criterion_group!(benches, sqlite, postgres);
