@@ -136,6 +136,8 @@ echo "### Scale: the same reads with 10 k and 1 M orders in the table (SQLite)"
 for n in 10000 1000000; do
     "$SOM" migrate --database-url "sqlite://${work}/scale-${n}.db" > /dev/null
     target/release/examples/seed "sqlite://${work}/scale-${n}.db" "$n"
+    # The seed's writes are flushed before measuring, so that write-back does not share the CPU.
+    sync; sleep 2
     start_server "sqlite://${work}/scale-${n}.db"
     scale_reads "$n"
     kill "$PID"; wait "$PID" 2>/dev/null || true
@@ -164,7 +166,9 @@ INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor)
 -- 1,000 of them, spread evenly through the table, are the reader's.
 UPDATE orders SET user_id = (SELECT id FROM users WHERE username = 'scale') WHERE id % (${n} / 1000) = 0;
 ANALYZE;
+CHECKPOINT;
 SQL
+        sync; sleep 2
         echo "seeded ${n} orders in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
         scale_reads "$n"
         kill "$PID"; wait "$PID" 2>/dev/null || true
