@@ -62,8 +62,8 @@ impl OrderStore for PostgresStorage {
 
     async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>> {
         let mut conn = self.readers.get().await?;
-        let row = sqlx::query(order_with_items!("WHERE o.id = $1")).bind(id.get()).fetch_optional(&mut *conn).await;
-        conn.finish(row)?.as_ref().map(order_from_row).transpose()
+        let order = order_by_id(&mut conn, id).await;
+        conn.finish(order)
     }
 
     async fn list_orders(&self, q: OrderQuery) -> Result<Vec<Order>> {

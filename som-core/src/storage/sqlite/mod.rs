@@ -9,8 +9,6 @@
 mod files;
 mod idempotency;
 mod orders;
-#[cfg(test)]
-use orders::list_orders_sql;
 mod outbox;
 mod payments;
 mod rows;

@@ -67,8 +67,9 @@ impl OrderStore for SqliteStorage {
             let used = stmt.parameter_count();
             joined_orders(stmt.query(&all[..used])?, q.limit as usize)
         };
-        // One user's page walks the (user_id[, status], id) index; anything else may scan.
-        if q.user_id.is_some() { self.read_statement(read).await } else { self.read(read).await }
+        // One statement: no transaction. One user's page walks the (user_id[, status], id)
+        // index, in place; anything else may scan, on the blocking pool.
+        self.read_in(Read { transaction: false, inline: q.user_id.is_some() }, read).await
     }
 
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {

@@ -1,5 +1,6 @@
 //! Backend-specific tests (the conformance suite covers the behaviour every backend shares).
 
+use super::orders::list_orders_sql;
 use super::*;
 use crate::domain::PaymentStatus;
 
@@ -189,6 +190,7 @@ async fn a_users_page_of_orders_is_planned_through_the_user_index() {
                     plan.push_str(&row.get::<_, String>(3).unwrap());
                     plan.push_str("; ");
                 }
+                // Every statement must prepare; only one user's page has an index to promise.
                 if user.is_some() {
                     assert!(plan.contains("INDEX orders_user"), "{sql}: {plan}");
                 }
