@@ -10,6 +10,7 @@
 #   DURATION=5 scripts/bench-http.sh # shorter runs
 #   SCALE_ONLY=1 scripts/bench-http.sh  # only the 10 k / 1 M scale runs
 #   SKIP_SCALE=1 scripts/bench-http.sh  # everything but the scale runs
+#   ONLY=postgres SKIP_SCALE=1 scripts/bench-http.sh  # one backend (postgres or sqlite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
@@ -110,11 +111,13 @@ login_storm() {
 }
 
 if [ -z "${SCALE_ONLY:-}" ]; then
-echo "### SQLite"
-login_storm "sqlite://${work}/storm.db"
-bench_backend "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/bench.db"
+if [ "${ONLY:-sqlite}" = sqlite ]; then
+    echo "### SQLite"
+    login_storm "sqlite://${work}/storm.db"
+    bench_backend "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/bench.db"
+fi
 
-if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
+if [ -n "${SOM_TEST_POSTGRES_URL:-}" ] && [ "${ONLY:-postgres}" = postgres ]; then
     db="som_bench_$$"
     psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
     pg_url="${SOM_TEST_POSTGRES_URL%/*}/${db}"

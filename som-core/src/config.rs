@@ -29,7 +29,7 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_DATABASE_POOL_SIZE",
         default: "8",
-        help: "Database connections (SQLite: reader connections; PostgreSQL: this many for single-statement reads and twice as many for writes and transactions)",
+        help: "Database connections (SQLite: reader connections; PostgreSQL: this many each for single-statement reads, single-statement writes and transactions)",
     },
     ConfigVar {
         name: "SOM_JWT_SECRET",

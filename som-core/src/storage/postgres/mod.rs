@@ -15,9 +15,9 @@ mod idempotency;
 mod orders;
 mod outbox;
 mod payments;
-mod readers;
 mod rows;
 mod sessions;
+mod statements;
 mod users;
 
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{Postgres, Row, Transaction as SqlxTx};
 use tokio::sync::Notify;
 
@@ -55,8 +55,10 @@ type Tx = SqlxTx<'static, Postgres>;
 #[derive(Clone)]
 pub struct PostgresStorage {
     pool: PgPool,
-    /// Connections for single-statement reads (see `readers`).
-    readers: Arc<readers::Readers>,
+    /// Connections for single-statement reads (see `statements`).
+    readers: Arc<statements::Statements>,
+    /// Connections for writes that are single statements (see `statements`).
+    writers: Arc<statements::Statements>,
     location: Arc<str>,
 }
 
@@ -105,18 +107,18 @@ fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
 
 impl PostgresStorage {
     /// Connects to a `postgres://` URL and runs the embedded migrations (serialised across
-    /// processes by an advisory lock). Single-statement reads use up to `pool_size` connections,
-    /// opened when first needed (see `readers`); writes and transactions a pool of twice as many.
+    /// processes by an advisory lock). Single-statement reads, single-statement writes and
+    /// transactions each use up to `pool_size` connections (see `statements`).
     pub async fn open(url: &str, pool_size: u32) -> Result<PostgresStorage> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| Error::invalid("SOM_DATABASE_URL", format!("not a valid postgres URL: {e}")))?;
         let options = loopback_without_tls(options, url);
-        // `pool_size` connections for single-statement reads, twice as many for writes and
-        // transactions: a write holds its connection for several round trips, and with reads
-        // running flat out beside them 8 could not carry 1,000 orders/s (measured: 691/s, queued
-        // for a second); 16 did, at a p50 of 13 ms. Fewer readers instead slowed reads.
-        let readers = Arc::new(readers::Readers::new(options.clone(), pool_size.max(1)));
-        let pool = pool_options(pool_size.saturating_mul(2).max(2)).connect_with(options).await?;
+        // Reads and single-statement writes (placing an order, the outbox's bookkeeping) each
+        // have connections of their own, so that reads running flat out do not queue writes
+        // and the other way round; transactions use the pool.
+        let readers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1)));
+        let writers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1)));
+        let pool = pool_options(pool_size.max(1)).connect_with(options).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(inner) => Error::from(inner),
             sqlx::migrate::MigrateError::VersionMissing(version) => Error::Incompatible(format!(
@@ -125,11 +127,26 @@ impl PostgresStorage {
             )),
             other => Error::Internal(format!("postgres migration: {other}")),
         })?;
-        Ok(PostgresStorage { pool, readers, location: crate::util::redact_url(url).into() })
+        Ok(PostgresStorage { pool, readers, writers, location: crate::util::redact_url(url).into() })
     }
 
     async fn begin(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// Runs one write statement outside any transaction, on a writer connection.
+    async fn write(&self, query: sqlx::query::Query<'_, Postgres, PgArguments>) -> Result<PgQueryResult> {
+        let mut conn = self.writers.get().await?;
+        let done = query.execute(&mut *conn).await;
+        conn.finish(done)
+    }
+
+    /// Runs one write statement that returns rows outside any transaction, on a writer
+    /// connection.
+    async fn write_returning(&self, query: sqlx::query::Query<'_, Postgres, PgArguments>) -> Result<Vec<PgRow>> {
+        let mut conn = self.writers.get().await?;
+        let rows = query.fetch_all(&mut *conn).await;
+        conn.finish(rows)
     }
 }
 

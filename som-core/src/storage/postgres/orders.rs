@@ -15,35 +15,16 @@ impl OrderStore for PostgresStorage {
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Order> {
         let at = truncate(at);
-        let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) \
-             VALUES ($1, 'CREATED', $2, $3, $4, $4) RETURNING id",
-        )
-        .bind(user_id.get())
-        .bind(order.currency().code())
-        .bind(order.total().minor())
-        .bind(at)
-        .fetch_one(&mut *tx)
-        .await?;
+        // Two round trips outside any transaction: the order's id, then one statement that
+        // writes the order, its items, its audit event, its outbox rows and the idempotent
+        // response (the server runs a statement all or nothing, checking the items' and
+        // event's references to the order when it ends) and wakes the dispatchers on commit.
+        let mut conn = self.writers.get().await?;
+        let id = sqlx::query_scalar::<_, i64>("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
+            .fetch_one(&mut *conn)
+            .await;
+        let id = OrderId::new(conn.finish(id)?);
         let items = order.items();
-        let positions: Vec<i32> = (0..items.len()).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect();
-        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
-        let quantities: Vec<i64> = items.iter().map(|i| i.quantity).collect();
-        let prices: Vec<i64> = items.iter().map(|i| i.price.minor()).collect();
-        sqlx::query(
-            "INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) \
-             SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::bigint[], $5::bigint[])",
-        )
-        .bind(id)
-        .bind(&positions)
-        .bind(&names)
-        .bind(&quantities)
-        .bind(&prices)
-        .execute(&mut *tx)
-        .await?;
-        let id = OrderId::new(id);
-        insert_event(&mut tx, id, None, OrderStatus::Created, &actor, "order placed", at).await?;
         let stored = Order {
             id,
             user_id,
@@ -54,9 +35,51 @@ impl OrderStore for PostgresStorage {
             created_at: at,
             updated_at: at,
         };
-        insert_outbox(&mut tx, notify(&stored), at).await?;
-        record_idempotency(&mut tx, idempotency.as_ref(), &stored).await?;
-        tx.commit().await?;
+        let outbox = OutboxRows::new(notify(&stored))?;
+        let (key, response) = match &idempotency {
+            Some(slot) => (Some(&slot.key), Some(response_json(&stored)?)),
+            None => (None, None),
+        };
+        let written = sqlx::query(
+            "WITH o AS (INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at) \
+                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, 'CREATED', $3, $4, $5, $5)), \
+             i AS (INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) \
+                 SELECT $1, n - 1, name, quantity, price \
+                 FROM UNNEST($6::text[], $7::bigint[], $8::bigint[]) WITH ORDINALITY AS t (name, quantity, price, n)), \
+             e AS (INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) \
+                 VALUES ($1, NULL, 'CREATED', $9, 'order placed', $5)), \
+             x AS (INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, \
+                 next_attempt_at, created_at, updated_at, order_id) \
+                 SELECT kind, dedupe_key, channel, recipient, payload, 'pending', 0, $5, $5, $5, $1 \
+                 FROM UNNEST($10::text[], $11::text[], $12::text[], $13::text[], $14::text[]) \
+                     AS t (kind, dedupe_key, channel, recipient, payload) \
+                 ON CONFLICT (dedupe_key, channel) DO NOTHING), \
+             k AS (UPDATE idempotency_keys SET response = $18, locked_at = NULL \
+                 WHERE scope = $15 AND operation = $16 AND key = $17 AND response IS NULL) \
+             SELECT pg_notify($19, '') WHERE cardinality($10::text[]) > 0",
+        )
+        .bind(id.get())
+        .bind(user_id.get())
+        .bind(order.currency().code())
+        .bind(order.total().minor())
+        .bind(at)
+        .bind(items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.price.minor()).collect::<Vec<_>>())
+        .bind(actor.to_string())
+        .bind(&outbox.kinds)
+        .bind(&outbox.dedupe_keys)
+        .bind(&outbox.channels)
+        .bind(&outbox.recipients)
+        .bind(&outbox.payloads)
+        .bind(key.map(|k| k.scope.as_str()))
+        .bind(key.map(|k| k.operation))
+        .bind(key.map(|k| k.key.as_str()))
+        .bind(response)
+        .bind(OUTBOX_CHANNEL)
+        .execute(&mut *conn)
+        .await;
+        conn.finish(written)?;
         Ok(stored)
     }
 

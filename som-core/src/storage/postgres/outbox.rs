@@ -21,9 +21,8 @@ impl OutboxStore for PostgresStorage {
         .bind(now)
         .bind(lease_until)
         .bind(claim_token)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(i64::from(limit));
+        let rows = self.write_returning(rows).await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             match outbox_from(row) {
@@ -48,14 +47,14 @@ impl OutboxStore for PostgresStorage {
     }
 
     async fn mark_notification_sent(&self, id: NotificationId, claim_token: &str, at: DateTime<Utc>) -> Result<bool> {
-        let n = sqlx::query(
+        let n = self.write(sqlx::query(
             "UPDATE outbox SET status = 'sent', sent_at = $3, updated_at = $3, lease_until = NULL, claim_token = NULL \
              WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
         )
         .bind(id.get())
         .bind(claim_token)
         .bind(at)
-        .execute(&self.pool)
+        )
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -72,7 +71,7 @@ impl OutboxStore for PostgresStorage {
         let now = at;
         let n =
             match retry_at {
-                Some(retry) => sqlx::query(
+                Some(retry) => self.write(sqlx::query(
                     "UPDATE outbox SET next_attempt_at = $3, last_error = $4, lease_until = NULL, claim_token = NULL, \
                  updated_at = $5 WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
                 )
@@ -80,19 +79,17 @@ impl OutboxStore for PostgresStorage {
                 .bind(claim_token)
                 .bind(retry)
                 .bind(error)
-                .bind(now)
-                .execute(&self.pool)
+                .bind(now))
                 .await?,
                 None => {
-                    sqlx::query(
+                    self.write(sqlx::query(
                         "UPDATE outbox SET status = 'dead', last_error = $3, lease_until = NULL, claim_token = NULL, \
                  updated_at = $4 WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
                     )
                     .bind(id.get())
                     .bind(claim_token)
                     .bind(error)
-                    .bind(now)
-                    .execute(&self.pool)
+                    .bind(now))
                     .await?
                 }
             };
@@ -106,30 +103,34 @@ impl OutboxStore for PostgresStorage {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE outbox SET status = 'skipped', last_error = $3, updated_at = $4, lease_until = NULL, \
+        let n = self
+            .write(
+                sqlx::query(
+                    "UPDATE outbox SET status = 'skipped', last_error = $3, updated_at = $4, lease_until = NULL, \
              claim_token = NULL WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
-        )
-        .bind(id.get())
-        .bind(claim_token)
-        .bind(reason)
-        .bind(at)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+                )
+                .bind(id.get())
+                .bind(claim_token)
+                .bind(reason)
+                .bind(at),
+            )
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 
     async fn release_notification(&self, id: NotificationId, claim_token: &str) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE outbox SET lease_until = NULL, claim_token = NULL, attempts = GREATEST(attempts - 1, 0) \
+        let n = self
+            .write(
+                sqlx::query(
+                    "UPDATE outbox SET lease_until = NULL, claim_token = NULL, attempts = GREATEST(attempts - 1, 0) \
              WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
-        )
-        .bind(id.get())
-        .bind(claim_token)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+                )
+                .bind(id.get())
+                .bind(claim_token),
+            )
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 

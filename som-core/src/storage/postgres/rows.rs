@@ -120,30 +120,67 @@ pub(super) async fn insert_event(
     Ok(())
 }
 
+/// Outbox rows as column arrays, written by one `INSERT … SELECT … FROM UNNEST(…)`.
+pub(super) struct OutboxRows {
+    pub(super) kinds: Vec<&'static str>,
+    pub(super) dedupe_keys: Vec<String>,
+    pub(super) channels: Vec<String>,
+    pub(super) recipients: Vec<Option<String>>,
+    pub(super) payloads: Vec<String>,
+    pub(super) order_ids: Vec<i64>,
+}
+
+impl OutboxRows {
+    pub(super) fn new(rows: Vec<NewNotification>) -> Result<OutboxRows> {
+        let mut out = OutboxRows {
+            kinds: Vec::with_capacity(rows.len()),
+            dedupe_keys: Vec::with_capacity(rows.len()),
+            channels: Vec::with_capacity(rows.len()),
+            recipients: Vec::with_capacity(rows.len()),
+            payloads: Vec::with_capacity(rows.len()),
+            order_ids: Vec::with_capacity(rows.len()),
+        };
+        for n in rows {
+            out.payloads.push(
+                serde_json::to_string(&n.message)
+                    .map_err(|e| Error::Internal(format!("serializing outbox payload: {e}")))?,
+            );
+            out.kinds.push(n.message.kind.as_str());
+            out.dedupe_keys.push(n.message.dedupe_key());
+            out.recipients.push(recipient_of(&n));
+            out.order_ids.push(n.message.order_id.get());
+            out.channels.push(n.channel);
+        }
+        Ok(out)
+    }
+}
+
 pub(super) async fn insert_outbox(tx: &mut Tx, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    for n in rows {
-        let payload = serde_json::to_string(&n.message)
-            .map_err(|e| Error::Internal(format!("serializing outbox payload: {e}")))?;
-        sqlx::query(
-            "INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, \
-             created_at, updated_at, order_id) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6, $7) \
-             ON CONFLICT (dedupe_key, channel) DO NOTHING",
-        )
-        .bind(n.message.kind.as_str())
-        .bind(n.message.dedupe_key())
-        .bind(&n.channel)
-        .bind(recipient_of(&n))
-        .bind(payload)
-        .bind(at)
-        .bind(n.message.order_id.get())
-        .execute(&mut **tx)
-        .await?;
-    }
-    // Delivered to listeners when (and only if) the transaction commits.
-    sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut **tx).await?;
+    let rows = OutboxRows::new(rows)?;
+    // The rows and the wake-up in one statement; listeners hear it when (and only if) the
+    // transaction commits.
+    sqlx::query(
+        "WITH x AS (INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, \
+             next_attempt_at, created_at, updated_at, order_id) \
+             SELECT kind, dedupe_key, channel, recipient, payload, 'pending', 0, $7, $7, $7, order_id \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
+                 AS t (kind, dedupe_key, channel, recipient, payload, order_id) \
+             ON CONFLICT (dedupe_key, channel) DO NOTHING) \
+         SELECT pg_notify($8, '')",
+    )
+    .bind(&rows.kinds)
+    .bind(&rows.dedupe_keys)
+    .bind(&rows.channels)
+    .bind(&rows.recipients)
+    .bind(&rows.payloads)
+    .bind(&rows.order_ids)
+    .bind(at)
+    .bind(OUTBOX_CHANNEL)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -75,7 +75,7 @@ async fn a_reader_connection_is_lent_again_only_after_an_answer() {
         return;
     };
     let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
-    let readers = super::readers::Readers::new(db.url().parse().unwrap(), 1);
+    let readers = super::statements::Statements::new(db.url().parse().unwrap(), 1);
     let backend = || async {
         let mut conn = readers.get().await.unwrap();
         let pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut *conn).await;

@@ -1,17 +1,18 @@
-//! Connections for reads that are one statement outside any transaction, lent without the
-//! pool's hand-back round trips.
+//! Connections for statements run one at a time outside any transaction (reads, and writes
+//! that are a single statement), lent without the pool's hand-back round trips.
 //!
 //! A pooled connection costs two round trips beyond its statement each time it comes back:
 //! sqlx pings it, and the pool's check asks the server whether it was left inside a
 //! transaction (`outside_transaction`). A single statement sent outside a transaction cannot
-//! leave one open, so these connections skip both; what keeps them safe is that a connection
-//! goes back only when its statement was answered. A [`Lent`] connection is returned by
-//! [`Lent::finish`]ing its result: kept when the statement completed (or the server refused
-//! it, which leaves the connection as it was), closed when it failed otherwise or when the read
-//! was dropped before its answer arrived, so that no one inherits a half-read reply.
+//! leave one open (the server commits or rolls it back before it answers), so these
+//! connections skip both; what keeps them safe is that a connection goes back only when its
+//! statement was answered. A [`Lent`] connection is returned by [`Lent::finish`]ing its result:
+//! kept when the statement completed, closed when it failed or when the statement was dropped
+//! before its answer arrived, so that no one inherits a half-read reply.
 //!
 //! Connections are opened on first use, at most `size` at once; a borrower waits for one when
-//! all are lent.
+//! all are lent. Reads and writes each have a set of their own, so that neither queues behind
+//! the other.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
@@ -22,27 +23,27 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
-pub(super) struct Readers {
+pub(super) struct Statements {
     idle: Arc<Mutex<Vec<PgConnection>>>,
     permits: Arc<Semaphore>,
     options: PgConnectOptions,
 }
 
-impl Readers {
-    pub(super) fn new(options: PgConnectOptions, size: u32) -> Readers {
-        Readers {
+impl Statements {
+    pub(super) fn new(options: PgConnectOptions, size: u32) -> Statements {
+        Statements {
             idle: Arc::new(Mutex::new(Vec::new())),
             permits: Arc::new(Semaphore::new(size.max(1) as usize)),
             options,
         }
     }
 
-    /// A connection for one read; see [`Lent::finish`].
+    /// A connection for one or more single statements; see [`Lent::finish`].
     pub(super) async fn get(&self) -> Result<Lent> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|_| Error::Internal("postgres readers closed".into()))?;
+            .map_err(|_| Error::Internal("postgres connections closed".into()))?;
         let idle = lock(&self.idle).pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -56,7 +57,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A lent reader connection: goes back to the idle set on drop only if the last statement run
+/// A lent connection: goes back to the idle set on drop only if the last statement run
 /// on it was [`Lent::finish`]ed with an answer.
 pub(super) struct Lent {
     conn: Option<PgConnection>,
@@ -68,8 +69,8 @@ pub(super) struct Lent {
 
 impl Lent {
     /// Records how the statement just run on this connection ended and passes its result on:
-    /// answered, the connection can be lent again; failed, it is closed (a read fails when
-    /// the connection or the server is in trouble, and a new connection is cheap).
+    /// answered, the connection can be lent again; failed, it is closed (a failure may have left
+    /// the connection in trouble, and a new connection is cheap).
     pub(super) fn finish<T, E: Into<Error>>(&mut self, result: std::result::Result<T, E>) -> Result<T> {
         self.answered = result.is_ok();
         result.map_err(Into::into)
