@@ -1,5 +1,6 @@
-//! The outbox dispatcher: claims due rows with a lease, delivers them, and marks them sent,
-//! reschedules them with exponential backoff and jitter, or dead-letters them.
+//! The outbox dispatcher: claims due rows with a lease, delivers them, and marks them sent (a
+//! batch's delivered rows together), reschedules them with exponential backoff and jitter, or
+//! dead-letters them.
 //!
 //! Rows are claimed, not locked: a dispatcher that dies mid-batch leaves its rows leased, and
 //! they become claimable again when the lease runs out. Delivery is therefore at least once;
@@ -82,19 +83,38 @@ impl Dispatcher {
         self
     }
 
-    /// One round: claims up to a batch of due rows and delivers them one by one. Returns how
-    /// many rows it handled (delivered, rescheduled or dead-lettered). When `stop` turns true
-    /// mid-batch, the rows not yet attempted are released for others.
+    /// One round: claims up to a batch of due rows, delivers them one by one, and marks those
+    /// delivered sent together, in one write. Returns how many rows it handled (delivered,
+    /// rescheduled or dead-lettered). When `stop` turns true mid-batch, the rows not yet
+    /// attempted are released for others.
     pub async fn run_once(&self, stop: Option<&watch::Receiver<bool>>) -> Result<usize> {
         let token = crate::util::random_token(16);
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60));
         let rows = self.storage.claim_notifications(now, now + lease, self.config.batch_size, &token).await?;
+        let mut delivered = Vec::with_capacity(rows.len());
+        let handled = self.deliver(rows, &token, stop, &mut delivered).await;
+        // Also when recording another row's outcome failed: these were delivered.
+        if !delivered.is_empty() {
+            self.storage.mark_notifications_sent(&delivered, &token, Utc::now()).await?;
+        }
+        handled
+    }
+
+    /// Delivers claimed `rows` in order, recording failures and skips as they happen and
+    /// collecting the delivered rows' ids in `delivered`.
+    async fn deliver(
+        &self,
+        rows: Vec<crate::domain::OutboxEntry>,
+        token: &str,
+        stop: Option<&watch::Receiver<bool>>,
+        delivered: &mut Vec<crate::domain::NotificationId>,
+    ) -> Result<usize> {
         let mut handled = 0;
         let mut rows = rows.into_iter();
         for row in rows.by_ref() {
             if stop.is_some_and(|s| *s.borrow()) {
-                self.storage.release_notification(row.id, &token).await?;
+                self.storage.release_notification(row.id, token).await?;
                 break;
             }
             let outcome = match self.notifiers.get(&row.channel) {
@@ -103,28 +123,28 @@ impl Dispatcher {
             };
             match outcome {
                 Ok(()) => {
-                    self.storage.mark_notification_sent(row.id, &token, Utc::now()).await?;
+                    delivered.push(row.id);
                     tracing::debug!(id = %row.id, key = %row.dedupe_key, channel = %row.channel, "notification delivered");
                 }
                 Err(NotifyError::Transient(error)) if row.attempts < self.config.max_attempts => {
                     let delay = backoff_delay(row.attempts, self.config.backoff_base, self.config.backoff_cap);
                     let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
                     tracing::warn!(id = %row.id, attempts = row.attempts, ?delay, %error, "notification failed; will retry");
-                    self.storage.mark_notification_failed(row.id, &token, &error, Some(retry_at), Utc::now()).await?;
+                    self.storage.mark_notification_failed(row.id, token, &error, Some(retry_at), Utc::now()).await?;
                 }
                 Err(NotifyError::Skipped(reason)) => {
                     tracing::info!(id = %row.id, channel = %row.channel, %reason, "notification skipped");
-                    self.storage.mark_notification_skipped(row.id, &token, &reason, Utc::now()).await?;
+                    self.storage.mark_notification_skipped(row.id, token, &reason, Utc::now()).await?;
                 }
                 Err(NotifyError::Transient(error) | NotifyError::Permanent(error)) => {
                     tracing::error!(id = %row.id, attempts = row.attempts, %error, "notification dead-lettered");
-                    self.storage.mark_notification_failed(row.id, &token, &error, None, Utc::now()).await?;
+                    self.storage.mark_notification_failed(row.id, token, &error, None, Utc::now()).await?;
                 }
             }
             handled += 1;
         }
         for rest in rows {
-            self.storage.release_notification(rest.id, &token).await?;
+            self.storage.release_notification(rest.id, token).await?;
         }
         Ok(handled)
     }

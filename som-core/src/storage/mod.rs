@@ -291,8 +291,14 @@ pub trait OutboxStore: Send + Sync {
         claim_token: &str,
     ) -> Result<Vec<OutboxEntry>>;
 
-    /// Marks a claimed row delivered. False if the claim was lost (lease expired and re-claimed).
-    async fn mark_notification_sent(&self, id: NotificationId, claim_token: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Marks claimed rows delivered, in one write; how many were marked. A row whose claim was
+    /// lost (its lease expired and it was claimed again) is left alone.
+    async fn mark_notifications_sent(
+        &self,
+        ids: &[NotificationId],
+        claim_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64>;
 
     /// Records a failed attempt at `at`: pending again at `retry_at`, or dead when `retry_at` is
     /// `None`.

@@ -25,8 +25,8 @@ pub async fn outbox_claims_lease_and_deliver(s: DynStorage) {
     let rest = s.claim_notifications(now, lease, 10, "b").await.unwrap();
     assert_eq!(rest.len(), 1, "leased rows are not claimed twice");
     assert!(s.claim_notifications(now, lease, 10, "c").await.unwrap().is_empty());
-    assert!(s.mark_notification_sent(claimed[0].id, "a", now).await.unwrap());
-    assert!(!s.mark_notification_sent(claimed[1].id, "wrong-token", now).await.unwrap());
+    assert_eq!(s.mark_notifications_sent(&[claimed[0].id], "a", now).await.unwrap(), 1);
+    assert_eq!(s.mark_notifications_sent(&[claimed[1].id], "wrong-token", now).await.unwrap(), 0);
     assert!(s.release_notification(rest[0].id, "b").await.unwrap());
     let later = now + Duration::seconds(31);
     let reclaimed = s.claim_notifications(later, later + Duration::seconds(30), 10, "d").await.unwrap();
@@ -35,7 +35,7 @@ pub async fn outbox_claims_lease_and_deliver(s: DynStorage) {
     assert_eq!(ids, vec![claimed[1].id, rest[0].id], "an expired lease and a released row come back");
     let released = reclaimed.iter().find(|r| r.id == rest[0].id).unwrap();
     assert_eq!(released.attempts, 1, "a released claim does not count as an attempt");
-    assert!(!s.mark_notification_sent(claimed[1].id, "a", later).await.unwrap(), "the old claim is lost");
+    assert_eq!(s.mark_notifications_sent(&[claimed[1].id], "a", later).await.unwrap(), 0, "the old claim is lost");
     let counts = s.notification_counts().await.unwrap();
     assert!(counts.contains(&(NotificationStatus::Sent, 1)) && counts.contains(&(NotificationStatus::Pending, 2)));
     let sent = s
@@ -49,6 +49,13 @@ pub async fn outbox_claims_lease_and_deliver(s: DynStorage) {
         .unwrap();
     assert_eq!(sent.len(), 1);
     assert!(sent[0].sent_at.is_some());
+    // Several rows at once: those still claimed are marked, an already sent one is left alone.
+    let batch = [claimed[0].id, claimed[1].id, rest[0].id];
+    assert_eq!(s.mark_notifications_sent(&batch, "d", later).await.unwrap(), 2);
+    assert_eq!(s.mark_notifications_sent(&batch, "d", later).await.unwrap(), 0, "sent rows stay sent once");
+    let counts = s.notification_counts().await.unwrap();
+    assert!(counts.contains(&(NotificationStatus::Sent, 3)) && counts.contains(&(NotificationStatus::Pending, 0)));
+    assert_eq!(s.mark_notifications_sent(&[], "d", later).await.unwrap(), 0);
 }
 
 pub async fn concurrent_claims_never_overlap(s: DynStorage) {

@@ -159,9 +159,14 @@ impl OutboxStore for Detached {
             .await
     }
 
-    async fn mark_notification_sent(&self, id: NotificationId, claim_token: &str, at: DateTime<Utc>) -> Result<bool> {
-        let claim_token = claim_token.to_owned();
-        detached(&self.inner, |s| async move { s.mark_notification_sent(id, &claim_token, at).await }).await
+    async fn mark_notifications_sent(
+        &self,
+        ids: &[NotificationId],
+        claim_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        let (ids, claim_token) = (ids.to_vec(), claim_token.to_owned());
+        detached(&self.inner, |s| async move { s.mark_notifications_sent(&ids, &claim_token, at).await }).await
     }
 
     async fn mark_notification_failed(

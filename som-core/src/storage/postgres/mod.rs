@@ -7,6 +7,8 @@
 //! lease, and every commit that writes outbox rows sends `NOTIFY som_outbox` so dispatchers in
 //! other processes wake at once.
 
+mod announce;
+mod health;
 mod refunds;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -46,7 +48,7 @@ use rows::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/storage/postgres/migrations");
 
-/// The channel `NOTIFY` is sent on after a commit that wrote outbox rows.
+/// The channel `NOTIFY` is sent on after a commit that wrote outbox rows (see `announce`).
 const OUTBOX_CHANNEL: &str = "som_outbox";
 
 type Tx = SqlxTx<'static, Postgres>;
@@ -59,6 +61,8 @@ pub struct PostgresStorage {
     readers: Arc<statements::Statements>,
     /// Connections for writes that are single statements (see `statements`).
     writers: Arc<statements::Statements>,
+    /// Wakes other processes' dispatchers after outbox rows are committed.
+    announcer: Arc<announce::Announcer>,
     location: Arc<str>,
 }
 
@@ -88,6 +92,16 @@ impl From<sqlx::Error> for Error {
             }),
             _ => false,
         };
+        let connection_lost = match &e {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+            }
+            _ => false,
+        };
+        if connection_lost {
+            health::connection_lost();
+        }
         if unavailable {
             tracing::warn!(error = %e, "postgres unavailable");
             Error::Unavailable("database".into())
@@ -118,6 +132,7 @@ impl PostgresStorage {
         // and the other way round; transactions use the pool.
         let readers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1)));
         let writers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1)));
+        let announcer = Arc::new(announce::Announcer::new(Arc::downgrade(&writers)));
         let pool = pool_options(pool_size.max(1)).connect_with(options).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(inner) => Error::from(inner),
@@ -127,7 +142,7 @@ impl PostgresStorage {
             )),
             other => Error::Internal(format!("postgres migration: {other}")),
         })?;
-        Ok(PostgresStorage { pool, readers, writers, location: crate::util::redact_url(url).into() })
+        Ok(PostgresStorage { pool, readers, writers, announcer, location: crate::util::redact_url(url).into() })
     }
 
     async fn begin(&self) -> Result<Tx> {
@@ -170,9 +185,10 @@ fn pool_options(size: u32) -> PgPoolOptions {
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))
         // Every connection is checked when it comes back (below), so a borrower gets one that
-        // was healthy when it was last used, without a ping round trip per borrow; one that
-        // died idle fails its first statement (503, retryable) and is closed.
+        // was healthy when it was last used, without a ping round trip per borrow; only one
+        // that has been idle since a connection to the server was last lost is pinged first.
         .test_before_acquire(false)
+        .before_acquire(|conn, meta| Box::pin(health::usable(conn, meta.idle_for)))
         .after_release(|conn, _| Box::pin(outside_transaction(conn)))
 }
 
@@ -271,6 +287,7 @@ impl Storage for PostgresStorage {
 
     fn subscribe_outbox(&self, wake: Arc<Notify>) {
         let pool = self.pool.clone();
+        let origin = self.announcer.origin.clone();
         let weak = Arc::downgrade(&wake);
         drop(wake);
         tokio::spawn(async move {
@@ -283,6 +300,8 @@ impl Storage for PostgresStorage {
                 match listener.await {
                     Ok(mut l) => loop {
                         match l.recv().await {
+                            // This process woke its own dispatcher when it committed.
+                            Ok(n) if n.payload() == origin => {}
                             Ok(_) => match weak.upgrade() {
                                 Some(w) => w.notify_one(),
                                 None => return,

@@ -18,7 +18,7 @@ impl OrderStore for PostgresStorage {
         // Two round trips outside any transaction: the order's id, then one statement that
         // writes the order, its items, its audit event, its outbox rows and the idempotent
         // response (the server runs a statement all or nothing, checking the items' and
-        // event's references to the order when it ends) and wakes the dispatchers on commit.
+        // event's references to the order when it ends); then the dispatchers are woken.
         let mut conn = self.writers.get().await?;
         let id = sqlx::query_scalar::<_, i64>("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
             .fetch_one(&mut *conn)
@@ -53,10 +53,9 @@ impl OrderStore for PostgresStorage {
                  SELECT kind, dedupe_key, channel, recipient, payload, 'pending', 0, $5, $5, $5, $1 \
                  FROM UNNEST($10::text[], $11::text[], $12::text[], $13::text[], $14::text[]) \
                      AS t (kind, dedupe_key, channel, recipient, payload) \
-                 ON CONFLICT (dedupe_key, channel) DO NOTHING), \
-             k AS (UPDATE idempotency_keys SET response = $18, locked_at = NULL \
-                 WHERE scope = $15 AND operation = $16 AND key = $17 AND response IS NULL) \
-             SELECT pg_notify($19, '') WHERE cardinality($10::text[]) > 0",
+                 ON CONFLICT (dedupe_key, channel) DO NOTHING) \
+             UPDATE idempotency_keys SET response = $18, locked_at = NULL \
+                 WHERE scope = $15 AND operation = $16 AND key = $17 AND response IS NULL",
         )
         .bind(id.get())
         .bind(user_id.get())
@@ -76,10 +75,10 @@ impl OrderStore for PostgresStorage {
         .bind(key.map(|k| k.operation))
         .bind(key.map(|k| k.key.as_str()))
         .bind(response)
-        .bind(OUTBOX_CHANNEL)
         .execute(&mut *conn)
         .await;
         conn.finish(written)?;
+        self.announcer.announce();
         Ok(stored)
     }
 
@@ -202,6 +201,7 @@ impl OrderStore for PostgresStorage {
         insert_outbox(&mut tx, notify(&order), at).await?;
         record_idempotency(&mut tx, idempotency.as_ref(), &order).await?;
         tx.commit().await?;
+        self.announcer.announce();
         Ok(Transition::Applied(order))
     }
 }

@@ -46,18 +46,27 @@ impl OutboxStore for PostgresStorage {
         Ok(claimed)
     }
 
-    async fn mark_notification_sent(&self, id: NotificationId, claim_token: &str, at: DateTime<Utc>) -> Result<bool> {
+    async fn mark_notifications_sent(
+        &self,
+        ids: &[NotificationId],
+        claim_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
         let n = self.write(sqlx::query(
             "UPDATE outbox SET status = 'sent', sent_at = $3, updated_at = $3, lease_until = NULL, claim_token = NULL \
-             WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
+             WHERE id = ANY($1) AND claim_token = $2 AND status = 'pending'",
         )
-        .bind(id.get())
+        .bind(&ids)
         .bind(claim_token)
         .bind(at)
         )
         .await?
         .rows_affected();
-        Ok(n == 1)
+        Ok(n)
     }
 
     async fn mark_notification_failed(
@@ -169,7 +178,7 @@ impl OutboxStore for PostgresStorage {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = updated {
-            sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&self.pool).await?;
+            self.announcer.announce();
             return Ok(Some(Transition::Applied(outbox_from(&row)?)));
         }
         let current =

@@ -206,6 +206,7 @@ impl PaymentStore for PostgresStorage {
         insert_outbox(&mut tx, notify(&order, &payment), at).await?;
         record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
         tx.commit().await?;
+        self.announcer.announce();
         Ok(Transition::Applied(payment))
     }
 }

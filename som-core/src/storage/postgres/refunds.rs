@@ -211,6 +211,9 @@ impl RefundStore for PostgresStorage {
         let mut tx = self.begin().await?;
         let result = refunds::finish(&mut tx, id, &outcome, truncate(at), notify).await?;
         tx.commit().await?;
+        if matches!(result, Transition::Applied(_)) {
+            self.announcer.announce();
+        }
         Ok(result)
     }
 

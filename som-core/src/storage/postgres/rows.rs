@@ -160,16 +160,14 @@ pub(super) async fn insert_outbox(tx: &mut Tx, rows: Vec<NewNotification>, at: D
         return Ok(());
     }
     let rows = OutboxRows::new(rows)?;
-    // The rows and the wake-up in one statement; listeners hear it when (and only if) the
-    // transaction commits.
+    // Announced by the caller once the transaction has committed (see `announce`).
     sqlx::query(
-        "WITH x AS (INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, \
-             next_attempt_at, created_at, updated_at, order_id) \
-             SELECT kind, dedupe_key, channel, recipient, payload, 'pending', 0, $7, $7, $7, order_id \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
-                 AS t (kind, dedupe_key, channel, recipient, payload, order_id) \
-             ON CONFLICT (dedupe_key, channel) DO NOTHING) \
-         SELECT pg_notify($8, '')",
+        "INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, next_attempt_at, \
+         created_at, updated_at, order_id) \
+         SELECT kind, dedupe_key, channel, recipient, payload, 'pending', 0, $7, $7, $7, order_id \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
+             AS t (kind, dedupe_key, channel, recipient, payload, order_id) \
+         ON CONFLICT (dedupe_key, channel) DO NOTHING",
     )
     .bind(&rows.kinds)
     .bind(&rows.dedupe_keys)
@@ -178,7 +176,6 @@ pub(super) async fn insert_outbox(tx: &mut Tx, rows: Vec<NewNotification>, at: D
     .bind(&rows.payloads)
     .bind(&rows.order_ids)
     .bind(at)
-    .bind(OUTBOX_CHANNEL)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -16,6 +16,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -23,8 +24,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
+/// An idle connection and since when it has been idle.
+type Idle = (PgConnection, Instant);
+
 pub(super) struct Statements {
-    idle: Arc<Mutex<Vec<PgConnection>>>,
+    idle: Arc<Mutex<Vec<Idle>>>,
     permits: Arc<Semaphore>,
     options: PgConnectOptions,
 }
@@ -44,10 +48,17 @@ impl Statements {
             .acquire_owned()
             .await
             .map_err(|_| Error::Internal("postgres connections closed".into()))?;
-        let idle = lock(&self.idle).pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => PgConnection::connect_with(&self.options).await?,
+        // Idle connections that may have died with a lost one are checked first (see `health`).
+        let conn = loop {
+            let idle = lock(&self.idle).pop();
+            match idle {
+                Some((mut conn, since)) => {
+                    if super::health::usable(&mut conn, since.elapsed()).await? {
+                        break conn;
+                    }
+                }
+                None => break PgConnection::connect_with(&self.options).await?,
+            }
         };
         Ok(Lent { conn: Some(conn), answered: false, idle: Arc::clone(&self.idle), _permit: permit })
     }
@@ -63,7 +74,7 @@ pub(super) struct Lent {
     conn: Option<PgConnection>,
     /// Whether the last statement's answer was read in full.
     answered: bool,
-    idle: Arc<Mutex<Vec<PgConnection>>>,
+    idle: Arc<Mutex<Vec<Idle>>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -101,7 +112,7 @@ impl Drop for Lent {
         if let Some(conn) = self.conn.take()
             && self.answered
         {
-            lock(&self.idle).push(conn);
+            lock(&self.idle).push((conn, Instant::now()));
         }
     }
 }

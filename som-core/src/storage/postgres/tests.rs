@@ -99,3 +99,47 @@ async fn a_reader_connection_is_lent_again_only_after_an_answer() {
     }
     assert_ne!(backend().await, second, "a failed read's connection is closed");
 }
+
+/// Notifications committed by one process wake the dispatchers of the others (one `NOTIFY`
+/// sent after the commit), while a process's own announcements do not come back to it (it woke
+/// its dispatcher itself).
+#[tokio::test]
+async fn committed_notifications_wake_other_processes_and_not_their_own() {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use tokio::sync::Notify;
+
+    use crate::domain::Actor;
+    use crate::storage::conformance::{new_order, notify, user};
+    use crate::storage::{DynStorage, Storage as _};
+
+    let Some(admin) = admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+        return;
+    };
+    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
+    let here = super::PostgresStorage::open(db.url(), 2).await.unwrap();
+    let there = super::PostgresStorage::open(db.url(), 2).await.unwrap();
+    let (woken_here, woken_there) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    here.subscribe_outbox(Arc::clone(&woken_here));
+    there.subscribe_outbox(Arc::clone(&woken_there));
+    let mut probe = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    while sqlx::query_scalar::<_, i64>(listening).fetch_one(&mut probe).await.unwrap() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let storage: DynStorage = Arc::new(here);
+    let ann = user(&storage, "ann").await;
+    let order = new_order(&[("Widget", 2, "3.50")]);
+    storage.insert_order(ann.id, Actor::User(ann.id), order, Utc::now(), notify(&["log"], &ann), None).await.unwrap();
+
+    tokio::time::timeout(Duration::from_secs(10), woken_there.notified())
+        .await
+        .expect("the other process's dispatcher is woken by the committed notification");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), woken_here.notified()).await.is_err(),
+        "a process's own announcement must not wake it a second time"
+    );
+}

@@ -44,15 +44,26 @@ impl OutboxStore for SqliteStorage {
         .await
     }
 
-    async fn mark_notification_sent(&self, id: NotificationId, claim_token: &str, at: DateTime<Utc>) -> Result<bool> {
-        let token = claim_token.to_owned();
+    async fn mark_notifications_sent(
+        &self,
+        ids: &[NotificationId],
+        claim_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let (ids, token) = (ids.to_vec(), claim_token.to_owned());
         self.write(move |tx| {
-            let n = tx.execute(
+            let mut mark = tx.prepare_cached(
                 "UPDATE outbox SET status = 'sent', sent_at = ?3, updated_at = ?3, lease_until = NULL, claim_token = NULL \
                  WHERE id = ?1 AND claim_token = ?2 AND status = 'pending'",
-                params![id.get(), token, micros(at)],
             )?;
-            Ok(n == 1)
+            let mut marked = 0;
+            for id in ids {
+                marked += mark.execute(params![id.get(), token, micros(at)])? as u64;
+            }
+            Ok(marked)
         })
         .await
     }
