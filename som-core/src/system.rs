@@ -553,7 +553,12 @@ impl OrderSystem {
         })
     }
 
+    /// The user an order belongs to, for its notifications: as their live session was last
+    /// seen (usernames and emails do not change), or from storage.
     async fn owner(&self, id: UserId) -> Result<User> {
+        if let Some(user) = self.inner.sessions.user(id) {
+            return Ok(user);
+        }
         self.inner.storage.user_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("user {id}")))
     }
 

@@ -30,6 +30,8 @@ struct State {
     /// Bumped by every emptying.
     epoch: u64,
     live: HashMap<(UserId, String), (User, Instant)>,
+    /// Each user with a session in `live`, as last seen.
+    users: HashMap<UserId, (User, Instant)>,
 }
 
 /// Where a lookup started: [`SessionCache::remember`] ignores it after an emptying.
@@ -56,6 +58,16 @@ impl SessionCache {
         }
     }
 
+    /// A user seen with a live session less than the time to live ago (what a notification
+    /// about them says needs no storage round trip then).
+    pub fn user(&self, id: UserId) -> Option<User> {
+        let state = self.state();
+        match state.users.get(&id) {
+            Some((found, at)) if at.elapsed() < self.ttl => Some(found.clone()),
+            _ => None,
+        }
+    }
+
     /// Remembers a session storage found live, unless the cache was emptied since `epoch`.
     pub fn remember(&self, epoch: Epoch, session: &str, user: &User) {
         if self.ttl.is_zero() {
@@ -67,8 +79,11 @@ impl SessionCache {
         }
         if state.live.len() >= MAX_ENTRIES {
             state.live.clear();
+            state.users.clear();
         }
-        state.live.insert((user.id, session.to_owned()), (user.clone(), Instant::now()));
+        let now = Instant::now();
+        state.live.insert((user.id, session.to_owned()), (user.clone(), now));
+        state.users.insert(user.id, (user.clone(), now));
     }
 
     /// Forgets everything: something changed that may end sessions or change a user's rights.
@@ -76,6 +91,7 @@ impl SessionCache {
         let mut state = self.state();
         state.epoch = state.epoch.wrapping_add(1);
         state.live.clear();
+        state.users.clear();
     }
 }
 
@@ -102,10 +118,13 @@ mod tests {
         let epoch = cache.get(alice.id, "s1").unwrap_err();
         cache.remember(epoch, "s1", &alice);
         assert_eq!(cache.get(alice.id, "s1"), Ok(alice.clone()));
+        assert_eq!(cache.user(alice.id), Some(alice.clone()));
+        assert_eq!(cache.user(UserId::new(2)), None);
         assert!(cache.get(alice.id, "s2").is_err(), "another session");
         assert!(cache.get(UserId::new(2), "s1").is_err(), "another user");
         cache.invalidate();
         assert!(cache.get(alice.id, "s1").is_err(), "emptied at once");
+        assert_eq!(cache.user(alice.id), None, "users too");
         // A lookup that began before the emptying does not put back what it read.
         cache.remember(epoch, "s1", &alice);
         assert!(cache.get(alice.id, "s1").is_err());
@@ -114,6 +133,7 @@ mod tests {
         assert!(cache.get(alice.id, "s1").is_ok());
         std::thread::sleep(Duration::from_millis(250));
         assert!(cache.get(alice.id, "s1").is_err(), "expired after the ttl");
+        assert_eq!(cache.user(alice.id), None, "expired after the ttl");
     }
 
     #[test]
@@ -123,5 +143,6 @@ mod tests {
         let epoch = cache.get(alice.id, "s1").unwrap_err();
         cache.remember(epoch, "s1", &alice);
         assert!(cache.get(alice.id, "s1").is_err());
+        assert_eq!(cache.user(alice.id), None);
     }
 }

@@ -18,6 +18,9 @@ use super::{Notifier, NotifyError};
 use crate::error::Result;
 use crate::storage::DynStorage;
 
+/// How long a dispatcher that just delivered a part batch waits before claiming again.
+const GATHER: Duration = Duration::from_millis(5);
+
 /// How the dispatcher paces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatchConfig {
@@ -161,7 +164,18 @@ impl Dispatcher {
                 }
                 match self.run_once(Some(&stop_rx)).await {
                     Ok(n) if n > 0 => {
-                        tokio::task::yield_now().await;
+                        // More may be waiting. Unless the batch was full, let a few more rows
+                        // arrive first: under a steady stream of orders each round then takes
+                        // several, and the storage writes per notification (claim, mark sent)
+                        // fall accordingly.
+                        if n < self.config.batch_size as usize {
+                            tokio::select! {
+                                () = tokio::time::sleep(GATHER) => {}
+                                _ = stop_rx.changed() => {}
+                            }
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
                         continue;
                     }
                     Ok(_) => {}

@@ -15,14 +15,13 @@ impl OrderStore for PostgresStorage {
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Order> {
         let at = truncate(at);
-        // Two round trips outside any transaction: the order's id, then one statement that
-        // writes the order, its items, its audit event, its outbox rows and the idempotent
-        // response (the server runs a statement all or nothing, checking the items' and
-        // event's references to the order when it ends); then the dispatchers are woken.
+        // Two round trips outside any transaction: the order's id (from the sequence PostgreSQL
+        // made for the identity column `orders.id`), then one statement that writes the order,
+        // its items, its audit event, its outbox rows and the idempotent response (the server
+        // runs a statement all or nothing, checking the items' and event's references to the
+        // order when it ends); then other processes' dispatchers are told.
         let mut conn = self.writers.get().await?;
-        let id = sqlx::query_scalar::<_, i64>("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
-            .fetch_one(&mut *conn)
-            .await;
+        let id = sqlx::query_scalar::<_, i64>("SELECT nextval('orders_id_seq')").fetch_one(&mut *conn).await;
         let id = OrderId::new(conn.finish(id)?);
         let items = order.items();
         let stored = Order {
