@@ -6,18 +6,24 @@
 //! ended, WAL flush included: concurrent orders would then commit one flush at a time instead
 //! of sharing flushes. So the rows are announced after their commit instead, by one `NOTIFY`
 //! sent on a connection of its own. Announcements coalesce: while a `NOTIFY` is waiting to be
-//! sent, a further announcement adds nothing (the waiting one is sent after both commits). A
-//! `NOTIFY` that cannot be sent is logged; other processes then find the rows at their next poll.
+//! sent, a further announcement adds nothing (the waiting one is sent after both commits), and
+//! one is sent at most every [`PACE`], so that a steady stream of orders costs the server and
+//! every listener a few `NOTIFY`s a second rather than one per order. A `NOTIFY` that cannot be
+//! sent is logged; other processes then find the rows at their next poll.
 //!
 //! Each process notifies with a payload of its own, so that its listener can ignore its own
 //! announcements.
 
 use std::sync::Weak;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::OUTBOX_CHANNEL;
 use super::statements::Statements;
+
+/// The shortest time between two `NOTIFY`s: what an announcement may wait at most.
+const PACE: Duration = Duration::from_millis(5);
 
 pub(super) struct Announcer {
     /// Asks the sending task for one `NOTIFY`; holds at most one request.
@@ -55,5 +61,7 @@ async fn send_notifies(mut requests: mpsc::Receiver<()>, writers: Weak<Statement
         if let Err(e) = sent.await {
             tracing::warn!(error = %e, "could not announce new notifications to other processes; they poll for them");
         }
+        drop(writers);
+        tokio::time::sleep(PACE).await;
     }
 }
