@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::storage::DynStorage;
 
 /// How long a dispatcher that just delivered a part batch waits before claiming again.
-const GATHER: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(20);
 
 /// How the dispatcher paces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

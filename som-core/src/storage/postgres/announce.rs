@@ -23,7 +23,7 @@ use super::OUTBOX_CHANNEL;
 use super::statements::Statements;
 
 /// The shortest time between two `NOTIFY`s: what an announcement may wait at most.
-const PACE: Duration = Duration::from_millis(5);
+const PACE: Duration = Duration::from_millis(20);
 
 pub(super) struct Announcer {
     /// Asks the sending task for one `NOTIFY`; holds at most one request.
