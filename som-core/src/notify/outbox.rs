@@ -18,6 +18,9 @@ use super::{Notifier, NotifyError};
 use crate::error::Result;
 use crate::storage::DynStorage;
 
+/// How often, at most, delivered rows wait for the end of their batch to be marked sent.
+const MARK_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a dispatcher that just delivered a part batch waits before claiming again.
 const GATHER: Duration = Duration::from_millis(20);
 
@@ -87,7 +90,7 @@ impl Dispatcher {
     }
 
     /// One round: claims up to a batch of due rows, delivers them one by one, and marks those
-    /// delivered sent together, in one write. Returns how many rows it handled (delivered,
+    /// delivered sent together, in one write (every second, when deliveries are slow). Returns how many rows it handled (delivered,
     /// rescheduled or dead-lettered). When `stop` turns true mid-batch, the rows not yet
     /// attempted are released for others.
     pub async fn run_once(&self, stop: Option<&watch::Receiver<bool>>) -> Result<usize> {
@@ -98,10 +101,26 @@ impl Dispatcher {
         let mut delivered = Vec::with_capacity(rows.len());
         let handled = self.deliver(rows, &token, stop, &mut delivered).await;
         // Also when recording another row's outcome failed: these were delivered.
-        if !delivered.is_empty() {
-            self.storage.mark_notifications_sent(&delivered, &token, Utc::now()).await?;
-        }
+        self.mark_sent(&mut delivered, &token).await?;
         handled
+    }
+
+    /// Marks `delivered` sent (and empties it); a row whose claim was lost meanwhile is left
+    /// to its new claimant, which will deliver it again.
+    async fn mark_sent(&self, delivered: &mut Vec<crate::domain::NotificationId>, token: &str) -> Result<()> {
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        let marked = self.storage.mark_notifications_sent(delivered, token, Utc::now()).await?;
+        if marked < delivered.len() as u64 {
+            tracing::warn!(
+                delivered = delivered.len(),
+                marked,
+                "claims expired before delivered notifications were marked sent"
+            );
+        }
+        delivered.clear();
+        Ok(())
     }
 
     /// Delivers claimed `rows` in order, recording failures and skips as they happen and
@@ -114,6 +133,7 @@ impl Dispatcher {
         delivered: &mut Vec<crate::domain::NotificationId>,
     ) -> Result<usize> {
         let mut handled = 0;
+        let mut marked_at = tokio::time::Instant::now();
         let mut rows = rows.into_iter();
         for row in rows.by_ref() {
             if stop.is_some_and(|s| *s.borrow()) {
@@ -128,6 +148,12 @@ impl Dispatcher {
                 Ok(()) => {
                     delivered.push(row.id);
                     tracing::debug!(id = %row.id, key = %row.dedupe_key, channel = %row.channel, "notification delivered");
+                    // Slow deliveries (mail, webhooks) are marked as they go, so that a crash
+                    // or an expiring lease repeats at most the last second's worth.
+                    if marked_at.elapsed() >= MARK_EVERY {
+                        self.mark_sent(delivered, token).await?;
+                        marked_at = tokio::time::Instant::now();
+                    }
                 }
                 Err(NotifyError::Transient(error)) if row.attempts < self.config.max_attempts => {
                     let delay = backoff_delay(row.attempts, self.config.backoff_base, self.config.backoff_cap);

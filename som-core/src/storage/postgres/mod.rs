@@ -4,8 +4,8 @@
 //! Concurrency the Postgres way: state changes are conditional updates, an order's row is
 //! locked while a payment is inserted for it, the database holds at most one live payment per
 //! order (a unique partial index), outbox rows are claimed with `FOR UPDATE SKIP LOCKED` and a
-//! lease, and every commit that writes outbox rows sends `NOTIFY som_outbox` so dispatchers in
-//! other processes wake at once.
+//! lease, and commits that write outbox rows are followed by `NOTIFY som_outbox` (see
+//! `announce`) so dispatchers in other processes wake at once.
 
 mod announce;
 mod health;
@@ -63,6 +63,8 @@ pub struct PostgresStorage {
     writers: Arc<statements::Statements>,
     /// Wakes other processes' dispatchers after outbox rows are committed.
     announcer: Arc<announce::Announcer>,
+    /// How to connect: the outbox listener has a connection of its own.
+    options: PgConnectOptions,
     location: Arc<str>,
 }
 
@@ -133,7 +135,7 @@ impl PostgresStorage {
         let readers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1)));
         let writers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1)));
         let announcer = Arc::new(announce::Announcer::new(Arc::downgrade(&writers)));
-        let pool = pool_options(pool_size.max(1)).connect_with(options).await?;
+        let pool = pool_options(pool_size.max(1)).connect_with(options.clone()).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(inner) => Error::from(inner),
             sqlx::migrate::MigrateError::VersionMissing(version) => Error::Incompatible(format!(
@@ -142,7 +144,14 @@ impl PostgresStorage {
             )),
             other => Error::Internal(format!("postgres migration: {other}")),
         })?;
-        Ok(PostgresStorage { pool, readers, writers, announcer, location: crate::util::redact_url(url).into() })
+        Ok(PostgresStorage {
+            pool,
+            readers,
+            writers,
+            announcer,
+            options,
+            location: crate::util::redact_url(url).into(),
+        })
     }
 
     async fn begin(&self) -> Result<Tx> {
@@ -287,13 +296,15 @@ impl Storage for PostgresStorage {
 
     fn subscribe_outbox(&self, wake: Arc<Notify>) {
         let pool = self.pool.clone();
+        // A connection of its own, so that listening never takes one from the transactions.
+        let own = PgPoolOptions::new().max_connections(1).connect_lazy_with(self.options.clone());
         let origin = self.announcer.origin.clone();
         let weak = Arc::downgrade(&wake);
         drop(wake);
         tokio::spawn(async move {
             loop {
                 let listener = async {
-                    let mut l = PgListener::connect_with(&pool).await?;
+                    let mut l = PgListener::connect_with(&own).await?;
                     l.listen(OUTBOX_CHANNEL).await?;
                     Ok::<_, sqlx::Error>(l)
                 };
@@ -307,14 +318,19 @@ impl Storage for PostgresStorage {
                                 None => return,
                             },
                             Err(e) => {
+                                health::connection_lost();
                                 tracing::warn!(error = %e, "outbox listener lost its connection");
                                 break;
                             }
                         }
                     },
-                    Err(e) => tracing::warn!(error = %e, "outbox listener cannot connect"),
+                    Err(e) => {
+                        health::connection_lost();
+                        tracing::warn!(error = %e, "outbox listener cannot connect");
+                    }
                 }
                 if weak.strong_count() == 0 || pool.is_closed() {
+                    own.close().await;
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -15,13 +15,15 @@ impl OrderStore for PostgresStorage {
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Order> {
         let at = truncate(at);
-        // Two round trips outside any transaction: the order's id (from the sequence PostgreSQL
-        // made for the identity column `orders.id`), then one statement that writes the order,
+        // Two round trips outside any transaction: the order's id (from the sequence of the
+        // identity column `orders.id`), then one statement that writes the order,
         // its items, its audit event, its outbox rows and the idempotent response (the server
         // runs a statement all or nothing, checking the items' and event's references to the
         // order when it ends); then other processes' dispatchers are told.
         let mut conn = self.writers.get().await?;
-        let id = sqlx::query_scalar::<_, i64>("SELECT nextval('orders_id_seq')").fetch_one(&mut *conn).await;
+        let id = sqlx::query_scalar::<_, i64>("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
+            .fetch_one(&mut *conn)
+            .await;
         let id = OrderId::new(conn.finish(id)?);
         let items = order.items();
         let stored = Order {
@@ -77,7 +79,9 @@ impl OrderStore for PostgresStorage {
         .execute(&mut *conn)
         .await;
         conn.finish(written)?;
-        self.announcer.announce();
+        // The connection goes back first: announcing may need a writer connection itself.
+        drop(conn);
+        self.announcer.announce().await;
         Ok(stored)
     }
 
@@ -200,7 +204,7 @@ impl OrderStore for PostgresStorage {
         insert_outbox(&mut tx, notify(&order), at).await?;
         record_idempotency(&mut tx, idempotency.as_ref(), &order).await?;
         tx.commit().await?;
-        self.announcer.announce();
+        self.announcer.announce().await;
         Ok(Transition::Applied(order))
     }
 }

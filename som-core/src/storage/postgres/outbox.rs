@@ -178,7 +178,7 @@ impl OutboxStore for PostgresStorage {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = updated {
-            self.announcer.announce();
+            self.announcer.announce().await;
             return Ok(Some(Transition::Applied(outbox_from(&row)?)));
         }
         let current =

@@ -206,7 +206,7 @@ impl PaymentStore for PostgresStorage {
         insert_outbox(&mut tx, notify(&order, &payment), at).await?;
         record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
         tx.commit().await?;
-        self.announcer.announce();
+        self.announcer.announce().await;
         Ok(Transition::Applied(payment))
     }
 }

@@ -212,7 +212,7 @@ impl RefundStore for PostgresStorage {
         let result = refunds::finish(&mut tx, id, &outcome, truncate(at), notify).await?;
         tx.commit().await?;
         if matches!(result, Transition::Applied(_)) {
-            self.announcer.announce();
+            self.announcer.announce().await;
         }
         Ok(result)
     }

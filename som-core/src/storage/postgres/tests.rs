@@ -132,14 +132,44 @@ async fn committed_notifications_wake_other_processes_and_not_their_own() {
 
     let storage: DynStorage = Arc::new(here);
     let ann = user(&storage, "ann").await;
-    let order = new_order(&[("Widget", 2, "3.50")]);
-    storage.insert_order(ann.id, Actor::User(ann.id), order, Utc::now(), notify(&["log"], &ann), None).await.unwrap();
+    let place = || {
+        storage.insert_order(
+            ann.id,
+            Actor::User(ann.id),
+            new_order(&[("Widget", 2, "3.50")]),
+            Utc::now(),
+            notify(&["log"], &ann),
+            None,
+        )
+    };
+    let woken = |wake: Arc<Notify>| async move { tokio::time::timeout(Duration::from_secs(10), wake.notified()).await };
 
-    tokio::time::timeout(Duration::from_secs(10), woken_there.notified())
+    place().await.unwrap();
+    woken(Arc::clone(&woken_there))
         .await
         .expect("the other process's dispatcher is woken by the committed notification");
+    // At once again: within the pace of the first NOTIFY, announced by the coalesced one.
+    place().await.unwrap();
+    woken(Arc::clone(&woken_there)).await.expect("a second order right after the first wakes the other process too");
     assert!(
         tokio::time::timeout(Duration::from_millis(300), woken_here.notified()).await.is_err(),
         "a process's own announcement must not wake it a second time"
     );
+    // A process that ends right after placing an order (a CLI command) has announced it: after
+    // a quiet moment an order's NOTIFY is sent before the write returns.
+    let url = db.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let cli: DynStorage = Arc::new(super::PostgresStorage::open(&url, 1).await.unwrap());
+            let bob = user(&cli, "bob").await;
+            let order = new_order(&[("Gadget", 1, "9.99")]);
+            cli.insert_order(bob.id, Actor::User(bob.id), order, Utc::now(), notify(&["log"], &bob), None)
+                .await
+                .unwrap();
+        });
+    })
+    .await
+    .unwrap();
+    woken(woken_there).await.expect("an order placed just before its process ended is announced");
 }
