@@ -76,34 +76,23 @@ impl std::fmt::Debug for PostgresStorage {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        let unavailable = match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => true,
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                // Connection exceptions, shutdowns, too many connections, serialization and
-                // deadlock failures: all worth a retry.
-                code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code == "53300"
-                    || code == "40001"
-                    || code == "40P01"
-            }),
-            _ => false,
+        let code = match &e {
+            sqlx::Error::Database(db) => db.code(),
+            _ => None,
         };
-        let connection_lost = match &e {
-            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => {
-                db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
-            }
-            _ => false,
-        };
+        // The connection or the server went away (connection exceptions, shutdowns).
+        let connection_lost = matches!(
+            e,
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
+        ) || code.as_deref().is_some_and(|c| c.starts_with("08") || c.starts_with("57P"));
         if connection_lost {
             health::connection_lost();
         }
+        // Those, an exhausted pool, too many connections, serialization and deadlock failures:
+        // all worth a retry.
+        let unavailable = connection_lost
+            || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+            || code.as_deref().is_some_and(|c| c == "53300" || c == "40001" || c == "40P01");
         if unavailable {
             tracing::warn!(error = %e, "postgres unavailable");
             Error::Unavailable("database".into())
