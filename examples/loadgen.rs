@@ -11,8 +11,8 @@
 //!
 //! `--orders N` places N orders (two items each) for the load user before a read scenario
 //! (default 60). `--write-rate R` places R orders per second for another user while the
-//! scenario runs, so that reads are measured under a steady write load; the writes' own
-//! figures are printed on a second line. `--user NAME` runs as that user (registered if new,
+//! scenario runs (from a thread and a client of their own), so that reads are measured under
+//! a steady write load; the writes' own figures are printed on a second line. `--user NAME` runs as that user (registered if new,
 //! password `correct horse battery`), e.g. the one `seed` gives 1,000 orders.
 
 use std::collections::BTreeMap;
@@ -216,7 +216,13 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + a.duration;
     let writer = if a.write_rate > 0 {
         let writer_token = register(&client, &a.url, &format!("loadgen{}w", std::process::id())).await?;
-        Some(tokio::spawn(paced_writes(client.clone(), a.url.clone(), writer_token, a.write_rate, deadline)))
+        // The writes run on a thread and a client of their own: when the server falls behind
+        // them, their backlog of requests must not queue the readers' tasks in this process
+        // and count as read latency.
+        let (url, rate) = (a.url.clone(), a.write_rate);
+        let writes = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Some(std::thread::spawn(move || writes.block_on(paced_writes(client, url, writer_token, rate, deadline))))
     } else {
         None
     };
@@ -265,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
         println!("  error {k}: {v}");
     }
     if let Some(writer) = writer {
-        let (mut writes, elapsed) = writer.await?;
+        let (mut writes, elapsed) = writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
         writes.latencies.sort();
         println!(
             "  during it: writes={} errors={} rate={:.0}/s p50={:.2}ms p99={:.2}ms",
