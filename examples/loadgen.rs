@@ -281,6 +281,9 @@ async fn main() -> anyhow::Result<()> {
             pct(&writes.latencies, 0.50),
             pct(&writes.latencies, 0.99),
         );
+        for (k, v) in &writes.errors {
+            println!("    write error {k}: {v}");
+        }
     }
     Ok(())
 }

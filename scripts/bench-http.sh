@@ -23,6 +23,17 @@ trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+# healthy PORT: GET /healthz answered 200, with bash's own /dev/tcp (starting curl takes
+# longer than some servers take to start).
+healthy() {
+    local line
+    { exec 3<> "/dev/tcp/127.0.0.1/$1"; } 2> /dev/null || return 1
+    printf 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+    read -r line <&3 || true
+    exec 3<&-
+    [[ "$line" == *" 200 "* ]]
+}
+
 # start_server URL -> sets PID, BASE, STARTUP_MS
 start_server() {
     local p; p="$(port)"
@@ -30,7 +41,7 @@ start_server() {
     local t0; t0="$(date +%s%N)"
     SOM_DATABASE_URL="$1" SOM_AUTH_RATE_LIMIT=0 SOM_LOG=warn "$SOM" serve --listen "127.0.0.1:${p}" > /dev/null 2>&1 &
     PID=$!
-    until curl -fsS "${BASE}/healthz" > /dev/null 2>&1; do sleep 0.002; done
+    until healthy "$p"; do sleep 0.001; done
     STARTUP_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
 }
 
@@ -56,8 +67,12 @@ outbox_drained() {
 bench_backend() {
     local name="$1" url="$2"
     echo "### ${name}"
+    # The first start migrates the empty database; the one measured is a restart on it.
     start_server "$url"
-    echo "start to first 200 on /healthz: ${STARTUP_MS} ms"
+    local first="$STARTUP_MS"
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+    start_server "$url"
+    echo "start to first 200 on /healthz: ${STARTUP_MS} ms (the first start, which migrated the empty database: ${first} ms)"
     sleep 1
     echo "RSS idle: $(rss_kb "$PID") kB"
     rm -f "$work/peak"
