@@ -121,8 +121,8 @@ impl PostgresStorage {
         // Reads and single-statement writes (placing an order, the outbox's bookkeeping) each
         // have connections of their own, so that reads running flat out do not queue writes
         // and the other way round; transactions use the pool.
-        let readers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1)));
-        let writers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1)));
+        let readers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1), ACQUIRE_TIMEOUT));
+        let writers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1), ACQUIRE_TIMEOUT));
         let announcer = Arc::new(announce::Announcer::new(Arc::downgrade(&writers)));
         let pool = pool_options(pool_size.max(1)).connect_with(options.clone()).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
@@ -177,11 +177,15 @@ fn loopback_without_tls(options: PgConnectOptions, url: &str) -> PgConnectOption
     if local && !chosen { options.ssl_mode(sqlx::postgres::PgSslMode::Disable) } else { options }
 }
 
+/// Longest a statement waits for a connection (all in use, or a new one not answered) before
+/// it fails as "database unavailable" (503, retry).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How SOM's pools are built: at most `size` connections, each checked when it comes back.
 fn pool_options(size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         // Every connection is checked when it comes back (below), so a borrower gets one that
         // was healthy when it was last used, without a ping round trip per borrow; only one
         // that has been idle since a connection to the server was last lost is pinged first.

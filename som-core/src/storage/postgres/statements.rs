@@ -11,12 +11,12 @@
 //! before its answer arrived, so that no one inherits a half-read reply.
 //!
 //! Connections are opened on first use, at most `size` at once; a borrower waits for one when
-//! all are lent. Reads and writes each have a set of their own, so that neither queues behind
+//! all are lent, as long as the pool would. Reads and writes each have a set of their own, so that neither queues behind
 //! the other.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -31,19 +31,31 @@ pub(super) struct Statements {
     idle: Arc<Mutex<Vec<Idle>>>,
     permits: Arc<Semaphore>,
     options: PgConnectOptions,
+    /// Longest wait for a connection: a free one, or a new one being connected.
+    acquire_timeout: Duration,
 }
 
 impl Statements {
-    pub(super) fn new(options: PgConnectOptions, size: u32) -> Statements {
+    pub(super) fn new(options: PgConnectOptions, size: u32, acquire_timeout: Duration) -> Statements {
         Statements {
             idle: Arc::new(Mutex::new(Vec::new())),
             permits: Arc::new(Semaphore::new(size.max(1) as usize)),
             options,
+            acquire_timeout,
         }
     }
 
-    /// A connection for one or more single statements; see [`Lent::finish`].
+    /// A connection for one or more single statements; see [`Lent::finish`]. Like the pool,
+    /// gives up after the acquire timeout (all connections busy, or the server not answering
+    /// a new one) with the pool's error, which callers see as the database being unavailable.
     pub(super) async fn get(&self) -> Result<Lent> {
+        match tokio::time::timeout(self.acquire_timeout, self.acquire()).await {
+            Ok(lent) => lent,
+            Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
+        }
+    }
+
+    async fn acquire(&self) -> Result<Lent> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::Connection as _;
 
 use super::{loopback_without_tls, pool_options};
+use crate::error::Error;
 use crate::storage::postgres::testing::{TestDatabase, admin_url};
 
 /// sqlx 0.9.0 leaves a connection inside a transaction when a `pool.begin()` future is
@@ -75,7 +76,7 @@ async fn a_reader_connection_is_lent_again_only_after_an_answer() {
         return;
     };
     let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
-    let readers = super::statements::Statements::new(db.url().parse().unwrap(), 1);
+    let readers = super::statements::Statements::new(db.url().parse().unwrap(), 1, Duration::from_secs(5));
     let backend = || async {
         let mut conn = readers.get().await.unwrap();
         let pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut *conn).await;
@@ -98,6 +99,44 @@ async fn a_reader_connection_is_lent_again_only_after_an_answer() {
         assert!(conn.finish(failed).is_err());
     }
     assert_ne!(backend().await, second, "a failed read's connection is closed");
+}
+
+/// A statement waits for a connection no longer than the pool would: when every connection is
+/// lent, or when the server accepts the connection but never answers, it fails as "database
+/// unavailable" (a 503 with Retry-After over HTTP) instead of holding its caller indefinitely.
+#[tokio::test]
+async fn a_statement_waits_for_a_connection_no_longer_than_the_acquire_timeout() {
+    use super::statements::Statements;
+
+    // A server that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("postgres://som@{}/som", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let unanswered = Statements::new(silent_url.parse().unwrap(), 1, Duration::from_millis(200));
+    let got = tokio::time::timeout(Duration::from_secs(10), unanswered.get()).await.expect("the wait is bounded");
+    assert!(matches!(got, Err(Error::Unavailable(_))), "a silent server is unavailable, got {:?}", got.err());
+    held.abort();
+
+    let Some(admin) = admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the busy half");
+        return;
+    };
+    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
+    let readers = Statements::new(db.url().parse().unwrap(), 1, Duration::from_millis(200));
+    let mut lent = readers.get().await.unwrap();
+    let one = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *lent).await;
+    assert_eq!(lent.finish(one).unwrap(), 1);
+    let busy = tokio::time::timeout(Duration::from_secs(10), readers.get()).await.expect("the wait is bounded");
+    assert!(matches!(busy, Err(Error::Unavailable(_))), "all connections lent: unavailable, got {:?}", busy.err());
+    drop(lent);
+    let mut again = readers.get().await.expect("a connection handed back is lent again");
+    let one = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *again).await;
+    assert_eq!(again.finish(one).unwrap(), 1);
 }
 
 /// Notifications committed by one process wake the dispatchers of the others (one `NOTIFY`
