@@ -12,8 +12,9 @@
 //! `--orders N` places N orders (two items each) for the load user before a read scenario
 //! (default 60). `--write-rate R` places R orders per second for another user while the
 //! scenario runs (from a thread and a client of their own), so that reads are measured under
-//! a steady write load; the writes' own figures are printed on a second line. `--user NAME` runs as that user (registered if new,
-//! password `correct horse battery`), e.g. the one `seed` gives 1,000 orders.
+//! a steady write load; the writes' own figures are printed on a second line. `--user NAME`
+//! runs as that user (registered if new, password `correct horse battery`), e.g. the one
+//! `seed` gives 1,000 orders.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -11,8 +11,8 @@
 //! before its answer arrived, so that no one inherits a half-read reply.
 //!
 //! Connections are opened on first use, at most `size` at once; a borrower waits for one when
-//! all are lent, as long as the pool would. Reads and writes each have a set of their own, so that neither queues behind
-//! the other.
+//! all are lent, as long as the pool would. Reads and writes each have a set of their own, so
+//! that neither queues behind the other.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
