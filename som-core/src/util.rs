@@ -24,6 +24,12 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Locks `m`, carrying on past poisoning: a holder that panicked does not take every later
+/// caller down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `bytes` random bytes from the OS generator, hex-encoded.
 pub fn random_token(bytes: usize) -> String {
     use rand::RngCore;

@@ -91,8 +91,8 @@ impl Dispatcher {
 
     /// One round: claims up to a batch of due rows, delivers them one by one, and marks those
     /// delivered sent together, in one write (every second, when deliveries are slow). Returns
-    /// how many rows it handled (delivered, rescheduled or dead-lettered). When `stop` turns true mid-batch, the rows not yet
-    /// attempted are released for others.
+    /// how many rows it handled (delivered, rescheduled or dead-lettered). When `stop` turns
+    /// true mid-batch, the rows not yet attempted are released for others.
     pub async fn run_once(&self, stop: Option<&watch::Receiver<bool>>) -> Result<usize> {
         let token = crate::util::random_token(16);
         let now = Utc::now();

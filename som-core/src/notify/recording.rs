@@ -1,5 +1,6 @@
 //! A notifier for tests: records every delivery and fails on demand.
 
+use crate::util::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -83,10 +84,6 @@ impl RecordingNotifier {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[async_trait]

@@ -7,6 +7,7 @@
 //! Refunds succeed otherwise. The outcome is encoded in the provider payment id, so another process (the CLI
 //! confirming what the server initiated) gets the same answer.
 
+use crate::util::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -154,10 +155,6 @@ fn push_front(queue: &mut Vec<ProviderError>, errors: impl IntoIterator<Item = P
     new.reverse();
     new.append(queue);
     *queue = new;
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl MockProvider {

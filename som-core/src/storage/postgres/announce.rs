@@ -18,6 +18,7 @@
 //! then find the rows at their next poll. Each process notifies with a payload of its own, so
 //! that its listener can ignore its own announcements.
 
+use crate::util::lock;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -109,8 +110,4 @@ async fn notify(writers: &Weak<Statements>, origin: &str) {
     if let Err(e) = sent.await {
         tracing::warn!(error = %e, "could not announce new notifications to other processes; they poll for them");
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -14,6 +14,7 @@
 //! all are lent, as long as the pool would. Reads and writes each have a set of their own, so
 //! that neither queues behind the other.
 
+use crate::util::lock;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,10 +75,6 @@ impl Statements {
         };
         Ok(Lent { conn: Some(conn), answered: false, idle: Arc::clone(&self.idle), _permit: permit })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A lent connection: goes back to the idle set on drop only if the last statement run

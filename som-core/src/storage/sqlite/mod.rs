@@ -13,12 +13,13 @@ mod outbox;
 mod payments;
 mod rows;
 mod sessions;
+use crate::util::lock;
 use sessions::end_sessions_in;
 mod users;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -339,10 +340,6 @@ fn in_read_transaction<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Resu
             value.and(Err(e.into()))
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether session `id` of `user_id` is live: not revoked, at its user's session version, and
