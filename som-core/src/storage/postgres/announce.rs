@@ -102,11 +102,11 @@ async fn send_queued(
 /// Sends one `NOTIFY` on a writer connection.
 async fn notify(writers: &Weak<Statements>, origin: &str) {
     let Some(writers) = writers.upgrade() else { return };
-    let sent = async {
-        let mut conn = writers.get().await?;
+    let origin = origin.to_owned();
+    let sent = writers.run(|mut conn| async move {
         let done = sqlx::query("SELECT pg_notify($1, $2)").bind(OUTBOX_CHANNEL).bind(origin).execute(&mut *conn).await;
         conn.finish(done)
-    };
+    });
     if let Err(e) = sent.await {
         tracing::warn!(error = %e, "could not announce new notifications to other processes; they poll for them");
     }

@@ -8,6 +8,7 @@
 //! `announce`) so dispatchers in other processes wake at once.
 
 mod announce;
+mod driver;
 mod health;
 mod refunds;
 #[cfg(feature = "test-support")]
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{Postgres, Row, Transaction as SqlxTx};
 use tokio::sync::Notify;
@@ -61,6 +63,8 @@ pub struct PostgresStorage {
     readers: Arc<statements::Statements>,
     /// Connections for writes that are single statements (see `statements`).
     writers: Arc<statements::Statements>,
+    /// The sequence that numbers orders (of the identity column `orders.id`), looked up once.
+    order_ids: Oid,
     /// Wakes other processes' dispatchers after outbox rows are committed.
     announcer: Arc<announce::Announcer>,
     /// How to connect: the outbox listener has a connection of its own.
@@ -122,7 +126,12 @@ impl PostgresStorage {
         // have connections of their own, so that reads running flat out do not queue writes
         // and the other way round; transactions use the pool.
         let readers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1), ACQUIRE_TIMEOUT));
-        let writers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1), ACQUIRE_TIMEOUT));
+        let writers = Arc::new(statements::Statements::driven(
+            options.clone(),
+            pool_size.max(1),
+            ACQUIRE_TIMEOUT,
+            "som-pg-writes",
+        )?);
         let announcer = Arc::new(announce::Announcer::new(Arc::downgrade(&writers)));
         let pool = pool_options(pool_size.max(1)).connect_with(options.clone()).await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
@@ -133,10 +142,13 @@ impl PostgresStorage {
             )),
             other => Error::Internal(format!("postgres migration: {other}")),
         })?;
+        let order_ids =
+            sqlx::query_scalar("SELECT pg_get_serial_sequence('orders', 'id')::regclass::oid").fetch_one(&pool).await?;
         Ok(PostgresStorage {
             pool,
             readers,
             writers,
+            order_ids,
             announcer,
             options,
             location: crate::util::redact_url(url).into(),
@@ -148,18 +160,24 @@ impl PostgresStorage {
     }
 
     /// Runs one write statement outside any transaction, on a writer connection.
-    async fn write(&self, query: sqlx::query::Query<'_, Postgres, PgArguments>) -> Result<PgQueryResult> {
-        let mut conn = self.writers.get().await?;
-        let done = query.execute(&mut *conn).await;
-        conn.finish(done)
+    async fn write(&self, query: sqlx::query::Query<'static, Postgres, PgArguments>) -> Result<PgQueryResult> {
+        self.writers
+            .run(|mut conn| async move {
+                let done = query.execute(&mut *conn).await;
+                conn.finish(done)
+            })
+            .await
     }
 
     /// Runs one write statement that returns rows outside any transaction, on a writer
     /// connection.
-    async fn write_returning(&self, query: sqlx::query::Query<'_, Postgres, PgArguments>) -> Result<Vec<PgRow>> {
-        let mut conn = self.writers.get().await?;
-        let rows = query.fetch_all(&mut *conn).await;
-        conn.finish(rows)
+    async fn write_returning(&self, query: sqlx::query::Query<'static, Postgres, PgArguments>) -> Result<Vec<PgRow>> {
+        self.writers
+            .run(|mut conn| async move {
+                let rows = query.fetch_all(&mut *conn).await;
+                conn.finish(rows)
+            })
+            .await
     }
 }
 

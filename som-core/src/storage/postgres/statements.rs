@@ -12,7 +12,8 @@
 //!
 //! Connections are opened on first use, at most `size` at once; a borrower waits for one when
 //! all are lent, as long as the pool would. Reads and writes each have a set of their own, so
-//! that neither queues behind the other.
+//! that neither queues behind the other; the writers' set is driven by a thread of its own
+//! (see `driver`), and used through [`Statements::run`].
 
 use crate::util::lock;
 use std::ops::{Deref, DerefMut};
@@ -23,6 +24,7 @@ use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::driver::Driver;
 use crate::error::{Error, Result};
 
 /// An idle connection and since when it has been idle.
@@ -34,6 +36,8 @@ pub(super) struct Statements {
     options: PgConnectOptions,
     /// Longest wait for a connection: a free one, or a new one being connected.
     acquire_timeout: Duration,
+    /// Where statements on these connections run, when not on the caller's runtime.
+    driver: Option<Driver>,
 }
 
 impl Statements {
@@ -43,6 +47,35 @@ impl Statements {
             permits: Arc::new(Semaphore::new(size.max(1) as usize)),
             options,
             acquire_timeout,
+            driver: None,
+        }
+    }
+
+    /// Connections whose statements all run on a thread of their own, named `name`: use them
+    /// through [`Statements::run`] only (a connection's I/O belongs to the runtime it was
+    /// opened on).
+    pub(super) fn driven(
+        options: PgConnectOptions,
+        size: u32,
+        acquire_timeout: Duration,
+        name: &str,
+    ) -> Result<Statements> {
+        Ok(Statements { driver: Some(Driver::start(name)?), ..Statements::new(options, size, acquire_timeout) })
+    }
+
+    /// Borrows a connection and runs `work` with it, on the connections' own thread if they
+    /// have one; `work` runs to its end even if the caller stops waiting.
+    pub(super) async fn run<T, F, Fut>(self: &Arc<Self>, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Lent) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        let this = Arc::clone(self);
+        let task = async move { work(this.get().await?).await };
+        match &self.driver {
+            Some(driver) => driver.run(task).await,
+            None => task.await,
         }
     }
 
