@@ -61,3 +61,49 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn work_runs_on_the_drivers_thread_and_returns_its_result() {
+        let driver = Driver::start("som-test-driver").unwrap();
+        let name = driver.run(async { Ok(std::thread::current().name().map(str::to_owned)) }).await.unwrap();
+        assert_eq!(name.as_deref(), Some("som-test-driver"));
+        let failed = driver.run(async { Err::<(), _>(Error::Conflict("no".into())) }).await;
+        assert!(matches!(failed, Err(Error::Conflict(_))), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn work_runs_to_its_end_when_the_caller_stops_waiting() {
+        let driver = Arc::new(Driver::start("som-test-driver").unwrap());
+        let (started_tx, started) = oneshot::channel();
+        let (release, released) = oneshot::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = Arc::clone(&done);
+        let work = async move {
+            let _ = started_tx.send(());
+            let _ = released.await;
+            finished.store(true, Ordering::SeqCst);
+            Ok(())
+        };
+        // The caller gives up once the work has started.
+        let caller = tokio::spawn({
+            let driver = Arc::clone(&driver);
+            async move { driver.run(work).await }
+        });
+        started.await.unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the abandoned work did not finish");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}

@@ -63,8 +63,9 @@ impl Statements {
         Ok(Statements { driver: Some(Driver::start(name)?), ..Statements::new(options, size, acquire_timeout) })
     }
 
-    /// Borrows a connection and runs `work` with it, on the connections' own thread if they
-    /// have one; `work` runs to its end even if the caller stops waiting.
+    /// Borrows a connection and runs `work` with it: on the connections' own thread if they
+    /// have one, where `work` runs to its end even if the caller stops waiting; otherwise in
+    /// the caller's task.
     pub(super) async fn run<T, F, Fut>(self: &Arc<Self>, work: F) -> Result<T>
     where
         T: Send + 'static,
