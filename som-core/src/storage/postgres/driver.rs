@@ -66,7 +66,6 @@ impl Driver {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     #[tokio::test]
@@ -83,12 +82,11 @@ mod tests {
         let driver = Arc::new(Driver::start("som-test-driver").unwrap());
         let (started_tx, started) = oneshot::channel();
         let (release, released) = oneshot::channel::<()>();
-        let done = Arc::new(AtomicBool::new(false));
-        let finished = Arc::clone(&done);
+        let (finished_tx, finished) = oneshot::channel();
         let work = async move {
             let _ = started_tx.send(());
             let _ = released.await;
-            finished.store(true, Ordering::SeqCst);
+            let _ = finished_tx.send(());
             Ok(())
         };
         // The caller gives up once the work has started.
@@ -99,11 +97,11 @@ mod tests {
         started.await.unwrap();
         caller.abort();
         assert!(caller.await.unwrap_err().is_cancelled());
-        release.send(()).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !done.load(Ordering::SeqCst) {
-            assert!(std::time::Instant::now() < deadline, "the abandoned work did not finish");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        release.send(()).expect("the abandoned work is still waiting");
+        // Dropped work would drop its sender, and this would fail rather than wait.
+        tokio::time::timeout(Duration::from_secs(10), finished)
+            .await
+            .expect("the abandoned work finishes")
+            .expect("the abandoned work ran to its end");
     }
 }
