@@ -3,7 +3,8 @@
 #  1. CPU per order, of the server and of all PostgreSQL processes together: 10 s of writes at
 #     1,000 orders/s beside a light read load, less the same 10 s of that read load alone;
 #  2. reads at c=64 (the newest order, a page of 50 of a user's 1,000 orders) alone and under
-#     1,000 orders/s, three times each, with the p99 ratio.
+#     1,000 orders/s, three times each, with the p99 ratio;
+#  3. orders placed flat out by 1, 16 and 64 clients, and the orders each commit carried.
 #
 #   SOM_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/bench-write-cost.sh [SOM_BINARY]
 #
@@ -55,3 +56,10 @@ for _ in 1 2 3; do
             "writes $(echo "$busy" | grep -o 'rate=[0-9]*/s p50=[0-9.]*ms p99=[0-9.]*ms')"
     done
 done
+
+# 3. Orders flat out (one client, 16, 64), and how many orders each commit carried.
+for c in 1 16 64; do
+    echo "orders flat out, c=${c}: $("$LG" "${U[@]}" --scenario create --concurrency "$c" --duration 5 | grep -o 'throughput=.*')"
+done
+echo "orders per commit over the whole run: $(psql "$url" -Atc \
+    "SELECT round(count(*)::numeric / count(DISTINCT xmin::text), 2) FROM orders")"

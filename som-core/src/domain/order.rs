@@ -233,6 +233,20 @@ impl NewOrder {
     pub fn total(&self) -> Money {
         self.total
     }
+
+    /// The order as it is stored when placed: numbered `id`, for `user_id`, created at `at`.
+    pub fn placed(&self, id: OrderId, user_id: UserId, at: DateTime<Utc>) -> Order {
+        Order {
+            id,
+            user_id,
+            status: OrderStatus::Created,
+            items: self.items.clone(),
+            total: self.total,
+            refunded: Money::zero(self.currency),
+            created_at: at,
+            updated_at: at,
+        }
+    }
 }
 
 /// A stored order.

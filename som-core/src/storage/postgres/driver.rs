@@ -48,6 +48,14 @@ impl Driver {
         Ok(Driver { handle, _stop: stop })
     }
 
+    /// Runs `task` on the thread in the background, for as long as the driver lives.
+    pub(super) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.handle.spawn(task));
+    }
+
     /// Runs `work` on the thread and waits for its result. If the caller stops waiting,
     /// `work` still runs to its end.
     pub(super) async fn run<T, F>(&self, work: F) -> Result<T>

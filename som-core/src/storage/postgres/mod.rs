@@ -15,6 +15,7 @@ mod refunds;
 pub mod testing;
 
 mod idempotency;
+mod order_batches;
 mod orders;
 mod outbox;
 mod payments;
@@ -63,8 +64,8 @@ pub struct PostgresStorage {
     readers: Arc<statements::Statements>,
     /// Connections for writes that are single statements (see `statements`).
     writers: Arc<statements::Statements>,
-    /// The sequence that numbers orders (of the identity column `orders.id`), looked up once.
-    order_ids: Oid,
+    /// Orders waiting to be written, together (see `order_batches`).
+    order_batches: Arc<order_batches::OrderBatches>,
     /// Wakes other processes' dispatchers after outbox rows are committed.
     announcer: Arc<announce::Announcer>,
     /// How to connect: the outbox listener has a connection of its own.
@@ -142,13 +143,15 @@ impl PostgresStorage {
             )),
             other => Error::Internal(format!("postgres migration: {other}")),
         })?;
-        let order_ids =
+        // The sequence that numbers orders (of the identity column `orders.id`), looked up once.
+        let order_ids: Oid =
             sqlx::query_scalar("SELECT pg_get_serial_sequence('orders', 'id')::regclass::oid").fetch_one(&pool).await?;
+        let order_batches = Arc::new(order_batches::OrderBatches::start(&writers, order_ids));
         Ok(PostgresStorage {
             pool,
             readers,
             writers,
-            order_ids,
+            order_batches,
             announcer,
             options,
             location: crate::util::redact_url(url).into(),

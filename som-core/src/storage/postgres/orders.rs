@@ -14,79 +14,10 @@ impl OrderStore for PostgresStorage {
         notify: OrderNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Order> {
-        let at = truncate(at);
-        // Two round trips outside any transaction, on the writers' own thread (see `driver`):
-        // the order's id (from the sequence of the identity column `orders.id`), then one
-        // statement that writes the order, its items, its audit event, its outbox rows and the
-        // idempotent response (the server runs a statement all or nothing, checking the items'
-        // and event's references to the order when it ends); then other processes' dispatchers
-        // are told.
-        let sequence = self.order_ids;
-        let stored = self
-            .writers
-            .run(move |mut conn| async move {
-                let id = sqlx::query_scalar::<_, i64>("SELECT nextval($1::regclass)")
-                    .bind(sequence)
-                    .fetch_one(&mut *conn)
-                    .await;
-                let id = OrderId::new(conn.finish(id)?);
-                let items = order.items();
-                let stored = Order {
-                    id,
-                    user_id,
-                    status: OrderStatus::Created,
-                    items: items.to_vec(),
-                    total: order.total(),
-                    refunded: Money::zero(order.currency()),
-                    created_at: at,
-                    updated_at: at,
-                };
-                let outbox = OutboxRows::new(notify(&stored))?;
-                let (key, response) = match &idempotency {
-                    Some(slot) => (Some(&slot.key), Some(response_json(&stored)?)),
-                    None => (None, None),
-                };
-                let written = sqlx::query(
-                    "WITH o AS (INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at) \
-                         OVERRIDING SYSTEM VALUE VALUES ($1, $2, 'CREATED', $3, $4, $5, $5)), \
-                     i AS (INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) \
-                         SELECT $1, n - 1, name, quantity, price \
-                         FROM UNNEST($6::text[], $7::bigint[], $8::bigint[]) WITH ORDINALITY AS t (name, quantity, price, n)), \
-                     e AS (INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) \
-                         VALUES ($1, NULL, 'CREATED', $9, 'order placed', $5)), \
-                     x AS (INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, \
-                         next_attempt_at, created_at, updated_at, order_id) \
-                         SELECT kind, dedupe_key, channel, recipient, payload, 'pending', 0, $5, $5, $5, $1 \
-                         FROM UNNEST($10::text[], $11::text[], $12::text[], $13::text[], $14::text[]) \
-                             AS t (kind, dedupe_key, channel, recipient, payload) \
-                         ON CONFLICT (dedupe_key, channel) DO NOTHING) \
-                     UPDATE idempotency_keys SET response = $18, locked_at = NULL \
-                         WHERE scope = $15 AND operation = $16 AND key = $17 AND response IS NULL",
-                )
-                .bind(id.get())
-                .bind(user_id.get())
-                .bind(order.currency().code())
-                .bind(order.total().minor())
-                .bind(at)
-                .bind(items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>())
-                .bind(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
-                .bind(items.iter().map(|i| i.price.minor()).collect::<Vec<_>>())
-                .bind(actor.to_string())
-                .bind(&outbox.kinds)
-                .bind(&outbox.dedupe_keys)
-                .bind(&outbox.channels)
-                .bind(&outbox.recipients)
-                .bind(&outbox.payloads)
-                .bind(key.map(|k| k.scope.as_str()))
-                .bind(key.map(|k| k.operation))
-                .bind(key.map(|k| k.key.as_str()))
-                .bind(response)
-                .execute(&mut *conn)
-                .await;
-                conn.finish(written)?;
-                Ok(stored)
-            })
-            .await?;
+        // Written with the orders placed at the same time, on the writers' own thread (see
+        // `order_batches`); then other processes' dispatchers are told.
+        let write = order_batches::NewOrderWrite { user_id, actor, order, at: truncate(at), notify, idempotency };
+        let stored = self.order_batches.place(write).await?;
         self.announcer.announce().await;
         Ok(stored)
     }

@@ -80,6 +80,18 @@ impl Statements {
         }
     }
 
+    /// Runs `task` in the background on the connections' own thread (or, without one, on the
+    /// caller's runtime); `task` borrows connections with [`Statements::get`].
+    pub(super) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match &self.driver {
+            Some(driver) => driver.spawn(task),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
     /// A connection for one or more single statements; see [`Lent::finish`]. Like the pool,
     /// gives up after the acquire timeout (all connections busy, or the server not answering
     /// a new one) with the pool's error, which callers see as the database being unavailable.

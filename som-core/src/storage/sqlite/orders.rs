@@ -32,16 +32,7 @@ impl OrderStore for SqliteStorage {
                 }
             }
             insert_event(tx, id, None, OrderStatus::Created, &actor, "order placed", at)?;
-            let stored = Order {
-                id,
-                user_id,
-                status: OrderStatus::Created,
-                items: order.items().to_vec(),
-                total: order.total(),
-                refunded: Money::zero(order.currency()),
-                created_at: at,
-                updated_at: at,
-            };
+            let stored = order.placed(id, user_id, at);
             insert_outbox(tx, notify(&stored), at)?;
             record_idempotency(tx, idempotency.as_ref(), &stored)?;
             Ok(stored)
