@@ -11,11 +11,14 @@
 //!
 //! A batch is all or nothing. When PostgreSQL refuses one (its answer says the statement was
 //! rolled back), its orders are written again one by one, so that one order's problem is its
-//! own; when the connection is lost instead, whether the batch committed is unknown and every
-//! order in it fails as unavailable, as a lone order would. A batch runs to its end whether or
-//! not its callers are still waiting.
+//! own; when the connection is lost instead (or the statement goes unanswered for
+//! [`STATEMENT_LIMIT`]), whether the batch committed is unknown and every order in it fails as
+//! unavailable, as a lone order would. A batch runs to its end whether or not its callers are
+//! still waiting.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::types::Oid;
@@ -30,6 +33,10 @@ use crate::storage::{IdempotencySlot, OrderNotify};
 
 /// Most orders written by one statement.
 const MOST: usize = 64;
+
+/// Longest a batch's statement may go unanswered before its orders fail as unavailable (the
+/// connection is then closed, and the orders queued behind it are written on another).
+const STATEMENT_LIMIT: Duration = Duration::from_secs(30);
 
 /// An order to be placed, as `OrderStore::insert_order` receives it.
 pub(super) struct NewOrderWrite {
@@ -95,13 +102,15 @@ async fn write_batch(writers: &Statements, sequence: Oid, batch: Vec<Queued>) {
         Err(e) => return fail_all(batch.into_iter().map(|q| q.reply), &e),
     };
     let ids = if batch.len() == 1 {
-        sqlx::query_scalar::<_, i64>("SELECT nextval($1::regclass)").bind(sequence).fetch_all(&mut *conn).await
+        sqlx::query_scalar::<_, i64>("SELECT nextval($1::regclass)").bind(sequence).fetch_all(&mut *conn)
     } else {
         sqlx::query_scalar::<_, i64>("SELECT nextval($1::regclass) FROM generate_series(1, $2)")
             .bind(sequence)
             .bind(batch.len() as i64)
             .fetch_all(&mut *conn)
-            .await
+    };
+    let Ok(ids) = tokio::time::timeout(STATEMENT_LIMIT, ids).await else {
+        return fail_all(batch.into_iter().map(|q| q.reply), &unanswered());
     };
     let mut ids = match conn.finish(ids) {
         Ok(ids) if ids.len() == batch.len() => ids,
@@ -112,12 +121,18 @@ async fn write_batch(writers: &Statements, sequence: Oid, batch: Vec<Queued>) {
     ids.sort_unstable();
     let mut ready = Vec::with_capacity(batch.len());
     for (queued, id) in batch.into_iter().zip(ids) {
-        match prepare(queued.write, OrderId::new(id)) {
-            Ok((stored, actor, outbox, idempotency)) => {
+        // The rows are built by the caller's `notify`: if that panics, its order fails, not
+        // the writer.
+        let write = queued.write;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| prepare(write, OrderId::new(id)))) {
+            Ok(Ok((stored, actor, outbox, idempotency))) => {
                 ready.push(Ready { stored, actor, outbox, idempotency, reply: queued.reply });
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 let _ = queued.reply.send(Err(e));
+            }
+            Err(_) => {
+                let _ = queued.reply.send(Err(Error::Internal("building an order's rows panicked".into())));
             }
         }
     }
@@ -130,21 +145,34 @@ async fn write_batch(writers: &Statements, sequence: Oid, batch: Vec<Queued>) {
         Err(Failure::Refused(e)) if ready.len() > 1 => {
             drop(conn);
             tracing::warn!(orders = ready.len(), error = %e, "a batch of orders was refused; writing them one by one");
-            for one in ready {
-                let written = match writers.get().await {
-                    Ok(mut conn) => insert(&mut conn, std::slice::from_ref(&one)).await.map_err(Failure::into_error),
-                    Err(e) => Err(e),
-                };
-                match written {
-                    Ok(()) => answer(one),
+            let mut ready = ready.into_iter();
+            while let Some(one) = ready.next() {
+                let mut conn = match writers.get().await {
+                    Ok(conn) => conn,
+                    // No connection for this one: none for the rest either.
                     Err(e) => {
+                        return fail_all(std::iter::once(one).chain(ready).map(|r| r.reply), &e);
+                    }
+                };
+                match insert(&mut conn, std::slice::from_ref(&one)).await {
+                    Ok(()) => answer(one),
+                    Err(Failure::Refused(e)) => {
                         let _ = one.reply.send(Err(e));
+                    }
+                    // Whether it committed is unknown, and so is the server's state.
+                    Err(Failure::Lost(e)) => {
+                        return fail_all(std::iter::once(one).chain(ready).map(|r| r.reply), &e);
                     }
                 }
             }
         }
         Err(failure) => fail_all(ready.into_iter().map(|r| r.reply), &failure.into_error()),
     }
+}
+
+fn unanswered() -> Error {
+    tracing::warn!(limit = ?STATEMENT_LIMIT, "a batch of orders went unanswered; its connection is closed");
+    Error::Unavailable("database".into())
 }
 
 fn answer(ready: Ready) {
@@ -220,7 +248,12 @@ async fn insert(conn: &mut Lent, orders: &[Ready]) -> std::result::Result<(), Fa
         o.outbox_payloads.extend(rows.payloads.iter().map(String::as_str));
         o.outbox_orders.extend_from_slice(&rows.order_ids);
         o.outbox_ats.extend(std::iter::repeat_n(order.created_at, rows.kinds.len()));
-        if let Some((scope, operation, key, response)) = &r.idempotency {
+        // A key taken over from a request presumed dead can come twice: the first keeps it, as
+        // the first commit would.
+        if let Some((scope, operation, key, response)) = &r.idempotency
+            && !(0..o.keys.len())
+                .any(|k| o.keys[k] == key && o.key_scopes[k] == scope && o.key_operations[k] == *operation)
+        {
             o.key_scopes.push(scope);
             o.key_operations.push(operation);
             o.keys.push(key);
@@ -270,9 +303,13 @@ async fn insert(conn: &mut Lent, orders: &[Ready]) -> std::result::Result<(), Fa
     .bind(&o.key_operations)
     .bind(&o.keys)
     .bind(&o.key_responses)
-    .execute(&mut **conn)
-    .await;
-    let refused = matches!(written, Err(sqlx::Error::Database(_)));
+    .execute(&mut **conn);
+    let Ok(written) = tokio::time::timeout(STATEMENT_LIMIT, written).await else {
+        return Err(Failure::Lost(unanswered()));
+    };
+    // An error the server answered with, other than the connection's end (`08…`, `57P…`).
+    let refused = matches!(&written, Err(sqlx::Error::Database(db))
+        if !db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")));
     match conn.finish(written) {
         Ok(_) => Ok(()),
         Err(e) if refused => Err(Failure::Refused(e)),
@@ -339,37 +376,37 @@ mod tests {
         let pool = storage.pool.clone();
         let s: DynStorage = Arc::new(storage);
         let ann = user(&s, "ann").await;
-        let now = Utc::now();
+        let now = crate::storage::postgres::truncate(Utc::now());
         let placed = 200;
+        let key = |n: i64| IdempotencyKey {
+            scope: format!("user:{}", ann.id),
+            operation: "create_order",
+            key: format!("k{n}"),
+        };
+        let later = now + chrono::Duration::hours(1);
+        for n in 0..placed {
+            assert_eq!(s.begin_idempotency(&key(n), "h", now, later, now).await.unwrap(), IdempotencyBegin::Started);
+        }
+        // All at once, each different: its quantity, its time.
         let mut tasks = Vec::new();
         for n in 0..placed {
-            let s = Arc::clone(&s);
-            let ann = ann.clone();
+            let (s, ann, key) = (Arc::clone(&s), ann.clone(), key(n));
             tasks.push(tokio::spawn(async move {
-                let key = IdempotencyKey {
-                    scope: format!("user:{}", ann.id),
-                    operation: "create_order",
-                    key: format!("k{n}"),
-                };
-                let begun = s.begin_idempotency(&key, "h", now, now + chrono::Duration::hours(1), now).await.unwrap();
-                assert_eq!(begun, IdempotencyBegin::Started);
                 let items = new_order(&[("Widget", n + 1, "1.25"), ("Gadget", 1, "10.00")]);
-                let slot = Some(IdempotencySlot { key: key.clone() });
-                let order = s
-                    .insert_order(ann.id, Actor::User(ann.id), items, now, notify(&["log"], &ann), slot)
-                    .await
-                    .unwrap();
-                (n, key, order)
+                let at = now + chrono::Duration::microseconds(n);
+                let slot = Some(IdempotencySlot { key });
+                let order = s.insert_order(ann.id, Actor::User(ann.id), items, at, notify(&["log"], &ann), slot).await;
+                (n, order.unwrap())
             }));
         }
         let mut ids = std::collections::BTreeSet::new();
         for task in tasks {
-            let (n, key, order) = task.await.unwrap();
+            let (n, order) = task.await.unwrap();
             assert!(ids.insert(order.id), "order ids are unique");
             assert_eq!(order.items[0].quantity, n + 1);
+            assert_eq!(order.created_at, now + chrono::Duration::microseconds(n));
             assert_eq!(s.order_by_id(order.id).await.unwrap().as_ref(), Some(&order), "order {n} reads back as placed");
-            let IdempotencyBegin::Replay(json) =
-                s.begin_idempotency(&key, "h", now, now + chrono::Duration::hours(1), now).await.unwrap()
+            let IdempotencyBegin::Replay(json) = s.begin_idempotency(&key(n), "h", now, later, now).await.unwrap()
             else {
                 panic!("order {n}'s response is kept with its key")
             };
@@ -380,11 +417,59 @@ mod tests {
             async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
         };
         assert_eq!(count("SELECT count(*) FROM order_items").await, 2 * placed);
-        assert_eq!(count("SELECT count(*) FROM order_events WHERE to_status = 'CREATED'").await, placed);
-        assert_eq!(count("SELECT count(DISTINCT order_id) FROM outbox").await, placed);
+        // Each order's event and notification are its own: its time, its id and amount.
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM order_events e JOIN orders o ON o.id = e.order_id \
+                   WHERE e.to_status = 'CREATED' AND e.at = o.created_at AND e.actor = 'user:' || o.user_id"
+            )
+            .await,
+            placed
+        );
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM outbox x JOIN orders o ON o.id = x.order_id \
+                   WHERE (x.payload::jsonb ->> 'order_id')::bigint = o.id \
+                   AND x.payload::jsonb ->> 'amount' = (o.total_minor::numeric / 100)::numeric(20, 2)::text \
+                   AND x.created_at = o.created_at"
+            )
+            .await,
+            placed
+        );
+        assert_eq!(count("SELECT count(*) FROM outbox").await, placed);
         // Rows written by one statement share its transaction id.
         let commits = count("SELECT count(DISTINCT xmin::text) FROM orders").await;
         assert!(commits < placed / 2, "{placed} orders placed at once took {commits} commits");
+    }
+
+    /// Writes `writes` as one batch on the writers' thread, as the writer does; their answers.
+    async fn write_as_one_batch(
+        storage: &PostgresStorage,
+        writes: Vec<NewOrderWrite>,
+    ) -> Vec<oneshot::Receiver<Result<Order>>> {
+        let sequence: Oid =
+            sqlx::query_scalar("SELECT 'orders_id_seq'::regclass::oid").fetch_one(&storage.pool).await.unwrap();
+        let (mut batch, mut answers) = (Vec::new(), Vec::new());
+        for write in writes {
+            let (reply, answer) = oneshot::channel();
+            batch.push(Queued { write, reply });
+            answers.push(answer);
+        }
+        let writers = Arc::clone(&storage.writers);
+        storage.writers.spawn(async move { write_batch(&writers, sequence, batch).await });
+        answers
+    }
+
+    fn order_for(user_id: UserId, idempotency: Option<IdempotencySlot>) -> NewOrderWrite {
+        NewOrderWrite {
+            user_id,
+            actor: Actor::User(user_id),
+            order: new_order(&[("Widget", 1, "2.00")]),
+            // As `insert_order` stores it: to the microsecond.
+            at: crate::storage::postgres::truncate(Utc::now()),
+            notify: no_notify(),
+            idempotency,
+        }
     }
 
     /// When PostgreSQL refuses a batch, its orders are written one by one: the order at fault
@@ -394,28 +479,10 @@ mod tests {
         let Some((_db, storage)) = open().await else { return };
         let s: DynStorage = Arc::new(storage.clone());
         let ann = user(&s, "ann").await;
-        let sequence: Oid =
-            sqlx::query_scalar("SELECT 'orders_id_seq'::regclass::oid").fetch_one(&storage.pool).await.unwrap();
         let nobody = UserId::new(ann.id.get() + 1000);
-        let mut batch = Vec::new();
-        let mut answers = Vec::new();
-        for user_id in [ann.id, nobody, ann.id] {
-            let (reply, answer) = oneshot::channel();
-            let write = NewOrderWrite {
-                user_id,
-                actor: Actor::User(user_id),
-                order: new_order(&[("Widget", 1, "2.00")]),
-                // As `insert_order` stores it: to the microsecond.
-                at: crate::storage::postgres::truncate(Utc::now()),
-                notify: no_notify(),
-                idempotency: None,
-            };
-            batch.push(Queued { write, reply });
-            answers.push(answer);
-        }
-        write_batch(&storage.writers, sequence, batch).await;
+        let writes = [ann.id, nobody, ann.id].into_iter().map(|u| order_for(u, None)).collect();
         let mut results = Vec::new();
-        for answer in answers {
+        for answer in write_as_one_batch(&storage, writes).await {
             results.push(answer.await.unwrap());
         }
         assert!(results[1].is_err(), "an order for a user who does not exist is refused");
@@ -425,5 +492,47 @@ mod tests {
         }
         let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&storage.pool).await.unwrap();
         assert_eq!(orders, 2);
+    }
+
+    /// A batch whose connection ends before it is answered may or may not have committed: its
+    /// orders fail as unavailable and are not written again (which could write them twice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_whose_connection_ends_fails_as_unavailable_and_is_not_written_again() {
+        use sqlx::Connection as _;
+
+        let Some((db, storage)) = open().await else { return };
+        let s: DynStorage = Arc::new(storage.clone());
+        let ann = user(&s, "ann").await;
+        let now = Utc::now();
+        let key = IdempotencyKey { scope: format!("user:{}", ann.id), operation: "create_order", key: "k".into() };
+        s.begin_idempotency(&key, "h", now, now + chrono::Duration::hours(1), now).await.unwrap();
+        // Another session holds the key's row: the batch's statement waits for it.
+        let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+        sqlx::query("SELECT 1 FROM idempotency_keys FOR UPDATE").execute(&mut holder).await.unwrap();
+        let writes = vec![order_for(ann.id, None), order_for(ann.id, Some(IdempotencySlot { key }))];
+        let answers = write_as_one_batch(&storage, writes).await;
+        let waiting =
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let mut probe = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let pid = loop {
+            if let Some(pid) = sqlx::query_scalar::<_, i32>(waiting).fetch_optional(&mut probe).await.unwrap() {
+                break pid;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut probe).await.unwrap();
+        for answer in answers {
+            let result = answer.await.unwrap();
+            assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+        }
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&mut probe).await.unwrap();
+        assert_eq!(orders, 0, "the orders of a batch whose outcome was unknown are not written again");
+        // The writer carries on, on another connection.
+        let placed = write_as_one_batch(&storage, vec![order_for(ann.id, None)]).await;
+        for answer in placed {
+            answer.await.unwrap().expect("the next order is written");
+        }
     }
 }
