@@ -260,7 +260,15 @@ async fn pending_refunds(som: &OrderSystem) -> usize {
     }
 }
 
-async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize) {
+/// After the server is killed: on PostgreSQL, until its sessions have ended (a `COMMIT` it had
+/// sent still lands, and the checks must not read half before and half after it).
+async fn settle(db: Option<&som_core::testing::TestDatabase>) {
+    if let Some(db) = db {
+        db.wait_until_unused(Duration::from_secs(30)).await.expect("the killed server's sessions end");
+    }
+}
+
+async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize, db: Option<&som_core::testing::TestDatabase>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let acked = Arc::new(Mutex::new(Acked::default()));
     {
@@ -295,6 +303,7 @@ async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize) {
         for c in clients {
             let _ = c.await;
         }
+        settle(db).await;
         let snapshot = acked.lock().unwrap().clone();
         check_invariants(url, &snapshot).await;
     }
@@ -302,6 +311,7 @@ async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize) {
     wait_until_delivered(url).await;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+    settle(db).await;
     let acked = acked.lock().unwrap().clone();
     assert!(acked.orders.len() > 10, "the load reached the server ({} orders)", acked.orders.len());
     assert!(!acked.refunds.is_empty(), "refunds were made");
@@ -313,7 +323,7 @@ async fn sqlite_survives_sigkill_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("som.db");
     let url = format!("sqlite://{}", path.display());
-    crash_cycles(&url, dir.path(), 4).await;
+    crash_cycles(&url, dir.path(), 4, None).await;
     let conn = rusqlite::Connection::open(&path).unwrap();
     let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
@@ -327,5 +337,5 @@ async fn postgres_survives_sigkill_at_random_moments() {
     };
     let db = som_core::testing::TestDatabase::create(&admin).await.expect("Postgres unreachable");
     let dir = tempfile::tempdir().unwrap();
-    crash_cycles(db.url(), dir.path(), 3).await;
+    crash_cycles(db.url(), dir.path(), 3, Some(&db)).await;
 }

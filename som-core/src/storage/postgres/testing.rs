@@ -56,6 +56,30 @@ impl TestDatabase {
         &self.name
     }
 
+    /// Waits (at most `limit`) until no session but the caller's is connected to this database:
+    /// after a client is killed, its sessions end only once they have finished what they were
+    /// doing (a `COMMIT` already sent still commits), so what the database holds is settled.
+    pub async fn wait_until_unused(&self, limit: std::time::Duration) -> Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let sessions: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&self.name)
+            .fetch_one(&mut admin)
+            .await?;
+            if sessions == 0 {
+                let _ = admin.close().await;
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Internal(format!("{sessions} sessions still connected to {}", self.name)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Terminates every connection to this database (to simulate an outage).
     pub async fn terminate_connections(&self) -> Result<u64> {
         let mut admin = PgConnection::connect(&self.admin_url).await?;
