@@ -19,6 +19,10 @@ pub struct ConfigVar {
     pub help: &'static str,
 }
 
+/// The longest `SOM_SESSION_CACHE_TTL` accepted: a session ended in another process (a
+/// logout, a password change, a disabled account) stays usable in this one at most this long.
+pub const MAX_SESSION_CACHE_TTL: Duration = Duration::from_secs(60);
+
 /// Every variable SOM reads, with its default and meaning.
 pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
@@ -54,7 +58,7 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_SESSION_CACHE_TTL",
         default: "1s",
-        help: "How long a session seen live is trusted without asking the database; changes made in this process (logout, disabling, staff rights) apply at once, changes made by another process within this time; 0 asks the database on every request",
+        help: "How long a session seen live is trusted without asking the database, at most 60s; changes made in this process (logout, disabling, staff rights) apply at once, changes made by another process within this time; 0 asks the database on every request",
     },
     ConfigVar { name: "SOM_CURRENCY", default: "USD", help: "Currency of orders that name none (ISO 4217)" },
     ConfigVar {
@@ -346,6 +350,12 @@ impl Config {
         let session_cache_ttl = duration("SOM_SESSION_CACHE_TTL");
         let refund_recovery_after = duration("SOM_REFUND_RECOVERY_AFTER");
         let stripe_timeout = duration("SOM_STRIPE_TIMEOUT");
+        if session_cache_ttl > MAX_SESSION_CACHE_TTL {
+            errors.add(
+                "SOM_SESSION_CACHE_TTL",
+                "must be at most 60s: a session ended in another process stays usable here this long",
+            );
+        }
         let mut number = |name: &str, min: u64| -> u64 {
             match get(name).trim().parse::<u64>() {
                 Ok(n) if n >= min && n <= u64::from(u32::MAX) => n,
@@ -578,6 +588,16 @@ mod tests {
     }
 
     #[test]
+    fn the_session_cache_is_trusted_at_most_a_minute() {
+        assert_eq!(with(&[("SOM_SESSION_CACHE_TTL", "60s")]).unwrap().session_cache_ttl, MAX_SESSION_CACHE_TTL);
+        assert_eq!(with(&[("SOM_SESSION_CACHE_TTL", "0")]).unwrap().session_cache_ttl, Duration::ZERO);
+        for long in ["61s", "2m", "3650d"] {
+            let err = with(&[("SOM_SESSION_CACHE_TTL", long)]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("SOM_SESSION_CACHE_TTL") && err.contains("60s"), "{long} was accepted: {err}");
+        }
+    }
+
+    #[test]
     fn durations_take_units() {
         assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
@@ -595,6 +615,15 @@ mod tests {
         assert_eq!(redact_url("sqlite://som.db"), "sqlite://som.db");
         assert_eq!(redact_url("postgres://som:p@ss:w@rd@db:5432/som?x=@"), "postgres://som:***@db:5432/som?x=@");
         assert_eq!(redact_url("postgres://som@db/som"), "postgres://som@db/som");
+        assert_eq!(
+            redact_url("postgres://db/som?user=som&password=hunter2&sslmode=require"),
+            "postgres://db/som?user=som&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://a:b@db/som?sslpassword=x&SSLKEY=/k&passfile=/p&application_name=som#f"),
+            "postgres://a:***@db/som?sslpassword=***&SSLKEY=***&passfile=***&application_name=som#f"
+        );
+        assert_eq!(redact_url("smtp://mail:25?tls=none&auth_token=t"), "smtp://mail:25?tls=none&auth_token=***");
     }
 
     #[test]

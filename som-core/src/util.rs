@@ -47,7 +47,10 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// `scheme://user:***@host/…` for a URL with a password; other URLs unchanged.
+/// The URL with every credential hidden: the password in its user information
+/// (`scheme://user:***@host/…`) and the value of every query parameter that carries one
+/// (`?password=***`, `sslpassword`, `passfile`, `token`, `secret`, `key`, …). Other URLs are
+/// unchanged.
 ///
 /// The authority ends at the first `/`, `?` or `#` after the scheme, and its user information
 /// at the *last* `@` in it (RFC 3986), so a password that contains `@` (or `:`) is hidden whole.
@@ -55,9 +58,36 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-        None => url.to_owned(),
-    }
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}{}", redact_query(tail))
+}
+
+/// `path?query#fragment` with the values of credential-bearing query parameters replaced.
+fn redact_query(tail: &str) -> String {
+    let Some((path, after)) = tail.split_once('?') else { return tail.to_owned() };
+    let (query, fragment) = match after.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (after, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_credential_parameter(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+    format!("{path}?{}{fragment}", pairs.join("&"))
+}
+
+/// True for query parameter names that carry a credential, in any case and with `-` or `_`.
+fn is_credential_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace(['-', '_'], "");
+    ["pass", "pwd", "secret", "token", "key", "auth", "credential"].iter().any(|word| name.contains(word))
 }
