@@ -55,14 +55,12 @@ impl OrderSystem {
     /// the same error after the same work.
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair> {
         let rejected = || Error::Unauthorized("no active account found with the given credentials".into());
-        if let Err(retry_after) = self.inner.login_failures.check(username) {
-            return Err(Error::TooManyAttempts {
-                what: "too many failed logins for this username".into(),
-                retry_after,
-            });
-        }
+        let attempt = self.inner.login_failures.begin(username).map_err(|retry_after| Error::TooManyAttempts {
+            what: "too many failed logins for this username".into(),
+            retry_after,
+        })?;
         let Some(password) = Password::for_login(password) else {
-            self.inner.login_failures.record_failure(username);
+            attempt.failed();
             return Err(rejected());
         };
         let credentials = if username.len() <= Username::MAX_CHARS * 4 {
@@ -77,11 +75,11 @@ impl OrderSystem {
         let ok = self.inner.hasher.verify(&password, hash).await?;
         match user {
             Some(user) if ok && user.is_active => {
-                self.inner.login_failures.record_success(username);
+                attempt.succeeded();
                 self.start_session(user.id).await
             }
             _ => {
-                self.inner.login_failures.record_failure(username);
+                attempt.failed();
                 Err(rejected())
             }
         }
@@ -204,9 +202,10 @@ impl OrderSystem {
         let claims = self.inner.keys.verify_access(access_token)?;
         let user = self.live_session_user(&claims).await?;
         let username = user.username.as_str().to_owned();
-        if let Err(retry_after) = self.inner.login_failures.check(&username) {
-            return Err(Error::TooManyAttempts { what: "too many failed password checks".into(), retry_after });
-        }
+        let attempt = self.inner.login_failures.begin(&username).map_err(|retry_after| Error::TooManyAttempts {
+            what: "too many failed password checks".into(),
+            retry_after,
+        })?;
         let new = Password::parse(new_password, Some(&username)).map_err(|m| Error::invalid("new_password", m))?;
         let hash = self.inner.storage.user_credentials(&username).await?.map(|(_, hash)| hash);
         let current_ok = match Password::for_login(current_password) {
@@ -214,9 +213,10 @@ impl OrderSystem {
             None => false,
         };
         if !current_ok {
-            self.inner.login_failures.record_failure(&username);
+            attempt.failed();
             return Err(Error::invalid("current_password", "is not the account's password"));
         }
+        drop(attempt);
         let new_hash = self.inner.hasher.hash(&new).await?;
         let ended = self.inner.storage.end_sessions(user.id, Some(&claims.session), Some(new_hash), Self::now()).await;
         self.inner.sessions.invalidate();
