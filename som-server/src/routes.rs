@@ -442,7 +442,7 @@ pub async fn confirm_payment(
     request_body(content = Object, content_type = "application/json", description = "A Stripe Event object, exactly as Stripe sent it"),
     params(("Stripe-Signature" = String, Header, description = "t=<unix time>,v1=<hex HMAC-SHA256 of \"t.body\">[,v1=…]")),
     responses(
-        (status = 200, description = "Received: applied, duplicate or ignored", body = ProviderEventReceipt),
+        (status = 200, description = "Received: applied, duplicate, ignored, or mismatch (it contradicts the payment; nothing changed)", body = ProviderEventReceipt),
         (status = 400, description = "Unsigned, wrongly signed, stale or unreadable: nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Stripe is not the configured provider, or SOM_STRIPE_WEBHOOK_SECRET is not set", body = Problem, content_type = "application/problem+json"),
     ))]

@@ -792,6 +792,25 @@ async fn failed_logins_are_limited_per_username_from_any_address(backend: Backen
     assert!(retry > 60, "Retry-After covers the window: {retry}");
     let resp = attempt("198.51.100.1", "bob", "correct horse battery").await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "other usernames are unaffected");
+
+    // Guesses sent in parallel take their slots before hashing: no more than the limit are
+    // checked, however many arrive at once, and the right password among them is not let in.
+    app.register("carol").await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let request = app
+            .client
+            .post(app.url("/token/"))
+            .header("x-forwarded-for", format!("198.51.100.{}", 10 + i))
+            .json(&json!({"username": "carol", "password": "wrong password"}));
+        guesses.spawn(async move { request.send().await.unwrap().status() });
+    }
+    let statuses = guesses.join_all().await;
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    assert_eq!(checked, 3, "parallel guesses checked: {statuses:?}");
+    let resp = attempt("203.0.113.9", "carol", "correct horse battery").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(statuses.iter().all(|s| *s != StatusCode::INTERNAL_SERVER_ERROR), "{statuses:?}");
 }
 
 async fn tokens_are_never_cached_and_the_docs_have_a_content_security_policy(backend: Backend) {
@@ -963,6 +982,18 @@ async fn staff_refund_payments_fully_and_in_part(backend: Backend) {
     let (status, replay) = read(send(json!("100.00"), "refund-1").await.unwrap()).await;
     assert_eq!((status, replay["id"].clone()), (StatusCode::CREATED, first["id"].clone()));
     let (status, body) = read(send(json!("1.00"), "refund-1").await.unwrap()).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+    // "Everything left" (no amount) is another request than any amount, under the same key.
+    let everything = app
+        .client
+        .post(app.url(&refunds))
+        .bearer_auth(&staff)
+        .header("Idempotency-Key", "refund-1")
+        .json(&json!({"reason": "damaged in transit"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(everything).await;
     assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, o) = app.get(&format!("/orders/{order}/"), Some(&alice)).await;
     assert_eq!((o["status"].as_str(), o["refunded_amount"].as_str()), (Some("PARTIALLY_REFUNDED"), Some("100.00")));

@@ -290,8 +290,31 @@ async fn forged_stale_and_replayed_events_change_nothing_on(backend: Backend) {
     let (order, p) = shop.initiated(&alice, "pm_card_visa").await;
     let intent = p["provider_payment_id"].as_str().unwrap().to_owned();
     let event = json!({"id": "evt_forged_1", "object": "event", "type": "payment_intent.succeeded",
-        "data": {"object": {"id": intent, "object": "payment_intent", "status": "succeeded"}}});
+        "data": {"object": {"id": intent, "object": "payment_intent", "status": "succeeded",
+            "amount": 25000, "amount_received": 25000, "currency": "usd"}}});
     let body = event.to_string();
+
+    // Signed, but not what SOM asked for (another amount and currency, an intent that is not
+    // succeeded): recorded as a mismatch, nothing changes.
+    for (id, object) in [
+        ("evt_wrong_1", json!({"id": intent, "status": "requires_payment_method", "amount": 1, "currency": "jpy"})),
+        (
+            "evt_wrong_2",
+            json!({"id": intent, "status": "succeeded", "amount": 1, "amount_received": 1, "currency": "jpy"}),
+        ),
+        (
+            "evt_wrong_3",
+            json!({"id": intent, "status": "succeeded", "amount": 25000, "amount_received": 25000, "currency": "eur"}),
+        ),
+    ] {
+        let wrong =
+            json!({"id": id, "object": "event", "type": "payment_intent.succeeded", "data": {"object": object}});
+        let (status, receipt) = shop.deliver_signed(&wrong).await;
+        assert_eq!((status, receipt["outcome"].as_str()), (StatusCode::OK, Some("mismatch")), "{receipt}");
+        assert_eq!(shop.order_status(&alice, order).await, "CREATED", "{id}");
+    }
+    let (_, still) = shop.app.get(&format!("/payments/{}/", p["id"]), Some(&alice)).await;
+    assert_eq!(still["status"], "PENDING", "{still}");
 
     let rejected = [
         None,

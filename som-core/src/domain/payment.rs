@@ -76,6 +76,13 @@ impl PaymentStatus {
         (self == PaymentStatus::Pending).then_some(PaymentStatus::Cancelled)
     }
 
+    /// True only while the payer may still finish paying (PENDING): the payment's
+    /// `client_secret` and `next_action` are served only then, so that a payment SOM has ended
+    /// cannot be completed with them.
+    pub fn awaits_payer(self) -> bool {
+        self == PaymentStatus::Pending
+    }
+
     /// True when money was captured and some of it may still be returned.
     pub fn is_refundable(self) -> bool {
         matches!(self, PaymentStatus::Success | PaymentStatus::PartiallyRefunded)
@@ -240,6 +247,8 @@ mod tests {
         assert_eq!(PaymentStatus::Pending.complete(false), Some(PaymentStatus::Failed));
         assert_eq!(PaymentStatus::Pending.void(), Some(PaymentStatus::Cancelled));
         assert_eq!(PaymentStatus::Success.complete(true), None);
+        let waiting: Vec<_> = PaymentStatus::ALL.into_iter().filter(|s| s.awaits_payer()).collect();
+        assert_eq!(waiting, vec![PaymentStatus::Pending]);
         assert_eq!(PaymentStatus::Failed.void(), None);
         assert_eq!(PaymentStatus::Success.refund(false), Some(PaymentStatus::PartiallyRefunded));
         assert_eq!(PaymentStatus::PartiallyRefunded.refund(true), Some(PaymentStatus::Refunded));

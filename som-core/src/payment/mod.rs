@@ -200,10 +200,23 @@ pub struct ProviderEvent {
 /// What a provider event means for SOM's payments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventEffect {
-    /// The payment was captured (a payer finished 3-D Secure, a late capture).
+    /// The payment was captured (a payer finished 3-D Secure, a late capture). SOM applies it
+    /// only when the amount and currency are the payment's own.
     PaymentSucceeded {
         /// The provider's id of the payment.
         provider_payment_id: String,
+        /// How much the provider says it captured, in minor units of `currency`.
+        amount_minor: i64,
+        /// ISO 4217 code, upper case.
+        currency: String,
+    },
+    /// The event names a payment but contradicts itself (a "succeeded" event whose payment is
+    /// not succeeded, or that carries no amount): nothing is applied, and staff are told.
+    Contradictory {
+        /// The provider's id of the payment.
+        provider_payment_id: String,
+        /// What does not fit.
+        problem: String,
     },
     /// The payment was declined.
     PaymentFailed {

@@ -355,7 +355,7 @@ pub fn parse_event_json(payload: &[u8]) -> std::result::Result<ProviderEvent, Ev
     let object = event.pointer("/data/object").cloned().unwrap_or(Value::Null);
     let effect = match kind.as_str() {
         "payment_intent.succeeded" => match text(&object, "id") {
-            Some(provider_payment_id) => EventEffect::PaymentSucceeded { provider_payment_id },
+            Some(provider_payment_id) => succeeded_intent(provider_payment_id, &object),
             None => EventEffect::Ignored,
         },
         "payment_intent.payment_failed" => match text(&object, "id") {
@@ -391,6 +391,28 @@ pub fn parse_event_json(payload: &[u8]) -> std::result::Result<ProviderEvent, Ev
         _ => EventEffect::Ignored,
     };
     Ok(ProviderEvent { provider: StripeProvider::NAME.to_owned(), id, kind, effect })
+}
+
+/// A `payment_intent.succeeded` event's intent, read as Stripe documents it: `status`
+/// `succeeded`, the captured `amount_received` (or `amount`) and `currency`.
+fn succeeded_intent(provider_payment_id: String, intent: &Value) -> EventEffect {
+    let status = intent.get("status").and_then(Value::as_str).unwrap_or("missing");
+    if status != "succeeded" {
+        return EventEffect::Contradictory {
+            provider_payment_id,
+            problem: format!("a payment_intent.succeeded event whose intent is {status}"),
+        };
+    }
+    let amount = intent.get("amount_received").or_else(|| intent.get("amount")).and_then(Value::as_i64);
+    match (amount, text(intent, "currency")) {
+        (Some(amount_minor), Some(currency)) => {
+            EventEffect::PaymentSucceeded { provider_payment_id, amount_minor, currency: currency.to_ascii_uppercase() }
+        }
+        _ => EventEffect::Contradictory {
+            provider_payment_id,
+            problem: "a payment_intent.succeeded event without an amount or currency".into(),
+        },
+    }
 }
 
 fn refund_report(refund: &Value) -> Option<RefundReport> {
@@ -543,16 +565,49 @@ mod tests {
         assert!(parse_event_json(b"not json").is_err());
     }
 
+    /// A succeeded event must say so itself: its intent's status and amount are read, never
+    /// assumed from the event type.
+    #[test]
+    fn a_succeeded_event_is_read_with_its_status_and_amount() {
+        let event = |object: serde_json::Value| {
+            let body =
+                serde_json::json!({"id": "evt_9", "type": "payment_intent.succeeded", "data": {"object": object}});
+            parse_event_json(body.to_string().as_bytes()).unwrap().effect
+        };
+        let still_waiting = event(serde_json::json!({"id": "pi_1", "status": "requires_payment_method",
+            "amount": 1, "currency": "jpy"}));
+        assert!(matches!(still_waiting, EventEffect::Contradictory { .. }), "{still_waiting:?}");
+        let no_amount = event(serde_json::json!({"id": "pi_1", "status": "succeeded"}));
+        assert!(matches!(no_amount, EventEffect::Contradictory { .. }), "{no_amount:?}");
+        assert_eq!(
+            event(serde_json::json!({"id": "pi_1", "status": "succeeded", "amount": 2500, "amount_received": 2000,
+                "currency": "eur"})),
+            EventEffect::PaymentSucceeded {
+                provider_payment_id: "pi_1".into(),
+                amount_minor: 2000,
+                currency: "EUR".into()
+            }
+        );
+    }
+
     #[test]
     fn events_must_be_signed_with_the_endpoint_secret() {
         let secret = "whsec_0123456789abcdef";
         let body = serde_json::json!({"id": "evt_1", "type": "payment_intent.succeeded",
-            "data": {"object": {"id": "pi_1", "status": "succeeded"}}})
+            "data": {"object": {"id": "pi_1", "status": "succeeded", "amount": 2500, "amount_received": 2500,
+                "currency": "usd"}}})
         .to_string();
         let now = chrono::Utc::now().timestamp();
         let good = crate::signature::sign(secret.as_bytes(), now, body.as_bytes());
         let event = provider(Some(secret)).parse_event(body.as_bytes(), &good).unwrap();
-        assert_eq!(event.effect, EventEffect::PaymentSucceeded { provider_payment_id: "pi_1".into() });
+        assert_eq!(
+            event.effect,
+            EventEffect::PaymentSucceeded {
+                provider_payment_id: "pi_1".into(),
+                amount_minor: 2500,
+                currency: "USD".into()
+            }
+        );
         let wrong = crate::signature::sign(b"whsec_another_secret_entirely", now, body.as_bytes());
         assert!(matches!(provider(Some(secret)).parse_event(body.as_bytes(), &wrong), Err(EventError::Rejected(_))));
         let stale = crate::signature::sign(secret.as_bytes(), now - 301, body.as_bytes());

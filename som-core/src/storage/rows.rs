@@ -105,6 +105,9 @@ pub(crate) struct PaymentRow {
 impl PaymentRow {
     pub fn into_payment(self) -> Result<Payment> {
         let currency = currency(&self.currency)?;
+        let status = PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("payment status"))?;
+        // What lets a payer finish paying is served only while the payment can still be paid.
+        let waiting = status.awaits_payer();
         Ok(Payment {
             id: PaymentId::new(self.id),
             order_id: OrderId::new(self.order_id),
@@ -117,14 +120,11 @@ impl PaymentRow {
             amount: Money::from_minor(self.amount_minor, currency),
             refunded: Money::from_minor(self.refunded_minor, currency),
             refund_pending: Money::from_minor(self.refund_reserved_minor - self.refunded_minor, currency),
-            status: PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("payment status"))?,
+            status,
             failure_reason: self.failure_reason,
-            client_secret: self.client_secret,
-            // Only a pending payment waits for the payer.
+            client_secret: self.client_secret.filter(|_| waiting),
             next_action: match self.next_action {
-                Some(json) if self.status == "PENDING" => {
-                    Some(serde_json::from_str(&json).map_err(|_| corrupt("payment next action"))?)
-                }
+                Some(json) if waiting => Some(serde_json::from_str(&json).map_err(|_| corrupt("payment next action"))?),
                 _ => None,
             },
             created_at: self.created_at,

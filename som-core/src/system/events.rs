@@ -22,6 +22,10 @@ pub enum EventOutcome {
     /// Nothing to do: another event type, an unknown payment, or the change was already made
     /// (SOM's own confirmation got there first).
     Ignored,
+    /// It contradicts SOM's payment (another amount or currency, a "succeeded" event for an
+    /// intent that is not): nothing changed; logged as an error and counted in
+    /// `som_provider_event_mismatches_total` for staff to look at.
+    Mismatch,
 }
 
 impl EventOutcome {
@@ -31,6 +35,7 @@ impl EventOutcome {
             EventOutcome::Applied => "applied",
             EventOutcome::Duplicate => "duplicate",
             EventOutcome::Ignored => "ignored",
+            EventOutcome::Mismatch => "mismatch",
         }
     }
 }
@@ -90,8 +95,19 @@ impl OrderSystem {
         }
         let provider = event.provider.as_str();
         let (outcome, detail) = match &event.effect {
-            EventEffect::PaymentSucceeded { provider_payment_id } => {
-                self.complete_from_event(provider, provider_payment_id, PaymentOutcome::Succeeded).await?
+            EventEffect::PaymentSucceeded { provider_payment_id, amount_minor, currency } => {
+                match self.check_capture(provider, provider_payment_id, *amount_minor, currency).await? {
+                    Some(problem) => (EventOutcome::Mismatch, Some(problem)),
+                    None => self.complete_from_event(provider, provider_payment_id, PaymentOutcome::Succeeded).await?,
+                }
+            }
+            EventEffect::Contradictory { provider_payment_id, problem } => {
+                match storage.payment_by_provider_id(provider, provider_payment_id).await? {
+                    Some(_) => (EventOutcome::Mismatch, Some(problem.clone())),
+                    None => {
+                        (EventOutcome::Ignored, Some(format!("no payment has {provider} id {provider_payment_id}")))
+                    }
+                }
             }
             EventEffect::PaymentFailed { provider_payment_id, message } => {
                 let outcome = PaymentOutcome::Failed { reason: message.clone() };
@@ -102,6 +118,13 @@ impl OrderSystem {
             }
             EventEffect::Ignored => (EventOutcome::Ignored, Some("not an event SOM acts on".to_owned())),
         };
+        if outcome == EventOutcome::Mismatch {
+            metrics::counter!("som_provider_event_mismatches_total", "type" => event.kind.clone()).increment(1);
+            tracing::error!(
+                provider, event = %event.id, kind = %event.kind, detail = detail.as_deref(),
+                "a provider event contradicts SOM's payment; nothing was changed"
+            );
+        }
         // Recorded after its effect: every effect above is conditional, so a crash in between
         // and a redelivery apply nothing twice.
         let first = storage.record_inbound_event(provider, &event.id, &event.kind, Self::now()).await?;
@@ -110,6 +133,31 @@ impl OrderSystem {
             .increment(1);
         tracing::info!(provider, event = %event.id, kind = %event.kind, ?outcome, detail = detail.as_deref(), "provider event");
         Ok(receipt(outcome, detail))
+    }
+
+    /// `Some(problem)` when a reported capture is not of the payment's own amount and currency
+    /// (an unknown payment is left for [`Self::complete_from_event`] to ignore).
+    async fn check_capture(
+        &self,
+        provider: &str,
+        provider_payment_id: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<Option<String>> {
+        let Some(payment) = self.inner.storage.payment_by_provider_id(provider, provider_payment_id).await? else {
+            return Ok(None);
+        };
+        let expected = payment.amount;
+        let same = amount_minor == expected.minor() && currency.eq_ignore_ascii_case(expected.currency().code());
+        Ok((!same).then(|| {
+            format!(
+                "{provider} reports {amount_minor} minor units of {currency} captured for payment {}, which is {} ({} minor units of {})",
+                payment.id,
+                expected,
+                expected.minor(),
+                expected.currency().code()
+            )
+        }))
     }
 
     async fn complete_from_event(

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{OrderSystem, validate_idempotency_key};
+use super::OrderSystem;
 use crate::domain::{
     Caller, Message, Money, Payment, PaymentId, Refund, RefundInput, RefundStatus, User, is_disallowed_in_text,
 };
@@ -29,36 +29,39 @@ impl OrderSystem {
         }
         let reason = refund_reason(input.reason.as_deref())?;
         let requested = parse_amount(input.amount.as_deref(), &payment)?;
-        if let Some(key) = idempotency_key {
-            validate_idempotency_key(key)?;
-        }
-        let request_key = idempotency_key.map(|k| format!("{}|refund|{k}", caller.scope()));
-        // "Everything left" as read now; the reservation re-checks it in the database. With a
-        // key, a replay reaches the stored refund even when nothing is left any more.
-        let amount = requested.unwrap_or_else(|| payment.refundable());
-        let record = NewRefundRecord {
-            payment_id,
-            amount,
-            reason: reason.clone(),
-            actor: caller.actor(),
-            request_key,
-            provider_refund_id: None,
-            created_at: Self::now(),
-        };
-        let refund = match self.inner.storage.reserve_refund(record).await? {
-            RefundReserve::Reserved(refund) => refund,
-            RefundReserve::Existing(refund) => {
-                let same = refund.payment_id == payment_id
-                    && requested.is_none_or(|a| a == refund.amount)
-                    && refund.reason == reason;
-                if !same {
-                    return Err(Error::IdempotencyMismatch);
+        // The request as the key remembers it: "everything left" (no amount) is a request of
+        // its own, never the same as any amount.
+        let fingerprint = (payment_id, requested.map(|a| a.minor()), &reason);
+        self.idempotent(caller, "refund_payment", idempotency_key, &fingerprint, |_| async {
+            let request_key = idempotency_key.map(|k| format!("{}|refund|{k}", caller.scope()));
+            // "Everything left" as read now; the reservation re-checks it in the database. With
+            // a key, a replay reaches the stored refund even when nothing is left any more.
+            let amount = requested.unwrap_or_else(|| payment.refundable());
+            let record = NewRefundRecord {
+                payment_id,
+                amount,
+                reason: reason.clone(),
+                actor: caller.actor(),
+                request_key,
+                provider_refund_id: None,
+                created_at: Self::now(),
+            };
+            let refund = match self.inner.storage.reserve_refund(record).await? {
+                RefundReserve::Reserved(refund) => refund,
+                RefundReserve::Existing(refund) => {
+                    let same = refund.payment_id == payment_id
+                        && requested.is_none_or(|a| a == refund.amount)
+                        && refund.reason == reason;
+                    if !same {
+                        return Err(Error::IdempotencyMismatch);
+                    }
+                    refund
                 }
-                refund
-            }
-            RefundReserve::Refused(current) => return Err(not_refundable(&current, amount)),
-        };
-        self.settle_refund(refund).await
+                RefundReserve::Refused(current) => return Err(not_refundable(&current, amount)),
+            };
+            self.settle_refund(refund).await
+        })
+        .await
     }
 
     /// A payment's refunds, oldest first: its owner or staff.

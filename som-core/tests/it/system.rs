@@ -859,21 +859,44 @@ async fn provider_events_apply_once_and_record_refunds_made_at_the_provider() {
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let payment = e.som.initiate_payment(alice, order.id).await.unwrap();
-    let event = |id: &str, effect: EffectFn| ProviderEvent {
+    let captured = |amount_minor: i64, currency: &str| EventEffect::PaymentSucceeded {
+        provider_payment_id: payment.provider_payment_id.clone(),
+        amount_minor,
+        currency: currency.into(),
+    };
+    let succeeded = captured(payment.amount.minor(), "USD");
+    let event = |id: &str, effect: EventEffect| ProviderEvent {
         provider: "mock".into(),
         id: id.into(),
         kind: "test".into(),
-        effect: effect(&payment.provider_payment_id),
+        effect,
     };
-    type EffectFn = fn(&str) -> EventEffect;
-    let succeeded: EffectFn = |pi| EventEffect::PaymentSucceeded { provider_payment_id: pi.into() };
+
+    // A capture of another amount or currency than the payment's changes nothing.
+    for (id, wrong) in [("evt_0a", captured(1, "USD")), ("evt_0b", captured(payment.amount.minor(), "JPY"))] {
+        let receipt = e.som.apply_provider_event(event(id, wrong)).await.unwrap();
+        assert_eq!(receipt.outcome, EventOutcome::Mismatch, "{receipt:?}");
+    }
+    let contradictory = EventEffect::Contradictory {
+        provider_payment_id: payment.provider_payment_id.clone(),
+        problem: "a succeeded event whose intent is requires_action".into(),
+    };
+    assert_eq!(
+        e.som.apply_provider_event(event("evt_0c", contradictory)).await.unwrap().outcome,
+        EventOutcome::Mismatch
+    );
+    assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Created);
+    assert_eq!(e.som.payment(alice, payment.id).await.unwrap().status, PaymentStatus::Pending);
 
     // Captured at the provider: the order is paid once, with one notification, however often
     // the event comes and whatever SOM's own confirmation does afterwards.
-    let first = e.som.apply_provider_event(event("evt_1", succeeded)).await.unwrap();
+    let first = e.som.apply_provider_event(event("evt_1", succeeded.clone())).await.unwrap();
     assert_eq!(first.outcome, EventOutcome::Applied);
     assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Paid);
-    assert_eq!(e.som.apply_provider_event(event("evt_1", succeeded)).await.unwrap().outcome, EventOutcome::Duplicate);
+    assert_eq!(
+        e.som.apply_provider_event(event("evt_1", succeeded.clone())).await.unwrap().outcome,
+        EventOutcome::Duplicate
+    );
     let again = e.som.apply_provider_event(event("evt_2", succeeded)).await.unwrap();
     assert_eq!(again.outcome, EventOutcome::Ignored, "{again:?}");
     assert_eq!(e.som.confirm_payment(alice, payment.id).await.unwrap().status, PaymentStatus::Success);
@@ -936,7 +959,11 @@ async fn provider_events_apply_once_and_record_refunds_made_at_the_provider() {
         provider: "mock".into(),
         id: "evt_6".into(),
         kind: "x".into(),
-        effect: EventEffect::PaymentSucceeded { provider_payment_id: "pi_unknown".into() },
+        effect: EventEffect::PaymentSucceeded {
+            provider_payment_id: "pi_unknown".into(),
+            amount_minor: 100,
+            currency: "USD".into(),
+        },
     };
     assert_eq!(e.som.apply_provider_event(unknown).await.unwrap().outcome, EventOutcome::Ignored);
     // The mock accepts no signed events: its webhook is "not found".
