@@ -30,6 +30,7 @@ use crate::storage::{
 pub use events::{EventOutcome, EventReceipt};
 
 mod accounts;
+mod closing;
 mod events;
 mod payments;
 mod refunds;
@@ -658,6 +659,11 @@ impl OrderSystem {
             match self.inner.storage.cancel_order(id, caller.actor(), Self::now(), notify, slot).await? {
                 Transition::Applied(order) => {
                     self.inner.wake.notify_one();
+                    for payment in self.inner.storage.payments_for_order(id).await? {
+                        if payment.status == PaymentStatus::Cancelled {
+                            self.close_now(&payment).await;
+                        }
+                    }
                     Ok(order)
                 }
                 Transition::NotApplied(current) => Err(match current.status.cancel() {
@@ -760,6 +766,12 @@ impl OrderSystem {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(refunds = n, "finished pending refunds"),
                     Err(e) => tracing::warn!(error = %e, "finishing pending refunds failed"),
+                }
+                // Ended payments whose provider side could not be closed at once.
+                match system.close_ended_payments().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(payments = n, "closed ended payments at the provider"),
+                    Err(e) => tracing::warn!(error = %e, "closing ended payments at the provider failed"),
                 }
             }
         })

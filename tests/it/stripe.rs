@@ -196,6 +196,47 @@ async fn three_d_secure_leaves_the_payment_pending_until_stripe_reports_it() {
 }
 
 #[tokio::test]
+async fn a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe() {
+    a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on_postgres() {
+    if som_core::testing::admin_url().is_some() {
+        a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on(Backend::Postgres).await;
+    }
+}
+
+async fn a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on(backend: Backend) {
+    let Some(shop) = shop(backend).await else { return };
+    let alice = shop.app.user("alice").await;
+    let card = shop.stripe.card("4000002500003155").await;
+    let (order, p) = shop.initiated(&alice, &card).await;
+    let (status, waiting) = shop.confirm(&alice, &p).await;
+    assert_eq!((status, waiting["status"].as_str()), (StatusCode::ACCEPTED, Some("PENDING")), "{waiting}");
+    let client_secret = waiting["client_secret"].as_str().unwrap().to_owned();
+
+    let (status, cancelled) = shop.app.post(&format!("/orders/{order}/cancel/"), Some(&alice), json!({})).await;
+    assert_eq!((status, cancelled["status"].as_str()), (StatusCode::OK, Some("CANCELLED")), "{cancelled}");
+    // Nothing to finish the payment with is served any more…
+    let (_, ended) = shop.app.get(&format!("/payments/{}/", p["id"]), Some(&alice)).await;
+    assert_eq!(ended["status"], "CANCELLED", "{ended}");
+    assert!(ended.get("client_secret").is_none_or(Value::is_null), "{ended}");
+    assert!(ended.get("next_action").is_none_or(Value::is_null), "{ended}");
+    // …and the PaymentIntent is cancelled at Stripe, so the secret the payer holds takes no money.
+    let intent = p["provider_payment_id"].as_str().unwrap();
+    let (status, pi) = shop.stripe.call(Method::GET, &format!("/v1/payment_intents/{intent}"), &[]).await;
+    assert_eq!((status, pi["status"].as_str()), (200, Some("canceled")), "{pi}");
+    let path = format!("/v1/payment_intents/{intent}/_authenticate");
+    let (_, pi) =
+        shop.stripe.call(Method::POST, &path, &[("client_secret", &client_secret), ("success", "true")]).await;
+    assert_ne!(pi["status"].as_str(), Some("succeeded"), "{pi}");
+    let (_, pi) = shop.stripe.call(Method::GET, &format!("/v1/payment_intents/{intent}"), &[]).await;
+    assert_eq!(pi["status"].as_str(), Some("canceled"), "{pi}");
+    assert_eq!(shop.order_status(&alice, order).await, "CANCELLED");
+}
+
+#[tokio::test]
 async fn a_declined_card_fails_and_a_new_attempt_succeeds() {
     let Some(shop) = shop(Backend::Sqlite).await else { return };
     let alice = shop.app.user("alice").await;
@@ -206,6 +247,10 @@ async fn a_declined_card_fails_and_a_new_attempt_succeeds() {
     assert_eq!(failed["status"], "FAILED", "{failed}");
     assert_eq!(failed["failure_reason"], "Your card was declined.", "{failed}");
     assert_eq!(shop.order_status(&alice, order).await, "CREATED");
+    // The declined intent is cancelled at Stripe: the payer cannot retry it outside SOM.
+    let declined_intent = first["provider_payment_id"].as_str().unwrap();
+    let (_, pi) = shop.stripe.call(Method::GET, &format!("/v1/payment_intents/{declined_intent}"), &[]).await;
+    assert_eq!(pi["status"].as_str(), Some("canceled"), "{pi}");
 
     let (status, second) =
         shop.app.post("/payments/initiate/", Some(&alice), json!({"order_id": order, "method": "pm_card_visa"})).await;

@@ -39,6 +39,10 @@ impl PaymentStatus {
         PaymentStatus::Refunded,
     ];
 
+    /// The statuses at which SOM has ended a payment that took no money (declined, or voided
+    /// with its order): its provider side is closed so that it cannot take money later.
+    pub const ENDED_UNCAPTURED: [PaymentStatus; 2] = [PaymentStatus::Failed, PaymentStatus::Cancelled];
+
     /// The upper-case name used in storage and JSON.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::{
-    Confirmation, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment, ProviderRefund,
-    RefundRequest,
+    Cancellation, Confirmation, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment,
+    ProviderRefund, RefundRequest,
 };
 
 /// What the mock does with a payment.
@@ -83,6 +83,8 @@ pub struct MockProvider {
     scripted_confirm: Mutex<Vec<ProviderError>>,
     scripted_refund: Mutex<Vec<ProviderError>>,
     refunds: Mutex<HashMap<String, (String, i64)>>,
+    scripted_cancel: Mutex<Vec<ProviderError>>,
+    closed: Mutex<Vec<String>>,
     initiate_calls: AtomicU64,
     confirm_calls: AtomicU64,
     refund_calls: AtomicU64,
@@ -105,6 +107,8 @@ impl MockProvider {
             scripted_confirm: Mutex::new(Vec::new()),
             scripted_refund: Mutex::new(Vec::new()),
             refunds: Mutex::new(HashMap::new()),
+            scripted_cancel: Mutex::new(Vec::new()),
+            closed: Mutex::new(Vec::new()),
             initiate_calls: AtomicU64::new(0),
             confirm_calls: AtomicU64::new(0),
             refund_calls: AtomicU64::new(0),
@@ -124,6 +128,16 @@ impl MockProvider {
     /// Makes the next `refund` calls fail with these errors, in order, whatever the payment.
     pub fn script_refund(&self, errors: impl IntoIterator<Item = ProviderError>) {
         push_front(&mut lock(&self.scripted_refund), errors);
+    }
+
+    /// Makes the next `cancel` calls fail with these errors, in order, whatever the payment.
+    pub fn script_cancel(&self, errors: impl IntoIterator<Item = ProviderError>) {
+        push_front(&mut lock(&self.scripted_cancel), errors);
+    }
+
+    /// The provider payment ids this mock cancelled, in order (each once).
+    pub fn cancelled(&self) -> Vec<String> {
+        lock(&self.closed).clone()
     }
 
     /// How many times `refund` was called.
@@ -216,6 +230,12 @@ impl PaymentProvider for MockProvider {
         if let Some(e) = lock(&self.scripted_confirm).pop() {
             return Err(e);
         }
+        if lock(&self.closed).iter().any(|id| id == provider_payment_id) {
+            return Err(ProviderError::Declined {
+                code: "canceled".into(),
+                message: "the payment was cancelled".into(),
+            });
+        }
         let outcome = provider_payment_id
             .strip_prefix("mock_pi_")
             .and_then(|rest| rest.split_once('_'))
@@ -244,6 +264,17 @@ impl PaymentProvider for MockProvider {
                 }
             }
         }
+    }
+
+    async fn cancel(&self, provider_payment_id: &str) -> Result<Cancellation, ProviderError> {
+        if let Some(e) = lock(&self.scripted_cancel).pop() {
+            return Err(e);
+        }
+        let mut closed = lock(&self.closed);
+        if !closed.iter().any(|id| id == provider_payment_id) {
+            closed.push(provider_payment_id.to_owned());
+        }
+        Ok(Cancellation::Cancelled)
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<ProviderRefund, ProviderError> {

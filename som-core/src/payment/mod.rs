@@ -76,6 +76,15 @@ pub struct ProviderCapture {
     pub capture_id: String,
 }
 
+/// The provider's answer to closing a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// Closed (now or before): it can no longer take money.
+    Cancelled,
+    /// The money was taken before it could be closed.
+    Captured,
+}
+
 /// What SOM asks a provider to return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
@@ -159,6 +168,17 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     ) -> Result<Confirmation, ProviderError> {
         let _ = transient_failures;
         self.confirm(provider_payment_id).await
+    }
+
+    /// Closes the provider's side of a payment SOM has ended (its order cancelled, the payer
+    /// declined, replaced by a new attempt), so that it can no longer be completed with what
+    /// the payer was given (Stripe: cancels the PaymentIntent). Closing one already closed
+    /// answers `Cancelled` again; `Captured` when the provider took the money after all (SOM
+    /// then returns it). The default, for providers whose payments cannot be completed
+    /// outside SOM, has nothing to close.
+    async fn cancel(&self, provider_payment_id: &str) -> Result<Cancellation, ProviderError> {
+        let _ = provider_payment_id;
+        Ok(Cancellation::Cancelled)
     }
 
     /// Returns `request.amount` of a captured payment. Must be idempotent on

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | initiate | `POST /v1/payment_intents` (amount in minor units, currency, `payment_method` when given, `payment_method_types[]=card`, metadata `som_order_id`, `som_attempt`, `som_reference`), `Idempotency-Key: som-order-<id>-attempt-<n>` |
 //! | confirm | `POST /v1/payment_intents/<id>/confirm`; on a state error, `GET` the intent and report its state |
+//! | cancel | `POST /v1/payment_intents/<id>/cancel`, `Idempotency-Key: som-cancel-<id>`; on a state error, `GET` the intent: `canceled` is done, `succeeded` means the money was taken |
 //! | refund | `POST /v1/refunds` (`payment_intent`, `amount`, metadata `som_refund` and `som_reason`), `Idempotency-Key: som-refund-<id>` |
 //! | events | `Stripe-Signature` checked (HMAC-SHA256 over `t.payload`, five minutes' tolerance, any `v1`), then `payment_intent.succeeded`, `payment_intent.payment_failed`, `charge.refunded`, `refund.created`, `refund.updated`, `charge.refund.updated` |
 //!
@@ -31,8 +32,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Confirmation, EventEffect, EventError, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError,
-    ProviderEvent, ProviderPayment, ProviderRefund, RefundReport, RefundRequest,
+    Cancellation, Confirmation, EventEffect, EventError, PaymentProvider, PaymentRequest, ProviderCapture,
+    ProviderError, ProviderEvent, ProviderPayment, ProviderRefund, RefundReport, RefundRequest,
 };
 use crate::error::{Error, Result};
 use crate::util::Secret;
@@ -303,6 +304,27 @@ impl PaymentProvider for StripeProvider {
                         error.message.unwrap_or_else(|| "Stripe refused the confirmation".into()),
                     ))
                 })
+            }
+            Err(e) => Err(e.into_provider_error()),
+        }
+    }
+
+    async fn cancel(&self, provider_payment_id: &str) -> std::result::Result<Cancellation, ProviderError> {
+        let path = format!("v1/payment_intents/{provider_payment_id}");
+        match self.post(&format!("{path}/cancel"), &[], Some(&format!("som-cancel-{provider_payment_id}"))).await {
+            Ok(_) => Ok(Cancellation::Cancelled),
+            // Already canceled, or finished: the intent says which.
+            Err(Failure::Api { status: 400, error }) => {
+                let intent = self.get(&path).await.map_err(Failure::into_provider_error)?;
+                match intent.get("status").and_then(Value::as_str) {
+                    Some("canceled") => Ok(Cancellation::Cancelled),
+                    Some("succeeded") => Ok(Cancellation::Captured),
+                    other => Err(ProviderError::InvalidRequest(format!(
+                        "the PaymentIntent is {} and Stripe refused to cancel it: {}",
+                        other.unwrap_or("in an unknown state"),
+                        error.message.unwrap_or_default()
+                    ))),
+                }
             }
             Err(e) => Err(e.into_provider_error()),
         }

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId,
+    Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId,
+    User, UserId,
 };
 pub use crate::domain::{NotificationStatus, OutboxEntry};
 use crate::error::{Error, Result};
@@ -230,6 +231,14 @@ pub trait PaymentStore: Send + Sync {
 
     /// The order's payments, oldest first.
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>>;
+
+    /// Payments in one of `statuses` (the ended ones, as the domain names them) whose
+    /// provider-side payment is not yet recorded as closed, oldest first.
+    async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>>;
+
+    /// Records that the provider-side payment of `id` is closed (cancelled there, or found
+    /// already finished); false when it already was recorded or there is no such payment.
+    async fn mark_closed_at_provider(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool>;
 
     /// Ends a PENDING payment (conditional update). On success the order goes CREATED → PAID
     /// with its event in the same transaction. Outbox rows and the idempotency result are

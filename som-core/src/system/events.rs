@@ -177,6 +177,9 @@ impl OrderSystem {
         match self.inner.storage.complete_payment(id, outcome, Actor::System, Self::now(), notify, None).await? {
             Transition::Applied(p) => {
                 self.inner.wake.notify_one();
+                if p.status == PaymentStatus::Failed {
+                    self.close_now(&p).await;
+                }
                 let label = if captured { "success" } else { "declined" };
                 metrics::counter!("som_payments_confirmed_total", "outcome" => label).increment(1);
                 tracing::info!(payment = %p.id, order = %p.order_id, status = %p.status, "payment completed by the provider's event");
@@ -188,10 +191,13 @@ impl OrderSystem {
                     PaymentStatus::Success | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
                 );
                 if captured && !was_captured {
-                    tracing::error!(
-                        payment = %id, order = %current.order_id, status = %current.status,
-                        "the provider captured a payment SOM holds as {}: refund it at the provider", current.status
-                    );
+                    // Money for a payment SOM has ended: returned (and its provider side closed).
+                    self.return_late_capture(&current).await?;
+                    self.inner.storage.mark_closed_at_provider(id, Self::now()).await?;
+                    return Ok((
+                        EventOutcome::Applied,
+                        Some(format!("payment {id} is {}: the captured money was refunded", current.status)),
+                    ));
                 }
                 Ok((EventOutcome::Ignored, Some(format!("payment {id} is already {}", current.status))))
             }

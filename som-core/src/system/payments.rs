@@ -157,6 +157,9 @@ impl OrderSystem {
         match self.inner.storage.complete_payment(id, outcome.clone(), actor, Self::now(), notify, slot).await? {
             Transition::Applied(p) => {
                 self.inner.wake.notify_one();
+                if p.status == PaymentStatus::Failed {
+                    self.close_now(&p).await;
+                }
                 Ok(p)
             }
             Transition::NotApplied(current) => settled(&current).unwrap_or_else(|| {

@@ -83,7 +83,8 @@ on_both_backends!(
     staff_refund_payments_in_part_and_in_full_once_each,
     declined_refunds_release_the_amount_and_transient_ones_are_finished_later,
     sixty_four_concurrent_partial_refunds_return_exactly_the_payment,
-    a_refund_left_pending_by_a_crash_is_finished_once_after_restart
+    a_refund_left_pending_by_a_crash_is_finished_once_after_restart,
+    ended_payments_are_closed_at_the_provider_and_late_money_is_returned
 );
 
 /// A fresh database of the test's backend, kept while the value lives.
@@ -1014,4 +1015,54 @@ async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere()
     here.set_staff(Caller::System, id, false).await.unwrap();
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     assert_eq!(there.authenticate(&fourth.access).await.unwrap(), Caller::User { id, is_staff: false });
+}
+
+async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned() {
+    use som_core::EventOutcome;
+    use som_core::payment::{EventEffect, ProviderEvent};
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+
+    // Cancelling the order closes its pending payment at the provider at once.
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let cancelled = e.som.initiate_payment(alice, order.id).await.unwrap();
+    e.som.cancel_order(alice, order.id).await.unwrap();
+    assert_eq!(e.mock.cancelled(), vec![cancelled.provider_payment_id.clone()]);
+
+    // A declined payment is closed too; the new attempt that replaces it is not.
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let declined = e.som.initiate_payment(alice, order.id).method("mock_decline").await.unwrap();
+    assert!(matches!(e.som.confirm_payment(alice, declined.id).await, Err(Error::PaymentDeclined(_))));
+    let retry = e.som.initiate_payment(alice, order.id).await.unwrap();
+    assert_eq!(e.mock.cancelled().len(), 2);
+    assert_eq!(e.mock.cancelled()[1], declined.provider_payment_id);
+
+    // The provider down when an order is cancelled: the cancellation still succeeds, and the
+    // sweep closes the payment once the provider is back — once.
+    e.mock.script_cancel([ProviderError::Transient("down".into())]);
+    e.som.cancel_order(alice, order.id).await.unwrap();
+    assert_eq!(e.mock.cancelled().len(), 2, "not closed while the provider is down");
+    assert_eq!(e.som.close_ended_payments().await.unwrap(), 1);
+    assert_eq!(e.mock.cancelled()[2], retry.provider_payment_id);
+    assert_eq!(e.som.close_ended_payments().await.unwrap(), 0, "each payment is closed once");
+
+    // Money the provider captured anyway for a cancelled payment is returned automatically
+    // (once, however often the event comes) and the order stays cancelled.
+    let late = |id: &str| ProviderEvent {
+        provider: "mock".into(),
+        id: id.into(),
+        kind: "payment_intent.succeeded".into(),
+        effect: EventEffect::PaymentSucceeded {
+            provider_payment_id: cancelled.provider_payment_id.clone(),
+            amount_minor: cancelled.amount.minor(),
+            currency: "USD".into(),
+        },
+    };
+    let receipt = e.som.apply_provider_event(late("evt_late")).await.unwrap();
+    assert_eq!(receipt.outcome, EventOutcome::Applied, "{receipt:?}");
+    assert_eq!(e.mock.refunds_made(), (1, cancelled.amount.minor()));
+    let receipt = e.som.apply_provider_event(late("evt_late_again")).await.unwrap();
+    assert_eq!(e.mock.refunds_made(), (1, cancelled.amount.minor()), "{receipt:?}");
+    assert_eq!(e.som.order(alice, cancelled.order_id).await.unwrap().status, OrderStatus::Cancelled);
+    assert_eq!(e.som.payment(alice, cancelled.id).await.unwrap().status, PaymentStatus::Cancelled);
 }

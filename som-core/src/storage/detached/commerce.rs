@@ -1,6 +1,7 @@
 //! Orders, payments, refunds, the outbox and idempotency keys, detached.
 
 use super::*;
+use crate::domain::PaymentStatus;
 
 #[async_trait]
 impl OrderStore for Detached {
@@ -69,6 +70,15 @@ impl PaymentStore for Detached {
 
     async fn payment_by_provider_id(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {
         self.inner.payment_by_provider_id(provider, provider_payment_id).await
+    }
+
+    async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>> {
+        let statuses = statuses.to_vec();
+        detached(&self.inner, |s| async move { s.payments_open_at_provider(&statuses, limit).await }).await
+    }
+
+    async fn mark_closed_at_provider(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool> {
+        detached(&self.inner, |s| async move { s.mark_closed_at_provider(id, at).await }).await
     }
 
     async fn set_next_action(&self, id: PaymentId, next_action: Option<String>) -> Result<Option<Payment>> {

@@ -1,6 +1,7 @@
 //! Payments. (PostgreSQL)
 
 use super::*;
+use crate::domain::PaymentStatus;
 use crate::storage::policy::completion;
 
 #[async_trait]
@@ -151,6 +152,28 @@ impl PaymentStore for PostgresStorage {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(payment_from).collect()
+    }
+
+    async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>> {
+        let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT * FROM payments WHERE provider_closed_at IS NULL AND status = ANY($1) ORDER BY id LIMIT $2",
+        )
+        .bind(statuses)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(payment_from).collect()
+    }
+
+    async fn mark_closed_at_provider(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE payments SET provider_closed_at = $2 WHERE id = $1 AND provider_closed_at IS NULL")
+                .bind(id.get())
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn complete_payment(

@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_transient_failures.sql")),
     (4, include_str!("migrations/0004_refunds.sql")),
     (5, include_str!("migrations/0005_provider_events.sql")),
+    (6, include_str!("migrations/0006_provider_close.sql")),
 ];
 
 /// SQLite storage; cheap to clone.

@@ -1,6 +1,7 @@
 //! Payments. (SQLite)
 
 use super::*;
+use crate::domain::PaymentStatus;
 use crate::storage::policy::completion;
 
 #[async_trait]
@@ -153,6 +154,32 @@ impl PaymentStore for SqliteStorage {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map([order_id.get()], payment_row)?;
             rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>> {
+        let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
+        self.read_statement(move |c| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider_closed_at IS NULL \
+                 AND status IN (SELECT value FROM json_each(?1)) ORDER BY id LIMIT ?2"
+            );
+            let statuses = serde_json::to_string(&statuses).map_err(|e| Error::Internal(e.to_string()))?;
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![statuses, limit], payment_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn mark_closed_at_provider(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool> {
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE payments SET provider_closed_at = ?2 WHERE id = ?1 AND provider_closed_at IS NULL",
+                params![id.get(), micros(at)],
+            )?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -1,0 +1,93 @@
+//! Closing the provider's side of payments SOM has ended. A payment SOM ends without money
+//! (its order cancelled, the payer declined; a new attempt then replaces it) is closed at the
+//! provider too — a Stripe PaymentIntent cancelled — so that whatever the payer was given
+//! (`client_secret`, a 3-D Secure page) can no longer take money. Each close is recorded; one
+//! that could not be made (the provider down, a crash in between) is made by the dispatcher's
+//! sweep, so none is forgotten. Money the provider took anyway is returned at once.
+
+use super::OrderSystem;
+use crate::domain::{Payment, PaymentStatus};
+use crate::error::Result;
+use crate::payment::{Cancellation, ProviderError, RefundRequest};
+
+/// How many payments one sweep closes at most.
+const SWEEP_BATCH: u32 = 100;
+
+impl OrderSystem {
+    /// Closes every ended payment whose provider side is not yet recorded as closed (oldest
+    /// first, up to 100); how many were closed. The dispatcher runs this periodically; a
+    /// payment the provider cannot be reached for is left for the next sweep.
+    pub async fn close_ended_payments(&self) -> Result<usize> {
+        let open = self.inner.storage.payments_open_at_provider(&PaymentStatus::ENDED_UNCAPTURED, SWEEP_BATCH).await?;
+        let mut closed = 0;
+        for payment in open {
+            match self.close_at_provider(&payment).await {
+                Ok(()) => closed += 1,
+                Err(e) => tracing::warn!(payment = %payment.id, error = %e, "not closed at the provider yet"),
+            }
+        }
+        Ok(closed)
+    }
+
+    /// [`Self::close_at_provider`] right after SOM ended `payment`; a failure is logged and
+    /// left to the sweep, never returned to the caller whose request ended it.
+    pub(super) async fn close_now(&self, payment: &Payment) {
+        if let Err(e) = self.close_at_provider(payment).await {
+            tracing::warn!(payment = %payment.id, error = %e, "not closed at the provider yet; the dispatcher will retry");
+        }
+    }
+
+    /// Closes `payment` (which SOM holds as ended) at the provider and records it. When the
+    /// provider says it took the money, the money is refunded first.
+    pub(super) async fn close_at_provider(&self, payment: &Payment) -> Result<()> {
+        match self.inner.provider.cancel(&payment.provider_payment_id).await {
+            Ok(Cancellation::Cancelled) => {}
+            Ok(Cancellation::Captured) => self.return_late_capture(payment).await?,
+            Err(ProviderError::Transient(message)) => {
+                return Err(crate::error::Error::Unavailable(format!("payment provider ({message})")));
+            }
+            Err(refused) => tracing::warn!(
+                payment = %payment.id, provider_payment_id = %payment.provider_payment_id, error = %refused,
+                "the provider refused to close an ended payment; it is not asked again"
+            ),
+        }
+        self.inner.storage.mark_closed_at_provider(payment.id, Self::now()).await?;
+        metrics::counter!("som_payments_closed_at_provider_total").increment(1);
+        Ok(())
+    }
+
+    /// Returns money the provider captured for a payment SOM holds as ended (a payer who
+    /// finished 3-D Secure after the order was cancelled, say): the whole amount, with a key of
+    /// its own so that it is never returned twice, and an error for staff in the log and the
+    /// `som_late_captures_total` metric.
+    pub(super) async fn return_late_capture(&self, payment: &Payment) -> Result<()> {
+        let request = RefundRequest {
+            provider_payment_id: payment.provider_payment_id.clone(),
+            amount: payment.amount,
+            idempotency_key: format!("som-late-capture-{}", payment.id),
+            reason: Some(format!("captured after the payment was {}", payment.status)),
+        };
+        let outcome = match self.inner.provider.refund(&request).await {
+            Ok(refund) => {
+                tracing::error!(
+                    payment = %payment.id, order = %payment.order_id, status = %payment.status,
+                    amount = %payment.amount, refund = %refund.provider_refund_id,
+                    "the provider captured money for a payment SOM had ended; it was refunded automatically"
+                );
+                "refunded"
+            }
+            Err(ProviderError::Transient(message)) => {
+                return Err(crate::error::Error::Unavailable(format!("payment provider ({message})")));
+            }
+            Err(refused) => {
+                tracing::error!(
+                    payment = %payment.id, order = %payment.order_id, amount = %payment.amount, error = %refused,
+                    "the provider captured money for a payment SOM had ended and refused to refund it: refund it by hand"
+                );
+                "refund_refused"
+            }
+        };
+        metrics::counter!("som_late_captures_total", "outcome" => outcome).increment(1);
+        Ok(())
+    }
+}
