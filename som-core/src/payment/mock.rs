@@ -84,6 +84,7 @@ pub struct MockProvider {
     scripted_refund: Mutex<Vec<ProviderError>>,
     refunds: Mutex<HashMap<String, (String, i64)>>,
     scripted_cancel: Mutex<Vec<ProviderError>>,
+    pending_refund_answers: AtomicU64,
     closed: Mutex<Vec<String>>,
     initiate_calls: AtomicU64,
     confirm_calls: AtomicU64,
@@ -108,6 +109,7 @@ impl MockProvider {
             scripted_refund: Mutex::new(Vec::new()),
             refunds: Mutex::new(HashMap::new()),
             scripted_cancel: Mutex::new(Vec::new()),
+            pending_refund_answers: AtomicU64::new(0),
             closed: Mutex::new(Vec::new()),
             initiate_calls: AtomicU64::new(0),
             confirm_calls: AtomicU64::new(0),
@@ -125,7 +127,8 @@ impl MockProvider {
         push_front(&mut lock(&self.scripted_confirm), errors);
     }
 
-    /// Makes the next `refund` calls fail with these errors, in order, whatever the payment.
+    /// Makes the next `refund` (or `refund_status`) calls fail with these errors, in order,
+    /// whatever the payment.
     pub fn script_refund(&self, errors: impl IntoIterator<Item = ProviderError>) {
         push_front(&mut lock(&self.scripted_refund), errors);
     }
@@ -133,6 +136,12 @@ impl MockProvider {
     /// Makes the next `cancel` calls fail with these errors, in order, whatever the payment.
     pub fn script_cancel(&self, errors: impl IntoIterator<Item = ProviderError>) {
         push_front(&mut lock(&self.scripted_cancel), errors);
+    }
+
+    /// Makes the next `answers` answers about refunds (to `refund` or `refund_status`) say the
+    /// refund is still pending, as a provider that takes days to return money does.
+    pub fn script_pending_refunds(&self, answers: u64) {
+        self.pending_refund_answers.fetch_add(answers, Ordering::SeqCst);
     }
 
     /// The provider payment ids this mock cancelled, in order (each once).
@@ -161,6 +170,11 @@ impl MockProvider {
     pub fn confirm_calls(&self) -> u64 {
         self.confirm_calls.load(Ordering::SeqCst)
     }
+}
+
+/// Takes one from `counter` if it is above zero; whether it did.
+fn take_one(counter: &AtomicU64) -> bool {
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
 /// Queues `errors` to be popped (from the back) after everything already queued, first first.
@@ -266,6 +280,18 @@ impl PaymentProvider for MockProvider {
         }
     }
 
+    async fn refund_status(&self, provider_refund_id: &str) -> Result<ProviderRefund, ProviderError> {
+        if let Some(e) = lock(&self.scripted_refund).pop() {
+            return Err(e);
+        }
+        let known = lock(&self.refunds).values().any(|(id, _)| id == provider_refund_id);
+        if !known && provider_refund_id.starts_with("mock_re_") {
+            return Err(ProviderError::InvalidRequest(format!("no refund {provider_refund_id}")));
+        }
+        let pending = take_one(&self.pending_refund_answers);
+        Ok(ProviderRefund { provider_refund_id: provider_refund_id.to_owned(), pending })
+    }
+
     async fn cancel(&self, provider_payment_id: &str) -> Result<Cancellation, ProviderError> {
         if let Some(e) = lock(&self.scripted_cancel).pop() {
             return Err(e);
@@ -298,7 +324,8 @@ impl PaymentProvider for MockProvider {
         let (id, _) = refunds
             .entry(request.idempotency_key.clone())
             .or_insert_with(|| (format!("mock_re_{}", request.idempotency_key), request.amount.minor()));
-        Ok(ProviderRefund { provider_refund_id: id.clone() })
+        let pending = take_one(&self.pending_refund_answers);
+        Ok(ProviderRefund { provider_refund_id: id.clone(), pending })
     }
 }
 

@@ -104,6 +104,10 @@ pub struct RefundRequest {
 pub struct ProviderRefund {
     /// The provider's id for the refund.
     pub provider_refund_id: String,
+    /// True while the provider is still returning the money (Stripe's `pending` and
+    /// `requires_action`): SOM keeps the refund PENDING and asks again with
+    /// [`PaymentProvider::refund_status`] until the provider says it succeeded or failed.
+    pub pending: bool,
 }
 
 /// Why a provider call failed.
@@ -184,6 +188,13 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     /// Returns `request.amount` of a captured payment. Must be idempotent on
     /// [`RefundRequest::idempotency_key`]: a repeated key answers with the same refund.
     async fn refund(&self, request: &RefundRequest) -> Result<ProviderRefund, ProviderError>;
+
+    /// Where a refund made earlier stands at the provider: succeeded (`pending` false), still
+    /// pending, or `Declined` when it failed or was canceled. The default, for providers whose
+    /// refunds finish when they are made, reports it succeeded.
+    async fn refund_status(&self, provider_refund_id: &str) -> Result<ProviderRefund, ProviderError> {
+        Ok(ProviderRefund { provider_refund_id: provider_refund_id.to_owned(), pending: false })
+    }
 
     /// Checks a notification the provider sent (its raw body and signature header) and reads
     /// it. The default knows no events.
@@ -267,6 +278,8 @@ pub struct RefundReport {
     pub currency: String,
     /// True once the money is returned (refunds still pending are reported again later).
     pub succeeded: bool,
+    /// True when the refund failed or was canceled: no money was returned.
+    pub failed: bool,
     /// SOM's idempotency key for it when SOM made it ([`RefundRequest::idempotency_key`]):
     /// SOM records its own refunds itself.
     pub som_key: Option<String>,

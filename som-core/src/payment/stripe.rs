@@ -344,15 +344,13 @@ impl PaymentProvider for StripeProvider {
             .post("v1/refunds", &form, Some(&request.idempotency_key))
             .await
             .map_err(Failure::into_provider_error)?;
-        let id = text(&refund, "id").ok_or_else(|| ProviderError::Transient("Stripe's Refund has no id".into()))?;
-        match refund.get("status").and_then(Value::as_str) {
-            Some("failed" | "canceled") => Err(ProviderError::Declined {
-                code: text(&refund, "failure_reason").unwrap_or_else(|| "refund_failed".into()),
-                message: format!("Stripe could not refund: {}", text(&refund, "failure_reason").unwrap_or_default()),
-            }),
-            // succeeded, pending (Stripe finishes it), requires_action (Stripe asks the customer).
-            _ => Ok(ProviderRefund { provider_refund_id: id }),
-        }
+        refund_answer(&refund)
+    }
+
+    async fn refund_status(&self, provider_refund_id: &str) -> std::result::Result<ProviderRefund, ProviderError> {
+        let refund =
+            self.get(&format!("v1/refunds/{provider_refund_id}")).await.map_err(Failure::into_provider_error)?;
+        refund_answer(&refund)
     }
 
     fn parse_event(&self, payload: &[u8], signature: &str) -> std::result::Result<ProviderEvent, EventError> {
@@ -415,6 +413,21 @@ pub fn parse_event_json(payload: &[u8]) -> std::result::Result<ProviderEvent, Ev
     Ok(ProviderEvent { provider: StripeProvider::NAME.to_owned(), id, kind, effect })
 }
 
+/// What a Refund object says: `succeeded`; `pending` or `requires_action` (Stripe is still
+/// returning the money); `failed` or `canceled` (a decline, with Stripe's `failure_reason`).
+fn refund_answer(refund: &Value) -> std::result::Result<ProviderRefund, ProviderError> {
+    let id = text(refund, "id").ok_or_else(|| ProviderError::Transient("Stripe's Refund has no id".into()))?;
+    match refund.get("status").and_then(Value::as_str) {
+        Some("failed" | "canceled") => Err(ProviderError::Declined {
+            code: text(refund, "failure_reason").unwrap_or_else(|| "refund_failed".into()),
+            message: format!("Stripe could not refund: {}", text(refund, "failure_reason").unwrap_or_default()),
+        }),
+        Some("succeeded") => Ok(ProviderRefund { provider_refund_id: id, pending: false }),
+        // pending, requires_action, or a status newer than this client: not finished yet.
+        _ => Ok(ProviderRefund { provider_refund_id: id, pending: true }),
+    }
+}
+
 /// A `payment_intent.succeeded` event's intent, read as Stripe documents it: `status`
 /// `succeeded`, the captured `amount_received` (or `amount`) and `currency`.
 fn succeeded_intent(provider_payment_id: String, intent: &Value) -> EventEffect {
@@ -443,6 +456,7 @@ fn refund_report(refund: &Value) -> Option<RefundReport> {
         amount_minor: refund.get("amount").and_then(Value::as_i64).filter(|a| *a > 0)?,
         currency: text(refund, "currency")?.to_ascii_uppercase(),
         succeeded: refund.get("status").and_then(Value::as_str) == Some("succeeded"),
+        failed: matches!(refund.get("status").and_then(Value::as_str), Some("failed" | "canceled")),
         som_key: refund.pointer("/metadata/som_refund").and_then(Value::as_str).map(str::to_owned),
     })
 }
@@ -557,6 +571,7 @@ mod tests {
                     amount_minor: 500,
                     currency: "USD".into(),
                     succeeded: true,
+                    failed: false,
                     som_key: None
                 }]
             }

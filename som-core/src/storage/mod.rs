@@ -276,6 +276,11 @@ pub trait RefundStore: Send + Sync {
         notify: RefundNotify,
     ) -> Result<Transition<Refund>>;
 
+    /// Records the provider's id of a refund it is still returning (the refund stays PENDING),
+    /// so that SOM asks about that refund later instead of making it again. No-op when the
+    /// refund is not PENDING or already has one.
+    async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()>;
+
     /// The refund by id.
     async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>>;
 

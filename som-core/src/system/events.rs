@@ -55,6 +55,16 @@ pub struct EventReceipt {
     pub detail: Option<String>,
 }
 
+/// What an event about one of SOM's own refunds did.
+enum OwnRefund {
+    /// A PENDING refund ended (succeeded or failed).
+    Finished,
+    /// Nothing to do.
+    Unchanged,
+    /// Something staff must look at.
+    Note(String),
+}
+
 impl OrderSystem {
     /// Checks a notification from the configured provider (`provider` names it, e.g. `stripe`;
     /// `payload` is the raw body, `signature` its signature header) and applies it.
@@ -204,6 +214,53 @@ impl OrderSystem {
         }
     }
 
+    /// A provider event about a refund SOM made (`key` is its [`crate::domain::Refund::provider_idempotency_key`]).
+    async fn own_refund_from_event(
+        &self,
+        payment_id: crate::domain::PaymentId,
+        key: &str,
+        report: &RefundReport,
+    ) -> Result<OwnRefund> {
+        let id = key.strip_prefix("som-refund-").and_then(|n| n.parse::<i64>().ok()).map(crate::domain::RefundId::new);
+        let Some(refund) = (match id {
+            Some(id) => self.inner.storage.refund_by_id(id).await?,
+            None => None,
+        }) else {
+            return Ok(OwnRefund::Note(format!(
+                "refund {} names no refund of SOM's ({key})",
+                report.provider_refund_id
+            )));
+        };
+        if refund.payment_id != payment_id {
+            return Ok(OwnRefund::Note(format!("refund {} is not of payment {payment_id}", report.provider_refund_id)));
+        }
+        match refund.status {
+            RefundStatus::Pending => {
+                let settled = match self.settle_refund(refund).await {
+                    Ok(r) => r.status != RefundStatus::Pending,
+                    Err(Error::PaymentDeclined(reason)) => {
+                        tracing::error!(payment = %payment_id, %reason, "a refund failed at the provider; its amount is available again");
+                        true
+                    }
+                    Err(e) => return Err(e),
+                };
+                Ok(if settled { OwnRefund::Finished } else { OwnRefund::Unchanged })
+            }
+            RefundStatus::Succeeded if report.failed => {
+                metrics::counter!("som_refunds_failed_after_success_total").increment(1);
+                tracing::error!(
+                    refund = %refund.id, payment = %payment_id, provider_refund_id = %report.provider_refund_id,
+                    "the provider reports a refund SOM recorded as succeeded as failed: no money went back; staff must act"
+                );
+                Ok(OwnRefund::Note(format!(
+                    "refund {} failed at the provider after it was recorded as succeeded",
+                    refund.id
+                )))
+            }
+            _ => Ok(OwnRefund::Unchanged),
+        }
+    }
+
     async fn refunds_from_event(
         &self,
         provider: &str,
@@ -217,8 +274,14 @@ impl OrderSystem {
         let mut recorded = 0;
         let mut notes = Vec::new();
         for report in reports {
-            // SOM's own refunds are recorded by SOM (and finished by its recovery if need be).
-            if report.som_key.is_some() {
+            // SOM's own refunds: one still PENDING here is finished by asking the provider
+            // where it stands (the event only says that it changed).
+            if let Some(key) = &report.som_key {
+                match self.own_refund_from_event(payment.id, key, report).await? {
+                    OwnRefund::Finished => recorded += 1,
+                    OwnRefund::Unchanged => {}
+                    OwnRefund::Note(note) => notes.push(note),
+                }
                 continue;
             }
             if !report.succeeded {

@@ -115,13 +115,20 @@ impl OrderSystem {
             idempotency_key: refund.provider_idempotency_key(),
             reason: refund.reason.clone(),
         };
-        let made_at_provider = refund.provider_refund_id.clone();
-        let answer = match made_at_provider {
-            // Made at the provider already (its event reported it): recorded, never sent.
-            Some(provider_refund_id) => Ok(crate::payment::ProviderRefund { provider_refund_id }),
+        // A refund the provider already knows (made at the provider, or still being returned
+        // there) is asked about, never made again.
+        let answer = match refund.provider_refund_id.clone() {
+            Some(provider_refund_id) => self.inner.provider.refund_status(&provider_refund_id).await,
             None => self.inner.provider.refund(&request).await,
         };
         let outcome = match answer {
+            Ok(done) if done.pending => {
+                // Reserved and PENDING until the provider says how it ended (its event, or
+                // the recovery asking again).
+                storage.note_provider_refund(refund.id, &done.provider_refund_id).await?;
+                tracing::info!(refund = %refund.id, provider_refund_id = %done.provider_refund_id, "the provider is still returning the money; the refund stays pending");
+                return Ok(storage.refund_by_id(refund.id).await?.unwrap_or(refund));
+            }
             Ok(done) => RefundOutcome::Succeeded { provider_refund_id: done.provider_refund_id },
             Err(ProviderError::Declined { message, .. }) => RefundOutcome::Failed { reason: message },
             Err(ProviderError::InvalidRequest(message)) => RefundOutcome::Failed { reason: message },

@@ -84,7 +84,8 @@ on_both_backends!(
     declined_refunds_release_the_amount_and_transient_ones_are_finished_later,
     sixty_four_concurrent_partial_refunds_return_exactly_the_payment,
     a_refund_left_pending_by_a_crash_is_finished_once_after_restart,
-    ended_payments_are_closed_at_the_provider_and_late_money_is_returned
+    ended_payments_are_closed_at_the_provider_and_late_money_is_returned,
+    a_refund_the_provider_is_still_returning_stays_pending_until_it_says_how_it_ended
 );
 
 /// A fresh database of the test's backend, kept while the value lives.
@@ -907,13 +908,14 @@ async fn provider_events_apply_once_and_record_refunds_made_at_the_provider() {
     let kinds: Vec<_> = e.notes.delivered().iter().map(|n| n.kind.as_str().to_owned()).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "payment_succeeded").count(), 1, "{kinds:?}");
 
-    // A refund made in the provider's dashboard is recorded without asking the provider; SOM's
-    // own refunds (they carry SOM's key) and unfinished ones are not.
+    // A refund made in the provider's dashboard is recorded without the provider being asked to
+    // refund again; SOM's own refunds (they carry SOM's key) and unfinished ones are not.
     let report = |id: &str, minor: i64, som_key: Option<&str>, succeeded: bool| RefundReport {
         provider_refund_id: id.into(),
         amount_minor: minor,
         currency: "USD".into(),
         succeeded,
+        failed: false,
         som_key: som_key.map(str::to_owned),
     };
     let refunds = |reports: Vec<RefundReport>| EventEffect::Refunded {
@@ -1065,4 +1067,63 @@ async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned() 
     assert_eq!(e.mock.refunds_made(), (1, cancelled.amount.minor()), "{receipt:?}");
     assert_eq!(e.som.order(alice, cancelled.order_id).await.unwrap().status, OrderStatus::Cancelled);
     assert_eq!(e.som.payment(alice, cancelled.id).await.unwrap().status, PaymentStatus::Cancelled);
+}
+
+async fn a_refund_the_provider_is_still_returning_stays_pending_until_it_says_how_it_ended() {
+    use som_core::payment::{EventEffect, ProviderEvent, RefundReport};
+    let e = env().await;
+    let alice = signed_up(&e.som, "alice").await;
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let p = e.som.initiate_payment(alice, order.id).await.unwrap();
+    e.som.confirm_payment(alice, p.id).await.unwrap();
+
+    // The provider answers "pending": the amount is set aside, nothing is refunded yet.
+    e.mock.script_pending_refunds(1);
+    let pending = e.som.refund_payment(Caller::System, p.id).amount("100.00").await.unwrap();
+    assert_eq!(pending.status, RefundStatus::Pending);
+    assert!(pending.provider_refund_id.is_some(), "the provider's refund is remembered: {pending:?}");
+    let payment = e.som.payment(alice, p.id).await.unwrap();
+    assert_eq!((payment.status, payment.refunded.minor()), (PaymentStatus::Success, 0));
+    assert_eq!(payment.refundable().amount_string(), "150.00", "the pending amount is reserved");
+    assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Paid);
+    // Recovery asks where it stands (never makes it again); now it succeeded.
+    let calls = e.mock.refund_calls();
+    assert_eq!(e.som.recover_refunds(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(e.mock.refund_calls(), calls, "the refund was not made a second time");
+    let refunds = e.som.payment_refunds(Caller::System, p.id).await.unwrap();
+    assert_eq!(refunds[0].status, RefundStatus::Succeeded);
+    assert_eq!(e.som.payment(alice, p.id).await.unwrap().status, PaymentStatus::PartiallyRefunded);
+
+    // Another pending refund, then the provider's event says it failed: the amount is
+    // available again and nothing counts as refunded.
+    e.mock.script_pending_refunds(1);
+    let second = e.som.refund_payment(Caller::System, p.id).amount("50.00").await.unwrap();
+    assert_eq!(second.status, RefundStatus::Pending);
+    e.mock.script_refund([ProviderError::Declined {
+        code: "expired_or_canceled_card".into(),
+        message: "card closed".into(),
+    }]);
+    let event = ProviderEvent {
+        provider: "mock".into(),
+        id: "evt_refund_failed".into(),
+        kind: "refund.updated".into(),
+        effect: EventEffect::Refunded {
+            provider_payment_id: p.provider_payment_id.clone(),
+            refunds: vec![RefundReport {
+                provider_refund_id: second.provider_refund_id.clone().unwrap(),
+                amount_minor: 5000,
+                currency: "USD".into(),
+                succeeded: false,
+                failed: true,
+                som_key: Some(format!("som-refund-{}", second.id)),
+            }],
+        },
+    };
+    let receipt = e.som.apply_provider_event(event).await.unwrap();
+    assert_eq!(receipt.outcome, som_core::EventOutcome::Applied, "{receipt:?}");
+    let refunds = e.som.payment_refunds(Caller::System, p.id).await.unwrap();
+    assert_eq!(refunds[1].status, RefundStatus::Failed, "{refunds:?}");
+    let payment = e.som.payment(alice, p.id).await.unwrap();
+    assert_eq!((payment.status, payment.refunded.amount_string()), (PaymentStatus::PartiallyRefunded, "100.00".into()));
+    assert_eq!(payment.refundable().amount_string(), "150.00", "the failed refund's amount is free again");
 }

@@ -142,6 +142,11 @@ impl RefundStore for Detached {
         detached(&self.inner, |s| async move { s.finish_refund(id, outcome, at, notify).await }).await
     }
 
+    async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()> {
+        let provider_refund_id = provider_refund_id.to_owned();
+        detached(&self.inner, |s| async move { s.note_provider_refund(id, &provider_refund_id).await }).await
+    }
+
     async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
         self.inner.refund_by_id(id).await
     }

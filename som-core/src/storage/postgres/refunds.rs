@@ -217,6 +217,18 @@ impl RefundStore for PostgresStorage {
         Ok(result)
     }
 
+    async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE refunds SET provider_refund_id = $2 \
+             WHERE id = $1 AND status = 'PENDING' AND provider_refund_id IS NULL",
+        )
+        .bind(id.get())
+        .bind(provider_refund_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
         let mut conn = self.pool.acquire().await?;
         refunds::by_id(&mut conn, id).await

@@ -146,6 +146,19 @@ impl RefundStore for SqliteStorage {
         self.write(move |tx| refunds::finish(tx, id, &outcome, at, notify)).await
     }
 
+    async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()> {
+        let provider_refund_id = provider_refund_id.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE refunds SET provider_refund_id = ?2 \
+                 WHERE id = ?1 AND status = 'PENDING' AND provider_refund_id IS NULL",
+                params![id.get(), provider_refund_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
         self.read_statement(move |c| refunds::by_id(c, id)).await
     }
