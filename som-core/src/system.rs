@@ -30,6 +30,7 @@ use crate::storage::{
 pub use events::{EventOutcome, EventReceipt};
 
 mod accounts;
+mod alerts;
 mod closing;
 mod events;
 mod payments;

@@ -22,6 +22,10 @@ pub enum EventKind {
     OrderCancelled,
     /// Money was returned on a payment.
     RefundIssued,
+    /// Something about money that staff must look at (money taken for an ended payment, a
+    /// provider event that contradicts SOM, a refund that failed at the provider); sent to
+    /// every active staff account.
+    StaffAlert,
 }
 
 impl EventKind {
@@ -33,6 +37,7 @@ impl EventKind {
             EventKind::PaymentFailed => "payment_failed",
             EventKind::OrderCancelled => "order_cancelled",
             EventKind::RefundIssued => "refund_issued",
+            EventKind::StaffAlert => "staff_alert",
         }
     }
 
@@ -44,6 +49,7 @@ impl EventKind {
             EventKind::PaymentFailed,
             EventKind::OrderCancelled,
             EventKind::RefundIssued,
+            EventKind::StaffAlert,
         ]
         .into_iter()
         .find(|k| k.as_str() == raw)
@@ -85,6 +91,9 @@ pub struct Message {
     /// The refund, for refund events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_id: Option<RefundId>,
+    /// For staff alerts: what happened, once (`late_capture:payment:7`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
     /// The amount, with the currency's digits.
     pub amount: String,
     /// ISO 4217 code.
@@ -134,6 +143,10 @@ impl Message {
                 "Refund Issued".to_owned(),
                 format!("A refund of {money} for your order #{id} has been issued to your original payment method."),
             ),
+            EventKind::StaffAlert => (
+                format!("Action needed on order #{id}"),
+                format!("Order #{id} ({money}): {}", reason.unwrap_or("see the log")),
+            ),
         };
         Message {
             kind,
@@ -143,6 +156,7 @@ impl Message {
             order_id: id,
             payment_id: payment.map(|p| p.id),
             refund_id: None,
+            alert: None,
             amount: amount.amount_string(),
             currency: amount.currency().code().to_owned(),
             items: order
@@ -165,8 +179,19 @@ impl Message {
         m
     }
 
+    /// A staff alert about `order` (and `payment`) for `staff`: `alert` names what happened
+    /// once (the same alert is sent once per staff account), `what` says it in words.
+    pub fn staff_alert(staff: &User, order: &Order, payment: Option<&Payment>, alert: &str, what: &str) -> Message {
+        let mut m = Message::new(EventKind::StaffAlert, staff, order, payment, Some(what));
+        m.alert = Some(alert.to_owned());
+        m
+    }
+
     /// `kind:entity` — the same event always has the same key, so a re-delivery is recognisable.
     pub fn dedupe_key(&self) -> String {
+        if let (EventKind::StaffAlert, Some(alert)) = (self.kind, &self.alert) {
+            return format!("{}:{alert}:staff:{}", self.kind, self.user_id);
+        }
         if let (EventKind::RefundIssued, Some(r)) = (self.kind, self.refund_id) {
             return format!("{}:refund:{r}", self.kind);
         }

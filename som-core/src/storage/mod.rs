@@ -350,6 +350,10 @@ pub trait OutboxStore: Send + Sync {
 
     /// Row counts per status.
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>>;
+
+    /// Writes outbox rows of their own (staff alerts), in one transaction; a row whose
+    /// `(dedupe_key, channel)` is already there is skipped.
+    async fn enqueue_notifications(&self, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()>;
 }
 
 /// Idempotency keys: begin, record, forget, prune.

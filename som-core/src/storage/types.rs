@@ -110,6 +110,8 @@ pub struct UserQuery {
     pub after: Option<UserId>,
     /// Only users whose username or email starts with this text, case-insensitively.
     pub prefix: Option<String>,
+    /// Only active staff accounts.
+    pub active_staff: bool,
     /// At most this many.
     pub limit: u32,
 }

@@ -277,7 +277,8 @@ impl OrderSystem {
         if prefix.is_some_and(|p| p.chars().count() > 254) {
             return Err(Error::invalid("q", "must be at most 254 characters"));
         }
-        let query = UserQuery { after: cursor, prefix: prefix.map(str::to_owned), limit: limit + 1 };
+        let query =
+            UserQuery { after: cursor, prefix: prefix.map(str::to_owned), active_staff: false, limit: limit + 1 };
         let users = self.inner.storage.list_users(query).await?;
         Ok(Page::of(users, limit, |u| u.id.to_string()))
     }

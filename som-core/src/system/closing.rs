@@ -58,8 +58,8 @@ impl OrderSystem {
 
     /// Returns money the provider captured for a payment SOM holds as ended (a payer who
     /// finished 3-D Secure after the order was cancelled, say): the whole amount, with a key of
-    /// its own so that it is never returned twice, and an error for staff in the log and the
-    /// `som_late_captures_total` metric.
+    /// its own so that it is never returned twice; staff are alerted, and it is counted in
+    /// `som_late_captures_total`.
     pub(super) async fn return_late_capture(&self, payment: &Payment) -> Result<()> {
         let request = RefundRequest {
             provider_payment_id: payment.provider_payment_id.clone(),
@@ -67,26 +67,26 @@ impl OrderSystem {
             idempotency_key: format!("som-late-capture-{}", payment.id),
             reason: Some(format!("captured after the payment was {}", payment.status)),
         };
-        let outcome = match self.inner.provider.refund(&request).await {
-            Ok(refund) => {
-                tracing::error!(
-                    payment = %payment.id, order = %payment.order_id, status = %payment.status,
-                    amount = %payment.amount, refund = %refund.provider_refund_id,
-                    "the provider captured money for a payment SOM had ended; it was refunded automatically"
-                );
-                "refunded"
-            }
+        let (outcome, what) = match self.inner.provider.refund(&request).await {
+            Ok(refund) => (
+                "refunded",
+                format!(
+                    "the payment provider captured {} for payment {}, which SOM had ended ({}); it was refunded automatically (provider refund {})",
+                    payment.amount, payment.id, payment.status, refund.provider_refund_id
+                ),
+            ),
             Err(ProviderError::Transient(message)) => {
                 return Err(crate::error::Error::Unavailable(format!("payment provider ({message})")));
             }
-            Err(refused) => {
-                tracing::error!(
-                    payment = %payment.id, order = %payment.order_id, amount = %payment.amount, error = %refused,
-                    "the provider captured money for a payment SOM had ended and refused to refund it: refund it by hand"
-                );
-                "refund_refused"
-            }
+            Err(refused) => (
+                "refund_refused",
+                format!(
+                    "the payment provider captured {} for payment {}, which SOM had ended ({}), and refused to refund it ({refused}): refund it by hand",
+                    payment.amount, payment.id, payment.status
+                ),
+            ),
         };
+        self.alert_staff(payment.order_id, Some(payment), &format!("late_capture:payment:{}", payment.id), &what).await;
         metrics::counter!("som_late_captures_total", "outcome" => outcome).increment(1);
         Ok(())
     }

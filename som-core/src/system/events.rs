@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::OrderSystem;
-use crate::domain::{Actor, Money, PaymentStatus, RefundStatus};
+use crate::domain::{Actor, Money, Payment, PaymentStatus, RefundStatus};
 use crate::error::{Error, Result};
 use crate::payment::{EventEffect, EventError, ProviderEvent, RefundReport};
 use crate::storage::{NewRefundRecord, PaymentOutcome, RefundReserve, Transition};
@@ -107,13 +107,19 @@ impl OrderSystem {
         let (outcome, detail) = match &event.effect {
             EventEffect::PaymentSucceeded { provider_payment_id, amount_minor, currency } => {
                 match self.check_capture(provider, provider_payment_id, *amount_minor, currency).await? {
-                    Some(problem) => (EventOutcome::Mismatch, Some(problem)),
+                    Some((payment, problem)) => {
+                        self.alert_mismatch(&event, &payment, &problem).await;
+                        (EventOutcome::Mismatch, Some(problem))
+                    }
                     None => self.complete_from_event(provider, provider_payment_id, PaymentOutcome::Succeeded).await?,
                 }
             }
             EventEffect::Contradictory { provider_payment_id, problem } => {
                 match storage.payment_by_provider_id(provider, provider_payment_id).await? {
-                    Some(_) => (EventOutcome::Mismatch, Some(problem.clone())),
+                    Some(payment) => {
+                        self.alert_mismatch(&event, &payment, problem).await;
+                        (EventOutcome::Mismatch, Some(problem.clone()))
+                    }
                     None => {
                         (EventOutcome::Ignored, Some(format!("no payment has {provider} id {provider_payment_id}")))
                     }
@@ -153,21 +159,30 @@ impl OrderSystem {
         provider_payment_id: &str,
         amount_minor: i64,
         currency: &str,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<(Payment, String)>> {
         let Some(payment) = self.inner.storage.payment_by_provider_id(provider, provider_payment_id).await? else {
             return Ok(None);
         };
         let expected = payment.amount;
         let same = amount_minor == expected.minor() && currency.eq_ignore_ascii_case(expected.currency().code());
-        Ok((!same).then(|| {
-            format!(
-                "{provider} reports {amount_minor} minor units of {currency} captured for payment {}, which is {} ({} minor units of {})",
-                payment.id,
-                expected,
-                expected.minor(),
-                expected.currency().code()
-            )
-        }))
+        if same {
+            return Ok(None);
+        }
+        let problem = format!(
+            "{provider} reports {amount_minor} minor units of {currency} captured for payment {}, which is {} ({} minor units of {})",
+            payment.id,
+            expected,
+            expected.minor(),
+            expected.currency().code()
+        );
+        Ok(Some((payment, problem)))
+    }
+
+    /// Tells staff that a provider event contradicts `payment` (once per event).
+    async fn alert_mismatch(&self, event: &ProviderEvent, payment: &Payment, problem: &str) {
+        let alert = format!("event_mismatch:{}:{}", event.provider, event.id);
+        let what = format!("{} event {} ({}) was not applied: {problem}", event.provider, event.id, event.kind);
+        self.alert_staff(payment.order_id, Some(payment), &alert, &what).await;
     }
 
     async fn complete_from_event(
@@ -236,10 +251,16 @@ impl OrderSystem {
         }
         match refund.status {
             RefundStatus::Pending => {
-                let settled = match self.settle_refund(refund).await {
+                let settled = match self.settle_refund(refund.clone()).await {
                     Ok(r) => r.status != RefundStatus::Pending,
                     Err(Error::PaymentDeclined(reason)) => {
-                        tracing::error!(payment = %payment_id, %reason, "a refund failed at the provider; its amount is available again");
+                        let what = format!(
+                            "refund {} of {} failed at the provider ({reason}); no money went back and the amount can be refunded again",
+                            refund.id, refund.amount
+                        );
+                        let payment = self.inner.storage.payment_by_id(payment_id).await?;
+                        let alert = format!("refund_failed:refund:{}", refund.id);
+                        self.alert_staff(refund.order_id, payment.as_ref(), &alert, &what).await;
                         true
                     }
                     Err(e) => return Err(e),

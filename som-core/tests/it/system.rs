@@ -1024,6 +1024,7 @@ async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned() 
     use som_core::payment::{EventEffect, ProviderEvent};
     let e = env().await;
     let alice = signed_up(&e.som, "alice").await;
+    e.som.create_user(Caller::System, reg("root"), true).await.unwrap();
 
     // Cancelling the order closes its pending payment at the provider at once.
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
@@ -1067,6 +1068,18 @@ async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned() 
     assert_eq!(e.mock.refunds_made(), (1, cancelled.amount.minor()), "{receipt:?}");
     assert_eq!(e.som.order(alice, cancelled.order_id).await.unwrap().status, OrderStatus::Cancelled);
     assert_eq!(e.som.payment(alice, cancelled.id).await.unwrap().status, PaymentStatus::Cancelled);
+    // Staff are told, once, by notification (not only in the log).
+    let alerts: Vec<_> = e
+        .som
+        .notifications(Caller::System, None, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == som_core::domain::EventKind::StaffAlert)
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].recipient.as_deref(), Some("root@example.com"));
+    assert!(alerts[0].message.text.contains("refunded automatically"), "{:?}", alerts[0].message.text);
 }
 
 async fn a_refund_the_provider_is_still_returning_stays_pending_until_it_says_how_it_ended() {

@@ -50,9 +50,10 @@ pub async fn users_list_in_id_order_and_staff_can_be_set(s: DynStorage) {
     let a = user(&s, "a").await;
     let b = user(&s, "b").await;
     let c = user(&s, "c").await;
-    let all = s.list_users(UserQuery { after: None, prefix: None, limit: 10 }).await.unwrap();
+    let all = s.list_users(UserQuery { after: None, prefix: None, active_staff: false, limit: 10 }).await.unwrap();
     assert_eq!(all.iter().map(|u| u.id).collect::<Vec<_>>(), vec![a.id, b.id, c.id]);
-    let after = s.list_users(UserQuery { after: Some(a.id), prefix: None, limit: 1 }).await.unwrap();
+    let after =
+        s.list_users(UserQuery { after: Some(a.id), prefix: None, active_staff: false, limit: 1 }).await.unwrap();
     assert_eq!(after.iter().map(|u| u.id).collect::<Vec<_>>(), vec![b.id]);
     let staff = s.set_staff(b.id, true).await.unwrap().unwrap();
     assert!(staff.is_staff);

@@ -8,7 +8,7 @@ pub async fn lists_filter_users_by_prefix_orders_by_time_and_notifications_by_or
     user(&s, "alicia").await;
     user(&s, "bob").await;
     let names = |users: Vec<crate::domain::User>| users.into_iter().map(|u| u.username.to_string()).collect::<Vec<_>>();
-    let q = |prefix: &str| UserQuery { after: None, prefix: Some(prefix.to_owned()), limit: 10 };
+    let q = |prefix: &str| UserQuery { after: None, prefix: Some(prefix.to_owned()), active_staff: false, limit: 10 };
     assert_eq!(names(s.list_users(q("ALI")).await.unwrap()), vec!["alice", "alicia"]);
     assert_eq!(names(s.list_users(q("bob@example")).await.unwrap()), vec!["bob"]);
     assert!(s.list_users(q("%")).await.unwrap().is_empty(), "LIKE wildcards match themselves");

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::domain::PaymentStatus;
+use crate::storage::NewNotification;
 
 #[async_trait]
 impl OrderStore for Detached {
@@ -230,6 +231,10 @@ impl OutboxStore for Detached {
 
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
         self.inner.notification_counts().await
+    }
+
+    async fn enqueue_notifications(&self, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
+        detached(&self.inner, |s| async move { s.enqueue_notifications(rows, at).await }).await
     }
 }
 

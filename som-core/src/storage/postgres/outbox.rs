@@ -186,6 +186,14 @@ impl OutboxStore for PostgresStorage {
         current.as_ref().map(|r| Ok(Transition::NotApplied(outbox_from(r)?))).transpose()
     }
 
+    async fn enqueue_notifications(&self, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_outbox(&mut tx, rows, truncate(at)).await?;
+        tx.commit().await?;
+        self.announcer.announce().await;
+        Ok(())
+    }
+
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
         let rows =
             sqlx::query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status").fetch_all(&self.pool).await?;

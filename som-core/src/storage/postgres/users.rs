@@ -76,11 +76,12 @@ impl UserStore for PostgresStorage {
         let rows = sqlx::query(
             "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id > $1 \
              AND ($3::text IS NULL OR lower(username) LIKE $3 ESCAPE '\\' OR lower(email) LIKE $3 ESCAPE '\\') \
-             ORDER BY id LIMIT $2",
+             AND (NOT $4 OR (is_staff AND is_active)) ORDER BY id LIMIT $2",
         )
         .bind(q.after.map_or(0, UserId::get))
         .bind(i64::from(q.limit))
         .bind(q.prefix.as_deref().map(like_prefix))
+        .bind(q.active_staff)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(user_from).collect()

@@ -166,6 +166,10 @@ impl OutboxStore for SqliteStorage {
         .await
     }
 
+    async fn enqueue_notifications(&self, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
+        self.write(move |tx| insert_outbox(tx, rows, at)).await
+    }
+
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;

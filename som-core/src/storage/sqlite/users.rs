@@ -62,11 +62,12 @@ impl UserStore for SqliteStorage {
             let sql = format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE id > ?1 \
                  AND (?2 IS NULL OR lower(username) LIKE ?2 ESCAPE '\\' OR lower(email) LIKE ?2 ESCAPE '\\') \
-                 ORDER BY id LIMIT ?3"
+                 AND (?4 = 0 OR (is_staff AND is_active)) ORDER BY id LIMIT ?3"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let pattern = q.prefix.as_deref().map(like_prefix);
-            let rows = stmt.query_map(params![q.after.map_or(0, UserId::get), pattern, q.limit], user_from_row)?;
+            let rows = stmt
+                .query_map(params![q.after.map_or(0, UserId::get), pattern, q.limit, q.active_staff], user_from_row)?;
             rows.map(|r| build_user(r?)).collect()
         })
         .await
