@@ -86,8 +86,8 @@ pub trait UserStore: Send + Sync {
     /// The user by exact username.
     async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
 
-    /// The user and their password hash, for login.
-    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>>;
+    /// The user, their password hash and session version, for login.
+    async fn user_credentials(&self, username: &str) -> Result<Option<Credentials>>;
 
     /// Users matching `query`, by ascending id.
     async fn list_users(&self, query: UserQuery) -> Result<Vec<User>>;
@@ -104,8 +104,10 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Starts a session: remembers its first refresh token and records the session (id
-    /// `token.family`) at the user's current session version.
-    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<()>;
+    /// `token.family`) at the user's current session version — only while the account is
+    /// active and, when `token.checked_version` is given, that version is still current, in
+    /// one statement. False (nothing written) otherwise.
+    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<bool>;
 
     /// Atomically uses `old_jti` (which must belong to `user_id` and `family`, be unexpired,
     /// unused and unrevoked, in a live session of an active user) and stores `new` in the same

@@ -50,6 +50,19 @@ impl UserInsert {
     }
 }
 
+/// What a login checks a password against, read at one moment: the account, its password hash
+/// and its session version (which a password change, revoking every session or disabling the
+/// account moves on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The account.
+    pub user: User,
+    /// Its argon2id password hash.
+    pub password_hash: String,
+    /// Its session version when read.
+    pub session_version: i64,
+}
+
 /// A refresh token to remember, so that it can be used once and its family revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTokenRecord {
@@ -63,6 +76,10 @@ pub struct RefreshTokenRecord {
     pub expires_at: DateTime<Utc>,
     /// When its session began (the login).
     pub session_started_at: DateTime<Utc>,
+    /// For a new session: the user's session version the credentials were checked at. The
+    /// session starts only while that version is still current (no password change, revoking
+    /// or disabling came in between); `None` starts it at the current version.
+    pub checked_version: Option<i64>,
 }
 
 /// What storage knows of a session, for authenticating its access tokens.

@@ -69,14 +69,15 @@ impl OrderSystem {
             None
         };
         let (user, hash) = match credentials {
-            Some((user, hash)) => (Some(user), Some(hash)),
+            Some(c) => (Some((c.user, c.session_version)), Some(c.password_hash)),
             None => (None, None),
         };
         let ok = self.inner.hasher.verify(&password, hash).await?;
         match user {
-            Some(user) if ok && user.is_active => {
+            Some((user, checked_version)) if ok && user.is_active => {
                 attempt.succeeded();
-                self.start_session(user.id).await
+                // Started only if no password change, revoking or disabling came in between.
+                self.start_session(user.id, Some(checked_version)).await?.ok_or_else(rejected)
             }
             _ => {
                 attempt.failed();
@@ -93,16 +94,20 @@ impl OrderSystem {
         }
         let found =
             self.inner.storage.user_by_id(user).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))?;
+        let disabled = || Error::Conflict(format!("user {user} is disabled"));
         if !found.is_active {
-            return Err(Error::Conflict(format!("user {user} is disabled")));
+            return Err(disabled());
         }
-        self.start_session(user).await
+        self.start_session(user, None).await?.ok_or_else(disabled)
     }
 
-    async fn start_session(&self, user: UserId) -> Result<TokenPair> {
+    /// A new session for `user`, if the account is active and (with `checked_version`) its
+    /// session version is still the one its credentials were checked at; `None` otherwise.
+    async fn start_session(&self, user: UserId, checked_version: Option<i64>) -> Result<Option<TokenPair>> {
         let now = Self::now();
         let (family, jti) = (crate::util::random_token(16), crate::util::random_token(16));
-        self.inner
+        let started = self
+            .inner
             .storage
             .insert_refresh_token(RefreshTokenRecord {
                 jti: jti.clone(),
@@ -110,9 +115,13 @@ impl OrderSystem {
                 user_id: user,
                 expires_at: self.inner.keys.refresh_expiry(now, now),
                 session_started_at: now,
+                checked_version,
             })
             .await?;
-        self.inner.keys.issue_pair(user, &family, now, &jti, now)
+        if !started {
+            return Ok(None);
+        }
+        self.inner.keys.issue_pair(user, &family, now, &jti, now).map(Some)
     }
 
     /// Exchanges a refresh token for a new pair in the same session. Each refresh token works
@@ -132,6 +141,7 @@ impl OrderSystem {
             user_id: claims.user_id,
             expires_at: self.inner.keys.refresh_expiry(now, claims.session_started_at),
             session_started_at: claims.session_started_at,
+            checked_version: None,
         };
         match self.inner.storage.rotate_refresh_token(claims.user_id, &claims.family, &claims.jti, record, now).await? {
             RotateOutcome::Rotated => {
@@ -207,7 +217,7 @@ impl OrderSystem {
             retry_after,
         })?;
         let new = Password::parse(new_password, Some(&username)).map_err(|m| Error::invalid("new_password", m))?;
-        let hash = self.inner.storage.user_credentials(&username).await?.map(|(_, hash)| hash);
+        let hash = self.inner.storage.user_credentials(&username).await?.map(|c| c.password_hash);
         let current_ok = match Password::for_login(current_password) {
             Some(current) => self.inner.hasher.verify(&current, hash).await?,
             None => false,

@@ -85,7 +85,8 @@ on_both_backends!(
     sixty_four_concurrent_partial_refunds_return_exactly_the_payment,
     a_refund_left_pending_by_a_crash_is_finished_once_after_restart,
     ended_payments_are_closed_at_the_provider_and_late_money_is_returned,
-    a_refund_the_provider_is_still_returning_stays_pending_until_it_says_how_it_ended
+    a_refund_the_provider_is_still_returning_stays_pending_until_it_says_how_it_ended,
+    logins_racing_a_password_change_keep_no_working_session
 );
 
 /// A fresh database of the test's backend, kept while the value lives.
@@ -1139,4 +1140,30 @@ async fn a_refund_the_provider_is_still_returning_stays_pending_until_it_says_ho
     let payment = e.som.payment(alice, p.id).await.unwrap();
     assert_eq!((payment.status, payment.refunded.amount_string()), (PaymentStatus::PartiallyRefunded, "100.00".into()));
     assert_eq!(payment.refundable().amount_string(), "150.00", "the failed refund's amount is free again");
+}
+
+async fn logins_racing_a_password_change_keep_no_working_session() {
+    // Attempts in flight hold failed-login slots; this test is about sessions, not that limit.
+    let e = env_with(None, |c| c.login_failure_limit = 100).await;
+    e.som.register(reg("alice")).await.unwrap();
+    let keeper = e.som.login("alice", "correct horse battery").await.unwrap();
+    for round in 0..3 {
+        let (old, new) = if round % 2 == 0 {
+            ("correct horse battery", "a brand new passphrase")
+        } else {
+            ("a brand new passphrase", "correct horse battery")
+        };
+        let mut logins = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let som = e.som.clone();
+            logins.spawn(async move { som.login("alice", old).await.ok() });
+        }
+        tokio::task::yield_now().await;
+        e.som.change_password(&keeper.access, old, new).await.unwrap();
+        for pair in logins.join_all().await.into_iter().flatten() {
+            assert!(e.som.authenticate(&pair.access).await.is_err(), "round {round}: an access token survived");
+            assert!(e.som.refresh(&pair.refresh).await.is_err(), "round {round}: a refresh token survived");
+        }
+    }
+    assert!(e.som.authenticate(&keeper.access).await.is_ok(), "the session that changed the password stays");
 }

@@ -25,8 +25,8 @@ pub async fn users_are_unique_by_username_and_email(s: DynStorage) {
     assert_eq!(s.user_by_id(alice.id).await.unwrap(), Some(alice.clone()));
     assert_eq!(s.user_by_username("alice").await.unwrap(), Some(alice.clone()));
     assert_eq!(s.user_by_username("ALICE").await.unwrap(), None, "usernames are case-sensitive");
-    let (found, hash) = s.user_credentials("alice").await.unwrap().unwrap();
-    assert_eq!((found, hash.as_str()), (alice.clone(), "$argon2id$not-a-real-hash"));
+    let found = s.user_credentials("alice").await.unwrap().unwrap();
+    assert_eq!((found.user, found.password_hash.as_str()), (alice.clone(), "$argon2id$not-a-real-hash"));
     let dup = |name: &str, email: &str| NewUserRecord {
         username: Username::parse(name).unwrap(),
         email: Some(Email::parse(email).unwrap()),
@@ -70,17 +70,18 @@ pub async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(s: DynStora
         user_id: u.id,
         expires_at: now + Duration::days(1),
         session_started_at: now,
+        checked_version: None,
     };
     let rotate = |uid: UserId, fam: &'static str, old: &'static str, new: &'static str, at| {
         let s = Arc::clone(&s);
         let r = rec(new, fam);
         async move { s.rotate_refresh_token(uid, fam, old, r, at).await.unwrap() }
     };
-    s.insert_refresh_token(rec("t1", "f")).await.unwrap();
+    assert!(s.insert_refresh_token(rec("t1", "f")).await.unwrap());
     assert_eq!(rotate(u.id, "f", "t1", "t2", now).await, RotateOutcome::Rotated);
     assert_eq!(rotate(u.id, "f", "t1", "t3", now).await, RotateOutcome::ReuseDetected);
     assert_eq!(rotate(u.id, "f", "t2", "t4", now).await, RotateOutcome::Rejected, "the family is revoked after reuse");
-    s.insert_refresh_token(rec("g1", "g")).await.unwrap();
+    assert!(s.insert_refresh_token(rec("g1", "g")).await.unwrap());
     assert_eq!(rotate(u.id, "other", "g1", "g2", now).await, RotateOutcome::Rejected);
     assert_eq!(rotate(UserId::new(u.id.get() + 1), "g", "g1", "g2", now).await, RotateOutcome::Rejected);
     assert_eq!(rotate(u.id, "g", "g1", "g2", now + Duration::days(2)).await, RotateOutcome::Rejected, "expired");
@@ -97,10 +98,11 @@ pub async fn sessions_end_by_revocation_version_and_disabling(s: DynStorage) {
         user_id: u.id,
         expires_at: now + Duration::days(1),
         session_started_at: now,
+        checked_version: None,
     };
     let start = |jti: &str, family: &str| {
         let (s, rec) = (Arc::clone(&s), record(jti, family));
-        async move { s.insert_refresh_token(rec).await.unwrap() }
+        async move { assert!(s.insert_refresh_token(rec).await.unwrap()) }
     };
     let live = |family: &'static str| {
         let s = Arc::clone(&s);
@@ -124,7 +126,7 @@ pub async fn sessions_end_by_revocation_version_and_disabling(s: DynStorage) {
     // A password change ends every session but the one that made it, in one transaction.
     assert!(s.end_sessions(u.id, Some("b"), Some("new-hash".into()), now).await.unwrap());
     assert_eq!((live("b").await, live("c").await, live("d").await), (Some(true), Some(false), Some(false)));
-    assert_eq!(s.user_credentials("alice").await.unwrap().map(|(_, h)| h), Some("new-hash".to_owned()));
+    assert_eq!(s.user_credentials("alice").await.unwrap().map(|c| c.password_hash), Some("new-hash".to_owned()));
     let next = record("b2", "b");
     assert_eq!(s.rotate_refresh_token(u.id, "b", "b1", next, now).await.unwrap(), RotateOutcome::Rotated);
     assert!(!s.end_sessions(UserId::new(999_999), None, None, now).await.unwrap());
@@ -147,4 +149,22 @@ pub async fn sessions_end_by_revocation_version_and_disabling(s: DynStorage) {
     assert_eq!(live("f").await, Some(true), "a session's row stays while it may have access tokens");
     s.prune_sessions(now + Duration::days(2), now + Duration::seconds(1)).await.unwrap();
     assert_eq!(live("f").await, None);
+
+    // A login whose password was checked before a password change (or a revoke-all, or a
+    // disable and enable) cannot start its session afterwards: the version it read is gone.
+    let checked = s.user_credentials("alice").await.unwrap().unwrap().session_version;
+    let at_checked =
+        |jti: &str, family: &str| RefreshTokenRecord { checked_version: Some(checked), ..record(jti, family) };
+    assert!(s.insert_refresh_token(at_checked("g1", "g")).await.unwrap(), "nothing changed in between");
+    assert!(s.end_sessions(u.id, None, Some("newer-hash".into()), now).await.unwrap());
+    assert!(!s.insert_refresh_token(at_checked("h1", "h")).await.unwrap(), "the password changed in between");
+    assert_eq!(live("h").await, None, "no session was written");
+    let checked_again = s.user_credentials("alice").await.unwrap().unwrap().session_version;
+    s.set_active(u.id, false, now).await.unwrap();
+    s.set_active(u.id, true, now).await.unwrap();
+    let record_i = RefreshTokenRecord { checked_version: Some(checked_again), ..record("i1", "i") };
+    assert!(!s.insert_refresh_token(record_i).await.unwrap(), "the account was disabled in between");
+    s.set_active(u.id, false, now).await.unwrap();
+    assert!(!s.insert_refresh_token(record("j1", "j")).await.unwrap(), "a disabled account starts no session");
+    s.set_active(u.id, true, now).await.unwrap();
 }

@@ -36,11 +36,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, IdempotencyStore, NewPaymentRecord, NewRefundRecord,
-    NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore, OutboxEntry,
-    OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord, RefundNotify,
-    RefundOutcome, RefundReserve, RefundStore, RotateOutcome, SessionState, SessionStore, Storage, Transition,
-    UserInsert, UserQuery, UserStore,
+    Credentials, DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, IdempotencyStore, NewPaymentRecord,
+    NewRefundRecord, NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore,
+    OutboxEntry, OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord,
+    RefundNotify, RefundOutcome, RefundReserve, RefundStore, RotateOutcome, SessionState, SessionStore, Storage,
+    Transition, UserInsert, UserQuery, UserStore,
 };
 use crate::domain::{
     Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId,
@@ -120,7 +120,7 @@ impl UserStore for Detached {
         self.inner.user_by_username(username).await
     }
 
-    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>> {
+    async fn user_credentials(&self, username: &str) -> Result<Option<Credentials>> {
         self.inner.user_credentials(username).await
     }
 
@@ -139,7 +139,7 @@ impl UserStore for Detached {
 
 #[async_trait]
 impl SessionStore for Detached {
-    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<()> {
+    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<bool> {
         detached(&self.inner, |s| async move { s.insert_refresh_token(token).await }).await
     }
 

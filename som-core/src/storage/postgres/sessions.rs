@@ -5,17 +5,24 @@ use crate::storage::policy::{StoredRefreshToken, decide_rotation};
 
 #[async_trait]
 impl SessionStore for PostgresStorage {
-    async fn insert_refresh_token(&self, t: RefreshTokenRecord) -> Result<()> {
+    async fn insert_refresh_token(&self, t: RefreshTokenRecord) -> Result<bool> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        let started = sqlx::query(
             "INSERT INTO sessions (id, user_id, version, started_at) \
-             SELECT $1, id, session_version, $3 FROM users WHERE id = $2 ON CONFLICT (id) DO NOTHING",
+             SELECT $1, id, session_version, $3 FROM users \
+             WHERE id = $2 AND is_active AND ($4::bigint IS NULL OR session_version = $4) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&t.family)
         .bind(t.user_id.get())
         .bind(t.session_started_at)
+        .bind(t.checked_version)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if started == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         sqlx::query("INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(&t.jti)
             .bind(&t.family)
@@ -24,7 +31,7 @@ impl SessionStore for PostgresStorage {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn rotate_refresh_token(

@@ -1,6 +1,7 @@
 //! Accounts. (PostgreSQL)
 
 use super::*;
+use crate::storage::Credentials;
 use crate::storage::UserInsert;
 
 #[async_trait]
@@ -62,14 +63,22 @@ impl UserStore for PostgresStorage {
         .await
     }
 
-    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>> {
+    async fn user_credentials(&self, username: &str) -> Result<Option<Credentials>> {
         let row = sqlx::query(
-            "SELECT id, username, email, is_staff, created_at, is_active, password_hash FROM users WHERE username = $1",
+            "SELECT id, username, email, is_staff, created_at, is_active, password_hash, \
+             session_version::bigint AS session_version FROM users WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
+        row.map(|r| {
+            Ok(Credentials {
+                user: user_from(&r)?,
+                password_hash: r.try_get("password_hash")?,
+                session_version: r.try_get("session_version")?,
+            })
+        })
+        .transpose()
     }
 
     async fn list_users(&self, q: UserQuery) -> Result<Vec<User>> {

@@ -5,18 +5,22 @@ use crate::storage::policy::{StoredRefreshToken, decide_rotation};
 
 #[async_trait]
 impl SessionStore for SqliteStorage {
-    async fn insert_refresh_token(&self, t: RefreshTokenRecord) -> Result<()> {
+    async fn insert_refresh_token(&self, t: RefreshTokenRecord) -> Result<bool> {
         self.write(move |tx| {
-            tx.execute(
+            let started = tx.execute(
                 "INSERT INTO sessions (id, user_id, version, started_at) \
-                 SELECT ?1, id, session_version, ?3 FROM users WHERE id = ?2 ON CONFLICT (id) DO NOTHING",
-                params![t.family, t.user_id.get(), micros(t.session_started_at)],
+                 SELECT ?1, id, session_version, ?3 FROM users \
+                 WHERE id = ?2 AND is_active AND (?4 IS NULL OR session_version = ?4) ON CONFLICT (id) DO NOTHING",
+                params![t.family, t.user_id.get(), micros(t.session_started_at), t.checked_version],
             )?;
+            if started == 0 {
+                return Ok(false);
+            }
             tx.execute(
                 "INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![t.jti, t.family, t.user_id.get(), micros(t.expires_at)],
             )?;
-            Ok(())
+            Ok(true)
         })
         .await
     }

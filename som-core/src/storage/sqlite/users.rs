@@ -1,6 +1,7 @@
 //! Accounts. (SQLite)
 
 use super::*;
+use crate::storage::Credentials;
 use crate::storage::UserInsert;
 
 #[async_trait]
@@ -44,15 +45,18 @@ impl UserStore for SqliteStorage {
         self.read_statement(move |c| query_user(c, "username = ?1", &username)).await
     }
 
-    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>> {
+    async fn user_credentials(&self, username: &str) -> Result<Option<Credentials>> {
         let username = username.to_owned();
         self.read_statement(move |c| {
-            let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?1");
+            let sql = format!("SELECT {USER_COLUMNS}, password_hash, session_version FROM users WHERE username = ?1");
             let row = c
                 .prepare_cached(&sql)?
-                .query_row([&username], |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?)))
+                .query_row([&username], |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?, r.get::<_, i64>(7)?)))
                 .optional()?;
-            row.map(|(u, hash)| Ok((build_user(u)?, hash))).transpose()
+            row.map(|(u, password_hash, session_version)| {
+                Ok(Credentials { user: build_user(u)?, password_hash, session_version })
+            })
+            .transpose()
         })
         .await
     }
