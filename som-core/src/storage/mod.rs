@@ -92,12 +92,15 @@ pub trait UserStore: Send + Sync {
     /// Users matching `query`, by ascending id.
     async fn list_users(&self, query: UserQuery) -> Result<Vec<User>>;
 
-    /// Sets the staff flag; the updated user, or `None` if there is no such user.
-    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>>;
+    /// Sets the staff flag; `None` if there is no such user. Revoking it is `NotApplied` (with
+    /// the user unchanged) when it would leave no active staff account: checked and made in
+    /// one step that concurrent changes cannot interleave with.
+    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<Transition<User>>>;
 
     /// Enables or disables an account; disabling also ends every session of it, in the same
-    /// transaction. The updated user, or `None` if there is no such user.
-    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>>;
+    /// transaction. `None` if there is no such user; disabling is `NotApplied` when it would
+    /// leave no active staff account, checked as [`UserStore::set_staff`] does.
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<Transition<User>>>;
 }
 
 /// Login sessions and their refresh tokens.

@@ -246,7 +246,7 @@ impl OrderSystem {
         }
         let changed = self.inner.storage.set_active(user, is_active, Self::now()).await;
         self.inner.sessions.invalidate();
-        changed?.ok_or_else(|| Error::NotFound(format!("user {user}")))
+        staff_change(user, changed?)
     }
 
     /// The caller's own account.
@@ -303,7 +303,7 @@ impl OrderSystem {
         }
         let changed = self.inner.storage.set_staff(user, is_staff).await;
         self.inner.sessions.invalidate();
-        changed?.ok_or_else(|| Error::NotFound(format!("user {user}")))
+        staff_change(user, changed?)
     }
 
     /// Changes an account's staff flag and/or whether it is active (staff only), checking both
@@ -335,5 +335,17 @@ impl OrderSystem {
             current = self.set_active(caller, user, is_active).await?;
         }
         Ok(current)
+    }
+}
+
+/// The changed account, `NotFound`, or `Conflict` when the change would have left no active
+/// staff account.
+fn staff_change(user: UserId, changed: Option<Transition<User>>) -> Result<User> {
+    match changed {
+        Some(Transition::Applied(u)) => Ok(u),
+        Some(Transition::NotApplied(_)) => Err(Error::Conflict(format!(
+            "user {user} is the last active staff account; make another account staff first"
+        ))),
+        None => Err(Error::NotFound(format!("user {user}"))),
     }
 }

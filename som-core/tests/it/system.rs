@@ -685,6 +685,11 @@ async fn operators_manage_users_and_issue_tokens() {
     assert_eq!(e.som.order(alice, order.id).await.unwrap().id, order.id);
     let history = e.som.order_history(alice, order.id).await.unwrap();
     assert_eq!(history[0].actor.to_string(), "system");
+    // The last active staff account can be neither demoted nor disabled, even by an operator.
+    assert!(matches!(e.som.set_staff(Caller::System, admin.id, false).await, Err(Error::Conflict(_))));
+    assert!(matches!(e.som.set_active(Caller::System, admin.id, false).await, Err(Error::Conflict(_))));
+    e.som.set_staff(Caller::System, alice.user_id().unwrap(), true).await.unwrap();
+    assert!(!e.som.set_staff(Caller::System, admin.id, false).await.unwrap().is_staff, "another staff account remains");
 }
 
 /// A paid order of 250.00 USD and its payment id, placed by `user` with `method`.

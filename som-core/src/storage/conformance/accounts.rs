@@ -55,10 +55,43 @@ pub async fn users_list_in_id_order_and_staff_can_be_set(s: DynStorage) {
     let after =
         s.list_users(UserQuery { after: Some(a.id), prefix: None, active_staff: false, limit: 1 }).await.unwrap();
     assert_eq!(after.iter().map(|u| u.id).collect::<Vec<_>>(), vec![b.id]);
-    let staff = s.set_staff(b.id, true).await.unwrap().unwrap();
+    let Some(Transition::Applied(staff)) = s.set_staff(b.id, true).await.unwrap() else { panic!("not made staff") };
     assert!(staff.is_staff);
     assert!(s.user_by_id(b.id).await.unwrap().unwrap().is_staff);
     assert_eq!(s.set_staff(UserId::new(999_999), true).await.unwrap(), None);
+}
+
+pub async fn concurrent_demotions_leave_an_active_staff_account(s: DynStorage) {
+    let now = Utc::now();
+    let active_staff = |s: DynStorage| async move {
+        s.list_users(UserQuery { after: None, prefix: None, active_staff: true, limit: 10 }).await.unwrap()
+    };
+    let customer = user(&s, "customer").await;
+    assert!(matches!(s.set_active(customer.id, false, now).await.unwrap(), Some(Transition::Applied(_))));
+    let mut keeper = user(&s, "keeper").await;
+    s.set_staff(keeper.id, true).await.unwrap();
+    // The last active staff account can be neither demoted nor disabled.
+    assert!(matches!(s.set_staff(keeper.id, false).await.unwrap(), Some(Transition::NotApplied(_))));
+    assert!(matches!(s.set_active(keeper.id, false, now).await.unwrap(), Some(Transition::NotApplied(_))));
+    for round in 0..20 {
+        // Two staff accounts (the keeper steps down), which then demote or disable each other
+        // at once: exactly one change goes through.
+        let (a, b) = (user(&s, &format!("a{round}")).await, user(&s, &format!("b{round}")).await);
+        s.set_staff(a.id, true).await.unwrap();
+        s.set_staff(b.id, true).await.unwrap();
+        assert!(matches!(s.set_staff(keeper.id, false).await.unwrap(), Some(Transition::Applied(_))));
+        let (sa, sb) = (Arc::clone(&s), Arc::clone(&s));
+        let one = tokio::spawn(async move {
+            if round % 2 == 0 { sa.set_staff(a.id, false).await } else { sa.set_active(a.id, false, now).await }
+        });
+        let two = tokio::spawn(async move { sb.set_staff(b.id, false).await });
+        let (first, second) = (one.await.unwrap().unwrap(), two.await.unwrap().unwrap());
+        let applied = [&first, &second].iter().filter(|t| matches!(t, Some(Transition::Applied(_)))).count();
+        assert_eq!(applied, 1, "round {round}: {first:?} {second:?}");
+        let left = active_staff(Arc::clone(&s)).await;
+        assert_eq!(left.len(), 1, "round {round}: {left:?}");
+        keeper = left[0].clone();
+    }
 }
 
 pub async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(s: DynStorage) {
@@ -134,10 +167,14 @@ pub async fn sessions_end_by_revocation_version_and_disabling(s: DynStorage) {
     // A session started after the change is live; disabling ends it and every other.
     start("e1", "e").await;
     assert_eq!(live("e").await, Some(true));
-    let disabled = s.set_active(u.id, false, now).await.unwrap().unwrap();
+    let Some(Transition::Applied(disabled)) = s.set_active(u.id, false, now).await.unwrap() else {
+        panic!("not disabled")
+    };
     assert!(!disabled.is_active);
     assert_eq!((live("b").await, live("e").await), (Some(false), Some(false)));
-    let enabled = s.set_active(u.id, true, now).await.unwrap().unwrap();
+    let Some(Transition::Applied(enabled)) = s.set_active(u.id, true, now).await.unwrap() else {
+        panic!("not enabled")
+    };
     assert!(enabled.is_active);
     assert_eq!(live("e").await, Some(false), "enabling does not bring ended sessions back");
     start("f1", "f").await;

@@ -27,6 +27,7 @@ macro_rules! storage_conformance_tests {
             settings_are_initialised_once,
             users_are_unique_by_username_and_email,
             users_list_in_id_order_and_staff_can_be_set,
+            concurrent_demotions_leave_an_active_staff_account,
             refresh_tokens_rotate_once_and_reuse_revokes_the_family,
             sessions_end_by_revocation_version_and_disabling,
             orders_are_stored_with_items_event_and_outbox_rows,

@@ -128,11 +128,11 @@ impl UserStore for Detached {
         self.inner.list_users(query).await
     }
 
-    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>> {
+    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<Transition<User>>> {
         detached(&self.inner, |s| async move { s.set_staff(id, is_staff).await }).await
     }
 
-    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<Transition<User>>> {
         detached(&self.inner, |s| async move { s.set_active(id, is_active, at).await }).await
     }
 }

@@ -96,34 +96,48 @@ impl UserStore for PostgresStorage {
         rows.iter().map(user_from).collect()
     }
 
-    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>> {
-        let row = sqlx::query(
-            "UPDATE users SET is_staff = $2 WHERE id = $1 RETURNING id, username, email, is_staff, created_at, is_active",
-        )
-        .bind(id.get())
-        .bind(is_staff)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(user_from).transpose()
+    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<Transition<User>>> {
+        let mut tx = self.begin().await?;
+        lock_staff_changes(&mut tx).await?;
+        let changed = sqlx::query(SET_STAFF).bind(id.get()).bind(is_staff).execute(&mut *tx).await?.rows_affected();
+        let user = user_where(&mut tx, USER_BY_ID, UserKey::Id(id.get())).await?;
+        tx.commit().await?;
+        Ok(user.map(|u| transition(changed, u)))
     }
 
-    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<Transition<User>>> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE users SET is_active = $2 WHERE id = $1")
-            .bind(id.get())
-            .bind(is_active)
-            .execute(&mut *tx)
-            .await?;
-        if !is_active {
+        lock_staff_changes(&mut tx).await?;
+        let changed = sqlx::query(SET_ACTIVE).bind(id.get()).bind(is_active).execute(&mut *tx).await?.rows_affected();
+        if !is_active && changed == 1 {
             end_sessions_in(&mut tx, id, None, at).await?;
         }
-        let user = user_where(
-            &mut tx,
-            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1",
-            UserKey::Id(id.get()),
-        )
-        .await?;
+        let user = user_where(&mut tx, USER_BY_ID, UserKey::Id(id.get())).await?;
         tx.commit().await?;
-        Ok(user)
+        Ok(user.map(|u| transition(changed, u)))
     }
+}
+
+const USER_BY_ID: &str = "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1";
+
+// Granting, or enabling, always; revoking, or disabling, only when user `$1` is not an active
+// staff account or another active staff account remains.
+const SET_STAFF: &str = "UPDATE users SET is_staff = $2 WHERE id = $1 AND ($2 OR NOT (is_staff AND is_active) \
+     OR EXISTS (SELECT 1 FROM users AS other WHERE other.is_staff AND other.is_active AND other.id <> $1))";
+const SET_ACTIVE: &str = "UPDATE users SET is_active = $2 WHERE id = $1 AND ($2 OR NOT (is_staff AND is_active) \
+     OR EXISTS (SELECT 1 FROM users AS other WHERE other.is_staff AND other.is_active AND other.id <> $1))";
+
+/// Serialises changes to staff rights and accounts' activity across connections and processes
+/// until the transaction ends: under READ COMMITTED two concurrent demotions would each see the
+/// other's account still staff and both succeed.
+async fn lock_staff_changes(tx: &mut Tx) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(STAFF_CHANGES_LOCK).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The advisory lock key of staff changes ("SOMstaff").
+const STAFF_CHANGES_LOCK: i64 = 0x534f_4d73_7461_6666;
+
+fn transition(changed: u64, user: User) -> Transition<User> {
+    if changed == 1 { Transition::Applied(user) } else { Transition::NotApplied(user) }
 }

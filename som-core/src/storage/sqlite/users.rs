@@ -77,22 +77,34 @@ impl UserStore for SqliteStorage {
         .await
     }
 
-    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<User>> {
+    async fn set_staff(&self, id: UserId, is_staff: bool) -> Result<Option<Transition<User>>> {
         self.write(move |tx| {
-            tx.execute("UPDATE users SET is_staff = ?2 WHERE id = ?1", params![id.get(), is_staff])?;
-            query_user(tx, "id = ?1", &id.get())
+            let sql = format!("UPDATE users SET is_staff = ?2 WHERE id = ?1 AND (?2 OR {KEEPS_ACTIVE_STAFF})");
+            let changed = tx.execute(&sql, params![id.get(), is_staff])?;
+            Ok(query_user(tx, "id = ?1", &id.get())?.map(|u| transition(changed, u)))
         })
         .await
     }
 
-    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<User>> {
+    async fn set_active(&self, id: UserId, is_active: bool, at: DateTime<Utc>) -> Result<Option<Transition<User>>> {
         self.write(move |tx| {
-            tx.execute("UPDATE users SET is_active = ?2 WHERE id = ?1", params![id.get(), is_active])?;
-            if !is_active {
+            let sql = format!("UPDATE users SET is_active = ?2 WHERE id = ?1 AND (?2 OR {KEEPS_ACTIVE_STAFF})");
+            let changed = tx.execute(&sql, params![id.get(), is_active])?;
+            if !is_active && changed == 1 {
                 end_sessions_in(tx, id, None, at)?;
             }
-            query_user(tx, "id = ?1", &id.get())
+            Ok(query_user(tx, "id = ?1", &id.get())?.map(|u| transition(changed, u)))
         })
         .await
     }
+}
+
+/// True when user `?1` is not an active staff account, or another active staff account remains:
+/// the condition under which it may lose its staff rights or be disabled. SQLite has one
+/// writer, so the check and the update cannot interleave with another change.
+const KEEPS_ACTIVE_STAFF: &str = "(NOT (is_staff AND is_active) \
+     OR EXISTS (SELECT 1 FROM users AS other WHERE other.is_staff AND other.is_active AND other.id <> ?1))";
+
+fn transition(changed: usize, user: User) -> Transition<User> {
+    if changed == 1 { Transition::Applied(user) } else { Transition::NotApplied(user) }
 }
