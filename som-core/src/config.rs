@@ -131,6 +131,11 @@ pub const VARIABLES: &[ConfigVar] = &[
         help: "Open client connections som serve accepts at once; further connections wait in the listen queue while established ones are served",
     },
     ConfigVar {
+        name: "SOM_MAX_CONNECTIONS_PER_ADDRESS",
+        default: "0",
+        help: "Open connections one client address (IPv6: one /64) may hold at once; further ones are answered 429 and closed, so that one client cannot take every slot. Connections from SOM_TRUSTED_PROXIES are not counted per address. 0 (the default): a quarter of SOM_MAX_CONNECTIONS, at least 1",
+    },
+    ConfigVar {
         name: "SOM_METRICS_LISTEN",
         default: "",
         help: "Serve /metrics on this address only (e.g. 127.0.0.1:9100) instead of on SOM_LISTEN",
@@ -257,6 +262,9 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// `SOM_MAX_CONNECTIONS`.
     pub max_connections: usize,
+    /// `SOM_MAX_CONNECTIONS_PER_ADDRESS` (0: a quarter of `max_connections`); see
+    /// [`Config::connections_per_address`].
+    pub max_connections_per_address: usize,
     /// `SOM_METRICS_LISTEN`.
     pub metrics_listen: Option<String>,
     /// `SOM_METRICS_TOKEN`.
@@ -371,6 +379,7 @@ impl Config {
         let password_hash_concurrency = number("SOM_PASSWORD_HASH_CONCURRENCY", 1);
         let login_failure_limit = number("SOM_LOGIN_FAILURE_LIMIT", 0);
         let max_connections = number("SOM_MAX_CONNECTIONS", 1);
+        let max_connections_per_address = number("SOM_MAX_CONNECTIONS_PER_ADDRESS", 0);
         let batch_size = number("SOM_OUTBOX_BATCH_SIZE", 1);
         let max_attempts = number("SOM_OUTBOX_MAX_ATTEMPTS", 1);
         let mock_transient_failures = number("SOM_MOCK_TRANSIENT_FAILURES", 0);
@@ -440,6 +449,7 @@ impl Config {
             login_failure_limit: small(login_failure_limit),
             trusted_proxies,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections_per_address: usize::try_from(max_connections_per_address).unwrap_or(usize::MAX),
             metrics_listen: lookup("SOM_METRICS_LISTEN").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
             metrics_token: lookup("SOM_METRICS_TOKEN").filter(|s| !s.is_empty()).map(Secret::new),
             idempotency_ttl,
@@ -461,6 +471,17 @@ impl Config {
             stripe_timeout,
             mock_transient_failures: small(mock_transient_failures),
         })
+    }
+
+    /// Open connections one client address may hold: `max_connections_per_address`, or a
+    /// quarter of `max_connections` when that is 0; never more than `max_connections`, never
+    /// less than 1.
+    pub fn connections_per_address(&self) -> usize {
+        let cap = self.max_connections.max(1);
+        match self.max_connections_per_address {
+            0 => (cap / 4).max(1),
+            n => n.min(cap),
+        }
     }
 
     /// The database file `database_url` names, for a file-backed SQLite database; `None` for an
@@ -595,6 +616,16 @@ mod tests {
             let err = with(&[("SOM_SESSION_CACHE_TTL", long)]).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains("SOM_SESSION_CACHE_TTL") && err.contains("60s"), "{long} was accepted: {err}");
         }
+    }
+
+    #[test]
+    fn one_address_gets_a_quarter_of_the_connections_unless_told() {
+        assert_eq!(with(&[]).unwrap().connections_per_address(), 256);
+        assert_eq!(with(&[("SOM_MAX_CONNECTIONS", "3")]).unwrap().connections_per_address(), 1);
+        let set = with(&[("SOM_MAX_CONNECTIONS", "10"), ("SOM_MAX_CONNECTIONS_PER_ADDRESS", "4")]).unwrap();
+        assert_eq!(set.connections_per_address(), 4);
+        let over = with(&[("SOM_MAX_CONNECTIONS", "10"), ("SOM_MAX_CONNECTIONS_PER_ADDRESS", "40")]).unwrap();
+        assert_eq!(over.connections_per_address(), 10);
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Open connections accepted at once; further ones wait in the listen queue.
     pub max_connections: usize,
+    /// Open connections one client address (IPv6: one /64) may hold; further ones are
+    /// answered 429 and closed. Trusted proxies are not counted per address.
+    pub max_connections_per_address: usize,
     /// When set, `/metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<som_core::config::Secret>,
     /// Whether `/metrics` is served by [`app`] (false when it has a listener of its own, see
@@ -84,6 +87,7 @@ impl Settings {
             cors_origins: c.cors_origins.clone(),
             shutdown_grace: Duration::from_secs(30),
             max_connections: c.max_connections.max(1),
+            max_connections_per_address: c.connections_per_address(),
             metrics_token: c.metrics_token.clone(),
             metrics_on_main: c.metrics_listen.is_none(),
             trusted_proxies: c.trusted_proxies.iter().filter_map(|p| som_core::config::parse_cidr(p)).collect(),
@@ -259,7 +263,9 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
 /// that a client could hold open. Every connection must send a complete request head within
 /// [`Settings::header_read_timeout`] of connecting and of its previous response, so silent and
 /// idle sockets are closed. At most [`Settings::max_connections`] connections are open at once;
-/// further clients wait in the listen queue while the established ones are served.
+/// further clients wait in the listen queue while the established ones are served. One client
+/// address holds at most [`Settings::max_connections_per_address`] of them; a connection
+/// beyond that is answered `429` and closed at once.
 pub async fn serve(
     listener: TcpListener,
     som: OrderSystem,
@@ -270,6 +276,8 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout).keep_alive(true);
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
+    let per_address = Arc::new(ops::ConnectionsPerAddress::new(settings.max_connections_per_address));
+    let trusted_proxies = settings.trusted_proxies.clone();
     let app = app(som, settings);
     // Histogram samples are buffered until drained; drain them even when nobody scrapes
     // /metrics, or they grow with every request.
@@ -302,6 +310,20 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let peer = addr.ip();
+                let counted = if trusted_proxies.iter().any(|net| som_core::config::cidr_contains(*net, peer)) {
+                    None
+                } else {
+                    match per_address.open(peer) {
+                        Some(counted) => Some(counted),
+                        None => {
+                            // Its slot is free again at once; the answer is written beside.
+                            drop(slot);
+                            tokio::spawn(ops::refuse_connection(stream));
+                            continue;
+                        }
+                    }
+                };
                 let service = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
                     req
@@ -309,7 +331,7 @@ pub async fn serve(
                 let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    let _slot = slot;
+                    let _slot = (slot, counted);
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -148,6 +148,69 @@ pub fn rate_limit_key(ip: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
+}
+
+/// Open connections per client address (IPv6: per /64), capped.
+#[derive(Debug)]
+pub struct ConnectionsPerAddress {
+    cap: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One counted connection; uncounted when dropped.
+#[derive(Debug)]
+pub struct CountedConnection {
+    key: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl ConnectionsPerAddress {
+    /// At most `cap` open connections per address (at least 1).
+    pub fn new(cap: usize) -> Self {
+        ConnectionsPerAddress { cap: cap.max(1), open: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Counts a new connection from `ip`, or `None` when the address already holds its cap.
+    pub fn open(&self, ip: IpAddr) -> Option<CountedConnection> {
+        let key = rate_limit_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(CountedConnection { key, open: Arc::clone(&self.open) })
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Answers a connection over its address's cap with `429` (`Retry-After: 1`) and closes it,
+/// giving the client at most a second to take the answer.
+pub async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    metrics::counter!("som_connections_refused_total", "reason" => "per_address").increment(1);
+    let body = r#"{"type":"about:blank","title":"Too many connections from this address","status":429}"#;
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/problem+json\r\nRetry-After: 1\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
 /// A token bucket per client address (IPv6: per /64): `per_minute` requests a minute,

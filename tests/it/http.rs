@@ -85,6 +85,10 @@ mod server {
         super::silent_idle_and_http2_connections_are_closed_and_the_cap_is_held().await;
     }
     #[tokio::test]
+    async fn one_address_cannot_take_every_connection_slot() {
+        super::one_address_cannot_take_every_connection_slot().await;
+    }
+    #[tokio::test]
     async fn metrics_can_require_a_bearer_token_and_readyz_warns_of_the_mock() {
         super::metrics_can_require_a_bearer_token_and_readyz_warns_of_the_mock().await;
     }
@@ -871,6 +875,8 @@ async fn silent_idle_and_http2_connections_are_closed_and_the_cap_is_held() {
     let app = spawn_app_with(Backend::Sqlite, |c| {
         c.header_read_timeout = Duration::from_millis(700);
         c.max_connections = 4;
+        // This test is about the overall cap: every client here is 127.0.0.1.
+        c.max_connections_per_address = 4;
     })
     .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -909,6 +915,48 @@ async fn silent_idle_and_http2_connections_are_closed_and_the_cap_is_held() {
     assert_eq!(newcomer.status(), StatusCode::OK, "a new client is served once a slot frees");
     assert!(started.elapsed() >= Duration::from_millis(200), "the new client waited for a free slot");
     drop(hogs);
+}
+
+async fn one_address_cannot_take_every_connection_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.header_read_timeout = Duration::from_secs(10);
+        c.max_connections = 3;
+    })
+    .await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let connect_from = |local: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        socket.connect(addr)
+    };
+    // A client trickling its headers holds its one slot (a quarter of 3, at least 1)…
+    let mut slow = connect_from("127.0.0.1").await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // …so its further connections are answered 429 at once and closed…
+    for _ in 0..3 {
+        let mut extra = connect_from("127.0.0.1").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(2), extra.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    }
+    // …while other clients are served at once.
+    for other in ["127.0.0.2", "127.0.0.3"] {
+        let started = std::time::Instant::now();
+        let mut stream = connect_from(other).await.unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{other}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    // The slot is the address's again once its connection ends.
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let resp = Client::new().get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }
 
 async fn metrics_can_require_a_bearer_token_and_readyz_warns_of_the_mock() {
