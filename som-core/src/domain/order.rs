@@ -89,6 +89,18 @@ impl OrderStatus {
             from => Err(IllegalTransition { from, action: "refunded" }),
         }
     }
+
+    /// `REFUNDED | PARTIALLY_REFUNDED → PARTIALLY_REFUNDED | PAID`: a refund that had succeeded
+    /// failed at the provider after all (no money went back); `still_refunded` when other
+    /// refunds remain. An error from any other status.
+    pub fn refund_reversed(self, still_refunded: bool) -> Result<OrderStatus, IllegalTransition> {
+        match self {
+            OrderStatus::Refunded | OrderStatus::PartiallyRefunded => {
+                Ok(if still_refunded { OrderStatus::PartiallyRefunded } else { OrderStatus::Paid })
+            }
+            from => Err(IllegalTransition { from, action: "un-refunded" }),
+        }
+    }
 }
 
 impl fmt::Display for OrderStatus {

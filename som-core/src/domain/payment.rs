@@ -87,6 +87,17 @@ impl PaymentStatus {
         self == PaymentStatus::Pending
     }
 
+    /// `REFUNDED | PARTIALLY_REFUNDED → PARTIALLY_REFUNDED | SUCCESS`: a refund that had
+    /// succeeded failed at the provider after all; `still_refunded` when other refunds remain.
+    /// `None` from any other status.
+    pub fn refund_reversed(self, still_refunded: bool) -> Option<PaymentStatus> {
+        matches!(self, PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded).then_some(if still_refunded {
+            PaymentStatus::PartiallyRefunded
+        } else {
+            PaymentStatus::Success
+        })
+    }
+
     /// True when money was captured and some of it may still be returned.
     pub fn is_refundable(self) -> bool {
         matches!(self, PaymentStatus::Success | PaymentStatus::PartiallyRefunded)
@@ -259,6 +270,9 @@ mod tests {
         for s in [PaymentStatus::Pending, PaymentStatus::Failed, PaymentStatus::Cancelled, PaymentStatus::Refunded] {
             assert_eq!(s.refund(true), None);
         }
+        assert_eq!(PaymentStatus::Refunded.refund_reversed(false), Some(PaymentStatus::Success));
+        assert_eq!(PaymentStatus::Refunded.refund_reversed(true), Some(PaymentStatus::PartiallyRefunded));
+        assert_eq!(PaymentStatus::Success.refund_reversed(false), None);
     }
 
     #[test]

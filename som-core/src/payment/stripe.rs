@@ -627,6 +627,40 @@ mod tests {
         );
     }
 
+    /// Refund objects as Stripe documents them (https://docs.stripe.com/api/refunds/object):
+    /// only `succeeded` is finished; `pending` and `requires_action` are not yet; `failed` and
+    /// `canceled` returned nothing.
+    #[test]
+    fn refund_states_map_to_answers() {
+        let refund = |status: &str| {
+            serde_json::json!({"id": "re_1", "object": "refund", "amount": 500,
+            "currency": "usd", "payment_intent": "pi_1", "status": status, "failure_reason": "expired_or_canceled_card"})
+        };
+        assert_eq!(
+            refund_answer(&refund("succeeded")),
+            Ok(ProviderRefund { provider_refund_id: "re_1".into(), pending: false })
+        );
+        for waiting in ["pending", "requires_action"] {
+            assert_eq!(
+                refund_answer(&refund(waiting)),
+                Ok(ProviderRefund { provider_refund_id: "re_1".into(), pending: true })
+            );
+        }
+        for ended in ["failed", "canceled"] {
+            assert!(matches!(refund_answer(&refund(ended)), Err(ProviderError::Declined { .. })), "{ended}");
+        }
+        let failed_event = serde_json::json!({"id": "evt_7", "type": "refund.updated", "data": {"object": {
+            "id": "re_1", "amount": 500, "currency": "usd", "payment_intent": "pi_1", "status": "failed",
+            "metadata": {"som_refund": "som-refund-3"}}}});
+        let EventEffect::Refunded { refunds, .. } =
+            parse_event_json(failed_event.to_string().as_bytes()).unwrap().effect
+        else {
+            panic!("expected refunds")
+        };
+        assert!(refunds[0].failed && !refunds[0].succeeded);
+        assert_eq!(refunds[0].som_key.as_deref(), Some("som-refund-3"));
+    }
+
     #[test]
     fn events_must_be_signed_with_the_endpoint_secret() {
         let secret = "whsec_0123456789abcdef";

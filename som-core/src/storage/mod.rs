@@ -286,6 +286,14 @@ pub trait RefundStore: Send + Sync {
     /// refund is not PENDING or already has one.
     async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()>;
 
+    /// A SUCCEEDED refund the provider reports failed after all (no money went back):
+    /// SUCCEEDED → FAILED with `reason`, and in the same transaction the payment's and order's
+    /// refunded amounts shrink by it and their statuses move back as
+    /// [`crate::domain::PaymentStatus::refund_reversed`] and
+    /// [`crate::domain::OrderStatus::refund_reversed`] say, with the order's event.
+    /// `NotApplied` with the current refund when it was not SUCCEEDED.
+    async fn reverse_refund(&self, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>>;
+
     /// The refund by id.
     async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>>;
 

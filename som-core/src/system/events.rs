@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::OrderSystem;
 use crate::domain::{Actor, Money, Payment, PaymentStatus, RefundStatus};
 use crate::error::{Error, Result};
-use crate::payment::{EventEffect, EventError, ProviderEvent, RefundReport};
+use crate::payment::{EventEffect, EventError, ProviderError, ProviderEvent, RefundReport};
 use crate::storage::{NewRefundRecord, PaymentOutcome, RefundReserve, Transition};
 
 /// What applying a provider event did.
@@ -268,15 +268,37 @@ impl OrderSystem {
                 Ok(if settled { OwnRefund::Finished } else { OwnRefund::Unchanged })
             }
             RefundStatus::Succeeded if report.failed => {
-                metrics::counter!("som_refunds_failed_after_success_total").increment(1);
-                tracing::error!(
-                    refund = %refund.id, payment = %payment_id, provider_refund_id = %report.provider_refund_id,
-                    "the provider reports a refund SOM recorded as succeeded as failed: no money went back; staff must act"
-                );
-                Ok(OwnRefund::Note(format!(
-                    "refund {} failed at the provider after it was recorded as succeeded",
-                    refund.id
-                )))
+                // Trust only the provider's own answer, not the event's body.
+                let provider_refund_id = refund.provider_refund_id.clone().unwrap_or(report.provider_refund_id.clone());
+                let why = match self.inner.provider.refund_status(&provider_refund_id).await {
+                    Err(ProviderError::Declined { message, .. }) => message,
+                    Err(ProviderError::Transient(message)) => {
+                        return Err(Error::Unavailable(format!("payment provider ({message})")));
+                    }
+                    Err(ProviderError::InvalidRequest(message)) => {
+                        return Ok(OwnRefund::Note(format!("refund {}: {message}", refund.id)));
+                    }
+                    Ok(_) => {
+                        return Ok(OwnRefund::Note(format!(
+                            "refund {} is reported failed, but the provider says it stands",
+                            refund.id
+                        )));
+                    }
+                };
+                match self.inner.storage.reverse_refund(refund.id, &why, Self::now()).await? {
+                    Transition::Applied(reversed) => {
+                        metrics::counter!("som_refunds_failed_after_success_total").increment(1);
+                        let payment = self.inner.storage.payment_by_id(payment_id).await?;
+                        let what = format!(
+                            "refund {} of {} failed at the provider after it had succeeded ({why}): no money went back; the payment and order count it as not refunded again",
+                            reversed.id, reversed.amount
+                        );
+                        let alert = format!("refund_failed:refund:{}", reversed.id);
+                        self.alert_staff(reversed.order_id, payment.as_ref(), &alert, &what).await;
+                        Ok(OwnRefund::Finished)
+                    }
+                    Transition::NotApplied(_) => Ok(OwnRefund::Unchanged),
+                }
             }
             _ => Ok(OwnRefund::Unchanged),
         }

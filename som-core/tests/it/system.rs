@@ -1145,6 +1145,43 @@ async fn a_refund_the_provider_is_still_returning_stays_pending_until_it_says_ho
     let payment = e.som.payment(alice, p.id).await.unwrap();
     assert_eq!((payment.status, payment.refunded.amount_string()), (PaymentStatus::PartiallyRefunded, "100.00".into()));
     assert_eq!(payment.refundable().amount_string(), "150.00", "the failed refund's amount is free again");
+
+    // The first refund, which had succeeded, fails at the provider after all (a closed card):
+    // the payment and order count it as not refunded again, with the order's event, and staff
+    // are told.
+    e.som.create_user(Caller::System, reg("root"), true).await.unwrap();
+    let first = &refunds[0];
+    e.mock.script_refund([ProviderError::Declined {
+        code: "charge_for_pending_refund_disputed".into(),
+        message: "card closed".into(),
+    }]);
+    let event = ProviderEvent {
+        provider: "mock".into(),
+        id: "evt_refund_failed_late".into(),
+        kind: "refund.updated".into(),
+        effect: EventEffect::Refunded {
+            provider_payment_id: p.provider_payment_id.clone(),
+            refunds: vec![RefundReport {
+                provider_refund_id: first.provider_refund_id.clone().unwrap(),
+                amount_minor: 10000,
+                currency: "USD".into(),
+                succeeded: false,
+                failed: true,
+                som_key: Some(format!("som-refund-{}", first.id)),
+            }],
+        },
+    };
+    assert_eq!(e.som.apply_provider_event(event).await.unwrap().outcome, som_core::EventOutcome::Applied);
+    let reversed = e.som.payment_refunds(Caller::System, p.id).await.unwrap();
+    assert_eq!(reversed[0].status, RefundStatus::Failed, "{reversed:?}");
+    let payment = e.som.payment(alice, p.id).await.unwrap();
+    assert_eq!((payment.status, payment.refunded.minor()), (PaymentStatus::Success, 0));
+    assert_eq!(payment.refundable().amount_string(), "250.00");
+    assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Paid);
+    let history = e.som.order_history(alice, order.id).await.unwrap();
+    assert_eq!(history.last().map(|h| (h.from, h.to)), Some((Some(OrderStatus::PartiallyRefunded), OrderStatus::Paid)));
+    let alerts = e.som.notifications(Caller::System, None, None, 100).await.unwrap();
+    assert!(alerts.iter().any(|n| n.kind == som_core::domain::EventKind::StaffAlert), "{alerts:?}");
 }
 
 async fn logins_racing_a_password_change_keep_no_working_session() {

@@ -143,6 +143,11 @@ impl RefundStore for Detached {
         detached(&self.inner, |s| async move { s.finish_refund(id, outcome, at, notify).await }).await
     }
 
+    async fn reverse_refund(&self, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {
+        let reason = reason.to_owned();
+        detached(&self.inner, |s| async move { s.reverse_refund(id, &reason, at).await }).await
+    }
+
     async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()> {
         let provider_refund_id = provider_refund_id.to_owned();
         detached(&self.inner, |s| async move { s.note_provider_refund(id, &provider_refund_id).await }).await

@@ -124,20 +124,13 @@ pub(super) async fn finish(
     let payment_id = current.payment_id;
     let refund = match outcome {
         RefundOutcome::Failed { reason } => {
-            let row = sqlx::query(
-                "UPDATE refunds SET status = 'FAILED', failure_reason = $2, updated_at = $3 WHERE id = $1 RETURNING *",
-            )
-            .bind(id.get())
-            .bind(reason)
-            .bind(at)
-            .fetch_one(&mut **tx)
-            .await?;
+            let failed = mark_failed(tx, id, reason, at).await?;
             sqlx::query("UPDATE payments SET refund_reserved_minor = refund_reserved_minor - $2 WHERE id = $1")
                 .bind(payment_id.get())
                 .bind(amount)
                 .execute(&mut **tx)
                 .await?;
-            return Ok(Transition::Applied(refund_from(&row)?));
+            return Ok(Transition::Applied(failed));
         }
         RefundOutcome::Succeeded { provider_refund_id } => {
             let row = sqlx::query(
@@ -174,24 +167,89 @@ pub(super) async fn finish(
         .bind(refund.order_id.get())
         .execute(&mut **tx)
         .await?;
-    let order = order_by_id(tx, refund.order_id).await?.ok_or_else(|| corrupt("refund's order"))?;
-    let order_refunded = order.refunded.minor() + amount;
-    let order_to = order
-        .status
-        .refund(order_refunded >= order.total.minor())
+    let reason = format!("refund {id} of {} succeeded", refund.amount);
+    let next = |status: OrderStatus, refunded: i64, total: i64| status.refund(refunded >= total);
+    let order = move_order_refunded(tx, refund.order_id, amount, next, &refund.actor, &reason, at).await?;
+    insert_outbox(tx, notify(&order, &payment, &refund), at).await?;
+    Ok(Transition::Applied(refund))
+}
+
+pub(super) async fn reverse(tx: &mut Tx, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {
+    let row =
+        sqlx::query("SELECT * FROM refunds WHERE id = $1 FOR UPDATE").bind(id.get()).fetch_optional(&mut **tx).await?;
+    let current = row.as_ref().map(refund_from).transpose()?.ok_or_else(|| Error::NotFound(format!("refund {id}")))?;
+    if current.status != RefundStatus::Succeeded {
+        return Ok(Transition::NotApplied(current));
+    }
+    let amount = current.amount.minor();
+    let reversed = mark_failed(tx, id, reason, at).await?;
+    let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
+        .bind(current.payment_id.get())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| corrupt("refund's payment"))?;
+    let payment = payment_from(&row)?;
+    let refunded = payment.refunded.minor() - amount;
+    let to = payment.status.refund_reversed(refunded > 0).ok_or_else(|| corrupt("reversed refund's payment"))?;
+    sqlx::query(
+        "UPDATE payments SET refunded_minor = $2, refund_reserved_minor = refund_reserved_minor - $3, status = $4, \
+         updated_at = $5 WHERE id = $1",
+    )
+    .bind(payment.id.get())
+    .bind(refunded)
+    .bind(amount)
+    .bind(to.as_str())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(current.order_id.get())
+        .execute(&mut **tx)
+        .await?;
+    let why = format!("refund {id} of {} failed at the provider: {reason}", current.amount);
+    let next = |status: OrderStatus, refunded: i64, _total: i64| status.refund_reversed(refunded > 0);
+    move_order_refunded(tx, current.order_id, -amount, next, &crate::domain::Actor::System, &why, at).await?;
+    Ok(Transition::Applied(reversed))
+}
+
+/// Marks the refund FAILED with `reason`; the refund as it is now.
+async fn mark_failed(tx: &mut Tx, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Refund> {
+    let row = sqlx::query(
+        "UPDATE refunds SET status = 'FAILED', failure_reason = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+    )
+    .bind(id.get())
+    .bind(reason)
+    .bind(at)
+    .fetch_one(&mut **tx)
+    .await?;
+    refund_from(&row)
+}
+
+/// Adds `delta` to the (locked) order's refunded amount and moves its status as `next` says
+/// (given the status, the new refunded amount and the total), with the order's event; the
+/// order as it is now.
+async fn move_order_refunded(
+    tx: &mut Tx,
+    order_id: OrderId,
+    delta: i64,
+    next: impl FnOnce(OrderStatus, i64, i64) -> std::result::Result<OrderStatus, crate::domain::IllegalTransition>,
+    actor: &crate::domain::Actor,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<crate::domain::Order> {
+    let order = order_by_id(tx, order_id).await?.ok_or_else(|| corrupt("refund's order"))?;
+    let refunded = order.refunded.minor() + delta;
+    let to = next(order.status, refunded, order.total.minor())
         .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
     sqlx::query("UPDATE orders SET refunded_minor = $2, status = $3, updated_at = $4 WHERE id = $1")
         .bind(order.id.get())
-        .bind(order_refunded)
-        .bind(order_to.as_str())
+        .bind(refunded)
+        .bind(to.as_str())
         .bind(at)
         .execute(&mut **tx)
         .await?;
-    let reason = format!("refund {id} of {} succeeded", refund.amount);
-    insert_event(tx, order.id, Some(order.status), order_to, &refund.actor, &reason, at).await?;
-    let order = order_by_id(tx, order.id).await?.ok_or_else(|| corrupt("refund's order"))?;
-    insert_outbox(tx, notify(&order, &payment, &refund), at).await?;
-    Ok(Transition::Applied(refund))
+    insert_event(tx, order.id, Some(order.status), to, actor, reason, at).await?;
+    order_by_id(tx, order.id).await?.ok_or_else(|| corrupt("refund's order"))
 }
 
 #[async_trait]
@@ -214,6 +272,13 @@ impl RefundStore for PostgresStorage {
         if matches!(result, Transition::Applied(_)) {
             self.announcer.announce().await;
         }
+        Ok(result)
+    }
+
+    async fn reverse_refund(&self, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {
+        let mut tx = self.begin().await?;
+        let result = reverse(&mut tx, id, reason, truncate(at)).await?;
+        tx.commit().await?;
         Ok(result)
     }
 

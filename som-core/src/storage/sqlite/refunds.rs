@@ -129,6 +129,44 @@ pub(super) fn finish(
     Ok(Transition::Applied(refund))
 }
 
+pub(super) fn reverse(
+    tx: &Transaction<'_>,
+    id: RefundId,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<Transition<Refund>> {
+    let current = by_id(tx, id)?.ok_or_else(|| Error::NotFound(format!("refund {id}")))?;
+    if current.status != RefundStatus::Succeeded {
+        return Ok(Transition::NotApplied(current));
+    }
+    let amount = current.amount.minor();
+    tx.execute(
+        "UPDATE refunds SET status = 'FAILED', failure_reason = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id.get(), reason, micros(at)],
+    )?;
+    let payment = query_payment(tx, "id = ?1", current.payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
+    let refunded = payment.refunded.minor() - amount;
+    let to = payment.status.refund_reversed(refunded > 0).ok_or_else(|| corrupt("reversed refund's payment"))?;
+    tx.execute(
+        "UPDATE payments SET refunded_minor = ?2, refund_reserved_minor = refund_reserved_minor - ?3, status = ?4, \
+         updated_at = ?5 WHERE id = ?1",
+        params![payment.id.get(), refunded, amount, to.as_str(), micros(at)],
+    )?;
+    let order = order_by_id(tx, current.order_id)?.ok_or_else(|| corrupt("refund's order"))?;
+    let order_refunded = order.refunded.minor() - amount;
+    let order_to = order
+        .status
+        .refund_reversed(order_refunded > 0)
+        .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+    tx.execute(
+        "UPDATE orders SET refunded_minor = ?2, status = ?3, updated_at = ?4 WHERE id = ?1",
+        params![order.id.get(), order_refunded, order_to.as_str(), micros(at)],
+    )?;
+    let why = format!("refund {id} of {} failed at the provider: {reason}", current.amount);
+    insert_event(tx, order.id, Some(order.status), order_to, &crate::domain::Actor::System, &why, at)?;
+    Ok(Transition::Applied(by_id(tx, id)?.ok_or_else(|| corrupt("refund just reversed"))?))
+}
+
 #[async_trait]
 impl RefundStore for SqliteStorage {
     async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
@@ -144,6 +182,11 @@ impl RefundStore for SqliteStorage {
         notify: RefundNotify,
     ) -> Result<Transition<Refund>> {
         self.write(move |tx| refunds::finish(tx, id, &outcome, at, notify)).await
+    }
+
+    async fn reverse_refund(&self, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {
+        let reason = reason.to_owned();
+        self.write(move |tx| refunds::reverse(tx, id, &reason, at)).await
     }
 
     async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()> {
