@@ -237,6 +237,38 @@ async fn a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on(back
 }
 
 #[tokio::test]
+async fn closing_an_intent_at_stripe_reports_whether_it_took_the_money() {
+    use som_core::payment::{Cancellation, PaymentProvider, StripeConfig, StripeProvider};
+    let Some(stripe) = LocalStripe::start() else { return };
+    let provider = StripeProvider::new(StripeConfig {
+        secret_key: Secret::new(TEST_SECRET_KEY),
+        webhook_secret: None,
+        api_base: stripe.api_base(),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let intent = |confirm: &'static str| {
+        let stripe = &stripe;
+        async move {
+            let form =
+                [("amount", "2500"), ("currency", "usd"), ("payment_method", "pm_card_visa"), ("confirm", confirm)];
+            let (status, pi) = stripe.call(Method::POST, "/v1/payment_intents", &form).await;
+            assert_eq!(status, 200, "{pi}");
+            pi["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // Waiting for confirmation: cancelled, and cancelling again says so again.
+    let waiting = intent("false").await;
+    assert_eq!(provider.cancel(&waiting).await, Ok(Cancellation::Cancelled));
+    assert_eq!(provider.cancel(&waiting).await, Ok(Cancellation::Cancelled));
+    let (_, pi) = stripe.call(Method::GET, &format!("/v1/payment_intents/{waiting}"), &[]).await;
+    assert_eq!(pi["status"], "canceled", "{pi}");
+    // Already captured: Stripe refuses to cancel, and the intent says the money was taken.
+    let captured = intent("true").await;
+    assert_eq!(provider.cancel(&captured).await, Ok(Cancellation::Captured));
+}
+
+#[tokio::test]
 async fn a_declined_card_fails_and_a_new_attempt_succeeds() {
     let Some(shop) = shop(Backend::Sqlite).await else { return };
     let alice = shop.app.user("alice").await;

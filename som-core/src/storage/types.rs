@@ -149,8 +149,12 @@ pub struct NotificationQuery {
 /// A refund to set aside on a payment before the provider is asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRefundRecord {
-    /// The payment to refund; must be SUCCESS or PARTIALLY_REFUNDED.
+    /// The payment to refund; must be in one of
+    /// [`crate::domain::PaymentStatus::refundable_from`]`(late_capture)`.
     pub payment_id: PaymentId,
+    /// Money the provider captured after SOM had ended the payment (CANCELLED or FAILED),
+    /// returned: the payment and its order keep their statuses.
+    pub late_capture: bool,
     /// How much, in the payment's currency; positive.
     pub amount: Money,
     /// Why.

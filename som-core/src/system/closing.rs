@@ -6,9 +6,10 @@
 //! sweep, so none is forgotten. Money the provider took anyway is returned at once.
 
 use super::OrderSystem;
-use crate::domain::{Payment, PaymentStatus};
-use crate::error::Result;
-use crate::payment::{Cancellation, ProviderError, RefundRequest};
+use crate::domain::{Actor, Payment, PaymentStatus, RefundStatus};
+use crate::error::{Error, Result};
+use crate::payment::{Cancellation, ProviderError};
+use crate::storage::{NewRefundRecord, RefundReserve};
 
 /// How many payments one sweep closes at most.
 const SWEEP_BATCH: u32 = 100;
@@ -44,7 +45,7 @@ impl OrderSystem {
             Ok(Cancellation::Cancelled) => {}
             Ok(Cancellation::Captured) => self.return_late_capture(payment).await?,
             Err(ProviderError::Transient(message)) => {
-                return Err(crate::error::Error::Unavailable(format!("payment provider ({message})")));
+                return Err(Error::Unavailable(format!("payment provider ({message})")));
             }
             Err(refused) => tracing::warn!(
                 payment = %payment.id, provider_payment_id = %payment.provider_payment_id, error = %refused,
@@ -57,34 +58,53 @@ impl OrderSystem {
     }
 
     /// Returns money the provider captured for a payment SOM holds as ended (a payer who
-    /// finished 3-D Secure after the order was cancelled, say): the whole amount, with a key of
-    /// its own so that it is never returned twice; staff are alerted, and it is counted in
-    /// `som_late_captures_total`.
+    /// finished 3-D Secure after the order was cancelled, say): the whole amount, recorded as a
+    /// refund of its own (reason "captured … after the payment was CANCELLED", made once however
+    /// often this is called) and settled like any refund — the customer is told as for any
+    /// refund; staff are alerted, and it is counted in `som_late_captures_total`. The payment
+    /// and order keep their statuses.
     pub(super) async fn return_late_capture(&self, payment: &Payment) -> Result<()> {
-        let request = RefundRequest {
-            provider_payment_id: payment.provider_payment_id.clone(),
+        let record = NewRefundRecord {
+            late_capture: true,
+            payment_id: payment.id,
             amount: payment.amount,
-            idempotency_key: format!("som-late-capture-{}", payment.id),
-            reason: Some(format!("captured after the payment was {}", payment.status)),
+            reason: Some(format!("captured by the provider after the payment was {}", payment.status)),
+            actor: Actor::System,
+            request_key: Some(format!("late-capture|{}", payment.id)),
+            provider_refund_id: None,
+            created_at: Self::now(),
         };
-        let (outcome, what) = match self.inner.provider.refund(&request).await {
-            Ok(refund) => (
+        let refund = match self.inner.storage.reserve_refund(record).await? {
+            RefundReserve::Reserved(refund) | RefundReserve::Existing(refund) => refund,
+            RefundReserve::Refused(current) => {
+                tracing::warn!(payment = %current.id, status = %current.status, "money captured late could not be set aside for a refund");
+                return Ok(());
+            }
+        };
+        let id = refund.id;
+        let (outcome, what) = match self.settle_refund(refund).await {
+            Ok(r) if r.status == RefundStatus::Succeeded => (
                 "refunded",
                 format!(
-                    "the payment provider captured {} for payment {}, which SOM had ended ({}); it was refunded automatically (provider refund {})",
-                    payment.amount, payment.id, payment.status, refund.provider_refund_id
-                ),
-            ),
-            Err(ProviderError::Transient(message)) => {
-                return Err(crate::error::Error::Unavailable(format!("payment provider ({message})")));
-            }
-            Err(refused) => (
-                "refund_refused",
-                format!(
-                    "the payment provider captured {} for payment {}, which SOM had ended ({}), and refused to refund it ({refused}): refund it by hand",
+                    "the payment provider captured {} for payment {}, which SOM had ended ({}); it was refunded automatically (refund {id})",
                     payment.amount, payment.id, payment.status
                 ),
             ),
+            Ok(_) => (
+                "refund_pending",
+                format!(
+                    "the payment provider captured {} for payment {}, which SOM had ended ({}); refund {id} returning it is pending at the provider",
+                    payment.amount, payment.id, payment.status
+                ),
+            ),
+            Err(Error::PaymentDeclined(reason)) => (
+                "refund_refused",
+                format!(
+                    "the payment provider captured {} for payment {}, which SOM had ended ({}), and refused to refund it ({reason}): refund it by hand",
+                    payment.amount, payment.id, payment.status
+                ),
+            ),
+            Err(e) => return Err(e),
         };
         self.alert_staff(payment.order_id, Some(payment), &format!("late_capture:payment:{}", payment.id), &what).await;
         metrics::counter!("som_late_captures_total", "outcome" => outcome).increment(1);

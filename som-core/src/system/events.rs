@@ -339,6 +339,7 @@ impl OrderSystem {
                 continue;
             }
             let record = NewRefundRecord {
+                late_capture: false,
                 payment_id: payment.id,
                 amount: Money::from_minor(report.amount_minor, currency),
                 reason: Some(format!("refunded at {provider}")),

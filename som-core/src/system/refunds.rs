@@ -38,6 +38,7 @@ impl OrderSystem {
             // a key, a replay reaches the stored refund even when nothing is left any more.
             let amount = requested.unwrap_or_else(|| payment.refundable());
             let record = NewRefundRecord {
+                late_capture: false,
                 payment_id,
                 amount,
                 reason: reason.clone(),

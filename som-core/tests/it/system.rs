@@ -1073,7 +1073,13 @@ async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned() 
     let receipt = e.som.apply_provider_event(late("evt_late_again")).await.unwrap();
     assert_eq!(e.mock.refunds_made(), (1, cancelled.amount.minor()), "{receipt:?}");
     assert_eq!(e.som.order(alice, cancelled.order_id).await.unwrap().status, OrderStatus::Cancelled);
-    assert_eq!(e.som.payment(alice, cancelled.id).await.unwrap().status, PaymentStatus::Cancelled);
+    let returned = e.som.payment(alice, cancelled.id).await.unwrap();
+    assert_eq!((returned.status, returned.refunded), (PaymentStatus::Cancelled, cancelled.amount));
+    // Recorded as a refund of its own, with its reason.
+    let refunds = e.som.payment_refunds(alice, cancelled.id).await.unwrap();
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!((refunds[0].status, refunds[0].amount), (RefundStatus::Succeeded, cancelled.amount));
+    assert!(refunds[0].reason.as_deref().is_some_and(|r| r.contains("after the payment was CANCELLED")), "{refunds:?}");
     // Staff are told, once, by notification (not only in the log).
     let alerts: Vec<_> = e
         .som

@@ -13,6 +13,7 @@ pub(super) async fn paid(s: &DynStorage, u: &crate::domain::User) -> (Order, Pay
 
 pub(super) fn refund_record(p: &Payment, minor: i64, key: Option<&str>) -> NewRefundRecord {
     NewRefundRecord {
+        late_capture: false,
         payment_id: p.id,
         amount: Money::from_minor(minor, Currency::USD),
         reason: Some("damaged".into()),

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgPool;
 
 use super::{PAYMENT_BY_ID, Tx, corrupt, insert_event, insert_outbox, order_by_id, payment_from, payment_where};
-use crate::domain::{PaymentId, Refund, RefundId, RefundStatus};
+use crate::domain::{PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
 use crate::error::{Error, Result};
 use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve, Transition};
 
@@ -53,12 +53,13 @@ pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<Refund
     let id = r.payment_id;
     let reserved = sqlx::query(
         "UPDATE payments SET refund_reserved_minor = refund_reserved_minor + $2 \
-         WHERE id = $1 AND $2 > 0 AND status IN ('SUCCESS', 'PARTIALLY_REFUNDED') AND currency = $3 \
+         WHERE id = $1 AND $2 > 0 AND status = ANY($4) AND currency = $3 \
          AND refund_reserved_minor + $2 <= amount_minor RETURNING *",
     )
     .bind(id.get())
     .bind(r.amount.minor())
     .bind(r.amount.currency().code())
+    .bind(PaymentStatus::refundable_from(r.late_capture).iter().map(|s| s.as_str()).collect::<Vec<_>>())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(payment) = reserved else {
@@ -152,8 +153,10 @@ pub(super) async fn finish(
         .ok_or_else(|| corrupt("refund's payment"))?;
     let payment = payment_from(&row)?;
     let refunded = payment.refunded.minor() + amount;
-    let to =
-        payment.status.refund(refunded >= payment.amount.minor()).ok_or_else(|| corrupt("unrefundable payment"))?;
+    let to = payment
+        .status
+        .after_refund(refunded >= payment.amount.minor())
+        .ok_or_else(|| corrupt("unrefundable payment"))?;
     let row =
         sqlx::query("UPDATE payments SET refunded_minor = $2, status = $3, updated_at = $4 WHERE id = $1 RETURNING *")
             .bind(payment_id.get())
@@ -168,7 +171,7 @@ pub(super) async fn finish(
         .execute(&mut **tx)
         .await?;
     let reason = format!("refund {id} of {} succeeded", refund.amount);
-    let next = |status: OrderStatus, refunded: i64, total: i64| status.refund(refunded >= total);
+    let next = |status: OrderStatus, refunded: i64, total: i64| status.after_refund(refunded >= total);
     let order = move_order_refunded(tx, refund.order_id, amount, next, &refund.actor, &reason, at).await?;
     insert_outbox(tx, notify(&order, &payment, &refund), at).await?;
     Ok(Transition::Applied(refund))

@@ -2,7 +2,7 @@
 //! so the reservation's check and update cannot interleave with another writer's.
 
 use super::*;
-use crate::domain::{RefundId, RefundStatus};
+use crate::domain::{PaymentStatus, RefundId, RefundStatus};
 use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve};
 
 fn query(conn: &Connection, where_clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<Refund>> {
@@ -37,11 +37,13 @@ pub(super) fn reserve(tx: &Transaction<'_>, r: &NewRefundRecord) -> Result<Refun
         return Ok(RefundReserve::Existing(existing));
     }
     let id = r.payment_id;
+    let from: Vec<&str> = PaymentStatus::refundable_from(r.late_capture).iter().map(|s| s.as_str()).collect();
+    let from = serde_json::to_string(&from).map_err(|e| Error::Internal(e.to_string()))?;
     let reserved = tx.execute(
         "UPDATE payments SET refund_reserved_minor = refund_reserved_minor + ?2 \
-         WHERE id = ?1 AND ?2 > 0 AND status IN ('SUCCESS', 'PARTIALLY_REFUNDED') AND currency = ?3 \
+         WHERE id = ?1 AND ?2 > 0 AND status IN (SELECT value FROM json_each(?4)) AND currency = ?3 \
          AND refund_reserved_minor + ?2 <= amount_minor",
-        params![id.get(), r.amount.minor(), r.amount.currency().code()],
+        params![id.get(), r.amount.minor(), r.amount.currency().code(), from],
     )?;
     let payment = query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
     if reserved == 0 {
@@ -101,7 +103,7 @@ pub(super) fn finish(
             let payment = query_payment(tx, "id = ?1", payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
             let refunded = payment.refunded.minor() + amount;
             let fully = refunded >= payment.amount.minor();
-            let to = payment.status.refund(fully).ok_or_else(|| corrupt("refund of an unrefundable payment"))?;
+            let to = payment.status.after_refund(fully).ok_or_else(|| corrupt("refund of an unrefundable payment"))?;
             tx.execute(
                 "UPDATE payments SET refunded_minor = ?2, status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?5",
                 params![payment_id.get(), refunded, to.as_str(), micros(at), payment.status.as_str()],
@@ -110,7 +112,7 @@ pub(super) fn finish(
             let order_refunded = order.refunded.minor() + amount;
             let order_to = order
                 .status
-                .refund(order_refunded >= order.total.minor())
+                .after_refund(order_refunded >= order.total.minor())
                 .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
             tx.execute(
                 "UPDATE orders SET refunded_minor = ?2, status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?5",
