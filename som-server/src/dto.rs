@@ -601,7 +601,7 @@ pub struct NotificationResponse {
     #[schema(example = 12)]
     pub id: i64,
     /// What happened: order_created, payment_succeeded, payment_failed, order_cancelled,
-    /// refund_issued.
+    /// refund_issued, or staff_alert (money matters sent to staff).
     #[schema(example = "order_created")]
     pub kind: String,
     /// The order it is about.
