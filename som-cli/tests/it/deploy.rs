@@ -190,7 +190,7 @@ fn a_backup_restores_every_order() {
         .env("SOM_DATABASE_URL", &url)
         .output()
         .unwrap();
-    assert_eq!(again.status.code(), Some(1), "an existing file is never overwritten");
+    assert_eq!(again.status.code(), Some(2), "an existing file is never overwritten");
 }
 
 #[test]
@@ -222,4 +222,66 @@ fn the_healthcheck_fails_when_nothing_listens() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = som(&["healthcheck", "--url", &format!("http://127.0.0.1:{port}/healthz")]);
     assert!(!out.status.success());
+}
+
+/// The shell blocks (```sh) of README.md and docs/*.md, with where each starts.
+fn shell_blocks() -> Vec<(String, usize, String)> {
+    let mut files = vec!["README.md".to_owned()];
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut blocks = Vec::new();
+    for file in files {
+        let text = read(&file);
+        let mut current: Option<(usize, String)> = None;
+        for (n, line) in text.lines().enumerate() {
+            match &mut current {
+                None if matches!(line.trim(), "```sh" | "```bash" | "```shell") => {
+                    current = Some((n + 2, String::new()))
+                }
+                Some(_) if line.trim() == "```" => {
+                    let (start, body) = current.take().unwrap();
+                    blocks.push((file.clone(), start, body));
+                }
+                Some((_, body)) => {
+                    body.push_str(line);
+                    body.push('\n');
+                }
+                None => {}
+            }
+        }
+        assert!(current.is_none(), "{file}: a shell block is not closed");
+    }
+    blocks
+}
+
+/// Every shell block in the documentation is valid shell, and no command continued with a
+/// trailing backslash ends early on a line with a comment (the rest would run as another
+/// command: `A=1 \` / `B=2   # note` / `som serve` runs `som serve` without `A` and `B`).
+#[test]
+fn the_documented_shell_commands_parse_and_continue_where_they_seem_to() {
+    let blocks = shell_blocks();
+    assert!(blocks.len() >= 10, "found only {} shell blocks", blocks.len());
+    for (file, start, body) in &blocks {
+        let mut check = Command::new("bash").arg("-n").stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut check.stdin.take().unwrap(), body.as_bytes()).unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(out.status.success(), "{file}:{start}: {}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<&str> = body.lines().collect();
+        for (i, pair) in lines.windows(2).enumerate() {
+            let (before, line) = (pair[0].trim_end(), pair[1]);
+            let comment = line.split_once(" #").is_some_and(|(code, _)| !code.trim().is_empty());
+            let followed = lines.get(i + 2).is_some_and(|next| !next.trim().is_empty() && !next.starts_with('#'));
+            assert!(
+                !(before.ends_with('\\') && comment && !line.trim_end().ends_with('\\') && followed),
+                "{file}:{}: a continued command ends at a comment, so the next line runs on its own: {line:?}",
+                start + i + 1
+            );
+        }
+    }
 }
