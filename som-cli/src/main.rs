@@ -1,9 +1,7 @@
 //! `som`: the operator's command line over SOM, and the one binary that serves and works.
 //!
-//! Exit codes: 0 success, 1 the operation was rejected (not found, conflict, invalid input),
-//! 2 usage or configuration error (also: no database at the configured path), 3 storage or
-//! provider unavailable or an attempt limit reached (retry later), 4 internal error, 5 the
-//! database's schema is newer than this build.
+//! Exit codes: [`EXIT_CODES`] (0 success, 1 rejected, 2 usage or configuration, 3 unavailable,
+//! 4 internal, 5 newer schema).
 
 mod commands;
 mod output;
@@ -73,8 +71,8 @@ enum Command {
     },
     /// Write man pages (som.1 and one per subcommand) into a directory.
     Man {
-        /// Where to write them.
-        #[arg(long, default_value = ".")]
+        /// Where to write them (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(long)]
         out_dir: std::path::PathBuf,
     },
 }
@@ -96,6 +94,9 @@ impl std::error::Error for UsageError {}
 /// names the missing directory when one of those cannot create it.
 fn check_database_file(config: &som_core::Config, creates: bool) -> Result<(), UsageError> {
     let Some(path) = config.database_file() else { return Ok(()) };
+    if path.is_dir() {
+        return Err(UsageError(format!("{} is a directory, not a database file (SOM_DATABASE_URL)", path.display())));
+    }
     if path.exists() {
         return Ok(());
     }
@@ -142,11 +143,14 @@ fn load_env_file() -> Result<(), String> {
     }
 }
 
-fn init_logging(cli: &Cli, config: &Config) {
+/// Logs on stderr: `SOM_LOG` (or -v/-q). Operator commands that are not long-running say
+/// nothing unless something is wrong (warnings and errors) when `SOM_LOG` is not set.
+fn init_logging(cli: &Cli, config: &Config, long_running: bool) {
     let filter = if cli.quiet {
         "error".to_owned()
     } else {
         match cli.verbose {
+            0 if !long_running && std::env::var_os("SOM_LOG").is_none() => "warn".to_owned(),
             0 => config.log.clone(),
             1 => "debug".to_owned(),
             _ => "trace".to_owned(),
@@ -164,11 +168,17 @@ fn init_logging(cli: &Cli, config: &Config) {
 /// Every exit status `som` uses, with its meaning (printed in the man page).
 pub const EXIT_CODES: &[(u8, &str)] = &[
     (0, "success"),
-    (1, "the operation was rejected: not found, conflict, invalid input"),
-    (2, "usage or configuration error: bad arguments, a path that cannot be used, no database at the path"),
+    (
+        1,
+        "the operation was rejected: not found, conflict, invalid input (a value out of range, such as a zero quantity or a negative price)",
+    ),
+    (
+        2,
+        "usage or configuration error: bad arguments or SOM_* settings, a database URL or path that cannot be used (no database there, a directory, not a SQLite file), an address that cannot be listened on, a backup path that exists or whose directory does not",
+    ),
     (
         3,
-        "unavailable, try again later: the database server or payment provider does not answer, or an attempt limit applies",
+        "unavailable, try again later: the database server or payment provider does not answer, an attempt limit applies, or `som healthcheck` found no healthy server",
     ),
     (4, "internal error (details are logged)"),
     (5, "the database's schema is newer than this build: run the SOM version that migrated it, or a newer one"),
@@ -238,12 +248,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// A configuration error (a `SOM_*` variable, a flag, the database URL) as a usage error:
+/// exit code 2, whatever part of SOM found it.
+fn configuration(e: som_core::Error) -> anyhow::Error {
+    match e.kind() {
+        ErrorKind::Validation => UsageError(format!("configuration: {e}")).into(),
+        _ => e.into(),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = Config::from_env()?;
+    let mut config = Config::from_env().map_err(configuration)?;
     if let Some(url) = &cli.database_url {
         config.database_url.clone_from(url);
     }
-    init_logging(&cli, &config);
+    let long_running = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    init_logging(&cli, &config, long_running);
+    for (unknown, nearest) in som_core::config::unknown_variables(std::env::vars().map(|(name, _)| name)) {
+        match nearest {
+            Some(known) => tracing::warn!("{unknown} is not a SOM setting and is ignored; did you mean {known}?"),
+            None => tracing::warn!("{unknown} is not a SOM setting and is ignored (`som config reference` lists them)"),
+        }
+    }
     let out = output::Output { json: cli.json, quiet: cli.quiet };
     // Commands that need no database.
     let command = match cli.command {
@@ -254,8 +280,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "som", &mut std::io::stdout());
-            return Ok(());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "som", &mut script);
+            // A reader that stops early (`| head`) is not an error.
+            return match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            };
         }
         Command::Man { out_dir } => {
             std::fs::create_dir_all(&out_dir)?;
@@ -284,7 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = out.progress(&format!("opening {}", config.redacted_database_url()));
     let som = OrderSystem::builder().config(config).build().await;
     progress.finish_and_clear();
-    let som = som?;
+    let som = som.map_err(configuration)?;
     let ctx = Ctx { som, out };
     match command {
         Command::Migrate => {

@@ -26,6 +26,13 @@ impl Backup {
             ))
             .into());
         }
+        if std::fs::symlink_metadata(&self.path).is_ok() {
+            return Err(crate::UsageError(format!(
+                "cannot write a backup to {}: it already exists (backups never overwrite)",
+                self.path.display()
+            ))
+            .into());
+        }
         let started = std::time::Instant::now();
         ctx.som.backup(&self.path).await?;
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);

@@ -79,7 +79,9 @@ fn parse_item(raw: &str) -> Result<ItemInput, String> {
     let quantity =
         quantity.trim().parse::<i64>().map_err(|_| format!("quantity {quantity:?} is not a whole number"))?;
     let price = price.trim();
-    let (whole, fraction) = price.split_once('.').unwrap_or((price, "0"));
+    // A sign is the order's business (a negative price is refused there, like a zero quantity).
+    let unsigned = price.strip_prefix('-').unwrap_or(price);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !(digits(whole) && digits(fraction)) {
         return Err(format!("price {price:?} is not a decimal number such as 12.50"));

@@ -1,5 +1,7 @@
 //! `som serve`
 
+use std::io::Write;
+
 use clap::Args;
 use tokio::net::TcpListener;
 
@@ -45,17 +47,26 @@ impl Serve {
     pub async fn run(self, ctx: Ctx) -> anyhow::Result<()> {
         let config = ctx.som.config().clone();
         let listen = self.listen.unwrap_or_else(|| config.listen.clone());
-        let listener =
-            TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let listener = TcpListener::bind(&listen)
+            .await
+            .map_err(|e| crate::UsageError(format!("cannot listen on {listen} (--listen or SOM_LISTEN): {e}")))?;
         let addr = listener.local_addr()?;
         let dispatcher = ctx.som.spawn_dispatcher();
         tracing::info!(%addr, database = %config.redacted_database_url(), "serving");
         for warning in ctx.som.warnings() {
             tracing::warn!("{warning}");
-            eprintln!("WARNING: {warning}");
         }
-        // The first line on stdout tells scripts (and tests) where the server is.
-        println!("listening on http://{addr}");
+        // The first line on stdout tells scripts (and tests) where the server is. Whoever reads
+        // it may close the pipe afterwards: a failed write to stdout never stops the server.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "listening on http://{addr}");
+        let shown = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", addr.port()),
+            _ => addr.to_string(),
+        };
+        let _ = writeln!(stdout, "API documentation (Swagger UI): http://{shown}{}", som_server::DOCS_PATH);
+        let _ = stdout.flush();
         let settings = som_server::Settings::from_config(&config);
         let metrics = match &config.metrics_listen {
             Some(address) => {

@@ -86,6 +86,11 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// Where a database is, for messages.
+fn location_of(path: &Option<std::path::PathBuf>) -> String {
+    path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string())
+}
+
 /// SOM's error for a SQLite error: busy, locked, I/O and a full disk are `Unavailable`.
 fn database_error(e: &rusqlite::Error) -> Error {
     match e {
@@ -197,6 +202,12 @@ impl SqliteStorage {
     pub async fn open(url: &str, readers: u32) -> Result<SqliteStorage> {
         let path = parse_url(url)?;
         let location = path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
+        if let Some(p) = path.as_ref().filter(|p| p.is_dir()) {
+            return Err(Error::invalid(
+                "SOM_DATABASE_URL",
+                format!("{} is a directory, not a database file", p.display()),
+            ));
+        }
         tokio::task::spawn_blocking(move || -> Result<SqliteStorage> {
             let mut writer = match &path {
                 Some(p) => {
@@ -206,7 +217,14 @@ impl SqliteStorage {
                 }
                 None => Connection::open_in_memory()?,
             };
-            configure(&writer, true)?;
+            // A file that is there but is no SQLite database is the URL's mistake, not an outage.
+            let opening = |e: rusqlite::Error| match &e {
+                rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase => {
+                    Error::invalid("SOM_DATABASE_URL", format!("{} is not a SQLite database", location_of(&path)))
+                }
+                _ => Error::from(e),
+            };
+            configure(&writer, true).map_err(opening)?;
             migrate(&mut writer)?;
             let mut pool = Vec::new();
             if let Some(p) = &path {
