@@ -320,6 +320,50 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     }
 }
 
+/// Prefixes of `SOM_*` variables that SOM's own test, CI and benchmark scripts read: never
+/// reported as unknown.
+const SCRIPT_PREFIXES: [&str; 4] = ["SOM_TEST_", "SOM_CI_", "SOM_FUZZ_", "SOM_BENCH_"];
+
+/// The `SOM_*` names among `names` that are not settings (a misspelling changes nothing and
+/// would otherwise say nothing), each with the known setting it is most likely meant to be
+/// (`SOM_DATABSE_URL` → `SOM_DATABASE_URL`), when one is close. Variables of SOM's own test
+/// and benchmark scripts (`SOM_TEST_…`, `SOM_CI_…`, `SOM_FUZZ_…`, `SOM_BENCH_…`, `SOM_BINARY`)
+/// are not reported.
+pub fn unknown_variables(names: impl IntoIterator<Item = String>) -> Vec<(String, Option<&'static str>)> {
+    let mut unknown: Vec<(String, Option<&'static str>)> = names
+        .into_iter()
+        .filter(|n| n.starts_with("SOM_") && n != "SOM_BINARY")
+        .filter(|n| !SCRIPT_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .filter(|n| !VARIABLES.iter().any(|v| v.name == n))
+        .map(|n| {
+            let nearest = VARIABLES
+                .iter()
+                .map(|v| (edit_distance(&n, v.name), v.name))
+                .min()
+                .filter(|(d, known)| *d <= (known.len() / 4).max(2))
+                .map(|(_, known)| known);
+            (n, nearest)
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// Levenshtein distance between two ASCII-ish names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 impl Config {
     /// Reads the process environment (a `.env` file is the front end's business).
     pub fn from_env() -> Result<Config> {
@@ -626,6 +670,20 @@ mod tests {
         assert_eq!(set.connections_per_address(), 4);
         let over = with(&[("SOM_MAX_CONNECTIONS", "10"), ("SOM_MAX_CONNECTIONS_PER_ADDRESS", "40")]).unwrap();
         assert_eq!(over.connections_per_address(), 10);
+    }
+
+    #[test]
+    fn misspelled_settings_are_found_with_the_name_meant() {
+        let names = ["SOM_DATABSE_URL", "SOM_NOTIFER", "SOM_LISTEN", "SOM_TEST_PYTHON", "SOM_WHATEVER_ELSE", "PATH"];
+        let unknown = unknown_variables(names.iter().map(|n| (*n).to_owned()));
+        assert_eq!(
+            unknown,
+            vec![
+                ("SOM_DATABSE_URL".to_owned(), Some("SOM_DATABASE_URL")),
+                ("SOM_NOTIFER".to_owned(), Some("SOM_NOTIFIER")),
+                ("SOM_WHATEVER_ELSE".to_owned(), None),
+            ]
+        );
     }
 
     #[test]

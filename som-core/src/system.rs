@@ -186,11 +186,6 @@ impl OrderSystemBuilder {
                 s.expose().as_bytes().to_vec()
             }
             None => {
-                tracing::warn!(
-                    "SOM_JWT_SECRET is not set: tokens are signed with a key generated once and kept in the \
-                     database, so anyone who can read the database (or a backup) can forge tokens; set \
-                     SOM_JWT_SECRET to keep the key out of it"
-                );
                 let candidate = crate::util::random_token(32).into_bytes();
                 storage.get_or_init_setting("jwt_secret", candidate).await?
             }
@@ -232,12 +227,6 @@ fn provider_from_config(config: &Config) -> Result<Arc<dyn PaymentProvider>> {
                 .stripe_secret_key
                 .clone()
                 .ok_or_else(|| Error::invalid("SOM_STRIPE_SECRET_KEY", "is required by the stripe provider"))?;
-            if config.stripe_webhook_secret.is_none() {
-                tracing::warn!(
-                    "SOM_STRIPE_WEBHOOK_SECRET is not set: Stripe's events (3-D Secure completions, late declines, \
-                     refunds made in Stripe's dashboard) are refused"
-                );
-            }
             Ok(Arc::new(crate::payment::StripeProvider::new(crate::payment::StripeConfig {
                 secret_key,
                 webhook_secret: config.stripe_webhook_secret.clone(),
@@ -430,6 +419,22 @@ impl OrderSystem {
             warnings.push(
                 "payments use the mock provider: any user can mark their own order paid; configure a real \
                  payment provider before taking orders"
+                    .to_owned(),
+            );
+        }
+        let config = &self.inner.config;
+        if config.jwt_secret.is_none() {
+            warnings.push(
+                "SOM_JWT_SECRET is not set: tokens are signed with a key generated once and kept in the database, \
+                 so anyone who can read the database (or a backup) can forge tokens; set SOM_JWT_SECRET to keep \
+                 the key out of it"
+                    .to_owned(),
+            );
+        }
+        if self.inner.provider.name() == "stripe" && config.stripe_webhook_secret.is_none() {
+            warnings.push(
+                "SOM_STRIPE_WEBHOOK_SECRET is not set: Stripe's events (3-D Secure completions, late declines, \
+                 refunds made in Stripe's dashboard) are refused"
                     .to_owned(),
             );
         }

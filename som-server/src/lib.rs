@@ -101,6 +101,9 @@ impl Default for Settings {
     }
 }
 
+/// Where Swagger UI (the API's interactive documentation) is served; `GET /` leads there.
+pub const DOCS_PATH: &str = "/api/docs/";
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -214,6 +217,8 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     let serve_schema = get(move || std::future::ready(axum::Json(Arc::clone(&schema))));
     api = both(api, "/api/schema", serve_schema.clone());
     api = api.route("/api/openapi.json", serve_schema);
+    // The root leads to the API's documentation (there is nothing else to show there).
+    api = api.route("/", get(|| std::future::ready(axum::response::Redirect::to(DOCS_PATH))));
 
     // "*" is refused by the configuration; an embedding app that passes it anyway gets no
     // wildcard (it cannot be combined with the Authorization header the API needs).

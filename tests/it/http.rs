@@ -601,6 +601,9 @@ async fn operations_endpoints_answer(backend: Backend) {
 
 async fn the_openapi_document_and_swagger_ui_are_served_locally(backend: Backend) {
     let app = spawn_app(backend).await;
+    // The root leads to the documentation.
+    let root = app.client.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!((root.status(), root.url().path()), (StatusCode::OK, "/api/docs/"), "GET / leads to Swagger UI");
     let doc: Value =
         app.client.get(format!("{}/api/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));

@@ -34,7 +34,7 @@ pub enum Notifications {
 }
 
 fn parse_status(raw: &str) -> Result<NotificationStatus, String> {
-    NotificationStatus::parse(raw).ok_or_else(|| "expected pending, sent or dead".into())
+    NotificationStatus::parse(raw).ok_or_else(|| "expected pending, sent, dead or skipped".into())
 }
 
 /// A notification as printed.
@@ -42,6 +42,7 @@ fn parse_status(raw: &str) -> Result<NotificationStatus, String> {
 struct Row {
     id: i64,
     kind: String,
+    order: i64,
     dedupe_key: String,
     channel: String,
     recipient: Option<String>,
@@ -59,6 +60,7 @@ impl From<OutboxEntry> for Row {
         Row {
             id: n.id.get(),
             kind: n.kind.to_string(),
+            order: n.message.order_id.get(),
             dedupe_key: n.dedupe_key,
             channel: n.channel,
             recipient: n.recipient,
@@ -92,6 +94,7 @@ impl Notifications {
                         vec![
                             r.id.to_string(),
                             r.kind.clone(),
+                            r.order.to_string(),
                             r.channel.clone(),
                             r.recipient.clone().unwrap_or_else(|| crate::output::NONE.into()),
                             r.status.clone(),
@@ -103,7 +106,7 @@ impl Notifications {
                 ctx.out.table(
                     &rows,
                     next_cursor,
-                    &["id", "kind", "channel", "to", "status", "attempts", "last error"],
+                    &["id", "kind", "order", "channel", "to", "status", "attempts", "last error"],
                     table,
                 )
             }

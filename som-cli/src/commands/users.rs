@@ -16,7 +16,8 @@ pub enum Users {
     Create {
         /// Username: letters, digits and @ . + - _
         username: String,
-        /// Email address for notifications.
+        /// Email address for notifications. Optional here (unlike registration over HTTP): an
+        /// operator may create an account that gets no email, such as a service account.
         #[arg(long)]
         email: Option<String>,
         /// Read the password from the first line of standard input.

@@ -30,6 +30,9 @@ impl Worker {
             progress.finish_and_clear();
             return ctx.out.record(&json!({ "handled": total }), &[("handled", total.to_string())]);
         }
+        for warning in ctx.som.warnings() {
+            tracing::warn!("{warning}");
+        }
         let dispatcher = ctx.som.spawn_dispatcher();
         tracing::info!("dispatcher running; stop with Ctrl-C or SIGTERM");
         shutdown_signal().await;

@@ -994,6 +994,8 @@ async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere()
     };
     let here = build().await.unwrap();
     let there = build().await.unwrap();
+    // Another staff account, so that alice's staff rights can be revoked below.
+    here.create_user(Caller::System, reg("root"), true).await.unwrap();
     here.register(reg("alice")).await.unwrap();
     let alice = here.login("alice", "correct horse battery").await.unwrap();
     let id = here.authenticate(&alice.access).await.unwrap().user_id().unwrap();

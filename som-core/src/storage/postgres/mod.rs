@@ -122,7 +122,9 @@ impl PostgresStorage {
     pub async fn open(url: &str, pool_size: u32) -> Result<PostgresStorage> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| Error::invalid("SOM_DATABASE_URL", format!("not a valid postgres URL: {e}")))?;
-        let options = loopback_without_tls(options, url);
+        // Notices such as "relation _sqlx_migrations already exists, skipping" on every start
+        // are not worth an operator's attention; warnings and errors still are.
+        let options = loopback_without_tls(options, url).options([("client_min_messages", "warning")]);
         // Reads and single-statement writes (placing an order, the outbox's bookkeeping) each
         // have connections of their own, so that reads running flat out do not queue writes
         // and the other way round; transactions use the pool.
