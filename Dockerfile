@@ -32,6 +32,8 @@ RUN apt-get update \
 COPY --from=builder /usr/local/bin/som /usr/local/bin/som
 USER som
 WORKDIR /var/lib/som
+# The SQLite database (som.db, the default SOM_DATABASE_URL) lives here: mount a volume on it.
+VOLUME ["/var/lib/som"]
 ENV SOM_LISTEN=0.0.0.0:8000
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -108,7 +108,12 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_LOG",
         default: "info",
-        help: "Log filter (tracing EnvFilter syntax, e.g. info,som_core=debug)",
+        help: "Log filter (tracing EnvFilter syntax, e.g. info,som_core=debug); operator commands other than serve and worker log warnings only unless it is set",
+    },
+    ConfigVar {
+        name: "SOM_LOG_FORMAT",
+        default: "text",
+        help: "Log lines on stderr: text (for people) or json (one JSON object per line, for log collectors)",
     },
     ConfigVar {
         name: "SOM_AUTH_RATE_LIMIT",
@@ -248,6 +253,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// `SOM_LOG`.
     pub log: String,
+    /// `SOM_LOG_FORMAT`: `text` or `json`.
+    pub log_format: String,
     /// `SOM_AUTH_RATE_LIMIT`.
     pub auth_rate_limit: u32,
     /// `SOM_PASSWORD_HASH_CONCURRENCY`.
@@ -454,6 +461,10 @@ impl Config {
             }
         }
         let database_url = get("SOM_DATABASE_URL");
+        let log_format = get("SOM_LOG_FORMAT").trim().to_ascii_lowercase();
+        if !matches!(log_format.as_str(), "text" | "json") {
+            errors.add("SOM_LOG_FORMAT", "must be text or json");
+        }
         let payment_provider = get("SOM_PAYMENT_PROVIDER").trim().to_ascii_lowercase();
         let stripe_secret_key = lookup("SOM_STRIPE_SECRET_KEY").filter(|s| !s.trim().is_empty()).map(Secret::new);
         match payment_provider.as_str() {
@@ -486,6 +497,7 @@ impl Config {
             header_read_timeout,
             cors_origins,
             log: get("SOM_LOG"),
+            log_format,
             auth_rate_limit: small(auth_rate_limit),
             password_hash_concurrency: usize::try_from(password_hash_concurrency).unwrap_or(1),
             session_max_age,
