@@ -60,9 +60,17 @@ impl PaymentStatus {
         Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(raw.trim()))
     }
 
-    /// True for PENDING and SUCCESS: at most one such payment exists per order.
+    /// PENDING and SUCCESS: at most one such payment exists per order.
+    pub const LIVE: [PaymentStatus; 2] = [PaymentStatus::Pending, PaymentStatus::Success];
+
+    /// True for the [`PaymentStatus::LIVE`] statuses.
     pub fn is_live(self) -> bool {
-        matches!(self, PaymentStatus::Pending | PaymentStatus::Success)
+        Self::LIVE.contains(&self)
+    }
+
+    /// Names of `statuses` as stored, to bind as a list parameter.
+    pub fn names(statuses: &[PaymentStatus]) -> Vec<&'static str> {
+        statuses.iter().map(|s| s.as_str()).collect()
     }
 
     /// `PENDING → SUCCESS` (captured) or `PENDING → FAILED` (declined). `None` from any other

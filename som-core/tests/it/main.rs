@@ -8,5 +8,6 @@ mod model;
 mod postgres_conformance;
 #[cfg(feature = "postgres")]
 mod postgres_system;
+mod shape;
 mod sqlite_conformance;
 mod system;

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rows::OutboxRows;
 use super::statements::{Lent, Statements};
-use crate::domain::{Actor, NewOrder, Order, OrderId, UserId};
+use crate::domain::{Actor, NewOrder, Order, OrderId, OrderStatus, UserId};
 use crate::error::{Error, Result};
 use crate::storage::rows::response_json;
 use crate::storage::{IdempotencySlot, OrderNotify};
@@ -263,13 +263,13 @@ async fn insert(conn: &mut Lent, orders: &[Ready]) -> std::result::Result<(), Fa
     let written = sqlx::query(
         "WITH o AS (INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at) \
              OVERRIDING SYSTEM VALUE \
-             SELECT id, user_id, 'CREATED', currency, total, at, at \
+             SELECT id, user_id, $23, currency, total, at, at \
              FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[]) \
                  AS t (id, user_id, currency, total, at)), \
          i AS (INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) \
              SELECT * FROM UNNEST($6::bigint[], $7::integer[], $8::text[], $9::bigint[], $10::bigint[])), \
          e AS (INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) \
-             SELECT id, NULL, 'CREATED', actor, 'order placed', at \
+             SELECT id, NULL, $23, actor, 'order placed', at \
              FROM UNNEST($1::bigint[], $11::text[], $5::timestamptz[]) AS t (id, actor, at)), \
          x AS (INSERT INTO outbox (kind, dedupe_key, channel, recipient, payload, status, attempts, \
                  next_attempt_at, created_at, updated_at, order_id) \
@@ -303,6 +303,7 @@ async fn insert(conn: &mut Lent, orders: &[Ready]) -> std::result::Result<(), Fa
     .bind(&o.key_operations)
     .bind(&o.keys)
     .bind(&o.key_responses)
+    .bind(OrderStatus::Created.as_str())
     .execute(&mut **conn);
     let Ok(written) = tokio::time::timeout(STATEMENT_LIMIT, written).await else {
         return Err(Failure::Lost(unanswered()));
@@ -418,14 +419,15 @@ mod tests {
         };
         assert_eq!(count("SELECT count(*) FROM order_items").await, 2 * placed);
         // Each order's event and notification are its own: its time, its id and amount.
-        assert_eq!(
-            count(
-                "SELECT count(*) FROM order_events e JOIN orders o ON o.id = e.order_id \
-                   WHERE e.to_status = 'CREATED' AND e.at = o.created_at AND e.actor = 'user:' || o.user_id"
-            )
-            .await,
-            placed
-        );
+        let placed_events: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM order_events e JOIN orders o ON o.id = e.order_id \
+               WHERE e.to_status = $1 AND e.at = o.created_at AND e.actor = 'user:' || o.user_id",
+        )
+        .bind(OrderStatus::Created.as_str())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(placed_events, placed);
         assert_eq!(
             count(
                 "SELECT count(*) FROM outbox x JOIN orders o ON o.id = x.order_id \

@@ -8,7 +8,7 @@ use crate::storage::policy::completion;
 impl PaymentStore for PostgresStorage {
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
         let mut conn = self.readers.get().await?;
-        let payment = payment_where(&mut conn, LIVE_PAYMENT, order_id.get()).await;
+        let payment = live_payment_where(&mut conn, order_id.get()).await;
         conn.finish(payment)
     }
 
@@ -32,13 +32,13 @@ impl PaymentStore for PostgresStorage {
         if status != OrderStatus::Created {
             return Ok(PaymentInsert::OrderNotPayable(status));
         }
-        if let Some(existing) = payment_where(&mut tx, LIVE_PAYMENT, p.order_id.get()).await? {
+        if let Some(existing) = live_payment_where(&mut tx, p.order_id.get()).await? {
             return Ok(PaymentInsert::Existing(existing));
         }
         let inserted = sqlx::query(
             "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
              amount_minor, currency, status, created_at, updated_at, client_secret) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $10, $11) RETURNING *",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $10, $11) RETURNING *",
         )
         .bind(p.order_id.get())
         .bind(p.user_id.get())
@@ -51,6 +51,7 @@ impl PaymentStore for PostgresStorage {
         .bind(p.amount.currency().code())
         .bind(truncate(p.created_at))
         .bind(&p.client_secret)
+        .bind(PaymentStatus::Pending.as_str())
         .fetch_one(&mut *tx)
         .await;
         let row = match inserted {
@@ -58,7 +59,7 @@ impl PaymentStore for PostgresStorage {
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;
                 let mut conn = self.pool.acquire().await?;
-                let winner = payment_where(&mut conn, LIVE_PAYMENT, p.order_id.get()).await?;
+                let winner = live_payment_where(&mut conn, p.order_id.get()).await?;
                 return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
             }
             Err(e) => return Err(e.into()),
@@ -87,9 +88,10 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn set_next_action(&self, id: PaymentId, next_action: Option<String>) -> Result<Option<Payment>> {
-        let row = sqlx::query("UPDATE payments SET next_action = $2 WHERE id = $1 AND status = 'PENDING' RETURNING *")
+        let row = sqlx::query("UPDATE payments SET next_action = $2 WHERE id = $1 AND status = $3 RETURNING *")
             .bind(id.get())
             .bind(next_action)
+            .bind(PaymentStatus::Pending.as_str())
             .fetch_optional(&self.pool)
             .await?;
         match row {
@@ -137,12 +139,11 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn record_transient_failure(&self, id: PaymentId) -> Result<()> {
-        sqlx::query(
-            "UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = $1 AND status = 'PENDING'",
-        )
-        .bind(id.get())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = $1 AND status = $2")
+            .bind(id.get())
+            .bind(PaymentStatus::Pending.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -155,7 +156,7 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>> {
-        let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
+        let statuses = PaymentStatus::names(statuses);
         let rows = sqlx::query(
             "SELECT * FROM payments WHERE provider_closed_at IS NULL AND status = ANY($1) ORDER BY id LIMIT $2",
         )

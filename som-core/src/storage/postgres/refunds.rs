@@ -33,13 +33,13 @@ pub(super) async fn for_payment(pool: &PgPool, payment: PaymentId) -> Result<Vec
 }
 
 pub(super) async fn pending(pool: &PgPool, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
-    let rows = sqlx::query(
-        "SELECT * FROM refunds WHERE status = 'PENDING' AND created_at < $1 ORDER BY created_at, id LIMIT $2",
-    )
-    .bind(created_before)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
+    let rows =
+        sqlx::query("SELECT * FROM refunds WHERE status = $3 AND created_at < $1 ORDER BY created_at, id LIMIT $2")
+            .bind(created_before)
+            .bind(i64::from(limit))
+            .bind(RefundStatus::Pending.as_str())
+            .fetch_all(pool)
+            .await?;
     rows.iter().map(refund_from).collect()
 }
 
@@ -59,7 +59,7 @@ pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<Refund
     .bind(id.get())
     .bind(r.amount.minor())
     .bind(r.amount.currency().code())
-    .bind(PaymentStatus::refundable_from(r.late_capture).iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    .bind(PaymentStatus::names(PaymentStatus::refundable_from(r.late_capture)))
     .fetch_optional(&mut *tx)
     .await?;
     let Some(payment) = reserved else {
@@ -77,7 +77,7 @@ pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<Refund
     let inserted = sqlx::query(
         "INSERT INTO refunds (payment_id, order_id, user_id, amount_minor, currency, status, reason, actor, \
          request_key, created_at, updated_at, provider_refund_id) \
-         VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, $8, $9, $9, $10) \
+         VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $9, $10) \
          ON CONFLICT (request_key) DO NOTHING RETURNING *",
     )
     .bind(id.get())
@@ -90,6 +90,7 @@ pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<Refund
     .bind(&r.request_key)
     .bind(r.created_at)
     .bind(&r.provider_refund_id)
+    .bind(RefundStatus::Pending.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     match inserted {
@@ -135,12 +136,12 @@ pub(super) async fn finish(
         }
         RefundOutcome::Succeeded { provider_refund_id } => {
             let row = sqlx::query(
-                "UPDATE refunds SET status = 'SUCCEEDED', provider_refund_id = $2, updated_at = $3 WHERE id = $1 \
-                 RETURNING *",
+                "UPDATE refunds SET status = $4, provider_refund_id = $2, updated_at = $3 WHERE id = $1 RETURNING *",
             )
             .bind(id.get())
             .bind(provider_refund_id)
             .bind(at)
+            .bind(RefundStatus::Succeeded.as_str())
             .fetch_one(&mut **tx)
             .await?;
             refund_from(&row)?
@@ -217,14 +218,14 @@ pub(super) async fn reverse(tx: &mut Tx, id: RefundId, reason: &str, at: DateTim
 
 /// Marks the refund FAILED with `reason`; the refund as it is now.
 async fn mark_failed(tx: &mut Tx, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Refund> {
-    let row = sqlx::query(
-        "UPDATE refunds SET status = 'FAILED', failure_reason = $2, updated_at = $3 WHERE id = $1 RETURNING *",
-    )
-    .bind(id.get())
-    .bind(reason)
-    .bind(at)
-    .fetch_one(&mut **tx)
-    .await?;
+    let row =
+        sqlx::query("UPDATE refunds SET status = $4, failure_reason = $2, updated_at = $3 WHERE id = $1 RETURNING *")
+            .bind(id.get())
+            .bind(reason)
+            .bind(at)
+            .bind(RefundStatus::Failed.as_str())
+            .fetch_one(&mut **tx)
+            .await?;
     refund_from(&row)
 }
 
@@ -288,10 +289,11 @@ impl RefundStore for PostgresStorage {
     async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()> {
         sqlx::query(
             "UPDATE refunds SET provider_refund_id = $2 \
-             WHERE id = $1 AND status = 'PENDING' AND provider_refund_id IS NULL",
+             WHERE id = $1 AND status = $3 AND provider_refund_id IS NULL",
         )
         .bind(id.get())
         .bind(provider_refund_id)
+        .bind(RefundStatus::Pending.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -80,7 +80,18 @@ pub(super) fn refund_from(r: &PgRow) -> Result<Refund> {
 }
 
 pub(super) const PAYMENT_BY_ID: &str = "SELECT * FROM payments WHERE id = $1";
-pub(super) const LIVE_PAYMENT: &str = "SELECT * FROM payments WHERE order_id = $1 AND status IN ('PENDING', 'SUCCESS')";
+
+/// The order's live payment ([`PaymentStatus::LIVE`]), if any.
+pub(super) async fn live_payment_where(conn: &mut sqlx::PgConnection, order_id: i64) -> Result<Option<Payment>> {
+    sqlx::query("SELECT * FROM payments WHERE order_id = $1 AND status = ANY($2)")
+        .bind(order_id)
+        .bind(crate::domain::PaymentStatus::names(&crate::domain::PaymentStatus::LIVE))
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(payment_from)
+        .transpose()
+}
 
 pub(super) async fn payment_where(
     conn: &mut sqlx::PgConnection,

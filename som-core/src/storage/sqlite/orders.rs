@@ -19,9 +19,15 @@ impl OrderStore for SqliteStorage {
         self.write(move |tx| {
             tx.prepare_cached(
                 "INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) \
-                 VALUES (?1, 'CREATED', ?2, ?3, ?4, ?4)",
+                 VALUES (?1, ?5, ?2, ?3, ?4, ?4)",
             )?
-            .execute(params![user_id.get(), order.currency().code(), order.total().minor(), micros(at)])?;
+            .execute(params![
+                user_id.get(),
+                order.currency().code(),
+                order.total().minor(),
+                micros(at),
+                OrderStatus::Created.as_str()
+            ])?;
             let id = OrderId::new(tx.last_insert_rowid());
             {
                 let mut stmt = tx.prepare_cached(

@@ -7,10 +7,7 @@ use crate::storage::policy::completion;
 #[async_trait]
 impl PaymentStore for SqliteStorage {
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
-        self.read_statement(move |c| {
-            query_payment(c, "order_id = ?1 AND status IN ('PENDING', 'SUCCESS')", order_id.get())
-        })
-        .await
+        self.read_statement(move |c| live_payment(c, order_id)).await
     }
 
     async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
@@ -31,14 +28,13 @@ impl PaymentStore for SqliteStorage {
             if status != OrderStatus::Created {
                 return Ok(PaymentInsert::OrderNotPayable(status));
             }
-            let live = "order_id = ?1 AND status IN ('PENDING', 'SUCCESS')";
-            if let Some(existing) = query_payment(tx, live, p.order_id.get())? {
+            if let Some(existing) = live_payment(tx, p.order_id)? {
                 return Ok(PaymentInsert::Existing(existing));
             }
             let inserted = tx.execute(
                 "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
                  amount_minor, currency, status, created_at, updated_at, client_secret) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?10, ?11)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?12, ?10, ?10, ?11)",
                 params![
                     p.order_id.get(),
                     p.user_id.get(),
@@ -50,13 +46,14 @@ impl PaymentStore for SqliteStorage {
                     p.amount.minor(),
                     p.amount.currency().code(),
                     micros(p.created_at),
-                    p.client_secret
+                    p.client_secret,
+                    PaymentStatus::Pending.as_str()
                 ],
             );
             match inserted {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
-                    let winner = query_payment(tx, live, p.order_id.get())?;
+                    let winner = live_payment(tx, p.order_id)?;
                     return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
                 }
                 Err(e) => return Err(e.into()),
@@ -87,8 +84,8 @@ impl PaymentStore for SqliteStorage {
     async fn set_next_action(&self, id: PaymentId, next_action: Option<String>) -> Result<Option<Payment>> {
         self.write(move |tx| {
             tx.execute(
-                "UPDATE payments SET next_action = ?2 WHERE id = ?1 AND status = 'PENDING'",
-                params![id.get(), next_action],
+                "UPDATE payments SET next_action = ?2 WHERE id = ?1 AND status = ?3",
+                params![id.get(), next_action, PaymentStatus::Pending.as_str()],
             )?;
             query_payment(tx, "id = ?1", id.get())
         })
@@ -140,8 +137,8 @@ impl PaymentStore for SqliteStorage {
     async fn record_transient_failure(&self, id: PaymentId) -> Result<()> {
         self.write(move |tx| {
             tx.execute(
-                "UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = ?1 AND status = 'PENDING'",
-                [id.get()],
+                "UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = ?1 AND status = ?2",
+                params![id.get(), PaymentStatus::Pending.as_str()],
             )?;
             Ok(())
         })
@@ -159,13 +156,12 @@ impl PaymentStore for SqliteStorage {
     }
 
     async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>> {
-        let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
+        let statuses = status_list(&PaymentStatus::names(statuses));
         self.read_statement(move |c| {
             let sql = format!(
                 "SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider_closed_at IS NULL \
                  AND status IN (SELECT value FROM json_each(?1)) ORDER BY id LIMIT ?2"
             );
-            let statuses = serde_json::to_string(&statuses).map_err(|e| Error::Internal(e.to_string()))?;
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![statuses, limit], payment_row)?;
             rows.map(|r| r?).collect()

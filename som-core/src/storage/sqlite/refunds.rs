@@ -23,10 +23,10 @@ pub(super) fn for_payment(conn: &Connection, payment: PaymentId) -> Result<Vec<R
 
 pub(super) fn pending(conn: &Connection, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
     let sql = format!(
-        "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'PENDING' AND created_at < ?1 ORDER BY created_at, id LIMIT ?2"
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = ?3 AND created_at < ?1 ORDER BY created_at, id LIMIT ?2"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![micros(created_before), limit], refund_row)?;
+    let rows = stmt.query_map(params![micros(created_before), limit, RefundStatus::Pending.as_str()], refund_row)?;
     rows.map(|r| r?).collect()
 }
 
@@ -37,8 +37,7 @@ pub(super) fn reserve(tx: &Transaction<'_>, r: &NewRefundRecord) -> Result<Refun
         return Ok(RefundReserve::Existing(existing));
     }
     let id = r.payment_id;
-    let from: Vec<&str> = PaymentStatus::refundable_from(r.late_capture).iter().map(|s| s.as_str()).collect();
-    let from = serde_json::to_string(&from).map_err(|e| Error::Internal(e.to_string()))?;
+    let from = status_list(&PaymentStatus::names(PaymentStatus::refundable_from(r.late_capture)));
     let reserved = tx.execute(
         "UPDATE payments SET refund_reserved_minor = refund_reserved_minor + ?2 \
          WHERE id = ?1 AND ?2 > 0 AND status IN (SELECT value FROM json_each(?4)) AND currency = ?3 \
@@ -53,7 +52,7 @@ pub(super) fn reserve(tx: &Transaction<'_>, r: &NewRefundRecord) -> Result<Refun
     tx.prepare_cached(
         "INSERT INTO refunds (payment_id, order_id, user_id, amount_minor, currency, status, reason, actor, \
          request_key, created_at, updated_at, provider_refund_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 'PENDING', ?6, ?7, ?8, ?9, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?11, ?6, ?7, ?8, ?9, ?9, ?10)",
     )?
     .execute(params![
         id.get(),
@@ -65,7 +64,8 @@ pub(super) fn reserve(tx: &Transaction<'_>, r: &NewRefundRecord) -> Result<Refun
         r.actor.to_string(),
         r.request_key,
         at,
-        r.provider_refund_id
+        r.provider_refund_id,
+        RefundStatus::Pending.as_str()
     ])?;
     let refund = by_id(tx, RefundId::new(tx.last_insert_rowid()))?.ok_or_else(|| corrupt("refund just inserted"))?;
     Ok(RefundReserve::Reserved(refund))
@@ -87,8 +87,8 @@ pub(super) fn finish(
     match outcome {
         RefundOutcome::Failed { reason } => {
             tx.execute(
-                "UPDATE refunds SET status = 'FAILED', failure_reason = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.get(), reason, micros(at)],
+                "UPDATE refunds SET status = ?4, failure_reason = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id.get(), reason, micros(at), RefundStatus::Failed.as_str()],
             )?;
             tx.execute(
                 "UPDATE payments SET refund_reserved_minor = refund_reserved_minor - ?2 WHERE id = ?1",
@@ -97,8 +97,8 @@ pub(super) fn finish(
         }
         RefundOutcome::Succeeded { provider_refund_id } => {
             tx.execute(
-                "UPDATE refunds SET status = 'SUCCEEDED', provider_refund_id = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.get(), provider_refund_id, micros(at)],
+                "UPDATE refunds SET status = ?4, provider_refund_id = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id.get(), provider_refund_id, micros(at), RefundStatus::Succeeded.as_str()],
             )?;
             let payment = query_payment(tx, "id = ?1", payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
             let refunded = payment.refunded.minor() + amount;
@@ -143,8 +143,8 @@ pub(super) fn reverse(
     }
     let amount = current.amount.minor();
     tx.execute(
-        "UPDATE refunds SET status = 'FAILED', failure_reason = ?2, updated_at = ?3 WHERE id = ?1",
-        params![id.get(), reason, micros(at)],
+        "UPDATE refunds SET status = ?4, failure_reason = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id.get(), reason, micros(at), RefundStatus::Failed.as_str()],
     )?;
     let payment = query_payment(tx, "id = ?1", current.payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
     let refunded = payment.refunded.minor() - amount;
@@ -196,8 +196,8 @@ impl RefundStore for SqliteStorage {
         self.write(move |tx| {
             tx.execute(
                 "UPDATE refunds SET provider_refund_id = ?2 \
-                 WHERE id = ?1 AND status = 'PENDING' AND provider_refund_id IS NULL",
-                params![id.get(), provider_refund_id],
+                 WHERE id = ?1 AND status = ?3 AND provider_refund_id IS NULL",
+                params![id.get(), provider_refund_id, RefundStatus::Pending.as_str()],
             )?;
             Ok(())
         })

@@ -128,6 +128,20 @@ pub(super) fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
     Ok(row.into_payment())
 }
 
+/// Stored status names as a JSON array, bound as `status IN (SELECT value FROM json_each(?n))`.
+pub(super) fn status_list(names: &[&str]) -> String {
+    serde_json::Value::from(names.to_vec()).to_string()
+}
+
+/// The order's live payment ([`PaymentStatus::LIVE`]), if any.
+pub(super) fn live_payment(conn: &Connection, order_id: OrderId) -> Result<Option<Payment>> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1 AND status IN (SELECT value FROM json_each(?2))"
+    );
+    let live = status_list(&crate::domain::PaymentStatus::names(&crate::domain::PaymentStatus::LIVE));
+    conn.prepare_cached(&sql)?.query_row(params![order_id.get(), live], payment_row).optional()?.transpose()
+}
+
 pub(super) fn query_payment(conn: &Connection, where_clause: &str, param: i64) -> Result<Option<Payment>> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {where_clause}");
     conn.prepare_cached(&sql)?.query_row([param], payment_row).optional()?.transpose()

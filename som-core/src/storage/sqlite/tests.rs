@@ -19,15 +19,26 @@ async fn a_version_3_database_is_migrated_with_its_data() {
             conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version]).unwrap();
         }
         conn.execute_batch(
-            "INSERT INTO users (id, username, email, password_hash, created_at) VALUES (1, 'alice', 'a@example.com', 'x', 0);
-             INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at)
-                 VALUES (7, 1, 'PAID', 'USD', 1000, 0, 0);
-             INSERT INTO order_items VALUES (7, 0, 'Widget', 1, 1000);
-             INSERT INTO payments (id, order_id, user_id, provider, provider_payment_id, transaction_id, method,
-                 attempt, amount_minor, currency, status, created_at, updated_at, transient_failures)
-                 VALUES (3, 7, 1, 'mock', 'mock_pi_s_k', 'txn_1', 'mock_success', 1, 1000, 'USD', 'SUCCESS', 0, 0, 2);
+            "INSERT INTO users (id, username, email, password_hash, created_at) VALUES (1, 'alice', 'a@example.com', 'x', 0);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at)
+                 VALUES (7, 1, ?1, 'USD', 1000, 0, 0)",
+            [OrderStatus::Paid.as_str()],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO order_items VALUES (7, 0, 'Widget', 1, 1000);
              INSERT INTO outbox (kind, dedupe_key, channel, payload, status, next_attempt_at, created_at, updated_at)
                  VALUES ('order_created', 'order_created:order:7', 'log', '{\"order_id\": 7}', 'sent', 0, 0, 0);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO payments (id, order_id, user_id, provider, provider_payment_id, transaction_id, method,
+                 attempt, amount_minor, currency, status, created_at, updated_at, transient_failures)
+                 VALUES (3, 7, 1, 'mock', 'mock_pi_s_k', 'txn_1', 'mock_success', 1, 1000, 'USD', ?1, 0, 0, 2)",
+            [PaymentStatus::Success.as_str()],
         )
         .unwrap();
     }
