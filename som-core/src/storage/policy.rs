@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{IdempotencyBegin, PaymentOutcome, RotateOutcome};
-use crate::domain::{OrderStatus, PaymentStatus, UserId};
+use crate::domain::{Actor, Order, OrderStatus, Payment, PaymentStatus, Refund, UserId};
+use crate::error::{Error, Result};
 
 /// A status change a backend applies as a conditional update: `SET status = to WHERE status =
 /// from`.
@@ -40,6 +41,78 @@ pub fn completion(outcome: &PaymentOutcome) -> (StatusChange<PaymentStatus>, Opt
     let created = OrderStatus::Created;
     let order = captured.then(|| StatusChange { from: created, to: created.pay().unwrap_or(OrderStatus::Paid) });
     (payment, order)
+}
+
+/// What a refund's ending does to its payment and order, decided once for both backends: the
+/// new refunded amounts, the change to the amount set aside, the conditional status changes
+/// and the order's audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundSettlement {
+    /// The payment's refunded amount afterwards, in minor units.
+    pub payment_refunded: i64,
+    /// Added to the payment's reserved amount (negative: released).
+    pub reserved_delta: i64,
+    /// The payment's status change.
+    pub payment: StatusChange<PaymentStatus>,
+    /// The order's refunded amount afterwards, in minor units.
+    pub order_refunded: i64,
+    /// The order's status change (recorded as its event).
+    pub order: StatusChange<OrderStatus>,
+    /// Who the order's event names.
+    pub actor: Actor,
+    /// The order's event's reason.
+    pub reason: String,
+}
+
+/// A PENDING refund succeeded: its amount (already set aside) counts as refunded, and the
+/// payment and order move as [`PaymentStatus::after_refund`] and [`OrderStatus::after_refund`]
+/// say. `Conflict` when the order cannot be refunded; `Internal` when the payment could not
+/// have been (its reservation guarantees it could).
+pub fn refund_succeeded(refund: &Refund, payment: &Payment, order: &Order) -> Result<RefundSettlement> {
+    let amount = refund.amount.minor();
+    let payment_refunded = payment.refunded.minor() + amount;
+    let order_refunded = order.refunded.minor() + amount;
+    let payment_to = payment.status.after_refund(payment_refunded >= payment.amount.minor()).ok_or_else(|| {
+        Error::Internal(format!("refund {} of payment {} that is {}", refund.id, payment.id, payment.status))
+    })?;
+    let order_to = order
+        .status
+        .after_refund(order_refunded >= order.total.minor())
+        .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+    Ok(RefundSettlement {
+        payment_refunded,
+        reserved_delta: 0,
+        payment: StatusChange { from: payment.status, to: payment_to },
+        order_refunded,
+        order: StatusChange { from: order.status, to: order_to },
+        actor: refund.actor.clone(),
+        reason: format!("refund {} of {} succeeded", refund.id, refund.amount),
+    })
+}
+
+/// A SUCCEEDED refund failed at the provider after all (`why`): its amount is neither refunded
+/// nor set aside any more, and the payment and order move back as
+/// [`PaymentStatus::refund_reversed`] and [`OrderStatus::refund_reversed`] say.
+pub fn refund_reversed(refund: &Refund, payment: &Payment, order: &Order, why: &str) -> Result<RefundSettlement> {
+    let amount = refund.amount.minor();
+    let payment_refunded = payment.refunded.minor() - amount;
+    let order_refunded = order.refunded.minor() - amount;
+    let payment_to = payment.status.refund_reversed(payment_refunded > 0).ok_or_else(|| {
+        Error::Internal(format!("reversing refund {} of payment {} that is {}", refund.id, payment.id, payment.status))
+    })?;
+    let order_to = order
+        .status
+        .refund_reversed(order_refunded > 0)
+        .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+    Ok(RefundSettlement {
+        payment_refunded,
+        reserved_delta: -amount,
+        payment: StatusChange { from: payment.status, to: payment_to },
+        order_refunded,
+        order: StatusChange { from: order.status, to: order_to },
+        actor: Actor::System,
+        reason: format!("refund {} of {} failed at the provider: {why}", refund.id, refund.amount),
+    })
 }
 
 /// An idempotency key as stored.

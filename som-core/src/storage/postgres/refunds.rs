@@ -10,8 +10,9 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgPool;
 
 use super::{PAYMENT_BY_ID, Tx, corrupt, insert_event, insert_outbox, order_by_id, payment_from, payment_where};
-use crate::domain::{PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
+use crate::domain::{Order, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
 use crate::error::{Error, Result};
+use crate::storage::policy::{RefundSettlement, refund_reversed, refund_succeeded};
 use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve, Transition};
 
 pub(super) async fn by_id(conn: &mut PgConnection, id: RefundId) -> Result<Option<Refund>> {
@@ -147,33 +148,11 @@ pub(super) async fn finish(
             refund_from(&row)?
         }
     };
-    let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
-        .bind(payment_id.get())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| corrupt("refund's payment"))?;
-    let payment = payment_from(&row)?;
-    let refunded = payment.refunded.minor() + amount;
-    let to = payment
-        .status
-        .after_refund(refunded >= payment.amount.minor())
-        .ok_or_else(|| corrupt("unrefundable payment"))?;
-    let row =
-        sqlx::query("UPDATE payments SET refunded_minor = $2, status = $3, updated_at = $4 WHERE id = $1 RETURNING *")
-            .bind(payment_id.get())
-            .bind(refunded)
-            .bind(to.as_str())
-            .bind(at)
-            .fetch_one(&mut **tx)
-            .await?;
-    let payment = payment_from(&row)?;
-    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE")
-        .bind(refund.order_id.get())
-        .execute(&mut **tx)
-        .await?;
-    let reason = format!("refund {id} of {} succeeded", refund.amount);
-    let next = |status: OrderStatus, refunded: i64, total: i64| status.after_refund(refunded >= total);
-    let order = move_order_refunded(tx, refund.order_id, amount, next, &refund.actor, &reason, at).await?;
+    let (payment, order) = lock_payment_and_order(tx, payment_id, refund.order_id).await?;
+    settle(tx, &payment, &order, &refund_succeeded(&refund, &payment, &order)?, at).await?;
+    let payment =
+        payment_where(tx, PAYMENT_BY_ID, payment_id.get()).await?.ok_or_else(|| corrupt("refund's payment"))?;
+    let order = order_by_id(tx, order.id).await?.ok_or_else(|| corrupt("refund's order"))?;
     insert_outbox(tx, notify(&order, &payment, &refund), at).await?;
     Ok(Transition::Applied(refund))
 }
@@ -185,34 +164,9 @@ pub(super) async fn reverse(tx: &mut Tx, id: RefundId, reason: &str, at: DateTim
     if current.status != RefundStatus::Succeeded {
         return Ok(Transition::NotApplied(current));
     }
-    let amount = current.amount.minor();
     let reversed = mark_failed(tx, id, reason, at).await?;
-    let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
-        .bind(current.payment_id.get())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| corrupt("refund's payment"))?;
-    let payment = payment_from(&row)?;
-    let refunded = payment.refunded.minor() - amount;
-    let to = payment.status.refund_reversed(refunded > 0).ok_or_else(|| corrupt("reversed refund's payment"))?;
-    sqlx::query(
-        "UPDATE payments SET refunded_minor = $2, refund_reserved_minor = refund_reserved_minor - $3, status = $4, \
-         updated_at = $5 WHERE id = $1",
-    )
-    .bind(payment.id.get())
-    .bind(refunded)
-    .bind(amount)
-    .bind(to.as_str())
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE")
-        .bind(current.order_id.get())
-        .execute(&mut **tx)
-        .await?;
-    let why = format!("refund {id} of {} failed at the provider: {reason}", current.amount);
-    let next = |status: OrderStatus, refunded: i64, _total: i64| status.refund_reversed(refunded > 0);
-    move_order_refunded(tx, current.order_id, -amount, next, &crate::domain::Actor::System, &why, at).await?;
+    let (payment, order) = lock_payment_and_order(tx, current.payment_id, current.order_id).await?;
+    settle(tx, &payment, &order, &refund_reversed(&current, &payment, &order, reason)?, at).await?;
     Ok(Transition::Applied(reversed))
 }
 
@@ -229,31 +183,44 @@ async fn mark_failed(tx: &mut Tx, id: RefundId, reason: &str, at: DateTime<Utc>)
     refund_from(&row)
 }
 
-/// Adds `delta` to the (locked) order's refunded amount and moves its status as `next` says
-/// (given the status, the new refunded amount and the total), with the order's event; the
-/// order as it is now.
-async fn move_order_refunded(
-    tx: &mut Tx,
-    order_id: OrderId,
-    delta: i64,
-    next: impl FnOnce(OrderStatus, i64, i64) -> std::result::Result<OrderStatus, crate::domain::IllegalTransition>,
-    actor: &crate::domain::Actor,
-    reason: &str,
-    at: DateTime<Utc>,
-) -> Result<crate::domain::Order> {
-    let order = order_by_id(tx, order_id).await?.ok_or_else(|| corrupt("refund's order"))?;
-    let refunded = order.refunded.minor() + delta;
-    let to = next(order.status, refunded, order.total.minor())
-        .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
-    sqlx::query("UPDATE orders SET refunded_minor = $2, status = $3, updated_at = $4 WHERE id = $1")
+/// The refund's payment and order, locked (payment first, as every writer locks them) for the
+/// rest of the transaction.
+async fn lock_payment_and_order(tx: &mut Tx, payment: PaymentId, order: OrderId) -> Result<(Payment, Order)> {
+    let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
+        .bind(payment.get())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| corrupt("refund's payment"))?;
+    let payment = payment_from(&row)?;
+    sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE").bind(order.get()).execute(&mut **tx).await?;
+    let order = order_by_id(tx, order).await?.ok_or_else(|| corrupt("refund's order"))?;
+    Ok((payment, order))
+}
+
+/// Applies a refund's settlement to its payment and order, as conditional updates, with the
+/// order's event.
+async fn settle(tx: &mut Tx, payment: &Payment, order: &Order, s: &RefundSettlement, at: DateTime<Utc>) -> Result<()> {
+    sqlx::query(
+        "UPDATE payments SET refunded_minor = $2, refund_reserved_minor = refund_reserved_minor + $3, status = $4, \
+         updated_at = $5 WHERE id = $1 AND status = $6",
+    )
+    .bind(payment.id.get())
+    .bind(s.payment_refunded)
+    .bind(s.reserved_delta)
+    .bind(s.payment.to.as_str())
+    .bind(at)
+    .bind(s.payment.from.as_str())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE orders SET refunded_minor = $2, status = $3, updated_at = $4 WHERE id = $1 AND status = $5")
         .bind(order.id.get())
-        .bind(refunded)
-        .bind(to.as_str())
+        .bind(s.order_refunded)
+        .bind(s.order.to.as_str())
         .bind(at)
+        .bind(s.order.from.as_str())
         .execute(&mut **tx)
         .await?;
-    insert_event(tx, order.id, Some(order.status), to, actor, reason, at).await?;
-    order_by_id(tx, order.id).await?.ok_or_else(|| corrupt("refund's order"))
+    insert_event(tx, order.id, Some(s.order.from), s.order.to, &s.actor, &s.reason, at).await
 }
 
 #[async_trait]

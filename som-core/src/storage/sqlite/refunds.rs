@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::domain::{PaymentStatus, RefundId, RefundStatus};
+use crate::storage::policy::{RefundSettlement, refund_reversed, refund_succeeded};
 use crate::storage::{NewRefundRecord, RefundNotify, RefundOutcome, RefundReserve};
 
 fn query(conn: &Connection, where_clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<Refund>> {
@@ -86,10 +87,7 @@ pub(super) fn finish(
     let payment_id = current.payment_id;
     match outcome {
         RefundOutcome::Failed { reason } => {
-            tx.execute(
-                "UPDATE refunds SET status = ?4, failure_reason = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.get(), reason, micros(at), RefundStatus::Failed.as_str()],
-            )?;
+            mark_failed(tx, id, reason, at)?;
             tx.execute(
                 "UPDATE payments SET refund_reserved_minor = refund_reserved_minor - ?2 WHERE id = ?1",
                 params![payment_id.get(), amount],
@@ -101,25 +99,8 @@ pub(super) fn finish(
                 params![id.get(), provider_refund_id, micros(at), RefundStatus::Succeeded.as_str()],
             )?;
             let payment = query_payment(tx, "id = ?1", payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
-            let refunded = payment.refunded.minor() + amount;
-            let fully = refunded >= payment.amount.minor();
-            let to = payment.status.after_refund(fully).ok_or_else(|| corrupt("refund of an unrefundable payment"))?;
-            tx.execute(
-                "UPDATE payments SET refunded_minor = ?2, status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?5",
-                params![payment_id.get(), refunded, to.as_str(), micros(at), payment.status.as_str()],
-            )?;
             let order = order_by_id(tx, current.order_id)?.ok_or_else(|| corrupt("refund's order"))?;
-            let order_refunded = order.refunded.minor() + amount;
-            let order_to = order
-                .status
-                .after_refund(order_refunded >= order.total.minor())
-                .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
-            tx.execute(
-                "UPDATE orders SET refunded_minor = ?2, status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?5",
-                params![order.id.get(), order_refunded, order_to.as_str(), micros(at), order.status.as_str()],
-            )?;
-            let reason = format!("refund {id} of {} succeeded", current.amount);
-            insert_event(tx, order.id, Some(order.status), order_to, &current.actor, &reason, at)?;
+            settle(tx, &payment, &order, &refund_succeeded(&current, &payment, &order)?, at)?;
         }
     }
     let refund = by_id(tx, id)?.ok_or_else(|| corrupt("refund just updated"))?;
@@ -141,32 +122,47 @@ pub(super) fn reverse(
     if current.status != RefundStatus::Succeeded {
         return Ok(Transition::NotApplied(current));
     }
-    let amount = current.amount.minor();
+    mark_failed(tx, id, reason, at)?;
+    let payment = query_payment(tx, "id = ?1", current.payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
+    let order = order_by_id(tx, current.order_id)?.ok_or_else(|| corrupt("refund's order"))?;
+    settle(tx, &payment, &order, &refund_reversed(&current, &payment, &order, reason)?, at)?;
+    Ok(Transition::Applied(by_id(tx, id)?.ok_or_else(|| corrupt("refund just reversed"))?))
+}
+
+fn mark_failed(tx: &Transaction<'_>, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<()> {
     tx.execute(
         "UPDATE refunds SET status = ?4, failure_reason = ?2, updated_at = ?3 WHERE id = ?1",
         params![id.get(), reason, micros(at), RefundStatus::Failed.as_str()],
     )?;
-    let payment = query_payment(tx, "id = ?1", current.payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
-    let refunded = payment.refunded.minor() - amount;
-    let to = payment.status.refund_reversed(refunded > 0).ok_or_else(|| corrupt("reversed refund's payment"))?;
+    Ok(())
+}
+
+/// Applies a refund's settlement to its payment and order, as conditional updates, with the
+/// order's event.
+fn settle(
+    tx: &Transaction<'_>,
+    payment: &Payment,
+    order: &Order,
+    s: &RefundSettlement,
+    at: DateTime<Utc>,
+) -> Result<()> {
     tx.execute(
-        "UPDATE payments SET refunded_minor = ?2, refund_reserved_minor = refund_reserved_minor - ?3, status = ?4, \
-         updated_at = ?5 WHERE id = ?1",
-        params![payment.id.get(), refunded, amount, to.as_str(), micros(at)],
+        "UPDATE payments SET refunded_minor = ?2, refund_reserved_minor = refund_reserved_minor + ?3, status = ?4, \
+         updated_at = ?5 WHERE id = ?1 AND status = ?6",
+        params![
+            payment.id.get(),
+            s.payment_refunded,
+            s.reserved_delta,
+            s.payment.to.as_str(),
+            micros(at),
+            s.payment.from.as_str()
+        ],
     )?;
-    let order = order_by_id(tx, current.order_id)?.ok_or_else(|| corrupt("refund's order"))?;
-    let order_refunded = order.refunded.minor() - amount;
-    let order_to = order
-        .status
-        .refund_reversed(order_refunded > 0)
-        .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
     tx.execute(
-        "UPDATE orders SET refunded_minor = ?2, status = ?3, updated_at = ?4 WHERE id = ?1",
-        params![order.id.get(), order_refunded, order_to.as_str(), micros(at)],
+        "UPDATE orders SET refunded_minor = ?2, status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?5",
+        params![order.id.get(), s.order_refunded, s.order.to.as_str(), micros(at), s.order.from.as_str()],
     )?;
-    let why = format!("refund {id} of {} failed at the provider: {reason}", current.amount);
-    insert_event(tx, order.id, Some(order.status), order_to, &crate::domain::Actor::System, &why, at)?;
-    Ok(Transition::Applied(by_id(tx, id)?.ok_or_else(|| corrupt("refund just reversed"))?))
+    insert_event(tx, order.id, Some(s.order.from), s.order.to, &s.actor, &s.reason, at)
 }
 
 #[async_trait]
