@@ -9,9 +9,23 @@ use crate::error::{Error, Result};
 /// The variable naming the PostgreSQL server tests run against.
 pub const TEST_URL_VAR: &str = "SOM_TEST_POSTGRES_URL";
 
+/// The variable that makes a missing `SOM_TEST_POSTGRES_URL` fail the PostgreSQL tests instead
+/// of skipping them (`.ci/run` sets it).
+pub const REQUIRE_VAR: &str = "SOM_TEST_REQUIRE_POSTGRES";
+
 /// The admin URL from `SOM_TEST_POSTGRES_URL`, or `None` when Postgres tests are not wanted.
+///
+/// # Panics
+///
+/// When `SOM_TEST_REQUIRE_POSTGRES` is set (and not `0`) but `SOM_TEST_POSTGRES_URL` is not:
+/// a run that must test PostgreSQL never passes by skipping it.
 pub fn admin_url() -> Option<String> {
-    std::env::var(TEST_URL_VAR).ok().filter(|v| !v.trim().is_empty())
+    let url = std::env::var(TEST_URL_VAR).ok().filter(|v| !v.trim().is_empty());
+    let required = std::env::var(REQUIRE_VAR).is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0");
+    if url.is_none() && required {
+        panic!("{REQUIRE_VAR} is set but {TEST_URL_VAR} is not: the PostgreSQL tests cannot run");
+    }
+    url
 }
 
 /// A freshly created database, dropped on drop.
