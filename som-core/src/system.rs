@@ -695,7 +695,7 @@ impl OrderSystem {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may list notifications".into()));
         }
-        let query = NotificationQuery { status, order: None, after, limit: limit.clamp(1, 1000) };
+        let query = NotificationQuery { status, order: None, after, limit: limit.clamp(1, MAX_ADMIN_PAGE_SIZE) };
         self.inner.storage.list_notifications(query).await
     }
 

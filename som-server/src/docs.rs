@@ -264,6 +264,11 @@ mod tests {
         assert_eq!(schemas["OrderItemRequest"]["properties"]["quantity"]["maximum"], OrderItem::MAX_QUANTITY);
         assert_eq!(schemas["RegisterRequest"]["properties"]["username"]["maxLength"], Username::MAX_CHARS);
         assert_eq!(schemas["RegisterRequest"]["properties"]["password"]["minLength"], Password::MIN_CHARS);
+        assert_eq!(schemas["RegisterRequest"]["properties"]["email"]["maxLength"], som_core::domain::Email::MAX_CHARS);
+        assert_eq!(
+            schemas["InitiatePaymentRequest"]["properties"]["method"]["maxLength"],
+            som_core::payment::MAX_METHOD_CHARS
+        );
         let method = &schemas["InitiatePaymentRequest"]["properties"]["method"];
         assert_eq!(method["enum"], serde_json::json!(["card", "wallet", null]), "{method}");
         let list = doc["paths"]["/api/v1/orders/"]["get"]["parameters"].as_array().unwrap();

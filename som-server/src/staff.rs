@@ -105,7 +105,7 @@ pub async fn list_users(
     uri: Uri,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = page_limit(params.get("limit"), 50)?;
+    let limit = page_limit(params.get("limit"), som_core::system::DEFAULT_PAGE_SIZE)?;
     let cursor = params
         .get("cursor")
         .map(|c| c.parse::<UserId>().map_err(|_| ApiError::field("cursor", "is not a valid cursor")))
@@ -208,7 +208,7 @@ pub async fn list_notifications(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     let get = |k: &str| params.get(k).map(String::as_str);
-    let limit = page_limit(params.get("limit"), 50)?;
+    let limit = page_limit(params.get("limit"), som_core::system::DEFAULT_PAGE_SIZE)?;
     let status = get("status")
         .map(|st| {
             NotificationStatus::parse(st)

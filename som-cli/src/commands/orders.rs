@@ -40,7 +40,7 @@ pub enum Orders {
         #[arg(long, value_parser = parse_time)]
         created_before: Option<chrono::DateTime<chrono::Utc>>,
         /// Page size (1-200).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = som_core::system::DEFAULT_PAGE_SIZE)]
         limit: u32,
         /// Continue after this cursor (printed with the previous page).
         #[arg(long)]

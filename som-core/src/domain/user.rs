@@ -62,11 +62,14 @@ impl fmt::Display for Username {
 pub struct Email(String);
 
 impl Email {
+    /// The longest address accepted (RFC 5321's path limit less its brackets), in bytes.
+    pub const MAX_CHARS: usize = 254;
+
     /// Checks the usual shape `local@domain.tld` (RFC 5321 lengths) and lower-cases it.
     pub fn parse(raw: &str) -> Result<Email, String> {
         let invalid = || "must be a valid email address".to_owned();
-        if raw.len() > 254 {
-            return Err("must be at most 254 characters".into());
+        if raw.len() > Self::MAX_CHARS {
+            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
         let (local, domain) = raw.rsplit_once('@').ok_or_else(invalid)?;
         if local.is_empty() || local.len() > 64 || domain.is_empty() {

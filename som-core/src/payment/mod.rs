@@ -25,6 +25,9 @@ pub use stripe::{StripeConfig, StripeProvider};
 
 use crate::domain::{Money, OrderId};
 
+/// The longest payment method name (a provider's token such as `pm_card_visa`) accepted.
+pub const MAX_METHOD_CHARS: usize = 100;
+
 /// What SOM asks a provider to set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRequest {

@@ -284,8 +284,8 @@ impl OrderSystem {
         let UserListQuery { search, cursor, limit } = query;
         let limit = admin_page_size(limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
         let prefix = search.as_deref().map(str::trim).filter(|p| !p.is_empty());
-        if prefix.is_some_and(|p| p.chars().count() > 254) {
-            return Err(Error::invalid("q", "must be at most 254 characters"));
+        if prefix.is_some_and(|p| p.chars().count() > Email::MAX_CHARS) {
+            return Err(Error::invalid("q", format!("must be at most {} characters", Email::MAX_CHARS)));
         }
         let query =
             UserQuery { after: cursor, prefix: prefix.map(str::to_owned), active_staff: false, limit: limit + 1 };

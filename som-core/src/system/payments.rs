@@ -18,8 +18,14 @@ impl OrderSystem {
         let provider = &self.inner.provider;
         let method = method.map(str::trim).filter(|m| !m.is_empty()).or(provider.default_method()).map(str::to_owned);
         if let Some(method) = &method {
-            if method.len() > 100 || method.chars().any(char::is_control) {
-                return Err(Error::invalid("method", "must be at most 100 characters without control characters"));
+            if method.len() > crate::payment::MAX_METHOD_CHARS || method.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "method",
+                    format!(
+                        "must be at most {} characters without control characters",
+                        crate::payment::MAX_METHOD_CHARS
+                    ),
+                ));
             }
             // An unusable method is refused even when the order already has a payment to return.
             provider.check_method(method).map_err(|m| Error::invalid("method", m))?;
