@@ -90,16 +90,6 @@ impl OrderStatus {
         }
     }
 
-    /// The status after a refund succeeded: [`OrderStatus::refund`] for a paid order; an order
-    /// that was never paid (CREATED or CANCELLED: the refund returned money its provider
-    /// captured after SOM had ended the payment) keeps its status.
-    pub fn after_refund(self, fully: bool) -> Result<OrderStatus, IllegalTransition> {
-        match self {
-            OrderStatus::Created | OrderStatus::Cancelled => Ok(self),
-            other => other.refund(fully),
-        }
-    }
-
     /// `REFUNDED | PARTIALLY_REFUNDED → PARTIALLY_REFUNDED | PAID`: a refund that had succeeded
     /// failed at the provider after all (no money went back); `still_refunded` when other
     /// refunds remain. An error from any other status.

@@ -112,13 +112,6 @@ impl PaymentStatus {
         if late_capture { &Self::ENDED_UNCAPTURED } else { &[PaymentStatus::Success, PaymentStatus::PartiallyRefunded] }
     }
 
-    /// The status after a refund succeeded: [`PaymentStatus::refund`] for a captured payment;
-    /// an ended payment (money captured late and returned) keeps its status. `None` from any
-    /// other status.
-    pub fn after_refund(self, fully: bool) -> Option<PaymentStatus> {
-        if Self::ENDED_UNCAPTURED.contains(&self) { Some(self) } else { self.refund(fully) }
-    }
-
     /// True when money was captured and some of it may still be returned.
     pub fn is_refundable(self) -> bool {
         matches!(self, PaymentStatus::Success | PaymentStatus::PartiallyRefunded)

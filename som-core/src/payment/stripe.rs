@@ -319,8 +319,10 @@ impl PaymentProvider for StripeProvider {
                 match intent.get("status").and_then(Value::as_str) {
                     Some("canceled") => Ok(Cancellation::Cancelled),
                     Some("succeeded") => Ok(Cancellation::Captured),
-                    other => Err(ProviderError::InvalidRequest(format!(
-                        "the PaymentIntent is {} and Stripe refused to cancel it: {}",
+                    // Not final yet (`processing`): it may still take the money, so ask again
+                    // later rather than count it closed.
+                    other => Err(ProviderError::Transient(format!(
+                        "the PaymentIntent is {} and Stripe refused to cancel it now: {}",
                         other.unwrap_or("in an unknown state"),
                         error.message.unwrap_or_default()
                     ))),

@@ -64,21 +64,28 @@ pub struct RefundSettlement {
     pub reason: String,
 }
 
-/// A PENDING refund succeeded: its amount (already set aside) counts as refunded, and the
-/// payment and order move as [`PaymentStatus::after_refund`] and [`OrderStatus::after_refund`]
-/// say. `Conflict` when the order cannot be refunded; `Internal` when the payment could not
-/// have been (its reservation guarantees it could).
+/// A PENDING refund succeeded: its amount (already set aside) counts as refunded on the
+/// payment, and the payment and order move as [`PaymentStatus::refund`] and
+/// [`OrderStatus::refund`] say. A refund of money captured after SOM had ended the payment
+/// (CANCELLED or FAILED) leaves both statuses and the order alone — the order may have been
+/// paid since by another attempt. `Conflict` when the order cannot be refunded; `Internal` when
+/// the payment could not have been (its reservation guarantees it could).
 pub fn refund_succeeded(refund: &Refund, payment: &Payment, order: &Order) -> Result<RefundSettlement> {
     let amount = refund.amount.minor();
     let payment_refunded = payment.refunded.minor() + amount;
-    let order_refunded = order.refunded.minor() + amount;
-    let payment_to = payment.status.after_refund(payment_refunded >= payment.amount.minor()).ok_or_else(|| {
-        Error::Internal(format!("refund {} of payment {} that is {}", refund.id, payment.id, payment.status))
-    })?;
-    let order_to = order
-        .status
-        .after_refund(order_refunded >= order.total.minor())
-        .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+    let (payment_to, order_refunded, order_to) = if returns_late_capture(payment) {
+        (payment.status, order.refunded.minor(), order.status)
+    } else {
+        let payment_to = payment.status.refund(payment_refunded >= payment.amount.minor()).ok_or_else(|| {
+            Error::Internal(format!("refund {} of payment {} that is {}", refund.id, payment.id, payment.status))
+        })?;
+        let order_refunded = order.refunded.minor() + amount;
+        let order_to = order
+            .status
+            .refund(order_refunded >= order.total.minor())
+            .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+        (payment_to, order_refunded, order_to)
+    };
     Ok(RefundSettlement {
         payment_refunded,
         reserved_delta: 0,
@@ -86,24 +93,33 @@ pub fn refund_succeeded(refund: &Refund, payment: &Payment, order: &Order) -> Re
         order_refunded,
         order: StatusChange { from: order.status, to: order_to },
         actor: refund.actor.clone(),
-        reason: format!("refund {} of {} succeeded", refund.id, refund.amount),
+        reason: format!("refund {} of {} on payment {} succeeded", refund.id, refund.amount, payment.id),
     })
 }
 
 /// A SUCCEEDED refund failed at the provider after all (`why`): its amount is neither refunded
 /// nor set aside any more, and the payment and order move back as
-/// [`PaymentStatus::refund_reversed`] and [`OrderStatus::refund_reversed`] say.
+/// [`PaymentStatus::refund_reversed`] and [`OrderStatus::refund_reversed`] say (a refund of
+/// money captured late leaves them as they are, as it did when it succeeded).
 pub fn refund_reversed(refund: &Refund, payment: &Payment, order: &Order, why: &str) -> Result<RefundSettlement> {
     let amount = refund.amount.minor();
     let payment_refunded = payment.refunded.minor() - amount;
-    let order_refunded = order.refunded.minor() - amount;
-    let payment_to = payment.status.refund_reversed(payment_refunded > 0).ok_or_else(|| {
-        Error::Internal(format!("reversing refund {} of payment {} that is {}", refund.id, payment.id, payment.status))
-    })?;
-    let order_to = order
-        .status
-        .refund_reversed(order_refunded > 0)
-        .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+    let (payment_to, order_refunded, order_to) = if returns_late_capture(payment) {
+        (payment.status, order.refunded.minor(), order.status)
+    } else {
+        let payment_to = payment.status.refund_reversed(payment_refunded > 0).ok_or_else(|| {
+            Error::Internal(format!(
+                "reversing refund {} of payment {} that is {}",
+                refund.id, payment.id, payment.status
+            ))
+        })?;
+        let order_refunded = order.refunded.minor() - amount;
+        let order_to = order
+            .status
+            .refund_reversed(order_refunded > 0)
+            .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+        (payment_to, order_refunded, order_to)
+    };
     Ok(RefundSettlement {
         payment_refunded,
         reserved_delta: -amount,
@@ -111,8 +127,17 @@ pub fn refund_reversed(refund: &Refund, payment: &Payment, order: &Order, why: &
         order_refunded,
         order: StatusChange { from: order.status, to: order_to },
         actor: Actor::System,
-        reason: format!("refund {} of {} failed at the provider: {why}", refund.id, refund.amount),
+        reason: format!(
+            "refund {} of {} on payment {} failed at the provider: {why}",
+            refund.id, refund.amount, payment.id
+        ),
     })
+}
+
+/// True for a payment SOM had ended without money (CANCELLED, FAILED): its refunds return
+/// money the provider captured anyway, and touch neither its status nor its order.
+fn returns_late_capture(payment: &Payment) -> bool {
+    PaymentStatus::ENDED_UNCAPTURED.contains(&payment.status)
 }
 
 /// An idempotency key as stored.

@@ -106,7 +106,9 @@ impl OrderSystem {
             ),
             Err(e) => return Err(e),
         };
-        self.alert_staff(payment.order_id, Some(payment), &format!("late_capture:payment:{}", payment.id), &what).await;
+        // One alert per outcome: a refund pending now and refused later is told twice.
+        let alert = format!("late_capture:{outcome}:payment:{}", payment.id);
+        self.alert_staff(payment.order_id, Some(payment), &alert, &what).await;
         metrics::counter!("som_late_captures_total", "outcome" => outcome).increment(1);
         Ok(())
     }

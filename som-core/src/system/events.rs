@@ -251,6 +251,12 @@ impl OrderSystem {
         }
         match refund.status {
             RefundStatus::Pending => {
+                // The provider's id of it, from its own report: SOM asks about that refund and
+                // never makes it again, however long after its first request.
+                if refund.provider_refund_id.is_none() {
+                    self.inner.storage.note_provider_refund(refund.id, &report.provider_refund_id).await?;
+                }
+                let refund = self.inner.storage.refund_by_id(refund.id).await?.unwrap_or(refund);
                 let settled = match self.settle_refund(refund.clone()).await {
                     Ok(r) => r.status != RefundStatus::Pending,
                     Err(Error::PaymentDeclined(reason)) => {

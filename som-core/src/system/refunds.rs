@@ -79,12 +79,17 @@ impl OrderSystem {
         let before = Self::now().checked_sub_signed(age).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let mut finished = 0;
         for refund in self.inner.storage.pending_refunds(before, 100).await? {
-            let id = refund.id;
+            let (id, order_id, payment_id, amount) = (refund.id, refund.order_id, refund.payment_id, refund.amount);
             match self.settle_refund(refund).await {
                 Ok(r) if r.status == RefundStatus::Pending => {}
                 Ok(_) => finished += 1,
                 Err(Error::PaymentDeclined(reason)) => {
-                    tracing::warn!(refund = %id, %reason, "a pending refund was declined; its amount is available again");
+                    // Nobody is waiting for this answer any more: staff are told.
+                    let what = format!(
+                        "refund {id} of {amount} was declined by the provider when it was finished later ({reason}); no money went back and the amount is available again"
+                    );
+                    let payment = self.inner.storage.payment_by_id(payment_id).await?;
+                    self.alert_staff(order_id, payment.as_ref(), &format!("refund_failed:refund:{id}"), &what).await;
                     finished += 1;
                 }
                 Err(e) => tracing::warn!(refund = %id, error = %e, "pending refund not finished yet"),

@@ -1094,6 +1094,32 @@ async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned() 
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].recipient.as_deref(), Some("root@example.com"));
     assert!(alerts[0].message.text.contains("refunded automatically"), "{:?}", alerts[0].message.text);
+
+    // A declined attempt whose money arrives after another attempt paid the order: returned
+    // on its own payment; the order, paid by the other, is untouched and can still be refunded.
+    let order = e.som.create_order(alice, seed_order()).await.unwrap();
+    let declined = e.som.initiate_payment(alice, order.id).method("mock_decline").await.unwrap();
+    assert!(e.som.confirm_payment(alice, declined.id).await.is_err());
+    let paying = e.som.initiate_payment(alice, order.id).await.unwrap();
+    e.som.confirm_payment(alice, paying.id).await.unwrap();
+    let late_declined = ProviderEvent {
+        provider: "mock".into(),
+        id: "evt_late_declined".into(),
+        kind: "payment_intent.succeeded".into(),
+        effect: EventEffect::PaymentSucceeded {
+            provider_payment_id: declined.provider_payment_id.clone(),
+            amount_minor: declined.amount.minor(),
+            currency: "USD".into(),
+        },
+    };
+    assert_eq!(e.som.apply_provider_event(late_declined).await.unwrap().outcome, EventOutcome::Applied);
+    let returned = e.som.payment(alice, declined.id).await.unwrap();
+    assert_eq!((returned.status, returned.refunded), (PaymentStatus::Failed, declined.amount));
+    let still = e.som.order(alice, order.id).await.unwrap();
+    assert_eq!((still.status, still.refunded.minor()), (OrderStatus::Paid, 0));
+    let full = e.som.refund_payment(Caller::System, paying.id).await.unwrap();
+    assert_eq!(full.status, RefundStatus::Succeeded);
+    assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Refunded);
 }
 
 async fn a_refund_the_provider_is_still_returning_stays_pending_until_it_says_how_it_ended() {
