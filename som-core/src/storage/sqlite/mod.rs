@@ -86,11 +86,6 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
-/// Where a database is, for messages.
-fn location_of(path: &Option<std::path::PathBuf>) -> String {
-    path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string())
-}
-
 /// SOM's error for a SQLite error: busy, locked, I/O and a full disk are `Unavailable`.
 fn database_error(e: &rusqlite::Error) -> Error {
     match e {
@@ -208,6 +203,7 @@ impl SqliteStorage {
                 format!("{} is a directory, not a database file", p.display()),
             ));
         }
+        let named = location.clone();
         tokio::task::spawn_blocking(move || -> Result<SqliteStorage> {
             let mut writer = match &path {
                 Some(p) => {
@@ -220,7 +216,7 @@ impl SqliteStorage {
             // A file that is there but is no SQLite database is the URL's mistake, not an outage.
             let opening = |e: rusqlite::Error| match &e {
                 rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase => {
-                    Error::invalid("SOM_DATABASE_URL", format!("{} is not a SQLite database", location_of(&path)))
+                    Error::invalid("SOM_DATABASE_URL", format!("{named} is not a SQLite database"))
                 }
                 _ => Error::from(e),
             };
