@@ -173,8 +173,6 @@ impl OrderSystemBuilder {
             Some(s) => s,
             None => crate::storage::open(&config.database_url, config.database_pool_size).await?,
         };
-        // Every storage operation runs to completion even if the caller stops waiting.
-        let storage = crate::storage::detached::Detached::wrap(storage);
         let provider = match self.provider {
             Some(provider) => provider,
             None => provider_from_config(&config)?,
@@ -187,7 +185,11 @@ impl OrderSystemBuilder {
             }
             None => {
                 let candidate = crate::util::random_token(32).into_bytes();
-                storage.get_or_init_setting("jwt_secret", candidate).await?
+                crate::storage::complete(
+                    &storage,
+                    |s| async move { s.get_or_init_setting("jwt_secret", candidate).await },
+                )
+                .await?
             }
         };
         let ttl = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
@@ -459,12 +461,24 @@ impl OrderSystem {
     /// Writes a consistent copy of the whole database to a new file at `destination` while
     /// the system stays in use (SQLite; PostgreSQL databases are backed up with `pg_dump`).
     pub async fn backup(&self, destination: &std::path::Path) -> Result<()> {
-        self.inner.storage.backup(destination).await
+        let destination = destination.to_owned();
+        self.write(move |s| async move { s.backup(&destination).await }).await
     }
 
     /// `Ok` when storage answers (for readiness checks).
     pub async fn ping(&self) -> Result<()> {
         self.inner.storage.ping().await
+    }
+
+    /// Runs a storage write to its end even if the caller stops waiting; every write the facade
+    /// makes goes through here (see [`crate::storage::complete`]).
+    async fn write<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(DynStorage) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        crate::storage::complete(&self.inner.storage, f).await
     }
 
     /// Now, to the microsecond (the precision every backend stores).
@@ -499,8 +513,12 @@ impl OrderSystem {
         let hash = request_hash(request)?;
         let now = Self::now();
         let ttl = chrono::Duration::from_std(self.inner.config.idempotency_ttl).unwrap_or(chrono::Duration::days(1));
-        let storage = &self.inner.storage;
-        match storage.begin_idempotency(&key, &hash, now, now + ttl, now - IDEMPOTENCY_STALE_AFTER).await? {
+        let begin = {
+            let (key, hash) = (key.clone(), hash.clone());
+            let (until, stale) = (now + ttl, now - IDEMPOTENCY_STALE_AFTER);
+            self.write(move |s| async move { s.begin_idempotency(&key, &hash, now, until, stale).await }).await?
+        };
+        match begin {
             IdempotencyBegin::Replay(json) => {
                 serde_json::from_str(&json).map_err(|e| Error::Internal(format!("stored idempotent response: {e}")))
             }
@@ -509,9 +527,12 @@ impl OrderSystem {
             IdempotencyBegin::Started => {
                 let result = run(Some(IdempotencySlot { key: key.clone() })).await;
                 match &result {
-                    Ok(value) => storage.finish_idempotency(&key, &crate::storage::rows::response_json(value)?).await?,
+                    Ok(value) => {
+                        let json = crate::storage::rows::response_json(value)?;
+                        self.write(move |s| async move { s.finish_idempotency(&key, &json).await }).await?
+                    }
                     Err(_) => {
-                        if let Err(e) = storage.abandon_idempotency(&key).await {
+                        if let Err(e) = self.write(move |s| async move { s.abandon_idempotency(&key).await }).await {
                             tracing::warn!(error = %e, "could not release idempotency key");
                         }
                     }
@@ -585,7 +606,9 @@ impl OrderSystem {
         self.idempotent(caller, "create_order", idempotency_key, &request, |slot| async move {
             let user = self.owner(owner).await?;
             let notify = self.order_notify(EventKind::OrderCreated, user);
-            let order = self.inner.storage.insert_order(owner, caller.actor(), new, Self::now(), notify, slot).await?;
+            let (actor, at) = (caller.actor(), Self::now());
+            let order =
+                self.write(move |s| async move { s.insert_order(owner, actor, new, at, notify, slot).await }).await?;
             self.inner.wake.notify_one();
             metrics::counter!("som_orders_created_total").increment(1);
             Ok(order)
@@ -662,7 +685,8 @@ impl OrderSystem {
             let _guard = self.inner.order_locks.lock(id).await;
             let owner = self.owner(order.user_id).await?;
             let notify = self.order_notify(EventKind::OrderCancelled, owner);
-            match self.inner.storage.cancel_order(id, caller.actor(), Self::now(), notify, slot).await? {
+            let (actor, at) = (caller.actor(), Self::now());
+            match self.write(move |s| async move { s.cancel_order(id, actor, at, notify, slot).await }).await? {
                 Transition::Applied(order) => {
                     self.inner.wake.notify_one();
                     for payment in self.inner.storage.payments_for_order(id).await? {
@@ -718,7 +742,8 @@ impl OrderSystem {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may retry notifications".into()));
         }
-        match self.inner.storage.requeue_notification(id, Self::now()).await? {
+        let at = Self::now();
+        match self.write(move |s| async move { s.requeue_notification(id, at).await }).await? {
             None => Err(Error::NotFound(format!("notification {id}"))),
             Some(Transition::Applied(entry)) => {
                 self.inner.wake.notify_one();

@@ -97,7 +97,8 @@ impl Dispatcher {
         let token = crate::util::random_token(16);
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60));
-        let rows = self.storage.claim_notifications(now, now + lease, self.config.batch_size, &token).await?;
+        let (until, batch, claim) = (now + lease, self.config.batch_size, token.clone());
+        let rows = self.write(move |s| async move { s.claim_notifications(now, until, batch, &claim).await }).await?;
         let mut delivered = Vec::with_capacity(rows.len());
         let handled = self.deliver(rows, &token, stop, &mut delivered).await;
         // Also when recording another row's outcome failed: these were delivered.
@@ -111,7 +112,8 @@ impl Dispatcher {
         if delivered.is_empty() {
             return Ok(());
         }
-        let marked = self.storage.mark_notifications_sent(delivered, token, Utc::now()).await?;
+        let (ids, token, at) = (delivered.clone(), token.to_owned(), Utc::now());
+        let marked = self.write(move |s| async move { s.mark_notifications_sent(&ids, &token, at).await }).await?;
         if marked < delivered.len() as u64 {
             tracing::warn!(
                 delivered = delivered.len(),
@@ -137,7 +139,7 @@ impl Dispatcher {
         let mut rows = rows.into_iter();
         for row in rows.by_ref() {
             if stop.is_some_and(|s| *s.borrow()) {
-                self.storage.release_notification(row.id, token).await?;
+                self.release(row.id, token).await?;
                 break;
             }
             let outcome = match self.notifiers.get(&row.channel) {
@@ -159,23 +161,53 @@ impl Dispatcher {
                     let delay = backoff_delay(row.attempts, self.config.backoff_base, self.config.backoff_cap);
                     let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
                     tracing::warn!(id = %row.id, attempts = row.attempts, ?delay, %error, "notification failed; will retry");
-                    self.storage.mark_notification_failed(row.id, token, &error, Some(retry_at), Utc::now()).await?;
+                    self.failed(row.id, token, error, Some(retry_at)).await?;
                 }
                 Err(NotifyError::Skipped(reason)) => {
                     tracing::info!(id = %row.id, channel = %row.channel, %reason, "notification skipped");
-                    self.storage.mark_notification_skipped(row.id, token, &reason, Utc::now()).await?;
+                    let (id, token, at) = (row.id, token.to_owned(), Utc::now());
+                    self.write(move |s| async move { s.mark_notification_skipped(id, &token, &reason, at).await })
+                        .await?;
                 }
                 Err(NotifyError::Transient(error) | NotifyError::Permanent(error)) => {
                     tracing::error!(id = %row.id, attempts = row.attempts, %error, "notification dead-lettered");
-                    self.storage.mark_notification_failed(row.id, token, &error, None, Utc::now()).await?;
+                    self.failed(row.id, token, error, None).await?;
                 }
             }
             handled += 1;
         }
         for rest in rows {
-            self.storage.release_notification(rest.id, token).await?;
+            self.release(rest.id, token).await?;
         }
         Ok(handled)
+    }
+
+    /// Runs a storage write to its end even if the dispatcher is stopped meanwhile.
+    async fn write<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(crate::storage::DynStorage) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        crate::storage::complete(&self.storage, f).await
+    }
+
+    /// Hands a claimed row back for the next round.
+    async fn release(&self, id: crate::domain::NotificationId, token: &str) -> Result<bool> {
+        let token = token.to_owned();
+        self.write(move |s| async move { s.release_notification(id, &token).await }).await
+    }
+
+    /// Records a failed delivery: retried at `retry_at`, or dead without one.
+    async fn failed(
+        &self,
+        id: crate::domain::NotificationId,
+        token: &str,
+        error: String,
+        retry_at: Option<chrono::DateTime<Utc>>,
+    ) -> Result<bool> {
+        let (token, at) = (token.to_owned(), Utc::now());
+        self.write(move |s| async move { s.mark_notification_failed(id, &token, &error, retry_at, at).await }).await
     }
 
     /// Runs rounds until stopped: immediately when `wake` is notified (after a commit that wrote
@@ -209,7 +241,8 @@ impl Dispatcher {
                 }
                 if last_prune.elapsed() > Duration::from_secs(60) {
                     last_prune = tokio::time::Instant::now();
-                    if let Err(e) = self.storage.prune_idempotency(Utc::now()).await {
+                    let now = Utc::now();
+                    if let Err(e) = self.write(move |s| async move { s.prune_idempotency(now).await }).await {
                         tracing::warn!(error = %e, "pruning idempotency keys failed");
                     }
                     if let Some(retention) = self.session_retention {
@@ -218,7 +251,7 @@ impl Dispatcher {
                             .ok()
                             .and_then(|d| now.checked_sub_signed(d))
                             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
-                        if let Err(e) = self.storage.prune_sessions(now, before).await {
+                        if let Err(e) = self.write(move |s| async move { s.prune_sessions(now, before).await }).await {
                             tracing::warn!(error = %e, "pruning sessions failed");
                         }
                     }

@@ -16,11 +16,12 @@ use crate::domain::{
 };
 pub use crate::domain::{NotificationStatus, OutboxEntry};
 use crate::error::{Error, Result};
+pub use complete::complete;
 pub use types::*;
 
+mod complete;
 #[cfg(feature = "test-support")]
 pub mod conformance;
-pub mod detached;
 pub mod policy;
 #[cfg(feature = "postgres")]
 pub mod postgres;

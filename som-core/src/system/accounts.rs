@@ -36,7 +36,7 @@ impl OrderSystem {
         };
         let password_hash = self.inner.hasher.hash(&password).await?;
         let record = NewUserRecord { username, email, password_hash, is_staff, created_at: Self::now() };
-        match self.inner.storage.insert_user(record).await? {
+        match self.write(move |s| async move { s.insert_user(record).await }).await? {
             UserInsert::Inserted(user) => Ok(user),
             UserInsert::Taken { username, email } => {
                 let mut errors = ValidationErrors::new();
@@ -106,18 +106,15 @@ impl OrderSystem {
     async fn start_session(&self, user: UserId, checked_version: Option<i64>) -> Result<Option<TokenPair>> {
         let now = Self::now();
         let (family, jti) = (crate::util::random_token(16), crate::util::random_token(16));
-        let started = self
-            .inner
-            .storage
-            .insert_refresh_token(RefreshTokenRecord {
-                jti: jti.clone(),
-                family: family.clone(),
-                user_id: user,
-                expires_at: self.inner.keys.refresh_expiry(now, now),
-                session_started_at: now,
-                checked_version,
-            })
-            .await?;
+        let record = RefreshTokenRecord {
+            jti: jti.clone(),
+            family: family.clone(),
+            user_id: user,
+            expires_at: self.inner.keys.refresh_expiry(now, now),
+            session_started_at: now,
+            checked_version,
+        };
+        let started = self.write(move |s| async move { s.insert_refresh_token(record).await }).await?;
         if !started {
             return Ok(None);
         }
@@ -143,7 +140,9 @@ impl OrderSystem {
             session_started_at: claims.session_started_at,
             checked_version: None,
         };
-        match self.inner.storage.rotate_refresh_token(claims.user_id, &claims.family, &claims.jti, record, now).await? {
+        let (user, family, jti) = (claims.user_id, claims.family.clone(), claims.jti.clone());
+        match self.write(move |s| async move { s.rotate_refresh_token(user, &family, &jti, record, now).await }).await?
+        {
             RotateOutcome::Rotated => {
                 self.inner.keys.issue_pair(claims.user_id, &claims.family, claims.session_started_at, &new_jti, now)
             }
@@ -183,7 +182,8 @@ impl OrderSystem {
     /// issued in it stop working at once). Ending a session that already ended succeeds.
     pub async fn logout(&self, refresh_token: &str) -> Result<()> {
         let claims = self.inner.keys.verify_refresh(refresh_token)?;
-        let ended = self.inner.storage.revoke_session(claims.user_id, &claims.family, Self::now()).await;
+        let (user, family, at) = (claims.user_id, claims.family.clone(), Self::now());
+        let ended = self.write(move |s| async move { s.revoke_session(user, &family, at).await }).await;
         self.inner.sessions.invalidate();
         ended?;
         Ok(())
@@ -195,7 +195,8 @@ impl OrderSystem {
         if !caller.can_access(user) {
             return Err(Error::Forbidden("only staff may end other users' sessions".into()));
         }
-        let ended = self.inner.storage.end_sessions(user, None, None, Self::now()).await;
+        let at = Self::now();
+        let ended = self.write(move |s| async move { s.end_sessions(user, None, None, at).await }).await;
         self.inner.sessions.invalidate();
         if !ended? {
             return Err(Error::NotFound(format!("user {user}")));
@@ -228,7 +229,8 @@ impl OrderSystem {
         }
         drop(attempt);
         let new_hash = self.inner.hasher.hash(&new).await?;
-        let ended = self.inner.storage.end_sessions(user.id, Some(&claims.session), Some(new_hash), Self::now()).await;
+        let (id, keep, at) = (user.id, claims.session.clone(), Self::now());
+        let ended = self.write(move |s| async move { s.end_sessions(id, Some(&keep), Some(new_hash), at).await }).await;
         self.inner.sessions.invalidate();
         ended?;
         tracing::info!(user = %user.id, "password changed; other sessions ended");
@@ -244,7 +246,8 @@ impl OrderSystem {
         if !is_active && caller.user_id() == Some(user) {
             return Err(Error::Conflict("staff cannot disable their own account".into()));
         }
-        let changed = self.inner.storage.set_active(user, is_active, Self::now()).await;
+        let at = Self::now();
+        let changed = self.write(move |s| async move { s.set_active(user, is_active, at).await }).await;
         self.inner.sessions.invalidate();
         staff_change(user, changed?)
     }
@@ -301,7 +304,7 @@ impl OrderSystem {
         if !is_staff && caller.user_id() == Some(user) {
             return Err(Error::Conflict("staff cannot revoke their own staff rights; another staff member can".into()));
         }
-        let changed = self.inner.storage.set_staff(user, is_staff).await;
+        let changed = self.write(move |s| async move { s.set_staff(user, is_staff).await }).await;
         self.inner.sessions.invalidate();
         staff_change(user, changed?)
     }

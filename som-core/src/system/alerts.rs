@@ -48,7 +48,8 @@ impl OrderSystem {
                 })
             })
             .collect();
-        storage.enqueue_notifications(rows, Self::now()).await?;
+        let at = Self::now();
+        self.write(move |s| async move { s.enqueue_notifications(rows, at).await }).await?;
         self.inner.wake.notify_one();
         Ok(())
     }

@@ -19,7 +19,9 @@ impl OrderSystem {
     /// first, up to 100); how many were closed. The dispatcher runs this periodically; a
     /// payment the provider cannot be reached for is left for the next sweep.
     pub async fn close_ended_payments(&self) -> Result<usize> {
-        let open = self.inner.storage.payments_open_at_provider(&PaymentStatus::ENDED_UNCAPTURED, SWEEP_BATCH).await?;
+        let open = self
+            .write(|s| async move { s.payments_open_at_provider(&PaymentStatus::ENDED_UNCAPTURED, SWEEP_BATCH).await })
+            .await?;
         let mut closed = 0;
         for payment in open {
             match self.close_at_provider(&payment).await {
@@ -52,7 +54,8 @@ impl OrderSystem {
                 "the provider refused to close an ended payment; it is not asked again"
             ),
         }
-        self.inner.storage.mark_closed_at_provider(payment.id, Self::now()).await?;
+        let (id, at) = (payment.id, Self::now());
+        self.write(move |s| async move { s.mark_closed_at_provider(id, at).await }).await?;
         metrics::counter!("som_payments_closed_at_provider_total").increment(1);
         Ok(())
     }
@@ -74,7 +77,7 @@ impl OrderSystem {
             provider_refund_id: None,
             created_at: Self::now(),
         };
-        let refund = match self.inner.storage.reserve_refund(record).await? {
+        let refund = match self.write(move |s| async move { s.reserve_refund(record).await }).await? {
             RefundReserve::Reserved(refund) | RefundReserve::Existing(refund) => refund,
             RefundReserve::Refused(current) => {
                 tracing::warn!(payment = %current.id, status = %current.status, "money captured late could not be set aside for a refund");

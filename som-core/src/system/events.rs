@@ -143,7 +143,10 @@ impl OrderSystem {
         }
         // Recorded after its effect: every effect above is conditional, so a crash in between
         // and a redelivery apply nothing twice.
-        let first = storage.record_inbound_event(provider, &event.id, &event.kind, Self::now()).await?;
+        let first = {
+            let (provider, id, kind, at) = (provider.to_owned(), event.id.clone(), event.kind.clone(), Self::now());
+            self.write(move |s| async move { s.record_inbound_event(&provider, &id, &kind, at).await }).await?
+        };
         let outcome = if first || outcome != EventOutcome::Applied { outcome } else { EventOutcome::Duplicate };
         metrics::counter!("som_provider_events_total", "type" => event.kind.clone(), "outcome" => outcome.as_str())
             .increment(1);
@@ -199,7 +202,11 @@ impl OrderSystem {
         let owner = self.owner(payment.user_id).await?;
         let captured = outcome == PaymentOutcome::Succeeded;
         let notify = self.completion_notify(&outcome, owner);
-        match self.inner.storage.complete_payment(id, outcome, Actor::System, Self::now(), notify, None).await? {
+        let at = Self::now();
+        match self
+            .write(move |s| async move { s.complete_payment(id, outcome, Actor::System, at, notify, None).await })
+            .await?
+        {
             Transition::Applied(p) => {
                 self.inner.wake.notify_one();
                 if p.status == PaymentStatus::Failed {
@@ -218,7 +225,8 @@ impl OrderSystem {
                 if captured && !was_captured {
                     // Money for a payment SOM has ended: returned (and its provider side closed).
                     self.return_late_capture(&current).await?;
-                    self.inner.storage.mark_closed_at_provider(id, Self::now()).await?;
+                    let at = Self::now();
+                    self.write(move |s| async move { s.mark_closed_at_provider(id, at).await }).await?;
                     return Ok((
                         EventOutcome::Applied,
                         Some(format!("payment {id} is {}: the captured money was refunded", current.status)),
@@ -254,7 +262,8 @@ impl OrderSystem {
                 // The provider's id of it, from its own report: SOM asks about that refund and
                 // never makes it again, however long after its first request.
                 if refund.provider_refund_id.is_none() {
-                    self.inner.storage.note_provider_refund(refund.id, &report.provider_refund_id).await?;
+                    let (id, provider_refund_id) = (refund.id, report.provider_refund_id.clone());
+                    self.write(move |s| async move { s.note_provider_refund(id, &provider_refund_id).await }).await?;
                 }
                 let refund = self.inner.storage.refund_by_id(refund.id).await?.unwrap_or(refund);
                 let settled = match self.settle_refund(refund.clone()).await {
@@ -291,7 +300,8 @@ impl OrderSystem {
                         )));
                     }
                 };
-                match self.inner.storage.reverse_refund(refund.id, &why, Self::now()).await? {
+                let (id, reason, at) = (refund.id, why.clone(), Self::now());
+                match self.write(move |s| async move { s.reverse_refund(id, &reason, at).await }).await? {
                     Transition::Applied(reversed) => {
                         metrics::counter!("som_refunds_failed_after_success_total").increment(1);
                         let payment = self.inner.storage.payment_by_id(payment_id).await?;
@@ -354,7 +364,7 @@ impl OrderSystem {
                 provider_refund_id: Some(report.provider_refund_id.clone()),
                 created_at: Self::now(),
             };
-            match self.inner.storage.reserve_refund(record).await? {
+            match self.write(move |s| async move { s.reserve_refund(record).await }).await? {
                 RefundReserve::Reserved(refund) => {
                     self.settle_refund(refund).await?;
                     recorded += 1;

@@ -64,7 +64,7 @@ impl OrderSystem {
                 client_secret: provided.client_secret,
                 created_at: Self::now(),
             };
-            match storage.insert_payment(record, slot).await? {
+            match self.write(move |s| async move { s.insert_payment(record, slot).await }).await? {
                 PaymentInsert::Inserted(p) | PaymentInsert::Existing(p) => Ok(p),
                 PaymentInsert::OrderNotPayable(status) => Err(not_payable(order_id, status)),
             }
@@ -145,13 +145,13 @@ impl OrderSystem {
             Ok(Confirmation::Captured(_)) => PaymentOutcome::Succeeded,
             Ok(Confirmation::Pending { next_action }) => {
                 let next_action = next_action.map(|a| a.to_string());
-                let waiting = self.inner.storage.set_next_action(id, next_action).await?;
+                let waiting = self.write(move |s| async move { s.set_next_action(id, next_action).await }).await?;
                 return waiting.ok_or_else(|| Error::NotFound(format!("payment {id}")));
             }
             Err(ProviderError::Declined { message, .. }) => PaymentOutcome::Failed { reason: message },
             Err(e) => {
                 if matches!(e, ProviderError::Transient(_))
-                    && let Err(stored) = self.inner.storage.record_transient_failure(id).await
+                    && let Err(stored) = self.write(move |s| async move { s.record_transient_failure(id).await }).await
                 {
                     tracing::warn!(error = %stored, "could not count a transient confirmation failure");
                 }
@@ -160,7 +160,11 @@ impl OrderSystem {
         };
         let notify = self.completion_notify(&outcome, owner);
         let actor = caller.actor();
-        match self.inner.storage.complete_payment(id, outcome.clone(), actor, Self::now(), notify, slot).await? {
+        let (completing, at) = (outcome.clone(), Self::now());
+        match self
+            .write(move |s| async move { s.complete_payment(id, completing, actor, at, notify, slot).await })
+            .await?
+        {
             Transition::Applied(p) => {
                 self.inner.wake.notify_one();
                 if p.status == PaymentStatus::Failed {

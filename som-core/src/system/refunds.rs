@@ -47,7 +47,7 @@ impl OrderSystem {
                 provider_refund_id: None,
                 created_at: Self::now(),
             };
-            let refund = match self.inner.storage.reserve_refund(record).await? {
+            let refund = match self.write(move |s| async move { s.reserve_refund(record).await }).await? {
                 RefundReserve::Reserved(refund) => refund,
                 RefundReserve::Existing(refund) => {
                     let same = refund.payment_id == payment_id
@@ -131,7 +131,8 @@ impl OrderSystem {
             Ok(done) if done.pending => {
                 // Reserved and PENDING until the provider says how it ended (its event, or
                 // the recovery asking again).
-                storage.note_provider_refund(refund.id, &done.provider_refund_id).await?;
+                let (id, provider_refund_id) = (refund.id, done.provider_refund_id.clone());
+                self.write(move |s| async move { s.note_provider_refund(id, &provider_refund_id).await }).await?;
                 tracing::info!(refund = %refund.id, provider_refund_id = %done.provider_refund_id, "the provider is still returning the money; the refund stays pending");
                 return Ok(storage.refund_by_id(refund.id).await?.unwrap_or(refund));
             }
@@ -144,7 +145,8 @@ impl OrderSystem {
             }
         };
         let owner = self.owner(refund.user_id).await?;
-        let finished = match storage.finish_refund(refund.id, outcome, Self::now(), self.refund_notify(owner)).await? {
+        let (id, at, notify) = (refund.id, Self::now(), self.refund_notify(owner));
+        let finished = match self.write(move |s| async move { s.finish_refund(id, outcome, at, notify).await }).await? {
             Transition::Applied(r) => {
                 self.inner.wake.notify_one();
                 metrics::counter!("som_refunds_total", "outcome" => r.status.as_str()).increment(1);

@@ -47,6 +47,7 @@ macro_rules! storage_conformance_tests {
             refunds_reserve_within_the_captured_amount_and_finish_once,
             concurrent_partial_refunds_never_exceed_the_payment,
             lists_filter_users_by_prefix_orders_by_time_and_notifications_by_order,
+            writes_run_to_completion_when_their_callers_stop_waiting,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
@@ -62,6 +63,7 @@ macro_rules! storage_conformance_tests {
 }
 
 mod accounts;
+mod cancellation;
 mod idempotency;
 mod lists;
 mod orders;
@@ -70,6 +72,7 @@ mod payments;
 mod refunds;
 
 pub use accounts::*;
+pub use cancellation::*;
 pub use idempotency::*;
 pub use lists::*;
 pub use orders::*;

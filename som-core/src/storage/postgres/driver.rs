@@ -12,7 +12,7 @@
 //! and a connection is held for its round trips, not for the application's queue. The writes
 //! themselves are short (a statement or two each, the rows built before they are sent), so one
 //! thread drives many connections. A write sent to the thread runs to its end even if its
-//! caller stops waiting, as every write does (see `storage::detached`).
+//! caller stops waiting, as every write does (see `storage::complete`).
 
 use std::future::Future;
 

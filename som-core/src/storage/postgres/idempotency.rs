@@ -66,34 +66,35 @@ impl IdempotencyStore for PostgresStorage {
     }
 
     async fn finish_idempotency(&self, key: &IdempotencyKey, response: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET response = $4, locked_at = NULL \
-             WHERE scope = $1 AND operation = $2 AND key = $3 AND response IS NULL",
+        self.write(
+            sqlx::query(
+                "UPDATE idempotency_keys SET response = $4, locked_at = NULL \
+                 WHERE scope = $1 AND operation = $2 AND key = $3 AND response IS NULL",
+            )
+            .bind(key.scope.clone())
+            .bind(key.operation)
+            .bind(key.key.clone())
+            .bind(response.to_owned()),
         )
-        .bind(&key.scope)
-        .bind(key.operation)
-        .bind(&key.key)
-        .bind(response)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn abandon_idempotency(&self, key: &IdempotencyKey) -> Result<()> {
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE scope = $1 AND operation = $2 AND key = $3 AND response IS NULL",
+        self.write(
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE scope = $1 AND operation = $2 AND key = $3 AND response IS NULL",
+            )
+            .bind(key.scope.clone())
+            .bind(key.operation)
+            .bind(key.key.clone()),
         )
-        .bind(&key.scope)
-        .bind(key.operation)
-        .bind(&key.key)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn prune_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
-        let n =
-            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        let n = self.write(sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1").bind(now)).await?;
         Ok(n.rows_affected())
     }
 }

@@ -41,8 +41,8 @@ use super::{
     RotateOutcome, SessionState, SessionStore, Storage, Transition, UserQuery, UserStore,
 };
 use crate::domain::{
-    Actor, Email, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment, PaymentId, Refund,
-    User, UserId,
+    Actor, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment, PaymentId, Refund, User,
+    UserId,
 };
 use crate::error::{Error, Result};
 use crate::storage::rows::corrupt;
@@ -160,31 +160,77 @@ impl PostgresStorage {
         })
     }
 
+    // The three ways in: every read goes through `read` (or its shorthands `rows` and `row`),
+    // every single-statement write through `write_with` (or `write`, `write_returning`), and
+    // every transaction through `begin`. The pool serves transactions only.
+
+    /// Starts a transaction on a pooled connection.
     async fn begin(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
     }
 
-    /// Runs one write statement outside any transaction, on a writer connection.
-    async fn write(&self, query: sqlx::query::Query<'static, Postgres, PgArguments>) -> Result<PgQueryResult> {
-        self.writers
-            .run(|mut conn| async move {
-                let done = query.execute(&mut *conn).await;
-                conn.finish(done)
-            })
-            .await
+    /// Runs `work` — statements outside any transaction that change nothing — on a reader
+    /// connection, handed back when `work` [`Lent::finish`](statements::Lent::finish)es its
+    /// last statement.
+    async fn read<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(statements::Lent) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        self.readers.run(work).await
     }
 
-    /// Runs one write statement that returns rows outside any transaction, on a writer
-    /// connection.
-    async fn write_returning(&self, query: sqlx::query::Query<'static, Postgres, PgArguments>) -> Result<Vec<PgRow>> {
-        self.writers
-            .run(|mut conn| async move {
-                let rows = query.fetch_all(&mut *conn).await;
-                conn.finish(rows)
-            })
-            .await
+    /// Every row `query` reads.
+    async fn rows(&self, query: Statement) -> Result<Vec<PgRow>> {
+        self.read(|mut conn| async move {
+            let rows = query.fetch_all(&mut *conn).await;
+            conn.finish(rows)
+        })
+        .await
+    }
+
+    /// The row `query` reads, if any.
+    async fn row(&self, query: Statement) -> Result<Option<PgRow>> {
+        self.read(|mut conn| async move {
+            let row = query.fetch_optional(&mut *conn).await;
+            conn.finish(row)
+        })
+        .await
+    }
+
+    /// Runs `work` — single write statements outside any transaction — on a writer connection,
+    /// on the writers' own thread, where it runs to its end even if the caller stops waiting.
+    async fn write_with<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(statements::Lent) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        self.writers.run(work).await
+    }
+
+    /// Runs one write statement outside any transaction.
+    async fn write(&self, query: Statement) -> Result<PgQueryResult> {
+        self.write_with(|mut conn| async move {
+            let done = query.execute(&mut *conn).await;
+            conn.finish(done)
+        })
+        .await
+    }
+
+    /// Runs one write statement that returns rows outside any transaction.
+    async fn write_returning(&self, query: Statement) -> Result<Vec<PgRow>> {
+        self.write_with(|mut conn| async move {
+            let rows = query.fetch_all(&mut *conn).await;
+            conn.finish(rows)
+        })
+        .await
     }
 }
+
+/// A statement with its arguments bound, ready to be sent.
+type Statement = sqlx::query::Query<'static, Postgres, PgArguments>;
 
 /// A server on this machine (a loopback address or a Unix socket) is reached without TLS
 /// unless the URL or `PGSSLMODE` asks for it: traffic that never leaves the host gains nothing
@@ -295,14 +341,12 @@ impl Storage for PostgresStorage {
     }
 
     async fn schema_version(&self) -> Result<i64> {
-        let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(v)
+        let row = self.row(sqlx::query("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")).await?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        self.rows(sqlx::query("SELECT 1")).await?;
         Ok(())
     }
 
@@ -355,12 +399,14 @@ impl Storage for PostgresStorage {
     }
 
     async fn get_or_init_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(candidate)
-            .execute(&self.pool)
-            .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1").bind(name).fetch_one(&self.pool).await?)
+        self.write(
+            sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name.to_owned())
+                .bind(candidate),
+        )
+        .await?;
+        let row = self.row(sqlx::query("SELECT value FROM settings WHERE name = $1").bind(name.to_owned())).await?;
+        Ok(row.ok_or_else(|| corrupt("setting"))?.try_get(0)?)
     }
 }
 

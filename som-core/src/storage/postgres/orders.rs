@@ -23,9 +23,11 @@ impl OrderStore for PostgresStorage {
     }
 
     async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>> {
-        let mut conn = self.readers.get().await?;
-        let order = order_by_id(&mut conn, id).await;
-        conn.finish(order)
+        self.read(move |mut conn| async move {
+            let order = order_by_id(&mut conn, id).await;
+            conn.finish(order)
+        })
+        .await
     }
 
     async fn list_orders(&self, q: OrderQuery) -> Result<Vec<Order>> {
@@ -66,27 +68,24 @@ impl OrderStore for PostgresStorage {
             };
             query.bind(before).bind(limit)
         };
-        let mut conn = self.readers.get().await?;
-        let rows = query.fetch_all(&mut *conn).await;
-        conn.finish(rows)?.iter().map(order_from_row).collect()
+        self.rows(query).await?.iter().map(order_from_row).collect()
     }
 
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
-        let mut conn = self.readers.get().await?;
-        let row = sqlx::query(order_with_items!("WHERE o.user_id = $1 ORDER BY o.id DESC LIMIT 1"))
-            .bind(user_id.get())
-            .fetch_optional(&mut *conn)
-            .await;
-        conn.finish(row)?.as_ref().map(order_from_row).transpose()
+        let query =
+            sqlx::query(order_with_items!("WHERE o.user_id = $1 ORDER BY o.id DESC LIMIT 1")).bind(user_id.get());
+        self.row(query).await?.as_ref().map(order_from_row).transpose()
     }
 
     async fn order_events(&self, id: OrderId) -> Result<Vec<OrderEvent>> {
-        let rows = sqlx::query(
-            "SELECT from_status, to_status, actor, reason, at FROM order_events WHERE order_id = $1 ORDER BY id",
-        )
-        .bind(id.get())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .rows(
+                sqlx::query(
+                    "SELECT from_status, to_status, actor, reason, at FROM order_events WHERE order_id = $1 ORDER BY id",
+                )
+                .bind(id.get()),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 let from: Option<String> = r.try_get("from_status")?;

@@ -20,7 +20,7 @@ impl OutboxStore for PostgresStorage {
         )
         .bind(now)
         .bind(lease_until)
-        .bind(claim_token)
+        .bind(claim_token.to_owned())
         .bind(i64::from(limit));
         let rows = self.write_returning(rows).await?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -31,13 +31,14 @@ impl OutboxStore for PostgresStorage {
                 Err(e) => {
                     let id: i64 = row.try_get("id")?;
                     tracing::error!(id, error = %e, "undecodable outbox row dead-lettered");
-                    sqlx::query(
-                        "UPDATE outbox SET status = 'dead', last_error = $2, lease_until = NULL, claim_token = NULL \
-                         WHERE id = $1",
+                    self.write(
+                        sqlx::query(
+                            "UPDATE outbox SET status = 'dead', last_error = $2, lease_until = NULL, \
+                             claim_token = NULL WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(format!("cannot be decoded: {e}")),
                     )
-                    .bind(id)
-                    .bind(format!("cannot be decoded: {e}"))
-                    .execute(&self.pool)
                     .await?;
                 }
             }
@@ -145,7 +146,7 @@ impl OutboxStore for PostgresStorage {
 
     async fn list_notifications(&self, q: NotificationQuery) -> Result<Vec<OutboxEntry>> {
         let after = q.after.map_or(0, NotificationId::get);
-        let rows = match (q.status, q.order) {
+        let query = match (q.status, q.order) {
             (Some(s), None) => {
                 sqlx::query("SELECT * FROM outbox WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3").bind(s.as_str())
             }
@@ -158,10 +159,8 @@ impl OutboxStore for PostgresStorage {
             .bind(status.map(NotificationStatus::as_str)),
         }
         .bind(after)
-        .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(outbox_from).collect()
+        .bind(i64::from(q.limit));
+        self.rows(query).await?.iter().map(outbox_from).collect()
     }
 
     async fn requeue_notification(
@@ -169,20 +168,21 @@ impl OutboxStore for PostgresStorage {
         id: NotificationId,
         now: DateTime<Utc>,
     ) -> Result<Option<Transition<OutboxEntry>>> {
-        let updated = sqlx::query(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2, updated_at = $2, \
-             lease_until = NULL, claim_token = NULL WHERE id = $1 AND status = 'dead' RETURNING *",
-        )
-        .bind(id.get())
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = updated {
+        let updated = self
+            .write_returning(
+                sqlx::query(
+                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2, updated_at = $2, \
+                     lease_until = NULL, claim_token = NULL WHERE id = $1 AND status = 'dead' RETURNING *",
+                )
+                .bind(id.get())
+                .bind(now),
+            )
+            .await?;
+        if let Some(row) = updated.first() {
             self.announcer.announce().await;
-            return Ok(Some(Transition::Applied(outbox_from(&row)?)));
+            return Ok(Some(Transition::Applied(outbox_from(row)?)));
         }
-        let current =
-            sqlx::query("SELECT * FROM outbox WHERE id = $1").bind(id.get()).fetch_optional(&self.pool).await?;
+        let current = self.row(sqlx::query("SELECT * FROM outbox WHERE id = $1").bind(id.get())).await?;
         current.as_ref().map(|r| Ok(Transition::NotApplied(outbox_from(r)?))).transpose()
     }
 
@@ -195,8 +195,7 @@ impl OutboxStore for PostgresStorage {
     }
 
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>> {
-        let rows =
-            sqlx::query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status").fetch_all(&self.pool).await?;
+        let rows = self.rows(sqlx::query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")).await?;
         let mut counts: Vec<(NotificationStatus, u64)> = NotificationStatus::ALL.iter().map(|s| (*s, 0)).collect();
         for r in rows {
             let status: String = r.try_get("status")?;

@@ -7,16 +7,17 @@ use crate::storage::policy::completion;
 #[async_trait]
 impl PaymentStore for PostgresStorage {
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>> {
-        let mut conn = self.readers.get().await?;
-        let payment = live_payment_where(&mut conn, order_id.get()).await;
-        conn.finish(payment)
+        self.read(move |mut conn| async move {
+            let payment = live_payment_where(&mut conn, order_id.get()).await;
+            conn.finish(payment)
+        })
+        .await
     }
 
     async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE order_id = $1")
-            .bind(order_id.get())
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            self.row(sqlx::query("SELECT COUNT(*) FROM payments WHERE order_id = $1").bind(order_id.get())).await?;
+        let n: i64 = row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -58,8 +59,7 @@ impl PaymentStore for PostgresStorage {
             Ok(row) => row,
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;
-                let mut conn = self.pool.acquire().await?;
-                let winner = live_payment_where(&mut conn, p.order_id.get()).await?;
+                let winner = self.live_payment(p.order_id).await?;
                 return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
             }
             Err(e) => return Err(e.into()),
@@ -71,42 +71,49 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
-        let mut conn = self.readers.get().await?;
-        let payment = payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await;
-        conn.finish(payment)
+        self.read(move |mut conn| async move {
+            let payment = payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await;
+            conn.finish(payment)
+        })
+        .await
     }
 
     async fn payment_by_provider_id(&self, provider: &str, provider_payment_id: &str) -> Result<Option<Payment>> {
-        let row = sqlx::query(
-            "SELECT * FROM payments WHERE provider = $1 AND provider_payment_id = $2 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(provider)
-        .bind(provider_payment_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .row(
+                sqlx::query(
+                    "SELECT * FROM payments WHERE provider = $1 AND provider_payment_id = $2 ORDER BY id DESC LIMIT 1",
+                )
+                .bind(provider.to_owned())
+                .bind(provider_payment_id.to_owned()),
+            )
+            .await?;
         row.as_ref().map(payment_from).transpose()
     }
 
     async fn set_next_action(&self, id: PaymentId, next_action: Option<String>) -> Result<Option<Payment>> {
-        let row = sqlx::query("UPDATE payments SET next_action = $2 WHERE id = $1 AND status = $3 RETURNING *")
-            .bind(id.get())
-            .bind(next_action)
-            .bind(PaymentStatus::Pending.as_str())
-            .fetch_optional(&self.pool)
+        let rows = self
+            .write_returning(
+                sqlx::query("UPDATE payments SET next_action = $2 WHERE id = $1 AND status = $3 RETURNING *")
+                    .bind(id.get())
+                    .bind(next_action)
+                    .bind(PaymentStatus::Pending.as_str()),
+            )
             .await?;
-        match row {
-            Some(row) => payment_from(&row).map(Some),
+        match rows.first() {
+            Some(row) => payment_from(row).map(Some),
             None => self.payment_by_id(id).await,
         }
     }
 
     async fn inbound_event_seen(&self, provider: &str, event_id: &str) -> Result<bool> {
-        let seen: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM inbound_events WHERE provider = $1 AND event_id = $2")
-                .bind(provider)
-                .bind(event_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let seen = self
+            .row(
+                sqlx::query("SELECT 1 FROM inbound_events WHERE provider = $1 AND event_id = $2")
+                    .bind(provider.to_owned())
+                    .bind(event_id.to_owned()),
+            )
+            .await?;
         Ok(seen.is_some())
     }
 
@@ -117,63 +124,68 @@ impl PaymentStore for PostgresStorage {
         kind: &str,
         at: DateTime<Utc>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO inbound_events (provider, event_id, kind, received_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (provider, event_id) DO NOTHING",
-        )
-        .bind(provider)
-        .bind(event_id)
-        .bind(kind)
-        .bind(truncate(at))
-        .execute(&self.pool)
-        .await?;
+        let done = self
+            .write(
+                sqlx::query(
+                    "INSERT INTO inbound_events (provider, event_id, kind, received_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (provider, event_id) DO NOTHING",
+                )
+                .bind(provider.to_owned())
+                .bind(event_id.to_owned())
+                .bind(kind.to_owned())
+                .bind(truncate(at)),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn transient_failures(&self, id: PaymentId) -> Result<u32> {
-        let n: Option<i32> = sqlx::query_scalar("SELECT transient_failures FROM payments WHERE id = $1")
-            .bind(id.get())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = self.row(sqlx::query("SELECT transient_failures FROM payments WHERE id = $1").bind(id.get())).await?;
+        let n: Option<i32> = row.map(|r| r.try_get(0)).transpose()?;
         Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(0)))
     }
 
     async fn record_transient_failure(&self, id: PaymentId) -> Result<()> {
-        sqlx::query("UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = $1 AND status = $2")
+        self.write(
+            sqlx::query(
+                "UPDATE payments SET transient_failures = transient_failures + 1 WHERE id = $1 AND status = $2",
+            )
             .bind(id.get())
-            .bind(PaymentStatus::Pending.as_str())
-            .execute(&self.pool)
-            .await?;
+            .bind(PaymentStatus::Pending.as_str()),
+        )
+        .await?;
         Ok(())
     }
 
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
-        let rows = sqlx::query("SELECT * FROM payments WHERE order_id = $1 ORDER BY id")
-            .bind(order_id.get())
-            .fetch_all(&self.pool)
+        let rows = self
+            .rows(sqlx::query("SELECT * FROM payments WHERE order_id = $1 ORDER BY id").bind(order_id.get()))
             .await?;
         rows.iter().map(payment_from).collect()
     }
 
     async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>> {
         let statuses = PaymentStatus::names(statuses);
-        let rows = sqlx::query(
-            "SELECT * FROM payments WHERE provider_closed_at IS NULL AND status = ANY($1) ORDER BY id LIMIT $2",
-        )
-        .bind(statuses)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .rows(
+                sqlx::query(
+                    "SELECT * FROM payments WHERE provider_closed_at IS NULL AND status = ANY($1) ORDER BY id LIMIT $2",
+                )
+                .bind(statuses)
+                .bind(i64::from(limit)),
+            )
+            .await?;
         rows.iter().map(payment_from).collect()
     }
 
     async fn mark_closed_at_provider(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE payments SET provider_closed_at = $2 WHERE id = $1 AND provider_closed_at IS NULL")
-                .bind(id.get())
-                .bind(at)
-                .execute(&self.pool)
-                .await?;
+        let done = self
+            .write(
+                sqlx::query("UPDATE payments SET provider_closed_at = $2 WHERE id = $1 AND provider_closed_at IS NULL")
+                    .bind(id.get())
+                    .bind(at),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 

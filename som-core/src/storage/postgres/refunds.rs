@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use super::*;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use sqlx::postgres::PgPool;
 
 use super::{PAYMENT_BY_ID, Tx, corrupt, insert_event, insert_outbox, order_by_id, payment_from, payment_where};
 use crate::domain::{Order, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
@@ -25,27 +24,8 @@ async fn by_request_key(conn: &mut PgConnection, key: &str) -> Result<Option<Ref
     row.as_ref().map(refund_from).transpose()
 }
 
-pub(super) async fn for_payment(pool: &PgPool, payment: PaymentId) -> Result<Vec<Refund>> {
-    let rows = sqlx::query("SELECT * FROM refunds WHERE payment_id = $1 ORDER BY id")
-        .bind(payment.get())
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(refund_from).collect()
-}
-
-pub(super) async fn pending(pool: &PgPool, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
-    let rows =
-        sqlx::query("SELECT * FROM refunds WHERE status = $3 AND created_at < $1 ORDER BY created_at, id LIMIT $2")
-            .bind(created_before)
-            .bind(i64::from(limit))
-            .bind(RefundStatus::Pending.as_str())
-            .fetch_all(pool)
-            .await?;
-    rows.iter().map(refund_from).collect()
-}
-
-pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<RefundReserve> {
-    let mut tx = pool.begin().await?;
+async fn reserve(storage: &PostgresStorage, r: &NewRefundRecord) -> Result<RefundReserve> {
+    let mut tx = storage.begin().await?;
     if let Some(key) = &r.request_key
         && let Some(existing) = by_request_key(&mut tx, key).await?
     {
@@ -103,9 +83,14 @@ pub(super) async fn reserve(pool: &PgPool, r: &NewRefundRecord) -> Result<Refund
         None => {
             // A concurrent request with the same key won: undo this reservation, return its refund.
             tx.rollback().await?;
-            let mut conn = pool.acquire().await?;
-            let key = r.request_key.as_deref().unwrap_or_default();
-            by_request_key(&mut conn, key).await?.map(RefundReserve::Existing).ok_or_else(|| corrupt("refund key"))
+            let key = r.request_key.clone().unwrap_or_default();
+            let existing = storage
+                .read(move |mut conn| async move {
+                    let refund = by_request_key(&mut conn, &key).await;
+                    conn.finish(refund)
+                })
+                .await?;
+            existing.map(RefundReserve::Existing).ok_or_else(|| corrupt("refund key"))
         }
     }
 }
@@ -227,7 +212,7 @@ async fn settle(tx: &mut Tx, payment: &Payment, order: &Order, s: &RefundSettlem
 impl RefundStore for PostgresStorage {
     async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
         let refund = NewRefundRecord { created_at: truncate(refund.created_at), ..refund };
-        refunds::reserve(&self.pool, &refund).await
+        reserve(self, &refund).await
     }
 
     async fn finish_refund(
@@ -254,28 +239,45 @@ impl RefundStore for PostgresStorage {
     }
 
     async fn note_provider_refund(&self, id: RefundId, provider_refund_id: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE refunds SET provider_refund_id = $2 \
-             WHERE id = $1 AND status = $3 AND provider_refund_id IS NULL",
+        self.write(
+            sqlx::query(
+                "UPDATE refunds SET provider_refund_id = $2 \
+                 WHERE id = $1 AND status = $3 AND provider_refund_id IS NULL",
+            )
+            .bind(id.get())
+            .bind(provider_refund_id.to_owned())
+            .bind(RefundStatus::Pending.as_str()),
         )
-        .bind(id.get())
-        .bind(provider_refund_id)
-        .bind(RefundStatus::Pending.as_str())
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn refund_by_id(&self, id: RefundId) -> Result<Option<Refund>> {
-        let mut conn = self.pool.acquire().await?;
-        refunds::by_id(&mut conn, id).await
+        self.read(move |mut conn| async move {
+            let refund = by_id(&mut conn, id).await;
+            conn.finish(refund)
+        })
+        .await
     }
 
     async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>> {
-        refunds::for_payment(&self.pool, payment_id).await
+        let rows = self
+            .rows(sqlx::query("SELECT * FROM refunds WHERE payment_id = $1 ORDER BY id").bind(payment_id.get()))
+            .await?;
+        rows.iter().map(refund_from).collect()
     }
 
     async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
-        refunds::pending(&self.pool, created_before, limit).await
+        let rows = self
+            .rows(
+                sqlx::query(
+                    "SELECT * FROM refunds WHERE status = $3 AND created_at < $1 ORDER BY created_at, id LIMIT $2",
+                )
+                .bind(created_before)
+                .bind(i64::from(limit))
+                .bind(RefundStatus::Pending.as_str()),
+            )
+            .await?;
+        rows.iter().map(refund_from).collect()
     }
 }

@@ -99,18 +99,19 @@ impl SessionStore for PostgresStorage {
     }
 
     async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>> {
-        let mut conn = self.readers.get().await?;
-        let row = sqlx::query(
-            "SELECT u.id, u.username, u.email, u.is_staff, u.created_at, u.is_active, \
+        let row = self
+            .row(
+                sqlx::query(
+                    "SELECT u.id, u.username, u.email, u.is_staff, u.created_at, u.is_active, \
              (SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
               FROM sessions s WHERE s.id = $2 AND s.user_id = u.id) AS live \
              FROM users u WHERE u.id = $1",
-        )
-        .bind(user_id.get())
-        .bind(session)
-        .fetch_optional(&mut *conn)
-        .await;
-        let Some(row) = conn.finish(row)? else { return Ok(None) };
+                )
+                .bind(user_id.get())
+                .bind(session.to_owned()),
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
         let live: Option<bool> = row.try_get("live")?;
         Ok(live.map(|live| user_from(&row).map(|user| SessionState { user, live })).transpose()?)
     }
@@ -159,19 +160,20 @@ impl SessionStore for PostgresStorage {
         tokens_expired_before: DateTime<Utc>,
         sessions_started_before: DateTime<Utc>,
     ) -> Result<u64> {
-        let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
-            .bind(tokens_expired_before)
-            .execute(&self.pool)
+        let tokens = self
+            .write(sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(tokens_expired_before))
             .await?
             .rows_affected();
-        let sessions = sqlx::query(
-            "DELETE FROM sessions WHERE started_at < $1 \
-             AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family = sessions.id)",
-        )
-        .bind(sessions_started_before)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let sessions = self
+            .write(
+                sqlx::query(
+                    "DELETE FROM sessions WHERE started_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family = sessions.id)",
+                )
+                .bind(sessions_started_before),
+            )
+            .await?
+            .rows_affected();
         Ok(tokens + sessions)
     }
 }

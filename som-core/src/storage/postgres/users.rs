@@ -7,70 +7,85 @@ use crate::storage::UserInsert;
 #[async_trait]
 impl UserStore for PostgresStorage {
     async fn insert_user(&self, user: NewUserRecord) -> Result<UserInsert> {
-        let inserted = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO users (username, email, password_hash, is_staff, created_at) VALUES ($1, $2, $3, $4, $5) \
              RETURNING id, username, email, is_staff, created_at, is_active",
         )
-        .bind(user.username.as_str())
-        .bind(user.email.as_ref().map(Email::as_str))
-        .bind(&user.password_hash)
+        .bind(user.username.as_str().to_owned())
+        .bind(user.email.as_ref().map(|e| e.as_str().to_owned()))
+        .bind(user.password_hash.clone())
         .bind(user.is_staff)
-        .bind(truncate(user.created_at))
-        .fetch_one(&self.pool)
-        .await;
-        match inserted {
-            Ok(row) => user_from(&row).map(UserInsert::Inserted),
-            Err(e) if is_unique_violation(&e) => {
-                let taken_name: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)")
-                    .bind(user.username.as_str())
-                    .fetch_one(&self.pool)
-                    .await?;
-                let mut taken_email = false;
-                if let Some(email) = &user.email {
-                    taken_email = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)")
-                        .bind(email.as_str())
-                        .fetch_one(&self.pool)
-                        .await?;
+        .bind(truncate(user.created_at));
+        // `None` when a unique index refused the row (an answer like any other).
+        let inserted = self
+            .write_with(|mut conn| async move {
+                match insert.fetch_one(&mut *conn).await {
+                    Err(e) if is_unique_violation(&e) => conn.finish(Ok::<_, sqlx::Error>(None)),
+                    done => conn.finish(done.map(Some)),
                 }
-                if taken_name || taken_email {
-                    Ok(UserInsert::Taken { username: taken_name, email: taken_email })
-                } else {
-                    Err(e.into())
-                }
+            })
+            .await?;
+        if let Some(row) = inserted {
+            return user_from(&row).map(UserInsert::Inserted);
+        }
+        let exists = |sql: &'static str, value: &str| {
+            let query = sqlx::query(sql).bind(value.to_owned());
+            async move {
+                Ok::<_, Error>(self.row(query).await?.map(|r| r.try_get::<bool, _>(0)).transpose()?.unwrap_or(false))
             }
-            Err(e) => Err(e.into()),
+        };
+        let taken_name =
+            exists("SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)", user.username.as_str()).await?;
+        let taken_email = match &user.email {
+            Some(email) => exists("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)", email.as_str()).await?,
+            None => false,
+        };
+        if taken_name || taken_email {
+            Ok(UserInsert::Taken { username: taken_name, email: taken_email })
+        } else {
+            Err(Error::Internal(
+                "postgres: a unique index refused the account, yet neither name nor email is taken".into(),
+            ))
         }
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
-        let mut conn = self.readers.get().await?;
-        let user = user_where(
-            &mut conn,
-            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1",
-            UserKey::Id(id.get()),
-        )
-        .await;
-        conn.finish(user)
+        self.read(move |mut conn| async move {
+            let user = user_where(
+                &mut conn,
+                "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id = $1",
+                UserKey::Id(id.get()),
+            )
+            .await;
+            conn.finish(user)
+        })
+        .await
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        let mut conn = self.pool.acquire().await?;
-        user_where(
-            &mut conn,
-            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE username = $1",
-            UserKey::Name(username),
-        )
+        let username = username.to_owned();
+        self.read(move |mut conn| async move {
+            let user = user_where(
+                &mut conn,
+                "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE username = $1",
+                UserKey::Name(&username),
+            )
+            .await;
+            conn.finish(user)
+        })
         .await
     }
 
     async fn user_credentials(&self, username: &str) -> Result<Option<Credentials>> {
-        let row = sqlx::query(
-            "SELECT id, username, email, is_staff, created_at, is_active, password_hash, \
-             session_version::bigint AS session_version FROM users WHERE username = $1",
-        )
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .row(
+                sqlx::query(
+                    "SELECT id, username, email, is_staff, created_at, is_active, password_hash, \
+                     session_version::bigint AS session_version FROM users WHERE username = $1",
+                )
+                .bind(username.to_owned()),
+            )
+            .await?;
         row.map(|r| {
             Ok(Credentials {
                 user: user_from(&r)?,
@@ -82,17 +97,19 @@ impl UserStore for PostgresStorage {
     }
 
     async fn list_users(&self, q: UserQuery) -> Result<Vec<User>> {
-        let rows = sqlx::query(
-            "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id > $1 \
-             AND ($3::text IS NULL OR lower(username) LIKE $3 ESCAPE '\\' OR lower(email) LIKE $3 ESCAPE '\\') \
-             AND (NOT $4 OR (is_staff AND is_active)) ORDER BY id LIMIT $2",
-        )
-        .bind(q.after.map_or(0, UserId::get))
-        .bind(i64::from(q.limit))
-        .bind(q.prefix.as_deref().map(like_prefix))
-        .bind(q.active_staff)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .rows(
+                sqlx::query(
+                    "SELECT id, username, email, is_staff, created_at, is_active FROM users WHERE id > $1 \
+                     AND ($3::text IS NULL OR lower(username) LIKE $3 ESCAPE '\\' \
+                     OR lower(email) LIKE $3 ESCAPE '\\') AND (NOT $4 OR (is_staff AND is_active)) ORDER BY id LIMIT $2",
+                )
+                .bind(q.after.map_or(0, UserId::get))
+                .bind(i64::from(q.limit))
+                .bind(q.prefix.as_deref().map(like_prefix))
+                .bind(q.active_staff),
+            )
+            .await?;
         rows.iter().map(user_from).collect()
     }
 
