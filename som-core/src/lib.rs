@@ -66,6 +66,8 @@
 
 /// Passwords (argon2id) and JWT access / refresh tokens.
 pub mod auth;
+/// Time, read in one place (a manual clock in tests).
+pub mod clock;
 /// Configuration from `SOM_*` environment variables.
 pub mod config;
 /// Pure domain types and rules: ids, money, users, orders, payments, events.

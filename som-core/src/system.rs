@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::auth::{LoginFailures, PasswordHasher, SessionCache, TokenKeys, TokenPair};
+use crate::clock::{DynClock, SystemClock};
 use crate::config::Config;
 use crate::domain::{
     Caller, Email, EventKind, Message, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderInput, OrderStatus,
@@ -137,9 +138,17 @@ pub struct OrderSystemBuilder {
     storage: Option<DynStorage>,
     provider: Option<Arc<dyn PaymentProvider>>,
     notifiers: Vec<Arc<dyn Notifier>>,
+    clock: Option<DynClock>,
 }
 
 impl OrderSystemBuilder {
+    /// Reads time from `clock` instead of the system's clocks (tests move a
+    /// [`crate::clock::ManualClock`] forward instead of sleeping).
+    pub fn clock(mut self, clock: DynClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Uses `config` (otherwise [`Config::default`]).
     pub fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
@@ -169,6 +178,7 @@ impl OrderSystemBuilder {
     /// system.
     pub async fn build(self) -> Result<OrderSystem> {
         let config = self.config.unwrap_or_default();
+        let clock = self.clock.unwrap_or_else(SystemClock::shared);
         let storage = match self.storage {
             Some(s) => s,
             None => crate::storage::open(&config.database_url, config.database_pool_size).await?,
@@ -204,13 +214,18 @@ impl OrderSystemBuilder {
         Ok(OrderSystem {
             inner: Arc::new(Inner {
                 hasher: PasswordHasher::new(config.password_hash_concurrency),
-                login_failures: LoginFailures::new(config.login_failure_limit, crate::config::LOGIN_FAILURE_WINDOW),
+                login_failures: LoginFailures::new(
+                    config.login_failure_limit,
+                    crate::config::LOGIN_FAILURE_WINDOW,
+                    Arc::clone(&clock),
+                ),
                 storage,
                 provider,
                 notifiers,
                 channels,
                 keys,
-                sessions: SessionCache::new(config.session_cache_ttl),
+                sessions: SessionCache::new(config.session_cache_ttl, Arc::clone(&clock)),
+                clock,
                 config,
                 wake: Arc::new(Notify::new()),
                 order_locks: KeyedLocks::default(),
@@ -307,6 +322,8 @@ struct Inner {
     sessions: SessionCache,
     hasher: PasswordHasher,
     login_failures: LoginFailures,
+    /// Where every rule reads the time.
+    clock: DynClock,
     config: Config,
     wake: Arc<Notify>,
     order_locks: KeyedLocks<OrderId>,
@@ -481,10 +498,10 @@ impl OrderSystem {
         crate::storage::complete(&self.inner.storage, f).await
     }
 
-    /// Now, to the microsecond (the precision every backend stores).
-    fn now() -> DateTime<Utc> {
-        let now = Utc::now();
-        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+    /// Now, to the microsecond (the precision every backend stores), by the system's clock
+    /// (or the one it was built with).
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -511,7 +528,7 @@ impl OrderSystem {
         validate_idempotency_key(key)?;
         let key = IdempotencyKey { scope: caller.scope(), operation, key: key.to_owned() };
         let hash = request_hash(request)?;
-        let now = Self::now();
+        let now = self.now();
         let ttl = chrono::Duration::from_std(self.inner.config.idempotency_ttl).unwrap_or(chrono::Duration::days(1));
         let begin = {
             let (key, hash) = (key.clone(), hash.clone());
@@ -606,7 +623,7 @@ impl OrderSystem {
         self.idempotent(caller, "create_order", idempotency_key, &request, |slot| async move {
             let user = self.owner(owner).await?;
             let notify = self.order_notify(EventKind::OrderCreated, user);
-            let (actor, at) = (caller.actor(), Self::now());
+            let (actor, at) = (caller.actor(), self.now());
             let order =
                 self.write(move |s| async move { s.insert_order(owner, actor, new, at, notify, slot).await }).await?;
             self.inner.wake.notify_one();
@@ -685,7 +702,7 @@ impl OrderSystem {
             let _guard = self.inner.order_locks.lock(id).await;
             let owner = self.owner(order.user_id).await?;
             let notify = self.order_notify(EventKind::OrderCancelled, owner);
-            let (actor, at) = (caller.actor(), Self::now());
+            let (actor, at) = (caller.actor(), self.now());
             match self.write(move |s| async move { s.cancel_order(id, actor, at, notify, slot).await }).await? {
                 Transition::Applied(order) => {
                     self.inner.wake.notify_one();
@@ -742,7 +759,7 @@ impl OrderSystem {
         if !caller.is_staff() {
             return Err(Error::Forbidden("only staff may retry notifications".into()));
         }
-        let at = Self::now();
+        let at = self.now();
         match self.write(move |s| async move { s.requeue_notification(id, at).await }).await? {
             None => Err(Error::NotFound(format!("notification {id}"))),
             Some(Transition::Applied(entry)) => {
@@ -769,6 +786,7 @@ impl OrderSystem {
         let retention = config.session_max_age.saturating_add(config.access_token_ttl);
         Dispatcher::new(Arc::clone(&self.inner.storage), &self.inner.notifiers, config.outbox.clone())
             .with_session_retention(retention)
+            .with_clock(Arc::clone(&self.inner.clock))
     }
 
     /// One claim-and-deliver round; how many notifications it handled.

@@ -95,6 +95,15 @@ mod server {
 }
 
 pub(crate) async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> App {
+    spawn_app_on(backend, som_core::clock::SystemClock::shared(), tweak).await
+}
+
+/// [`spawn_app_with`] whose system reads time from `clock`.
+pub(crate) async fn spawn_app_on(
+    backend: Backend,
+    clock: som_core::clock::DynClock,
+    tweak: impl FnOnce(&mut Config),
+) -> App {
     let dir = tempfile::tempdir().unwrap();
     let db = match backend {
         Backend::Sqlite => None,
@@ -109,7 +118,7 @@ pub(crate) async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Con
     };
     let mut config = Config { database_url, auth_rate_limit: 0, ..Config::default() };
     tweak(&mut config);
-    let som = OrderSystem::builder().config(config.clone()).build().await.unwrap();
+    let som = OrderSystem::builder().config(config.clone()).clock(clock).build().await.unwrap();
     let som_for_tests = som.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -762,13 +771,15 @@ async fn revoke_all_disabling_and_refresh_reuse_end_access_tokens(backend: Backe
 }
 
 async fn sessions_end_at_their_maximum_age_however_often_refreshed(backend: Backend) {
-    let app = spawn_app_with(backend, |c| c.session_max_age = Duration::from_secs(2)).await;
+    let clock = som_core::clock::ManualClock::starting_now();
+    let app = spawn_app_on(backend, clock.clone(), |c| c.session_max_age = Duration::from_secs(120)).await;
     app.register("alice").await;
     let (_, mut refresh) = app.login("alice").await;
+    clock.advance(Duration::from_secs(100));
     let (status, body) = app.post("/token/refresh/", None, json!({"refresh": refresh})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     refresh = body["refresh"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    clock.advance(Duration::from_secs(21));
     let (status, body) = app.post("/token/refresh/", None, json!({"refresh": refresh})).await;
     assert_problem(status, &body, StatusCode::UNAUTHORIZED);
 }

@@ -19,8 +19,9 @@ use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::DynClock;
 use crate::domain::Username;
 use crate::util::lock;
 
@@ -36,6 +37,7 @@ pub struct LoginFailures {
     limit: u32,
     window: Duration,
     keys: RandomState,
+    clock: DynClock,
     table: Table,
 }
 
@@ -44,13 +46,14 @@ type Table = Arc<Mutex<HashMap<u64, Entry>>>;
 
 #[derive(Debug, Default)]
 struct Entry {
-    failures: VecDeque<Instant>,
+    /// When each failure happened, in the clock's ticks.
+    failures: VecDeque<Duration>,
     in_flight: u32,
 }
 
 impl Entry {
-    fn prune(&mut self, now: Instant, window: Duration) {
-        while self.failures.front().is_some_and(|t| now.duration_since(*t) >= window) {
+    fn prune(&mut self, now: Duration, window: Duration) {
+        while self.failures.front().is_some_and(|t| now.saturating_sub(*t) >= window) {
             self.failures.pop_front();
         }
     }
@@ -64,13 +67,23 @@ impl Entry {
 #[derive(Debug)]
 #[must_use = "an attempt gives its slot back when dropped; record its outcome"]
 pub struct Attempt {
-    slot: Option<(Table, u64, u32)>,
+    slot: Option<Slot>,
+}
+
+/// An attempt's place: its table, its username's digest, the limit and the clock.
+#[derive(Debug)]
+struct Slot {
+    table: Table,
+    key: u64,
+    limit: u32,
+    clock: DynClock,
 }
 
 impl LoginFailures {
-    /// Refuses a username after `limit` failures within `window`; `limit` 0 never refuses.
-    pub fn new(limit: u32, window: Duration) -> Self {
-        LoginFailures { limit, window, keys: RandomState::new(), table: Arc::new(Mutex::new(HashMap::new())) }
+    /// Refuses a username after `limit` failures within `window` as `clock` measures it;
+    /// `limit` 0 never refuses.
+    pub fn new(limit: u32, window: Duration, clock: DynClock) -> Self {
+        LoginFailures { limit, window, keys: RandomState::new(), clock, table: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Takes a slot for an attempt at `username`, or `Err` with the time until the username may
@@ -81,7 +94,7 @@ impl LoginFailures {
             return Ok(Attempt { slot: None });
         }
         let key = self.keys.hash_one(username);
-        let now = Instant::now();
+        let now = self.clock.ticks();
         let mut table = lock(&self.table);
         if table.len() >= MAX_TRACKED && !table.contains_key(&key) {
             let window = self.window;
@@ -100,7 +113,7 @@ impl LoginFailures {
         if taken >= self.limit as usize {
             let wait = match entry.failures.front() {
                 Some(oldest) if entry.failures.len() >= self.limit as usize => {
-                    self.window.saturating_sub(now.duration_since(*oldest))
+                    self.window.saturating_sub(now.saturating_sub(*oldest))
                 }
                 // Attempts still running hold the slots; they end within seconds.
                 _ => Duration::from_secs(1),
@@ -108,18 +121,19 @@ impl LoginFailures {
             return Err(wait.max(Duration::from_secs(1)));
         }
         entry.in_flight += 1;
-        Ok(Attempt { slot: Some((Arc::clone(&self.table), key, self.limit)) })
+        let slot = Slot { table: Arc::clone(&self.table), key, limit: self.limit, clock: Arc::clone(&self.clock) };
+        Ok(Attempt { slot: Some(slot) })
     }
 }
 
 impl Attempt {
     /// The password was wrong: the slot becomes a failure in the window.
     pub fn failed(mut self) {
-        if let Some((table, key, limit)) = self.slot.take() {
+        if let Some(Slot { table, key, limit, clock }) = self.slot.take() {
             let mut table = lock(&table);
             if let Some(entry) = table.get_mut(&key) {
                 entry.in_flight = entry.in_flight.saturating_sub(1);
-                entry.failures.push_back(Instant::now());
+                entry.failures.push_back(clock.ticks());
                 while entry.failures.len() > limit as usize {
                     entry.failures.pop_front();
                 }
@@ -129,7 +143,7 @@ impl Attempt {
 
     /// The login succeeded: the username's failures are forgotten.
     pub fn succeeded(mut self) {
-        if let Some((table, key, _)) = self.slot.take() {
+        if let Some(Slot { table, key, .. }) = self.slot.take() {
             let mut table = lock(&table);
             if let Some(entry) = table.get_mut(&key) {
                 entry.in_flight = entry.in_flight.saturating_sub(1);
@@ -144,7 +158,7 @@ impl Attempt {
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        if let Some((table, key, _)) = self.slot.take() {
+        if let Some(Slot { table, key, .. }) = self.slot.take() {
             let mut table = lock(&table);
             if let Some(entry) = table.get_mut(&key) {
                 entry.in_flight = entry.in_flight.saturating_sub(1);
@@ -168,26 +182,29 @@ mod tests {
 
     #[test]
     fn a_username_is_refused_after_its_failures_until_the_window_passes() {
-        let failures = LoginFailures::new(3, Duration::from_millis(300));
+        let clock = crate::clock::ManualClock::starting_now();
+        let failures = LoginFailures::new(3, Duration::from_secs(300), clock.clone());
         for _ in 0..3 {
             failures.begin("alice").unwrap().failed();
         }
         let wait = failures.begin("alice").unwrap_err();
         assert!(wait >= Duration::from_secs(1), "Retry-After is at least a second");
         assert!(failures.begin("bob").is_ok(), "other usernames are unaffected");
-        std::thread::sleep(Duration::from_millis(350));
+        clock.advance(Duration::from_secs(299));
+        assert_eq!(failures.begin("alice").unwrap_err(), Duration::from_secs(1), "refused until the window passes");
+        clock.advance(Duration::from_secs(1));
         failures.begin("alice").expect("the window passed").failed();
         failures.begin("alice").unwrap().succeeded();
         for _ in 0..2 {
             failures.begin("alice").unwrap().failed();
         }
         assert!(failures.begin("alice").is_ok(), "a success forgot the earlier failures");
-        assert!(LoginFailures::new(0, Duration::from_secs(1)).begin("x").is_ok());
+        assert!(LoginFailures::new(0, Duration::from_secs(1), clock).begin("x").is_ok());
     }
 
     #[test]
     fn attempts_still_being_checked_hold_their_slots() {
-        let failures = LoginFailures::new(3, Duration::from_secs(60));
+        let failures = LoginFailures::new(3, Duration::from_secs(60), crate::clock::SystemClock::shared());
         let running: Vec<Attempt> = (0..3).map(|_| failures.begin("alice").unwrap()).collect();
         assert!(failures.begin("alice").is_err(), "a fourth parallel guess was let through");
         drop(running);
@@ -199,15 +216,19 @@ mod tests {
 
     #[test]
     fn parallel_guesses_never_check_more_than_the_limit() {
-        let failures = Arc::new(LoginFailures::new(10, Duration::from_secs(60)));
+        let failures = Arc::new(LoginFailures::new(10, Duration::from_secs(60), crate::clock::SystemClock::shared()));
         let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The ten let through are all still being checked when the rest ask (if an eleventh
+        // got a slot, the barrier would let it and nine others through and the count fail).
+        let all_checking = Arc::new(std::sync::Barrier::new(10));
         let threads: Vec<_> = (0..50)
             .map(|_| {
                 let (failures, checked) = (Arc::clone(&failures), Arc::clone(&checked));
+                let all_checking = Arc::clone(&all_checking);
                 std::thread::spawn(move || {
                     if let Ok(attempt) = failures.begin("alice") {
                         checked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(20));
+                        all_checking.wait();
                         attempt.failed();
                     }
                 })
@@ -219,7 +240,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_whatever_names_are_sent() {
-        let failures = LoginFailures::new(5, Duration::from_secs(60));
+        let failures = LoginFailures::new(5, Duration::from_secs(60), crate::clock::SystemClock::shared());
         let long = "x".repeat(64 * 1024);
         for _ in 0..100 {
             failures.begin(&long).unwrap().failed();

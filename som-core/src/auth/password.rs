@@ -272,7 +272,12 @@ mod tests {
             done.unwrap();
         }
         assert!((1..=2).contains(&hasher.buffers_held()), "{} buffers", hasher.buffers_held());
-        tokio::time::sleep(IDLE_RELEASE + Duration::from_millis(100)).await;
+        // Time moves on without another hash (paused: advanced, not slept).
+        tokio::time::pause();
+        tokio::time::advance(IDLE_RELEASE + Duration::from_millis(10)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
         assert_eq!(hasher.buffers_held(), 0);
     }
 

@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::DynClock;
 
 use crate::domain::{User, UserId};
 
@@ -22,6 +24,7 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Debug)]
 pub struct SessionCache {
     ttl: Duration,
+    clock: DynClock,
     state: Mutex<State>,
 }
 
@@ -29,9 +32,10 @@ pub struct SessionCache {
 struct State {
     /// Bumped by every emptying.
     epoch: u64,
-    live: HashMap<(UserId, String), (User, Instant)>,
+    /// Each with the clock's ticks when it was seen live.
+    live: HashMap<(UserId, String), (User, Duration)>,
     /// Each user with a session in `live`, as last seen.
-    users: HashMap<UserId, (User, Instant)>,
+    users: HashMap<UserId, (User, Duration)>,
 }
 
 /// Where a lookup started: [`SessionCache::remember`] ignores it after an emptying.
@@ -39,9 +43,14 @@ struct State {
 pub struct Epoch(u64);
 
 impl SessionCache {
-    /// A cache keeping live sessions for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        SessionCache { ttl, state: Mutex::new(State::default()) }
+    /// A cache keeping live sessions for `ttl` as `clock` measures it.
+    pub fn new(ttl: Duration, clock: DynClock) -> Self {
+        SessionCache { ttl, clock, state: Mutex::new(State::default()) }
+    }
+
+    /// Whether something seen at `at` (in the clock's ticks) is still fresh.
+    fn fresh(&self, at: Duration) -> bool {
+        self.clock.ticks().saturating_sub(at) < self.ttl
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -53,7 +62,7 @@ impl SessionCache {
     pub fn get(&self, user: UserId, session: &str) -> Result<User, Epoch> {
         let state = self.state();
         match state.live.get(&(user, session.to_owned())) {
-            Some((found, at)) if at.elapsed() < self.ttl => Ok(found.clone()),
+            Some((found, at)) if self.fresh(*at) => Ok(found.clone()),
             _ => Err(Epoch(state.epoch)),
         }
     }
@@ -63,7 +72,7 @@ impl SessionCache {
     pub fn user(&self, id: UserId) -> Option<User> {
         let state = self.state();
         match state.users.get(&id) {
-            Some((found, at)) if at.elapsed() < self.ttl => Some(found.clone()),
+            Some((found, at)) if self.fresh(*at) => Some(found.clone()),
             _ => None,
         }
     }
@@ -81,7 +90,7 @@ impl SessionCache {
             state.live.clear();
             state.users.clear();
         }
-        let now = Instant::now();
+        let now = self.clock.ticks();
         state.live.insert((user.id, session.to_owned()), (user.clone(), now));
         state.users.insert(user.id, (user.clone(), now));
     }
@@ -113,7 +122,8 @@ mod tests {
 
     #[test]
     fn live_sessions_are_remembered_for_the_ttl_and_forgotten_on_change() {
-        let cache = SessionCache::new(Duration::from_millis(200));
+        let clock = crate::clock::ManualClock::starting_now();
+        let cache = SessionCache::new(Duration::from_millis(200), clock.clone());
         let alice = user(1);
         let epoch = cache.get(alice.id, "s1").unwrap_err();
         cache.remember(epoch, "s1", &alice);
@@ -131,14 +141,16 @@ mod tests {
         let epoch = cache.get(alice.id, "s1").unwrap_err();
         cache.remember(epoch, "s1", &alice);
         assert!(cache.get(alice.id, "s1").is_ok());
-        std::thread::sleep(Duration::from_millis(250));
+        clock.advance(Duration::from_millis(199));
+        assert!(cache.get(alice.id, "s1").is_ok(), "kept until the ttl");
+        clock.advance(Duration::from_millis(1));
         assert!(cache.get(alice.id, "s1").is_err(), "expired after the ttl");
         assert_eq!(cache.user(alice.id), None, "expired after the ttl");
     }
 
     #[test]
     fn a_zero_ttl_remembers_nothing() {
-        let cache = SessionCache::new(Duration::ZERO);
+        let cache = SessionCache::new(Duration::ZERO, crate::clock::SystemClock::shared());
         let alice = user(1);
         let epoch = cache.get(alice.id, "s1").unwrap_err();
         cache.remember(epoch, "s1", &alice);

@@ -160,17 +160,18 @@ impl TokenKeys {
         later(now, self.refresh_ttl).min(self.session_end(session_started_at))
     }
 
-    /// The user and session of a valid, unexpired access token (whether the session is still
-    /// live is storage's to say).
-    pub fn verify_access(&self, token: &str) -> Result<AccessClaims> {
-        let claims = self.verify(token, ACCESS_AUDIENCE, "access")?;
+    /// The user and session of a valid access token, unexpired at `now` (whether the session
+    /// is still live is storage's to say).
+    pub fn verify_access(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims> {
+        let claims = self.verify(token, ACCESS_AUDIENCE, "access", now)?;
         let session = claims.fam.ok_or_else(invalid_token)?;
         Ok(AccessClaims { user_id: parse_sub(&claims.sub)?, session })
     }
 
-    /// The claims of a valid, unexpired refresh token (its single use is checked in storage).
-    pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims> {
-        let claims = self.verify(token, REFRESH_AUDIENCE, "refresh")?;
+    /// The claims of a valid refresh token, unexpired at `now` (its single use is checked in
+    /// storage).
+    pub fn verify_refresh(&self, token: &str, now: DateTime<Utc>) -> Result<RefreshClaims> {
+        let claims = self.verify(token, REFRESH_AUDIENCE, "refresh", now)?;
         let family = claims.fam.ok_or_else(invalid_token)?;
         let session_started_at = claims.sst.and_then(|t| DateTime::from_timestamp(t, 0)).ok_or_else(invalid_token)?;
         Ok(RefreshClaims { user_id: parse_sub(&claims.sub)?, jti: claims.jti, family, session_started_at })
@@ -181,25 +182,26 @@ impl TokenKeys {
             .map_err(|e| Error::Internal(format!("signing token: {e}")))
     }
 
-    fn verify(&self, token: &str, audience: &str, typ: &str) -> Result<Claims> {
+    fn verify(&self, token: &str, audience: &str, typ: &str, now: DateTime<Utc>) -> Result<Claims> {
         if token.len() > 4096 {
             return Err(invalid_token());
         }
         let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = LEEWAY_SECS;
-        v.validate_exp = true;
-        v.validate_nbf = true;
+        // Times are checked below against `now`, the system's clock (or the one it was built
+        // with), not the library's reading of the system clock.
+        v.validate_exp = false;
+        v.validate_nbf = false;
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        let data = decode::<Claims>(token, &self.decoding, &v).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => Error::Unauthorized("token has expired".into()),
-            _ => invalid_token(),
-        })?;
-        let now = Utc::now().timestamp();
+        let data = decode::<Claims>(token, &self.decoding, &v).map_err(|_| invalid_token())?;
+        let now = now.timestamp();
         let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
         if data.claims.typ != typ || data.claims.iat > now + leeway {
             return Err(invalid_token());
+        }
+        if data.claims.exp.saturating_add(leeway) < now {
+            return Err(Error::Unauthorized("token has expired".into()));
         }
         Ok(data.claims)
     }
@@ -232,13 +234,13 @@ mod tests {
         let k = keys();
         let pair = k.issue_pair(UserId::new(9), "fam", Utc::now(), "jti-1", Utc::now()).unwrap();
         assert_eq!(
-            k.verify_access(&pair.access).unwrap(),
+            k.verify_access(&pair.access, Utc::now()).unwrap(),
             AccessClaims { user_id: UserId::new(9), session: "fam".into() }
         );
-        let r = k.verify_refresh(&pair.refresh).unwrap();
+        let r = k.verify_refresh(&pair.refresh, Utc::now()).unwrap();
         assert_eq!((r.user_id, r.jti.as_str(), r.family.as_str()), (UserId::new(9), "jti-1", "fam"));
-        assert!(matches!(k.verify_access(&pair.refresh), Err(Error::Unauthorized(_))));
-        assert!(matches!(k.verify_refresh(&pair.access), Err(Error::Unauthorized(_))));
+        assert!(matches!(k.verify_access(&pair.refresh, Utc::now()), Err(Error::Unauthorized(_))));
+        assert!(matches!(k.verify_refresh(&pair.access, Utc::now()), Err(Error::Unauthorized(_))));
     }
 
     #[test]
@@ -247,23 +249,32 @@ mod tests {
         let old = k
             .issue_pair(UserId::new(1), "f", Utc::now() - Duration::days(2), "j", Utc::now() - Duration::days(2))
             .unwrap();
-        assert!(matches!(k.verify_access(&old.access), Err(Error::Unauthorized(m)) if m.contains("expired")));
-        assert!(k.verify_refresh(&old.refresh).is_err());
+        assert!(
+            matches!(k.verify_access(&old.access, Utc::now()), Err(Error::Unauthorized(m)) if m.contains("expired"))
+        );
+        assert!(k.verify_refresh(&old.refresh, Utc::now()).is_err());
         let pair = k.issue_pair(UserId::new(1), "f", Utc::now(), "j", Utc::now()).unwrap();
         let mut tampered = pair.access.clone();
         tampered.pop();
-        assert!(k.verify_access(&tampered).is_err());
+        assert!(k.verify_access(&tampered, Utc::now()).is_err());
         let other = TokenKeys::new(&[8u8; 32], Duration::minutes(1), Duration::minutes(1), Duration::days(1)).unwrap();
-        assert!(other.verify_access(&pair.access).is_err());
-        assert!(k.verify_access("").is_err());
-        assert!(k.verify_access(&"a".repeat(10_000)).is_err());
+        assert!(other.verify_access(&pair.access, Utc::now()).is_err());
+        assert!(k.verify_access("", Utc::now()).is_err());
+        assert!(k.verify_access(&"a".repeat(10_000), Utc::now()).is_err());
     }
 
     #[test]
     fn just_expired_tokens_get_only_the_small_leeway() {
         let k = TokenKeys::new(&[7u8; 32], Duration::seconds(60), Duration::days(1), Duration::days(30)).unwrap();
         let pair = k.issue_pair(UserId::new(1), "f", Utc::now(), "j", Utc::now() - Duration::seconds(80)).unwrap();
-        assert!(k.verify_access(&pair.access).is_err());
+        assert!(k.verify_access(&pair.access, Utc::now()).is_err());
+        // Expiry is judged at the time given, not the system's.
+        let issued = Utc::now();
+        let fresh = k.issue_pair(UserId::new(1), "f", issued, "j", issued).unwrap();
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap();
+        assert!(k.verify_access(&fresh.access, issued + Duration::seconds(60 + leeway)).is_ok());
+        let late = k.verify_access(&fresh.access, issued + Duration::seconds(61 + leeway));
+        assert!(matches!(late, Err(Error::Unauthorized(m)) if m.contains("expired")));
     }
 
     #[test]
@@ -273,7 +284,7 @@ mod tests {
         let now = Utc::now();
         let pair = k.issue_pair(UserId::new(1), "f", started, "j", now).unwrap();
         assert!(pair.refresh_expires_in <= 3600, "{}", pair.refresh_expires_in);
-        let claims = k.verify_refresh(&pair.refresh).unwrap();
+        let claims = k.verify_refresh(&pair.refresh, Utc::now()).unwrap();
         assert_eq!(claims.session_started_at.timestamp(), started.timestamp());
     }
 
@@ -281,7 +292,7 @@ mod tests {
     fn lifetimes_configured_as_forever_do_not_overflow() {
         let k = TokenKeys::new(&[7u8; 32], Duration::MAX, Duration::MAX, Duration::MAX).unwrap();
         let pair = k.issue_pair(UserId::new(1), "f", Utc::now(), "j", Utc::now());
-        assert!(pair.is_ok_and(|p| k.verify_access(&p.access).is_ok()));
+        assert!(pair.is_ok_and(|p| k.verify_access(&p.access, Utc::now()).is_ok()));
     }
 
     #[test]

@@ -73,13 +73,21 @@ pub struct Dispatcher {
     notifiers: Arc<HashMap<String, Arc<dyn Notifier>>>,
     config: DispatchConfig,
     session_retention: Option<Duration>,
+    clock: crate::clock::DynClock,
 }
 
 impl Dispatcher {
     /// A dispatcher over `storage`, delivering each row through the notifier of its channel.
     pub fn new(storage: DynStorage, notifiers: &[Arc<dyn Notifier>], config: DispatchConfig) -> Self {
         let notifiers = notifiers.iter().map(|n| (n.channel().to_owned(), Arc::clone(n))).collect();
-        Dispatcher { storage, notifiers: Arc::new(notifiers), config, session_retention: None }
+        let clock = crate::clock::SystemClock::shared();
+        Dispatcher { storage, notifiers: Arc::new(notifiers), config, session_retention: None, clock }
+    }
+
+    /// Reads the time (claims, leases, retry times) from `clock`.
+    pub fn with_clock(mut self, clock: crate::clock::DynClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Also forgets, in its periodic upkeep, expired refresh tokens and sessions that started
@@ -95,7 +103,7 @@ impl Dispatcher {
     /// true mid-batch, the rows not yet attempted are released for others.
     pub async fn run_once(&self, stop: Option<&watch::Receiver<bool>>) -> Result<usize> {
         let token = crate::util::random_token(16);
-        let now = Utc::now();
+        let now = self.clock.now();
         let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60));
         let (until, batch, claim) = (now + lease, self.config.batch_size, token.clone());
         let rows = self.write(move |s| async move { s.claim_notifications(now, until, batch, &claim).await }).await?;
@@ -112,7 +120,7 @@ impl Dispatcher {
         if delivered.is_empty() {
             return Ok(());
         }
-        let (ids, token, at) = (delivered.clone(), token.to_owned(), Utc::now());
+        let (ids, token, at) = (delivered.clone(), token.to_owned(), self.clock.now());
         let marked = self.write(move |s| async move { s.mark_notifications_sent(&ids, &token, at).await }).await?;
         if marked < delivered.len() as u64 {
             tracing::warn!(
@@ -159,13 +167,14 @@ impl Dispatcher {
                 }
                 Err(NotifyError::Transient(error)) if row.attempts < self.config.max_attempts => {
                     let delay = backoff_delay(row.attempts, self.config.backoff_base, self.config.backoff_cap);
-                    let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+                    let retry_at =
+                        self.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
                     tracing::warn!(id = %row.id, attempts = row.attempts, ?delay, %error, "notification failed; will retry");
                     self.failed(row.id, token, error, Some(retry_at)).await?;
                 }
                 Err(NotifyError::Skipped(reason)) => {
                     tracing::info!(id = %row.id, channel = %row.channel, %reason, "notification skipped");
-                    let (id, token, at) = (row.id, token.to_owned(), Utc::now());
+                    let (id, token, at) = (row.id, token.to_owned(), self.clock.now());
                     self.write(move |s| async move { s.mark_notification_skipped(id, &token, &reason, at).await })
                         .await?;
                 }
@@ -206,7 +215,7 @@ impl Dispatcher {
         error: String,
         retry_at: Option<chrono::DateTime<Utc>>,
     ) -> Result<bool> {
-        let (token, at) = (token.to_owned(), Utc::now());
+        let (token, at) = (token.to_owned(), self.clock.now());
         self.write(move |s| async move { s.mark_notification_failed(id, &token, &error, retry_at, at).await }).await
     }
 
@@ -241,12 +250,12 @@ impl Dispatcher {
                 }
                 if last_prune.elapsed() > Duration::from_secs(60) {
                     last_prune = tokio::time::Instant::now();
-                    let now = Utc::now();
+                    let now = self.clock.now();
                     if let Err(e) = self.write(move |s| async move { s.prune_idempotency(now).await }).await {
                         tracing::warn!(error = %e, "pruning idempotency keys failed");
                     }
                     if let Some(retention) = self.session_retention {
-                        let now = Utc::now();
+                        let now = self.clock.now();
                         let before = chrono::Duration::from_std(retention)
                             .ok()
                             .and_then(|d| now.checked_sub_signed(d))

@@ -35,7 +35,7 @@ impl OrderSystem {
             return Err(Error::Internal("validated registration lost a field".into()));
         };
         let password_hash = self.inner.hasher.hash(&password).await?;
-        let record = NewUserRecord { username, email, password_hash, is_staff, created_at: Self::now() };
+        let record = NewUserRecord { username, email, password_hash, is_staff, created_at: self.now() };
         match self.write(move |s| async move { s.insert_user(record).await }).await? {
             UserInsert::Inserted(user) => Ok(user),
             UserInsert::Taken { username, email } => {
@@ -104,7 +104,7 @@ impl OrderSystem {
     /// A new session for `user`, if the account is active and (with `checked_version`) its
     /// session version is still the one its credentials were checked at; `None` otherwise.
     async fn start_session(&self, user: UserId, checked_version: Option<i64>) -> Result<Option<TokenPair>> {
-        let now = Self::now();
+        let now = self.now();
         let (family, jti) = (crate::util::random_token(16), crate::util::random_token(16));
         let record = RefreshTokenRecord {
             jti: jti.clone(),
@@ -126,8 +126,8 @@ impl OrderSystem {
     /// too). A session never lasts beyond `SOM_SESSION_MAX_AGE` from its login, however often
     /// it is refreshed.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
-        let claims = self.inner.keys.verify_refresh(refresh_token)?;
-        let now = Self::now();
+        let claims = self.inner.keys.verify_refresh(refresh_token, self.now())?;
+        let now = self.now();
         if now >= self.inner.keys.session_end(claims.session_started_at) {
             return Err(Error::Unauthorized("the session has reached its maximum age; log in again".into()));
         }
@@ -158,7 +158,7 @@ impl OrderSystem {
     /// The caller an access token stands for. The token's session must be live: not logged
     /// out, not ended by a password change or "revoke all", and its account not disabled.
     pub async fn authenticate(&self, access_token: &str) -> Result<Caller> {
-        let claims = self.inner.keys.verify_access(access_token)?;
+        let claims = self.inner.keys.verify_access(access_token, self.now())?;
         let user = self.live_session_user(&claims).await?;
         Ok(Caller::User { id: user.id, is_staff: user.is_staff })
     }
@@ -181,8 +181,8 @@ impl OrderSystem {
     /// Logs out: ends the session of `refresh_token` (its refresh token and every access token
     /// issued in it stop working at once). Ending a session that already ended succeeds.
     pub async fn logout(&self, refresh_token: &str) -> Result<()> {
-        let claims = self.inner.keys.verify_refresh(refresh_token)?;
-        let (user, family, at) = (claims.user_id, claims.family.clone(), Self::now());
+        let claims = self.inner.keys.verify_refresh(refresh_token, self.now())?;
+        let (user, family, at) = (claims.user_id, claims.family.clone(), self.now());
         let ended = self.write(move |s| async move { s.revoke_session(user, &family, at).await }).await;
         self.inner.sessions.invalidate();
         ended?;
@@ -195,7 +195,7 @@ impl OrderSystem {
         if !caller.can_access(user) {
             return Err(Error::Forbidden("only staff may end other users' sessions".into()));
         }
-        let at = Self::now();
+        let at = self.now();
         let ended = self.write(move |s| async move { s.end_sessions(user, None, None, at).await }).await;
         self.inner.sessions.invalidate();
         if !ended? {
@@ -210,7 +210,7 @@ impl OrderSystem {
     /// token stays logged in. Field errors name `current_password` (wrong) or `new_password`
     /// (too weak).
     pub async fn change_password(&self, access_token: &str, current_password: &str, new_password: &str) -> Result<()> {
-        let claims = self.inner.keys.verify_access(access_token)?;
+        let claims = self.inner.keys.verify_access(access_token, self.now())?;
         let user = self.live_session_user(&claims).await?;
         let username = user.username.as_str().to_owned();
         let attempt = self.inner.login_failures.begin(&username).map_err(|retry_after| Error::TooManyAttempts {
@@ -229,7 +229,7 @@ impl OrderSystem {
         }
         drop(attempt);
         let new_hash = self.inner.hasher.hash(&new).await?;
-        let (id, keep, at) = (user.id, claims.session.clone(), Self::now());
+        let (id, keep, at) = (user.id, claims.session.clone(), self.now());
         let ended = self.write(move |s| async move { s.end_sessions(id, Some(&keep), Some(new_hash), at).await }).await;
         self.inner.sessions.invalidate();
         ended?;
@@ -246,7 +246,7 @@ impl OrderSystem {
         if !is_active && caller.user_id() == Some(user) {
             return Err(Error::Conflict("staff cannot disable their own account".into()));
         }
-        let at = Self::now();
+        let at = self.now();
         let changed = self.write(move |s| async move { s.set_active(user, is_active, at).await }).await;
         self.inner.sessions.invalidate();
         staff_change(user, changed?)

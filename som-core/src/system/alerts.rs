@@ -48,7 +48,7 @@ impl OrderSystem {
                 })
             })
             .collect();
-        let at = Self::now();
+        let at = self.now();
         self.write(move |s| async move { s.enqueue_notifications(rows, at).await }).await?;
         self.inner.wake.notify_one();
         Ok(())

@@ -54,7 +54,7 @@ impl OrderSystem {
                 "the provider refused to close an ended payment; it is not asked again"
             ),
         }
-        let (id, at) = (payment.id, Self::now());
+        let (id, at) = (payment.id, self.now());
         self.write(move |s| async move { s.mark_closed_at_provider(id, at).await }).await?;
         metrics::counter!("som_payments_closed_at_provider_total").increment(1);
         Ok(())
@@ -75,7 +75,7 @@ impl OrderSystem {
             actor: Actor::System,
             request_key: Some(format!("late-capture|{}", payment.id)),
             provider_refund_id: None,
-            created_at: Self::now(),
+            created_at: self.now(),
         };
         let refund = match self.write(move |s| async move { s.reserve_refund(record).await }).await? {
             RefundReserve::Reserved(refund) | RefundReserve::Existing(refund) => refund,

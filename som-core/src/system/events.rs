@@ -144,7 +144,7 @@ impl OrderSystem {
         // Recorded after its effect: every effect above is conditional, so a crash in between
         // and a redelivery apply nothing twice.
         let first = {
-            let (provider, id, kind, at) = (provider.to_owned(), event.id.clone(), event.kind.clone(), Self::now());
+            let (provider, id, kind, at) = (provider.to_owned(), event.id.clone(), event.kind.clone(), self.now());
             self.write(move |s| async move { s.record_inbound_event(&provider, &id, &kind, at).await }).await?
         };
         let outcome = if first || outcome != EventOutcome::Applied { outcome } else { EventOutcome::Duplicate };
@@ -202,7 +202,7 @@ impl OrderSystem {
         let owner = self.owner(payment.user_id).await?;
         let captured = outcome == PaymentOutcome::Succeeded;
         let notify = self.completion_notify(&outcome, owner);
-        let at = Self::now();
+        let at = self.now();
         match self
             .write(move |s| async move { s.complete_payment(id, outcome, Actor::System, at, notify, None).await })
             .await?
@@ -225,7 +225,7 @@ impl OrderSystem {
                 if captured && !was_captured {
                     // Money for a payment SOM has ended: returned (and its provider side closed).
                     self.return_late_capture(&current).await?;
-                    let at = Self::now();
+                    let at = self.now();
                     self.write(move |s| async move { s.mark_closed_at_provider(id, at).await }).await?;
                     return Ok((
                         EventOutcome::Applied,
@@ -300,7 +300,7 @@ impl OrderSystem {
                         )));
                     }
                 };
-                let (id, reason, at) = (refund.id, why.clone(), Self::now());
+                let (id, reason, at) = (refund.id, why.clone(), self.now());
                 match self.write(move |s| async move { s.reverse_refund(id, &reason, at).await }).await? {
                     Transition::Applied(reversed) => {
                         metrics::counter!("som_refunds_failed_after_success_total").increment(1);
@@ -362,7 +362,7 @@ impl OrderSystem {
                 actor: Actor::System,
                 request_key: Some(format!("provider|{provider}|{}", report.provider_refund_id)),
                 provider_refund_id: Some(report.provider_refund_id.clone()),
-                created_at: Self::now(),
+                created_at: self.now(),
             };
             match self.write(move |s| async move { s.reserve_refund(record).await }).await? {
                 RefundReserve::Reserved(refund) => {

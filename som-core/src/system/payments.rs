@@ -62,7 +62,7 @@ impl OrderSystem {
                 attempt,
                 amount: order.total,
                 client_secret: provided.client_secret,
-                created_at: Self::now(),
+                created_at: self.now(),
             };
             match self.write(move |s| async move { s.insert_payment(record, slot).await }).await? {
                 PaymentInsert::Inserted(p) | PaymentInsert::Existing(p) => Ok(p),
@@ -160,7 +160,7 @@ impl OrderSystem {
         };
         let notify = self.completion_notify(&outcome, owner);
         let actor = caller.actor();
-        let (completing, at) = (outcome.clone(), Self::now());
+        let (completing, at) = (outcome.clone(), self.now());
         match self
             .write(move |s| async move { s.complete_payment(id, completing, actor, at, notify, slot).await })
             .await?

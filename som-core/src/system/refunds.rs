@@ -45,7 +45,7 @@ impl OrderSystem {
                 actor: caller.actor(),
                 request_key,
                 provider_refund_id: None,
-                created_at: Self::now(),
+                created_at: self.now(),
             };
             let refund = match self.write(move |s| async move { s.reserve_refund(record).await }).await? {
                 RefundReserve::Reserved(refund) => refund,
@@ -76,7 +76,7 @@ impl OrderSystem {
     /// finished. The dispatcher runs this periodically with `SOM_REFUND_RECOVERY_AFTER`.
     pub async fn recover_refunds(&self, older_than: Duration) -> Result<usize> {
         let age = chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
-        let before = Self::now().checked_sub_signed(age).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let before = self.now().checked_sub_signed(age).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let mut finished = 0;
         for refund in self.inner.storage.pending_refunds(before, 100).await? {
             let (id, order_id, payment_id, amount) = (refund.id, refund.order_id, refund.payment_id, refund.amount);
@@ -145,7 +145,7 @@ impl OrderSystem {
             }
         };
         let owner = self.owner(refund.user_id).await?;
-        let (id, at, notify) = (refund.id, Self::now(), self.refund_notify(owner));
+        let (id, at, notify) = (refund.id, self.now(), self.refund_notify(owner));
         let finished = match self.write(move |s| async move { s.finish_refund(id, outcome, at, notify).await }).await? {
             Transition::Applied(r) => {
                 self.inner.wake.notify_one();

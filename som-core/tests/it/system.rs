@@ -563,11 +563,13 @@ async fn a_notification_that_always_fails_goes_dead_and_can_be_requeued() {
     e.notes.fail_always(Some(NotifyError::Transient("connection refused".into())));
     e.som.create_order(alice, seed_order()).await.unwrap();
     let dispatcher = e.som.spawn_dispatcher();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let dead = loop {
         let dead = e.som.notifications(Caller::System, Some(NotificationStatus::Dead), None, 10).await.unwrap();
         if !dead.is_empty() {
             break dead;
         }
+        assert!(tokio::time::Instant::now() < deadline, "the notification was not dead-lettered within 20 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(dead[0].attempts, 4, "dead after the configured attempts");
@@ -987,10 +989,12 @@ async fn provider_events_apply_once_and_record_refunds_made_at_the_provider() {
 async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere() {
     let store = Store::new().await;
     let ttl = Duration::from_millis(500);
+    // Time in both processes moves only when told.
+    let clock = som_core::clock::ManualClock::starting_now();
     let build = || {
         let mut cfg = config(&store);
         cfg.session_cache_ttl = ttl;
-        OrderSystem::builder().config(cfg).build()
+        OrderSystem::builder().config(cfg).clock(clock.clone()).build()
     };
     let here = build().await.unwrap();
     let there = build().await.unwrap();
@@ -1003,7 +1007,9 @@ async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere()
 
     // Disabled elsewhere: refused here within the ttl (not necessarily before).
     there.set_active(Caller::System, id, false).await.unwrap();
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    clock.advance(ttl - Duration::from_millis(1));
+    assert!(here.authenticate(&alice.access).await.is_ok(), "trusted from the cache until the ttl");
+    clock.advance(Duration::from_millis(1));
     assert!(matches!(here.authenticate(&alice.access).await, Err(Error::Unauthorized(_))));
 
     // Changed here: refused here at once, however recently the session was seen live.
@@ -1023,7 +1029,7 @@ async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere()
     let fourth = here.login("alice", "correct horse battery").await.unwrap();
     assert_eq!(there.authenticate(&fourth.access).await.unwrap(), Caller::User { id, is_staff: true });
     here.set_staff(Caller::System, id, false).await.unwrap();
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    clock.advance(ttl);
     assert_eq!(there.authenticate(&fourth.access).await.unwrap(), Caller::User { id, is_staff: false });
 }
 
