@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
-use som_core::domain::{Caller, ItemInput, OrderId, OrderInput};
+use som_core::domain::{Caller, OrderId};
 use som_core::notify::{Notification, Notifier, NotifyError};
 use som_core::storage::postgres::testing::{TestDatabase, admin_url};
 use som_core::{Config, OrderListQuery, OrderSystem, Registration};
@@ -32,15 +32,7 @@ impl Notifier for Noop {
     }
 }
 
-fn order() -> OrderInput {
-    OrderInput {
-        items: vec![
-            ItemInput { name: "Widget".into(), quantity: 2, price: "100.00".into() },
-            ItemInput { name: "Gadget".into(), quantity: 1, price: "50.00".into() },
-        ],
-        currency: None,
-    }
-}
+use som_core::testing::seed_order as order;
 
 async fn system(url: &str) -> (OrderSystem, Caller, String) {
     let som = OrderSystem::builder()

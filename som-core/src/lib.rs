@@ -88,15 +88,10 @@ pub mod system;
 /// Small helpers every layer may use: random tokens, hex, secrets, redacted URLs.
 pub mod util;
 
-/// Helpers for tests of code built on SOM: throwaway PostgreSQL databases and a local
-/// Stripe-compatible server.
-#[cfg(all(feature = "test-support", any(feature = "postgres", feature = "stripe")))]
-pub mod testing {
-    #[cfg(feature = "stripe")]
-    pub use crate::payment::localstripe::{LocalStripe, TEST_SECRET_KEY};
-    #[cfg(feature = "postgres")]
-    pub use crate::storage::postgres::testing::*;
-}
+/// Helpers for tests of SOM and of code built on it: the backend matrix, fixtures,
+/// throwaway PostgreSQL databases and a local Stripe-compatible server.
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use auth::TokenPair;
 pub use config::Config;

@@ -70,7 +70,7 @@ async fn postgres_loses_nothing_when_callers_hang_up() {
     hang_ups_lose_nothing_and_deliver_once(db.url(), Some((&admin, db.name()))).await;
 }
 
-const PASSWORD: &str = "correct horse battery";
+use som_core::testing::PASSWORD;
 
 fn order_input(rng: &mut impl Rng) -> OrderInput {
     OrderInput {

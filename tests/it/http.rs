@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 use som_core::domain::{Caller, UserId};
+pub(crate) use som_core::testing::Backend;
 use som_core::testing::TestDatabase;
 use som_core::{Config, OrderSystem};
 
@@ -19,32 +20,7 @@ pub(crate) struct App {
     _db: Option<TestDatabase>,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Every test runs on both backends; the Postgres variant needs `SOM_TEST_POSTGRES_URL` (CI
-/// sets it) and fails when it is set but unreachable.
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })+
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() {
-                if som_core::testing::admin_url().is_none() {
-                    eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the Postgres variant");
-                    return;
-                }
-                super::$name(super::Backend::Postgres).await
-            })+
-        }
-    };
-}
-
-on_both_backends!(
+som_core::on_both_backends!(
     registration_follows_the_original_rules,
     login_profile_and_token_kinds,
     refresh_tokens_rotate_and_cannot_be_reused,

@@ -18,8 +18,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use som_core::config::Secret;
+use som_core::domain::Caller;
 use som_core::domain::NotificationStatus;
-use som_core::domain::{Caller, ItemInput, OrderInput};
 use som_core::notify::verify_signature;
 use som_core::{Config, OrderSystem, Registration};
 
@@ -130,7 +130,7 @@ async fn customer(som: &OrderSystem, name: &str, email: Option<&str>) -> Caller 
     let registration = Registration {
         username: name.into(),
         email: email.map(str::to_owned),
-        password: "correct horse battery".into(),
+        password: som_core::testing::PASSWORD.into(),
     };
     let u = match email {
         Some(_) => som.register(registration).await.unwrap(),
@@ -139,15 +139,7 @@ async fn customer(som: &OrderSystem, name: &str, email: Option<&str>) -> Caller 
     Caller::User { id: u.id, is_staff: false }
 }
 
-fn seed_order() -> OrderInput {
-    OrderInput {
-        items: vec![
-            ItemInput { name: "Widget".into(), quantity: 2, price: "100.00".into() },
-            ItemInput { name: "Gadget".into(), quantity: 1, price: "50.00".into() },
-        ],
-        currency: None,
-    }
-}
+use som_core::testing::seed_order;
 
 async fn drain(som: &OrderSystem) {
     while som.dispatch_once().await.unwrap() > 0 {}

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use som_core::config::Secret;
 use som_core::testing::{LocalStripe, TEST_SECRET_KEY};
 
-use super::http::{App, Backend, assert_problem, read, spawn_app_with};
+use super::http::{App, assert_problem, read, spawn_app_with};
+use som_core::testing::Backend;
 
 const WEBHOOK_SECRET: &str = "whsec_som_test_0123456789abcdef";
 
@@ -117,19 +118,14 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn a_card_payment_is_captured_once_and_the_later_webhook_changes_nothing() {
-    a_card_payment_is_captured_once_and_the_later_webhook_changes_nothing_on(Backend::Sqlite).await;
-}
+som_core::on_both_backends!(
+    a_card_payment_is_captured_once_and_the_later_webhook_changes_nothing,
+    a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe,
+    staff_refund_in_part_and_in_full_at_stripe,
+    forged_stale_and_replayed_events_change_nothing,
+);
 
-#[tokio::test]
-async fn a_card_payment_is_captured_once_and_the_later_webhook_changes_nothing_on_postgres() {
-    if som_core::testing::admin_url().is_some() {
-        a_card_payment_is_captured_once_and_the_later_webhook_changes_nothing_on(Backend::Postgres).await;
-    }
-}
-
-async fn a_card_payment_is_captured_once_and_the_later_webhook_changes_nothing_on(backend: Backend) {
+async fn a_card_payment_is_captured_once_and_the_later_webhook_changes_nothing(backend: Backend) {
     let Some(shop) = shop(backend).await else { return };
     let alice = shop.app.user("alice").await;
     let staff = shop.app.staff("root").await;
@@ -195,19 +191,7 @@ async fn three_d_secure_leaves_the_payment_pending_until_stripe_reports_it() {
     assert_eq!(shop.transitions_to(&alice, order, "PAID").await, 1);
 }
 
-#[tokio::test]
-async fn a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe() {
-    a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on_postgres() {
-    if som_core::testing::admin_url().is_some() {
-        a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on(Backend::Postgres).await;
-    }
-}
-
-async fn a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe_on(backend: Backend) {
+async fn a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe(backend: Backend) {
     let Some(shop) = shop(backend).await else { return };
     let alice = shop.app.user("alice").await;
     let card = shop.stripe.card("4000002500003155").await;
@@ -307,19 +291,7 @@ async fn a_declined_card_fails_and_a_new_attempt_succeeds() {
     assert_problem(status, &problem, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn staff_refund_in_part_and_in_full_at_stripe() {
-    staff_refund_in_part_and_in_full_at_stripe_on(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn staff_refund_in_part_and_in_full_at_stripe_on_postgres() {
-    if som_core::testing::admin_url().is_some() {
-        staff_refund_in_part_and_in_full_at_stripe_on(Backend::Postgres).await;
-    }
-}
-
-async fn staff_refund_in_part_and_in_full_at_stripe_on(backend: Backend) {
+async fn staff_refund_in_part_and_in_full_at_stripe(backend: Backend) {
     let Some(shop) = shop(backend).await else { return };
     let alice = shop.app.user("alice").await;
     let staff = shop.app.staff("root").await;
@@ -348,19 +320,7 @@ async fn staff_refund_in_part_and_in_full_at_stripe_on(backend: Backend) {
     assert_eq!(shop.notifications(&staff, order, "refund_issued").await, 2);
 }
 
-#[tokio::test]
-async fn forged_stale_and_replayed_events_change_nothing() {
-    forged_stale_and_replayed_events_change_nothing_on(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn forged_stale_and_replayed_events_change_nothing_on_postgres() {
-    if som_core::testing::admin_url().is_some() {
-        forged_stale_and_replayed_events_change_nothing_on(Backend::Postgres).await;
-    }
-}
-
-async fn forged_stale_and_replayed_events_change_nothing_on(backend: Backend) {
+async fn forged_stale_and_replayed_events_change_nothing(backend: Backend) {
     let Some(shop) = shop(backend).await else { return };
     let alice = shop.app.user("alice").await;
     let staff = shop.app.staff("root").await;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use som_core::domain::NotificationStatus;
-use som_core::domain::{Caller, ItemInput, OrderInput, OrderStatus, PaymentStatus};
+use som_core::domain::{Caller, OrderStatus, PaymentStatus};
 use som_core::notify::RecordingNotifier;
 use som_core::payment::MockProvider;
 use som_core::testing::{TestDatabase, admin_url};
-use som_core::{Config, Error, OrderSystem, Registration};
+use som_core::{Config, Error, OrderSystem};
 
 struct Node {
     som: OrderSystem,
@@ -39,27 +39,9 @@ async fn database() -> Option<TestDatabase> {
     Some(TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but the server is unreachable"))
 }
 
-fn order() -> OrderInput {
-    OrderInput {
-        items: vec![
-            ItemInput { name: "Widget".into(), quantity: 2, price: "100.00".into() },
-            ItemInput { name: "Gadget".into(), quantity: 1, price: "50.00".into() },
-        ],
-        currency: None,
-    }
-}
+use som_core::testing::seed_order as order;
 
-async fn user(som: &OrderSystem, name: &str) -> Caller {
-    let u = som
-        .register(Registration {
-            username: name.into(),
-            email: Some(format!("{name}@example.com")),
-            password: "correct horse battery".into(),
-        })
-        .await
-        .unwrap();
-    Caller::User { id: u.id, is_staff: false }
-}
+use som_core::testing::customer as user;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_deliver_every_notification_exactly_once() {

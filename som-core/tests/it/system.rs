@@ -8,54 +8,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use som_core::domain::NotificationStatus;
-use som_core::domain::{Caller, ItemInput, OrderInput, OrderStatus, PaymentStatus};
+use som_core::domain::{Caller, OrderStatus, PaymentStatus};
 use som_core::domain::{PaymentId, RefundInput, RefundStatus};
 use som_core::notify::{Notification, Notifier, NotifyError, RecordingNotifier};
 use som_core::payment::{
     Confirmation, MockProvider, PaymentProvider, PaymentRequest, ProviderError, ProviderPayment, ProviderRefund,
     RefundRequest,
 };
+use som_core::testing::{Backend, order_of as items, registration as reg, seed_order};
 use som_core::{Config, Error, OrderListQuery, OrderSystem, Registration};
 
-/// Which database the running test uses; set by the wrappers `on_both_backends!` generates.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    #[cfg(feature = "postgres")]
-    Postgres,
-}
-
-thread_local! {
-    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
-}
-
-/// Every test runs on SQLite and, when `SOM_TEST_POSTGRES_URL` is set, on a fresh PostgreSQL
-/// database.
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod on_sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                super::BACKEND.with(|b| b.set(super::Backend::Sqlite));
-                super::$name().await
-            })+
-        }
-        #[cfg(feature = "postgres")]
-        mod on_postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                if som_core::testing::admin_url().is_none() {
-                    eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
-                    return;
-                }
-                super::BACKEND.with(|b| b.set(super::Backend::Postgres));
-                super::$name().await
-            })+
-        }
-    };
-}
-
-on_both_backends!(
+som_core::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     registration_reports_every_bad_field_and_duplicates,
     login_failures_look_the_same_and_tokens_work,
     refresh_rotates_and_reuse_revokes_the_session,
@@ -97,9 +61,9 @@ struct Store {
 }
 
 impl Store {
-    async fn new() -> Store {
+    async fn new(backend: Backend) -> Store {
         let dir = tempfile::tempdir().unwrap();
-        match BACKEND.with(std::cell::Cell::get) {
+        match backend {
             Backend::Sqlite => Store {
                 dir,
                 #[cfg(feature = "postgres")]
@@ -111,6 +75,8 @@ impl Store {
                 let db = som_core::testing::TestDatabase::create(&admin).await.expect("PostgreSQL unreachable");
                 Store { dir, db: Some(db) }
             }
+            #[cfg(not(feature = "postgres"))]
+            Backend::Postgres => unreachable!("the PostgreSQL variants do not run without the backend"),
         }
     }
 
@@ -140,8 +106,12 @@ fn config(store: &Store) -> Config {
     c
 }
 
-async fn env_with(provider: Option<Arc<dyn PaymentProvider>>, tweak: impl FnOnce(&mut Config)) -> Env {
-    let store = Store::new().await;
+async fn env_with(
+    backend: Backend,
+    provider: Option<Arc<dyn PaymentProvider>>,
+    tweak: impl FnOnce(&mut Config),
+) -> Env {
+    let store = Store::new(backend).await;
     let mut cfg = config(&store);
     tweak(&mut cfg);
     let mock = Arc::new(MockProvider::new(2));
@@ -151,16 +121,8 @@ async fn env_with(provider: Option<Arc<dyn PaymentProvider>>, tweak: impl FnOnce
     Env { som, mock, notes, _store: store }
 }
 
-async fn env() -> Env {
-    env_with(None, |_| {}).await
-}
-
-fn reg(username: &str) -> Registration {
-    Registration {
-        username: username.into(),
-        email: Some(format!("{username}@example.com")),
-        password: "correct horse battery".into(),
-    }
+async fn env(backend: Backend) -> Env {
+    env_with(backend, None, |_| {}).await
 }
 
 async fn signed_up(som: &OrderSystem, username: &str) -> Caller {
@@ -169,26 +131,12 @@ async fn signed_up(som: &OrderSystem, username: &str) -> Caller {
     som.authenticate(&tokens.access).await.unwrap()
 }
 
-fn items(lines: &[(&str, i64, &str)]) -> OrderInput {
-    OrderInput {
-        items: lines
-            .iter()
-            .map(|(n, q, p)| ItemInput { name: (*n).into(), quantity: *q, price: (*p).into() })
-            .collect(),
-        currency: None,
-    }
-}
-
-fn seed_order() -> OrderInput {
-    items(&[("Widget", 2, "100.00"), ("Gadget", 1, "50.00")])
-}
-
 fn fields(e: &Error) -> Vec<String> {
     e.validation_errors().map(|v| v.fields().keys().cloned().collect()).unwrap_or_default()
 }
 
-async fn registration_reports_every_bad_field_and_duplicates() {
-    let e = env().await;
+async fn registration_reports_every_bad_field_and_duplicates(backend: Backend) {
+    let e = env(backend).await;
     let bad = Registration { username: "bad name".into(), email: Some("nope".into()), password: "12345678".into() };
     let err = e.som.register(bad).await.unwrap_err();
     assert_eq!(fields(&err), vec!["email", "password", "username"]);
@@ -213,8 +161,8 @@ async fn registration_reports_every_bad_field_and_duplicates() {
     assert_eq!(e.som.create_user(Caller::System, no_email, false).await.unwrap().email, None);
 }
 
-async fn login_failures_look_the_same_and_tokens_work() {
-    let e = env().await;
+async fn login_failures_look_the_same_and_tokens_work(backend: Backend) {
+    let e = env(backend).await;
     e.som.register(reg("alice")).await.unwrap();
     let wrong = e.som.login("alice", "wrong password!").await.unwrap_err();
     let unknown = e.som.login("nobody", "correct horse battery").await.unwrap_err();
@@ -229,8 +177,8 @@ async fn login_failures_look_the_same_and_tokens_work() {
     assert!(matches!(e.som.authenticate("garbage").await, Err(Error::Unauthorized(_))));
 }
 
-async fn refresh_rotates_and_reuse_revokes_the_session() {
-    let e = env().await;
+async fn refresh_rotates_and_reuse_revokes_the_session(backend: Backend) {
+    let e = env(backend).await;
     e.som.register(reg("alice")).await.unwrap();
     let first = e.som.login("alice", "correct horse battery").await.unwrap();
     let second = e.som.refresh(&first.refresh).await.unwrap();
@@ -243,8 +191,8 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
     assert!(e.som.refresh(&other.refresh).await.is_ok(), "other logins are unaffected");
 }
 
-async fn the_signing_secret_is_generated_once_and_kept() {
-    let dir = Store::new().await;
+async fn the_signing_secret_is_generated_once_and_kept(backend: Backend) {
+    let dir = Store::new(backend).await;
     let a = OrderSystem::builder().config(config(&dir)).build().await.unwrap();
     a.register(reg("alice")).await.unwrap();
     let tokens = a.login("alice", "correct horse battery").await.unwrap();
@@ -253,8 +201,8 @@ async fn the_signing_secret_is_generated_once_and_kept() {
     assert!(b.authenticate(&tokens.access).await.is_ok(), "tokens survive a restart");
 }
 
-async fn orders_are_scoped_to_their_owner() {
-    let e = env().await;
+async fn orders_are_scoped_to_their_owner(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let bob = signed_up(&e.som, "bob").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
@@ -276,8 +224,8 @@ async fn orders_are_scoped_to_their_owner() {
     assert_eq!(e.som.list_orders(bob_staff, theirs).await.unwrap().items.len(), 1);
 }
 
-async fn invalid_orders_name_the_field() {
-    let e = env().await;
+async fn invalid_orders_name_the_field(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let err = e.som.create_order(alice, items(&[])).await.unwrap_err();
     assert_eq!(fields(&err), vec!["items"]);
@@ -288,8 +236,8 @@ async fn invalid_orders_name_the_field() {
     assert!(e.som.list_orders(alice, OrderListQuery::default()).await.unwrap().items.is_empty());
 }
 
-async fn lists_page_by_cursor_newest_first() {
-    let e = env().await;
+async fn lists_page_by_cursor_newest_first(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -314,8 +262,8 @@ async fn lists_page_by_cursor_newest_first() {
     assert_eq!(fields(&e.som.list_orders(alice, bad).await.unwrap_err()), vec!["cursor"]);
 }
 
-async fn the_full_flow_pays_the_order_and_delivers_two_notifications() {
-    let e = env().await;
+async fn the_full_flow_pays_the_order_and_delivers_two_notifications(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let p = e.som.initiate_payment(alice, order.id).await.unwrap();
@@ -343,8 +291,8 @@ async fn the_full_flow_pays_the_order_and_delivers_two_notifications() {
     assert!(matches!(e.som.cancel_order(alice, order.id).await, Err(Error::Conflict(_))));
 }
 
-async fn declines_fail_the_payment_and_allow_a_new_attempt() {
-    let e = env().await;
+async fn declines_fail_the_payment_and_allow_a_new_attempt(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     for (method, reason) in [("mock_decline", "declined"), ("mock_insufficient_funds", "insufficient funds")] {
@@ -366,16 +314,16 @@ async fn declines_fail_the_payment_and_allow_a_new_attempt() {
     assert_eq!(fields(&unknown), vec!["method"], "an unusable method is refused first");
 }
 
-async fn unknown_methods_are_rejected_by_field() {
-    let e = env().await;
+async fn unknown_methods_are_rejected_by_field(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let err = e.som.initiate_payment(alice, order.id).method("bitcoin").await.unwrap_err();
     assert_eq!(fields(&err), vec!["method"]);
 }
 
-async fn transient_provider_failures_change_nothing_and_a_retry_succeeds() {
-    let e = env().await;
+async fn transient_provider_failures_change_nothing_and_a_retry_succeeds(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let p = e.som.initiate_payment(alice, order.id).method("mock_transient_error").await.unwrap();
@@ -393,8 +341,8 @@ async fn transient_provider_failures_change_nothing_and_a_retry_succeeds() {
     assert!(e.som.initiate_payment(alice, other.id).await.is_ok());
 }
 
-async fn cancelling_voids_the_pending_payment_and_is_recorded() {
-    let e = env().await;
+async fn cancelling_voids_the_pending_payment_and_is_recorded(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let p = e.som.initiate_payment(alice, order.id).await.unwrap();
@@ -411,8 +359,8 @@ async fn cancelling_voids_the_pending_payment_and_is_recorded() {
     assert!(e.notes.delivered().iter().any(|n| n.message.subject == "Order Cancelled"));
 }
 
-async fn concurrent_initiates_make_one_payment_and_one_provider_call() {
-    let e = env().await;
+async fn concurrent_initiates_make_one_payment_and_one_provider_call(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let mut tasks = Vec::new();
@@ -430,8 +378,8 @@ async fn concurrent_initiates_make_one_payment_and_one_provider_call() {
     assert_eq!(e.mock.initiate_calls(), 1);
 }
 
-async fn concurrent_confirms_transition_once_and_notify_once() {
-    let e = env().await;
+async fn concurrent_confirms_transition_once_and_notify_once(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let p = e.som.initiate_payment(alice, order.id).await.unwrap();
@@ -450,8 +398,8 @@ async fn concurrent_confirms_transition_once_and_notify_once() {
     assert_eq!(succeeded, 1);
 }
 
-async fn idempotency_keys_replay_reject_mismatches_and_are_per_caller() {
-    let e = env().await;
+async fn idempotency_keys_replay_reject_mismatches_and_are_per_caller(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let bob = signed_up(&e.som, "bob").await;
     let first = e.som.create_order(alice, seed_order()).idempotency_key("k-1").await.unwrap();
@@ -523,9 +471,9 @@ impl PaymentProvider for SlowProvider {
     }
 }
 
-async fn a_key_in_use_by_a_running_request_is_reported_in_progress() {
+async fn a_key_in_use_by_a_running_request_is_reported_in_progress(backend: Backend) {
     let slow = Arc::new(SlowProvider::default());
-    let e = env_with(Some(slow.clone()), |_| {}).await;
+    let e = env_with(backend, Some(slow.clone()), |_| {}).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let som = e.som.clone();
@@ -538,8 +486,8 @@ async fn a_key_in_use_by_a_running_request_is_reported_in_progress() {
     assert_eq!(e.som.initiate_payment(alice, order.id).idempotency_key("same").await.unwrap(), p);
 }
 
-async fn transient_notifier_failures_retry_with_growing_delays() {
-    let e = env().await;
+async fn transient_notifier_failures_retry_with_growing_delays(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     e.notes.fail_next(3, NotifyError::Transient("451 try later".into()));
     let dispatcher = e.som.spawn_dispatcher();
@@ -557,8 +505,8 @@ async fn transient_notifier_failures_retry_with_growing_delays() {
     assert_eq!(sent[0].attempts, 4);
 }
 
-async fn a_notification_that_always_fails_goes_dead_and_can_be_requeued() {
-    let e = env().await;
+async fn a_notification_that_always_fails_goes_dead_and_can_be_requeued(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     e.notes.fail_always(Some(NotifyError::Transient("connection refused".into())));
     e.som.create_order(alice, seed_order()).await.unwrap();
@@ -583,8 +531,8 @@ async fn a_notification_that_always_fails_goes_dead_and_can_be_requeued() {
     assert!(matches!(e.som.retry_notification(Caller::System, dead[0].id).await, Err(Error::Conflict(_))));
 }
 
-async fn permanent_failures_dead_letter_at_once() {
-    let e = env().await;
+async fn permanent_failures_dead_letter_at_once(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     e.notes.fail_next(1, NotifyError::Permanent("550 no such user".into()));
     e.som.create_order(alice, seed_order()).await.unwrap();
@@ -618,8 +566,8 @@ impl Notifier for Hanging {
     }
 }
 
-async fn a_dispatcher_killed_mid_batch_loses_nothing() {
-    let dir = Store::new().await;
+async fn a_dispatcher_killed_mid_batch_loses_nothing(backend: Backend) {
+    let dir = Store::new(backend).await;
     let hanging = Arc::new(Hanging::default());
     hanging.blocked.store(true, Ordering::SeqCst);
     let som = OrderSystem::builder().config(config(&dir)).notifier(hanging.clone()).build().await.unwrap();
@@ -650,8 +598,8 @@ async fn a_dispatcher_killed_mid_batch_loses_nothing() {
     assert_eq!(sent.len(), 3);
 }
 
-async fn a_graceful_shutdown_releases_unattempted_rows() {
-    let e = env().await;
+async fn a_graceful_shutdown_releases_unattempted_rows(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     for _ in 0..3 {
         e.som.create_order(alice, seed_order()).await.unwrap();
@@ -666,8 +614,8 @@ async fn a_graceful_shutdown_releases_unattempted_rows() {
     assert!(sent.iter().all(|n| n.attempts == 1));
 }
 
-async fn operators_manage_users_and_issue_tokens() {
-    let e = env().await;
+async fn operators_manage_users_and_issue_tokens(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let everyone = || som_core::UserListQuery::default();
     assert!(matches!(e.som.users_page(alice, everyone()).await, Err(Error::Forbidden(_))));
@@ -706,8 +654,8 @@ fn refund_of(amount: Option<&str>) -> RefundInput {
     RefundInput { amount: amount.map(str::to_owned), reason: Some("damaged in transit".into()) }
 }
 
-async fn staff_refund_payments_in_part_and_in_full_once_each() {
-    let e = env().await;
+async fn staff_refund_payments_in_part_and_in_full_once_each(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let mallory = signed_up(&e.som, "mallory").await;
     let staff_user = e.som.create_user(Caller::System, reg("staff"), true).await.unwrap();
@@ -773,8 +721,8 @@ async fn staff_refund_payments_in_part_and_in_full_once_each() {
     assert!(refunds.iter().any(|n| n.message.text.contains("100.00 USD") && n.message.subject == "Refund Issued"));
 }
 
-async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_later() {
-    let e = env().await;
+async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_later(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let (_, declining) = paid_order(&e.som, alice, "mock_refund_decline").await;
     let err = e.som.refund_payment(Caller::System, declining).input(refund_of(Some("10.00"))).await.unwrap_err();
@@ -803,8 +751,8 @@ async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_lat
     assert_eq!(e.mock.refunds_made(), (1, 5000));
 }
 
-async fn sixty_four_concurrent_partial_refunds_return_exactly_the_payment() {
-    let e = env().await;
+async fn sixty_four_concurrent_partial_refunds_return_exactly_the_payment(backend: Backend) {
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, items(&[("Widget", 1, "10.00")])).await.unwrap();
     let p = e.som.initiate_payment(alice, order.id).await.unwrap();
@@ -833,8 +781,8 @@ async fn sixty_four_concurrent_partial_refunds_return_exactly_the_payment() {
     assert_eq!(e.mock.refunds_made(), (10, 1000));
 }
 
-async fn a_refund_left_pending_by_a_crash_is_finished_once_after_restart() {
-    let dir = Store::new().await;
+async fn a_refund_left_pending_by_a_crash_is_finished_once_after_restart(backend: Backend) {
+    let dir = Store::new(backend).await;
     let alice;
     let pid;
     {
@@ -862,10 +810,10 @@ async fn a_refund_left_pending_by_a_crash_is_finished_once_after_restart() {
     assert_eq!(som.payment(alice, pid).await.unwrap().refunded.amount_string(), "25.00");
 }
 
-async fn provider_events_apply_once_and_record_refunds_made_at_the_provider() {
+async fn provider_events_apply_once_and_record_refunds_made_at_the_provider(backend: Backend) {
     use som_core::EventOutcome;
     use som_core::payment::{EventEffect, ProviderEvent, RefundReport};
-    let e = env().await;
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let payment = e.som.initiate_payment(alice, order.id).await.unwrap();
@@ -986,8 +934,8 @@ async fn provider_events_apply_once_and_record_refunds_made_at_the_provider() {
 
 /// Two processes on one database (two systems, each with its own session cache): a change made
 /// in one takes effect there at once and in the other within `SOM_SESSION_CACHE_TTL`.
-async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere() {
-    let store = Store::new().await;
+async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere(backend: Backend) {
+    let store = Store::new(backend).await;
     let ttl = Duration::from_millis(500);
     // Time in both processes moves only when told.
     let clock = som_core::clock::ManualClock::starting_now();
@@ -1033,10 +981,10 @@ async fn session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere()
     assert_eq!(there.authenticate(&fourth.access).await.unwrap(), Caller::User { id, is_staff: false });
 }
 
-async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned() {
+async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned(backend: Backend) {
     use som_core::EventOutcome;
     use som_core::payment::{EventEffect, ProviderEvent};
-    let e = env().await;
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     e.som.create_user(Caller::System, reg("root"), true).await.unwrap();
 
@@ -1128,9 +1076,9 @@ async fn ended_payments_are_closed_at_the_provider_and_late_money_is_returned() 
     assert_eq!(e.som.order(alice, order.id).await.unwrap().status, OrderStatus::Refunded);
 }
 
-async fn a_refund_the_provider_is_still_returning_stays_pending_until_it_says_how_it_ended() {
+async fn a_refund_the_provider_is_still_returning_stays_pending_until_it_says_how_it_ended(backend: Backend) {
     use som_core::payment::{EventEffect, ProviderEvent, RefundReport};
-    let e = env().await;
+    let e = env(backend).await;
     let alice = signed_up(&e.som, "alice").await;
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let p = e.som.initiate_payment(alice, order.id).await.unwrap();
@@ -1224,9 +1172,9 @@ async fn a_refund_the_provider_is_still_returning_stays_pending_until_it_says_ho
     assert!(alerts.iter().any(|n| n.kind == som_core::domain::EventKind::StaffAlert), "{alerts:?}");
 }
 
-async fn logins_racing_a_password_change_keep_no_working_session() {
+async fn logins_racing_a_password_change_keep_no_working_session(backend: Backend) {
     // Attempts in flight hold failed-login slots; this test is about sessions, not that limit.
-    let e = env_with(None, |c| c.login_failure_limit = 100).await;
+    let e = env_with(backend, None, |c| c.login_failure_limit = 100).await;
     e.som.register(reg("alice")).await.unwrap();
     let keeper = e.som.login("alice", "correct horse battery").await.unwrap();
     for round in 0..3 {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 
 use super::*;
-use crate::domain::{Currency, EventKind, ItemInput, Money, NewOrder, OrderInput, PaymentStatus, RefundStatus};
+use crate::domain::{Currency, EventKind, Money, NewOrder, PaymentStatus, RefundStatus};
 use crate::domain::{Email, Message, OrderStatus, Username};
 
 /// Generates a `#[tokio::test]` per conformance check, each on storage from `$make`: an
@@ -94,14 +94,7 @@ pub(super) async fn user(s: &DynStorage, name: &str) -> crate::domain::User {
 }
 
 pub(super) fn new_order(prices: &[(&str, i64, &str)]) -> NewOrder {
-    let input = OrderInput {
-        items: prices
-            .iter()
-            .map(|(n, q, p)| ItemInput { name: (*n).into(), quantity: *q, price: (*p).into() })
-            .collect(),
-        currency: None,
-    };
-    NewOrder::parse(&input, Currency::USD).unwrap()
+    NewOrder::parse(&crate::testing::order_of(prices), Currency::USD).unwrap()
 }
 
 pub(super) fn notify(channels: &[&str], user: &crate::domain::User) -> OrderNotify {
