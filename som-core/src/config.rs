@@ -3,9 +3,16 @@
 
 use std::time::Duration;
 
+/// The failed-login window in minutes, written once for both [`LOGIN_FAILURE_WINDOW`] and the
+/// help text that names it.
+macro_rules! login_failure_window_minutes {
+    () => {
+        15
+    };
+}
+
 use crate::domain::Currency;
 use crate::error::{Result, ValidationErrors};
-use crate::notify::DispatchConfig;
 pub use crate::util::{Secret, redact_url};
 
 /// One configuration variable.
@@ -123,7 +130,11 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_LOGIN_FAILURE_LIMIT",
         default: "10",
-        help: "Failed logins per username (from any address) within 15 minutes before that username is refused with 429 until the window has passed; 0 turns the limit off",
+        help: concat!(
+            "Failed logins per username (from any address) within ",
+            login_failure_window_minutes!(),
+            " minutes before that username is refused with 429 until the window has passed; 0 turns the limit off"
+        ),
     },
     ConfigVar {
         name: "SOM_TRUSTED_PROXIES",
@@ -456,7 +467,7 @@ impl Config {
         }
         let trusted_proxies = list(&get("SOM_TRUSTED_PROXIES"));
         for proxy in &trusted_proxies {
-            if parse_cidr(proxy).is_none() {
+            if crate::net::parse_cidr(proxy).is_none() {
                 errors.add("SOM_TRUSTED_PROXIES", format!("{proxy:?} is not an IP address or CIDR range"));
             }
         }
@@ -543,10 +554,7 @@ impl Config {
     /// The database file `database_url` names, for a file-backed SQLite database; `None` for an
     /// in-memory database or a server database.
     pub fn database_file(&self) -> Option<std::path::PathBuf> {
-        #[cfg(feature = "sqlite")]
-        return crate::storage::sqlite::database_file(&self.database_url);
-        #[cfg(not(feature = "sqlite"))]
-        None
+        sqlite_file(&self.database_url).ok().flatten()
     }
 
     /// The configuration reference as a Markdown table (the operator documentation embeds it).
@@ -575,7 +583,7 @@ impl Config {
 }
 
 /// The window of [`Config::login_failure_limit`].
-pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(login_failure_window_minutes!() * 60);
 
 /// Signing secrets published as examples; a deployment that kept one can be forged offline.
 const PLACEHOLDER_SECRETS: &[&str] = &["change-me-to-a-long-random-secret-of-32-bytes"];
@@ -597,39 +605,52 @@ pub fn check_jwt_secret(secret: &str) -> std::result::Result<(), &'static str> {
     }
 }
 
-/// Parses `10.0.0.1`, `10.0.0.0/8`, `::1` or `fd00::/8` into a network address and prefix length.
-pub fn parse_cidr(raw: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (addr, prefix) = match raw.trim().split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (raw.trim(), None),
-    };
-    let addr: std::net::IpAddr = addr.parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
-        None => max,
-    };
-    Some((addr, prefix))
+/// How the dispatcher paces itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchConfig {
+    /// Rows claimed per round.
+    pub batch_size: u32,
+    /// How long a claim lasts before another dispatcher may take the row.
+    pub lease: Duration,
+    /// How often to look for rows written by other processes (or due for retry) when not woken.
+    pub poll_interval: Duration,
+    /// Delay after the first failure; doubles with each further failure.
+    pub backoff_base: Duration,
+    /// Longest delay between attempts.
+    pub backoff_cap: Duration,
+    /// Attempts before a row is dead-lettered.
+    pub max_attempts: u32,
 }
 
-/// Whether `ip` lies in the network `(net, prefix)`. IPv4-mapped IPv6 addresses count as IPv4.
-pub fn cidr_contains((net, prefix): (std::net::IpAddr, u8), ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    let bits = |a: IpAddr| match a {
-        IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32u32),
-        IpAddr::V6(v6) => (u128::from(v6), 128u32),
-    };
-    let ((n, n_len), (i, i_len)) = (bits(net), bits(ip));
-    if n_len != i_len {
-        return false;
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            batch_size: 32,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(600),
+            max_attempts: 8,
+        }
     }
-    let prefix = u32::from(prefix).min(n_len);
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
-    n & mask == i & mask
+}
+
+/// The file a `sqlite:` URL names (`sqlite://relative.db`, `sqlite:///absolute/path.db`): `None`
+/// for an in-memory database (`sqlite::memory:`); an error for a URL that is not SQLite's or
+/// names no file.
+pub(crate) fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>> {
+    let rest = url
+        .strip_prefix("sqlite:")
+        .ok_or_else(|| crate::error::Error::invalid("SOM_DATABASE_URL", "not a sqlite URL"))?;
+    let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    if path == ":memory:" || path.is_empty() && rest == ":memory:" {
+        return Ok(None);
+    }
+    if path.is_empty() {
+        return Err(crate::error::Error::invalid("SOM_DATABASE_URL", "the sqlite URL names no file"));
+    }
+    Ok(Some(std::path::PathBuf::from(path)))
 }
 
 #[cfg(test)]
@@ -753,11 +774,5 @@ mod tests {
         let c = with(&[("SOM_TRUSTED_PROXIES", "10.0.0.0/8, ::1")]).unwrap();
         assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".to_owned(), "::1".to_owned()]);
         assert!(with(&[("SOM_TRUSTED_PROXIES", "proxy.local")]).is_err());
-        let net = parse_cidr("10.0.0.0/8").unwrap();
-        assert!(cidr_contains(net, "10.1.2.3".parse().unwrap()));
-        assert!(cidr_contains(net, "::ffff:10.1.2.3".parse().unwrap()));
-        assert!(!cidr_contains(net, "11.0.0.1".parse().unwrap()));
-        assert!(cidr_contains(parse_cidr("fd00::/8").unwrap(), "fd12::1".parse().unwrap()));
-        assert!(cidr_contains(parse_cidr("0.0.0.0/0").unwrap(), "1.2.3.4".parse().unwrap()));
     }
 }

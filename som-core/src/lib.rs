@@ -74,6 +74,8 @@ pub mod config;
 pub mod domain;
 /// The one error type, with a kind for front ends.
 pub mod error;
+/// Network addresses: CIDR ranges.
+pub mod net;
 /// The Notifier trait, its implementations and the outbox dispatcher.
 pub mod notify;
 /// The PaymentProvider trait and the mock provider.

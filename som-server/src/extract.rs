@@ -155,7 +155,7 @@ pub struct ClientIp(pub IpAddr);
 
 /// The client address behind `peer`, believing `X-Forwarded-For` only from `trusted` proxies.
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[(IpAddr, u8)]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| som_core::config::cidr_contains(*net, ip));
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| som_core::net::cidr_contains(*net, ip));
     if !is_trusted(peer) {
         return peer;
     }
@@ -189,13 +189,30 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// An id from the path, parsed by som-core's own `FromStr`; anything else names nothing (404).
+pub(crate) fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
+    raw.parse::<T>().map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
+}
+
+/// The `Idempotency-Key` header (documentation).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// Makes the request safe to repeat: the same key with the same request within 24 h returns
+    /// the original response without a second effect.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(value_type = String, required = false, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")]
+    pub idempotency_key: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::client_ip;
 
     #[test]
     fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
-        let trusted = [som_core::config::parse_cidr("10.0.0.0/8").unwrap()];
+        let trusted = [som_core::net::parse_cidr("10.0.0.0/8").unwrap()];
         let peer = "10.0.0.5".parse().unwrap();
         let outsider = "203.0.113.9".parse().unwrap();
         assert_eq!(client_ip(outsider, Some("1.2.3.4"), &trusted), outsider);

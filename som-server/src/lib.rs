@@ -19,8 +19,12 @@ pub mod extract;
 pub mod ops;
 
 pub mod order_json;
+/// Pages of lists: sizes and next-page headers.
+pub mod paging;
 /// API handlers.
 pub mod routes;
+/// OpenAPI schemas of the domain's enums.
+pub mod schema;
 /// Refund, account and notification handlers (staff operations).
 pub mod staff;
 
@@ -90,7 +94,7 @@ impl Settings {
             max_connections_per_address: c.connections_per_address(),
             metrics_token: c.metrics_token.clone(),
             metrics_on_main: c.metrics_listen.is_none(),
-            trusted_proxies: c.trusted_proxies.iter().filter_map(|p| som_core::config::parse_cidr(p)).collect(),
+            trusted_proxies: c.trusted_proxies.iter().filter_map(|p| som_core::net::parse_cidr(p)).collect(),
         }
     }
 }
@@ -316,7 +320,7 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let peer = addr.ip();
-                let counted = if trusted_proxies.iter().any(|net| som_core::config::cidr_contains(*net, peer)) {
+                let counted = if trusted_proxies.iter().any(|net| som_core::net::cidr_contains(*net, peer)) {
                     None
                 } else {
                     match per_address.open(peer) {

@@ -26,7 +26,7 @@ macro_rules! id_type {
         }
 
         impl std::str::FromStr for $name {
-            type Err = crate::Error;
+            type Err = crate::error::Error;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 s.trim()
@@ -34,7 +34,7 @@ macro_rules! id_type {
                     .ok()
                     .filter(|id| *id > 0)
                     .map(Self)
-                    .ok_or_else(|| crate::Error::invalid($label, "must be a positive integer id"))
+                    .ok_or_else(|| crate::error::Error::invalid($label, "must be a positive integer id"))
             }
         }
     };

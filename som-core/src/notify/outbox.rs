@@ -24,35 +24,7 @@ const MARK_EVERY: Duration = Duration::from_secs(1);
 /// How long a dispatcher that just delivered a part batch waits before claiming again.
 const GATHER: Duration = Duration::from_millis(20);
 
-/// How the dispatcher paces itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DispatchConfig {
-    /// Rows claimed per round.
-    pub batch_size: u32,
-    /// How long a claim lasts before another dispatcher may take the row.
-    pub lease: Duration,
-    /// How often to look for rows written by other processes (or due for retry) when not woken.
-    pub poll_interval: Duration,
-    /// Delay after the first failure; doubles with each further failure.
-    pub backoff_base: Duration,
-    /// Longest delay between attempts.
-    pub backoff_cap: Duration,
-    /// Attempts before a row is dead-lettered.
-    pub max_attempts: u32,
-}
-
-impl Default for DispatchConfig {
-    fn default() -> Self {
-        DispatchConfig {
-            batch_size: 32,
-            lease: Duration::from_secs(60),
-            poll_interval: Duration::from_secs(1),
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(600),
-            max_attempts: 8,
-        }
-    }
-}
+pub use crate::config::DispatchConfig;
 
 /// The delay before retrying after `attempts` failed attempts (1-based): "equal jitter", a
 /// uniformly random value in `[d/2, d]` where `d = min(cap, base × 2^(attempts-1))`. Delays

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Where a `sqlite:` URL points: `sqlite://som.db` (relative), `sqlite:///abs/som.db`,
 /// `sqlite::memory:` (private, in memory).
@@ -13,16 +13,7 @@ pub fn database_file(url: &str) -> Option<PathBuf> {
 }
 
 pub(super) fn parse_url(url: &str) -> Result<Option<PathBuf>> {
-    let rest = url.strip_prefix("sqlite:").ok_or_else(|| Error::invalid("SOM_DATABASE_URL", "not a sqlite URL"))?;
-    let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
-    let path = rest.strip_prefix("//").unwrap_or(rest);
-    if path == ":memory:" || path.is_empty() && rest == ":memory:" {
-        return Ok(None);
-    }
-    if path.is_empty() {
-        return Err(Error::invalid("SOM_DATABASE_URL", "the sqlite URL names no file"));
-    }
-    Ok(Some(PathBuf::from(path)))
+    crate::config::sqlite_file(url)
 }
 
 /// Creates the empty file `path` readable and writable by its owner only (0600), or — with
