@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dto, error, ops, routes, staff};
+use crate::{dto, error, ops, routes, schema, staff};
 
 /// The API description served at `/api/openapi.json` and `/api/schema/`.
 #[derive(Debug, OpenApi)]
@@ -29,8 +29,8 @@ use crate::{dto, error, ops, routes, staff};
         dto::PasswordChangeRequest,
         dto::OrderItemRequest, dto::CreateOrderRequest, dto::OrderItemResponse, dto::OrderResponse,
         dto::OrderEventResponse, dto::InitiatePaymentRequest, dto::ConfirmPaymentRequest, dto::PaymentResponse,
-        dto::Health, dto::PaymentStatusSchema, routes::StatusParam, error::Problem,
-        dto::RefundRequestBody, dto::RefundResponse, dto::RefundStatusSchema, dto::UserPatchRequest,
+        dto::Health, schema::PaymentStatusSchema, schema::StatusParam, error::Problem,
+        dto::RefundRequestBody, dto::RefundResponse, schema::RefundStatusSchema, dto::UserPatchRequest,
         dto::StaffUserResponse, dto::NotificationResponse, dto::NotificationCounts, dto::ProviderEventReceipt,
     )),
     modifiers(&BearerAuth, &StandardResponses, &Links),

@@ -361,7 +361,7 @@ pub struct PaymentResponse {
     #[schema(example = "0.00")]
     pub refunded_amount: String,
     /// PENDING, SUCCESS, FAILED, CANCELLED, PARTIALLY_REFUNDED or REFUNDED.
-    #[schema(value_type = PaymentStatusSchema, example = "PENDING")]
+    #[schema(value_type = crate::schema::PaymentStatusSchema, example = "PENDING")]
     pub status: String,
     /// Why it failed, when it did.
     pub failure_reason: Option<String>,
@@ -501,7 +501,7 @@ pub struct RefundResponse {
     #[schema(example = "USD")]
     pub currency: String,
     /// PENDING (the provider has not answered yet; finished automatically), SUCCEEDED or FAILED.
-    #[schema(value_type = RefundStatusSchema, example = "SUCCEEDED")]
+    #[schema(value_type = crate::schema::RefundStatusSchema, example = "SUCCEEDED")]
     pub status: String,
     /// The provider's id for it.
     pub provider_refund_id: Option<String>,

@@ -46,7 +46,7 @@ pub struct OrderResponse {
     #[schema(example = "0.00")]
     pub refunded_amount: String,
     /// CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED or REFUNDED.
-    #[schema(value_type = crate::routes::StatusParam, example = "CREATED")]
+    #[schema(value_type = crate::schema::StatusParam, example = "CREATED")]
     pub status: String,
     /// When it was placed.
     #[schema(example = "2026-11-30T09:15:00Z")]

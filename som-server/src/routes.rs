@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use som_core::domain::{ItemInput, OrderId, OrderInput, OrderStatus, PaymentId, PaymentStatus, UserId};
 use som_core::{OrderListQuery, Registration};
@@ -12,15 +12,12 @@ use som_core::{OrderListQuery, Registration};
 use crate::AppState;
 use crate::dto::*;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Bearer, IdempotencyKey, JsonBody};
+use crate::extract::{Auth, Bearer, IdempotencyHeader, IdempotencyKey, JsonBody, path_id};
 use crate::order_json::{OrderJson, OrderListJson};
+use crate::paging::{next_page_headers, page_limit};
+use crate::schema::{StatusParam, one_of};
 
 type ApiResult<T> = Result<T, ApiError>;
-
-/// An id from the path, parsed by som-core's own `FromStr`; anything else names nothing (404).
-pub(crate) fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult<T> {
-    raw.parse::<T>().map_err(|_| ApiError::not_found(format!("{what} {raw} not found")))
-}
 
 /// Register a new account.
 #[utoipa::path(post, path = "/api/v1/accounts/register/", tag = "accounts", request_body = RegisterRequest,
@@ -137,34 +134,6 @@ pub struct ListParams {
     pub created_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// An order status.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(non_camel_case_types, clippy::upper_case_acronyms, dead_code)]
-pub enum StatusParam {
-    /// Awaiting payment.
-    CREATED,
-    /// Paid.
-    PAID,
-    /// Cancelled.
-    CANCELLED,
-    /// Paid, then partly refunded.
-    PARTIALLY_REFUNDED,
-    /// Paid, then fully refunded.
-    REFUNDED,
-}
-
-/// The `Idempotency-Key` header (documentation).
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct IdempotencyHeader {
-    /// Makes the request safe to repeat: the same key with the same request within 24 h returns
-    /// the original response without a second effect.
-    #[serde(rename = "Idempotency-Key")]
-    #[param(value_type = String, required = false, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")]
-    pub idempotency_key: Option<String>,
-}
-
 /// The caller's orders, newest first, paginated by cursor. Staff may list another user's
 /// (`?user=`) or everyone's (`?all=true`).
 #[utoipa::path(get, path = "/api/v1/orders/", tag = "orders", params(ListParams), security(("bearer" = [])),
@@ -185,20 +154,11 @@ pub async fn list_orders(
 ) -> ApiResult<impl IntoResponse> {
     // Present parameters must be valid; an empty value is not "absent".
     let get = |k: &str| params.get(k).map(String::as_str);
-    let limit = get("limit")
-        .map(|l| {
-            l.parse::<u32>().map_err(|_| {
-                ApiError::field(
-                    "limit",
-                    format!("must be a whole number between 1 and {}", som_core::system::MAX_PAGE_SIZE),
-                )
-            })
-        })
-        .transpose()?;
+    let limit = page_limit(params.get("limit"), som_core::system::MAX_PAGE_SIZE)?;
     let status = get("status")
         .map(|st| {
             OrderStatus::parse(st).ok_or_else(|| {
-                ApiError::field("status", "must be CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED or REFUNDED")
+                ApiError::field("status", format!("must be {}", one_of(OrderStatus::ALL.iter().map(|s| s.as_str()))))
             })
         })
         .transpose()?;
@@ -242,41 +202,6 @@ pub async fn list_orders(
         );
     }
     Ok((headers, OrderListJson(page.items)))
-}
-
-/// `Link: <path?cursor=…&…>; rel="next"` and `X-Next-Cursor` for a list with more pages,
-/// repeating the request's own parameters (percent-encoded).
-pub(crate) fn next_page_headers<'a>(
-    headers: &mut HeaderMap,
-    path: &str,
-    next: &str,
-    params: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
-) {
-    let mut link = format!("{path}?cursor={}", percent_encode(next));
-    for (key, value) in params {
-        if let Some(v) = value {
-            link.push_str(&format!("&{key}={}", percent_encode(v)));
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
-        headers.insert(header::LINK, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(next) {
-        headers.insert("x-next-cursor", v);
-    }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Place an order; the total is computed by the server.

@@ -15,20 +15,11 @@ use crate::dto::{
     NotificationCounts, NotificationResponse, RefundRequestBody, RefundResponse, StaffUserResponse, UserPatchRequest,
 };
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, IdempotencyKey, JsonBody};
-use crate::routes::{IdempotencyHeader, next_page_headers, path_id};
+use crate::extract::{Auth, IdempotencyHeader, IdempotencyKey, JsonBody, path_id};
+use crate::paging::{next_page_headers, page_limit};
+use crate::schema::{NotificationStatusParam, one_of};
 
 type ApiResult<T> = Result<T, ApiError>;
-
-fn page_limit(raw: Option<&String>, default: u32) -> ApiResult<u32> {
-    raw.map(|l| {
-        l.parse::<u32>().map_err(|_| {
-            ApiError::field("limit", format!("must be a whole number between 1 and {}", som_core::MAX_ADMIN_PAGE_SIZE))
-        })
-    })
-    .transpose()
-    .map(|l| l.unwrap_or(default))
-}
 
 /// Refund a captured payment, fully or in part (staff only). The provider is asked at once;
 /// if it cannot be reached the refund is recorded PENDING (202) and finished automatically —
@@ -105,7 +96,8 @@ pub async fn list_users(
     uri: Uri,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = page_limit(params.get("limit"), som_core::system::DEFAULT_PAGE_SIZE)?;
+    let limit =
+        page_limit(params.get("limit"), som_core::MAX_ADMIN_PAGE_SIZE)?.unwrap_or(som_core::system::DEFAULT_PAGE_SIZE);
     let cursor = params
         .get("cursor")
         .map(|c| c.parse::<UserId>().map_err(|_| ApiError::field("cursor", "is not a valid cursor")))
@@ -179,20 +171,6 @@ pub struct NotificationListParams {
     pub cursor: Option<String>,
 }
 
-/// A notification's delivery state.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(non_camel_case_types, dead_code)]
-pub enum NotificationStatusParam {
-    /// Waiting for (another) delivery attempt.
-    pending,
-    /// Delivered.
-    sent,
-    /// Given up on; may be retried.
-    dead,
-    /// Nothing to deliver on its channel.
-    skipped,
-}
-
 /// Every notification, oldest first (staff only).
 #[utoipa::path(get, path = "/api/v1/notifications/", tag = "staff", params(NotificationListParams),
     security(("bearer" = [])),
@@ -208,11 +186,16 @@ pub async fn list_notifications(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     let get = |k: &str| params.get(k).map(String::as_str);
-    let limit = page_limit(params.get("limit"), som_core::system::DEFAULT_PAGE_SIZE)?;
+    let limit =
+        page_limit(params.get("limit"), som_core::MAX_ADMIN_PAGE_SIZE)?.unwrap_or(som_core::system::DEFAULT_PAGE_SIZE);
     let status = get("status")
         .map(|st| {
-            NotificationStatus::parse(st)
-                .ok_or_else(|| ApiError::field("status", "must be pending, sent, dead or skipped"))
+            NotificationStatus::parse(st).ok_or_else(|| {
+                ApiError::field(
+                    "status",
+                    format!("must be {}", one_of(NotificationStatus::ALL.iter().map(|s| s.as_str()))),
+                )
+            })
         })
         .transpose()?;
     let order = get("order")

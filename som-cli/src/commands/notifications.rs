@@ -13,14 +13,13 @@ use crate::Ctx;
 pub enum Notifications {
     /// List notifications, oldest first.
     List {
-        /// Only this status: pending, sent, dead or skipped.
-        #[arg(long, value_parser = parse_status)]
+        /// Only this status.
+        #[arg(long, value_parser = status_parser())]
         status: Option<NotificationStatus>,
         /// Only notifications about this order.
         #[arg(long)]
         order: Option<som_core::domain::OrderId>,
-        /// Show at most this many (1-1000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(som_core::system::MAX_ADMIN_PAGE_SIZE)))]
+        #[arg(long, default_value_t = 100, help = format!("Show at most this many (1-{})", som_core::system::MAX_ADMIN_PAGE_SIZE), value_parser = clap::value_parser!(u32).range(1..=i64::from(som_core::system::MAX_ADMIN_PAGE_SIZE)))]
         limit: u32,
         /// The `next_cursor` of the previous page.
         #[arg(long)]
@@ -33,8 +32,11 @@ pub enum Notifications {
     },
 }
 
-fn parse_status(raw: &str) -> Result<NotificationStatus, String> {
-    NotificationStatus::parse(raw).ok_or_else(|| "expected pending, sent, dead or skipped".into())
+/// The delivery states som-core has, each a possible value (listed in the help).
+fn status_parser() -> impl clap::builder::TypedValueParser<Value = NotificationStatus> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(NotificationStatus::ALL.map(NotificationStatus::as_str))
+        .try_map(|raw| NotificationStatus::parse(&raw).ok_or_else(|| format!("unknown delivery state {raw}")))
 }
 
 /// A notification as printed.

@@ -30,8 +30,8 @@ pub enum Orders {
         /// Only this user's orders (username or id); everyone's otherwise.
         #[arg(long)]
         user: Option<String>,
-        /// Only orders in this status: CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED, REFUNDED.
-        #[arg(long, value_parser = parse_status)]
+        /// Only orders in this status.
+        #[arg(long, value_parser = status_parser())]
         status: Option<OrderStatus>,
         /// Only orders placed at or after this time (RFC 3339, e.g. 2026-11-30T00:00:00Z).
         #[arg(long, value_parser = parse_time)]
@@ -39,8 +39,8 @@ pub enum Orders {
         /// Only orders placed before this time (RFC 3339).
         #[arg(long, value_parser = parse_time)]
         created_before: Option<chrono::DateTime<chrono::Utc>>,
-        /// Page size (1-200).
-        #[arg(long, default_value_t = som_core::system::DEFAULT_PAGE_SIZE)]
+        #[arg(long, default_value_t = som_core::system::DEFAULT_PAGE_SIZE,
+            help = format!("Page size (1-{})", som_core::system::MAX_PAGE_SIZE))]
         limit: u32,
         /// Continue after this cursor (printed with the previous page).
         #[arg(long)]
@@ -89,8 +89,11 @@ fn parse_item(raw: &str) -> Result<ItemInput, String> {
     Ok(ItemInput { name: name.to_owned(), quantity, price: price.to_owned() })
 }
 
-fn parse_status(raw: &str) -> Result<OrderStatus, String> {
-    OrderStatus::parse(raw).ok_or_else(|| "expected CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED or REFUNDED".into())
+/// The order statuses som-core has, each a possible value (listed in the help).
+fn status_parser() -> impl clap::builder::TypedValueParser<Value = OrderStatus> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(OrderStatus::ALL.map(OrderStatus::as_str))
+        .try_map(|raw| OrderStatus::parse(&raw).ok_or_else(|| format!("unknown order status {raw}")))
 }
 
 fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

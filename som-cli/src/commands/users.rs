@@ -32,8 +32,7 @@ pub enum Users {
         /// Only users whose username or email starts with this (case-insensitive).
         #[arg(long)]
         search: Option<String>,
-        /// Show at most this many (1-1000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(som_core::system::MAX_ADMIN_PAGE_SIZE)))]
+        #[arg(long, default_value_t = 100, help = format!("Show at most this many (1-{})", som_core::system::MAX_ADMIN_PAGE_SIZE), value_parser = clap::value_parser!(u32).range(1..=i64::from(som_core::system::MAX_ADMIN_PAGE_SIZE)))]
         limit: u32,
         /// The `next_cursor` of the previous page.
         #[arg(long)]

@@ -1,0 +1,87 @@
+//! OpenAPI schemas of the domain's enums, built from their `ALL` lists so that the document
+//! always names exactly the values the server takes and returns.
+
+use std::borrow::Cow;
+
+use som_core::domain::{NotificationStatus, OrderStatus, PaymentStatus, RefundStatus};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+/// "`A`, `B` or `C`": the values an error message says a field must take.
+pub(crate) fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// A string schema taking exactly `names`.
+fn string_enum<'a>(description: &str, names: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .enum_values(Some(names.into_iter().map(str::to_owned)))
+        .into()
+}
+
+macro_rules! enum_schema {
+    ($(#[$doc:meta])* $name:ident, $description:literal, $names:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                string_enum($description, $names)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+        }
+    };
+}
+
+enum_schema!(
+    /// An order status.
+    StatusParam,
+    "An order status: CREATED awaits payment; PAID, PARTIALLY_REFUNDED and REFUNDED were paid; CANCELLED will not be.",
+    OrderStatus::ALL.iter().map(|s| s.as_str())
+);
+enum_schema!(
+    /// A payment status.
+    PaymentStatusSchema,
+    "A payment status: PENDING awaits confirmation; SUCCESS was captured (and may later be PARTIALLY_REFUNDED or REFUNDED); FAILED was declined; CANCELLED was voided with its order.",
+    PaymentStatus::ALL.iter().map(|s| s.as_str())
+);
+enum_schema!(
+    /// A refund status.
+    RefundStatusSchema,
+    "A refund status: PENDING has its amount set aside while the provider answers; SUCCEEDED returned the money; FAILED was refused.",
+    RefundStatus::ALL.iter().map(|s| s.as_str())
+);
+enum_schema!(
+    /// A notification's delivery state.
+    NotificationStatusParam,
+    "A notification's delivery state: pending awaits (another) attempt; sent was delivered; dead was given up on and may be retried; skipped had nothing to deliver on its channel.",
+    NotificationStatus::ALL.iter().map(|s| s.as_str())
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn enum_schemas_name_every_value_the_domain_has() {
+        let json = serde_json::to_value(StatusParam::schema()).unwrap();
+        let values: Vec<&str> = json["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(values, OrderStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert_eq!(one_of(["a", "b", "c"]), "a, b or c");
+        assert_eq!(one_of(["a"]), "a");
+    }
+}
