@@ -517,10 +517,12 @@ mod tests {
         let waiting =
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
         let mut probe = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         let pid = loop {
             if let Some(pid) = sqlx::query_scalar::<_, i32>(waiting).fetch_optional(&mut probe).await.unwrap() {
                 break pid;
             }
+            assert!(tokio::time::Instant::now() < deadline, "no write waited for the lock within 20 s");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         };
         sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut probe).await.unwrap();

@@ -165,7 +165,9 @@ async fn committed_notifications_wake_other_processes_and_not_their_own() {
     there.subscribe_outbox(Arc::clone(&woken_there));
     let mut probe = sqlx::PgConnection::connect(db.url()).await.unwrap();
     let listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while sqlx::query_scalar::<_, i64>(listening).fetch_one(&mut probe).await.unwrap() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the listeners did not start within 20 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
