@@ -35,6 +35,7 @@ som_core::on_both_backends!(
     concurrent_initiates_make_one_payment_and_one_provider_call,
     concurrent_confirms_transition_once_and_notify_once,
     idempotency_keys_replay_reject_mismatches_and_are_per_caller,
+    idempotency_keys_expire_and_pending_refunds_are_recovered_as_time_passes,
     a_key_in_use_by_a_running_request_is_reported_in_progress,
     provider_events_apply_once_and_record_refunds_made_at_the_provider,
     session_changes_apply_at_once_here_and_within_the_cache_ttl_elsewhere,
@@ -111,13 +112,30 @@ async fn env_with(
     provider: Option<Arc<dyn PaymentProvider>>,
     tweak: impl FnOnce(&mut Config),
 ) -> Env {
+    env_on(backend, provider, som_core::clock::SystemClock::shared(), tweak).await
+}
+
+/// [`env_with`] on `clock`.
+async fn env_on(
+    backend: Backend,
+    provider: Option<Arc<dyn PaymentProvider>>,
+    clock: som_core::clock::DynClock,
+    tweak: impl FnOnce(&mut Config),
+) -> Env {
     let store = Store::new(backend).await;
     let mut cfg = config(&store);
     tweak(&mut cfg);
     let mock = Arc::new(MockProvider::new(2));
     let notes = Arc::new(RecordingNotifier::new("log"));
     let provider = provider.unwrap_or_else(|| mock.clone());
-    let som = OrderSystem::builder().config(cfg).provider(provider).notifier(notes.clone()).build().await.unwrap();
+    let som = OrderSystem::builder()
+        .config(cfg)
+        .provider(provider)
+        .notifier(notes.clone())
+        .clock(clock)
+        .build()
+        .await
+        .unwrap();
     Env { som, mock, notes, _store: store }
 }
 
@@ -719,6 +737,33 @@ async fn staff_refund_payments_in_part_and_in_full_once_each(backend: Backend) {
         e.notes.delivered().into_iter().filter(|n| n.kind == som_core::domain::EventKind::RefundIssued).collect();
     assert_eq!(refunds.len(), 2);
     assert!(refunds.iter().any(|n| n.message.text.contains("100.00 USD") && n.message.subject == "Refund Issued"));
+}
+
+/// Idempotency keys and pending refunds age by the system's clock: moved forward here, not
+/// slept through.
+async fn idempotency_keys_expire_and_pending_refunds_are_recovered_as_time_passes(backend: Backend) {
+    let clock = som_core::clock::ManualClock::starting_now();
+    let e = env_on(backend, None, clock.clone(), |c| c.idempotency_ttl = Duration::from_secs(3600)).await;
+    let alice = signed_up(&e.som, "alice").await;
+    let first = e.som.create_order(alice, seed_order()).idempotency_key("k-1").await.unwrap();
+    clock.advance(Duration::from_secs(3599));
+    let replay = e.som.create_order(alice, seed_order()).idempotency_key("k-1").await.unwrap();
+    assert_eq!(replay.id, first.id, "replayed within the key's lifetime");
+    clock.advance(Duration::from_secs(2));
+    let fresh = e.som.create_order(alice, seed_order()).idempotency_key("k-1").await.unwrap();
+    assert_ne!(fresh.id, first.id, "an expired key starts afresh");
+
+    let (_, pid) = paid_order(&e.som, alice, "mock_success").await;
+    e.mock.script_refund([ProviderError::Transient("timeout".into())]);
+    let pending = e.som.refund_payment(Caller::System, pid).input(refund_of(Some("50.00"))).await.unwrap();
+    assert_eq!(pending.status, RefundStatus::Pending);
+    let after = Duration::from_secs(60);
+    assert_eq!(e.som.recover_refunds(after).await.unwrap(), 0, "too young to be presumed abandoned");
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(e.som.recover_refunds(after).await.unwrap(), 0, "still too young");
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(e.som.recover_refunds(after).await.unwrap(), 1, "finished once old enough");
+    assert_eq!(e.som.payment_refunds(Caller::System, pid).await.unwrap()[0].status, RefundStatus::Succeeded);
 }
 
 async fn declined_refunds_release_the_amount_and_transient_ones_are_finished_later(backend: Backend) {
