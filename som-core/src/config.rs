@@ -775,4 +775,15 @@ mod tests {
         assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".to_owned(), "::1".to_owned()]);
         assert!(with(&[("SOM_TRUSTED_PROXIES", "proxy.local")]).is_err());
     }
+
+    #[test]
+    fn urls_name_relative_absolute_and_memory_databases() {
+        assert_eq!(sqlite_file("sqlite://som.db").unwrap(), Some(std::path::PathBuf::from("som.db")));
+        assert_eq!(sqlite_file("sqlite:///tmp/x/som.db").unwrap(), Some(std::path::PathBuf::from("/tmp/x/som.db")));
+        assert_eq!(sqlite_file("sqlite:som.db?mode=rwc").unwrap(), Some(std::path::PathBuf::from("som.db")));
+        assert_eq!(sqlite_file("sqlite::memory:").unwrap(), None);
+        assert_eq!(sqlite_file("sqlite://:memory:").unwrap(), None);
+        assert!(sqlite_file("sqlite://").is_err());
+        assert!(sqlite_file("postgres://x").is_err());
+    }
 }

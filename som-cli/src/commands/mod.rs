@@ -27,3 +27,17 @@ pub async fn resolve_user(ctx: &Ctx, who: &str) -> anyhow::Result<User> {
 pub async fn resolve_user_id(ctx: &Ctx, who: &str) -> anyhow::Result<UserId> {
     Ok(resolve_user(ctx, who).await?.id)
 }
+
+/// A value parser taking exactly the names of `all`, a som-core enum's list (clap shows them in
+/// the help and in its error for anything else).
+pub fn names_parser<T, const N: usize>(
+    all: [T; N],
+    name: fn(T) -> &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(all.map(name)).try_map(move |raw| parse(&raw).ok_or(raw))
+}

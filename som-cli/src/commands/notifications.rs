@@ -14,7 +14,7 @@ pub enum Notifications {
     /// List notifications, oldest first.
     List {
         /// Only this status.
-        #[arg(long, value_parser = status_parser())]
+        #[arg(long, value_parser = super::names_parser(NotificationStatus::ALL, NotificationStatus::as_str, NotificationStatus::parse))]
         status: Option<NotificationStatus>,
         /// Only notifications about this order.
         #[arg(long)]
@@ -30,13 +30,6 @@ pub enum Notifications {
         /// Notification id.
         id: NotificationId,
     },
-}
-
-/// The delivery states som-core has, each a possible value (listed in the help).
-fn status_parser() -> impl clap::builder::TypedValueParser<Value = NotificationStatus> {
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(NotificationStatus::ALL.map(NotificationStatus::as_str))
-        .try_map(|raw| NotificationStatus::parse(&raw).ok_or_else(|| format!("unknown delivery state {raw}")))
 }
 
 /// A notification as printed.

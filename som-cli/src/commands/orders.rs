@@ -31,7 +31,7 @@ pub enum Orders {
         #[arg(long)]
         user: Option<String>,
         /// Only orders in this status.
-        #[arg(long, value_parser = status_parser())]
+        #[arg(long, value_parser = super::names_parser(OrderStatus::ALL, OrderStatus::as_str, OrderStatus::parse))]
         status: Option<OrderStatus>,
         /// Only orders placed at or after this time (RFC 3339, e.g. 2026-11-30T00:00:00Z).
         #[arg(long, value_parser = parse_time)]
@@ -87,13 +87,6 @@ fn parse_item(raw: &str) -> Result<ItemInput, String> {
         return Err(format!("price {price:?} is not a decimal number such as 12.50"));
     }
     Ok(ItemInput { name: name.to_owned(), quantity, price: price.to_owned() })
-}
-
-/// The order statuses som-core has, each a possible value (listed in the help).
-fn status_parser() -> impl clap::builder::TypedValueParser<Value = OrderStatus> {
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(OrderStatus::ALL.map(OrderStatus::as_str))
-        .try_map(|raw| OrderStatus::parse(&raw).ok_or_else(|| format!("unknown order status {raw}")))
 }
 
 fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

@@ -2,18 +2,10 @@
 
 use std::path::PathBuf;
 
-use crate::error::Result;
-
-/// Where a `sqlite:` URL points: `sqlite://som.db` (relative), `sqlite:///abs/som.db`,
-/// `sqlite::memory:` (private, in memory).
 /// The database file a `sqlite:` URL names; `None` for an in-memory database or another kind
-/// of URL.
+/// of URL (the URL is read by the configuration's rule, `config::sqlite_file`).
 pub fn database_file(url: &str) -> Option<PathBuf> {
-    parse_url(url).ok().flatten()
-}
-
-pub(super) fn parse_url(url: &str) -> Result<Option<PathBuf>> {
-    crate::config::sqlite_file(url)
+    crate::config::sqlite_file(url).ok().flatten()
 }
 
 /// Creates the empty file `path` readable and writable by its owner only (0600), or — with

@@ -195,7 +195,7 @@ impl SqliteStorage {
     /// `readers` reader connections (at least 1; none for an in-memory database, whose reads go
     /// through the writer).
     pub async fn open(url: &str, readers: u32) -> Result<SqliteStorage> {
-        let path = parse_url(url)?;
+        let path = crate::config::sqlite_file(url)?;
         let location = path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
         if let Some(p) = path.as_ref().filter(|p| p.is_dir()) {
             return Err(Error::invalid(

@@ -59,17 +59,6 @@ async fn a_version_3_database_is_migrated_with_its_data() {
     assert!(writer_fk, "foreign keys are on again after migrating");
 }
 
-#[test]
-fn urls_name_relative_absolute_and_memory_databases() {
-    assert_eq!(parse_url("sqlite://som.db").unwrap(), Some(PathBuf::from("som.db")));
-    assert_eq!(parse_url("sqlite:///tmp/x/som.db").unwrap(), Some(PathBuf::from("/tmp/x/som.db")));
-    assert_eq!(parse_url("sqlite:som.db?mode=rwc").unwrap(), Some(PathBuf::from("som.db")));
-    assert_eq!(parse_url("sqlite::memory:").unwrap(), None);
-    assert_eq!(parse_url("sqlite://:memory:").unwrap(), None);
-    assert!(parse_url("sqlite://").is_err());
-    assert!(parse_url("postgres://x").is_err());
-}
-
 #[cfg(unix)]
 fn mode(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
