@@ -152,6 +152,11 @@ pub const VARIABLES: &[ConfigVar] = &[
         help: "Open connections one client address (IPv6: one /64) may hold at once; further ones are answered 429 and closed, so that one client cannot take every slot. Connections from SOM_TRUSTED_PROXIES are not counted per address. 0 (the default): a quarter of SOM_MAX_CONNECTIONS, at least 1",
     },
     ConfigVar {
+        name: "SOM_CONSOLE",
+        default: "on",
+        help: "The staff console at /console/ on som serve's listener: on or off",
+    },
+    ConfigVar {
         name: "SOM_METRICS_LISTEN",
         default: "",
         help: "Serve /metrics on this address only (e.g. 127.0.0.1:9100) instead of on SOM_LISTEN",
@@ -283,6 +288,8 @@ pub struct Config {
     /// `SOM_MAX_CONNECTIONS_PER_ADDRESS` (0: a quarter of `max_connections`); see
     /// [`Config::connections_per_address`].
     pub max_connections_per_address: usize,
+    /// `SOM_CONSOLE`: whether `som serve` serves the staff console at `/console/`.
+    pub console: bool,
     /// `SOM_METRICS_LISTEN`.
     pub metrics_listen: Option<String>,
     /// `SOM_METRICS_TOKEN`.
@@ -486,6 +493,14 @@ impl Config {
             "stripe" => {}
             _ => errors.add("SOM_PAYMENT_PROVIDER", "must be mock or stripe"),
         }
+        let console = match get("SOM_CONSOLE").trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => true,
+            "off" | "false" | "0" | "no" => false,
+            _ => {
+                errors.add("SOM_CONSOLE", "must be on or off");
+                true
+            }
+        };
         errors.into_result()?;
         let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Config {
@@ -517,6 +532,7 @@ impl Config {
             trusted_proxies,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             max_connections_per_address: usize::try_from(max_connections_per_address).unwrap_or(usize::MAX),
+            console,
             metrics_listen: lookup("SOM_METRICS_LISTEN").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
             metrics_token: lookup("SOM_METRICS_TOKEN").filter(|s| !s.is_empty()).map(Secret::new),
             idempotency_ttl,

@@ -25,8 +25,8 @@ use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier};
 use crate::payment::{Confirmation, MockProvider, PaymentProvider, PaymentRequest, ProviderError};
 use crate::storage::{
     DynStorage, IdempotencyBegin, IdempotencyKey, IdempotencySlot, NewNotification, NewPaymentRecord, NewUserRecord,
-    NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OutboxEntry, PaymentInsert, PaymentNotify,
-    PaymentOutcome, RefreshTokenRecord, RotateOutcome, Transition, UserInsert, UserQuery,
+    NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderSearch, OutboxEntry, PaymentInsert,
+    PaymentNotify, PaymentOutcome, RefreshTokenRecord, RotateOutcome, Transition, UserInsert, UserQuery,
 };
 pub use events::{EventOutcome, EventReceipt};
 
@@ -39,6 +39,7 @@ mod idempotency;
 mod locks;
 mod notifications;
 mod orders;
+mod overview;
 mod payments;
 mod queries;
 mod refunds;
@@ -47,6 +48,7 @@ mod requests;
 pub use builder::OrderSystemBuilder;
 use locks::KeyedLocks;
 use orders::*;
+pub use overview::{Activity, CurrencyActivity, Overview};
 pub use queries::{
     DEFAULT_PAGE_SIZE, MAX_ADMIN_PAGE_SIZE, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAGE_SIZE, NotificationListQuery,
     OrderListQuery, Page, Registration, UserListQuery,

@@ -63,6 +63,11 @@ impl OrderStatus {
         Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(raw.trim()))
     }
 
+    /// Whether the order's money was taken (whatever has been refunded of it since).
+    pub fn was_paid(self) -> bool {
+        matches!(self, OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded)
+    }
+
     /// `CREATED → PAID`: a payment for the order succeeded.
     pub fn pay(self) -> Result<OrderStatus, IllegalTransition> {
         match self {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId,
-    User, UserId,
+    RefundStatus, User, UserId,
 };
 pub use crate::domain::{NotificationStatus, OutboxEntry};
 use crate::error::{Error, Result};
@@ -129,6 +129,9 @@ pub trait SessionStore: Send + Sync {
     /// such user or no such session of theirs.
     async fn session_state(&self, user_id: UserId, session: &str) -> Result<Option<SessionState>>;
 
+    /// How many live sessions `user_id` has that started at or after `started_after`.
+    async fn live_sessions(&self, user_id: UserId, started_after: DateTime<Utc>) -> Result<u64>;
+
     /// Revokes one session of `user_id` (and its refresh tokens) at `at`. False when there is
     /// no such live session.
     async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool>;
@@ -174,6 +177,9 @@ pub trait OrderStore: Send + Sync {
 
     /// Orders matching `query`, newest (highest id) first.
     async fn list_orders(&self, query: OrderQuery) -> Result<Vec<Order>>;
+
+    /// Orders placed at or after `since`, counted and summed per status and currency.
+    async fn order_totals(&self, since: DateTime<Utc>) -> Result<Vec<OrderTotals>>;
 
     /// The user's newest order.
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>>;
@@ -238,6 +244,9 @@ pub trait PaymentStore: Send + Sync {
     /// The order's payments, oldest first.
     async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>>;
 
+    /// How many payments are in `status`.
+    async fn count_payments(&self, status: PaymentStatus) -> Result<u64>;
+
     /// Payments in one of `statuses` (the ended ones, as the domain names them) whose
     /// provider-side payment is not yet recorded as closed, oldest first.
     async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>>;
@@ -301,6 +310,9 @@ pub trait RefundStore: Send + Sync {
     /// The payment's refunds, oldest first.
     async fn refunds_for_payment(&self, payment_id: PaymentId) -> Result<Vec<Refund>>;
 
+    /// How many refunds are in `status`.
+    async fn count_refunds(&self, status: RefundStatus) -> Result<u64>;
+
     /// PENDING refunds created before `created_before`, oldest first (left behind by a crash
     /// or a provider outage).
     async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>>;
@@ -361,6 +373,10 @@ pub trait OutboxStore: Send + Sync {
         id: NotificationId,
         now: DateTime<Utc>,
     ) -> Result<Option<Transition<OutboxEntry>>>;
+
+    /// Puts every dead row of `channel` back to pending with zero attempts, due at `now`; how
+    /// many.
+    async fn requeue_dead_notifications(&self, channel: &str, now: DateTime<Utc>) -> Result<u64>;
 
     /// Row counts per status.
     async fn notification_counts(&self) -> Result<Vec<(NotificationStatus, u64)>>;

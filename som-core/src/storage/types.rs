@@ -104,7 +104,7 @@ pub enum RotateOutcome {
 }
 
 /// Which orders to list, newest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OrderQuery {
     /// Only this user's orders; all users' when `None`.
     pub user_id: Option<UserId>,
@@ -116,8 +116,35 @@ pub struct OrderQuery {
     pub created_after: Option<DateTime<Utc>>,
     /// Only orders placed before this time.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only orders matching this search.
+    pub search: Option<OrderSearch>,
     /// At most this many.
     pub limit: u32,
+}
+
+/// A text search over orders: the order with id `id`, or any order whose owner's username or
+/// email contains `text` (lowercase; compared case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderSearch {
+    /// The text read as an order id, when it is one.
+    pub id: Option<OrderId>,
+    /// The text, lowercase.
+    pub text: String,
+}
+
+/// Orders placed in a window, of one status and currency: how many and their money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderTotals {
+    /// Their status.
+    pub status: OrderStatus,
+    /// Their currency (ISO 4217).
+    pub currency: String,
+    /// How many.
+    pub orders: u64,
+    /// The sum of their totals, in minor units.
+    pub total_minor: i64,
+    /// The sum of what was refunded of them, in minor units.
+    pub refunded_minor: i64,
 }
 
 /// Which users to list, by ascending id.

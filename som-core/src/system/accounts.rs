@@ -159,18 +159,41 @@ impl OrderSystem {
     /// out, not ended by a password change or "revoke all", and its account not disabled.
     pub async fn authenticate(&self, access_token: &str) -> Result<Caller> {
         let claims = self.inner.keys.verify_access(access_token, self.now())?;
-        let user = self.live_session_user(&claims).await?;
+        let user = self.live_session_user(claims.user_id, &claims.session).await?;
         Ok(Caller::User { id: user.id, is_staff: user.is_staff })
     }
 
-    async fn live_session_user(&self, claims: &crate::auth::AccessClaims) -> Result<User> {
-        let epoch = match self.inner.sessions.get(claims.user_id, &claims.session) {
+    /// The account a session's refresh token stands for, without using the token up: for a
+    /// front end that keeps a session in a cookie (the console). The session must be live, as
+    /// for [`OrderSystem::authenticate`], and younger than `SOM_SESSION_MAX_AGE`; the token
+    /// unexpired.
+    pub async fn session_user(&self, refresh_token: &str) -> Result<User> {
+        let now = self.now();
+        let claims = self.inner.keys.verify_refresh(refresh_token, now)?;
+        if now >= self.inner.keys.session_end(claims.session_started_at) {
+            return Err(Error::Unauthorized("the session has reached its maximum age; log in again".into()));
+        }
+        self.live_session_user(claims.user_id, &claims.family).await
+    }
+
+    /// How many live sessions (logged-in devices) `user` has. Staff only.
+    pub async fn live_sessions(&self, caller: Caller, user: UserId) -> Result<u64> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may read accounts".into()));
+        }
+        let since =
+            self.now() - chrono::Duration::from_std(self.config().session_max_age).unwrap_or(chrono::Duration::MAX);
+        self.inner.storage.live_sessions(user, since).await
+    }
+
+    async fn live_session_user(&self, user_id: UserId, session: &str) -> Result<User> {
+        let epoch = match self.inner.sessions.get(user_id, session) {
             Ok(user) => return Ok(user),
             Err(epoch) => epoch,
         };
-        match self.inner.storage.session_state(claims.user_id, &claims.session).await? {
+        match self.inner.storage.session_state(user_id, session).await? {
             Some(state) if state.live => {
-                self.inner.sessions.remember(epoch, &claims.session, &state.user);
+                self.inner.sessions.remember(epoch, session, &state.user);
                 Ok(state.user)
             }
             Some(_) => Err(Error::Unauthorized("the session has ended; log in again".into())),
@@ -211,7 +234,7 @@ impl OrderSystem {
     /// (too weak).
     pub async fn change_password(&self, access_token: &str, current_password: &str, new_password: &str) -> Result<()> {
         let claims = self.inner.keys.verify_access(access_token, self.now())?;
-        let user = self.live_session_user(&claims).await?;
+        let user = self.live_session_user(claims.user_id, &claims.session).await?;
         let username = user.username.as_str().to_owned();
         let attempt = self.inner.login_failures.begin(&username).map_err(|retry_after| Error::TooManyAttempts {
             what: "too many failed password checks".into(),

@@ -50,6 +50,24 @@ impl OrderSystem {
         }
     }
 
+    /// Re-queues every dead notification of `channel` (`email`, `webhook`, …) for delivery; how
+    /// many. Staff only.
+    pub async fn retry_dead_notifications(&self, caller: Caller, channel: &str) -> Result<u64> {
+        if !caller.is_staff() {
+            return Err(Error::Forbidden("only staff may retry notifications".into()));
+        }
+        let channel = channel.trim().to_owned();
+        if channel.is_empty() || channel.len() > 64 {
+            return Err(Error::invalid("channel", "must be 1 to 64 characters"));
+        }
+        let at = self.now();
+        let n = self.write(move |s| async move { s.requeue_dead_notifications(&channel, at).await }).await?;
+        if n > 0 {
+            self.inner.wake.notify_one();
+        }
+        Ok(n)
+    }
+
     /// Outbox row counts per status. Staff and the system caller (metrics, the CLI) only.
     pub async fn notification_counts(&self, caller: Caller) -> Result<Vec<(NotificationStatus, u64)>> {
         if !caller.is_staff() {

@@ -68,6 +68,16 @@ impl OrderSystem {
         if query.all_users && !caller.is_staff() {
             return Err(Error::Forbidden("only staff may list every user's orders".into()));
         }
+        let search = match query.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(_) if !caller.is_staff() => return Err(Error::Forbidden("only staff may search orders".into())),
+            Some(t) if t.chars().count() > Email::MAX_CHARS => {
+                return Err(Error::invalid("q", format!("must be at most {} characters", Email::MAX_CHARS)));
+            }
+            Some(t) => {
+                Some(OrderSearch { id: t.trim_start_matches('#').parse::<OrderId>().ok(), text: t.to_lowercase() })
+            }
+        };
         let user_id = match caller {
             _ if query.all_users => None,
             Caller::User { id, is_staff } => Some(if is_staff { query.user.unwrap_or(id) } else { id }),
@@ -82,6 +92,7 @@ impl OrderSystem {
                 before,
                 created_after: query.created_after,
                 created_before: query.created_before,
+                search,
                 limit: limit + 1,
             })
             .await?;

@@ -42,6 +42,9 @@ pub struct OrderListQuery {
     pub created_after: Option<DateTime<Utc>>,
     /// Only orders placed before this time.
     pub created_before: Option<DateTime<Utc>>,
+    /// Staff and the system caller only: only the order with this id, or orders whose owner's
+    /// username or email contains this text (case-insensitively). At most 254 characters.
+    pub search: Option<String>,
 }
 
 /// Which accounts to list (staff only), by ascending id.

@@ -44,6 +44,7 @@ fn all_orders(user: crate::domain::UserId) -> OrderQuery {
         user_id: Some(user),
         status: None,
         before: None,
+        search: None,
         limit: 1000,
         created_after: None,
         created_before: None,

@@ -41,6 +41,7 @@ pub async fn lists_filter_users_by_prefix_orders_by_time_and_notifications_by_or
         before: None,
         created_after: after,
         created_before: before,
+        search: None,
         limit: 10,
     };
     let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();

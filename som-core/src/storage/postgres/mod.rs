@@ -36,9 +36,9 @@ use tokio::sync::Notify;
 
 use super::{
     IdempotencyBegin, IdempotencyKey, IdempotencySlot, IdempotencyStore, NewNotification, NewPaymentRecord,
-    NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore, OutboxEntry,
-    OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord, RefundStore,
-    RotateOutcome, SessionState, SessionStore, Storage, Transition, UserQuery, UserStore,
+    NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore, OrderTotals,
+    OutboxEntry, OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord,
+    RefundStore, RotateOutcome, SessionState, SessionStore, Storage, Transition, UserQuery, UserStore,
 };
 use crate::domain::{
     Actor, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment, PaymentId, Refund, User,

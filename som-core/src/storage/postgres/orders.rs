@@ -35,7 +35,23 @@ impl OrderStore for PostgresStorage {
         let limit = i64::from(q.limit);
         let status = q.status.map(OrderStatus::as_str);
         // Each order with its items aggregated, in one statement: one round trip per page.
-        let query = if q.created_after.is_some() || q.created_before.is_some() {
+        let query = if let Some(search) = &q.search {
+            // A staff search: every filter optional, the owner found by name or email.
+            sqlx::query(order_with_items!(
+                "WHERE ($1::bigint IS NULL OR o.user_id = $1) AND ($2::text IS NULL OR o.status = $2) AND o.id < $3 \
+                 AND ($5::timestamptz IS NULL OR o.created_at >= $5) AND ($6::timestamptz IS NULL OR o.created_at < $6) \
+                 AND (o.id = $7 OR o.user_id IN (SELECT id FROM users WHERE strpos(lower(username), $8) > 0 \
+                 OR strpos(lower(coalesce(email, '')), $8) > 0)) ORDER BY o.id DESC LIMIT $4"
+            ))
+            .bind(q.user_id.map(UserId::get))
+            .bind(status)
+            .bind(before)
+            .bind(limit)
+            .bind(q.created_after)
+            .bind(q.created_before)
+            .bind(search.id.map(OrderId::get))
+            .bind(search.text.clone())
+        } else if q.created_after.is_some() || q.created_before.is_some() {
             // A time window (staff reports): one statement with every filter optional.
             sqlx::query(order_with_items!(
                 "WHERE ($1::bigint IS NULL OR o.user_id = $1) AND ($2::text IS NULL OR o.status = $2) AND o.id < $3 \
@@ -69,6 +85,32 @@ impl OrderStore for PostgresStorage {
             query.bind(before).bind(limit)
         };
         self.rows(query).await?.iter().map(order_from_row).collect()
+    }
+
+    async fn order_totals(&self, since: DateTime<Utc>) -> Result<Vec<OrderTotals>> {
+        let rows = self
+            .rows(
+                sqlx::query(
+                    "SELECT status, currency, COUNT(*) AS orders, SUM(total_minor)::bigint AS total_minor, \
+                     SUM(refunded_minor)::bigint AS refunded_minor FROM orders WHERE created_at >= $1 \
+                     GROUP BY status, currency ORDER BY currency, status",
+                )
+                .bind(since),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let orders: i64 = r.try_get("orders")?;
+                Ok(OrderTotals {
+                    status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?,
+                    currency: r.try_get("currency")?,
+                    orders: u64::try_from(orders).unwrap_or(0),
+                    total_minor: r.try_get("total_minor")?,
+                    refunded_minor: r.try_get("refunded_minor")?,
+                })
+            })
+            .collect()
     }
 
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {

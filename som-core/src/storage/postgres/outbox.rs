@@ -186,6 +186,23 @@ impl OutboxStore for PostgresStorage {
         current.as_ref().map(|r| Ok(Transition::NotApplied(outbox_from(r)?))).transpose()
     }
 
+    async fn requeue_dead_notifications(&self, channel: &str, now: DateTime<Utc>) -> Result<u64> {
+        let done = self
+            .write(
+                sqlx::query(
+                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2, updated_at = $2, \
+                     lease_until = NULL, claim_token = NULL WHERE channel = $1 AND status = 'dead'",
+                )
+                .bind(channel.to_owned())
+                .bind(now),
+            )
+            .await?;
+        if done.rows_affected() > 0 {
+            self.announcer.announce().await;
+        }
+        Ok(done.rows_affected())
+    }
+
     async fn enqueue_notifications(&self, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin().await?;
         insert_outbox(&mut tx, rows, truncate(at)).await?;

@@ -164,6 +164,13 @@ impl PaymentStore for PostgresStorage {
         rows.iter().map(payment_from).collect()
     }
 
+    async fn count_payments(&self, status: PaymentStatus) -> Result<u64> {
+        let row =
+            self.row(sqlx::query("SELECT COUNT(*) AS n FROM payments WHERE status = $1").bind(status.as_str())).await?;
+        let n: i64 = row.map(|r| r.try_get("n")).transpose()?.unwrap_or(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>> {
         let statuses = PaymentStatus::names(statuses);
         let rows = self

@@ -267,6 +267,13 @@ impl RefundStore for PostgresStorage {
         rows.iter().map(refund_from).collect()
     }
 
+    async fn count_refunds(&self, status: RefundStatus) -> Result<u64> {
+        let row =
+            self.row(sqlx::query("SELECT COUNT(*) AS n FROM refunds WHERE status = $1").bind(status.as_str())).await?;
+        let n: i64 = row.map(|r| sqlx::Row::try_get(&r, "n")).transpose()?.unwrap_or(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
         let rows = self
             .rows(

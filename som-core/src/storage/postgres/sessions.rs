@@ -116,6 +116,21 @@ impl SessionStore for PostgresStorage {
         Ok(live.map(|live| user_from(&row).map(|user| SessionState { user, live })).transpose()?)
     }
 
+    async fn live_sessions(&self, user_id: UserId, started_after: DateTime<Utc>) -> Result<u64> {
+        let row = self
+            .row(
+                sqlx::query(
+                    "SELECT COUNT(*) AS n FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.user_id = $1 \
+                     AND s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active AND s.started_at >= $2",
+                )
+                .bind(user_id.get())
+                .bind(started_after),
+            )
+            .await?;
+        let n: i64 = row.map(|r| r.try_get("n")).transpose()?.unwrap_or(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool> {
         let mut tx = self.begin().await?;
         let revoked =

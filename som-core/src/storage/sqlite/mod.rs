@@ -28,9 +28,9 @@ use tokio::sync::Semaphore;
 
 use super::{
     IdempotencyBegin, IdempotencyKey, IdempotencySlot, IdempotencyStore, NewNotification, NewPaymentRecord,
-    NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore, OutboxEntry,
-    OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord, RefundStore,
-    RotateOutcome, SessionState, SessionStore, Storage, Transition, UserQuery, UserStore,
+    NewUserRecord, NotificationQuery, NotificationStatus, OrderNotify, OrderQuery, OrderStore, OrderTotals,
+    OutboxEntry, OutboxStore, PaymentInsert, PaymentNotify, PaymentOutcome, PaymentStore, RefreshTokenRecord,
+    RefundStore, RotateOutcome, SessionState, SessionStore, Storage, Transition, UserQuery, UserStore,
 };
 use crate::domain::{
     Actor, Email, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderStatus, Payment, PaymentId, Refund,

@@ -51,6 +51,7 @@ impl OrderStore for SqliteStorage {
     }
 
     async fn list_orders(&self, q: OrderQuery) -> Result<Vec<Order>> {
+        let inline = q.user_id.is_some() && q.search.is_none();
         let read = move |c: &Connection| {
             let mut stmt = c.prepare_cached(list_orders_sql(&q))?;
             let (user, status, before, after, until) = (
@@ -60,13 +61,42 @@ impl OrderStore for SqliteStorage {
                 q.created_after.map(micros),
                 q.created_before.map(micros),
             );
-            let all: [&dyn rusqlite::ToSql; 6] = [&user, &status, &before, &q.limit, &after, &until];
+            let (search_id, search_text) = match &q.search {
+                Some(s) => (s.id.map(OrderId::get), Some(s.text.as_str())),
+                None => (None, None),
+            };
+            let all: [&dyn rusqlite::ToSql; 8] =
+                [&user, &status, &before, &q.limit, &after, &until, &search_id, &search_text];
             let used = stmt.parameter_count();
             joined_orders(stmt.query(&all[..used])?, q.limit as usize)
         };
         // One statement: no transaction. One user's page walks the (user_id[, status], id)
         // index, in place; anything else may scan, on the blocking pool.
-        self.read_in(Read { transaction: false, inline: q.user_id.is_some() }, read).await
+        self.read_in(Read { transaction: false, inline }, read).await
+    }
+
+    async fn order_totals(&self, since: DateTime<Utc>) -> Result<Vec<OrderTotals>> {
+        self.read_in(Read { transaction: false, inline: false }, move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT status, currency, COUNT(*), SUM(total_minor), SUM(refunded_minor) FROM orders \
+                 WHERE created_at >= ?1 GROUP BY status, currency ORDER BY currency, status",
+            )?;
+            let rows = stmt.query_map([micros(since)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.map(|r| {
+                let (status, currency, orders, total_minor, refunded_minor) = r?;
+                Ok(OrderTotals {
+                    status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?,
+                    currency,
+                    orders: u64::try_from(orders).unwrap_or(0),
+                    total_minor,
+                    refunded_minor,
+                })
+            })
+            .collect()
+        })
+        .await
     }
 
     async fn latest_order(&self, user_id: UserId) -> Result<Option<Order>> {
@@ -150,6 +180,17 @@ pub(super) fn list_orders_sql(q: &OrderQuery) -> &'static str {
                 " ORDER BY id DESC LIMIT ?4) o LEFT JOIN order_items i ON i.order_id = o.id ORDER BY o.id DESC, i.position"
             )
         };
+    }
+    if q.search.is_some() {
+        // A staff search: every filter optional, the owner found by name or email.
+        return page!(
+            "(?1 IS NULL OR user_id = ?1)",
+            "(?2 IS NULL OR status = ?2)",
+            "(?5 IS NULL OR created_at >= ?5)",
+            "(?6 IS NULL OR created_at < ?6)",
+            "(id = ?7 OR user_id IN (SELECT id FROM users WHERE instr(lower(username), ?8) > 0 \
+             OR instr(lower(coalesce(email, '')), ?8) > 0))"
+        );
     }
     let dates = q.created_after.is_some() || q.created_before.is_some();
     match (q.user_id.is_some(), q.status.is_some(), dates) {

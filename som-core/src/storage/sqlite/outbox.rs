@@ -166,6 +166,19 @@ impl OutboxStore for SqliteStorage {
         .await
     }
 
+    async fn requeue_dead_notifications(&self, channel: &str, now: DateTime<Utc>) -> Result<u64> {
+        let channel = channel.to_owned();
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2, \
+                 lease_until = NULL, claim_token = NULL WHERE channel = ?1 AND status = 'dead'",
+                params![channel, micros(now)],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn enqueue_notifications(&self, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
         self.write(move |tx| insert_outbox(tx, rows, at)).await
     }

@@ -155,6 +155,16 @@ impl PaymentStore for SqliteStorage {
         .await
     }
 
+    async fn count_payments(&self, status: PaymentStatus) -> Result<u64> {
+        self.read_statement(move |c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM payments WHERE status = ?1")?
+                .query_row([status.as_str()], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn payments_open_at_provider(&self, statuses: &[PaymentStatus], limit: u32) -> Result<Vec<Payment>> {
         let statuses = status_list(&PaymentStatus::names(statuses));
         self.read_statement(move |c| {

@@ -208,6 +208,16 @@ impl RefundStore for SqliteStorage {
         self.read_statement(move |c| refunds::for_payment(c, payment_id)).await
     }
 
+    async fn count_refunds(&self, status: RefundStatus) -> Result<u64> {
+        self.read_statement(move |c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM refunds WHERE status = ?1")?
+                .query_row([status.as_str()], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>> {
         self.read(move |c| refunds::pending(c, created_before, limit)).await
     }

@@ -96,6 +96,19 @@ impl SessionStore for SqliteStorage {
         .await
     }
 
+    async fn live_sessions(&self, user_id: UserId, started_after: DateTime<Utc>) -> Result<u64> {
+        self.read_statement(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.user_id = ?1 \
+                     AND s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active AND s.started_at >= ?2",
+                )?
+                .query_row(params![user_id.get(), micros(started_after)], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn revoke_session(&self, user_id: UserId, session: &str, at: DateTime<Utc>) -> Result<bool> {
         let session = session.to_owned();
         self.write(move |tx| {

@@ -180,6 +180,7 @@ async fn a_users_page_of_orders_is_planned_through_the_user_index() {
                     before: None,
                     created_after: after,
                     created_before: before,
+                    search: None,
                     limit: 50,
                 };
                 let sql = list_orders_sql(&q);
