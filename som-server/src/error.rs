@@ -94,6 +94,21 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.0.status
     }
+
+    /// The problem's title (its kind, in words).
+    pub fn title(&self) -> &'static str {
+        self.0.title
+    }
+
+    /// The problem's detail, as the API sends it (never internal detail).
+    pub fn detail(&self) -> &str {
+        &self.0.detail
+    }
+
+    /// The response's extra headers (`Retry-After`, …).
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.0.headers
+    }
 }
 
 impl From<Error> for ApiError {

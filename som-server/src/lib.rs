@@ -7,6 +7,8 @@
 //! - [`app`] builds the [`Router`] (testable with `tower::ServiceExt::oneshot`);
 //! - [`serve`] runs it on a listener with header-read timeouts and graceful shutdown.
 
+/// The staff console (`/console/`).
+pub mod console;
 /// The OpenAPI document.
 pub mod docs;
 /// Request and response bodies.
@@ -78,6 +80,8 @@ pub struct Settings {
     pub metrics_on_main: bool,
     /// Addresses whose `X-Forwarded-For` is believed for the client address.
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
+    /// Whether [`app`] serves the staff console at `/console/` (`SOM_CONSOLE`).
+    pub console: bool,
 }
 
 impl Settings {
@@ -95,6 +99,7 @@ impl Settings {
             metrics_token: c.metrics_token.clone(),
             metrics_on_main: c.metrics_listen.is_none(),
             trusted_proxies: c.trusted_proxies.iter().filter_map(|p| som_core::net::parse_cidr(p)).collect(),
+            console: c.console,
         }
     }
 }
@@ -221,6 +226,9 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     let serve_schema = get(move || std::future::ready(axum::Json(Arc::clone(&schema))));
     api = both(api, "/api/schema", serve_schema.clone());
     api = api.route("/api/openapi.json", serve_schema);
+    if settings.console {
+        api = api.merge(console::routes());
+    }
     // The root leads to the API's documentation (there is nothing else to show there).
     api = api.route("/", get(|| std::future::ready(axum::response::Redirect::to(DOCS_PATH))));
 

@@ -132,6 +132,10 @@ pub struct ListParams {
     pub created_after: Option<chrono::DateTime<chrono::Utc>>,
     /// Only orders placed before this time (RFC 3339).
     pub created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Staff only: the order with this id, or orders whose owner's username or email contains
+    /// this text (case-insensitively); with `all=true` across every user. Others get 403.
+    #[param(max_length = 254)]
+    pub q: Option<String>,
 }
 
 /// The caller's orders, newest first, paginated by cursor. Staff may list another user's
@@ -190,6 +194,7 @@ pub async fn list_orders(
         all_users,
         created_after: time("created_after")?,
         created_before: time("created_before")?,
+        search: get("q").map(str::to_owned),
     };
     let page = s.som.list_orders(caller, query).await?;
     let mut headers = HeaderMap::new();
