@@ -136,7 +136,7 @@ impl App {
         read(self.call(Method::GET, path, token, None).await).await
     }
 
-    async fn register(&self, username: &str) -> Value {
+    pub(crate) async fn register(&self, username: &str) -> Value {
         let (status, body) = self
             .post(
                 "/accounts/register/",
@@ -148,7 +148,7 @@ impl App {
         body
     }
 
-    async fn login(&self, username: &str) -> (String, String) {
+    pub(crate) async fn login(&self, username: &str) -> (String, String) {
         let (status, body) =
             self.post("/token/", None, json!({"username": username, "password": "correct horse battery"})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -173,7 +173,7 @@ impl App {
     }
 
     /// A paid order placed by `token`'s user with `method`: (order id, payment id).
-    async fn paid(&self, token: &str, method: &str) -> (i64, i64) {
+    pub(crate) async fn paid(&self, token: &str, method: &str) -> (i64, i64) {
         let order = self.order(token).await["id"].as_i64().unwrap();
         let (status, p) =
             self.post("/payments/initiate/", Some(token), json!({"order_id": order, "method": method})).await;

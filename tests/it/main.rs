@@ -5,6 +5,7 @@
 
 mod browser;
 mod cancellation;
+mod console;
 mod http;
 mod notifications;
 mod outage;
