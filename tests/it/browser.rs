@@ -68,3 +68,107 @@ async fn swagger_ui_renders_every_operation_offline_in_a_real_browser() {
     assert!(dom.contains("authorize"), "the Authorize button for the bearer token rendered");
     assert!(dom.contains("SOM — Smart Order Management"), "the title from the OpenAPI document rendered");
 }
+
+/// The program that runs Python (with selenium installed), from `SOM_TEST_PYTHON`.
+fn python_with_selenium() -> Option<PathBuf> {
+    let python = std::env::var_os("SOM_TEST_PYTHON").map(PathBuf::from);
+    let driver =
+        std::env::var_os("SOM_TEST_CHROMEDRIVER").map_or_else(|| PathBuf::from("/usr/bin/chromedriver"), PathBuf::from);
+    let usable = python
+        .as_ref()
+        .is_some_and(|p| Command::new(p).args(["-c", "import selenium"]).output().is_ok_and(|o| o.status.success()))
+        && driver.exists();
+    if usable {
+        return python;
+    }
+    if std::env::var_os("SOM_TEST_REQUIRE_BROWSER").is_some() {
+        panic!(
+            "SOM_TEST_REQUIRE_BROWSER is set but SOM_TEST_PYTHON has no selenium or {} is missing",
+            driver.display()
+        );
+    }
+    eprintln!("selenium or chromedriver not found: skipping the console browser test");
+    None
+}
+
+/// The staff console in a real Chromium through WebDriver: a customer is turned away; staff
+/// sign in, find a customer's order by search, refund part of it and see it in the order and
+/// its timeline, are refused a forged form, disable the customer and sign out; an item named
+/// like a script is text; and the same works with JavaScript off. Screenshots of the overview
+/// and an order at desktop and phone widths are written to `docs/console/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    use som_core::domain::{ItemInput, OrderInput, OrderStatus};
+    use som_core::{Caller, Registration};
+
+    let Some(_) = chromium() else { return };
+    let Some(python) = python_with_selenium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        Config { database_url: format!("sqlite://{}", dir.path().join("som.db").display()), ..Config::default() };
+    let som = OrderSystem::builder().config(config.clone()).build().await.unwrap();
+    let password = "correct horse battery";
+    let register = |name: &str| Registration {
+        username: name.into(),
+        email: Some(format!("{name}@example.com")),
+        password: password.into(),
+    };
+    let boss = som.register(register("boss")).await.unwrap();
+    som.set_staff(Caller::System, boss.id, true).await.unwrap();
+    som.register(register("carol")).await.unwrap();
+    let carol_tokens = som.login("carol", password).await.unwrap();
+    let carol = som.authenticate(&carol_tokens.access).await.unwrap();
+    let items = vec![
+        ItemInput { name: "<script>alert(1)</script>".into(), quantity: 2, price: "10.00".into() },
+        ItemInput { name: "A very long product name that goes on and on to see that tables wrap it instead of breaking the page layout on a phone".into(), quantity: 1, price: "5.50".into() },
+    ];
+    let order = som.create_order(carol, OrderInput { items, currency: None }).await.unwrap();
+    let payment = som.initiate_payment(carol, order.id).await.unwrap();
+    som.confirm_payment(carol, payment.id).await.unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(som_server::serve(listener, som.clone(), som_server::Settings::from_config(&config), async move {
+        let _ = stopped.await;
+    }));
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.py");
+    let (order_id, shots_arg) = (order.id.to_string(), shots.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(base)
+            .arg(order_id)
+            .arg(shots_arg)
+            .env("SE_OFFLINE", "true")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(());
+    eprintln!("{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "the browser session failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // What the browser did, as the library sees it: two refunds (with and without JavaScript),
+    // none from the forged forms; the customer disabled and their API token refused.
+    let refunds = som.payment_refunds(Caller::System, payment.id).await.unwrap();
+    let amounts: Vec<String> = refunds.iter().map(|r| r.amount.to_string()).collect();
+    assert_eq!(amounts, ["2.50 USD", "1.00 USD"]);
+    assert_eq!(som.order(Caller::System, order.id).await.unwrap().status, OrderStatus::PartiallyRefunded);
+    assert_eq!(
+        som.authenticate(&carol_tokens.access).await.unwrap_err().kind(),
+        som_core::ErrorKind::Unauthorized,
+        "the disabled customer's API token is refused"
+    );
+    for name in ["overview-desktop", "overview-phone", "order-desktop", "order-phone"] {
+        let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{name}.png is a screenshot");
+    }
+}

@@ -76,12 +76,14 @@ impl FromRequestParts<AppState> for Staff {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE).filter(|t| !t.is_empty()).map(str::to_owned) else {
-            return Err(signed_out(parts, "Sign in to use the console."));
+            // Nothing to clear: a request without the cookie (another site's, say) never
+            // touches the browser's session.
+            return Err(signed_out(parts, "Sign in to use the console.", false));
         };
         let user = match state.som.session_user(&token).await {
             Ok(user) => user,
             Err(e) if e.kind() == som_core::ErrorKind::Unauthorized => {
-                return Err(signed_out(parts, "Your session has ended; sign in again."));
+                return Err(signed_out(parts, "Your session has ended; sign in again.", true));
             }
             Err(e) => return Err(layout::error_page(None, &e.into())),
         };
@@ -135,7 +137,8 @@ impl<T: serde::de::DeserializeOwned + Send> FromRequest<AppState> for Checked<T>
 }
 
 /// No live session: pages lead to the sign-in form (and back); form posts are refused.
-fn signed_out(parts: &Parts, message: &str) -> Response {
+/// `clear` removes the cookie that was presented.
+fn signed_out(parts: &Parts, message: &str, clear: bool) -> Response {
     let mut response = if parts.method == Method::GET || parts.method == Method::HEAD {
         let path = parts.uri.path_and_query().map_or("/console/", |p| p.as_str());
         let next = if path == "/console/" { String::new() } else { format!("?next={}", encode_query(path)) };
@@ -145,7 +148,9 @@ fn signed_out(parts: &Parts, message: &str) -> Response {
     } else {
         layout::message_page(StatusCode::UNAUTHORIZED, "Signed out", message, Some(("/console/sign-in", "Sign in")))
     };
-    response.headers_mut().append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+    if clear {
+        response.headers_mut().append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+    }
     response
 }
 
