@@ -105,3 +105,33 @@ impl OrderSystem {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn totals(status: OrderStatus, currency: &str, orders: u64, total: i64, refunded: i64) -> OrderTotals {
+        OrderTotals { status, currency: currency.into(), orders, total_minor: total, refunded_minor: refunded }
+    }
+
+    #[test]
+    fn money_counts_only_paid_orders_per_currency_and_every_status_is_listed() {
+        let since = Utc::now();
+        let a = Activity::from_totals(
+            since,
+            vec![
+                totals(OrderStatus::Created, "USD", 4, 99_999, 0),
+                totals(OrderStatus::Paid, "USD", 2, 2_000, 0),
+                totals(OrderStatus::PartiallyRefunded, "USD", 1, 1_000, 250),
+                totals(OrderStatus::Refunded, "JPY", 1, 500, 500),
+                totals(OrderStatus::Cancelled, "EUR", 3, 7_000, 0),
+            ],
+        )
+        .unwrap();
+        let counts: Vec<u64> = a.orders.iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts, vec![4, 2, 3, 1, 1], "in lifecycle order: created, paid, cancelled, partly, refunded");
+        let money: Vec<String> = a.money.iter().map(|m| format!("{} {} {}", m.currency, m.paid, m.refunded)).collect();
+        assert_eq!(money, vec!["EUR 0.00 EUR 0.00 EUR", "JPY 500 JPY 500 JPY", "USD 30.00 USD 2.50 USD"]);
+    }
+}

@@ -47,6 +47,7 @@ macro_rules! storage_conformance_tests {
             refunds_reserve_within_the_captured_amount_and_finish_once,
             concurrent_partial_refunds_never_exceed_the_payment,
             lists_filter_users_by_prefix_orders_by_time_and_notifications_by_order,
+            staff_reads_search_orders_total_them_and_count_open_work,
             writes_run_to_completion_when_their_callers_stop_waiting,
         );
     };
