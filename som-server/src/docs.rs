@@ -22,6 +22,7 @@ use crate::{dto, error, ops, routes, schema, staff};
         staff::create_refund, staff::list_refunds,
         staff::list_users, staff::get_user, staff::patch_user,
         staff::list_notifications, staff::notification_counts, staff::retry_notification,
+        staff::retry_dead_notifications, staff::overview,
         ops::healthz, ops::readyz, ops::metrics_handler,
     ),
     components(schemas(

@@ -214,6 +214,8 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         ("/api/v1/notifications", get(staff::list_notifications)),
         ("/api/v1/notifications/counts", get(staff::notification_counts)),
         ("/api/v1/notifications/{id}/retry", post(staff::retry_notification)),
+        ("/api/v1/notifications/retry-dead", post(staff::retry_dead_notifications)),
+        ("/api/v1/overview", get(staff::overview)),
         ("/healthz", get(ops::healthz)),
         ("/readyz", get(ops::readyz)),
     ] {

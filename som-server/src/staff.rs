@@ -239,8 +239,102 @@ pub async fn retry_notification(
         (status = 403, description = "Only staff may count notifications", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn notification_counts(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<NotificationCounts>> {
+    Ok(Json(counts_of(s.som.notification_counts(caller).await?)))
+}
+
+/// What `POST /api/v1/notifications/retry-dead/` takes.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct RetryDeadRequest {
+    /// The channel whose dead notifications to retry: `email`, `webhook`, `log`, …
+    #[schema(min_length = 1, max_length = 64)]
+    pub channel: String,
+}
+
+/// How many notifications were queued again.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RetryDeadResponse {
+    /// Dead notifications of the channel now pending again.
+    pub requeued: u64,
+}
+
+/// Re-queue every dead notification of one channel (staff only).
+#[utoipa::path(post, path = "/api/v1/notifications/retry-dead/", tag = "staff", security(("bearer" = [])),
+    request_body = RetryDeadRequest,
+    responses(
+        (status = 200, description = "How many were queued again (0 when none was dead)", body = RetryDeadResponse),
+        (status = 400, description = "Invalid channel", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only staff may retry notifications", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_dead_notifications(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    JsonBody(body): JsonBody<RetryDeadRequest>,
+) -> ApiResult<Json<RetryDeadResponse>> {
+    let requeued = s.som.retry_dead_notifications(caller, &body.channel).await?;
+    Ok(Json(RetryDeadResponse { requeued }))
+}
+
+/// Orders of one window, by status, with their money per currency.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ActivityResponse {
+    /// Start of the window.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Orders per status (every status).
+    #[schema(example = json!({"CREATED": 3, "PAID": 5, "CANCELLED": 0, "PARTIALLY_REFUNDED": 1, "REFUNDED": 0}))]
+    pub orders: std::collections::BTreeMap<String, u64>,
+    /// Per currency (only currencies with orders).
+    pub money: Vec<CurrencyActivityResponse>,
+}
+
+/// Money of a window's orders in one currency.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CurrencyActivityResponse {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Totals of the orders that were paid (whatever was refunded of them since), as a decimal string.
+    pub paid: String,
+    /// What was refunded of them.
+    pub refunded: String,
+}
+
+/// The shop at a glance.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OverviewResponse {
+    /// When it was read.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Orders placed since midnight UTC.
+    pub today: ActivityResponse,
+    /// Orders placed in the last 7 days.
+    pub last_7_days: ActivityResponse,
+    /// Payments waiting for the payer.
+    pub payments_pending: u64,
+    /// Refunds pending at the provider.
+    pub refunds_pending: u64,
+    /// Notifications per delivery state.
+    pub notifications: NotificationCounts,
+}
+
+impl From<som_core::Activity> for ActivityResponse {
+    fn from(a: som_core::Activity) -> Self {
+        ActivityResponse {
+            since: a.since,
+            orders: a.orders.into_iter().map(|(s, n)| (s.as_str().to_owned(), n)).collect(),
+            money: a
+                .money
+                .into_iter()
+                .map(|m| CurrencyActivityResponse {
+                    currency: m.currency,
+                    paid: m.paid.amount_string(),
+                    refunded: m.refunded.amount_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn counts_of(rows: Vec<(NotificationStatus, u64)>) -> NotificationCounts {
     let mut counts = NotificationCounts::default();
-    for (status, n) in s.som.notification_counts(caller).await? {
+    for (status, n) in rows {
         match status {
             NotificationStatus::Pending => counts.pending = n,
             NotificationStatus::Sent => counts.sent = n,
@@ -248,5 +342,24 @@ pub async fn notification_counts(State(s): State<AppState>, Auth(caller): Auth) 
             NotificationStatus::Skipped => counts.skipped = n,
         }
     }
-    Ok(Json(counts))
+    counts
+}
+
+/// Orders today and in the last 7 days by status, money paid and refunded per currency, and
+/// the work waiting (staff only).
+#[utoipa::path(get, path = "/api/v1/overview/", tag = "staff", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The overview", body = OverviewResponse),
+        (status = 403, description = "Only staff may read the overview", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn overview(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<OverviewResponse>> {
+    let o = s.som.overview(caller).await?;
+    Ok(Json(OverviewResponse {
+        at: o.at,
+        today: o.today.into(),
+        last_7_days: o.last_7_days.into(),
+        payments_pending: o.payments_pending,
+        refunds_pending: o.refunds_pending,
+        notifications: counts_of(o.notifications),
+    }))
 }

@@ -18,6 +18,7 @@ som_core::on_both_backends!(
     every_console_action_is_refused_without_a_live_staff_session_and_its_token,
     staff_sign_in_act_and_sign_out_while_customers_are_turned_away,
     the_console_searches_renders_safely_and_sets_its_headers,
+    the_overview_search_and_dead_letter_retries_are_in_the_api_too,
 );
 
 /// A client that shows redirects instead of following them.
@@ -383,4 +384,36 @@ async fn the_console_can_be_turned_off_and_sign_in_is_rate_limited() {
         statuses.push(resp.status());
     }
     assert_eq!(statuses, [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS]);
+}
+
+async fn the_overview_search_and_dead_letter_retries_are_in_the_api_too(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let boss = app.staff("boss").await;
+    let carol = app.user("carol").await;
+    let (paid, _) = app.paid(&carol, "mock_success").await;
+    app.order(&carol).await;
+
+    let (status, o) = app.get("/overview/", Some(&boss)).await;
+    assert_eq!(status, StatusCode::OK, "{o}");
+    assert_eq!((o["today"]["orders"]["PAID"].as_u64(), o["today"]["orders"]["CREATED"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(o["today"]["money"][0]["currency"], "USD");
+    assert_eq!(o["last_7_days"]["orders"]["PAID"], 1);
+    let (status, _) = app.get("/overview/", Some(&carol)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Staff search everyone's orders by the owner's name; customers may not search.
+    let (status, found) = app.get("/orders/?all=true&q=CAROL", Some(&boss)).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found.as_array().unwrap().len(), 2);
+    let (status, found) = app.get(&format!("/orders/?all=true&q={paid}"), Some(&boss)).await;
+    assert_eq!((status, found[0]["id"].as_i64()), (StatusCode::OK, Some(paid)));
+    let (status, _) = app.get("/orders/?q=carol", Some(&carol)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, body) = app.post("/notifications/retry-dead/", Some(&boss), json!({"channel": "log"})).await;
+    assert_eq!((status, body["requeued"].as_u64()), (StatusCode::OK, Some(0)), "{body}");
+    let (status, _) = app.post("/notifications/retry-dead/", Some(&carol), json!({"channel": "log"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app.post("/notifications/retry-dead/", Some(&boss), json!({"channel": ""})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

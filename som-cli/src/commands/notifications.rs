@@ -30,6 +30,11 @@ pub enum Notifications {
         /// Notification id.
         id: NotificationId,
     },
+    /// Re-queue every dead notification of one channel.
+    RetryDead {
+        /// The channel: email, webhook, log, …
+        channel: String,
+    },
 }
 
 /// A notification as printed.
@@ -109,6 +114,16 @@ impl Notifications {
                 let row = Row::from(ctx.som.retry_notification(OPERATOR, id).await?);
                 let fields = [("id", row.id.to_string()), ("status", row.status.clone()), ("kind", row.kind.clone())];
                 ctx.out.record(&row, &fields)
+            }
+            Notifications::RetryDead { channel } => {
+                #[derive(Serialize)]
+                struct Requeued {
+                    channel: String,
+                    requeued: u64,
+                }
+                let requeued = ctx.som.retry_dead_notifications(OPERATOR, &channel).await?;
+                let fields = [("channel", channel.clone()), ("requeued", requeued.to_string())];
+                ctx.out.record(&Requeued { channel, requeued }, &fields)
             }
         }
     }

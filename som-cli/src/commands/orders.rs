@@ -39,6 +39,10 @@ pub enum Orders {
         /// Only orders placed before this time (RFC 3339).
         #[arg(long, value_parser = parse_time)]
         created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only the order with this id, or orders whose owner's username or email contains this
+        /// text (case-insensitively).
+        #[arg(long)]
+        search: Option<String>,
         #[arg(long, default_value_t = som_core::system::DEFAULT_PAGE_SIZE,
             help = format!("Page size (1-{})", som_core::system::MAX_PAGE_SIZE))]
         limit: u32,
@@ -125,7 +129,7 @@ impl Orders {
                     .await?;
                 ctx.out.record(&order, &order_fields(&order))
             }
-            Orders::List { user, status, created_after, created_before, limit, cursor } => {
+            Orders::List { user, status, created_after, created_before, search, limit, cursor } => {
                 let user = match user {
                     Some(u) => Some(resolve_user_id(ctx, &u).await?),
                     None => None,
@@ -137,6 +141,7 @@ impl Orders {
                     limit: Some(limit),
                     created_after,
                     created_before,
+                    search,
                     ..OrderListQuery::default()
                 };
                 let page = ctx.som.list_orders(OPERATOR, query).await?;

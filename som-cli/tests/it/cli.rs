@@ -515,3 +515,20 @@ async fn an_operator_takes_and_refunds_a_stripe_payment() {
     som.fails(&["pay", "initiate", &other, "--method", "pm_card_visa"], 3, "unavailable");
     assert_eq!(som.json(&["orders", "show", &other])["status"], "CREATED");
 }
+
+#[test]
+fn operators_search_orders_and_retry_dead_notifications_per_channel() {
+    let som = Som::new();
+    som.user("carol");
+    som.user("dave");
+    let carol = som.json(&["orders", "create", "--user", "carol", "--item", "Widget:1:5.00"]);
+    som.json(&["orders", "create", "--user", "dave", "--item", "Widget:1:5.00"]);
+    let found = som.json(&["orders", "list", "--search", "CAROL@example"]);
+    let ids: Vec<i64> = found["items"].as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![carol["id"].as_i64().unwrap()]);
+    let none = som.json(&["orders", "list", "--search", "nobody"]);
+    assert!(none["items"].as_array().unwrap().is_empty());
+    let retried = som.json(&["notifications", "retry-dead", "email"]);
+    assert_eq!((retried["channel"].as_str(), retried["requeued"].as_u64()), (Some("email"), Some(0)));
+    som.fails(&["notifications", "retry-dead", " "], 1, "channel");
+}
