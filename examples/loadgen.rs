@@ -30,6 +30,7 @@ struct Args {
     orders: usize,
     write_rate: u32,
     user: Option<String>,
+    staff: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -41,13 +42,14 @@ fn args() -> anyhow::Result<Args> {
         orders: 60,
         write_rate: 0,
         user: None,
+        staff: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             println!(
-                "loadgen [--url http://127.0.0.1:8000] [--scenario flow|create|latest|list|detail|healthz|login] \
-                 [--concurrency 16] [--duration 10] [--orders 60] [--write-rate 0] [--user NAME]"
+                "loadgen [--url http://127.0.0.1:8000] [--scenario flow|create|latest|list|detail|healthz|login|console-list|console-order] \
+                 [--concurrency 16] [--duration 10] [--orders 60] [--write-rate 0] [--user NAME] [--staff NAME]"
             );
             std::process::exit(0);
         }
@@ -60,6 +62,7 @@ fn args() -> anyhow::Result<Args> {
             "--orders" => a.orders = value.parse()?,
             "--write-rate" => a.write_rate = value.parse()?,
             "--user" => a.user = Some(value),
+            "--staff" => a.staff = Some(value),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -106,8 +109,8 @@ async fn expect(resp: Result<reqwest::Response, reqwest::Error>, want: u16) -> R
 async fn expect_body(resp: Result<reqwest::Response, reqwest::Error>) -> Result<(), String> {
     match resp {
         Ok(r) if r.status().as_u16() == 200 => match r.bytes().await {
-            Ok(body) if body.first().is_some_and(|b| matches!(b, b'{' | b'[')) => Ok(()),
-            Ok(_) => Err("body: not JSON".into()),
+            Ok(body) if body.first().is_some_and(|b| matches!(b, b'{' | b'[' | b'<')) => Ok(()),
+            Ok(_) => Err("body: neither JSON nor a page".into()),
             Err(e) => Err(format!("body: {e}")),
         },
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
@@ -124,6 +127,12 @@ async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &
         "detail" => {
             let id = FIRST_ORDER.get().copied().unwrap_or(1);
             expect_body(client.get(format!("{api}/orders/{id}/")).bearer_auth(token).send().await).await
+        }
+        // The console's pages, as a signed-in staff member (`token` is the session cookie).
+        "console-list" => expect_body(client.get(format!("{url}/console/orders")).header("cookie", token).send().await).await,
+        "console-order" => {
+            let id = FIRST_ORDER.get().copied().unwrap_or(1);
+            expect_body(client.get(format!("{url}/console/orders/{id}")).header("cookie", token).send().await).await
         }
         "login" => expect(
             client
@@ -170,6 +179,25 @@ async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &
     }
 }
 
+/// Signs `staff` (password "correct horse battery") in to the console: its session cookie.
+async fn console_session(url: &str, staff: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let resp = client
+        .post(format!("{url}/console/sign-in"))
+        .form(&[("username", staff), ("password", "correct horse battery")])
+        .send()
+        .await?;
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("__Host-som_console="))
+        .and_then(|c| c.split(';').next())
+        .with_context(|| format!("no session cookie (HTTP {})", resp.status()))?;
+    Ok(cookie.to_owned())
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -190,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
         None => format!("loadgen{}", std::process::id()),
     };
     let token = register(&client, &a.url, &name).await.context("registering the load user")?;
-    if matches!(a.scenario.as_str(), "latest" | "list" | "detail") {
+    if matches!(a.scenario.as_str(), "latest" | "list" | "detail" | "console-list" | "console-order") {
         // A few are paid, the rest placed, sixteen at a time.
         for _ in 0..a.orders.min(10) {
             iteration(&client, &a.url, "flow", &token).await.map_err(anyhow::Error::msg)?;
@@ -214,6 +242,12 @@ async fn main() -> anyhow::Result<()> {
             client.get(format!("{}/api/v1/orders/latest/", a.url)).bearer_auth(&token).send().await?.json().await?;
         let _ = FIRST_ORDER.set(latest["id"].as_i64().context("no order")?);
     }
+    let token = if a.scenario.starts_with("console-") {
+        let staff = a.staff.as_deref().context("console scenarios need --staff NAME (a staff account)")?;
+        console_session(&a.url, staff).await.context("signing in to the console")?
+    } else {
+        token
+    };
     let deadline = Instant::now() + a.duration;
     let writer = if a.write_rate > 0 {
         let writer_token = register(&client, &a.url, &format!("loadgen{}w", std::process::id())).await?;

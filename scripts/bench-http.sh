@@ -11,6 +11,7 @@
 #   SCALE_ONLY=1 scripts/bench-http.sh  # only the 10 k / 1 M scale runs
 #   SKIP_SCALE=1 scripts/bench-http.sh  # everything but the scale runs
 #   ONLY=postgres SKIP_SCALE=1 scripts/bench-http.sh  # one backend (postgres or sqlite)
+#   CONSOLE_ONLY=1 scripts/bench-http.sh  # only the console pages beside /healthz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
@@ -64,6 +65,18 @@ outbox_drained() {
     echo "outbox after $1: $(echo "$m" | sed -E 's/som_notifications\{status="([a-z]+)"\} /\1=/' | tr '\n' ' ')(waited $(( ($(date +%s%N) - t0) / 1000000 )) ms)"
 }
 
+# console_pages: the staff console's order list (50 of everyone's orders) and an order page,
+# signed in as staff, beside /healthz in the same run (c=16 and 64).
+console_pages() {
+    printf 'correct horse battery\n' | SOM_DATABASE_URL="$1" SOM_LOG=warn "$SOM" users create "benchstaff$$" --staff --password-stdin -q 2> /dev/null || true
+    echo "console pages beside /healthz:"
+    for c in 16 64; do
+        load healthz "$c"
+        load console-list "$c" --staff "benchstaff$$" --orders 200
+        load console-order "$c" --staff "benchstaff$$" --orders 10
+    done
+}
+
 bench_backend() {
     local name="$1" url="$2"
     echo "### ${name}"
@@ -86,6 +99,7 @@ bench_backend() {
     done
     kill "$all_loads" 2>/dev/null || true
     echo "RSS peak through the healthz, read, create and flow loads: $(cat "$work/peak") kB"
+    console_pages "$url"
     sleep 5
     echo "RSS idle 5 s after the loads: $(rss_kb "$PID") kB"
     sleep 10
@@ -124,6 +138,26 @@ login_storm() {
     sleep 5; echo "login storm: RSS 10 s after $(rss_kb "$PID") kB"
     kill "$PID"; wait "$PID" 2>/dev/null || true
 }
+
+if [ -n "${CONSOLE_ONLY:-}" ]; then
+    if [ "${ONLY:-sqlite}" = sqlite ]; then
+        echo "### SQLite (file, WAL, synchronous=FULL)"
+        start_server "sqlite://${work}/console.db"
+        console_pages "sqlite://${work}/console.db"
+        kill "$PID"; wait "$PID" 2>/dev/null || true
+    fi
+    if [ -n "${SOM_TEST_POSTGRES_URL:-}" ] && [ "${ONLY:-postgres}" = postgres ]; then
+        db="som_bench_$$"
+        psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
+        pg_url="${SOM_TEST_POSTGRES_URL%/*}/${db}"
+        echo "### PostgreSQL 15 (local)"
+        start_server "$pg_url"
+        console_pages "$pg_url"
+        kill "$PID"; wait "$PID" 2>/dev/null || true
+        psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
+    fi
+    exit 0
+fi
 
 if [ -z "${SCALE_ONLY:-}" ]; then
 if [ "${ONLY:-sqlite}" = sqlite ]; then

@@ -161,7 +161,7 @@ impl App {
     }
 
     /// A staff account's access token (made staff through the library, as an operator would
-    /// with `som users grant-staff`).
+    /// with `som users set-staff NAME true`).
     pub(crate) async fn staff(&self, username: &str) -> String {
         let id = self.register(username).await["id"].as_i64().unwrap();
         self.som.set_staff(Caller::System, UserId::new(id), true).await.unwrap();
