@@ -129,7 +129,9 @@ async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &
             expect_body(client.get(format!("{api}/orders/{id}/")).bearer_auth(token).send().await).await
         }
         // The console's pages, as a signed-in staff member (`token` is the session cookie).
-        "console-list" => expect_body(client.get(format!("{url}/console/orders")).header("cookie", token).send().await).await,
+        "console-list" => {
+            expect_body(client.get(format!("{url}/console/orders")).header("cookie", token).send().await).await
+        }
         "console-order" => {
             let id = FIRST_ORDER.get().copied().unwrap_or(1);
             expect_body(client.get(format!("{url}/console/orders/{id}")).header("cookie", token).send().await).await

@@ -66,12 +66,14 @@ outbox_drained() {
 }
 
 # console_pages: the staff console's order list (50 of everyone's orders) and an order page,
-# signed in as staff, beside /healthz in the same run (c=16 and 64).
+# signed in as staff, beside /healthz and the API's page of 50 orders in the same run (c=16
+# and 64).
 console_pages() {
     printf 'correct horse battery\n' | SOM_DATABASE_URL="$1" SOM_LOG=warn "$SOM" users create "benchstaff$$" --staff --password-stdin -q 2> /dev/null || true
     echo "console pages beside /healthz:"
     for c in 16 64; do
         load healthz "$c"
+        load list "$c"
         load console-list "$c" --staff "benchstaff$$" --orders 200
         load console-order "$c" --staff "benchstaff$$" --orders 10
     done
