@@ -260,6 +260,13 @@ fn unhex(raw: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// `raw` when it is a page of the console (never another site: no `//`, no backslash), else
+/// `fallback`: where a form may send the browser on.
+pub(super) fn console_path<'a>(raw: &'a str, fallback: &'a str) -> &'a str {
+    let safe = raw.starts_with("/console/") && !raw.contains("//") && !raw.contains('\\');
+    if safe { raw } else { fallback }
+}
+
 /// Percent-encodes `text` for a query string (everything but unreserved characters and `/`).
 pub(super) fn encode_query(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -146,8 +146,7 @@ pub(super) struct Retry {
 
 /// Where to return after an action: a console page named by the form, or the list.
 fn back_to(raw: &str) -> &str {
-    let safe = raw.starts_with("/console/") && !raw.contains("//") && !raw.contains('\\');
-    if safe { raw } else { "/console/notifications" }
+    super::session::console_path(raw, "/console/notifications")
 }
 
 /// `POST /console/notifications/{id}/retry`.
