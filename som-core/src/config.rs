@@ -11,7 +11,7 @@ macro_rules! login_failure_window_minutes {
     };
 }
 
-use crate::domain::Currency;
+use crate::domain::{CaptureMethod, Currency};
 use crate::error::{Result, ValidationErrors};
 pub use crate::util::{Secret, redact_url};
 
@@ -200,6 +200,21 @@ pub const VARIABLES: &[ConfigVar] = &[
         help: "A refund still waiting for the provider's answer this long (its request died, or the provider was down) is finished by the dispatcher with the same provider idempotency key",
     },
     ConfigVar {
+        name: "SOM_CAPTURE_METHOD",
+        default: "automatic",
+        help: "How payments take money unless initiation says otherwise: automatic (confirmation captures) or manual (confirmation authorises; staff capture all or part later, or void)",
+    },
+    ConfigVar {
+        name: "SOM_AUTHORIZATION_TTL",
+        default: "7d",
+        help: "An authorisation not captured this long after it was made is voided at the provider by the dispatcher and marked EXPIRED (card holds last about 7 days)",
+    },
+    ConfigVar {
+        name: "SOM_AUTHORIZATION_WARN_BEFORE",
+        default: "1d",
+        help: "Staff are alerted (email, webhook) this long before an uncaptured authorisation expires",
+    },
+    ConfigVar {
         name: "SOM_PAYMENT_PROVIDER",
         default: "mock",
         help: "Payment provider: mock (no money moves; any user can mark their own order paid; a warning says so) or stripe",
@@ -298,8 +313,15 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// `SOM_OUTBOX_*`.
     pub outbox: DispatchConfig,
-    /// `SOM_REFUND_RECOVERY_AFTER`.
+    /// `SOM_REFUND_RECOVERY_AFTER` (also how long a capture or void may wait for the provider
+    /// before the dispatcher finishes it).
     pub refund_recovery_after: Duration,
+    /// `SOM_CAPTURE_METHOD`: the capture method of payments whose initiation names none.
+    pub capture_method: CaptureMethod,
+    /// `SOM_AUTHORIZATION_TTL`.
+    pub authorization_ttl: Duration,
+    /// `SOM_AUTHORIZATION_WARN_BEFORE`.
+    pub authorization_warn_before: Duration,
     /// `SOM_PAYMENT_PROVIDER`: `mock` or `stripe`.
     pub payment_provider: String,
     /// `SOM_STRIPE_SECRET_KEY`.
@@ -426,6 +448,8 @@ impl Config {
         let session_max_age = duration("SOM_SESSION_MAX_AGE");
         let session_cache_ttl = duration("SOM_SESSION_CACHE_TTL");
         let refund_recovery_after = duration("SOM_REFUND_RECOVERY_AFTER");
+        let authorization_ttl = duration("SOM_AUTHORIZATION_TTL");
+        let authorization_warn_before = duration("SOM_AUTHORIZATION_WARN_BEFORE");
         let stripe_timeout = duration("SOM_STRIPE_TIMEOUT");
         if session_cache_ttl > MAX_SESSION_CACHE_TTL {
             errors.add(
@@ -493,6 +517,13 @@ impl Config {
             "stripe" => {}
             _ => errors.add("SOM_PAYMENT_PROVIDER", "must be mock or stripe"),
         }
+        let capture_method = CaptureMethod::parse(&get("SOM_CAPTURE_METHOD")).unwrap_or_else(|| {
+            errors.add("SOM_CAPTURE_METHOD", "must be automatic or manual");
+            CaptureMethod::Automatic
+        });
+        if authorization_ttl.is_zero() {
+            errors.add("SOM_AUTHORIZATION_TTL", "must be longer than zero");
+        }
         let console = match get("SOM_CONSOLE").trim().to_ascii_lowercase().as_str() {
             "on" | "true" | "1" | "yes" => true,
             "off" | "false" | "0" | "no" => false,
@@ -545,6 +576,9 @@ impl Config {
                 max_attempts: small(max_attempts),
             },
             refund_recovery_after,
+            capture_method,
+            authorization_ttl,
+            authorization_warn_before,
             payment_provider,
             stripe_secret_key,
             stripe_webhook_secret: lookup("SOM_STRIPE_WEBHOOK_SECRET")

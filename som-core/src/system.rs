@@ -17,8 +17,8 @@ use crate::auth::{LoginFailures, PasswordHasher, SessionCache, TokenKeys, TokenP
 use crate::clock::{DynClock, SystemClock};
 use crate::config::Config;
 use crate::domain::{
-    Caller, Email, EventKind, Message, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderInput, OrderStatus,
-    Password, Payment, PaymentId, PaymentStatus, User, UserId, Username,
+    Caller, CaptureMethod, Email, EventKind, Message, NewOrder, NotificationId, Order, OrderEvent, OrderId, OrderInput,
+    OrderStatus, Password, Payment, PaymentId, PaymentStatus, User, UserId, Username,
 };
 use crate::error::{Error, Result, ValidationErrors};
 use crate::notify::{Dispatcher, DispatcherHandle, LogNotifier, Notifier};
@@ -33,6 +33,7 @@ pub use events::{EventOutcome, EventReceipt};
 mod accounts;
 mod alerts;
 mod builder;
+mod capture;
 mod closing;
 mod events;
 mod idempotency;
@@ -48,12 +49,14 @@ mod requests;
 pub use builder::OrderSystemBuilder;
 use locks::KeyedLocks;
 use orders::*;
-pub use overview::{Activity, CurrencyActivity, Overview};
+pub use overview::{Activity, CurrencyActivity, Hold, Overview};
 pub use queries::{
     DEFAULT_PAGE_SIZE, MAX_ADMIN_PAGE_SIZE, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAGE_SIZE, NotificationListQuery,
     OrderListQuery, Page, Registration, UserListQuery,
 };
-pub use requests::{CancelOrder, ConfirmPayment, CreateOrder, InitiatePayment, RefundPayment};
+pub use requests::{
+    CancelOrder, CapturePayment, ConfirmPayment, CreateOrder, InitiatePayment, RefundPayment, VoidPayment,
+};
 
 /// The order system. Cheap to clone; all clones share storage, provider and notifiers.
 #[derive(Debug, Clone)]
@@ -203,6 +206,9 @@ impl OrderSystem {
     fn completion_notify(&self, outcome: &crate::storage::PaymentOutcome, owner: User) -> PaymentNotify {
         match outcome {
             crate::storage::PaymentOutcome::Succeeded => self.payment_notify(EventKind::PaymentSucceeded, owner, None),
+            crate::storage::PaymentOutcome::Authorized { .. } => {
+                self.payment_notify(EventKind::PaymentAuthorized, owner, None)
+            }
             crate::storage::PaymentOutcome::Failed { reason } => {
                 self.payment_notify(EventKind::PaymentFailed, owner, Some(reason.clone()))
             }

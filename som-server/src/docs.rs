@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dto, error, ops, routes, schema, staff};
+use crate::{capture, dto, error, ops, routes, schema, staff};
 
 /// The API description served at `/api/openapi.json` and `/api/schema/`.
 #[derive(Debug, OpenApi)]
@@ -19,7 +19,7 @@ use crate::{dto, error, ops, routes, schema, staff};
         routes::cancel_order, routes::order_history,
         routes::initiate_payment, routes::create_payment, routes::confirm_payment, routes::get_payment,
         routes::stripe_webhook,
-        staff::create_refund, staff::list_refunds,
+        staff::create_refund, staff::list_refunds, capture::capture_payment, capture::void_payment,
         staff::list_users, staff::get_user, staff::patch_user,
         staff::list_notifications, staff::notification_counts, staff::retry_notification,
         staff::retry_dead_notifications, staff::overview,
@@ -31,7 +31,7 @@ use crate::{dto, error, ops, routes, schema, staff};
         dto::OrderItemRequest, dto::CreateOrderRequest, dto::OrderItemResponse, dto::OrderResponse,
         dto::OrderEventResponse, dto::InitiatePaymentRequest, dto::ConfirmPaymentRequest, dto::PaymentResponse,
         dto::Health, schema::PaymentStatusSchema, schema::StatusParam, error::Problem,
-        dto::RefundRequestBody, dto::RefundResponse, schema::RefundStatusSchema, dto::UserPatchRequest,
+        dto::RefundRequestBody, dto::RefundResponse, capture::CaptureRequestBody, schema::RefundStatusSchema, dto::UserPatchRequest,
         dto::StaffUserResponse, dto::NotificationResponse, dto::NotificationCounts, dto::ProviderEventReceipt,
     )),
     modifiers(&BearerAuth, &StandardResponses, &Links),

@@ -300,10 +300,30 @@ pub struct InitiatePaymentRequest {
     pub order_id: IdInput,
     /// Payment method, one of those the configured provider takes (listed in the document
     /// served by the running server); with the mock provider: mock_success (default),
-    /// mock_decline, mock_insufficient_funds, mock_transient_error, mock_refund_decline.
+    /// mock_decline, mock_insufficient_funds, mock_transient_error, mock_refund_decline,
+    /// mock_capture_decline.
     #[serde(default)]
     #[schema(max_length = 100)]
     pub method: Option<String>,
+    /// `automatic`: confirmation captures the money; `manual`: confirmation only authorises
+    /// it, and staff capture all or part later (`POST /payments/{id}/capture/`) or void it.
+    /// Default: the server's `SOM_CAPTURE_METHOD` (itself `automatic`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "manual")]
+    pub capture: Option<CaptureMethodInput>,
+}
+
+/// `automatic` or `manual`; anything else is a field error.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureMethodInput(pub som_core::domain::CaptureMethod);
+
+impl<'de> Deserialize<'de> for CaptureMethodInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        som_core::domain::CaptureMethod::parse(&raw)
+            .map(CaptureMethodInput)
+            .ok_or_else(|| serde::de::Error::custom("must be automatic or manual"))
+    }
 }
 
 /// An ISO 4217 currency SOM accepts.
@@ -351,16 +371,31 @@ pub struct PaymentResponse {
     /// The payment method asked for.
     #[schema(example = "mock_success")]
     pub method: String,
-    /// The amount, equal to the order total.
+    /// The amount, equal to the order total: what was authorised.
     #[schema(example = "250.00")]
     pub amount: String,
+    /// `automatic` (confirmation captures) or `manual` (confirmation authorises; captured or
+    /// voided later).
+    #[schema(example = "automatic")]
+    pub capture_method: String,
+    /// What was authorised (the amount).
+    #[schema(example = "250.00")]
+    pub authorized_amount: String,
+    /// What was captured: the whole amount once an automatic payment succeeded, what a manual
+    /// capture took (perhaps less); `0.00` before. Refunds apply to it.
+    #[schema(example = "250.00")]
+    pub captured_amount: String,
+    /// While AUTHORIZED: when the authorisation runs out (it is then released and EXPIRED).
+    #[schema(example = "2026-12-07T09:16:30Z")]
+    pub authorization_expires_at: Option<DateTime<Utc>>,
     /// ISO 4217 code.
     #[schema(example = "USD")]
     pub currency: String,
     /// How much of it has been refunded.
     #[schema(example = "0.00")]
     pub refunded_amount: String,
-    /// PENDING, SUCCESS, FAILED, CANCELLED, PARTIALLY_REFUNDED or REFUNDED.
+    /// PENDING, AUTHORIZED, SUCCESS, FAILED, CANCELLED, PARTIALLY_REFUNDED, REFUNDED, VOIDED or
+    /// EXPIRED.
     #[schema(value_type = crate::schema::PaymentStatusSchema, example = "PENDING")]
     pub status: String,
     /// Why it failed, when it did.
@@ -394,6 +429,10 @@ impl From<Payment> for PaymentResponse {
             provider_payment_id: p.provider_payment_id,
             method: p.method,
             amount: p.amount.amount_string(),
+            capture_method: p.capture_method.as_str().to_owned(),
+            authorized_amount: p.amount.amount_string(),
+            captured_amount: p.captured.amount_string(),
+            authorization_expires_at: p.authorization_expires_at,
             refunded_amount: p.refunded.amount_string(),
             currency: p.amount.currency().code().to_owned(),
             status: p.status.as_str().to_owned(),

@@ -13,6 +13,26 @@ use som_core::Caller;
 use crate::AppState;
 use crate::error::ApiError;
 
+/// A JSON body that may be left out: a request with neither a body nor a content type gets
+/// `T::default()`; otherwise as [`JsonBody`].
+#[derive(Debug, Clone)]
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers();
+        let empty = !headers.contains_key(header::CONTENT_TYPE)
+            && !headers.contains_key(header::TRANSFER_ENCODING)
+            && headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        JsonBody::from_request(req, state).await.map(|JsonBody(value)| OptionalJsonBody(value))
+    }
+}
+
 /// A JSON body: 415 without a JSON content type, 413 over the body limit, 400 with field
 /// errors when it does not parse or does not fit the expected shape.
 #[derive(Debug, Clone)]

@@ -7,6 +7,8 @@
 //! - [`app`] builds the [`Router`] (testable with `tower::ServiceExt::oneshot`);
 //! - [`serve`] runs it on a listener with header-read timeouts and graceful shutdown.
 
+/// Capture and void of authorised payments.
+pub mod capture;
 /// The staff console (`/console/`).
 pub mod console;
 /// The OpenAPI document.
@@ -209,6 +211,8 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         ("/api/v1/payments/{id}", get(routes::get_payment)),
         ("/api/v1/payments/webhooks/stripe", post(routes::stripe_webhook)),
         ("/api/v1/payments/{id}/refunds", get(staff::list_refunds).post(staff::create_refund)),
+        ("/api/v1/payments/{id}/capture", post(capture::capture_payment)),
+        ("/api/v1/payments/{id}/void", post(capture::void_payment)),
         ("/api/v1/users", get(staff::list_users)),
         ("/api/v1/users/{id}", get(staff::get_user).patch(staff::patch_user)),
         ("/api/v1/notifications", get(staff::list_notifications)),

@@ -312,6 +312,7 @@ pub async fn initiate_payment(
         .som
         .initiate_payment(caller, OrderId::new(order_id))
         .maybe_method(req.method.as_deref())
+        .maybe_capture(req.capture.map(|c| c.0))
         .maybe_idempotency_key(key.as_deref())
         .await?;
     Ok(Json(payment.into()))
@@ -335,7 +336,8 @@ pub async fn create_payment(
     initiate_payment(state, auth, key, body).await
 }
 
-/// Confirm (capture) a pending payment; on success the order becomes PAID. Confirming a
+/// Confirm a pending payment: captured (the order becomes PAID), or — initiated with
+/// `capture: "manual"` — authorised (payment and order AUTHORIZED, to be captured or voided). Confirming a
 /// successful payment again returns it unchanged. When the payer must act first (3-D Secure)
 /// the payment stays PENDING and is returned with 202, its `next_action` and `client_secret`:
 /// the front end finishes it with the provider's library, and the payment completes when the
@@ -344,7 +346,7 @@ pub async fn create_payment(
     security(("bearer" = [])),
     params(IdempotencyHeader),
     responses(
-        (status = 200, description = "The payment, captured", body = PaymentResponse),
+        (status = 200, description = "The payment, captured (SUCCESS) or authorised (AUTHORIZED)", body = PaymentResponse),
         (status = 202, description = "Still PENDING: the payer must act (see next_action), or the provider is processing", body = PaymentResponse),
         (status = 402, description = "Declined; the order stays payable", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such payment, or another user's", body = Problem, content_type = "application/problem+json"),

@@ -49,13 +49,13 @@ macro_rules! enum_schema {
 enum_schema!(
     /// An order status.
     StatusParam,
-    "An order status: CREATED awaits payment; PAID, PARTIALLY_REFUNDED and REFUNDED were paid; CANCELLED will not be.",
+    "An order status: CREATED awaits payment; AUTHORIZED has its payment held, to be captured; PAID, PARTIALLY_REFUNDED and REFUNDED were paid; CANCELLED will not be.",
     OrderStatus::ALL.iter().map(|s| s.as_str())
 );
 enum_schema!(
     /// A payment status.
     PaymentStatusSchema,
-    "A payment status: PENDING awaits confirmation; SUCCESS was captured (and may later be PARTIALLY_REFUNDED or REFUNDED); FAILED was declined; CANCELLED was voided with its order.",
+    "A payment status: PENDING awaits confirmation; AUTHORIZED is held for a later capture (manual capture); SUCCESS was captured, perhaps in part (and may later be PARTIALLY_REFUNDED or REFUNDED); FAILED was declined; CANCELLED was voided with its order; VOIDED and EXPIRED were authorised and released (on request, or because the authorisation ran out).",
     PaymentStatus::ALL.iter().map(|s| s.as_str())
 );
 enum_schema!(

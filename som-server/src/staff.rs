@@ -297,6 +297,21 @@ pub struct CurrencyActivityResponse {
     pub refunded: String,
 }
 
+/// An authorisation waiting to be captured.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct HoldResponse {
+    /// The payment.
+    pub payment: i64,
+    /// Its order.
+    pub order: i64,
+    /// What is held, as a decimal string.
+    pub amount: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// When it runs out (it is then released and EXPIRED).
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// The shop at a glance.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct OverviewResponse {
@@ -308,6 +323,10 @@ pub struct OverviewResponse {
     pub last_7_days: ActivityResponse,
     /// Payments waiting for the payer.
     pub payments_pending: u64,
+    /// Payments authorised and not captured yet (manual capture).
+    pub payments_authorized: u64,
+    /// The authorisations that run out soonest (up to 10).
+    pub authorizations_expiring: Vec<HoldResponse>,
     /// Refunds pending at the provider.
     pub refunds_pending: u64,
     /// Notifications per delivery state.
@@ -359,6 +378,18 @@ pub async fn overview(State(s): State<AppState>, Auth(caller): Auth) -> ApiResul
         today: o.today.into(),
         last_7_days: o.last_7_days.into(),
         payments_pending: o.payments_pending,
+        payments_authorized: o.payments_authorized,
+        authorizations_expiring: o
+            .authorizations_expiring
+            .into_iter()
+            .map(|h| HoldResponse {
+                payment: h.payment_id.get(),
+                order: h.order_id.get(),
+                amount: h.amount.amount_string(),
+                currency: h.amount.currency().code().to_owned(),
+                expires_at: h.expires_at,
+            })
+            .collect(),
         refunds_pending: o.refunds_pending,
         notifications: counts_of(o.notifications),
     }))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
 use reqwest::{Client, StatusCode};
 use serde_json::json;
-use som_core::domain::{Caller, NotificationStatus, OrderId, OrderStatus, PaymentId, UserId};
+use som_core::domain::{Caller, NotificationStatus, OrderId, OrderStatus, PaymentId, PaymentStatus, UserId};
 use som_core::testing::Backend;
 use som_server::console::{SESSION_COOKIE, csrf_token};
 
@@ -19,6 +19,7 @@ som_core::on_both_backends!(
     staff_sign_in_act_and_sign_out_while_customers_are_turned_away,
     the_console_searches_renders_safely_and_sets_its_headers,
     the_overview_search_and_dead_letter_retries_are_in_the_api_too,
+    staff_capture_part_and_void_from_the_order_page,
 );
 
 /// A client that shows redirects instead of following them.
@@ -416,4 +417,71 @@ async fn the_overview_search_and_dead_letter_retries_are_in_the_api_too(backend:
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app.post("/notifications/retry-dead/", Some(&boss), json!({"channel": ""})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// An order of carol's paid with manual capture and confirmed: (order, payment).
+async fn authorised(app: &App, token: &str) -> (i64, i64) {
+    let order = app.order(token).await["id"].as_i64().unwrap();
+    let (_, p) = app.post("/payments/initiate/", Some(token), json!({"order_id": order, "capture": "manual"})).await;
+    let (_, p) = app.post("/payments/confirm/", Some(token), json!({"payment_id": p["id"]})).await;
+    assert_eq!(p["status"], "AUTHORIZED", "{p}");
+    (order, p["id"].as_i64().unwrap())
+}
+
+async fn staff_capture_part_and_void_from_the_order_page(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    app.staff("boss").await;
+    let carol = app.user("carol").await;
+    let (order, payment) = authorised(&app, &carol).await;
+    let (other, other_payment) = authorised(&app, &carol).await;
+    let boss = sign_in(&app, "boss").await.1.unwrap();
+    let csrf = csrf_token(&boss);
+
+    // The overview lists what is held and for how long; the order page offers both actions.
+    let overview = get(&app, "/console/", Some(&boss)).await.text().await.unwrap();
+    assert!(overview.contains("Authorised, not captured"), "{overview}");
+    assert!(overview.contains(&format!("href=\"/console/orders/{order}\"")), "{overview}");
+    assert!(overview.contains("6d 23h"), "a week's hold, just made: {overview}");
+    let page = get(&app, &format!("/console/orders/{order}"), Some(&boss)).await.text().await.unwrap();
+    assert!(page.contains(&format!("action=\"/console/orders/{order}/capture\"")), "{page}");
+    assert!(page.contains(&format!("action=\"/console/orders/{order}/void\"")), "{page}");
+
+    // Without the form's token nothing happens.
+    let path = format!("/console/orders/{order}/capture");
+    let pid = payment.to_string();
+    let forged = post(&app, &path, Some(&boss), &[("payment_id", pid.as_str()), ("amount", "100.00")]).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let held = app.som.payment(Caller::System, PaymentId::new(payment)).await.unwrap();
+    assert_eq!(held.status, PaymentStatus::Authorized);
+
+    // Part of it, sent twice with the form's key: captured once.
+    let form = with(&[("payment_id", pid.as_str()), ("amount", "100.00"), ("idempotency_key", "cap-form")], &csrf);
+    for _ in 0..2 {
+        let resp = post(&app, &path, Some(&boss), &form).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(resp.headers()[LOCATION], format!("/console/orders/{order}"));
+    }
+    let captured = app.som.payment(Caller::System, PaymentId::new(payment)).await.unwrap();
+    assert_eq!((captured.status, captured.captured.amount_string()), (PaymentStatus::Success, "100.00".into()));
+    assert_eq!(app.som.order(Caller::System, OrderId::new(order)).await.unwrap().status, OrderStatus::Paid);
+    let page = get(&app, &format!("/console/orders/{order}"), Some(&boss)).await.text().await.unwrap();
+    assert!(!page.contains("/capture\""), "no capture form once captured: {page}");
+    // A payment of another order is refused.
+    let opid = other_payment.to_string();
+    let wrong = with(&[("payment_id", opid.as_str()), ("idempotency_key", "x")], &csrf);
+    post(&app, &path, Some(&boss), &wrong).await;
+    assert_eq!(
+        app.som.payment(Caller::System, PaymentId::new(other_payment)).await.unwrap().status,
+        PaymentStatus::Authorized
+    );
+
+    // The other is released, and its order cancelled.
+    let void = with(&[("payment_id", opid.as_str()), ("idempotency_key", "void-form")], &csrf);
+    let resp = post(&app, &format!("/console/orders/{other}/void"), Some(&boss), &void).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.som.payment(Caller::System, PaymentId::new(other_payment)).await.unwrap().status,
+        PaymentStatus::Voided
+    );
+    assert_eq!(app.som.order(Caller::System, OrderId::new(other)).await.unwrap().status, OrderStatus::Cancelled);
 }

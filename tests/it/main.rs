@@ -5,6 +5,7 @@
 
 mod browser;
 mod cancellation;
+mod capture;
 mod console;
 mod http;
 mod notifications;

@@ -1,7 +1,7 @@
 //! `som pay …`
 
 use clap::Subcommand;
-use som_core::domain::{OrderId, Payment, PaymentId, Refund, RefundInput};
+use som_core::domain::{CaptureMethod, OrderId, Payment, PaymentId, Refund, RefundInput};
 
 use super::OPERATOR;
 use crate::Ctx;
@@ -14,13 +14,17 @@ pub enum Pay {
         /// Order id.
         order_id: OrderId,
         /// Payment method. Mock provider: mock_success (default), mock_decline, mock_insufficient_funds,
-        /// mock_transient_error, mock_refund_decline. Stripe: a PaymentMethod id (pm_…); without one the payer
-        /// chooses it with Stripe.js and the payment's client secret.
+        /// mock_transient_error, mock_refund_decline, mock_capture_decline. Stripe: a PaymentMethod id (pm_…);
+        /// without one the payer chooses it with Stripe.js and the payment's client secret.
         #[arg(long)]
         method: Option<String>,
+        /// automatic (confirmation captures) or manual (confirmation authorises; `som pay capture` or
+        /// `som pay void` follows). Default: SOM_CAPTURE_METHOD.
+        #[arg(long, value_parser = parse_capture)]
+        capture: Option<CaptureMethod>,
     },
-    /// Confirm (capture) a pending payment; the order becomes PAID. A payment that needs the payer's action
-    /// (3-D Secure) stays PENDING and shows what is needed.
+    /// Confirm a pending payment: captured (the order becomes PAID) or, with manual capture, authorised
+    /// (AUTHORIZED). A payment that needs the payer's action (3-D Secure) stays PENDING and shows what is needed.
     Confirm {
         /// Payment id.
         payment_id: PaymentId,
@@ -49,6 +53,27 @@ pub enum Pay {
         /// Payment id.
         payment_id: PaymentId,
     },
+    /// Capture an authorised payment, fully or in part; the order becomes PAID and the rest of the hold is
+    /// released.
+    Capture {
+        /// Payment id.
+        payment_id: PaymentId,
+        /// How much, e.g. 80.00 (default: everything authorised).
+        #[arg(long)]
+        amount: Option<String>,
+        /// Idempotency key: repeating the command with it returns the same capture.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Release an authorised payment without taking money; the order is cancelled.
+    Void {
+        /// Payment id.
+        payment_id: PaymentId,
+    },
+}
+
+fn parse_capture(raw: &str) -> Result<CaptureMethod, String> {
+    CaptureMethod::parse(raw).ok_or_else(|| "must be automatic or manual".to_owned())
 }
 
 fn refund_fields(r: &Refund) -> Vec<(&'static str, String)> {
@@ -69,6 +94,9 @@ fn fields(p: &Payment) -> Vec<(&'static str, String)> {
         ("order", p.order_id.to_string()),
         ("status", p.status.to_string()),
         ("amount", p.amount.to_string()),
+        ("capture", p.capture_method.to_string()),
+        ("captured", p.captured.to_string()),
+        ("authorised until", p.authorization_expires_at.map_or_else(|| crate::output::NONE.into(), |t| t.to_rfc3339())),
         ("refunded", p.refunded.to_string()),
         ("method", p.method.clone()),
         ("provider", format!("{} ({})", p.provider, p.provider_payment_id)),
@@ -80,9 +108,21 @@ fn fields(p: &Payment) -> Vec<(&'static str, String)> {
 impl Pay {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let payment = match self {
-            Pay::Initiate { order_id, method } => {
-                ctx.som.initiate_payment(OPERATOR, order_id).maybe_method(method.as_deref()).await?
+            Pay::Initiate { order_id, method, capture } => {
+                ctx.som
+                    .initiate_payment(OPERATOR, order_id)
+                    .maybe_method(method.as_deref())
+                    .maybe_capture(capture)
+                    .await?
             }
+            Pay::Capture { payment_id, amount, idempotency_key } => {
+                ctx.som
+                    .capture_payment(OPERATOR, payment_id)
+                    .maybe_amount(amount.as_deref())
+                    .maybe_idempotency_key(idempotency_key.as_deref())
+                    .await?
+            }
+            Pay::Void { payment_id } => ctx.som.void_payment(OPERATOR, payment_id).await?,
             Pay::Confirm { payment_id } => ctx.som.confirm_payment(OPERATOR, payment_id).await?,
             Pay::Show { payment_id } => ctx.som.payment(OPERATOR, payment_id).await?,
             Pay::Refund { payment_id, amount, reason, idempotency_key } => {

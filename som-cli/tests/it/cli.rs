@@ -95,7 +95,7 @@ async fn the_operator_scenario_works_on_postgres() {
 
 fn scenario(som: &Som, backend: &str) {
     let migrated = som.json(&["migrate"]);
-    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(6)));
+    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(7)));
     let alice = som.user("alice");
     assert_eq!((alice["username"].as_str(), alice["is_staff"].as_bool()), (Some("alice"), Some(false)));
     let order =
@@ -402,6 +402,43 @@ fn payments_are_refunded_in_part_and_in_full_and_show_in_the_history() {
     assert!(history.contains("PARTIALLY_REFUNDED") && history.contains("refund"), "{history}");
     let text = som.ok(&["pay", "refunds", &p]);
     assert!(text.contains("SUCCEEDED") && text.contains("one broken"), "{text}");
+}
+
+#[test]
+fn authorised_payments_are_captured_in_part_or_voided() {
+    let som = Som::new();
+    som.user("alice");
+    let order = som.json(&["orders", "create", "--user", "alice", "--item", "Widget:2:5.00"])["id"].to_string();
+    let usage = som.run(&["pay", "initiate", &order, "--capture", "later"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("must be automatic or manual"));
+    let p = som.json(&["pay", "initiate", &order, "--capture", "manual"]);
+    assert_eq!(p["capture_method"], "manual", "{p}");
+    let p = p["id"].to_string();
+    // Not authorised yet: nothing to capture.
+    som.fails(&["pay", "capture", &p], 1, "PENDING");
+    let held = som.json(&["pay", "confirm", &p]);
+    assert_eq!((held["status"].as_str(), held["captured_amount"].as_str()), (Some("AUTHORIZED"), Some("0.00")));
+    assert_eq!(som.json(&["orders", "show", &order])["status"], "AUTHORIZED");
+    som.fails(&["pay", "capture", &p, "--amount", "10.01"], 1, "amount");
+    let done = som.json(&["pay", "capture", &p, "--amount", "7.50", "--idempotency-key", "c1"]);
+    assert_eq!((done["status"].as_str(), done["captured_amount"].as_str()), (Some("SUCCESS"), Some("7.50")), "{done}");
+    assert_eq!(
+        som.json(&["pay", "capture", &p, "--amount", "7.50", "--idempotency-key", "c1"])["captured_amount"],
+        "7.50"
+    );
+    som.fails(&["pay", "capture", &p], 1, "already captured");
+    som.fails(&["pay", "refund", &p, "--amount", "7.51"], 1, "left to refund");
+    let text = som.ok(&["pay", "show", &p]);
+    assert!(text.contains("captured") && text.contains("7.50"), "{text}");
+    assert_eq!(som.json(&["orders", "show", &order])["status"], "PAID");
+
+    let other = som.json(&["orders", "create", "--user", "alice", "--item", "Widget:1:5"])["id"].to_string();
+    let v = som.json(&["pay", "initiate", &other, "--capture", "manual"])["id"].to_string();
+    som.json(&["pay", "confirm", &v]);
+    assert_eq!(som.json(&["pay", "void", &v])["status"], "VOIDED");
+    som.fails(&["pay", "void", &v], 1, "VOIDED");
+    assert_eq!(som.json(&["orders", "show", &other])["status"], "CANCELLED");
 }
 
 #[test]

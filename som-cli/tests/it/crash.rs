@@ -1,7 +1,7 @@
 //! Crash tests: `som serve` is killed with SIGKILL at random moments while clients create, pay,
-//! confirm and (as staff) partly refund orders over HTTP; after a restart on the same database
-//! nothing acknowledged is lost, nothing is done twice, refunds left pending are finished once,
-//! and every notification is delivered. SQLite always; PostgreSQL
+//! confirm, authorise and (as staff) capture part of and partly refund orders over HTTP; after a
+//! restart on the same database nothing acknowledged is lost, nothing is done twice, refunds
+//! and captures left pending are finished once, and every notification is delivered. SQLite always; PostgreSQL
 //! when `SOM_TEST_POSTGRES_URL` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{Value, json};
-use som_core::domain::{Caller, OrderStatus, PaymentId, RefundStatus};
+use som_core::domain::{Caller, CaptureMethod, OrderStatus, PaymentId, RefundStatus};
 use som_core::domain::{NotificationStatus, OutboxEntry};
 use som_core::{Config, OrderListQuery, OrderSystem};
 
@@ -50,7 +50,12 @@ struct Acked {
     paid: HashMap<i64, Value>,
     /// Acknowledged refunds by payment id.
     refunds: HashMap<i64, Value>,
+    /// Acknowledged captures (of 50.00 of an authorisation) by payment id.
+    captures: HashMap<i64, Value>,
 }
+
+/// What a manual-capture order is captured for: less than any order's total.
+const CAPTURED: &str = "50.00";
 
 async fn client_loop(base: String, (token, staff): (String, String), acked: Arc<Mutex<Acked>>, seed: u64) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
@@ -71,10 +76,13 @@ async fn client_loop(base: String, (token, staff): (String, String), acked: Arc<
         let Ok(order) = resp.json::<Value>().await else { return };
         let id = order["id"].as_i64().unwrap();
         acked.lock().unwrap().orders.insert(id, order);
+        // Every third order is authorised now and captured in part by staff.
+        let manual = n.is_multiple_of(3);
+        let capture = if manual { "manual" } else { "automatic" };
         let Ok(resp) = client
             .post(format!("{base}/api/v1/payments/initiate/"))
             .bearer_auth(&token)
-            .json(&json!({"order_id": id}))
+            .json(&json!({"order_id": id, "capture": capture}))
             .send()
             .await
         else {
@@ -96,6 +104,23 @@ async fn client_loop(base: String, (token, staff): (String, String), acked: Arc<
         let Ok(p) = resp.json::<Value>().await else { return };
         let pid = p["id"].as_i64().unwrap();
         acked.lock().unwrap().paid.insert(id, p);
+        if manual {
+            let Ok(resp) = client
+                .post(format!("{base}/api/v1/payments/{pid}/capture/"))
+                .bearer_auth(&staff)
+                .header("Idempotency-Key", format!("capture-{pid}"))
+                .json(&json!({"amount": CAPTURED}))
+                .send()
+                .await
+            else {
+                return;
+            };
+            if !resp.status().is_success() {
+                continue;
+            }
+            let Ok(c) = resp.json::<Value>().await else { return };
+            acked.lock().unwrap().captures.insert(pid, c);
+        }
         // Every other paid order gets a partial refund of 1.00, with a key so that a retry
         // after a crash could never make a second one.
         if n.is_multiple_of(2) {
@@ -173,11 +198,23 @@ async fn check_invariants(url: &str, acked: &Acked) {
         assert_eq!(body["total_amount"].as_str(), Some(o.total.amount_string().as_str()), "order {id} total");
         assert_eq!(body["items"].as_array().map(Vec::len), Some(o.items.len()), "order {id} items");
     }
-    for id in acked.paid.keys() {
+    for (id, body) in &acked.paid {
+        let authorised_only = body["status"] == "AUTHORIZED";
         assert!(
-            matches!(orders[id].status, OrderStatus::Paid | OrderStatus::PartiallyRefunded),
-            "acknowledged payment of order {id} lost"
+            matches!(orders[id].status, OrderStatus::Paid | OrderStatus::PartiallyRefunded)
+                || (authorised_only && orders[id].status == OrderStatus::Authorized),
+            "acknowledged payment of order {id} lost ({:?})",
+            orders[id].status
         );
+    }
+    // Every acknowledged capture is there, of its amount, once.
+    for (pid, body) in &acked.captures {
+        let p = som.payment(Caller::System, PaymentId::new(*pid)).await.unwrap();
+        assert!(p.status.was_captured(), "acknowledged capture of payment {pid} lost: {p:?}");
+        assert_eq!(p.captured.amount_string(), CAPTURED, "payment {pid}: {body}");
+        let history = som.order_history(Caller::System, p.order_id).await.unwrap();
+        let paid = history.iter().filter(|e| e.to == OrderStatus::Paid).count();
+        assert_eq!(paid, 1, "order {} paid once: {history:?}", p.order_id);
     }
     for (pid, body) in &acked.refunds {
         let refunds = som.payment_refunds(Caller::System, PaymentId::new(*pid)).await.unwrap();
@@ -201,6 +238,14 @@ async fn check_invariants(url: &str, acked: &Acked) {
         let paid = matches!(o.status, OrderStatus::Paid | OrderStatus::PartiallyRefunded);
         assert_eq!(captured.len(), usize::from(paid), "order {id}: {payments:?}");
         assert!(captured.iter().all(|p| p.amount == o.total), "order {id} paid its exact total");
+        for p in &captured {
+            let expected =
+                if p.capture_method == CaptureMethod::Manual { CAPTURED.to_owned() } else { o.total.amount_string() };
+            assert_eq!(p.captured.amount_string(), expected, "payment {} captured", p.id);
+            assert!(p.refunded.minor() + p.refund_pending.minor() <= p.captured.minor(), "payment {}", p.id);
+            let key = if p.capture_method == CaptureMethod::Manual { "payment_captured" } else { "payment_succeeded" };
+            assert!(keys.contains(format!("{key}:payment:{}", p.id).as_str()), "payment {} notified", p.id);
+        }
         assert!(payments.iter().filter(|p| p.status.is_live()).count() <= 1);
         // Refunds: at most one per key (one per payment here), and the amounts agree.
         for p in &captured {
@@ -250,7 +295,8 @@ async fn pending_refunds(som: &OrderSystem) -> usize {
         let page = som.list_orders(Caller::System, query).await.unwrap();
         for o in &page.items {
             for p in som.order_payments(Caller::System, o.id).await.unwrap() {
-                pending += usize::from(p.refund_pending.is_positive());
+                // A refund, or a capture, whose answer the killed server never heard.
+                pending += usize::from(p.refund_pending.is_positive() || p.settlement.is_some());
             }
         }
         match page.next_cursor {
@@ -315,6 +361,7 @@ async fn crash_cycles(url: &str, dir: &std::path::Path, cycles: usize, db: Optio
     let acked = acked.lock().unwrap().clone();
     assert!(acked.orders.len() > 10, "the load reached the server ({} orders)", acked.orders.len());
     assert!(!acked.refunds.is_empty(), "refunds were made");
+    assert!(!acked.captures.is_empty(), "captures were made");
     check_invariants(url, &acked).await;
 }
 

@@ -21,6 +21,6 @@ pub use order::{
     Actor, IllegalTransition, ItemInput, NewOrder, Order, OrderEvent, OrderInput, OrderItem, OrderStatus,
     is_disallowed_in_text,
 };
-pub use payment::{Payment, PaymentStatus};
+pub use payment::{CaptureMethod, Payment, PaymentStatus, SettleAction, Settlement};
 pub use refund::{Refund, RefundInput, RefundStatus};
 pub use user::{Email, Password, User, Username};

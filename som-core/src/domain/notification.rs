@@ -18,6 +18,12 @@ pub enum EventKind {
     PaymentSucceeded,
     /// A payment was declined.
     PaymentFailed,
+    /// A payment was authorised (manual capture): the money is held, not yet taken.
+    PaymentAuthorized,
+    /// An authorised payment was captured (all or part) and its order is paid.
+    PaymentCaptured,
+    /// An authorised payment was released without taking money (voided, or it expired).
+    PaymentVoided,
     /// An order was cancelled.
     OrderCancelled,
     /// Money was returned on a payment.
@@ -35,6 +41,9 @@ impl EventKind {
             EventKind::OrderCreated => "order_created",
             EventKind::PaymentSucceeded => "payment_succeeded",
             EventKind::PaymentFailed => "payment_failed",
+            EventKind::PaymentAuthorized => "payment_authorized",
+            EventKind::PaymentCaptured => "payment_captured",
+            EventKind::PaymentVoided => "payment_voided",
             EventKind::OrderCancelled => "order_cancelled",
             EventKind::RefundIssued => "refund_issued",
             EventKind::StaffAlert => "staff_alert",
@@ -47,6 +56,9 @@ impl EventKind {
             EventKind::OrderCreated,
             EventKind::PaymentSucceeded,
             EventKind::PaymentFailed,
+            EventKind::PaymentAuthorized,
+            EventKind::PaymentCaptured,
+            EventKind::PaymentVoided,
             EventKind::OrderCancelled,
             EventKind::RefundIssued,
             EventKind::StaffAlert,
@@ -117,7 +129,11 @@ impl Message {
         payment: Option<&Payment>,
         reason: Option<&str>,
     ) -> Message {
-        let amount = payment.map_or(order.total, |p| p.amount);
+        let amount = match payment {
+            Some(p) if kind == EventKind::PaymentCaptured => p.captured,
+            Some(p) => p.amount,
+            None => order.total,
+        };
         let money = amount.to_string();
         let id = order.id;
         let (subject, text) = match kind {
@@ -134,6 +150,30 @@ impl Message {
                 format!(
                     "Payment for your order #{id} of {money} failed: {}. You can try again.",
                     reason.unwrap_or("declined")
+                ),
+            ),
+            EventKind::PaymentAuthorized => (
+                "Payment Authorised".to_owned(),
+                format!(
+                    "Payment for your order #{id} was authorised: {money} is held on your payment method and will be charged when the order is fulfilled."
+                ),
+            ),
+            EventKind::PaymentCaptured => {
+                let released = payment
+                    .map(|p| p.amount.minor() - p.captured.minor())
+                    .filter(|r| *r > 0)
+                    .map(|r| format!(" The remaining {} was released.", super::Money::from_minor(r, amount.currency())))
+                    .unwrap_or_default();
+                (
+                    "Payment Captured".to_owned(),
+                    format!("Payment for your order #{id} was captured. Amount charged: {money}.{released}"),
+                )
+            }
+            EventKind::PaymentVoided => (
+                "Payment Released".to_owned(),
+                format!(
+                    "The authorisation of {money} for your order #{id} was released ({}); nothing was charged.",
+                    reason.unwrap_or("voided")
                 ),
             ),
             EventKind::OrderCancelled => {
@@ -196,7 +236,14 @@ impl Message {
             return format!("{}:refund:{r}", self.kind);
         }
         match (self.kind, self.payment_id) {
-            (EventKind::PaymentSucceeded | EventKind::PaymentFailed, Some(p)) => format!("{}:payment:{p}", self.kind),
+            (
+                EventKind::PaymentSucceeded
+                | EventKind::PaymentFailed
+                | EventKind::PaymentAuthorized
+                | EventKind::PaymentCaptured
+                | EventKind::PaymentVoided,
+                Some(p),
+            ) => format!("{}:payment:{p}", self.kind),
             _ => format!("{}:order:{}", self.kind, self.order_id),
         }
     }

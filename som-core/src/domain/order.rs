@@ -10,13 +10,16 @@ use crate::error::ValidationErrors;
 
 /// Where an order is in its life.
 ///
-/// `CREATED → PAID`, `CREATED → CANCELLED`, `PAID → PARTIALLY_REFUNDED → REFUNDED` (or
-/// `PAID → REFUNDED` at once); nothing else.
+/// `CREATED → PAID`, `CREATED → AUTHORIZED → PAID` (manual capture), `CREATED | AUTHORIZED →
+/// CANCELLED`, `PAID → PARTIALLY_REFUNDED → REFUNDED` (or `PAID → REFUNDED` at once); nothing
+/// else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     /// Placed and awaiting payment.
     Created,
+    /// Its payment is authorised (manual capture): the money is held, not yet captured.
+    Authorized,
     /// A payment succeeded.
     Paid,
     /// Cancelled before payment.
@@ -39,8 +42,9 @@ pub struct IllegalTransition {
 
 impl OrderStatus {
     /// All statuses, in lifecycle order.
-    pub const ALL: [OrderStatus; 5] = [
+    pub const ALL: [OrderStatus; 6] = [
         OrderStatus::Created,
+        OrderStatus::Authorized,
         OrderStatus::Paid,
         OrderStatus::Cancelled,
         OrderStatus::PartiallyRefunded,
@@ -51,6 +55,7 @@ impl OrderStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Created => "CREATED",
+            OrderStatus::Authorized => "AUTHORIZED",
             OrderStatus::Paid => "PAID",
             OrderStatus::Cancelled => "CANCELLED",
             OrderStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
@@ -68,18 +73,28 @@ impl OrderStatus {
         matches!(self, OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded)
     }
 
-    /// `CREATED → PAID`: a payment for the order succeeded.
+    /// `CREATED → AUTHORIZED`: its payment is authorised, to be captured later.
+    pub fn authorize(self) -> Result<OrderStatus, IllegalTransition> {
+        match self {
+            OrderStatus::Created => Ok(OrderStatus::Authorized),
+            from => Err(IllegalTransition { from, action: "authorised" }),
+        }
+    }
+
+    /// `CREATED | AUTHORIZED → PAID`: a payment for the order succeeded, or its authorisation
+    /// was captured.
     pub fn pay(self) -> Result<OrderStatus, IllegalTransition> {
         match self {
-            OrderStatus::Created => Ok(OrderStatus::Paid),
+            OrderStatus::Created | OrderStatus::Authorized => Ok(OrderStatus::Paid),
             from => Err(IllegalTransition { from, action: "paid" }),
         }
     }
 
-    /// `CREATED → CANCELLED`: the order is withdrawn before payment.
+    /// `CREATED | AUTHORIZED → CANCELLED`: the order is withdrawn before money was captured
+    /// (an authorisation is released with it).
     pub fn cancel(self) -> Result<OrderStatus, IllegalTransition> {
         match self {
-            OrderStatus::Created => Ok(OrderStatus::Cancelled),
+            OrderStatus::Created | OrderStatus::Authorized => Ok(OrderStatus::Cancelled),
             from => Err(IllegalTransition { from, action: "cancelled" }),
         }
     }
@@ -510,6 +525,11 @@ mod tests {
         use OrderStatus::*;
         assert_eq!(Created.pay(), Ok(Paid));
         assert_eq!(Created.cancel(), Ok(Cancelled));
+        assert_eq!(Created.authorize(), Ok(Authorized));
+        assert_eq!(Authorized.pay(), Ok(Paid));
+        assert_eq!(Authorized.cancel(), Ok(Cancelled));
+        assert!(Authorized.refund(true).is_err());
+        assert!(Authorized.authorize().is_err());
         assert_eq!(Paid.refund(true), Ok(Refunded));
         assert_eq!(Paid.refund(false), Ok(PartiallyRefunded));
         assert_eq!(PartiallyRefunded.refund(false), Ok(PartiallyRefunded));
@@ -518,7 +538,7 @@ mod tests {
             assert!(s.pay().is_err());
             assert!(s.cancel().is_err());
         }
-        for s in [Created, Cancelled, Refunded] {
+        for s in [Created, Authorized, Cancelled, Refunded] {
             assert!(s.refund(false).is_err());
             assert!(s.refund(true).is_err());
         }

@@ -9,13 +9,16 @@ use super::{Currency, Money, OrderId, PaymentId, UserId};
 
 /// Where a payment is in its life.
 ///
-/// `PENDING → SUCCESS | FAILED | CANCELLED`, `SUCCESS → PARTIALLY_REFUNDED → REFUNDED` (or
+/// `PENDING → SUCCESS | FAILED | CANCELLED` (automatic capture), `PENDING → AUTHORIZED →
+/// SUCCESS | VOIDED | EXPIRED` (manual capture), `SUCCESS → PARTIALLY_REFUNDED → REFUNDED` (or
 /// `SUCCESS → REFUNDED` at once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentStatus {
     /// Initiated with the provider, awaiting confirmation.
     Pending,
+    /// Manual capture: the payer's money is held (authorised), nothing is captured yet.
+    Authorized,
     /// The provider captured the money; the order is paid.
     Success,
     /// The provider declined; a new attempt may be made.
@@ -26,32 +29,44 @@ pub enum PaymentStatus {
     PartiallyRefunded,
     /// Captured, then all of it was returned to the payer.
     Refunded,
+    /// Manual capture: the authorisation was released without capturing anything.
+    Voided,
+    /// Manual capture: the authorisation ran out before it was captured, and was released.
+    Expired,
 }
 
 impl PaymentStatus {
     /// All statuses.
-    pub const ALL: [PaymentStatus; 6] = [
+    pub const ALL: [PaymentStatus; 9] = [
         PaymentStatus::Pending,
+        PaymentStatus::Authorized,
         PaymentStatus::Success,
         PaymentStatus::Failed,
         PaymentStatus::Cancelled,
         PaymentStatus::PartiallyRefunded,
         PaymentStatus::Refunded,
+        PaymentStatus::Voided,
+        PaymentStatus::Expired,
     ];
 
-    /// The statuses at which SOM has ended a payment that took no money (declined, or voided
-    /// with its order): its provider side is closed so that it cannot take money later.
-    pub const ENDED_UNCAPTURED: [PaymentStatus; 2] = [PaymentStatus::Failed, PaymentStatus::Cancelled];
+    /// The statuses at which SOM has ended a payment that took no money (declined, voided with
+    /// its order, an authorisation released or run out): its provider side is closed so that
+    /// it cannot take money later, and money that arrives anyway is returned.
+    pub const ENDED_UNCAPTURED: [PaymentStatus; 4] =
+        [PaymentStatus::Failed, PaymentStatus::Cancelled, PaymentStatus::Voided, PaymentStatus::Expired];
 
     /// The upper-case name used in storage and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             PaymentStatus::Pending => "PENDING",
+            PaymentStatus::Authorized => "AUTHORIZED",
             PaymentStatus::Success => "SUCCESS",
             PaymentStatus::Failed => "FAILED",
             PaymentStatus::Cancelled => "CANCELLED",
             PaymentStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
             PaymentStatus::Refunded => "REFUNDED",
+            PaymentStatus::Voided => "VOIDED",
+            PaymentStatus::Expired => "EXPIRED",
         }
     }
 
@@ -60,8 +75,8 @@ impl PaymentStatus {
         Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(raw.trim()))
     }
 
-    /// PENDING and SUCCESS: at most one such payment exists per order.
-    pub const LIVE: [PaymentStatus; 2] = [PaymentStatus::Pending, PaymentStatus::Success];
+    /// PENDING, AUTHORIZED and SUCCESS: at most one such payment exists per order.
+    pub const LIVE: [PaymentStatus; 3] = [PaymentStatus::Pending, PaymentStatus::Authorized, PaymentStatus::Success];
 
     /// True for the [`PaymentStatus::LIVE`] statuses.
     pub fn is_live(self) -> bool {
@@ -83,9 +98,35 @@ impl PaymentStatus {
         })
     }
 
+    /// `PENDING → AUTHORIZED`: manual capture, the money is held. `None` from any other status.
+    pub fn authorize(self) -> Option<PaymentStatus> {
+        (self == PaymentStatus::Pending).then_some(PaymentStatus::Authorized)
+    }
+
+    /// `AUTHORIZED → SUCCESS`: all or part of the authorisation was captured. `None` from any
+    /// other status.
+    pub fn capture(self) -> Option<PaymentStatus> {
+        (self == PaymentStatus::Authorized).then_some(PaymentStatus::Success)
+    }
+
+    /// `AUTHORIZED → VOIDED` (released on request) or `AUTHORIZED → EXPIRED` (released because
+    /// it ran out). `None` from any other status.
+    pub fn release(self, expired: bool) -> Option<PaymentStatus> {
+        (self == PaymentStatus::Authorized).then_some(if expired {
+            PaymentStatus::Expired
+        } else {
+            PaymentStatus::Voided
+        })
+    }
+
     /// `PENDING → CANCELLED`: voided with its order. `None` from any other status.
     pub fn void(self) -> Option<PaymentStatus> {
         (self == PaymentStatus::Pending).then_some(PaymentStatus::Cancelled)
+    }
+
+    /// True once money was captured (whatever has been refunded of it since).
+    pub fn was_captured(self) -> bool {
+        matches!(self, PaymentStatus::Success | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded)
     }
 
     /// True only while the payer may still finish paying (PENDING): the payment's
@@ -124,6 +165,91 @@ impl PaymentStatus {
     }
 }
 
+/// When a payment's money moves: at confirmation (`automatic`, the default) or when staff
+/// capture it later (`manual`: confirmation only authorises).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMethod {
+    /// Confirmation captures the whole amount.
+    #[default]
+    Automatic,
+    /// Confirmation authorises; a capture (of all or part) or a void follows.
+    Manual,
+}
+
+impl CaptureMethod {
+    /// `automatic` or `manual`, as stored and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMethod::Automatic => "automatic",
+            CaptureMethod::Manual => "manual",
+        }
+    }
+
+    /// Parses `automatic` or `manual`, case-insensitively.
+    pub fn parse(raw: &str) -> Option<CaptureMethod> {
+        [CaptureMethod::Automatic, CaptureMethod::Manual]
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(raw.trim()))
+    }
+}
+
+impl fmt::Display for CaptureMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an AUTHORIZED payment is being ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SettleAction {
+    /// Capturing all or part of it.
+    Capture,
+    /// Releasing it on request.
+    Void,
+    /// Releasing it because its authorisation ran out.
+    Expire,
+}
+
+impl SettleAction {
+    /// `capture`, `void` or `expire`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettleAction::Capture => "capture",
+            SettleAction::Void => "void",
+            SettleAction::Expire => "expire",
+        }
+    }
+
+    /// Parses a name as written by [`SettleAction::as_str`].
+    pub fn parse(raw: &str) -> Option<SettleAction> {
+        [SettleAction::Capture, SettleAction::Void, SettleAction::Expire].into_iter().find(|a| a.as_str() == raw)
+    }
+
+    /// `captured`, `voided`, `expired`: for messages.
+    pub fn past(self) -> &'static str {
+        match self {
+            SettleAction::Capture => "captured",
+            SettleAction::Void => "voided",
+            SettleAction::Expire => "expired",
+        }
+    }
+}
+
+/// A settlement of an AUTHORIZED payment that was claimed and has not finished yet: the
+/// provider is being (or was, before a crash) asked, with the key
+/// [`Payment::capture_idempotency_key`] for a capture. Exactly one settlement is claimed per
+/// payment; the dispatcher finishes one left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// What is being done.
+    pub action: SettleAction,
+    /// For a capture: how much.
+    pub amount: Money,
+    /// When it was claimed.
+    pub started_at: DateTime<Utc>,
+}
+
 impl fmt::Display for PaymentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -150,8 +276,17 @@ pub struct Payment {
     pub method: String,
     /// 1 for the first attempt on the order, 2 after one failure, …
     pub attempt: u32,
-    /// Always the order's total.
+    /// Always the order's total: what was authorised (and, with automatic capture, captured).
     pub amount: Money,
+    /// `automatic` (confirmation captures) or `manual` (confirmation authorises).
+    pub capture_method: CaptureMethod,
+    /// How much was captured: the whole amount once an automatic payment succeeded; what a
+    /// manual capture took (perhaps less than authorised); zero before. Refunds apply to it.
+    pub captured: Money,
+    /// While AUTHORIZED: when the authorisation runs out (it is then voided and EXPIRED).
+    pub authorization_expires_at: Option<DateTime<Utc>>,
+    /// A capture, void or expiry claimed and not finished yet (not part of the JSON).
+    pub settlement: Option<Settlement>,
     /// How much of it has been returned by succeeded refunds.
     pub refunded: Money,
     /// How much refunds still in flight (PENDING) have set aside.
@@ -184,6 +319,12 @@ struct PaymentWire {
     attempt: u32,
     amount: String,
     #[serde(default)]
+    capture_method: CaptureMethod,
+    #[serde(default)]
+    captured_amount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authorization_expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     refunded_amount: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refund_pending_amount: Option<String>,
@@ -210,6 +351,9 @@ impl From<Payment> for PaymentWire {
             method: p.method,
             attempt: p.attempt,
             amount: p.amount.amount_string(),
+            capture_method: p.capture_method,
+            captured_amount: Some(p.captured.amount_string()),
+            authorization_expires_at: p.authorization_expires_at,
             refunded_amount: Some(p.refunded.amount_string()),
             refund_pending_amount: p.refund_pending.is_positive().then(|| p.refund_pending.amount_string()),
             currency: p.amount.currency(),
@@ -236,6 +380,15 @@ impl TryFrom<PaymentWire> for Payment {
             method: w.method,
             attempt: w.attempt,
             amount: Money::parse(&w.amount, w.currency)?,
+            capture_method: w.capture_method,
+            // Written before partial capture existed: a captured payment took its amount.
+            captured: match w.captured_amount.as_deref() {
+                Some(text) => Money::parse(text, w.currency)?,
+                None if w.status.was_captured() => Money::parse(&w.amount, w.currency)?,
+                None => Money::zero(w.currency),
+            },
+            authorization_expires_at: w.authorization_expires_at,
+            settlement: None,
             refunded: optional_money(w.refunded_amount.as_deref(), w.currency)?,
             refund_pending: optional_money(w.refund_pending_amount.as_deref(), w.currency)?,
             status: w.status,
@@ -253,12 +406,19 @@ fn optional_money(text: Option<&str>, currency: Currency) -> Result<Money, super
 }
 
 impl Payment {
-    /// What may still be refunded: the amount less what succeeded and what is in flight.
+    /// What may still be refunded: what was captured less what succeeded and what is in flight.
     pub fn refundable(&self) -> Money {
         Money::from_minor(
-            self.amount.minor() - self.refunded.minor() - self.refund_pending.minor(),
+            self.captured.minor() - self.refunded.minor() - self.refund_pending.minor(),
             self.amount.currency(),
         )
+    }
+
+    /// `som-capture-{id}`: a payment is captured once, so every try of its capture (a retry
+    /// after a timeout, the dispatcher after a crash) sends the same key and the provider
+    /// captures once.
+    pub fn capture_idempotency_key(&self) -> String {
+        format!("som-capture-{}", self.id)
     }
 }
 
@@ -269,7 +429,17 @@ mod tests {
     #[test]
     fn only_pending_and_success_are_live() {
         let live: Vec<_> = PaymentStatus::ALL.into_iter().filter(|s| s.is_live()).collect();
-        assert_eq!(live, vec![PaymentStatus::Pending, PaymentStatus::Success]);
+        assert_eq!(live, vec![PaymentStatus::Pending, PaymentStatus::Authorized, PaymentStatus::Success]);
+        assert_eq!(PaymentStatus::Pending.authorize(), Some(PaymentStatus::Authorized));
+        assert_eq!(PaymentStatus::Authorized.capture(), Some(PaymentStatus::Success));
+        assert_eq!(PaymentStatus::Authorized.release(false), Some(PaymentStatus::Voided));
+        assert_eq!(PaymentStatus::Authorized.release(true), Some(PaymentStatus::Expired));
+        for s in PaymentStatus::ALL.into_iter().filter(|s| *s != PaymentStatus::Authorized) {
+            assert_eq!((s.capture(), s.release(false)), (None, None), "{s}");
+        }
+        assert_eq!(PaymentStatus::Authorized.refund(false), None);
+        assert_eq!(CaptureMethod::parse(" Manual"), Some(CaptureMethod::Manual));
+        assert_eq!(CaptureMethod::parse("later"), None);
         assert_eq!(PaymentStatus::parse("success"), Some(PaymentStatus::Success));
         assert_eq!(PaymentStatus::parse("paid"), None);
         assert_eq!(PaymentStatus::Pending.complete(true), Some(PaymentStatus::Success));
@@ -301,6 +471,10 @@ mod tests {
             method: "mock_success".into(),
             attempt: 1,
             amount: Money::from_minor(25000, Currency::USD),
+            capture_method: CaptureMethod::Manual,
+            captured: Money::zero(Currency::USD),
+            authorization_expires_at: Some(Utc::now()),
+            settlement: None,
             refunded: Money::zero(Currency::USD),
             refund_pending: Money::zero(Currency::USD),
             status: PaymentStatus::Pending,

@@ -3,8 +3,9 @@
 //! The payment method chooses the outcome, like a card processor's test cards:
 //! `mock_success` (the default), `mock_decline`, `mock_insufficient_funds`, and
 //! `mock_transient_error` (confirmation fails transiently a set number of times, then
-//! succeeds), and `mock_refund_decline` (the payment succeeds; its refunds are declined).
-//! Refunds succeed otherwise. The outcome is encoded in the provider payment id, so another process (the CLI
+//! succeeds), `mock_refund_decline` (the payment succeeds; its refunds are declined) and
+//! `mock_capture_decline` (authorised with manual capture; capturing it is declined).
+//! Refunds and captures succeed otherwise. The outcome is encoded in the provider payment id, so another process (the CLI
 //! confirming what the server initiated) gets the same answer.
 
 use crate::util::lock;
@@ -14,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
+use crate::domain::CaptureMethod;
+
 use super::{
-    Cancellation, Confirmation, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError, ProviderPayment,
-    ProviderRefund, RefundRequest,
+    Cancellation, CaptureRequest, Confirmation, PaymentProvider, PaymentRequest, ProviderCapture, ProviderError,
+    ProviderPayment, ProviderRefund, RefundRequest,
 };
 
 /// What the mock does with a payment.
@@ -32,12 +35,20 @@ pub enum MockOutcome {
     TransientError,
     /// Confirmation succeeds; refunds of the payment are declined.
     RefundDecline,
+    /// Confirmation succeeds; a later capture of the payment is declined.
+    CaptureDecline,
 }
 
 impl MockOutcome {
     /// The payment method names, in the order of [`MockOutcome`]'s variants.
-    pub const METHODS: [&'static str; 5] =
-        ["mock_success", "mock_decline", "mock_insufficient_funds", "mock_transient_error", "mock_refund_decline"];
+    pub const METHODS: [&'static str; 6] = [
+        "mock_success",
+        "mock_decline",
+        "mock_insufficient_funds",
+        "mock_transient_error",
+        "mock_refund_decline",
+        "mock_capture_decline",
+    ];
 
     /// The outcome a method name selects.
     pub fn from_method(method: &str) -> Option<MockOutcome> {
@@ -47,6 +58,7 @@ impl MockOutcome {
             "mock_insufficient_funds" => Some(MockOutcome::InsufficientFunds),
             "mock_transient_error" => Some(MockOutcome::TransientError),
             "mock_refund_decline" => Some(MockOutcome::RefundDecline),
+            "mock_capture_decline" => Some(MockOutcome::CaptureDecline),
             _ => None,
         }
     }
@@ -58,6 +70,7 @@ impl MockOutcome {
             MockOutcome::InsufficientFunds => "i",
             MockOutcome::TransientError => "t",
             MockOutcome::RefundDecline => "r",
+            MockOutcome::CaptureDecline => "c",
         }
     }
 
@@ -68,9 +81,26 @@ impl MockOutcome {
             MockOutcome::InsufficientFunds,
             MockOutcome::TransientError,
             MockOutcome::RefundDecline,
+            MockOutcome::CaptureDecline,
         ]
         .into_iter()
         .find(|o| o.code() == code)
+    }
+
+    /// The outcome and capture method a mock payment id (`mock_pi_{code}[m]_{key}`) encodes.
+    fn of_payment(provider_payment_id: &str) -> Result<(MockOutcome, CaptureMethod), ProviderError> {
+        let code = provider_payment_id
+            .strip_prefix("mock_pi_")
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(code, _)| code)
+            .ok_or_else(|| ProviderError::InvalidRequest("unknown mock payment".into()))?;
+        let (code, capture) = match code.strip_suffix('m') {
+            Some(code) => (code, CaptureMethod::Manual),
+            None => (code, CaptureMethod::Automatic),
+        };
+        let outcome =
+            MockOutcome::from_code(code).ok_or_else(|| ProviderError::InvalidRequest("unknown mock payment".into()))?;
+        Ok((outcome, capture))
     }
 }
 
@@ -84,6 +114,9 @@ pub struct MockProvider {
     scripted_refund: Mutex<Vec<ProviderError>>,
     refunds: Mutex<HashMap<String, (String, i64)>>,
     scripted_cancel: Mutex<Vec<ProviderError>>,
+    scripted_capture: Mutex<Vec<ProviderError>>,
+    captures: Mutex<HashMap<String, (String, i64)>>,
+    capture_calls: AtomicU64,
     pending_refund_answers: AtomicU64,
     closed: Mutex<Vec<String>>,
     initiate_calls: AtomicU64,
@@ -109,6 +142,9 @@ impl MockProvider {
             scripted_refund: Mutex::new(Vec::new()),
             refunds: Mutex::new(HashMap::new()),
             scripted_cancel: Mutex::new(Vec::new()),
+            scripted_capture: Mutex::new(Vec::new()),
+            captures: Mutex::new(HashMap::new()),
+            capture_calls: AtomicU64::new(0),
             pending_refund_answers: AtomicU64::new(0),
             closed: Mutex::new(Vec::new()),
             initiate_calls: AtomicU64::new(0),
@@ -136,6 +172,23 @@ impl MockProvider {
     /// Makes the next `cancel` calls fail with these errors, in order, whatever the payment.
     pub fn script_cancel(&self, errors: impl IntoIterator<Item = ProviderError>) {
         push_front(&mut lock(&self.scripted_cancel), errors);
+    }
+
+    /// Makes the next `capture` calls fail with these errors, in order, whatever the payment.
+    pub fn script_capture(&self, errors: impl IntoIterator<Item = ProviderError>) {
+        push_front(&mut lock(&self.scripted_capture), errors);
+    }
+
+    /// How many times `capture` was called.
+    pub fn capture_calls(&self) -> u64 {
+        self.capture_calls.load(Ordering::SeqCst)
+    }
+
+    /// The captures this mock made (one per payment, however often it was asked), and their
+    /// total in minor units.
+    pub fn captures_made(&self) -> (usize, i64) {
+        let captures = lock(&self.captures);
+        (captures.len(), captures.values().map(|(_, minor)| minor).sum())
     }
 
     /// Makes the next `answers` answers about refunds (to `refund` or `refund_status`) say the
@@ -222,9 +275,10 @@ impl PaymentProvider for MockProvider {
                 MockOutcome::METHODS.join(", ")
             ))
         })?;
+        let manual = if request.capture == CaptureMethod::Manual { "m" } else { "" };
         // Derived from the idempotency key alone: the same key always yields the same payment.
         Ok(ProviderPayment {
-            provider_payment_id: format!("mock_pi_{}_{}", outcome.code(), request.idempotency_key),
+            provider_payment_id: format!("mock_pi_{}{manual}_{}", outcome.code(), request.idempotency_key),
             client_secret: None,
         })
     }
@@ -250,13 +304,15 @@ impl PaymentProvider for MockProvider {
                 message: "the payment was cancelled".into(),
             });
         }
-        let outcome = provider_payment_id
-            .strip_prefix("mock_pi_")
-            .and_then(|rest| rest.split_once('_'))
-            .and_then(|(code, _)| MockOutcome::from_code(code))
-            .ok_or_else(|| ProviderError::InvalidRequest("unknown mock payment".into()))?;
-        let capture =
-            || Ok(Confirmation::Captured(ProviderCapture { capture_id: format!("mock_ch_{provider_payment_id}") }));
+        let (outcome, method) = MockOutcome::of_payment(provider_payment_id)?;
+        let capture = || {
+            Ok(match method {
+                CaptureMethod::Manual => Confirmation::Authorized,
+                CaptureMethod::Automatic => {
+                    Confirmation::Captured(ProviderCapture { capture_id: format!("mock_ch_{provider_payment_id}") })
+                }
+            })
+        };
         match outcome {
             MockOutcome::Success => capture(),
             MockOutcome::Decline => {
@@ -266,7 +322,7 @@ impl PaymentProvider for MockProvider {
                 code: "insufficient_funds".into(),
                 message: "the card has insufficient funds".into(),
             }),
-            MockOutcome::RefundDecline => capture(),
+            MockOutcome::RefundDecline | MockOutcome::CaptureDecline => capture(),
             MockOutcome::TransientError => {
                 if transient_failures < self.transient_failures {
                     let mut seen = lock(&self.failures_seen);
@@ -296,6 +352,9 @@ impl PaymentProvider for MockProvider {
         if let Some(e) = lock(&self.scripted_cancel).pop() {
             return Err(e);
         }
+        if lock(&self.captures).contains_key(provider_payment_id) {
+            return Ok(Cancellation::Captured);
+        }
         let mut closed = lock(&self.closed);
         if !closed.iter().any(|id| id == provider_payment_id) {
             closed.push(provider_payment_id.to_owned());
@@ -303,17 +362,44 @@ impl PaymentProvider for MockProvider {
         Ok(Cancellation::Cancelled)
     }
 
+    fn supports_manual_capture(&self) -> bool {
+        true
+    }
+
+    async fn capture(&self, request: &CaptureRequest) -> Result<ProviderCapture, ProviderError> {
+        self.capture_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = lock(&self.scripted_capture).pop() {
+            return Err(e);
+        }
+        let id = &request.provider_payment_id;
+        let (outcome, method) = MockOutcome::of_payment(id)?;
+        if method != CaptureMethod::Manual {
+            return Err(ProviderError::InvalidRequest("the payment was not authorised for a later capture".into()));
+        }
+        if lock(&self.closed).iter().any(|closed| closed == id) {
+            return Err(ProviderError::InvalidRequest("the authorisation was released".into()));
+        }
+        if outcome == MockOutcome::CaptureDecline {
+            return Err(ProviderError::Declined {
+                code: "capture_declined".into(),
+                message: "the card issuer refused the capture".into(),
+            });
+        }
+        let mut captures = lock(&self.captures);
+        let (key, _) =
+            captures.entry(id.clone()).or_insert_with(|| (request.idempotency_key.clone(), request.amount.minor()));
+        if *key != request.idempotency_key {
+            return Err(ProviderError::InvalidRequest("the payment was captured already".into()));
+        }
+        Ok(ProviderCapture { capture_id: format!("mock_ch_{id}") })
+    }
+
     async fn refund(&self, request: &RefundRequest) -> Result<ProviderRefund, ProviderError> {
         self.refund_calls.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = lock(&self.scripted_refund).pop() {
             return Err(e);
         }
-        let outcome = request
-            .provider_payment_id
-            .strip_prefix("mock_pi_")
-            .and_then(|rest| rest.split_once('_'))
-            .and_then(|(code, _)| MockOutcome::from_code(code))
-            .ok_or_else(|| ProviderError::InvalidRequest("unknown mock payment".into()))?;
+        let (outcome, _) = MockOutcome::of_payment(&request.provider_payment_id)?;
         if outcome == MockOutcome::RefundDecline {
             return Err(ProviderError::Declined {
                 code: "refund_declined".into(),
@@ -342,7 +428,37 @@ mod tests {
             idempotency_key: key.into(),
             reference: format!("txn_{key}"),
             method: Some(method.into()),
+            capture: CaptureMethod::Automatic,
         }
+    }
+
+    #[tokio::test]
+    async fn manual_payments_authorise_then_capture_once_or_release() {
+        let mock = MockProvider::default();
+        let manual =
+            |method: &str, key: &str| PaymentRequest { capture: CaptureMethod::Manual, ..request(method, key) };
+        let p = mock.initiate(&manual("mock_success", "m1")).await.unwrap();
+        assert_eq!(mock.confirm(&p.provider_payment_id).await, Ok(Confirmation::Authorized));
+        let capture = |key: &str| CaptureRequest {
+            provider_payment_id: p.provider_payment_id.clone(),
+            amount: Money::from_minor(60, Currency::USD),
+            idempotency_key: key.into(),
+        };
+        let first = mock.capture(&capture("som-capture-1")).await.unwrap();
+        assert_eq!(mock.capture(&capture("som-capture-1")).await, Ok(first));
+        assert!(matches!(mock.capture(&capture("other")).await, Err(ProviderError::InvalidRequest(_))));
+        assert_eq!(mock.captures_made(), (1, 60));
+        assert_eq!(mock.cancel(&p.provider_payment_id).await, Ok(Cancellation::Captured));
+        let v = mock.initiate(&manual("mock_success", "m2")).await.unwrap();
+        assert_eq!(mock.cancel(&v.provider_payment_id).await, Ok(Cancellation::Cancelled));
+        let released = CaptureRequest { provider_payment_id: v.provider_payment_id.clone(), ..capture("k") };
+        assert!(matches!(mock.capture(&released).await, Err(ProviderError::InvalidRequest(_))));
+        let d = mock.initiate(&manual("mock_capture_decline", "m3")).await.unwrap();
+        let declined = CaptureRequest { provider_payment_id: d.provider_payment_id.clone(), ..capture("k") };
+        assert!(matches!(mock.capture(&declined).await, Err(ProviderError::Declined { .. })));
+        let auto = mock.initiate(&request("mock_success", "a1")).await.unwrap();
+        let automatic = CaptureRequest { provider_payment_id: auto.provider_payment_id, ..capture("k") };
+        assert!(matches!(mock.capture(&automatic).await, Err(ProviderError::InvalidRequest(_))));
     }
 
     #[tokio::test]

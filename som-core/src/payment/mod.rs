@@ -23,7 +23,7 @@ pub use mock::{MockOutcome, MockProvider};
 #[cfg(feature = "stripe")]
 pub use stripe::{StripeConfig, StripeProvider};
 
-use crate::domain::{Money, OrderId};
+use crate::domain::{CaptureMethod, Money, OrderId};
 
 /// The longest payment method name (a provider's token such as `pm_card_visa`) accepted.
 pub const MAX_METHOD_CHARS: usize = 100;
@@ -46,6 +46,8 @@ pub struct PaymentRequest {
     /// The payment method: a provider-specific token (`mock_success`, `pm_card_visa`); `None`
     /// when the payer will choose it with the provider's own client library.
     pub method: Option<String>,
+    /// `Manual`: confirmation only authorises; [`PaymentProvider::capture`] takes the money.
+    pub capture: CaptureMethod,
 }
 
 /// The provider's handle on a payment.
@@ -63,6 +65,8 @@ pub struct ProviderPayment {
 pub enum Confirmation {
     /// The money was captured.
     Captured(ProviderCapture),
+    /// Manual capture: the money is held for a later [`PaymentProvider::capture`].
+    Authorized,
     /// Not finished yet: the payer must act first (`next_action`, e.g. 3-D Secure), or the
     /// provider is still processing (`None`). The payment stays PENDING; the outcome arrives
     /// as a [`ProviderEvent`] or with a later confirmation.
@@ -77,6 +81,18 @@ pub enum Confirmation {
 pub struct ProviderCapture {
     /// The provider's id of the capture (charge), for reconciliation.
     pub capture_id: String,
+}
+
+/// What SOM asks a provider to capture of an authorised payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureRequest {
+    /// The provider's id of the authorised payment.
+    pub provider_payment_id: String,
+    /// How much, at most what was authorised; the rest is released.
+    pub amount: Money,
+    /// `som-capture-{payment}`: every try of the capture sends the same key, so a retry
+    /// (after a timeout, or by the dispatcher after a crash) never captures twice.
+    pub idempotency_key: String,
 }
 
 /// The provider's answer to closing a payment.
@@ -177,6 +193,20 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
         self.confirm(provider_payment_id).await
     }
 
+    /// Whether [`PaymentRequest::capture`] may be [`CaptureMethod::Manual`]. The default: no.
+    fn supports_manual_capture(&self) -> bool {
+        false
+    }
+
+    /// Captures `request.amount` of an authorised payment and releases the rest. Must be
+    /// idempotent on [`CaptureRequest::idempotency_key`]; capturing one already captured
+    /// answers with that capture. `Declined` when the provider refuses (the authorisation
+    /// stays), `InvalidRequest` when it can no longer be captured (released or expired there).
+    async fn capture(&self, request: &CaptureRequest) -> Result<ProviderCapture, ProviderError> {
+        let _ = request;
+        Err(ProviderError::InvalidRequest(format!("{} cannot capture a payment later", self.name())))
+    }
+
     /// Closes the provider's side of a payment SOM has ended (its order cancelled, the payer
     /// declined, replaced by a new attempt), so that it can no longer be completed with what
     /// the payer was given (Stripe: cancels the PaymentIntent). Closing one already closed
@@ -251,6 +281,23 @@ pub enum EventEffect {
         provider_payment_id: String,
         /// What does not fit.
         problem: String,
+    },
+    /// The payment was authorised (manual capture): `amount_minor` is held for capture.
+    PaymentAuthorized {
+        /// The provider's id of the payment.
+        provider_payment_id: String,
+        /// How much is held, in minor units of `currency`.
+        amount_minor: i64,
+        /// ISO 4217 code, upper case.
+        currency: String,
+    },
+    /// The payment was canceled at the provider (an authorisation released there, or run out
+    /// when `expired`).
+    PaymentCanceled {
+        /// The provider's id of the payment.
+        provider_payment_id: String,
+        /// True when the provider released it because the authorisation ran out.
+        expired: bool,
     },
     /// The payment was declined.
     PaymentFailed {

@@ -2,13 +2,15 @@
 //!
 //! | SOM | Stripe |
 //! |---|---|
-//! | initiate | `POST /v1/payment_intents` (amount in minor units, currency, `payment_method` when given, `payment_method_types[]=card`, metadata `som_order_id`, `som_attempt`, `som_reference`), `Idempotency-Key: som-order-<id>-attempt-<n>` |
+//! | initiate | `POST /v1/payment_intents` (amount in minor units, currency, `payment_method` when given, `capture_method=manual` for manual capture, `payment_method_types[]=card`, metadata `som_order_id`, `som_attempt`, `som_reference`), `Idempotency-Key: som-order-<id>-attempt-<n>` |
 //! | confirm | `POST /v1/payment_intents/<id>/confirm`; on a state error, `GET` the intent and report its state |
+//! | capture | `POST /v1/payment_intents/<id>/capture` (`amount_to_capture`), `Idempotency-Key: som-capture-<payment>`; on a state error, `GET` the intent: `succeeded` is captured already |
 //! | cancel | `POST /v1/payment_intents/<id>/cancel`, `Idempotency-Key: som-cancel-<id>`; on a state error, `GET` the intent: `canceled` is done, `succeeded` means the money was taken |
 //! | refund | `POST /v1/refunds` (`payment_intent`, `amount`, metadata `som_refund` and `som_reason`), `Idempotency-Key: som-refund-<id>` |
-//! | events | `Stripe-Signature` checked (HMAC-SHA256 over `t.payload`, five minutes' tolerance, any `v1`), then `payment_intent.succeeded`, `payment_intent.payment_failed`, `charge.refunded`, `refund.created`, `refund.updated`, `charge.refund.updated` |
+//! | events | `Stripe-Signature` checked (HMAC-SHA256 over `t.payload`, five minutes' tolerance, any `v1`), then `payment_intent.succeeded`, `payment_intent.amount_capturable_updated`, `payment_intent.canceled`, `payment_intent.payment_failed`, `charge.refunded`, `refund.created`, `refund.updated`, `charge.refund.updated` |
 //!
-//! Outcomes: an intent that `succeeded` is captured; `requires_action` (3-D Secure) and
+//! Outcomes: an intent that `succeeded` is captured; `requires_capture` is authorised (manual
+//! capture); `requires_action` (3-D Secure) and
 //! `processing` leave the payment PENDING with Stripe's `next_action`, and the front end
 //! finishes it with the payment's `client_secret` (Stripe.js); HTTP 402 (a card error) is a
 //! decline with Stripe's `decline_code` (or `code`) and message; 429, 5xx, timeouts and
@@ -32,8 +34,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Cancellation, Confirmation, EventEffect, EventError, PaymentProvider, PaymentRequest, ProviderCapture,
-    ProviderError, ProviderEvent, ProviderPayment, ProviderRefund, RefundReport, RefundRequest,
+    Cancellation, CaptureRequest, Confirmation, EventEffect, EventError, PaymentProvider, PaymentRequest,
+    ProviderCapture, ProviderError, ProviderEvent, ProviderPayment, ProviderRefund, RefundReport, RefundRequest,
 };
 use crate::error::{Error, Result};
 use crate::util::Secret;
@@ -235,6 +237,7 @@ fn intent_outcome(intent: &Value) -> Option<std::result::Result<Confirmation, Pr
             Some(Ok(Confirmation::Pending { next_action: intent.get("next_action").filter(|v| !v.is_null()).cloned() }))
         }
         "processing" => Some(Ok(Confirmation::Pending { next_action: None })),
+        "requires_capture" => Some(Ok(Confirmation::Authorized)),
         "requires_payment_method" => {
             let error = intent.get("last_payment_error").filter(|e| !e.is_null())?;
             Some(Err(ProviderError::Declined {
@@ -277,6 +280,9 @@ impl PaymentProvider for StripeProvider {
         ];
         if let Some(method) = &request.method {
             form.push(("payment_method".to_owned(), method.clone()));
+        }
+        if request.capture == crate::domain::CaptureMethod::Manual {
+            form.push(("capture_method".to_owned(), "manual".to_owned()));
         }
         let intent = self
             .post("v1/payment_intents", &form, Some(&request.idempotency_key))
@@ -332,6 +338,42 @@ impl PaymentProvider for StripeProvider {
         }
     }
 
+    fn supports_manual_capture(&self) -> bool {
+        true
+    }
+
+    async fn capture(&self, request: &CaptureRequest) -> std::result::Result<ProviderCapture, ProviderError> {
+        let path = format!("v1/payment_intents/{}", request.provider_payment_id);
+        let form = [("amount_to_capture".to_owned(), request.amount.minor().to_string())];
+        let intent = match self.post(&format!("{path}/capture"), &form, Some(&request.idempotency_key)).await {
+            Ok(intent) => intent,
+            // Captured before (by a try whose answer was lost, or outside SOM), released, or
+            // expired: the intent says which.
+            Err(Failure::Api { status: 400, error }) => {
+                let intent = self.get(&path).await.map_err(Failure::into_provider_error)?;
+                if intent.get("status").and_then(Value::as_str) != Some("succeeded") {
+                    return Err(ProviderError::InvalidRequest(format!(
+                        "the PaymentIntent is {} and cannot be captured: {}",
+                        intent.get("status").and_then(Value::as_str).unwrap_or("in an unknown state"),
+                        error.message.unwrap_or_default()
+                    )));
+                }
+                intent
+            }
+            Err(e) => return Err(e.into_provider_error()),
+        };
+        match intent.get("status").and_then(Value::as_str) {
+            Some("succeeded") => Ok(ProviderCapture {
+                capture_id: id_of(intent.get("latest_charge")).unwrap_or_else(|| request.provider_payment_id.clone()),
+            }),
+            // Not final yet: asked again later with the same key.
+            other => Err(ProviderError::Transient(format!(
+                "the PaymentIntent is {} after the capture",
+                other.unwrap_or("in an unknown state")
+            ))),
+        }
+    }
+
     async fn refund(&self, request: &RefundRequest) -> std::result::Result<ProviderRefund, ProviderError> {
         let mut form = vec![
             ("payment_intent".to_owned(), request.provider_payment_id.clone()),
@@ -378,6 +420,30 @@ pub fn parse_event_json(payload: &[u8]) -> std::result::Result<ProviderEvent, Ev
     let effect = match kind.as_str() {
         "payment_intent.succeeded" => match text(&object, "id") {
             Some(provider_payment_id) => succeeded_intent(provider_payment_id, &object),
+            None => EventEffect::Ignored,
+        },
+        // A manual-capture intent now holds the money (`requires_capture`).
+        "payment_intent.amount_capturable_updated" => match text(&object, "id") {
+            Some(provider_payment_id) => {
+                let amount = object.get("amount_capturable").and_then(Value::as_i64).filter(|a| *a > 0);
+                match (amount, text(&object, "currency")) {
+                    (Some(amount_minor), Some(currency)) => EventEffect::PaymentAuthorized {
+                        provider_payment_id,
+                        amount_minor,
+                        currency: currency.to_ascii_uppercase(),
+                    },
+                    _ => EventEffect::Ignored,
+                }
+            }
+            None => EventEffect::Ignored,
+        },
+        // Stripe cancels an uncaptured intent itself when its authorisation runs out
+        // (`cancellation_reason` `automatic`).
+        "payment_intent.canceled" => match text(&object, "id") {
+            Some(provider_payment_id) => EventEffect::PaymentCanceled {
+                provider_payment_id,
+                expired: text(&object, "cancellation_reason").as_deref() == Some("automatic"),
+            },
             None => EventEffect::Ignored,
         },
         "payment_intent.payment_failed" => match text(&object, "id") {

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId,
-    RefundStatus, User, UserId,
+    Actor, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, PaymentStatus, Refund,
+    RefundId, RefundStatus, SettleAction, User, UserId,
 };
 pub use crate::domain::{NotificationStatus, OutboxEntry};
 use crate::error::{Error, Result};
@@ -203,7 +203,7 @@ pub trait OrderStore: Send + Sync {
 /// Payments: at most one live payment per order, conditional completion.
 #[async_trait]
 pub trait PaymentStore: Send + Sync {
-    /// The order's PENDING or SUCCESS payment, if any.
+    /// The order's PENDING, AUTHORIZED or SUCCESS payment, if any.
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>>;
 
     /// How many payments (of any status) the order has had.
@@ -256,7 +256,7 @@ pub trait PaymentStore: Send + Sync {
     async fn mark_closed_at_provider(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool>;
 
     /// Ends a PENDING payment (conditional update). On success the order goes CREATED → PAID
-    /// with its event in the same transaction. Outbox rows and the idempotency result are
+    /// (or, authorised, CREATED → AUTHORIZED) with its event in the same transaction. Outbox rows and the idempotency result are
     /// written in the same transaction. `NotApplied` with the current payment when it was not
     /// PENDING.
     async fn complete_payment(
@@ -268,6 +268,49 @@ pub trait PaymentStore: Send + Sync {
         notify: PaymentNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>>;
+
+    /// Claims an AUTHORIZED payment for `action` (a capture of `amount`, a void, an expiry):
+    /// a conditional update that holds only while it is AUTHORIZED, no other settlement is
+    /// claimed, and — for an expiry — its authorisation ran out by `at`. Exactly one claim
+    /// wins; `NotApplied` with the current payment for the others.
+    async fn begin_settlement(
+        &self,
+        id: PaymentId,
+        action: SettleAction,
+        amount: Money,
+        at: DateTime<Utc>,
+    ) -> Result<Transition<Payment>>;
+
+    /// Gives up a claimed settlement the provider refused (a declined capture): the payment
+    /// stays AUTHORIZED and may be captured or voided again. False when it was not claimed.
+    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction) -> Result<bool>;
+
+    /// Ends an AUTHORIZED payment (conditional update): captured (SUCCESS with the captured
+    /// amount, order AUTHORIZED → PAID) or released (VOIDED or EXPIRED, order AUTHORIZED →
+    /// CANCELLED, provider side closed), with the order's event, the outbox rows and the
+    /// idempotency result in one transaction; any claimed settlement is cleared. `NotApplied`
+    /// with the current payment when it was not AUTHORIZED.
+    async fn finish_settlement(
+        &self,
+        id: PaymentId,
+        outcome: SettlementOutcome,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: PaymentNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Payment>>;
+
+    /// AUTHORIZED payments whose settlement was claimed before `started_before` and has not
+    /// finished (its request died), oldest claim first.
+    async fn stalled_settlements(&self, started_before: DateTime<Utc>, limit: u32) -> Result<Vec<Payment>>;
+
+    /// AUTHORIZED payments with no settlement claimed whose authorisation runs out at or
+    /// before `before`, soonest first; with `unwarned`, only those staff were not yet told of.
+    async fn expiring_authorizations(&self, before: DateTime<Utc>, unwarned: bool, limit: u32) -> Result<Vec<Payment>>;
+
+    /// Records that staff were told the authorisation of `id` is about to run out; false when
+    /// it already was.
+    async fn mark_expiry_warned(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool>;
 }
 
 /// Refunds: set aside within the captured amount, then finished or released.

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{IdempotencyBegin, PaymentOutcome, RotateOutcome};
+use super::{IdempotencyBegin, PaymentOutcome, RotateOutcome, SettlementOutcome};
 use crate::domain::{Actor, Order, OrderStatus, Payment, PaymentStatus, Refund, UserId};
 use crate::error::{Error, Result};
 
@@ -29,18 +29,55 @@ pub fn cancellation() -> (StatusChange<OrderStatus>, StatusChange<PaymentStatus>
     )
 }
 
-/// Completing a pending payment: the payment's change ([`PaymentStatus::complete`]) and, when
-/// it was captured, its order's ([`OrderStatus::pay`]).
+/// Completing a pending payment: the payment's change ([`PaymentStatus::complete`],
+/// [`PaymentStatus::authorize`]) and, when it was captured or authorised, its order's
+/// ([`OrderStatus::pay`], [`OrderStatus::authorize`]).
 pub fn completion(outcome: &PaymentOutcome) -> (StatusChange<PaymentStatus>, Option<StatusChange<OrderStatus>>) {
-    let captured = matches!(outcome, PaymentOutcome::Succeeded);
     let pending = PaymentStatus::Pending;
-    let payment = StatusChange {
-        from: pending,
-        to: pending.complete(captured).unwrap_or(if captured { PaymentStatus::Success } else { PaymentStatus::Failed }),
-    };
     let created = OrderStatus::Created;
-    let order = captured.then(|| StatusChange { from: created, to: created.pay().unwrap_or(OrderStatus::Paid) });
-    (payment, order)
+    match outcome {
+        PaymentOutcome::Succeeded => (
+            StatusChange { from: pending, to: pending.complete(true).unwrap_or(PaymentStatus::Success) },
+            Some(StatusChange { from: created, to: created.pay().unwrap_or(OrderStatus::Paid) }),
+        ),
+        PaymentOutcome::Authorized { .. } => (
+            StatusChange { from: pending, to: pending.authorize().unwrap_or(PaymentStatus::Authorized) },
+            Some(StatusChange { from: created, to: created.authorize().unwrap_or(OrderStatus::Authorized) }),
+        ),
+        PaymentOutcome::Failed { .. } => {
+            (StatusChange { from: pending, to: pending.complete(false).unwrap_or(PaymentStatus::Failed) }, None)
+        }
+    }
+}
+
+/// Ending an AUTHORIZED payment: the payment's change ([`PaymentStatus::capture`],
+/// [`PaymentStatus::release`]), its order's ([`OrderStatus::pay`], [`OrderStatus::cancel`])
+/// and the order event's reason.
+pub fn settlement(
+    id: crate::domain::PaymentId,
+    outcome: &SettlementOutcome,
+) -> (StatusChange<PaymentStatus>, StatusChange<OrderStatus>, String) {
+    let authorized = PaymentStatus::Authorized;
+    let order = OrderStatus::Authorized;
+    match outcome {
+        SettlementOutcome::Captured { amount } => (
+            StatusChange { from: authorized, to: authorized.capture().unwrap_or(PaymentStatus::Success) },
+            StatusChange { from: order, to: order.pay().unwrap_or(OrderStatus::Paid) },
+            format!("payment {id} captured {amount}"),
+        ),
+        SettlementOutcome::Released { expired, reason } => (
+            StatusChange {
+                from: authorized,
+                to: authorized.release(*expired).unwrap_or(if *expired {
+                    PaymentStatus::Expired
+                } else {
+                    PaymentStatus::Voided
+                }),
+            },
+            StatusChange { from: order, to: order.cancel().unwrap_or(OrderStatus::Cancelled) },
+            format!("payment {id} {}: {reason}", if *expired { "expired" } else { "voided" }),
+        ),
+    }
 }
 
 /// What a refund's ending does to its payment and order, decided once for both backends: the
@@ -76,14 +113,13 @@ pub fn refund_succeeded(refund: &Refund, payment: &Payment, order: &Order) -> Re
     let (payment_to, order_refunded, order_to) = if returns_late_capture(payment) {
         (payment.status, order.refunded.minor(), order.status)
     } else {
-        let payment_to = payment.status.refund(payment_refunded >= payment.amount.minor()).ok_or_else(|| {
+        // Refunds apply to what was captured, which a partial capture leaves below the total.
+        let fully = payment_refunded >= payment.captured.minor();
+        let payment_to = payment.status.refund(fully).ok_or_else(|| {
             Error::Internal(format!("refund {} of payment {} that is {}", refund.id, payment.id, payment.status))
         })?;
         let order_refunded = order.refunded.minor() + amount;
-        let order_to = order
-            .status
-            .refund(order_refunded >= order.total.minor())
-            .map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
+        let order_to = order.status.refund(fully).map_err(|e| Error::Conflict(format!("order {}: {e}", order.id)))?;
         (payment_to, order_refunded, order_to)
     };
     Ok(RefundSettlement {
@@ -236,6 +272,22 @@ mod tests {
         );
         let (payment, order) = completion(&PaymentOutcome::Failed { reason: "no".into() });
         assert_eq!((payment.from, payment.to, order), (PaymentStatus::Pending, PaymentStatus::Failed, None));
+        let (payment, order) = completion(&PaymentOutcome::Authorized { expires_at: Utc::now() });
+        assert_eq!(
+            (payment.to, order.map(|o| (o.from, o.to))),
+            (PaymentStatus::Authorized, Some((OrderStatus::Created, OrderStatus::Authorized)))
+        );
+        let id = crate::domain::PaymentId::new(1);
+        let usd = |m| crate::domain::Money::from_minor(m, crate::domain::Currency::USD);
+        let (payment, order, _) = settlement(id, &SettlementOutcome::Captured { amount: usd(5) });
+        assert_eq!(
+            (payment.from, payment.to, order.from, order.to),
+            (PaymentStatus::Authorized, PaymentStatus::Success, OrderStatus::Authorized, OrderStatus::Paid)
+        );
+        let (payment, order, _) = settlement(id, &SettlementOutcome::Released { expired: true, reason: "x".into() });
+        assert_eq!((payment.to, order.to), (PaymentStatus::Expired, OrderStatus::Cancelled));
+        let (payment, _, _) = settlement(id, &SettlementOutcome::Released { expired: false, reason: "x".into() });
+        assert_eq!(payment.to, PaymentStatus::Voided);
     }
 
     #[test]

@@ -100,6 +100,12 @@ pub(crate) struct PaymentRow {
     pub next_action: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub capture_method: String,
+    pub captured_minor: i64,
+    pub authorization_expires_at: Option<DateTime<Utc>>,
+    pub settle_action: Option<String>,
+    pub settle_minor: Option<i64>,
+    pub settle_started_at: Option<DateTime<Utc>>,
 }
 
 impl PaymentRow {
@@ -108,6 +114,17 @@ impl PaymentRow {
         let status = PaymentStatus::parse(&self.status).ok_or_else(|| corrupt("payment status"))?;
         // What lets a payer finish paying is served only while the payment can still be paid.
         let waiting = status.awaits_payer();
+        let capture_method =
+            crate::domain::CaptureMethod::parse(&self.capture_method).ok_or_else(|| corrupt("capture method"))?;
+        let settlement = match (self.settle_action, self.settle_started_at) {
+            (Some(action), Some(started_at)) => Some(crate::domain::Settlement {
+                action: crate::domain::SettleAction::parse(&action).ok_or_else(|| corrupt("settlement"))?,
+                amount: Money::from_minor(self.settle_minor.unwrap_or(0), currency),
+                started_at,
+            }),
+            _ => None,
+        };
+        let authorized = status == PaymentStatus::Authorized;
         Ok(Payment {
             id: PaymentId::new(self.id),
             order_id: OrderId::new(self.order_id),
@@ -118,6 +135,10 @@ impl PaymentRow {
             method: self.method,
             attempt: u32::try_from(self.attempt).map_err(|_| corrupt("attempt"))?,
             amount: Money::from_minor(self.amount_minor, currency),
+            capture_method,
+            captured: Money::from_minor(self.captured_minor, currency),
+            authorization_expires_at: self.authorization_expires_at.filter(|_| authorized),
+            settlement: settlement.filter(|_| authorized),
             refunded: Money::from_minor(self.refunded_minor, currency),
             refund_pending: Money::from_minor(self.refund_reserved_minor - self.refunded_minor, currency),
             status,

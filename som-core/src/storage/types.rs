@@ -207,7 +207,7 @@ pub enum RefundReserve {
     Existing(Refund),
     /// The payment is not refundable, or less than the amount is left: the payment as stored
     /// now (its status, refunded and pending amounts say which).
-    Refused(Payment),
+    Refused(Box<Payment>),
 }
 
 /// How the provider answered a refund.
@@ -248,6 +248,8 @@ pub struct NewPaymentRecord {
     pub attempt: u32,
     /// The order's total.
     pub amount: crate::domain::Money,
+    /// Capture at confirmation, or authorise and capture later.
+    pub capture_method: crate::domain::CaptureMethod,
     /// The provider's client secret for the payment, when it has one.
     pub client_secret: Option<String>,
     /// Initiation time.
@@ -270,9 +272,34 @@ pub enum PaymentInsert {
 pub enum PaymentOutcome {
     /// Captured: payment SUCCESS and its order PAID, in one transaction.
     Succeeded,
+    /// Authorised (manual capture): payment AUTHORIZED until `expires_at`, its order
+    /// AUTHORIZED, in one transaction.
+    Authorized {
+        /// When the authorisation runs out.
+        expires_at: DateTime<Utc>,
+    },
     /// Declined: payment FAILED; the order stays CREATED.
     Failed {
         /// Why, in the provider's words.
+        reason: String,
+    },
+}
+
+/// How an AUTHORIZED payment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettlementOutcome {
+    /// `amount` (at most what was authorised) was captured: payment SUCCESS with that
+    /// captured amount, its order PAID.
+    Captured {
+        /// How much.
+        amount: crate::domain::Money,
+    },
+    /// Released: payment VOIDED (`expired` false) or EXPIRED, its order CANCELLED; the
+    /// provider's side is recorded as closed.
+    Released {
+        /// Whether it ran out rather than being voided on request.
+        expired: bool,
+        /// Why, for the order's trail and the customer.
         reason: String,
     },
 }

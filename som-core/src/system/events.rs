@@ -9,7 +9,7 @@ use super::OrderSystem;
 use crate::domain::{Actor, Money, Payment, PaymentStatus, RefundStatus};
 use crate::error::{Error, Result};
 use crate::payment::{EventEffect, EventError, ProviderError, ProviderEvent, RefundReport};
-use crate::storage::{NewRefundRecord, PaymentOutcome, RefundReserve, Transition};
+use crate::storage::{NewRefundRecord, PaymentOutcome, RefundReserve, SettlementOutcome, Transition};
 
 /// What applying a provider event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -111,7 +111,46 @@ impl OrderSystem {
                         self.alert_mismatch(&event, &payment, &problem).await;
                         (EventOutcome::Mismatch, Some(problem))
                     }
-                    None => self.complete_from_event(provider, provider_payment_id, PaymentOutcome::Succeeded).await?,
+                    None => match storage.payment_by_provider_id(provider, provider_payment_id).await? {
+                        // An authorisation captured at the provider (perhaps in part).
+                        Some(payment) if payment.status == PaymentStatus::Authorized => {
+                            let amount = Money::from_minor(*amount_minor, payment.amount.currency());
+                            let outcome = SettlementOutcome::Captured { amount };
+                            self.settled_by_event(&payment, outcome).await?
+                        }
+                        _ => self.complete_from_event(provider, provider_payment_id, PaymentOutcome::Succeeded).await?,
+                    },
+                }
+            }
+            EventEffect::PaymentAuthorized { provider_payment_id, amount_minor, currency } => {
+                match self.check_capture(provider, provider_payment_id, *amount_minor, currency).await? {
+                    Some((payment, problem)) => {
+                        self.alert_mismatch(&event, &payment, &problem).await;
+                        (EventOutcome::Mismatch, Some(problem))
+                    }
+                    None => {
+                        let outcome = PaymentOutcome::Authorized { expires_at: self.authorization_expiry() };
+                        self.complete_from_event(provider, provider_payment_id, outcome).await?
+                    }
+                }
+            }
+            EventEffect::PaymentCanceled { provider_payment_id, expired } => {
+                match storage.payment_by_provider_id(provider, provider_payment_id).await? {
+                    Some(payment) if payment.status == PaymentStatus::Authorized => {
+                        let reason = if *expired {
+                            format!("the authorisation expired at {provider}")
+                        } else {
+                            format!("released at {provider}")
+                        };
+                        let outcome = SettlementOutcome::Released { expired: *expired, reason };
+                        self.settled_by_event(&payment, outcome).await?
+                    }
+                    Some(payment) => {
+                        (EventOutcome::Ignored, Some(format!("payment {} is {}", payment.id, payment.status)))
+                    }
+                    None => {
+                        (EventOutcome::Ignored, Some(format!("no payment has {provider} id {provider_payment_id}")))
+                    }
                 }
             }
             EventEffect::Contradictory { provider_payment_id, problem } => {
@@ -167,8 +206,16 @@ impl OrderSystem {
             return Ok(None);
         };
         let expected = payment.amount;
-        let same = amount_minor == expected.minor() && currency.eq_ignore_ascii_case(expected.currency().code());
-        if same {
+        // An authorisation may be captured in part.
+        let fits = if payment.status == PaymentStatus::Authorized {
+            amount_minor > 0 && amount_minor <= expected.minor()
+        } else if payment.status.was_captured() {
+            // A report of a capture SOM recorded: of what was captured.
+            amount_minor == payment.captured.minor()
+        } else {
+            amount_minor == expected.minor()
+        };
+        if fits && currency.eq_ignore_ascii_case(expected.currency().code()) {
             return Ok(None);
         }
         let problem = format!(
@@ -186,6 +233,21 @@ impl OrderSystem {
         let alert = format!("event_mismatch:{}:{}", event.provider, event.id);
         let what = format!("{} event {} ({}) was not applied: {problem}", event.provider, event.id, event.kind);
         self.alert_staff(payment.order_id, Some(payment), &alert, &what).await;
+    }
+
+    async fn settled_by_event(
+        &self,
+        payment: &Payment,
+        outcome: SettlementOutcome,
+    ) -> Result<(EventOutcome, Option<String>)> {
+        if self.settle_from_event(payment, outcome).await? {
+            tracing::info!(payment = %payment.id, "authorised payment settled by the provider's event");
+            Ok((EventOutcome::Applied, None))
+        } else {
+            let current = self.inner.storage.payment_by_id(payment.id).await?;
+            let status = current.map_or_else(|| "gone".to_owned(), |p| p.status.to_string());
+            Ok((EventOutcome::Ignored, Some(format!("payment {} is already {status}", payment.id))))
+        }
     }
 
     async fn complete_from_event(
@@ -218,10 +280,7 @@ impl OrderSystem {
                 Ok((EventOutcome::Applied, None))
             }
             Transition::NotApplied(current) => {
-                let was_captured = matches!(
-                    current.status,
-                    PaymentStatus::Success | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
-                );
+                let was_captured = current.status.was_captured();
                 if captured && !was_captured {
                     // Money for a payment SOM has ended: returned (and its provider side closed).
                     self.return_late_capture(&current).await?;

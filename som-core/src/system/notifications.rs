@@ -112,6 +112,21 @@ impl OrderSystem {
                     Ok(n) => tracing::info!(refunds = n, "finished pending refunds"),
                     Err(e) => tracing::warn!(error = %e, "finishing pending refunds failed"),
                 }
+                // Captures and voids whose provider call died, authorisations that ran out or
+                // soon will.
+                match system.recover_settlements(after).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(payments = n, "finished pending captures and voids"),
+                    Err(e) => tracing::warn!(error = %e, "finishing pending captures and voids failed"),
+                }
+                match system.expire_authorizations().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(payments = n, "released expired authorisations"),
+                    Err(e) => tracing::warn!(error = %e, "releasing expired authorisations failed"),
+                }
+                if let Err(e) = system.warn_expiring_authorizations().await {
+                    tracing::warn!(error = %e, "warning about expiring authorisations failed");
+                }
                 // Ended payments whose provider side could not be closed at once.
                 match system.close_ended_payments().await {
                     Ok(0) => {}

@@ -131,6 +131,14 @@ impl OrderSystem {
         self.idempotent(caller, "cancel_order", idempotency_key, &id, |slot| async move {
             let order = self.order(caller, id).await?;
             order.status.cancel().map_err(|e| cancel_conflict(id, &e))?;
+            if order.status == OrderStatus::Authorized {
+                // Its money is held: releasing the authorisation cancels the order.
+                let payment = self.inner.storage.live_payment(id).await?.ok_or_else(|| {
+                    Error::Conflict(format!("order {id} is AUTHORIZED but has no authorised payment"))
+                })?;
+                self.void_payment_now(caller, payment.id, None).await?;
+                return self.order(caller, id).await;
+            }
             let _guard = self.inner.order_locks.lock(id).await;
             let owner = self.owner(order.user_id).await?;
             let notify = self.order_notify(EventKind::OrderCancelled, owner);

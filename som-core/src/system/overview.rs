@@ -16,10 +16,27 @@ pub struct Overview {
     pub last_7_days: Activity,
     /// Payments waiting for the payer (PENDING).
     pub payments_pending: u64,
+    /// Payments authorised and not captured yet (AUTHORIZED).
+    pub payments_authorized: u64,
+    /// The authorisations that run out soonest (up to 10), each with when.
+    pub authorizations_expiring: Vec<Hold>,
     /// Refunds sent to the provider and not yet settled (PENDING).
     pub refunds_pending: u64,
     /// Outbox rows per delivery state.
     pub notifications: Vec<(NotificationStatus, u64)>,
+}
+
+/// An authorisation waiting to be captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// Its order.
+    pub order_id: OrderId,
+    /// What is held.
+    pub amount: Money,
+    /// When it runs out (it is then released and EXPIRED).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Orders placed since [`Activity::since`].
@@ -88,18 +105,31 @@ impl OrderSystem {
         let midnight = at.date_naive().and_hms_opt(0, 0, 0).map_or(at, |m| m.and_utc());
         let week_ago = at - chrono::Duration::days(7);
         let storage = &self.inner.storage;
-        let (today, week, payments_pending, refunds_pending, notifications) = tokio::try_join!(
+        let (today, week, payments_pending, payments_authorized, holds, refunds_pending, notifications) = tokio::try_join!(
             storage.order_totals(midnight),
             storage.order_totals(week_ago),
             storage.count_payments(PaymentStatus::Pending),
+            storage.count_payments(PaymentStatus::Authorized),
+            storage.expiring_authorizations(DateTime::<Utc>::MAX_UTC, false, 10),
             storage.count_refunds(RefundStatus::Pending),
             storage.notification_counts(),
         )?;
+        let authorizations_expiring = holds
+            .into_iter()
+            .map(|p| Hold {
+                payment_id: p.id,
+                order_id: p.order_id,
+                amount: p.amount,
+                expires_at: p.authorization_expires_at,
+            })
+            .collect();
         Ok(Overview {
             at,
             today: Activity::from_totals(midnight, today)?,
             last_7_days: Activity::from_totals(week_ago, week)?,
             payments_pending,
+            payments_authorized,
+            authorizations_expiring,
             refunds_pending,
             notifications,
         })
@@ -130,7 +160,11 @@ mod tests {
         )
         .unwrap();
         let counts: Vec<u64> = a.orders.iter().map(|(_, n)| *n).collect();
-        assert_eq!(counts, vec![4, 2, 3, 1, 1], "in lifecycle order: created, paid, cancelled, partly, refunded");
+        assert_eq!(
+            counts,
+            vec![4, 0, 2, 3, 1, 1],
+            "in lifecycle order: created, authorized, paid, cancelled, partly, refunded"
+        );
         let money: Vec<String> = a.money.iter().map(|m| format!("{} {} {}", m.currency, m.paid, m.refunded)).collect();
         assert_eq!(money, vec!["EUR 0.00 EUR 0.00 EUR", "JPY 500 JPY 500 JPY", "USD 30.00 USD 2.50 USD"]);
     }

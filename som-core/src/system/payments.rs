@@ -13,9 +13,17 @@ impl OrderSystem {
         caller: Caller,
         order_id: OrderId,
         method: Option<&str>,
+        capture: Option<CaptureMethod>,
         idempotency_key: Option<&str>,
     ) -> Result<Payment> {
         let provider = &self.inner.provider;
+        let capture = capture.unwrap_or(self.inner.config.capture_method);
+        if capture == CaptureMethod::Manual && !provider.supports_manual_capture() {
+            return Err(Error::invalid(
+                "capture",
+                format!("the {} payment provider cannot capture later; use automatic", provider.name()),
+            ));
+        }
         let method = method.map(str::trim).filter(|m| !m.is_empty()).or(provider.default_method()).map(str::to_owned);
         if let Some(method) = &method {
             if method.len() > crate::payment::MAX_METHOD_CHARS || method.chars().any(char::is_control) {
@@ -30,7 +38,7 @@ impl OrderSystem {
             // An unusable method is refused even when the order already has a payment to return.
             provider.check_method(method).map_err(|m| Error::invalid("method", m))?;
         }
-        let request = (order_id, method.clone());
+        let request = (order_id, method.clone(), capture);
         self.idempotent(caller, "initiate_payment", idempotency_key, &request, |slot| async move {
             let order = self.order(caller, order_id).await?;
             if order.status != OrderStatus::Created {
@@ -50,6 +58,7 @@ impl OrderSystem {
                 idempotency_key: format!("som-order-{order_id}-attempt-{attempt}"),
                 reference: transaction_id.clone(),
                 method: method.clone(),
+                capture,
             };
             let provided = self.inner.provider.initiate(&request).await.map_err(provider_error)?;
             let record = NewPaymentRecord {
@@ -61,6 +70,7 @@ impl OrderSystem {
                 method: method.unwrap_or_default(),
                 attempt,
                 amount: order.total,
+                capture_method: capture,
                 client_secret: provided.client_secret,
                 created_at: self.now(),
             };
@@ -70,6 +80,12 @@ impl OrderSystem {
             }
         })
         .await
+    }
+
+    /// When an authorisation made now runs out (`SOM_AUTHORIZATION_TTL`).
+    pub(super) fn authorization_expiry(&self) -> chrono::DateTime<chrono::Utc> {
+        let ttl = chrono::Duration::from_std(self.inner.config.authorization_ttl).unwrap_or(chrono::Duration::MAX);
+        self.now().checked_add_signed(ttl).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     }
 
     /// A payment the caller may see.
@@ -103,6 +119,7 @@ impl OrderSystem {
         let outcome = match &result {
             Ok(p) if p.status == PaymentStatus::Failed => "declined",
             Ok(p) if p.status == PaymentStatus::Pending => "action_required",
+            Ok(p) if p.status == PaymentStatus::Authorized => "authorized",
             Ok(_) => "success",
             Err(e) if e.is_retryable() => "transient",
             Err(_) => "rejected",
@@ -120,10 +137,8 @@ impl OrderSystem {
         let settled = |p: &Payment| -> Option<Result<Payment>> {
             match p.status {
                 PaymentStatus::Pending => None,
-                // Captured (and perhaps refunded since): confirming again returns it.
-                PaymentStatus::Success | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded => {
-                    Some(Ok(p.clone()))
-                }
+                // Authorised or captured (and perhaps refunded since): confirming again returns it.
+                s if s == PaymentStatus::Authorized || s.was_captured() => Some(Ok(p.clone())),
                 PaymentStatus::Failed => Some(Err(Error::Conflict(format!(
                     "payment {id} was declined; initiate a new payment for order {}",
                     p.order_id
@@ -143,6 +158,7 @@ impl OrderSystem {
         let failures = self.inner.storage.transient_failures(id).await?;
         let outcome = match self.inner.provider.confirm_attempt(&payment.provider_payment_id, failures).await {
             Ok(Confirmation::Captured(_)) => PaymentOutcome::Succeeded,
+            Ok(Confirmation::Authorized) => PaymentOutcome::Authorized { expires_at: self.authorization_expiry() },
             Ok(Confirmation::Pending { next_action }) => {
                 let next_action = next_action.map(|a| a.to_string());
                 let waiting = self.write(move |s| async move { s.set_next_action(id, next_action).await }).await?;

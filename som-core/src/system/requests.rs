@@ -22,7 +22,9 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
 use super::OrderSystem;
-use crate::domain::{Caller, Order, OrderId, OrderInput, Payment, PaymentId, Refund, RefundInput, UserId};
+use crate::domain::{
+    Caller, CaptureMethod, Order, OrderId, OrderInput, Payment, PaymentId, Refund, RefundInput, UserId,
+};
 use crate::error::{Error, Result};
 
 type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
@@ -112,10 +114,24 @@ pub struct InitiatePayment<'a> {
     caller: Caller,
     order_id: OrderId,
     method: Option<String>,
+    capture: Option<CaptureMethod>,
     idempotency_key: Option<String>,
 }
 
 impl InitiatePayment<'_> {
+    /// `Manual`: confirmation only authorises, and the money is taken by
+    /// [`OrderSystem::capture_payment`] (default: `SOM_CAPTURE_METHOD`, itself `automatic`).
+    pub fn capture(mut self, capture: CaptureMethod) -> Self {
+        self.capture = Some(capture);
+        self
+    }
+
+    /// [`Self::capture`] when there is one.
+    pub fn maybe_capture(mut self, capture: Option<CaptureMethod>) -> Self {
+        self.capture = capture;
+        self
+    }
+
     /// The payment method, one of the provider's (the mock's default: `mock_success`).
     pub fn method(mut self, method: impl Into<String>) -> Self {
         self.method = Some(method.into());
@@ -142,6 +158,7 @@ impl<'a> IntoFuture for InitiatePayment<'a> {
                     self.caller,
                     self.order_id,
                     self.method.as_deref(),
+                    self.capture,
                     self.idempotency_key.as_deref(),
                 )
                 .await
@@ -218,6 +235,70 @@ impl<'a> IntoFuture for RefundPayment<'a> {
     }
 }
 
+/// Capturing an authorised payment; see [`OrderSystem::capture_payment`].
+#[derive(Debug)]
+#[must_use = "a request does nothing until it is awaited"]
+pub struct CapturePayment<'a> {
+    som: &'a OrderSystem,
+    caller: Caller,
+    id: PaymentId,
+    amount: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+impl CapturePayment<'_> {
+    /// How much, as a decimal string in the payment's currency (default: everything
+    /// authorised); the rest is released.
+    pub fn amount(mut self, amount: impl Into<String>) -> Self {
+        self.amount = Some(amount.into());
+        self
+    }
+
+    /// [`Self::amount`] when there is one.
+    pub fn maybe_amount(mut self, amount: Option<&str>) -> Self {
+        self.amount = amount.map(str::to_owned);
+        self
+    }
+
+    idempotency_setters!();
+}
+
+impl<'a> IntoFuture for CapturePayment<'a> {
+    type Output = Result<Payment>;
+    type IntoFuture = Call<'a, Payment>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.som
+                .capture_payment_now(self.caller, self.id, self.amount.as_deref(), self.idempotency_key.as_deref())
+                .await
+        })
+    }
+}
+
+/// Releasing an authorised payment; see [`OrderSystem::void_payment`].
+#[derive(Debug)]
+#[must_use = "a request does nothing until it is awaited"]
+pub struct VoidPayment<'a> {
+    som: &'a OrderSystem,
+    caller: Caller,
+    id: PaymentId,
+    idempotency_key: Option<String>,
+}
+
+impl VoidPayment<'_> {
+    idempotency_setters!();
+}
+
+impl<'a> IntoFuture for VoidPayment<'a> {
+    type Output = Result<Payment>;
+    type IntoFuture = Call<'a, Payment>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.som.void_payment_now(self.caller, self.id, self.idempotency_key.as_deref()).await })
+    }
+}
+
 impl OrderSystem {
     /// Places an order: items validated, total computed, and the order, its audit event and
     /// its order-created notifications written in one transaction. For the caller, or
@@ -226,8 +307,9 @@ impl OrderSystem {
         CreateOrder { som: self, caller, input, owner: None, idempotency_key: None }
     }
 
-    /// `CREATED → CANCELLED` (owner or staff), voiding a PENDING payment. `Conflict` from any
-    /// other status (a paid order is refunded instead).
+    /// `CREATED → CANCELLED` (owner or staff), voiding a PENDING payment; `AUTHORIZED →
+    /// CANCELLED` releases its authorisation as [`OrderSystem::void_payment`] does. `Conflict`
+    /// from any other status (a paid order is refunded instead).
     pub fn cancel_order(&self, caller: Caller, id: OrderId) -> CancelOrder<'_> {
         CancelOrder { som: self, caller, id, idempotency_key: None }
     }
@@ -237,7 +319,7 @@ impl OrderSystem {
     /// [`InitiatePayment::method`] defaults to `mock_success`. `Conflict` when the order is
     /// not CREATED.
     pub fn initiate_payment(&self, caller: Caller, order_id: OrderId) -> InitiatePayment<'_> {
-        InitiatePayment { som: self, caller, order_id, method: None, idempotency_key: None }
+        InitiatePayment { som: self, caller, order_id, method: None, capture: None, idempotency_key: None }
     }
 
     /// Captures a PENDING payment with the provider. Success: payment SUCCESS and order PAID in
@@ -258,5 +340,27 @@ impl OrderSystem {
     /// the same refund.
     pub fn refund_payment(&self, caller: Caller, payment_id: PaymentId) -> RefundPayment<'_> {
         RefundPayment { som: self, caller, id: payment_id, input: RefundInput::default(), idempotency_key: None }
+    }
+
+    /// Captures [`CapturePayment::amount`] (everything authorised by default) of an AUTHORIZED
+    /// payment and releases the rest: payment SUCCESS with its `captured` amount, order PAID,
+    /// the owner told — once; refunds then apply to what was captured. Staff or the system
+    /// caller only (the owner gets `Forbidden`, anyone else `NotFound`). `Validation` for an
+    /// amount that is not above zero and at most what was authorised; `Conflict` when the
+    /// payment is not AUTHORIZED or another capture, void or expiry of it is under way (of
+    /// concurrent captures exactly one wins); `PaymentDeclined` when the provider refuses
+    /// (the payment stays AUTHORIZED); `Unavailable` when the provider cannot be reached (the
+    /// capture is finished by the dispatcher with the same provider key — do not ask again).
+    pub fn capture_payment(&self, caller: Caller, payment_id: PaymentId) -> CapturePayment<'_> {
+        CapturePayment { som: self, caller, id: payment_id, amount: None, idempotency_key: None }
+    }
+
+    /// Releases an AUTHORIZED payment without taking money: payment VOIDED, order CANCELLED,
+    /// the provider's hold released, the owner told. Staff, the system caller, or the
+    /// payment's owner. `Conflict` when it is not AUTHORIZED or a capture of it is under way
+    /// (a capture and a void racing: exactly one wins); `Unavailable` when the provider cannot
+    /// be reached (finished by the dispatcher).
+    pub fn void_payment(&self, caller: Caller, payment_id: PaymentId) -> VoidPayment<'_> {
+        VoidPayment { som: self, caller, id: payment_id, idempotency_key: None }
     }
 }

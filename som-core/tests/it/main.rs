@@ -3,6 +3,7 @@
 //! One test binary per crate: each file below is a module, so the crate's integration tests
 //! link once.
 
+mod capture;
 mod model;
 #[cfg(feature = "postgres")]
 mod postgres_conformance;

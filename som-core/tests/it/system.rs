@@ -55,14 +55,14 @@ som_core::on_both_backends!(
 );
 
 /// A fresh database of the test's backend, kept while the value lives.
-struct Store {
+pub(crate) struct Store {
     dir: tempfile::TempDir,
     #[cfg(feature = "postgres")]
     db: Option<som_core::testing::TestDatabase>,
 }
 
 impl Store {
-    async fn new(backend: Backend) -> Store {
+    pub(crate) async fn new(backend: Backend) -> Store {
         let dir = tempfile::tempdir().unwrap();
         match backend {
             Backend::Sqlite => Store {
@@ -81,7 +81,7 @@ impl Store {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         #[cfg(feature = "postgres")]
         if let Some(db) = &self.db {
             return db.url().to_owned();
@@ -90,14 +90,14 @@ impl Store {
     }
 }
 
-struct Env {
-    som: OrderSystem,
-    mock: Arc<MockProvider>,
-    notes: Arc<RecordingNotifier>,
-    _store: Store,
+pub(crate) struct Env {
+    pub(crate) som: OrderSystem,
+    pub(crate) mock: Arc<MockProvider>,
+    pub(crate) notes: Arc<RecordingNotifier>,
+    pub(crate) _store: Store,
 }
 
-fn config(store: &Store) -> Config {
+pub(crate) fn config(store: &Store) -> Config {
     let mut c = Config { database_url: store.url(), ..Config::default() };
     c.outbox.poll_interval = Duration::from_millis(20);
     c.outbox.backoff_base = Duration::from_millis(40);
@@ -107,7 +107,7 @@ fn config(store: &Store) -> Config {
     c
 }
 
-async fn env_with(
+pub(crate) async fn env_with(
     backend: Backend,
     provider: Option<Arc<dyn PaymentProvider>>,
     tweak: impl FnOnce(&mut Config),
@@ -116,7 +116,7 @@ async fn env_with(
 }
 
 /// [`env_with`] on `clock`.
-async fn env_on(
+pub(crate) async fn env_on(
     backend: Backend,
     provider: Option<Arc<dyn PaymentProvider>>,
     clock: som_core::clock::DynClock,
@@ -139,11 +139,11 @@ async fn env_on(
     Env { som, mock, notes, _store: store }
 }
 
-async fn env(backend: Backend) -> Env {
+pub(crate) async fn env(backend: Backend) -> Env {
     env_with(backend, None, |_| {}).await
 }
 
-async fn signed_up(som: &OrderSystem, username: &str) -> Caller {
+pub(crate) async fn signed_up(som: &OrderSystem, username: &str) -> Caller {
     som.register(reg(username)).await.unwrap();
     let tokens = som.login(username, "correct horse battery").await.unwrap();
     som.authenticate(&tokens.access).await.unwrap()
@@ -668,7 +668,7 @@ async fn paid_order(som: &OrderSystem, user: Caller, method: &str) -> (som_core:
     (order, p.id)
 }
 
-fn refund_of(amount: Option<&str>) -> RefundInput {
+pub(crate) fn refund_of(amount: Option<&str>) -> RefundInput {
     RefundInput { amount: amount.map(str::to_owned), reason: Some("damaged in transit".into()) }
 }
 

@@ -5,6 +5,7 @@
 //!
 //! [`OrderSystem`]: som_core::OrderSystem
 
+mod capture;
 mod layout;
 mod orders;
 mod overview;
@@ -45,6 +46,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/orders/{id}", get(orders::page))
         .route("/console/orders/{id}/cancel", post(orders::cancel))
         .route("/console/orders/{id}/refund", post(orders::refund))
+        .route("/console/orders/{id}/capture", post(capture::capture))
+        .route("/console/orders/{id}/void", post(capture::void))
         .route("/console/users", get(users::list))
         .route("/console/users/{id}", get(users::page))
         .route("/console/users/{id}/staff", post(users::set_staff))

@@ -6,7 +6,7 @@ use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
-use som_core::domain::{Order, OrderId, OrderStatus, OutboxEntry, Payment, PaymentId, Refund, User};
+use som_core::domain::{CaptureMethod, Order, OrderId, OrderStatus, OutboxEntry, Payment, PaymentId, Refund, User};
 use som_core::{NotificationListQuery, OrderListQuery};
 
 use super::layout::{self, Section, badge, csrf, next_page, refused, when};
@@ -232,6 +232,9 @@ fn payment_section(staff: &Staff, order: &Order, p: &Payment, refunds: &[Refund]
             h3 { "Payment #" (p.id) " " (badge(p.status.as_str())) }
             dl.facts {
                 dt { "Amount" } dd { (p.amount) }
+                dt { "Capture" } dd { (p.capture_method) }
+                @if p.capture_method == CaptureMethod::Manual { dt { "Captured" } dd { (p.captured) } }
+                @if let Some(until) = p.authorization_expires_at { dt { "Authorised until" } dd { (when(until)) } }
                 dt { "Refunded" } dd { (p.refunded) }
                 @if p.refund_pending.minor() > 0 { dt { "Refund pending" } dd { (p.refund_pending) } }
                 dt { "Method" } dd { (p.method) }
@@ -268,6 +271,7 @@ fn payment_section(staff: &Staff, order: &Order, p: &Payment, refunds: &[Refund]
                     }
                 }
             }
+            (super::capture::forms(staff, order, p))
             @if p.status.is_refundable() && left.minor() > 0 {
                 form.action method="post" action={ "/console/orders/" (order.id) "/refund" } data-confirm="Refund this payment?" {
                     (csrf(staff))
@@ -419,18 +423,10 @@ pub(super) async fn refund(
         Err(e) => return layout::error_page(Some(&staff), &e),
     };
     let back = format!("/console/orders/{id}");
-    let payment = match path_id::<PaymentId>(f.payment_id.trim(), "payment") {
+    let payment = match order_payment(&s, &staff, id, &f.payment_id).await {
         Ok(p) => p,
-        Err(e) => return redirect_with(&back, Flash(FlashKind::Error, e.detail().to_owned())),
+        Err(flash) => return redirect_with(&back, flash),
     };
-    // The payment must be this order's (the form names both).
-    match s.som.payment(staff.caller, payment).await {
-        Ok(p) if p.order_id == id => {}
-        Ok(_) => {
-            return redirect_with(&back, Flash(FlashKind::Error, format!("payment {payment} is not this order's")));
-        }
-        Err(e) => return redirect_with(&back, refused(e)),
-    }
     let mut request = s.som.refund_payment(staff.caller, payment);
     if !f.reason.trim().is_empty() {
         request = request.reason(f.reason.trim());
@@ -444,5 +440,17 @@ pub(super) async fn refund(
             redirect_with(&back, Flash(FlashKind::Done, format!("Refund #{} of {} is {}.", r.id, r.amount, r.status)))
         }
         Err(e) => redirect_with(&back, refused(e)),
+    }
+}
+
+/// The payment a form on order `id`'s page names, checked to be that order's (the form names
+/// both); the flash to go back with otherwise.
+pub(super) async fn order_payment(s: &AppState, staff: &Staff, id: OrderId, raw: &str) -> Result<PaymentId, Flash> {
+    let payment =
+        path_id::<PaymentId>(raw.trim(), "payment").map_err(|e| Flash(FlashKind::Error, e.detail().to_owned()))?;
+    match s.som.payment(staff.caller, payment).await {
+        Ok(p) if p.order_id == id => Ok(payment),
+        Ok(_) => Err(Flash(FlashKind::Error, format!("payment {payment} is not this order's"))),
+        Err(e) => Err(refused(e)),
     }
 }

@@ -65,12 +65,58 @@ pub(super) async fn page(State(s): State<AppState>, staff: Staff, IncomingFlash(
                 h2 { "Waiting" }
                 ul.figures {
                     li { a href="/console/orders?status=CREATED" { strong { (o.payments_pending) } " payments waiting for the payer" } }
+                    li { a href="/console/orders?status=AUTHORIZED" { strong { (o.payments_authorized) } " payments authorised, not captured" } }
                     li { strong { (o.refunds_pending) } " refunds pending at the provider" }
                     li { a href="/console/notifications?status=pending" { strong { (count(NotificationStatus::Pending)) } " notifications pending" } }
                     li { a href="/console/notifications?status=dead" { strong { (count(NotificationStatus::Dead)) } " notifications dead-lettered" } }
                 }
             }
+            @if !o.authorizations_expiring.is_empty() {
+                section.card {
+                    h2 { "Authorised, not captured" }
+                    p.hint { "Capture or void each before its hold runs out; an expired one is released and its order cancelled." }
+                    table.compact {
+                        caption.sr { "Authorisations that run out soonest" }
+                        thead { tr { th scope="col" { "Order" } th.num scope="col" { "Held" } th scope="col" { "Runs out" } th scope="col" { "Time left" } } }
+                        tbody {
+                            @for h in &o.authorizations_expiring {
+                                tr {
+                                    td { a href={ "/console/orders/" (h.order_id) } { "#" (h.order_id) } }
+                                    td.num.nowrap { (h.amount) }
+                                    td.nowrap { @if let Some(t) = h.expires_at { (when(t)) } }
+                                    td.nowrap { (h.expires_at.map_or_else(String::new, |t| time_left(t - o.at))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     };
     layout::page(StatusCode::OK, Some(&staff), Section::Overview, flash.as_ref(), "Overview", body)
+}
+
+/// `3d 4h`, `5h 12m`, `12m`, or `expired`.
+fn time_left(left: chrono::Duration) -> String {
+    let minutes = left.num_minutes();
+    if minutes <= 0 {
+        return "expired".to_owned();
+    }
+    let (days, hours, mins) = (minutes / 1440, minutes % 1440 / 60, minutes % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {mins}m")
+    } else {
+        format!("{mins}m")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn time_left_reads_in_the_largest_units() {
+        let t = |m| super::time_left(chrono::Duration::minutes(m));
+        assert_eq!([t(0), t(-5), t(12), t(312), t(4560)], ["expired", "expired", "12m", "5h 12m", "3d 4h"]);
+    }
 }

@@ -138,6 +138,7 @@ pub(super) fn payment_record(o: &Order, tag: &str) -> NewPaymentRecord {
         method: "mock_success".into(),
         attempt: 1,
         amount: o.total,
+        capture_method: crate::domain::CaptureMethod::Automatic,
         client_secret: Some(format!("pp_{tag}_secret")),
         created_at: Utc::now(),
     }

@@ -1,8 +1,9 @@
 //! Payments. (PostgreSQL)
 
 use super::*;
-use crate::domain::PaymentStatus;
-use crate::storage::policy::completion;
+use crate::domain::{Money, PaymentStatus, SettleAction};
+use crate::storage::SettlementOutcome;
+use crate::storage::policy::{StatusChange, completion, settlement};
 
 #[async_trait]
 impl PaymentStore for PostgresStorage {
@@ -38,8 +39,8 @@ impl PaymentStore for PostgresStorage {
         }
         let inserted = sqlx::query(
             "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
-             amount_minor, currency, status, created_at, updated_at, client_secret) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $10, $11) RETURNING *",
+             amount_minor, currency, status, created_at, updated_at, client_secret, capture_method) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $10, $11, $13) RETURNING *",
         )
         .bind(p.order_id.get())
         .bind(p.user_id.get())
@@ -53,6 +54,7 @@ impl PaymentStore for PostgresStorage {
         .bind(truncate(p.created_at))
         .bind(&p.client_secret)
         .bind(PaymentStatus::Pending.as_str())
+        .bind(p.capture_method.as_str())
         .fetch_one(&mut *tx)
         .await;
         let row = match inserted {
@@ -208,12 +210,15 @@ impl PaymentStore for PostgresStorage {
         let at = truncate(at);
         let mut tx = self.begin().await?;
         let (change, order_change) = completion(&outcome);
-        let reason = match &outcome {
-            PaymentOutcome::Failed { reason } => Some(reason.as_str()),
-            PaymentOutcome::Succeeded => None,
+        let (reason, expires_at) = match &outcome {
+            PaymentOutcome::Failed { reason } => (Some(reason.as_str()), None),
+            PaymentOutcome::Succeeded => (None, None),
+            PaymentOutcome::Authorized { expires_at } => (None, Some(truncate(*expires_at))),
         };
+        let captured = outcome == PaymentOutcome::Succeeded;
         let updated = sqlx::query(
-            "UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), updated_at = $2 \
+            "UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), updated_at = $2, \
+             captured_minor = CASE WHEN $6 THEN amount_minor ELSE captured_minor END, authorization_expires_at = $7 \
              WHERE id = $1 AND status = $4 RETURNING *",
         )
         .bind(id.get())
@@ -221,6 +226,8 @@ impl PaymentStore for PostgresStorage {
         .bind(change.to.as_str())
         .bind(change.from.as_str())
         .bind(reason)
+        .bind(captured)
+        .bind(expires_at)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = updated else {
@@ -228,26 +235,174 @@ impl PaymentStore for PostgresStorage {
             return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
         };
         let payment = payment_from(&row)?;
-        if let Some(order_change) = order_change {
-            let paid = sqlx::query("UPDATE orders SET status = $3, updated_at = $2 WHERE id = $1 AND status = $4")
+        let reason = if captured { format!("payment {id} succeeded") } else { format!("payment {id} authorised") };
+        let moved = order_change.map(|change| (change, reason));
+        self.payment_moved(tx, payment, moved, &actor, at, notify, idempotency.as_ref()).await
+    }
+
+    async fn begin_settlement(
+        &self,
+        id: PaymentId,
+        action: SettleAction,
+        amount: Money,
+        at: DateTime<Utc>,
+    ) -> Result<Transition<Payment>> {
+        let rows = self
+            .write_returning(
+                sqlx::query(
+                    "UPDATE payments SET settle_action = $2, settle_minor = $3, settle_started_at = $4 \
+                     WHERE id = $1 AND status = $5 AND settle_action IS NULL AND currency = $6 \
+                     AND $3 BETWEEN 0 AND amount_minor AND (NOT $7 OR authorization_expires_at <= $4) RETURNING *",
+                )
+                .bind(id.get())
+                .bind(action.as_str())
+                .bind(amount.minor())
+                .bind(truncate(at))
+                .bind(PaymentStatus::Authorized.as_str())
+                .bind(amount.currency().code())
+                .bind(action == SettleAction::Expire),
+            )
+            .await?;
+        match rows.first() {
+            Some(row) => payment_from(row).map(Transition::Applied),
+            None => {
+                let current = self.payment_by_id(id).await?;
+                current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")))
+            }
+        }
+    }
+
+    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction) -> Result<bool> {
+        let done = self
+            .write(
+                sqlx::query(
+                    "UPDATE payments SET settle_action = NULL, settle_minor = NULL, settle_started_at = NULL \
+                     WHERE id = $1 AND settle_action = $2",
+                )
+                .bind(id.get())
+                .bind(action.as_str()),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_settlement(
+        &self,
+        id: PaymentId,
+        outcome: SettlementOutcome,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: PaymentNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Payment>> {
+        let at = truncate(at);
+        let mut tx = self.begin().await?;
+        let (change, order_change, reason) = settlement(id, &outcome);
+        let (captured, failure, closed) = match &outcome {
+            SettlementOutcome::Captured { amount } => (Some(amount.minor()), None, None),
+            SettlementOutcome::Released { reason, .. } => (None, Some(reason.as_str()), Some(at)),
+        };
+        let updated = sqlx::query(
+            "UPDATE payments SET status = $3, updated_at = $2, captured_minor = COALESCE($5, captured_minor), \
+             failure_reason = COALESCE($6, failure_reason), provider_closed_at = COALESCE($7, provider_closed_at), \
+             settle_action = NULL, settle_minor = NULL, settle_started_at = NULL \
+             WHERE id = $1 AND status = $4 RETURNING *",
+        )
+        .bind(id.get())
+        .bind(at)
+        .bind(change.to.as_str())
+        .bind(change.from.as_str())
+        .bind(captured)
+        .bind(failure)
+        .bind(closed)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = updated else {
+            let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
+            return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
+        };
+        let payment = payment_from(&row)?;
+        self.payment_moved(tx, payment, Some((order_change, reason)), &actor, at, notify, idempotency.as_ref()).await
+    }
+
+    async fn stalled_settlements(&self, started_before: DateTime<Utc>, limit: u32) -> Result<Vec<Payment>> {
+        let rows = self
+            .rows(
+                sqlx::query(
+                    "SELECT * FROM payments WHERE status = $3 AND settle_action IS NOT NULL AND settle_started_at < $1 \
+                     ORDER BY settle_started_at, id LIMIT $2",
+                )
+                .bind(started_before)
+                .bind(i64::from(limit))
+                .bind(PaymentStatus::Authorized.as_str()),
+            )
+            .await?;
+        rows.iter().map(payment_from).collect()
+    }
+
+    async fn expiring_authorizations(&self, before: DateTime<Utc>, unwarned: bool, limit: u32) -> Result<Vec<Payment>> {
+        let rows = self
+            .rows(
+                sqlx::query(
+                    "SELECT * FROM payments WHERE status = $3 AND settle_action IS NULL \
+                     AND authorization_expires_at <= $1 AND (NOT $4 OR expiry_warned_at IS NULL) \
+                     ORDER BY authorization_expires_at, id LIMIT $2",
+                )
+                .bind(before)
+                .bind(i64::from(limit))
+                .bind(PaymentStatus::Authorized.as_str())
+                .bind(unwarned),
+            )
+            .await?;
+        rows.iter().map(payment_from).collect()
+    }
+
+    async fn mark_expiry_warned(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool> {
+        let done = self
+            .write(
+                sqlx::query("UPDATE payments SET expiry_warned_at = $2 WHERE id = $1 AND expiry_warned_at IS NULL")
+                    .bind(id.get())
+                    .bind(truncate(at)),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl PostgresStorage {
+    /// The rest of a payment's change, in its transaction, which it commits: its order moves
+    /// as `order` says (with the order's event; `Conflict`, rolling everything back, when the
+    /// order is no longer where the change expects), then the outbox rows and the idempotency
+    /// result are written.
+    #[allow(clippy::too_many_arguments)]
+    async fn payment_moved(
+        &self,
+        mut tx: Tx,
+        payment: Payment,
+        order: Option<(StatusChange<OrderStatus>, String)>,
+        actor: &Actor,
+        at: DateTime<Utc>,
+        notify: PaymentNotify,
+        idempotency: Option<&IdempotencySlot>,
+    ) -> Result<Transition<Payment>> {
+        if let Some((change, reason)) = order {
+            let moved = sqlx::query("UPDATE orders SET status = $3, updated_at = $2 WHERE id = $1 AND status = $4")
                 .bind(payment.order_id.get())
                 .bind(at)
-                .bind(order_change.to.as_str())
-                .bind(order_change.from.as_str())
+                .bind(change.to.as_str())
+                .bind(change.from.as_str())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            if paid == 0 {
+            if moved == 0 {
                 tx.rollback().await?;
-                return Err(Error::Conflict(format!("order {} is no longer awaiting payment", payment.order_id)));
+                return Err(Error::Conflict(format!("order {} is no longer {}", payment.order_id, change.from)));
             }
-            let reason = format!("payment {id} succeeded");
-            insert_event(&mut tx, payment.order_id, Some(order_change.from), order_change.to, &actor, &reason, at)
-                .await?;
+            insert_event(&mut tx, payment.order_id, Some(change.from), change.to, actor, &reason, at).await?;
         }
         let order = order_by_id(&mut tx, payment.order_id).await?.ok_or_else(|| corrupt("payment without order"))?;
         insert_outbox(&mut tx, notify(&order, &payment), at).await?;
-        record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
+        record_idempotency(&mut tx, idempotency, &payment).await?;
         tx.commit().await?;
         self.announcer.announce().await;
         Ok(Transition::Applied(payment))

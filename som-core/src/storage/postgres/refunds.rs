@@ -35,12 +35,13 @@ async fn reserve(storage: &PostgresStorage, r: &NewRefundRecord) -> Result<Refun
     let reserved = sqlx::query(
         "UPDATE payments SET refund_reserved_minor = refund_reserved_minor + $2 \
          WHERE id = $1 AND $2 > 0 AND status = ANY($4) AND currency = $3 \
-         AND refund_reserved_minor + $2 <= amount_minor RETURNING *",
+         AND refund_reserved_minor + $2 <= CASE WHEN $5 THEN amount_minor ELSE captured_minor END RETURNING *",
     )
     .bind(id.get())
     .bind(r.amount.minor())
     .bind(r.amount.currency().code())
     .bind(PaymentStatus::names(PaymentStatus::refundable_from(r.late_capture)))
+    .bind(r.late_capture)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(payment) = reserved else {
@@ -52,7 +53,9 @@ async fn reserve(storage: &PostgresStorage, r: &NewRefundRecord) -> Result<Refun
             return Ok(RefundReserve::Existing(existing));
         }
         let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
-        return current.map(RefundReserve::Refused).ok_or_else(|| Error::NotFound(format!("payment {id}")));
+        return current
+            .map(|p| RefundReserve::Refused(Box::new(p)))
+            .ok_or_else(|| Error::NotFound(format!("payment {id}")));
     };
     let payment = payment_from(&payment)?;
     let inserted = sqlx::query(

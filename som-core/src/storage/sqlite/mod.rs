@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_refunds.sql")),
     (5, include_str!("migrations/0005_provider_events.sql")),
     (6, include_str!("migrations/0006_provider_close.sql")),
+    (7, include_str!("migrations/0007_capture.sql")),
 ];
 
 /// SQLite storage; cheap to clone.

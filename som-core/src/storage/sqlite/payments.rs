@@ -1,8 +1,9 @@
 //! Payments. (SQLite)
 
 use super::*;
-use crate::domain::PaymentStatus;
-use crate::storage::policy::completion;
+use crate::domain::{Money, PaymentStatus, SettleAction};
+use crate::storage::SettlementOutcome;
+use crate::storage::policy::{StatusChange, completion, settlement};
 
 #[async_trait]
 impl PaymentStore for SqliteStorage {
@@ -33,8 +34,8 @@ impl PaymentStore for SqliteStorage {
             }
             let inserted = tx.execute(
                 "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
-                 amount_minor, currency, status, created_at, updated_at, client_secret) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?12, ?10, ?10, ?11)",
+                 amount_minor, currency, status, created_at, updated_at, client_secret, capture_method) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?12, ?10, ?10, ?11, ?13)",
                 params![
                     p.order_id.get(),
                     p.user_id.get(),
@@ -47,7 +48,8 @@ impl PaymentStore for SqliteStorage {
                     p.amount.currency().code(),
                     micros(p.created_at),
                     p.client_secret,
-                    PaymentStatus::Pending.as_str()
+                    PaymentStatus::Pending.as_str(),
+                    p.capture_method.as_str()
                 ],
             );
             match inserted {
@@ -201,37 +203,169 @@ impl PaymentStore for SqliteStorage {
     ) -> Result<Transition<Payment>> {
         self.write(move |tx| {
             let (change, order_change) = completion(&outcome);
-            let reason = match &outcome {
-                PaymentOutcome::Failed { reason } => Some(reason.as_str()),
-                PaymentOutcome::Succeeded => None,
+            let (reason, expires_at) = match &outcome {
+                PaymentOutcome::Failed { reason } => (Some(reason.as_str()), None),
+                PaymentOutcome::Succeeded => (None, None),
+                PaymentOutcome::Authorized { expires_at } => (None, Some(micros(*expires_at))),
             };
+            let captured = outcome == PaymentOutcome::Succeeded;
             let changed = tx.execute(
-                "UPDATE payments SET status = ?3, failure_reason = COALESCE(?5, failure_reason), updated_at = ?2 \
+                "UPDATE payments SET status = ?3, failure_reason = COALESCE(?5, failure_reason), updated_at = ?2, \
+                 captured_minor = CASE WHEN ?6 THEN amount_minor ELSE captured_minor END, \
+                 authorization_expires_at = ?7 \
                  WHERE id = ?1 AND status = ?4",
-                params![id.get(), micros(at), change.to.as_str(), change.from.as_str(), reason],
+                params![id.get(), micros(at), change.to.as_str(), change.from.as_str(), reason, captured, expires_at],
             )?;
             let payment =
                 query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
             if changed == 0 {
                 return Ok(Transition::NotApplied(payment));
             }
-            if let Some(order_change) = order_change {
-                let paid = tx.execute(
-                    "UPDATE orders SET status = ?3, updated_at = ?2 WHERE id = ?1 AND status = ?4",
-                    params![payment.order_id.get(), micros(at), order_change.to.as_str(), order_change.from.as_str()],
-                )?;
-                if paid == 0 {
-                    // Rolls the payment update back with the transaction.
-                    return Err(Error::Conflict(format!("order {} is no longer awaiting payment", payment.order_id)));
-                }
-                let reason = format!("payment {id} succeeded");
-                insert_event(tx, payment.order_id, Some(order_change.from), order_change.to, &actor, &reason, at)?;
-            }
-            let order = order_by_id(tx, payment.order_id)?.ok_or_else(|| corrupt("payment without order"))?;
-            insert_outbox(tx, notify(&order, &payment), at)?;
-            record_idempotency(tx, idempotency.as_ref(), &payment)?;
-            Ok(Transition::Applied(payment))
+            let reason = if captured { format!("payment {id} succeeded") } else { format!("payment {id} authorised") };
+            let moved = order_change.map(|change| (change, reason));
+            payment_moved(tx, payment, moved, &actor, at, notify, idempotency.as_ref())
         })
         .await
     }
+
+    async fn begin_settlement(
+        &self,
+        id: PaymentId,
+        action: SettleAction,
+        amount: Money,
+        at: DateTime<Utc>,
+    ) -> Result<Transition<Payment>> {
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE payments SET settle_action = ?2, settle_minor = ?3, settle_started_at = ?4 \
+                 WHERE id = ?1 AND status = ?5 AND settle_action IS NULL AND currency = ?6 \
+                 AND ?3 BETWEEN 0 AND amount_minor AND (NOT ?7 OR authorization_expires_at <= ?4)",
+                params![
+                    id.get(),
+                    action.as_str(),
+                    amount.minor(),
+                    micros(at),
+                    PaymentStatus::Authorized.as_str(),
+                    amount.currency().code(),
+                    action == SettleAction::Expire
+                ],
+            )?;
+            let payment =
+                query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
+            Ok(if changed == 1 { Transition::Applied(payment) } else { Transition::NotApplied(payment) })
+        })
+        .await
+    }
+
+    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction) -> Result<bool> {
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE payments SET settle_action = NULL, settle_minor = NULL, settle_started_at = NULL \
+                 WHERE id = ?1 AND settle_action = ?2",
+                params![id.get(), action.as_str()],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn finish_settlement(
+        &self,
+        id: PaymentId,
+        outcome: SettlementOutcome,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: PaymentNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Payment>> {
+        self.write(move |tx| {
+            let (change, order_change, reason) = settlement(id, &outcome);
+            let (captured, failure, closed) = match &outcome {
+                SettlementOutcome::Captured { amount } => (Some(amount.minor()), None, None),
+                SettlementOutcome::Released { reason, .. } => (None, Some(reason.as_str()), Some(micros(at))),
+            };
+            let changed = tx.execute(
+                "UPDATE payments SET status = ?3, updated_at = ?2, captured_minor = COALESCE(?5, captured_minor), \
+                 failure_reason = COALESCE(?6, failure_reason), provider_closed_at = COALESCE(?7, provider_closed_at), \
+                 settle_action = NULL, settle_minor = NULL, settle_started_at = NULL \
+                 WHERE id = ?1 AND status = ?4",
+                params![id.get(), micros(at), change.to.as_str(), change.from.as_str(), captured, failure, closed],
+            )?;
+            let payment =
+                query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
+            if changed == 0 {
+                return Ok(Transition::NotApplied(payment));
+            }
+            payment_moved(tx, payment, Some((order_change, reason)), &actor, at, notify, idempotency.as_ref())
+        })
+        .await
+    }
+
+    async fn stalled_settlements(&self, started_before: DateTime<Utc>, limit: u32) -> Result<Vec<Payment>> {
+        self.read_statement(move |c| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = ?3 AND settle_action IS NOT NULL \
+                 AND settle_started_at < ?1 ORDER BY settle_started_at, id LIMIT ?2"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params![micros(started_before), limit, PaymentStatus::Authorized.as_str()], payment_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn expiring_authorizations(&self, before: DateTime<Utc>, unwarned: bool, limit: u32) -> Result<Vec<Payment>> {
+        self.read_statement(move |c| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = ?3 AND settle_action IS NULL \
+                 AND authorization_expires_at <= ?1 AND (NOT ?4 OR expiry_warned_at IS NULL) \
+                 ORDER BY authorization_expires_at, id LIMIT ?2"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params![micros(before), limit, PaymentStatus::Authorized.as_str(), unwarned], payment_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn mark_expiry_warned(&self, id: PaymentId, at: DateTime<Utc>) -> Result<bool> {
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE payments SET expiry_warned_at = ?2 WHERE id = ?1 AND expiry_warned_at IS NULL",
+                params![id.get(), micros(at)],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+}
+
+/// The rest of a payment's change, in its transaction: its order moves as `order` says (with
+/// the order's event; `Conflict`, rolling everything back, when the order is no longer where
+/// the change expects), then the outbox rows and the idempotency result are written.
+fn payment_moved(
+    tx: &Transaction<'_>,
+    payment: Payment,
+    order: Option<(StatusChange<OrderStatus>, String)>,
+    actor: &Actor,
+    at: DateTime<Utc>,
+    notify: PaymentNotify,
+    idempotency: Option<&IdempotencySlot>,
+) -> Result<Transition<Payment>> {
+    if let Some((change, reason)) = order {
+        let moved = tx.execute(
+            "UPDATE orders SET status = ?3, updated_at = ?2 WHERE id = ?1 AND status = ?4",
+            params![payment.order_id.get(), micros(at), change.to.as_str(), change.from.as_str()],
+        )?;
+        if moved == 0 {
+            return Err(Error::Conflict(format!("order {} is no longer {}", payment.order_id, change.from)));
+        }
+        insert_event(tx, payment.order_id, Some(change.from), change.to, actor, &reason, at)?;
+    }
+    let order = order_by_id(tx, payment.order_id)?.ok_or_else(|| corrupt("payment without order"))?;
+    insert_outbox(tx, notify(&order, &payment), at)?;
+    record_idempotency(tx, idempotency, &payment)?;
+    Ok(Transition::Applied(payment))
 }

@@ -42,12 +42,12 @@ pub(super) fn reserve(tx: &Transaction<'_>, r: &NewRefundRecord) -> Result<Refun
     let reserved = tx.execute(
         "UPDATE payments SET refund_reserved_minor = refund_reserved_minor + ?2 \
          WHERE id = ?1 AND ?2 > 0 AND status IN (SELECT value FROM json_each(?4)) AND currency = ?3 \
-         AND refund_reserved_minor + ?2 <= amount_minor",
-        params![id.get(), r.amount.minor(), r.amount.currency().code(), from],
+         AND refund_reserved_minor + ?2 <= CASE WHEN ?5 THEN amount_minor ELSE captured_minor END",
+        params![id.get(), r.amount.minor(), r.amount.currency().code(), from, r.late_capture],
     )?;
     let payment = query_payment(tx, "id = ?1", id.get())?.ok_or_else(|| Error::NotFound(format!("payment {id}")))?;
     if reserved == 0 {
-        return Ok(RefundReserve::Refused(payment));
+        return Ok(RefundReserve::Refused(Box::new(payment)));
     }
     let at = micros(r.created_at);
     tx.prepare_cached(

@@ -102,7 +102,8 @@ pub(super) fn order_by_id(conn: &Connection, id: OrderId) -> Result<Option<Order
 
 pub(super) const PAYMENT_COLUMNS: &str = "id, order_id, user_id, provider, provider_payment_id, transaction_id, \
      method, attempt, amount_minor, currency, status, failure_reason, created_at, updated_at, refunded_minor, \
-     refund_reserved_minor, client_secret, next_action";
+     refund_reserved_minor, client_secret, next_action, capture_method, captured_minor, authorization_expires_at, \
+     settle_action, settle_minor, settle_started_at";
 
 pub(super) fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
     let row = PaymentRow {
@@ -124,6 +125,12 @@ pub(super) fn payment_row(r: &Row<'_>) -> rusqlite::Result<Result<Payment>> {
         refund_reserved_minor: r.get(15)?,
         client_secret: r.get(16)?,
         next_action: r.get(17)?,
+        capture_method: r.get(18)?,
+        captured_minor: r.get(19)?,
+        authorization_expires_at: r.get::<_, Option<i64>>(20)?.map(time),
+        settle_action: r.get(21)?,
+        settle_minor: r.get(22)?,
+        settle_started_at: r.get::<_, Option<i64>>(23)?.map(time),
     };
     Ok(row.into_payment())
 }
