@@ -291,7 +291,8 @@ pub struct ActivityResponse {
 pub struct CurrencyActivityResponse {
     /// ISO 4217 code.
     pub currency: String,
-    /// Totals of the orders that were paid (whatever was refunded of them since), as a decimal string.
+    /// What was captured for the orders that were paid (whatever was refunded of it since), as a
+    /// decimal string.
     pub paid: String,
     /// What was refunded of them.
     pub refunded: String,

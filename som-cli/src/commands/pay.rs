@@ -96,7 +96,11 @@ fn fields(p: &Payment) -> Vec<(&'static str, String)> {
         ("amount", p.amount.to_string()),
         ("capture", p.capture_method.to_string()),
         ("captured", p.captured.to_string()),
-        ("authorised until", p.authorization_expires_at.map_or_else(|| crate::output::NONE.into(), |t| t.to_rfc3339())),
+        (
+            "authorised until",
+            p.authorization_expires_at
+                .map_or_else(|| crate::output::NONE.into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ),
         ("refunded", p.refunded.to_string()),
         ("method", p.method.clone()),
         ("provider", format!("{} ({})", p.provider, p.provider_payment_id)),

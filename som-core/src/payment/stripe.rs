@@ -618,6 +618,39 @@ mod tests {
         assert_eq!(api(400, None, None).into_provider_error(), ProviderError::InvalidRequest("words".into()));
     }
 
+    /// Manual capture's states and events, as Stripe documents them.
+    #[test]
+    fn authorisations_and_their_release_as_stripe_documents_them() {
+        let held = serde_json::json!({"id": "pi_1", "status": "requires_capture", "capture_method": "manual"});
+        assert_eq!(intent_outcome(&held), Some(Ok(Confirmation::Authorized)));
+        let event = |kind: &str, object: Value| {
+            let body = serde_json::json!({"id": "evt_1", "type": kind, "data": {"object": object}});
+            parse_event_json(body.to_string().as_bytes()).unwrap().effect
+        };
+        let capturable = event(
+            "payment_intent.amount_capturable_updated",
+            serde_json::json!({"id": "pi_1", "status": "requires_capture", "amount_capturable": 25000, "currency": "usd"}),
+        );
+        assert_eq!(
+            capturable,
+            EventEffect::PaymentAuthorized {
+                provider_payment_id: "pi_1".into(),
+                amount_minor: 25000,
+                currency: "USD".into()
+            }
+        );
+        let expired = event(
+            "payment_intent.canceled",
+            serde_json::json!({"id": "pi_1", "status": "canceled", "cancellation_reason": "automatic"}),
+        );
+        assert_eq!(expired, EventEffect::PaymentCanceled { provider_payment_id: "pi_1".into(), expired: true });
+        let voided = event(
+            "payment_intent.canceled",
+            serde_json::json!({"id": "pi_1", "status": "canceled", "cancellation_reason": "requested_by_customer"}),
+        );
+        assert_eq!(voided, EventEffect::PaymentCanceled { provider_payment_id: "pi_1".into(), expired: false });
+    }
+
     /// Events as Stripe documents them (https://docs.stripe.com/api/events/types); a
     /// Stripe-compatible test server used for SOM's end-to-end tests sends no refund events,
     /// so these shapes are checked here.

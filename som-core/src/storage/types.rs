@@ -143,6 +143,9 @@ pub struct OrderTotals {
     pub orders: u64,
     /// The sum of their totals, in minor units.
     pub total_minor: i64,
+    /// The sum of what their payments captured (a partial capture takes less than the total),
+    /// in minor units.
+    pub captured_minor: i64,
     /// The sum of what was refunded of them, in minor units.
     pub refunded_minor: i64,
 }

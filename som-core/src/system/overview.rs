@@ -55,7 +55,7 @@ pub struct Activity {
 pub struct CurrencyActivity {
     /// The currency's code.
     pub currency: String,
-    /// The totals of orders that were paid (whatever was refunded of them since).
+    /// What was captured for the orders that were paid (whatever was refunded of it since).
     pub paid: Money,
     /// What was refunded of them.
     pub refunded: Money,
@@ -85,7 +85,7 @@ impl Activity {
                     sum.checked_add(Money::from_minor(minor, currency))
                         .map_err(|e| Error::Internal(format!("sum of order totals: {e}")))
                 };
-                entry.paid = add(entry.paid, t.total_minor)?;
+                entry.paid = add(entry.paid, t.captured_minor)?;
                 entry.refunded = add(entry.refunded, t.refunded_minor)?;
             }
         }
@@ -142,7 +142,15 @@ mod tests {
     use super::*;
 
     fn totals(status: OrderStatus, currency: &str, orders: u64, total: i64, refunded: i64) -> OrderTotals {
-        OrderTotals { status, currency: currency.into(), orders, total_minor: total, refunded_minor: refunded }
+        let captured_minor = if status.was_paid() { total } else { 0 };
+        OrderTotals {
+            status,
+            currency: currency.into(),
+            orders,
+            total_minor: total,
+            captured_minor,
+            refunded_minor: refunded,
+        }
     }
 
     #[test]

@@ -91,6 +91,9 @@ async fn manual_capture_authorises_then_captures_part_and_refunds_bound_by_it(ba
     assert_eq!((paid.status, paid.refunded.amount_string()), (PaymentStatus::Refunded, "80.00".into()));
     assert_eq!(e.som.order(alice, p.order_id).await.unwrap().status, OrderStatus::Refunded);
     assert_eq!(e.mock.refunds_made(), (2, 8000));
+    // The overview counts what was taken, not the order's total.
+    let money = &e.som.overview(staff).await.unwrap().today.money;
+    assert_eq!((money[0].paid.amount_string(), money[0].refunded.amount_string()), ("80.00".into(), "80.00".into()));
 
     let kinds = kinds(&e).await;
     for kind in ["payment_authorized", "payment_captured", "refund_issued"] {

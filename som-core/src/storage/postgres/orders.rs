@@ -91,9 +91,11 @@ impl OrderStore for PostgresStorage {
         let rows = self
             .rows(
                 sqlx::query(
-                    "SELECT status, currency, COUNT(*) AS orders, SUM(total_minor)::bigint AS total_minor, \
-                     SUM(refunded_minor)::bigint AS refunded_minor FROM orders WHERE created_at >= $1 \
-                     GROUP BY status, currency ORDER BY currency, status",
+                    "SELECT o.status, o.currency, COUNT(*) AS orders, SUM(o.total_minor)::bigint AS total_minor, \
+                     SUM(o.refunded_minor)::bigint AS refunded_minor, \
+                     COALESCE(SUM(p.captured_minor), 0)::bigint AS captured_minor FROM orders o \
+                     LEFT JOIN payments p ON p.order_id = o.id AND p.captured_minor > 0 \
+                     WHERE o.created_at >= $1 GROUP BY o.status, o.currency ORDER BY o.currency, o.status",
                 )
                 .bind(since),
             )
@@ -107,6 +109,7 @@ impl OrderStore for PostgresStorage {
                     currency: r.try_get("currency")?,
                     orders: u64::try_from(orders).unwrap_or(0),
                     total_minor: r.try_get("total_minor")?,
+                    captured_minor: r.try_get("captured_minor")?,
                     refunded_minor: r.try_get("refunded_minor")?,
                 })
             })

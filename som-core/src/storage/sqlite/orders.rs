@@ -78,19 +78,23 @@ impl OrderStore for SqliteStorage {
     async fn order_totals(&self, since: DateTime<Utc>) -> Result<Vec<OrderTotals>> {
         self.read_in(Read { transaction: false, inline: false }, move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT status, currency, COUNT(*), SUM(total_minor), SUM(refunded_minor) FROM orders \
-                 WHERE created_at >= ?1 GROUP BY status, currency ORDER BY currency, status",
+                "SELECT o.status, o.currency, COUNT(*), SUM(o.total_minor), SUM(o.refunded_minor), \
+                 COALESCE(SUM(p.captured_minor), 0) FROM orders o \
+                 LEFT JOIN payments p ON p.order_id = o.id AND p.captured_minor > 0 \
+                 WHERE o.created_at >= ?1 GROUP BY o.status, o.currency ORDER BY o.currency, o.status",
             )?;
             let rows = stmt.query_map([micros(since)], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?))
+                let counts = (r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, counts))
             })?;
             rows.map(|r| {
-                let (status, currency, orders, total_minor, refunded_minor) = r?;
+                let (status, currency, (orders, total_minor, refunded_minor, captured_minor)) = r?;
                 Ok(OrderTotals {
                     status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?,
                     currency,
                     orders: u64::try_from(orders).unwrap_or(0),
                     total_minor,
+                    captured_minor,
                     refunded_minor,
                 })
             })
