@@ -19,17 +19,11 @@ use crate::extract::{Auth, IdempotencyHeader, IdempotencyKey, OptionalJsonBody, 
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequestBody {
     /// How much, in the payment's currency with at most its minor digits, above zero and at
-    /// most what was authorised; everything authorised when absent. What is not captured is
-    /// released. `null` is refused, so that a client's unset variable never captures all.
-    #[serde(default, deserialize_with = "present")]
+    /// most what was authorised; everything authorised when absent or `null`. What is not
+    /// captured is released.
+    #[serde(default)]
     #[schema(value_type = Option<String>, example = "80.00", pattern = "^[0-9]{1,15}(\\.[0-9]{1,3})?$")]
     pub amount: Option<Decimal>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    Option::<Decimal>::deserialize(d)?
-        .map(Some)
-        .ok_or_else(|| serde::de::Error::custom("must not be null; leave it out to capture everything authorised"))
 }
 
 /// Capture an authorised payment, fully or in part (staff only): the payment becomes SUCCESS

@@ -13,8 +13,8 @@ use som_core::Caller;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// A JSON body that may be left out: a request with neither a body nor a content type gets
-/// `T::default()`; otherwise as [`JsonBody`].
+/// A JSON body that may be left out: a request with neither a body nor a content type, or
+/// with the body `null`, gets `T::default()`; otherwise as [`JsonBody`].
 #[derive(Debug, Clone)]
 pub struct OptionalJsonBody<T>(pub T);
 
@@ -29,7 +29,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if empty {
             return Ok(OptionalJsonBody(T::default()));
         }
-        JsonBody::from_request(req, state).await.map(|JsonBody(value)| OptionalJsonBody(value))
+        JsonBody::<Option<T>>::from_request(req, state)
+            .await
+            .map(|JsonBody(value)| OptionalJsonBody(value.unwrap_or_default()))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use som_core::domain::{NotificationStatus, OrderStatus, PaymentStatus, RefundStatus};
+use som_core::domain::{CaptureMethod, NotificationStatus, OrderStatus, PaymentStatus, RefundStatus};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
@@ -57,6 +57,12 @@ enum_schema!(
     PaymentStatusSchema,
     "A payment status: PENDING awaits confirmation; AUTHORIZED is held for a later capture (manual capture); SUCCESS was captured, perhaps in part (and may later be PARTIALLY_REFUNDED or REFUNDED); FAILED was declined; CANCELLED was voided with its order; VOIDED and EXPIRED were authorised and released (on request, or because the authorisation ran out).",
     PaymentStatus::ALL.iter().map(|s| s.as_str())
+);
+enum_schema!(
+    /// A capture method.
+    CaptureMethodSchema,
+    "When the money moves: automatic (confirmation captures it) or manual (confirmation authorises; staff capture all or part later, or void).",
+    [CaptureMethod::Automatic, CaptureMethod::Manual].iter().map(|m| m.as_str())
 );
 enum_schema!(
     /// A refund status.

@@ -2,9 +2,9 @@
 
 Run by tests/it/browser.rs, which starts `som serve`'s app over a fresh database, seeds it,
 runs this script, and then checks through the library what the browser did. Arguments:
-BASE_URL ORDER_ID SCREENSHOT_DIR. Staff `boss` and customer `carol` both have the password
-"correct horse battery"; carol's paid order ORDER_ID has an item named
-<script>alert(1)</script>. Exits non-zero (with the reason) on the first thing that is not
+BASE_URL ORDER_ID SCREENSHOT_DIR HELD_ORDER_ID. Staff `boss` and customer `carol` both have the
+password "correct horse battery"; carol's paid order ORDER_ID has an item named
+<script>alert(1)</script>; her order HELD_ORDER_ID is authorised (manual capture), 25.50 held. Exits non-zero (with the reason) on the first thing that is not
 as a user of the console expects.
 """
 
@@ -21,7 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-BASE, ORDER, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3]
+BASE, ORDER, SHOTS, HELD = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 PASSWORD = "correct horse battery"
 XSS = "<script>alert(1)</script>"
 DESKTOP, PHONE = (1280, 1000), (390, 844)
@@ -189,6 +189,21 @@ def main():
               f"the refund is in the timeline: {timeline}")
         check("PAID → PARTIALLY_REFUNDED" in timeline, "the status change is in the timeline")
         shoot(driver, "order")
+
+        step('Capture part of an authorised order')
+        # The held order offers Capture and Void; 10.00 of it is captured, the rest released.
+        driver.get(BASE + "/console/orders/" + HELD)
+        check(driver.find_element(By.CSS_SELECTOR, "p.status .badge").text == "AUTHORIZED",
+              "the held order is authorised")
+        amount_field = driver.find_element(By.CSS_SELECTOR, "form[action$='/capture'] input[name=amount]")
+        amount_field.send_keys("10.00")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/capture'] button[type=submit]").click()
+        confirm(driver)
+        WebDriverWait(driver, 10).until(lambda d: "captured" in flash(d))
+        check("captured 10.00 USD of 25.50 USD" in flash(driver), f"the capture is confirmed: {flash(driver)}")
+        check(driver.find_element(By.CSS_SELECTOR, "p.status .badge").text == "PAID", "the held order is paid")
+        check(not driver.find_elements(By.CSS_SELECTOR, "form[action$='/capture']"), "nothing is left to capture")
+        shoot(driver, "order-captured")
 
         step('A forged form')
         # A forged form without the CSRF token, posted from the page itself: refused.

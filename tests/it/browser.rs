@@ -125,6 +125,10 @@ async fn the_console_works_in_a_real_browser() {
     let order = som.create_order(carol, OrderInput { items, currency: None }).await.unwrap();
     let payment = som.initiate_payment(carol, order.id).await.unwrap();
     som.confirm_payment(carol, payment.id).await.unwrap();
+    let held_items = vec![ItemInput { name: "Held".into(), quantity: 1, price: "25.50".into() }];
+    let held = som.create_order(carol, OrderInput { items: held_items, currency: None }).await.unwrap();
+    let hold = som.initiate_payment(carol, held.id).capture(som_core::domain::CaptureMethod::Manual).await.unwrap();
+    som.confirm_payment(carol, hold.id).await.unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -134,13 +138,14 @@ async fn the_console_works_in_a_real_browser() {
     }));
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.py");
-    let (order_id, shots_arg) = (order.id.to_string(), shots.clone());
+    let (order_id, shots_arg, held_id) = (order.id.to_string(), shots.clone(), held.id.to_string());
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
             .arg(base)
             .arg(order_id)
             .arg(shots_arg)
+            .arg(held_id)
             .env("SE_OFFLINE", "true")
             .output()
             .unwrap()
@@ -167,7 +172,17 @@ async fn the_console_works_in_a_real_browser() {
         som_core::ErrorKind::Unauthorized,
         "the disabled customer's API token is refused"
     );
-    for name in ["overview-desktop", "overview-phone", "order-desktop", "order-phone"] {
+    let captured = som.payment(Caller::System, hold.id).await.unwrap();
+    assert_eq!(captured.captured.to_string(), "10.00 USD", "the capture made in the browser");
+    assert_eq!(som.order(Caller::System, held.id).await.unwrap().status, OrderStatus::Paid);
+    for name in [
+        "overview-desktop",
+        "overview-phone",
+        "order-desktop",
+        "order-phone",
+        "order-captured-desktop",
+        "order-captured-phone",
+    ] {
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{name}.png is a screenshot");
     }

@@ -72,7 +72,7 @@ async fn capture_and_void_over_http_refuse_what_they_must(backend: Backend) {
     let (status, body) = app.post("/payments/999999/capture/", Some(&staff), json!({})).await;
     assert_problem(status, &body, StatusCode::NOT_FOUND);
     // Bad amounts and bodies name the field.
-    for bad in [json!({"amount": "250.01"}), json!({"amount": "0"}), json!({"amount": null}), json!({"amount": "x"})] {
+    for bad in [json!({"amount": "250.01"}), json!({"amount": "0"}), json!({"amount": "x"})] {
         let (status, body) = app.post(&capture, Some(&staff), bad.clone()).await;
         assert_problem(status, &body, StatusCode::BAD_REQUEST);
         assert!(body["errors"]["amount"].is_array(), "{bad}: {body}");

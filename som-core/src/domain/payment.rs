@@ -414,11 +414,11 @@ impl Payment {
         )
     }
 
-    /// `som-capture-{id}`: a payment is captured once, so every try of its capture (a retry
-    /// after a timeout, the dispatcher after a crash) sends the same key and the provider
-    /// captures once.
-    pub fn capture_idempotency_key(&self) -> String {
-        format!("som-capture-{}", self.id)
+    /// `som-capture-{id}-{claim}`: every try of one claimed capture (a retry after a timeout,
+    /// the dispatcher after a crash) sends the same key, so the provider captures once; a new
+    /// claim after a declined one sends a new key, so the provider does not replay the decline.
+    pub fn capture_idempotency_key(&self, claim: &Settlement) -> String {
+        format!("som-capture-{}-{}", self.id, claim.started_at.timestamp_micros())
     }
 }
 

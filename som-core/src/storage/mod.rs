@@ -281,9 +281,10 @@ pub trait PaymentStore: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<Transition<Payment>>;
 
-    /// Gives up a claimed settlement the provider refused (a declined capture): the payment
-    /// stays AUTHORIZED and may be captured or voided again. False when it was not claimed.
-    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction) -> Result<bool>;
+    /// Gives up the settlement claimed at `started_at` that the provider refused (a declined
+    /// capture): the payment stays AUTHORIZED and may be captured or voided again. False when
+    /// that claim is not the payment's (finished, or another claim since).
+    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction, started_at: DateTime<Utc>) -> Result<bool>;
 
     /// Ends an AUTHORIZED payment (conditional update): captured (SUCCESS with the captured
     /// amount, order AUTHORIZED → PAID) or released (VOIDED or EXPIRED, order AUTHORIZED →

@@ -187,17 +187,16 @@ impl OrderSystem {
         let id = payment.id;
         let _guard = self.inner.payment_locks.lock(id).await;
         let payment = self.inner.storage.payment_by_id(id).await?.unwrap_or(payment);
-        let Some(Settlement { action, amount, .. }) =
-            payment.settlement.filter(|_| payment.status == PaymentStatus::Authorized)
-        else {
+        let Some(claim) = payment.settlement.filter(|_| payment.status == PaymentStatus::Authorized) else {
             return Ok(payment);
         };
+        let Settlement { action, amount, started_at } = claim;
         let outcome = match action {
             SettleAction::Capture => {
                 let request = CaptureRequest {
                     provider_payment_id: payment.provider_payment_id.clone(),
                     amount,
-                    idempotency_key: payment.capture_idempotency_key(),
+                    idempotency_key: payment.capture_idempotency_key(&claim),
                 };
                 match self.inner.provider.capture(&request).await {
                     Ok(_) => SettlementOutcome::Captured { amount },
@@ -208,7 +207,7 @@ impl OrderSystem {
                         ));
                     }
                     Err(refused) => {
-                        self.write(move |s| async move { s.abandon_settlement(id, action).await }).await?;
+                        self.write(move |s| async move { s.abandon_settlement(id, action, started_at).await }).await?;
                         return Err(match refused {
                             ProviderError::Declined { message, .. } => Error::PaymentDeclined(message),
                             other => Error::Conflict(format!("payment {id} cannot be captured: {other}")),
@@ -234,13 +233,15 @@ impl OrderSystem {
                         return Err(Error::Unavailable("payment provider (the void is finished automatically)".into()));
                     }
                     Err(refused) => {
-                        self.write(move |s| async move { s.abandon_settlement(id, action).await }).await?;
+                        self.write(move |s| async move { s.abandon_settlement(id, action, started_at).await }).await?;
                         return Err(Error::Conflict(format!("payment {id} cannot be released: {refused}")));
                     }
                 }
             }
         };
         let captured_instead = action != SettleAction::Capture && matches!(outcome, SettlementOutcome::Captured { .. });
+        // A void answered with a capture fails: its key must not remember the captured payment.
+        let slot = if captured_instead { None } else { slot };
         let owner = self.owner(payment.user_id).await?;
         let notify = self.settlement_notify(&outcome, owner);
         let at = self.now();
@@ -252,8 +253,17 @@ impl OrderSystem {
                 self.inner.wake.notify_one();
                 p
             }
-            // Finished by someone else (a provider event) meanwhile.
-            Transition::NotApplied(current) => return Err(not_settleable(&current, action)),
+            // Finished meanwhile by the provider's event of this very change (another process
+            // received it): done as asked. Anything else is a conflict.
+            Transition::NotApplied(current) => {
+                let done = match action {
+                    SettleAction::Capture => current.status.was_captured(),
+                    SettleAction::Void | SettleAction::Expire => {
+                        matches!(current.status, PaymentStatus::Voided | PaymentStatus::Expired)
+                    }
+                };
+                return if done && !captured_instead { Ok(current) } else { Err(not_settleable(&current, action)) };
+            }
         };
         if captured_instead {
             return Err(Error::Conflict(format!(

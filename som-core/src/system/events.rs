@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::OrderSystem;
-use crate::domain::{Actor, Money, Payment, PaymentStatus, RefundStatus};
+use crate::domain::{Actor, CaptureMethod, Money, Payment, PaymentStatus, RefundStatus};
 use crate::error::{Error, Result};
 use crate::payment::{EventEffect, EventError, ProviderError, ProviderEvent, RefundReport};
 use crate::storage::{NewRefundRecord, PaymentOutcome, RefundReserve, SettlementOutcome, Transition};
@@ -129,7 +129,9 @@ impl OrderSystem {
                         (EventOutcome::Mismatch, Some(problem))
                     }
                     None => {
-                        let outcome = PaymentOutcome::Authorized { expires_at: self.authorization_expiry() };
+                        let payment = storage.payment_by_provider_id(provider, provider_payment_id).await?;
+                        let from = payment.map_or_else(|| self.now(), |p| p.created_at);
+                        let outcome = PaymentOutcome::Authorized { expires_at: self.authorization_expiry(from) };
                         self.complete_from_event(provider, provider_payment_id, outcome).await?
                     }
                 }
@@ -279,6 +281,14 @@ impl OrderSystem {
                 tracing::info!(payment = %p.id, order = %p.order_id, status = %p.status, "payment completed by the provider's event");
                 Ok((EventOutcome::Applied, None))
             }
+            // Authorised meanwhile (its own event or confirmation got there first): the
+            // capture this event reports is of that authorisation.
+            Transition::NotApplied(current) if captured && current.status == PaymentStatus::Authorized => {
+                drop(_guard);
+                // A pending payment's capture was checked to be of its whole amount.
+                let amount = current.amount;
+                self.settled_by_event(&current, SettlementOutcome::Captured { amount }).await
+            }
             Transition::NotApplied(current) => {
                 let was_captured = current.status.was_captured();
                 if captured && !was_captured {
@@ -400,6 +410,22 @@ impl OrderSystem {
                     OwnRefund::Unchanged => {}
                     OwnRefund::Note(note) => notes.push(note),
                 }
+                continue;
+            }
+            // Providers on older API versions (Stripe before 2025-03-31) record the release of
+            // an authorisation's uncaptured part (or of all of it, voided) as a refund: money
+            // that was never taken, so never counted as returned.
+            let released = payment.amount.minor() - payment.captured.minor();
+            if payment.capture_method == CaptureMethod::Manual
+                && payment.status != PaymentStatus::Authorized
+                && released > 0
+                && report.amount_minor == released
+            {
+                notes.push(format!(
+                    "refund {} releases the {} that was authorised and not captured; not a refund",
+                    report.provider_refund_id,
+                    Money::from_minor(released, currency)
+                ));
                 continue;
             }
             if !report.succeeded {

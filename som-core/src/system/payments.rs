@@ -17,6 +17,7 @@ impl OrderSystem {
         idempotency_key: Option<&str>,
     ) -> Result<Payment> {
         let provider = &self.inner.provider;
+        let asked = capture;
         let capture = capture.unwrap_or(self.inner.config.capture_method);
         if capture == CaptureMethod::Manual && !provider.supports_manual_capture() {
             return Err(Error::invalid(
@@ -47,6 +48,12 @@ impl OrderSystem {
             let _guard = self.inner.order_locks.lock(order_id).await;
             let storage = &self.inner.storage;
             if let Some(live) = storage.live_payment(order_id).await? {
+                if asked.is_some_and(|c| c != live.capture_method) {
+                    return Err(Error::Conflict(format!(
+                        "order {order_id} already has payment {} with {} capture; cancel the order to pay it otherwise",
+                        live.id, live.capture_method
+                    )));
+                }
                 return Ok(live);
             }
             let attempt = storage.payment_count(order_id).await?.saturating_add(1);
@@ -82,10 +89,15 @@ impl OrderSystem {
         .await
     }
 
-    /// When an authorisation made now runs out (`SOM_AUTHORIZATION_TTL`).
-    pub(super) fn authorization_expiry(&self) -> chrono::DateTime<chrono::Utc> {
+    /// When the authorisation of a payment initiated at `initiated` runs out
+    /// (`SOM_AUTHORIZATION_TTL` after initiation, as a card processor counts its hold from the
+    /// payment's creation).
+    pub(super) fn authorization_expiry(
+        &self,
+        initiated: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
         let ttl = chrono::Duration::from_std(self.inner.config.authorization_ttl).unwrap_or(chrono::Duration::MAX);
-        self.now().checked_add_signed(ttl).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        initiated.checked_add_signed(ttl).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     }
 
     /// A payment the caller may see.
@@ -158,7 +170,9 @@ impl OrderSystem {
         let failures = self.inner.storage.transient_failures(id).await?;
         let outcome = match self.inner.provider.confirm_attempt(&payment.provider_payment_id, failures).await {
             Ok(Confirmation::Captured(_)) => PaymentOutcome::Succeeded,
-            Ok(Confirmation::Authorized) => PaymentOutcome::Authorized { expires_at: self.authorization_expiry() },
+            Ok(Confirmation::Authorized) => {
+                PaymentOutcome::Authorized { expires_at: self.authorization_expiry(payment.created_at) }
+            }
             Ok(Confirmation::Pending { next_action }) => {
                 let next_action = next_action.map(|a| a.to_string());
                 let waiting = self.write(move |s| async move { s.set_next_action(id, next_action).await }).await?;

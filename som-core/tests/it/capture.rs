@@ -190,6 +190,10 @@ async fn voids_release_the_hold_and_cancel_the_order(backend: Backend) {
     // A pending payment cannot be voided or captured: its order is cancelled instead.
     let order = e.som.create_order(alice, seed_order()).await.unwrap();
     let pending = e.som.initiate_payment(alice, order.id).capture(CaptureMethod::Manual).await.unwrap();
+    // Asking again for the other method does not silently return this one.
+    let other = e.som.initiate_payment(alice, order.id).capture(CaptureMethod::Automatic).await;
+    assert!(matches!(other, Err(Error::Conflict(_))), "{other:?}");
+    assert_eq!(e.som.initiate_payment(alice, order.id).await.unwrap().id, pending.id);
     assert!(matches!(e.som.void_payment(alice, pending.id).await, Err(Error::Conflict(_))));
     assert!(matches!(e.som.capture_payment(Caller::System, pending.id).await, Err(Error::Conflict(_))));
     let kinds = kinds(&e).await;
@@ -341,6 +345,26 @@ async fn provider_events_authorise_capture_and_release_once(backend: Backend) {
     assert_eq!((done.status, done.captured.amount_string()), (PaymentStatus::Success, "200.00".into()));
     let r = e.som.apply_provider_event(event("evt_cap_again", captured(20000))).await.unwrap();
     assert_eq!(r.outcome, EventOutcome::Ignored);
+    // The provider's record of releasing the uncaptured 50.00 is not a refund.
+    let release = |id: &str, amount_minor| EventEffect::Refunded {
+        provider_payment_id: ppid.clone(),
+        refunds: vec![som_core::payment::RefundReport {
+            provider_refund_id: id.into(),
+            amount_minor,
+            currency: "USD".into(),
+            succeeded: true,
+            failed: false,
+            som_key: None,
+        }],
+    };
+    let r = e.som.apply_provider_event(event("evt_release", release("re_release", 5000))).await.unwrap();
+    assert_eq!(r.outcome, EventOutcome::Ignored, "{r:?}");
+    let kept = e.som.payment(alice, p.id).await.unwrap();
+    assert_eq!((kept.status, kept.refunded.amount_string()), (PaymentStatus::Success, "0.00".into()));
+    // A refund made at the provider of another amount is recorded as one.
+    let r = e.som.apply_provider_event(event("evt_refund", release("re_real", 2000))).await.unwrap();
+    assert_eq!(r.outcome, EventOutcome::Applied, "{r:?}");
+    assert_eq!(e.som.payment(alice, p.id).await.unwrap().refunded.amount_string(), "20.00");
     assert!(e.mock.refunds_made().0 == 0, "a capture SOM recorded is not returned");
 
     // Released at the provider when it ran out there.

@@ -75,20 +75,21 @@ pub(super) async fn page(State(s): State<AppState>, staff: Staff, IncomingFlash(
                 section.card {
                     h2 { "Authorised, not captured" }
                     p.hint { "Capture or void each before its hold runs out; an expired one is released and its order cancelled." }
-                    table.compact {
+                    div.scroll { table.compact {
                         caption.sr { "Authorisations that run out soonest" }
-                        thead { tr { th scope="col" { "Order" } th.num scope="col" { "Held" } th scope="col" { "Runs out" } th scope="col" { "Time left" } } }
+                        thead { tr { th scope="col" { "Order" } th.num scope="col" { "Held" } th scope="col" { "Time left" } } }
                         tbody {
                             @for h in &o.authorizations_expiring {
                                 tr {
                                     td { a href={ "/console/orders/" (h.order_id) } { "#" (h.order_id) } }
                                     td.num.nowrap { (h.amount) }
-                                    td.nowrap { @if let Some(t) = h.expires_at { (when(t)) } }
-                                    td.nowrap { (h.expires_at.map_or_else(String::new, |t| time_left(t - o.at))) }
+                                    @if let Some(t) = h.expires_at {
+                                        td.nowrap title={ "runs out " (t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) } { (time_left(t - o.at)) }
+                                    } @else { td {} }
                                 }
                             }
                         }
-                    }
+                    } }
                 }
             }
         }

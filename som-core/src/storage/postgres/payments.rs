@@ -272,15 +272,16 @@ impl PaymentStore for PostgresStorage {
         }
     }
 
-    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction) -> Result<bool> {
+    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction, started_at: DateTime<Utc>) -> Result<bool> {
         let done = self
             .write(
                 sqlx::query(
                     "UPDATE payments SET settle_action = NULL, settle_minor = NULL, settle_started_at = NULL \
-                     WHERE id = $1 AND settle_action = $2",
+                     WHERE id = $1 AND settle_action = $2 AND settle_started_at = $3",
                 )
                 .bind(id.get())
-                .bind(action.as_str()),
+                .bind(action.as_str())
+                .bind(truncate(started_at)),
             )
             .await?;
         Ok(done.rows_affected() == 1)

@@ -257,12 +257,12 @@ impl PaymentStore for SqliteStorage {
         .await
     }
 
-    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction) -> Result<bool> {
+    async fn abandon_settlement(&self, id: PaymentId, action: SettleAction, started_at: DateTime<Utc>) -> Result<bool> {
         self.write(move |tx| {
             let changed = tx.execute(
                 "UPDATE payments SET settle_action = NULL, settle_minor = NULL, settle_started_at = NULL \
-                 WHERE id = ?1 AND settle_action = ?2",
-                params![id.get(), action.as_str()],
+                 WHERE id = ?1 AND settle_action = ?2 AND settle_started_at = ?3",
+                params![id.get(), action.as_str(), micros(started_at)],
             )?;
             Ok(changed == 1)
         })
