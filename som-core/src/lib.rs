@@ -100,6 +100,7 @@ pub use config::Config;
 pub use domain::Caller;
 pub use error::{Error, ErrorKind, Result, ValidationErrors};
 pub use system::{
-    Activity, CurrencyActivity, EventOutcome, EventReceipt, MAX_ADMIN_PAGE_SIZE, NotificationListQuery, OrderListQuery,
-    OrderSystem, OrderSystemBuilder, Overview, Page, Registration, UserListQuery,
+    Activity, CurrencyActivity, EventOutcome, EventReceipt, FulfillmentInput, MAX_ADMIN_PAGE_SIZE,
+    NotificationListQuery, OrderListQuery, OrderSystem, OrderSystemBuilder, Overview, Page, Registration, ReturnInput,
+    ShipInput, UserListQuery,
 };

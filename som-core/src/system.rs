@@ -36,6 +36,7 @@ mod builder;
 mod capture;
 mod closing;
 mod events;
+mod fulfillments;
 mod idempotency;
 mod locks;
 mod notifications;
@@ -47,6 +48,7 @@ mod refunds;
 mod requests;
 
 pub use builder::OrderSystemBuilder;
+pub use fulfillments::{FulfillmentInput, MAX_RETURN_TEXT_CHARS, ReturnInput, ShipInput};
 use locks::KeyedLocks;
 use orders::*;
 pub use overview::{Activity, CurrencyActivity, Hold, Overview};

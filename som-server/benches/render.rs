@@ -23,6 +23,7 @@ fn page() -> Vec<Order> {
             ],
             total: Money::from_minor(25_000, usd),
             refunded: Money::zero(usd),
+            fulfillment: som_core::domain::FulfillmentState::Unfulfilled,
             created_at: at,
             updated_at: at,
         })

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{capture, dto, error, ops, routes, schema, staff};
+use crate::{capture, dto, error, fulfillment, ops, routes, schema, staff};
 
 /// The API description served at `/api/openapi.json` and `/api/schema/`.
 #[derive(Debug, OpenApi)]
@@ -20,6 +20,11 @@ use crate::{capture, dto, error, ops, routes, schema, staff};
         routes::initiate_payment, routes::create_payment, routes::confirm_payment, routes::get_payment,
         routes::stripe_webhook,
         staff::create_refund, staff::list_refunds, capture::capture_payment, capture::void_payment,
+        fulfillment::create_fulfillment, fulfillment::order_fulfillments, fulfillment::list_fulfillments,
+        fulfillment::get_fulfillment, fulfillment::ship_fulfillment, fulfillment::deliver_fulfillment,
+        fulfillment::cancel_fulfillment, fulfillment::create_return, fulfillment::order_returns,
+        fulfillment::list_returns, fulfillment::get_return, fulfillment::approve_return, fulfillment::reject_return,
+        fulfillment::receive_return,
         staff::list_users, staff::get_user, staff::patch_user,
         staff::list_notifications, staff::notification_counts, staff::retry_notification,
         staff::retry_dead_notifications, staff::overview,
@@ -33,6 +38,9 @@ use crate::{capture, dto, error, ops, routes, schema, staff};
         dto::Health, schema::PaymentStatusSchema, schema::StatusParam, error::Problem,
         dto::RefundRequestBody, dto::RefundResponse, capture::CaptureRequestBody, schema::RefundStatusSchema, dto::UserPatchRequest,
         dto::StaffUserResponse, dto::NotificationResponse, dto::NotificationCounts, dto::ProviderEventReceipt,
+        fulfillment::ItemLine, fulfillment::CreateFulfillmentBody, fulfillment::ShipBody, fulfillment::FulfillmentResponse,
+        fulfillment::CreateReturnBody, fulfillment::RejectBody, fulfillment::ReceiveBody, fulfillment::ReturnResponse,
+        schema::FulfillmentStatusSchema, schema::ReturnStatusSchema, schema::FulfillmentStateSchema,
     )),
     modifiers(&BearerAuth, &StandardResponses, &Links),
     tags(
@@ -40,6 +48,8 @@ use crate::{capture, dto, error, ops, routes, schema, staff};
         (name = "auth", description = "JWT access and refresh tokens"),
         (name = "orders", description = "Orders and their lifecycle"),
         (name = "payments", description = "Payments and refunds through the configured provider"),
+        (name = "fulfilment", description = "Shipping an order's items in parcels with tracking (staff act, owners read)"),
+        (name = "returns", description = "Delivered items sent back, ending in a refund (owners ask, staff decide)"),
         (name = "staff", description = "Staff operations: accounts and notifications (403 for everyone else)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )

@@ -19,6 +19,8 @@ pub mod dto;
 pub mod error;
 /// Extractors.
 pub mod extract;
+/// Fulfilments and returns.
+pub mod fulfillment;
 /// Health, metrics, rate limiting, error middleware.
 pub mod ops;
 
@@ -213,6 +215,21 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         ("/api/v1/payments/{id}/refunds", get(staff::list_refunds).post(staff::create_refund)),
         ("/api/v1/payments/{id}/capture", post(capture::capture_payment)),
         ("/api/v1/payments/{id}/void", post(capture::void_payment)),
+        (
+            "/api/v1/orders/{id}/fulfillments",
+            get(fulfillment::order_fulfillments).post(fulfillment::create_fulfillment),
+        ),
+        ("/api/v1/fulfillments", get(fulfillment::list_fulfillments)),
+        ("/api/v1/fulfillments/{id}", get(fulfillment::get_fulfillment)),
+        ("/api/v1/fulfillments/{id}/ship", post(fulfillment::ship_fulfillment)),
+        ("/api/v1/fulfillments/{id}/deliver", post(fulfillment::deliver_fulfillment)),
+        ("/api/v1/fulfillments/{id}/cancel", post(fulfillment::cancel_fulfillment)),
+        ("/api/v1/orders/{id}/returns", get(fulfillment::order_returns).post(fulfillment::create_return)),
+        ("/api/v1/returns", get(fulfillment::list_returns)),
+        ("/api/v1/returns/{id}", get(fulfillment::get_return)),
+        ("/api/v1/returns/{id}/approve", post(fulfillment::approve_return)),
+        ("/api/v1/returns/{id}/reject", post(fulfillment::reject_return)),
+        ("/api/v1/returns/{id}/receive", post(fulfillment::receive_return)),
         ("/api/v1/users", get(staff::list_users)),
         ("/api/v1/users/{id}", get(staff::get_user).patch(staff::patch_user)),
         ("/api/v1/notifications", get(staff::list_notifications)),

@@ -8,12 +8,15 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
-use som_core::domain::{Order, OrderItem};
+use som_core::domain::{ItemId, Order, OrderItem};
 use utoipa::ToSchema;
 
 /// One line of an order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderItemResponse {
+    /// The line's id, unique across orders; fulfilments and returns name items by it.
+    #[schema(example = 1001)]
+    pub id: i64,
     /// Item name.
     #[schema(example = "Widget")]
     pub name: String,
@@ -48,6 +51,10 @@ pub struct OrderResponse {
     /// CREATED, PAID, CANCELLED, PARTIALLY_REFUNDED or REFUNDED.
     #[schema(value_type = crate::schema::StatusParam, example = "CREATED")]
     pub status: String,
+    /// Where its goods are, beside its (payment) status: UNFULFILLED, PARTIALLY_FULFILLED,
+    /// FULFILLED, DELIVERED, PARTIALLY_RETURNED or RETURNED.
+    #[schema(value_type = crate::schema::FulfillmentStateSchema, example = "UNFULFILLED")]
+    pub fulfillment_status: String,
     /// When it was placed.
     #[schema(example = "2026-11-30T09:15:00Z")]
     pub created_at: DateTime<Utc>,
@@ -67,11 +74,16 @@ impl From<Order> for OrderResponse {
             refunded_amount: o.refunded.amount_string(),
             currency: o.currency().code().to_owned(),
             items: o
-                .items
-                .into_iter()
-                .map(|i| OrderItemResponse { price: i.price.amount_string(), name: i.name, quantity: i.quantity })
+                .items_with_ids()
+                .map(|(id, i)| OrderItemResponse {
+                    id: id.get(),
+                    price: i.price.amount_string(),
+                    name: i.name.clone(),
+                    quantity: i.quantity,
+                })
                 .collect(),
             status: o.status.as_str().to_owned(),
+            fulfillment_status: o.fulfillment.as_str().to_owned(),
             created_at: o.created_at,
             updated_at: o.updated_at,
         }
@@ -103,34 +115,36 @@ struct OrderRef<'a>(&'a Order);
 impl Serialize for OrderRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let o = self.0;
-        let mut m = s.serialize_struct("OrderResponse", 9)?;
+        let mut m = s.serialize_struct("OrderResponse", 10)?;
         m.serialize_field("id", &o.id.get())?;
         m.serialize_field("user", &o.user_id.get())?;
-        m.serialize_field("items", &Items(&o.items))?;
+        m.serialize_field("items", &Items(o))?;
         m.serialize_field("total_amount", &Text(o.total.amount()))?;
         m.serialize_field("currency", o.currency().code())?;
         m.serialize_field("refunded_amount", &Text(o.refunded.amount()))?;
         m.serialize_field("status", o.status.as_str())?;
+        m.serialize_field("fulfillment_status", o.fulfillment.as_str())?;
         m.serialize_field("created_at", &o.created_at)?;
         m.serialize_field("updated_at", &o.updated_at)?;
         m.end()
     }
 }
 
-struct Items<'a>(&'a [OrderItem]);
+struct Items<'a>(&'a Order);
 
 impl Serialize for Items<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(ItemRef))
+        s.collect_seq(self.0.items_with_ids().map(|(id, item)| ItemRef(id, item)))
     }
 }
 
-struct ItemRef<'a>(&'a OrderItem);
+struct ItemRef<'a>(ItemId, &'a OrderItem);
 
 impl Serialize for ItemRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let i = self.0;
-        let mut m = s.serialize_struct("OrderItemResponse", 3)?;
+        let i = self.1;
+        let mut m = s.serialize_struct("OrderItemResponse", 4)?;
+        m.serialize_field("id", &self.0.get())?;
         m.serialize_field("name", &i.name)?;
         m.serialize_field("quantity", &i.quantity)?;
         m.serialize_field("price", &Text(i.price.amount()))?;
@@ -204,6 +218,7 @@ mod tests {
             items,
             total,
             refunded: Money::from_minor(refunded, currency),
+            fulfillment: som_core::domain::FulfillmentState::PartiallyReturned,
             created_at: at,
             updated_at: at + chrono::Duration::seconds(90),
         }

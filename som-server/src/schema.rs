@@ -3,7 +3,10 @@
 
 use std::borrow::Cow;
 
-use som_core::domain::{CaptureMethod, NotificationStatus, OrderStatus, PaymentStatus, RefundStatus};
+use som_core::domain::{
+    CaptureMethod, FulfillmentState, FulfillmentStatus, NotificationStatus, OrderStatus, PaymentStatus, RefundStatus,
+    ReturnStatus,
+};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
@@ -91,3 +94,21 @@ mod tests {
         assert_eq!(one_of(["a"]), "a");
     }
 }
+enum_schema!(
+    /// A fulfilment's status.
+    FulfillmentStatusSchema,
+    "A fulfilment status: PENDING is set aside to ship; SHIPPED was handed to the carrier; DELIVERED arrived; CANCELLED was withdrawn before shipping.",
+    FulfillmentStatus::ALL.iter().map(|s| s.as_str())
+);
+enum_schema!(
+    /// A return's status.
+    ReturnStatusSchema,
+    "A return status: REQUESTED awaits staff; APPROVED may be sent back; RECEIVED came back (its refund under way, or none); REFUNDED was refunded; REJECTED was refused (see note).",
+    ReturnStatus::ALL.iter().map(|s| s.as_str())
+);
+enum_schema!(
+    /// Where an order's goods are.
+    FulfillmentStateSchema,
+    "Where the order's goods are, beside its payment status: UNFULFILLED, PARTIALLY_FULFILLED (some items shipped), FULFILLED (all shipped), DELIVERED (all delivered), PARTIALLY_RETURNED or RETURNED (items came back).",
+    FulfillmentState::ALL.iter().map(|s| s.as_str())
+);

@@ -85,3 +85,23 @@ id_type!(
     RefundId,
     "refund_id"
 );
+
+id_type!(
+    /// Identifies one line of an order. Unique across orders: order `n`'s lines are numbered
+    /// `n × 1000 + 1`, `n × 1000 + 2`, … in the order they were submitted (see
+    /// [`crate::domain::Order::item_id`]).
+    ItemId,
+    "item_id"
+);
+
+id_type!(
+    /// Identifies a fulfilment (a parcel of an order's items).
+    FulfillmentId,
+    "fulfillment_id"
+);
+
+id_type!(
+    /// Identifies a return of an order's delivered items.
+    ReturnId,
+    "return_id"
+);

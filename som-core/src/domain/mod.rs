@@ -5,6 +5,7 @@
 //! strength rules.
 
 mod caller;
+mod fulfillment;
 mod ids;
 mod money;
 mod notification;
@@ -14,7 +15,12 @@ mod refund;
 mod user;
 
 pub use caller::Caller;
-pub use ids::{NotificationId, OrderId, PaymentId, RefundId, UserId};
+pub use fulfillment::{
+    Fulfillment, FulfillmentState, FulfillmentStatus, FulfillmentStep, ItemQuantity, Return, ReturnRefund,
+    ReturnStatus, ReturnStep, Tracking, fulfillment_lines, lines_value, may_fulfil, parse_lines, return_lines,
+    return_refund,
+};
+pub use ids::{FulfillmentId, ItemId, NotificationId, OrderId, PaymentId, RefundId, ReturnId, UserId};
 pub use money::{Amount, Currency, Money, MoneyError};
 pub use notification::{EventKind, Message, MessageItem, NotificationStatus, OutboxEntry};
 pub use order::{

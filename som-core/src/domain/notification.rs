@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
 
-use super::{NotificationId, Order, OrderId, Payment, PaymentId, Refund, RefundId, User, UserId};
+use super::{
+    Fulfillment, FulfillmentId, ItemQuantity, NotificationId, Order, OrderId, Payment, PaymentId, Refund, RefundId,
+    Return, ReturnId, Tracking, User, UserId,
+};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,6 +31,18 @@ pub enum EventKind {
     OrderCancelled,
     /// Money was returned on a payment.
     RefundIssued,
+    /// A fulfilment of the order was handed to the carrier (with its tracking).
+    FulfillmentShipped,
+    /// A fulfilment of the order arrived.
+    FulfillmentDelivered,
+    /// A return of delivered items was asked for.
+    ReturnRequested,
+    /// Staff agreed to a return: the items may be sent back.
+    ReturnApproved,
+    /// Staff refused a return (with a note).
+    ReturnRejected,
+    /// The returned items arrived; their refund is under way.
+    ReturnReceived,
     /// Something about money that staff must look at (money taken for an ended payment, a
     /// provider event that contradicts SOM, a refund that failed at the provider); sent to
     /// every active staff account.
@@ -46,6 +61,12 @@ impl EventKind {
             EventKind::PaymentVoided => "payment_voided",
             EventKind::OrderCancelled => "order_cancelled",
             EventKind::RefundIssued => "refund_issued",
+            EventKind::FulfillmentShipped => "fulfillment_shipped",
+            EventKind::FulfillmentDelivered => "fulfillment_delivered",
+            EventKind::ReturnRequested => "return_requested",
+            EventKind::ReturnApproved => "return_approved",
+            EventKind::ReturnRejected => "return_rejected",
+            EventKind::ReturnReceived => "return_received",
             EventKind::StaffAlert => "staff_alert",
         }
     }
@@ -61,6 +82,12 @@ impl EventKind {
             EventKind::PaymentVoided,
             EventKind::OrderCancelled,
             EventKind::RefundIssued,
+            EventKind::FulfillmentShipped,
+            EventKind::FulfillmentDelivered,
+            EventKind::ReturnRequested,
+            EventKind::ReturnApproved,
+            EventKind::ReturnRejected,
+            EventKind::ReturnReceived,
             EventKind::StaffAlert,
         ]
         .into_iter()
@@ -103,6 +130,15 @@ pub struct Message {
     /// The refund, for refund events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_id: Option<RefundId>,
+    /// The fulfilment, for fulfilment events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfillment_id: Option<FulfillmentId>,
+    /// Where the parcel can be followed, for fulfilment events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<Tracking>,
+    /// The return, for return events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_id: Option<ReturnId>,
     /// For staff alerts: what happened, once (`late_capture:payment:7`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<String>,
@@ -183,6 +219,25 @@ impl Message {
                 "Refund Issued".to_owned(),
                 format!("A refund of {money} for your order #{id} has been issued to your original payment method."),
             ),
+            // Fulfilment and return messages are written by their own constructors.
+            EventKind::FulfillmentShipped => {
+                ("Order Shipped".to_owned(), format!("Your order #{id} has been shipped."))
+            }
+            EventKind::FulfillmentDelivered => {
+                ("Order Delivered".to_owned(), format!("Your order #{id} has been delivered."))
+            }
+            EventKind::ReturnRequested => {
+                ("Return Requested".to_owned(), format!("A return for your order #{id} was requested."))
+            }
+            EventKind::ReturnApproved => {
+                ("Return Approved".to_owned(), format!("Your return for order #{id} was approved."))
+            }
+            EventKind::ReturnRejected => {
+                ("Return Rejected".to_owned(), format!("Your return for order #{id} was not accepted."))
+            }
+            EventKind::ReturnReceived => {
+                ("Return Received".to_owned(), format!("We received the items you returned from order #{id}."))
+            }
             EventKind::StaffAlert => (
                 format!("Action needed on order #{id}"),
                 format!("Order #{id} ({money}): {}", reason.unwrap_or("see the log")),
@@ -196,6 +251,9 @@ impl Message {
             order_id: id,
             payment_id: payment.map(|p| p.id),
             refund_id: None,
+            fulfillment_id: None,
+            tracking: None,
+            return_id: None,
             alert: None,
             amount: amount.amount_string(),
             currency: amount.currency().code().to_owned(),
@@ -219,6 +277,57 @@ impl Message {
         m
     }
 
+    /// The message for a fulfilment's step (shipped, delivered): the parcel's items and
+    /// tracking.
+    pub fn fulfillment(kind: EventKind, user: &User, order: &Order, f: &Fulfillment) -> Message {
+        let mut m = Message::new(kind, user, order, None, None);
+        let id = order.id;
+        let tracking = f.tracking.describe();
+        let follow = if tracking.is_empty() { String::new() } else { format!(" Tracking: {tracking}.") };
+        let what = lines_text(order, &f.items);
+        m.text = match kind {
+            EventKind::FulfillmentDelivered => format!("Your parcel from order #{id} ({what}) has been delivered."),
+            _ => format!("Your parcel from order #{id} ({what}) is on its way.{follow}"),
+        };
+        m.items = message_lines(order, &f.items);
+        m.fulfillment_id = Some(f.id);
+        m.tracking = Some(f.tracking.clone()).filter(|t| *t != Tracking::default());
+        m
+    }
+
+    /// The message for a return's step: its items, its note or refund.
+    pub fn return_step(kind: EventKind, user: &User, order: &Order, r: &Return) -> Message {
+        let mut m = Message::new(kind, user, order, None, r.note.as_deref());
+        let (id, rid) = (order.id, r.id);
+        let what = lines_text(order, &r.items);
+        m.text = match kind {
+            EventKind::ReturnRequested => {
+                format!(
+                    "Return #{rid} of {what} from your order #{id} was requested. We will tell you when it is approved."
+                )
+            }
+            EventKind::ReturnApproved => {
+                format!("Return #{rid} of {what} from your order #{id} was approved. Please send the items back.")
+            }
+            EventKind::ReturnRejected => format!(
+                "Return #{rid} of {what} from your order #{id} was not accepted: {}.",
+                r.note.as_deref().unwrap_or("no reason given")
+            ),
+            _ => match r.refund_amount {
+                Some(amount) => format!(
+                    "We received return #{rid} ({what}) from your order #{id}. A refund of {amount} is on its way to your original payment method."
+                ),
+                None => format!("We received return #{rid} ({what}) from your order #{id}."),
+            },
+        };
+        if let Some(amount) = r.refund_amount {
+            m.amount = amount.amount_string();
+        }
+        m.items = message_lines(order, &r.items);
+        m.return_id = Some(rid);
+        m
+    }
+
     /// A staff alert about `order` (and `payment`) for `staff`: `alert` names what happened
     /// once (the same alert is sent once per staff account), `what` says it in words.
     pub fn staff_alert(staff: &User, order: &Order, payment: Option<&Payment>, alert: &str, what: &str) -> Message {
@@ -235,6 +344,15 @@ impl Message {
         if let (EventKind::RefundIssued, Some(r)) = (self.kind, self.refund_id) {
             return format!("{}:refund:{r}", self.kind);
         }
+        if let Some(f) = self.fulfillment_id {
+            return format!("{}:fulfillment:{f}", self.kind);
+        }
+        if let Some(r) = self.return_id {
+            // A return may be received again after its refund failed: each receipt is news.
+            let again =
+                if self.kind == EventKind::ReturnReceived { format!(":{}", self.amount) } else { String::new() };
+            return format!("{}:return:{r}{again}", self.kind);
+        }
         match (self.kind, self.payment_id) {
             (
                 EventKind::PaymentSucceeded
@@ -247,6 +365,25 @@ impl Message {
             _ => format!("{}:order:{}", self.kind, self.order_id),
         }
     }
+}
+
+/// "2 × Widget, 1 × Gadget" — the lines of a fulfilment or return.
+fn lines_text(order: &Order, lines: &[ItemQuantity]) -> String {
+    let named: Vec<String> = lines
+        .iter()
+        .filter_map(|l| order.item_index(l.item_id).map(|i| format!("{} × {}", l.quantity, order.items[i].name)))
+        .collect();
+    named.join(", ")
+}
+
+fn message_lines(order: &Order, lines: &[ItemQuantity]) -> Vec<MessageItem> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let item = &order.items[order.item_index(l.item_id)?];
+            Some(MessageItem { name: item.name.clone(), quantity: l.quantity, price: item.price.amount_string() })
+        })
+        .collect()
 }
 
 /// Delivery state of an outbox row.

@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Currency, Money, OrderId, UserId};
+use super::{Currency, FulfillmentState, ItemId, Money, OrderId, UserId};
 use crate::error::ValidationErrors;
 
 /// Where an order is in its life.
@@ -275,6 +275,7 @@ impl NewOrder {
             items: self.items.clone(),
             total: self.total,
             refunded: Money::zero(self.currency),
+            fulfillment: FulfillmentState::Unfulfilled,
             created_at: at,
             updated_at: at,
         }
@@ -297,6 +298,8 @@ pub struct Order {
     pub total: Money,
     /// How much of its payment has been returned (zero until a refund succeeds).
     pub refunded: Money,
+    /// Where its goods are (shipped, delivered, returned), beside its payment status.
+    pub fulfillment: FulfillmentState,
     /// When it was placed.
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
@@ -308,7 +311,29 @@ impl Order {
     pub fn currency(&self) -> Currency {
         self.total.currency()
     }
+
+    /// The id of the item at `index` (0-based, in submitted order): `order id × 1000 + index +
+    /// 1`, so that an item's id names its order too and is never another order's.
+    pub fn item_id(&self, index: usize) -> ItemId {
+        let index = i64::try_from(index).unwrap_or(i64::MAX);
+        ItemId::new(self.id.get().saturating_mul(ITEMS_PER_ORDER_ID).saturating_add(index.saturating_add(1)))
+    }
+
+    /// Where the item `id` is in this order's items, if it is one of them.
+    pub fn item_index(&self, id: ItemId) -> Option<usize> {
+        let base = self.id.get().checked_mul(ITEMS_PER_ORDER_ID)?;
+        let index = id.get().checked_sub(base)?.checked_sub(1)?;
+        usize::try_from(index).ok().filter(|i| *i < self.items.len())
+    }
+
+    /// The items with their ids.
+    pub fn items_with_ids(&self) -> impl Iterator<Item = (ItemId, &OrderItem)> {
+        self.items.iter().enumerate().map(|(i, item)| (self.item_id(i), item))
+    }
 }
+
+/// The span of item ids each order has (more than [`OrderItem::MAX_ITEMS`]).
+const ITEMS_PER_ORDER_ID: i64 = 1000;
 
 /// The JSON shape of an order (field names of the HTTP API).
 #[derive(Serialize, Deserialize)]
@@ -321,12 +346,16 @@ struct OrderWire {
     refunded_amount: Option<String>,
     currency: Currency,
     status: OrderStatus,
+    #[serde(default)]
+    fulfillment_status: FulfillmentState,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct ItemWire {
+    #[serde(default, skip_deserializing)]
+    id: Option<ItemId>,
     name: String,
     quantity: i64,
     price: String,
@@ -341,11 +370,16 @@ impl From<Order> for OrderWire {
             total_amount: o.total.amount_string(),
             refunded_amount: Some(o.refunded.amount_string()),
             items: o
-                .items
-                .into_iter()
-                .map(|i| ItemWire { price: i.price.amount_string(), name: i.name, quantity: i.quantity })
+                .items_with_ids()
+                .map(|(id, i)| ItemWire {
+                    id: Some(id),
+                    price: i.price.amount_string(),
+                    name: i.name.clone(),
+                    quantity: i.quantity,
+                })
                 .collect(),
             status: o.status,
+            fulfillment_status: o.fulfillment,
             created_at: o.created_at,
             updated_at: o.updated_at,
         }
@@ -370,6 +404,7 @@ impl TryFrom<OrderWire> for Order {
                 Some(r) => Money::parse(r, w.currency)?,
                 None => Money::zero(w.currency),
             },
+            fulfillment: w.fulfillment_status,
             created_at: w.created_at,
             updated_at: w.updated_at,
         })
@@ -555,6 +590,7 @@ mod tests {
             items: new.items().to_vec(),
             total: new.total(),
             refunded: Money::zero(Currency::USD),
+            fulfillment: FulfillmentState::Unfulfilled,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };
@@ -563,6 +599,8 @@ mod tests {
         assert_eq!(json["items"][0]["price"], "100.00");
         assert_eq!(json["currency"], "USD");
         assert_eq!(json["status"], "CREATED");
+        assert_eq!(json["items"][0]["id"], 1001);
+        assert_eq!(json["fulfillment_status"], "UNFULFILLED");
         assert_eq!(serde_json::from_value::<Order>(json).unwrap(), o);
     }
 

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, Money, NewOrder, NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, PaymentStatus, Refund,
-    RefundId, RefundStatus, SettleAction, User, UserId,
+    Actor, Fulfillment, FulfillmentId, FulfillmentStatus, FulfillmentStep, Money, NewOrder, NotificationId, Order,
+    OrderEvent, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, Return, ReturnId,
+    ReturnStatus, ReturnStep, SettleAction, User, UserId,
 };
 pub use crate::domain::{NotificationStatus, OutboxEntry};
 use crate::error::{Error, Result};
@@ -40,6 +41,7 @@ pub trait Storage:
     + OrderStore
     + PaymentStore
     + RefundStore
+    + FulfillmentStore
     + OutboxStore
     + IdempotencyStore
     + Send
@@ -362,6 +364,66 @@ pub trait RefundStore: Send + Sync {
     async fn pending_refunds(&self, created_before: DateTime<Utc>, limit: u32) -> Result<Vec<Refund>>;
 }
 
+/// Fulfilments and returns of an order's items. Every write locks the order (its row, or the
+/// single writer), checks quantities against the order's other fulfilments and returns with
+/// [`crate::domain::fulfillment_lines`] / [`crate::domain::return_lines`], applies the step the
+/// domain's tables allow, updates the order's fulfilment status, and records the order's event
+/// and the outbox rows, in one transaction.
+#[async_trait]
+pub trait FulfillmentStore: Send + Sync {
+    /// Makes a PENDING fulfilment. `NotFound` without the order; `Conflict` when the order's
+    /// goods may not be fulfilled or a line asks for more than is left; `Validation` for lines
+    /// that are not the order's.
+    async fn create_fulfillment(&self, record: NewFulfillmentRecord, notify: FulfillmentNotify) -> Result<Fulfillment>;
+
+    /// Takes `step` on a fulfilment. `NotApplied` with the fulfilment as it is when its status
+    /// does not allow the step; `Conflict` when the order's goods may no longer be shipped.
+    async fn advance_fulfillment(
+        &self,
+        id: FulfillmentId,
+        step: FulfillmentStep,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: FulfillmentNotify,
+    ) -> Result<Transition<Fulfillment>>;
+
+    /// The fulfilment by id.
+    async fn fulfillment_by_id(&self, id: FulfillmentId) -> Result<Option<Fulfillment>>;
+
+    /// The order's fulfilments, oldest first.
+    async fn fulfillments_for_order(&self, order_id: OrderId) -> Result<Vec<Fulfillment>>;
+
+    /// Fulfilments matching `query`, by ascending id.
+    async fn list_fulfillments(&self, query: AfterPaymentQuery<FulfillmentStatus>) -> Result<Vec<Fulfillment>>;
+
+    /// Asks for a REQUESTED return of delivered items. `NotFound` without the order; `Conflict`
+    /// when a line asks for more than was delivered and is not in another return.
+    async fn request_return(&self, record: NewReturnRecord, notify: ReturnNotify) -> Result<Return>;
+
+    /// Takes `step` on a return. Receiving it with a refund sets the refund aside on the
+    /// order's captured payment ([`RefundStore::reserve_refund`]'s rules) in the same
+    /// transaction; a refund that cannot be set aside is `Conflict` and nothing changes. The
+    /// refund's success moves the return to REFUNDED ([`RefundStore::finish_refund`]).
+    /// `NotApplied` with the return as it is when its status does not allow the step.
+    async fn advance_return(
+        &self,
+        id: ReturnId,
+        step: ReturnStep,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: ReturnNotify,
+    ) -> Result<Transition<ReturnChange>>;
+
+    /// The return by id.
+    async fn return_by_id(&self, id: ReturnId) -> Result<Option<Return>>;
+
+    /// The order's returns, oldest first.
+    async fn returns_for_order(&self, order_id: OrderId) -> Result<Vec<Return>>;
+
+    /// Returns matching `query`, by ascending id.
+    async fn list_returns(&self, query: AfterPaymentQuery<ReturnStatus>) -> Result<Vec<Return>>;
+}
+
 /// The notification outbox: claims with leases, delivery bookkeeping, operator views.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
@@ -458,7 +520,8 @@ pub trait IdempotencyStore: Send + Sync {
 /// Every storage trait, for callers of a [`DynStorage`]: `use som_core::storage::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        IdempotencyStore, OrderStore, OutboxStore, PaymentStore, RefundStore, SessionStore, Storage, UserStore,
+        FulfillmentStore, IdempotencyStore, OrderStore, OutboxStore, PaymentStore, RefundStore, SessionStore, Storage,
+        UserStore,
     };
 }
 

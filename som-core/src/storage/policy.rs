@@ -4,8 +4,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{IdempotencyBegin, PaymentOutcome, RotateOutcome, SettlementOutcome};
-use crate::domain::{Actor, Order, OrderStatus, Payment, PaymentStatus, Refund, UserId};
+use super::{IdempotencyBegin, NewRefundRecord, PaymentOutcome, RotateOutcome, SettlementOutcome};
+use crate::domain::{
+    Actor, Fulfillment, FulfillmentStep, ItemQuantity, Order, OrderStatus, Payment, PaymentStatus, Refund,
+    RefundStatus, Return, ReturnStatus, ReturnStep, UserId, fulfillment_lines, lines_value, may_fulfil, return_refund,
+};
 use crate::error::{Error, Result};
 
 /// A status change a backend applies as a conditional update: `SET status = to WHERE status =
@@ -174,6 +177,120 @@ pub fn refund_reversed(refund: &Refund, payment: &Payment, order: &Order, why: &
 /// money the provider captured anyway, and touch neither its status nor its order.
 fn returns_late_capture(payment: &Payment) -> bool {
     PaymentStatus::ENDED_UNCAPTURED.contains(&payment.status)
+}
+
+/// Making a fulfilment of `order`: its lines (what was asked, or everything left), checked
+/// against the order's `others`. `Conflict` when the order's goods may not be fulfilled.
+pub fn new_fulfillment(
+    order: &Order,
+    asked: Option<&[ItemQuantity]>,
+    others: &[Fulfillment],
+) -> Result<Vec<ItemQuantity>> {
+    if !may_fulfil(order.status) {
+        return Err(Error::Conflict(format!(
+            "order {} is {}; only an authorised or paid order's goods can be fulfilled",
+            order.id, order.status
+        )));
+    }
+    fulfillment_lines(order, asked, others)
+}
+
+/// A fulfilment's step, decided: the fulfilment as it is to be stored, or `None` when its
+/// status does not allow the step. Shipping needs an order whose goods may still be fulfilled.
+pub fn fulfillment_step(
+    order: &Order,
+    f: &Fulfillment,
+    step: &FulfillmentStep,
+    at: DateTime<Utc>,
+) -> Result<Option<Fulfillment>> {
+    let Ok(to) = f.status.apply(step) else { return Ok(None) };
+    if matches!(step, FulfillmentStep::Ship(_)) && !may_fulfil(order.status) {
+        return Err(Error::Conflict(format!("order {} is {}; its goods cannot be shipped", order.id, order.status)));
+    }
+    let mut next = f.clone();
+    next.status = to;
+    next.updated_at = at;
+    match step {
+        FulfillmentStep::Ship(tracking) => {
+            next.tracking = f.tracking.merged(tracking);
+            next.shipped_at = Some(at);
+        }
+        FulfillmentStep::Deliver => next.delivered_at = Some(at),
+        FulfillmentStep::Cancel => {}
+    }
+    Ok(Some(next))
+}
+
+/// What the order's event says of a fulfilment's or return's change.
+pub fn after_payment_reason(what: &str, id: i64, verb: &str, detail: &str) -> String {
+    if detail.is_empty() { format!("{what} {id} {verb}") } else { format!("{what} {id} {verb}: {detail}") }
+}
+
+/// What the order's event says of a return that just took a step.
+pub fn return_reason(r: &Return) -> String {
+    let verb = r.status.as_str().to_ascii_lowercase();
+    let detail = match (&r.note, r.refund_amount) {
+        (Some(note), _) if r.status == ReturnStatus::Rejected => note.clone(),
+        (_, Some(amount)) => format!("refund of {amount}"),
+        _ => String::new(),
+    };
+    after_payment_reason("return", r.id.get(), &verb, &detail)
+}
+
+/// A return's step, decided: the return as it is to be stored and the refund its receipt sets
+/// aside, or `None` when its status does not allow the step. `payment` is the order's captured
+/// payment, if any; `prior` the refund of an earlier receipt (receiving again only retries a
+/// refund that failed, or adds one to a return received without).
+pub fn return_step(
+    order: &Order,
+    r: &Return,
+    step: &ReturnStep,
+    payment: Option<&Payment>,
+    prior: Option<&Refund>,
+    actor: &Actor,
+    at: DateTime<Utc>,
+) -> Result<Option<(Return, Option<NewRefundRecord>)>> {
+    let Ok(to) = r.status.apply(step) else { return Ok(None) };
+    if r.status == ReturnStatus::Received && prior.is_some_and(|p| p.status != RefundStatus::Failed) {
+        return Ok(None);
+    }
+    let mut next = r.clone();
+    next.status = to;
+    next.updated_at = at;
+    let mut refund = None;
+    match step {
+        ReturnStep::Approve => {}
+        ReturnStep::Reject { note } => next.note = Some(note.clone()),
+        ReturnStep::Receive { refund: None } => {
+            next.refund_id = None;
+            next.refund_amount = None;
+        }
+        ReturnStep::Receive { refund: Some(asked) } => {
+            let payment = payment.filter(|p| p.status.is_refundable()).ok_or_else(|| {
+                Error::Conflict(format!(
+                    "order {} has no captured payment to refund; capture it first, or receive the return with amount 0",
+                    order.id
+                ))
+            })?;
+            let amount = return_refund(lines_value(order, &r.items), asked.amount, payment.refundable())?;
+            let reason = match &r.reason {
+                Some(why) => format!("return {}: {why}", r.id),
+                None => format!("return {}", r.id),
+            };
+            refund = Some(NewRefundRecord {
+                payment_id: payment.id,
+                late_capture: false,
+                amount,
+                reason: Some(reason),
+                actor: actor.clone(),
+                request_key: Some(format!("return:{}:{}", r.id, at.timestamp_micros())),
+                provider_refund_id: None,
+                created_at: at,
+            });
+            next.refund_amount = Some(amount);
+        }
+    }
+    Ok(Some((next, refund)))
 }
 
 /// An idempotency key as stored.

@@ -6,8 +6,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, Currency, Email, EventKind, Message, Money, NotificationId, NotificationStatus, Order, OrderId, OrderStatus,
-    OutboxEntry, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, User, UserId, Username,
+    Actor, Currency, Email, EventKind, Fulfillment, FulfillmentId, FulfillmentState, FulfillmentStatus, ItemQuantity,
+    Message, Money, NotificationId, NotificationStatus, Order, OrderId, OrderStatus, OutboxEntry, Payment, PaymentId,
+    PaymentStatus, Refund, RefundId, RefundStatus, Return, ReturnId, ReturnStatus, Tracking, User, UserId, Username,
 };
 use serde::Serialize;
 
@@ -58,6 +59,7 @@ pub(crate) struct OrderRow {
     pub currency: String,
     pub total_minor: i64,
     pub refunded_minor: i64,
+    pub fulfillment_status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -72,6 +74,7 @@ pub(crate) fn order_without_items(row: OrderRow) -> Result<Order> {
         items: Vec::new(),
         total: Money::from_minor(row.total_minor, currency),
         refunded: Money::from_minor(row.refunded_minor, currency),
+        fulfillment: FulfillmentState::parse(&row.fulfillment_status).ok_or_else(|| corrupt("fulfilment status"))?,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -190,6 +193,91 @@ impl RefundRow {
             updated_at: self.updated_at,
         })
     }
+}
+
+/// A `fulfillments` row.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct FulfillmentRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub user_id: i64,
+    pub status: String,
+    pub items: String,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub tracking_url: Option<String>,
+    pub actor: String,
+    pub created_at: DateTime<Utc>,
+    pub shipped_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl FulfillmentRow {
+    pub fn into_fulfillment(self) -> Result<Fulfillment> {
+        Ok(Fulfillment {
+            id: FulfillmentId::new(self.id),
+            order_id: OrderId::new(self.order_id),
+            user_id: UserId::new(self.user_id),
+            status: FulfillmentStatus::parse(&self.status).ok_or_else(|| corrupt("fulfilment status"))?,
+            items: lines(&self.items)?,
+            tracking: Tracking { carrier: self.carrier, number: self.tracking_number, url: self.tracking_url },
+            actor: Actor::try_from(self.actor).map_err(|_| corrupt("fulfilment actor"))?,
+            created_at: self.created_at,
+            shipped_at: self.shipped_at,
+            delivered_at: self.delivered_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A `returns` row; `currency` is its order's.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct ReturnRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub user_id: i64,
+    pub status: String,
+    pub items: String,
+    pub reason: Option<String>,
+    pub note: Option<String>,
+    pub refund_id: Option<i64>,
+    pub refund_minor: Option<i64>,
+    pub currency: String,
+    pub actor: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ReturnRow {
+    pub fn into_return(self) -> Result<Return> {
+        let currency = currency(&self.currency)?;
+        Ok(Return {
+            id: ReturnId::new(self.id),
+            order_id: OrderId::new(self.order_id),
+            user_id: UserId::new(self.user_id),
+            status: ReturnStatus::parse(&self.status).ok_or_else(|| corrupt("return status"))?,
+            items: lines(&self.items)?,
+            reason: self.reason,
+            note: self.note,
+            refund_id: self.refund_id.map(RefundId::new),
+            refund_amount: self.refund_minor.map(|m| Money::from_minor(m, currency)),
+            actor: Actor::try_from(self.actor).map_err(|_| corrupt("return actor"))?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Lines as stored: `[{"item_id": 7001, "quantity": 1}]`.
+pub(crate) fn lines_json(lines: &[ItemQuantity]) -> Result<String> {
+    response_json(&lines)
+}
+
+fn lines(json: &str) -> Result<Vec<ItemQuantity>> {
+    serde_json::from_str(json).map_err(|_| corrupt("item lines"))
 }
 
 /// An `outbox` row.

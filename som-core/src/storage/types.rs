@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, Email, Message, Money, Order, OrderId, OrderStatus, Payment, PaymentId, Refund, User, UserId, Username,
+    Actor, Email, Fulfillment, ItemQuantity, Message, Money, Order, OrderId, OrderStatus, Payment, PaymentId, Refund,
+    Return, Tracking, User, UserId, Username,
 };
 use crate::domain::{NotificationId, NotificationStatus};
 
@@ -329,6 +330,61 @@ pub struct NewNotification {
 pub type OrderNotify = Box<dyn FnOnce(&Order) -> Vec<NewNotification> + Send>;
 /// Builds the outbox rows for a payment change once the order and payment are known.
 pub type PaymentNotify = Box<dyn FnOnce(&Order, &Payment) -> Vec<NewNotification> + Send>;
+
+/// A fulfilment to make of an order's items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFulfillmentRecord {
+    /// The order; must be one whose goods may be fulfilled ([`crate::domain::may_fulfil`]).
+    pub order_id: OrderId,
+    /// Which items and how many; `None`: everything not yet in a fulfilment.
+    pub items: Option<Vec<ItemQuantity>>,
+    /// Where it can be followed, when already known.
+    pub tracking: Tracking,
+    /// Who makes it.
+    pub actor: Actor,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A return to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReturnRecord {
+    /// The order.
+    pub order_id: OrderId,
+    /// Which delivered items and how many.
+    pub items: Vec<ItemQuantity>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who asks.
+    pub actor: Actor,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A return after a step, and the refund its receipt set aside (PENDING, to be paid out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnChange {
+    /// The return as stored now.
+    pub ret: Return,
+    /// The refund set aside by receiving it.
+    pub refund: Option<Refund>,
+}
+
+/// Which fulfilments or returns to list, by ascending id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AfterPaymentQuery<S> {
+    /// Only those in this status.
+    pub status: Option<S>,
+    /// Only those with an id above this one (the cursor).
+    pub after: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Builds the outbox rows for a fulfilment's step once the order and fulfilment are known.
+pub type FulfillmentNotify = Box<dyn FnOnce(&Order, &Fulfillment) -> Vec<NewNotification> + Send>;
+/// Builds the outbox rows for a return's step once the order and return are known.
+pub type ReturnNotify = Box<dyn FnOnce(&Order, &Return) -> Vec<NewNotification> + Send>;
 
 /// The scope of one idempotency key: a caller, an operation and the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

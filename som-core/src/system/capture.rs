@@ -74,8 +74,17 @@ impl OrderSystem {
         id: PaymentId,
         idempotency_key: Option<&str>,
     ) -> Result<Payment> {
-        // Its owner may release it too (there is nothing shipped to pay for yet).
-        self.payment(caller, id).await?;
+        // Its owner may release it too, while nothing of the order is being fulfilled.
+        let payment = self.payment(caller, id).await?;
+        if !caller.is_staff() {
+            let fulfillments = self.inner.storage.fulfillments_for_order(payment.order_id).await?;
+            if fulfillments.iter().any(|f| f.status.holds_items()) {
+                return Err(Error::Conflict(format!(
+                    "order {} is being fulfilled; only staff may release its payment now",
+                    payment.order_id
+                )));
+            }
+        }
         self.idempotent(caller, "void_payment", idempotency_key, &id, |slot| async move {
             let payment = self.payment(caller, id).await?;
             let at = self.now();

@@ -49,6 +49,9 @@ macro_rules! storage_conformance_tests {
             lists_filter_users_by_prefix_orders_by_time_and_notifications_by_order,
             staff_reads_search_orders_total_them_and_count_open_work,
             writes_run_to_completion_when_their_callers_stop_waiting,
+            concurrent_fulfilments_never_exceed_the_order,
+            fulfilment_steps_move_the_order_with_their_event_and_outbox_rows,
+            received_returns_refund_once_and_never_more_than_was_captured,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
@@ -65,6 +68,7 @@ macro_rules! storage_conformance_tests {
 
 mod accounts;
 mod cancellation;
+mod fulfillments;
 mod idempotency;
 mod lists;
 mod orders;
@@ -74,6 +78,7 @@ mod refunds;
 
 pub use accounts::*;
 pub use cancellation::*;
+pub use fulfillments::*;
 pub use idempotency::*;
 pub use lists::*;
 pub use orders::*;

@@ -9,6 +9,7 @@
 
 mod announce;
 mod driver;
+mod fulfillments;
 mod health;
 mod refunds;
 #[cfg(feature = "test-support")]

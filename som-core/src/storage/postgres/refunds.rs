@@ -31,6 +31,52 @@ async fn reserve(storage: &PostgresStorage, r: &NewRefundRecord) -> Result<Refun
     {
         return Ok(RefundReserve::Existing(existing));
     }
+    let reserved = reserve_in(&mut tx, r).await?;
+    let id = r.payment_id;
+    match reserved {
+        Reserved::Refused => {
+            // A concurrent request with the same key may have committed while this one waited
+            // for the payment's row lock: its refund is the answer.
+            if let Some(key) = &r.request_key
+                && let Some(existing) = by_request_key(&mut tx, key).await?
+            {
+                return Ok(RefundReserve::Existing(existing));
+            }
+            let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
+            current.map(|p| RefundReserve::Refused(Box::new(p))).ok_or_else(|| Error::NotFound(format!("payment {id}")))
+        }
+        Reserved::Refund(refund) => {
+            tx.commit().await?;
+            Ok(RefundReserve::Reserved(refund))
+        }
+        Reserved::KeyTaken => {
+            // A concurrent request with the same key won: undo this reservation, return its refund.
+            tx.rollback().await?;
+            let key = r.request_key.clone().unwrap_or_default();
+            let existing = storage
+                .read(move |mut conn| async move {
+                    let refund = by_request_key(&mut conn, &key).await;
+                    conn.finish(refund)
+                })
+                .await?;
+            existing.map(RefundReserve::Existing).ok_or_else(|| corrupt("refund key"))
+        }
+    }
+}
+
+/// What setting a refund aside in a transaction came to.
+pub(super) enum Reserved {
+    /// Set aside: the PENDING refund.
+    Refund(Refund),
+    /// The payment is not refundable, or has less left.
+    Refused,
+    /// Another refund has the request key.
+    KeyTaken,
+}
+
+/// Sets a refund aside within `tx`: the payment's conditional update (which locks its row),
+/// then the PENDING refund.
+pub(super) async fn reserve_in(tx: &mut Tx, r: &NewRefundRecord) -> Result<Reserved> {
     let id = r.payment_id;
     let reserved = sqlx::query(
         "UPDATE payments SET refund_reserved_minor = refund_reserved_minor + $2 \
@@ -42,21 +88,9 @@ async fn reserve(storage: &PostgresStorage, r: &NewRefundRecord) -> Result<Refun
     .bind(r.amount.currency().code())
     .bind(PaymentStatus::names(PaymentStatus::refundable_from(r.late_capture)))
     .bind(r.late_capture)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    let Some(payment) = reserved else {
-        // A concurrent request with the same key may have committed while this one waited for
-        // the payment's row lock: its refund is the answer.
-        if let Some(key) = &r.request_key
-            && let Some(existing) = by_request_key(&mut tx, key).await?
-        {
-            return Ok(RefundReserve::Existing(existing));
-        }
-        let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
-        return current
-            .map(|p| RefundReserve::Refused(Box::new(p)))
-            .ok_or_else(|| Error::NotFound(format!("payment {id}")));
-    };
+    let Some(payment) = reserved else { return Ok(Reserved::Refused) };
     let payment = payment_from(&payment)?;
     let inserted = sqlx::query(
         "INSERT INTO refunds (payment_id, order_id, user_id, amount_minor, currency, status, reason, actor, \
@@ -75,27 +109,12 @@ async fn reserve(storage: &PostgresStorage, r: &NewRefundRecord) -> Result<Refun
     .bind(r.created_at)
     .bind(&r.provider_refund_id)
     .bind(RefundStatus::Pending.as_str())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    match inserted {
-        Some(row) => {
-            let refund = refund_from(&row)?;
-            tx.commit().await?;
-            Ok(RefundReserve::Reserved(refund))
-        }
-        None => {
-            // A concurrent request with the same key won: undo this reservation, return its refund.
-            tx.rollback().await?;
-            let key = r.request_key.clone().unwrap_or_default();
-            let existing = storage
-                .read(move |mut conn| async move {
-                    let refund = by_request_key(&mut conn, &key).await;
-                    conn.finish(refund)
-                })
-                .await?;
-            existing.map(RefundReserve::Existing).ok_or_else(|| corrupt("refund key"))
-        }
-    }
+    Ok(match inserted {
+        Some(row) => Reserved::Refund(refund_from(&row)?),
+        None => Reserved::KeyTaken,
+    })
 }
 
 pub(super) async fn finish(
@@ -138,6 +157,7 @@ pub(super) async fn finish(
     };
     let (payment, order) = lock_payment_and_order(tx, payment_id, refund.order_id).await?;
     settle(tx, &payment, &order, &refund_succeeded(&refund, &payment, &order)?, at).await?;
+    super::fulfillments::return_refunded(tx, id, at).await?;
     let payment =
         payment_where(tx, PAYMENT_BY_ID, payment_id.get()).await?.ok_or_else(|| corrupt("refund's payment"))?;
     let order = order_by_id(tx, order.id).await?.ok_or_else(|| corrupt("refund's order"))?;

@@ -34,7 +34,7 @@ macro_rules! order_with_items {
     ($filter:literal) => {
         concat!(
             "SELECT o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, \
-             o.refunded_minor, it.names, it.quantities, it.prices FROM orders o \
+             o.refunded_minor, o.fulfillment_status, it.names, it.quantities, it.prices FROM orders o \
              LEFT JOIN LATERAL (SELECT array_agg(name ORDER BY position) AS names, \
              array_agg(quantity ORDER BY position) AS quantities, \
              array_agg(unit_price_minor ORDER BY position) AS prices \

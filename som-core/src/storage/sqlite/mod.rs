@@ -7,6 +7,7 @@
 //! index run on the calling thread; reads that may scan run on tokio's blocking pool.
 
 mod files;
+mod fulfillments;
 mod idempotency;
 mod orders;
 mod outbox;
@@ -53,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_provider_events.sql")),
     (6, include_str!("migrations/0006_provider_close.sql")),
     (7, include_str!("migrations/0007_capture.sql")),
+    (8, include_str!("migrations/0008_fulfilment.sql")),
 ];
 
 /// SQLite storage; cheap to clone.

@@ -101,6 +101,7 @@ pub(super) fn finish(
             let payment = query_payment(tx, "id = ?1", payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
             let order = order_by_id(tx, current.order_id)?.ok_or_else(|| corrupt("refund's order"))?;
             settle(tx, &payment, &order, &refund_succeeded(&current, &payment, &order)?, at)?;
+            super::fulfillments::return_refunded(tx, id, at)?;
         }
     }
     let refund = by_id(tx, id)?.ok_or_else(|| corrupt("refund just updated"))?;

@@ -37,6 +37,7 @@ pub(super) fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
         created_at: time(r.get(5)?),
         updated_at: time(r.get(6)?),
         refunded_minor: r.get(7)?,
+        fulfillment_status: r.get(11)?,
     })
 }
 
@@ -44,7 +45,7 @@ pub(super) fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
 macro_rules! order_and_item_columns {
     () => {
         "o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, o.refunded_minor, \
-         i.name, i.quantity, i.unit_price_minor"
+         i.name, i.quantity, i.unit_price_minor, o.fulfillment_status"
     };
 }
 pub(super) use order_and_item_columns;
