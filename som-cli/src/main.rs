@@ -41,9 +41,12 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     Users(commands::users::Users),
-    /// Create, inspect and cancel orders.
+    /// Create, inspect, cancel and fulfil orders (fulfil, ship, deliver).
     #[command(subcommand)]
     Orders(commands::orders::Orders),
+    /// Ask for, approve, reject and receive returns of delivered items.
+    #[command(subcommand)]
+    Returns(commands::returns::Returns),
     /// Initiate, confirm and inspect payments.
     #[command(subcommand)]
     Pay(commands::pay::Pay),
@@ -330,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(c) => c.run(&ctx).await,
         Command::Orders(c) => c.run(&ctx).await,
         Command::Pay(c) => c.run(&ctx).await,
+        Command::Returns(c) => c.run(&ctx).await,
         Command::Notifications(c) => c.run(&ctx).await,
         Command::Token(c) => c.run(&ctx).await,
         Command::Serve(c) => c.run(ctx).await,

@@ -6,6 +6,7 @@ pub mod healthcheck;
 pub mod notifications;
 pub mod orders;
 pub mod pay;
+pub mod returns;
 pub mod serve;
 pub mod token;
 pub mod users;

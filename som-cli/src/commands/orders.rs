@@ -7,7 +7,7 @@ use som_core::domain::{ItemInput, Order, OrderId, OrderInput, OrderStatus};
 use super::{OPERATOR, resolve_user_id};
 use crate::Ctx;
 
-/// Create, inspect and cancel orders.
+/// Create, inspect, cancel and fulfil orders.
 #[derive(Debug, Subcommand)]
 pub enum Orders {
     /// Place an order for a user.
@@ -71,6 +71,8 @@ pub enum Orders {
         /// Order id.
         id: OrderId,
     },
+    #[command(flatten)]
+    Fulfilment(super::returns::FulfilmentCommand),
 }
 
 fn parse_item(raw: &str) -> Result<ItemInput, String> {
@@ -105,12 +107,13 @@ pub fn order_fields(o: &Order) -> Vec<(&'static str, String)> {
         ("id", o.id.to_string()),
         ("user", o.user_id.to_string()),
         ("status", o.status.to_string()),
+        ("fulfilment", o.fulfillment.to_string()),
         ("total", o.total.to_string()),
         ("refunded", o.refunded.to_string()),
         ("created", o.created_at.to_rfc3339()),
     ];
-    for item in &o.items {
-        fields.push(("item", format!("{} x {} @ {}", item.quantity, item.name, item.price)));
+    for (id, item) in o.items_with_ids() {
+        fields.push(("item", format!("{id}: {} x {} @ {}", item.quantity, item.name, item.price)));
     }
     fields
 }
@@ -199,6 +202,7 @@ impl Orders {
                     .collect();
                 ctx.out.table(&events, None, &["at", "from", "to", "actor", "reason"], rows)
             }
+            Orders::Fulfilment(c) => c.run(ctx).await,
         }
     }
 }

@@ -6,14 +6,14 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-struct Som {
+pub(crate) struct Som {
     dir: tempfile::TempDir,
     url: String,
     env: Vec<(String, String)>,
 }
 
 impl Som {
-    fn new() -> Som {
+    pub(crate) fn new() -> Som {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("som.db").display());
         Som { dir, url, env: Vec::new() }
@@ -31,7 +31,7 @@ impl Som {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
 
@@ -42,20 +42,20 @@ impl Som {
         child.wait_with_output().unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(out.status.success(), "som {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let text = self.ok(&all);
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("som {args:?} printed non-JSON ({e}): {text}"))
     }
 
-    fn fails(&self, args: &[&str], code: i32, message: &str) {
+    pub(crate) fn fails(&self, args: &[&str], code: i32, message: &str) {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "som {args:?}: {stderr}");
@@ -64,7 +64,7 @@ impl Som {
         assert!(out.stdout.is_empty(), "nothing on stdout on failure");
     }
 
-    fn user(&self, name: &str) -> Value {
+    pub(crate) fn user(&self, name: &str) -> Value {
         let email = format!("{name}@example.com");
         let out = self.run_stdin(
             &["users", "create", name, "--email", &email, "--password-stdin", "--json"],
