@@ -39,7 +39,7 @@ fn session_cookie(resp: &reqwest::Response) -> Option<String> {
 }
 
 /// Signs in through the console's form: the response and the session cookie it set.
-async fn sign_in(app: &App, username: &str) -> (StatusCode, Option<String>, String) {
+pub(super) async fn sign_in(app: &App, username: &str) -> (StatusCode, Option<String>, String) {
     let resp = browser()
         .post(format!("{}/console/sign-in", app.base))
         .form(&[("username", username), ("password", "correct horse battery"), ("next", "/console/orders")])
@@ -51,14 +51,14 @@ async fn sign_in(app: &App, username: &str) -> (StatusCode, Option<String>, Stri
 }
 
 /// `fields` and a CSRF token.
-fn with<'a>(fields: &[(&'a str, &'a str)], csrf: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(super) fn with<'a>(fields: &[(&'a str, &'a str)], csrf: &'a str) -> Vec<(&'a str, &'a str)> {
     let mut all = fields.to_vec();
     all.push(("csrf", csrf));
     all
 }
 
 /// Posts a console form with `cookie` (when given).
-async fn post(app: &App, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> reqwest::Response {
+pub(super) async fn post(app: &App, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> reqwest::Response {
     let mut req = browser().post(format!("{}{path}", app.base)).form(form);
     if let Some(c) = cookie {
         req = req.header("cookie", format!("{SESSION_COOKIE}={c}"));
@@ -66,7 +66,7 @@ async fn post(app: &App, path: &str, cookie: Option<&str>, form: &[(&str, &str)]
     req.send().await.unwrap()
 }
 
-async fn get(app: &App, path: &str, cookie: Option<&str>) -> reqwest::Response {
+pub(super) async fn get(app: &App, path: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut req = browser().get(format!("{}{path}", app.base));
     if let Some(c) = cookie {
         req = req.header("cookie", format!("{SESSION_COOKIE}={c}"));

@@ -7,6 +7,7 @@ mod browser;
 mod cancellation;
 mod capture;
 mod console;
+mod console_fulfilment;
 mod fulfillment;
 mod http;
 mod notifications;

@@ -492,12 +492,29 @@ pub fn return_lines(
     fulfillments: &[Fulfillment],
     others: &[Return],
 ) -> Result<Vec<ItemQuantity>, Error> {
+    let (held, delivered) = return_room(order, fulfillments, others);
+    within(order, Some(asked), &held, &delivered, "delivered", "in returns")
+}
+
+/// Per order line: what returns hold, and what was delivered.
+fn return_room(order: &Order, fulfillments: &[Fulfillment], returns: &[Return]) -> (Vec<i64>, Vec<i64>) {
     let delivered = quantities(
         order,
         fulfillments.iter().filter(|f| f.status == FulfillmentStatus::Delivered).map(|f| &f.items[..]),
     );
-    let held = quantities(order, others.iter().filter(|r| r.status.holds_items()).map(|r| &r.items[..]));
-    within(order, Some(asked), &held, &delivered, "delivered", "in returns")
+    let held = quantities(order, returns.iter().filter(|r| r.status.holds_items()).map(|r| &r.items[..]));
+    (held, delivered)
+}
+
+/// What is left to fulfil of each order line (lines with nothing left are left out).
+pub fn unfulfilled(order: &Order, fulfillments: &[Fulfillment]) -> Vec<ItemQuantity> {
+    fulfillment_lines(order, None, fulfillments).unwrap_or_default()
+}
+
+/// What may still be returned of each order line: delivered and not in another return.
+pub fn returnable(order: &Order, fulfillments: &[Fulfillment], returns: &[Return]) -> Vec<ItemQuantity> {
+    let (held, delivered) = return_room(order, fulfillments, returns);
+    within(order, None, &held, &delivered, "delivered", "in returns").unwrap_or_default()
 }
 
 fn within(

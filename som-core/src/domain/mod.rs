@@ -18,7 +18,7 @@ pub use caller::Caller;
 pub use fulfillment::{
     Fulfillment, FulfillmentState, FulfillmentStatus, FulfillmentStep, ItemQuantity, Return, ReturnRefund,
     ReturnStatus, ReturnStep, Tracking, fulfillment_lines, lines_value, may_fulfil, parse_lines, return_lines,
-    return_refund,
+    return_refund, returnable, unfulfilled,
 };
 pub use ids::{FulfillmentId, ItemId, NotificationId, OrderId, PaymentId, RefundId, ReturnId, UserId};
 pub use money::{Amount, Currency, Money, MoneyError};

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 pub(super) enum Section {
     Overview,
     Orders,
+    Fulfilment,
     Users,
     Notifications,
     None,
@@ -31,6 +32,7 @@ pub(super) fn page(
     let nav = [
         (Section::Overview, "/console/", "Overview"),
         (Section::Orders, "/console/orders", "Orders"),
+        (Section::Fulfilment, "/console/fulfilment", "Fulfilment"),
         (Section::Users, "/console/users", "Users"),
         (Section::Notifications, "/console/notifications", "Notifications"),
     ];

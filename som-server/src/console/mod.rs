@@ -6,6 +6,7 @@
 //! [`OrderSystem`]: som_core::OrderSystem
 
 mod capture;
+mod fulfilment;
 mod layout;
 mod orders;
 mod overview;
@@ -48,6 +49,11 @@ pub fn routes() -> Router<AppState> {
         .route("/console/orders/{id}/refund", post(orders::refund))
         .route("/console/orders/{id}/capture", post(capture::capture))
         .route("/console/orders/{id}/void", post(capture::void))
+        .route("/console/orders/{id}/fulfil", post(fulfilment::fulfil))
+        .route("/console/orders/{id}/returns", post(fulfilment::request))
+        .route("/console/fulfilment", get(fulfilment::page))
+        .route("/console/fulfilments/{id}/{action}", post(fulfilment::step))
+        .route("/console/returns/{id}/{action}", post(fulfilment::decide))
         .route("/console/users", get(users::list))
         .route("/console/users/{id}", get(users::page))
         .route("/console/users/{id}/staff", post(users::set_staff))

@@ -89,7 +89,7 @@ pub(super) fn order_rows(orders: &[Order]) -> Markup {
                     tr {
                         th scope="col" { "Order" } th scope="col" { "Placed" } th scope="col" { "Customer" }
                         th.num scope="col" { "Items" } th.num scope="col" { "Total" } th.num scope="col" { "Refunded" }
-                        th scope="col" { "Status" }
+                        th scope="col" { "Status" } th scope="col" { "Goods" }
                     }
                 }
                 tbody {
@@ -102,6 +102,7 @@ pub(super) fn order_rows(orders: &[Order]) -> Markup {
                             td.num.nowrap { (o.total) }
                             td.num.nowrap { (o.refunded) }
                             td { (badge(o.status.as_str())) }
+                            td { (badge(o.fulfillment.as_str())) }
                         }
                     }
                 }
@@ -169,24 +170,36 @@ struct OrderView {
     payments: Vec<(Payment, Vec<Refund>)>,
     events: Vec<som_core::domain::OrderEvent>,
     notifications: Vec<OutboxEntry>,
+    fulfillments: Vec<som_core::domain::Fulfillment>,
+    returns: Vec<som_core::domain::Return>,
 }
 
 async fn load(s: &AppState, staff: &Staff, id: OrderId) -> Result<OrderView, som_core::Error> {
     let som = &s.som;
     let order = som.order(staff.caller, id).await?;
     let notifications = NotificationListQuery { order: Some(id), limit: Some(100), ..Default::default() };
-    let (owner, payments, events, notifications) = tokio::try_join!(
+    let (owner, payments, events, notifications, fulfillments, returns) = tokio::try_join!(
         som.account(staff.caller, order.user_id),
         som.order_payments(staff.caller, id),
         som.order_history(staff.caller, id),
         som.notifications_page(staff.caller, notifications),
+        som.order_fulfillments(staff.caller, id),
+        som.order_returns(staff.caller, id),
     )?;
     let mut with_refunds = Vec::with_capacity(payments.len());
     for p in payments {
         let refunds = som.payment_refunds(staff.caller, p.id).await?;
         with_refunds.push((p, refunds));
     }
-    Ok(OrderView { order, owner: Some(owner), payments: with_refunds, events, notifications: notifications.items })
+    Ok(OrderView {
+        order,
+        owner: Some(owner),
+        payments: with_refunds,
+        events,
+        notifications: notifications.items,
+        fulfillments,
+        returns,
+    })
 }
 
 /// The order's life, oldest first: status changes, payments, refunds, deliveries.
@@ -194,11 +207,13 @@ fn timeline(v: &OrderView) -> Vec<(DateTime<Utc>, String)> {
     let mut entries: Vec<(DateTime<Utc>, String)> = Vec::new();
     for e in &v.events {
         let change = match e.from {
-            Some(from) => format!("{from} → {}", e.to),
-            None => format!("placed: {}", e.to),
+            // Goods moved, money did not (a parcel, a return).
+            Some(from) if from == e.to => String::new(),
+            Some(from) => format!(" {from} → {}", e.to),
+            None => format!(" placed: {}", e.to),
         };
         let reason = e.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default();
-        entries.push((e.at, format!("Order {change} by {}{reason}", e.actor)));
+        entries.push((e.at, format!("Order{change} by {}{reason}", e.actor)));
     }
     for (p, refunds) in &v.payments {
         entries
@@ -308,7 +323,7 @@ pub(super) async fn page(
     };
     let o = &v.order;
     let body = html! {
-        p.status { (badge(o.status.as_str())) " placed " (when(o.created_at)) ", updated " (when(o.updated_at)) }
+        p.status { (badge(o.status.as_str())) " " (badge(o.fulfillment.as_str())) " placed " (when(o.created_at)) ", updated " (when(o.updated_at)) }
         div.grid {
             section.card {
                 h2 { "Customer" }
@@ -339,24 +354,26 @@ pub(super) async fn page(
             h2 { "Items" }
             div.scroll {
                 table {
-                    thead { tr { th scope="col" { "Item" } th.num scope="col" { "Quantity" } th.num scope="col" { "Unit price" } th.num scope="col" { "Line total" } } }
+                    thead { tr { th scope="col" { "Item" } th scope="col" { "Item id" } th.num scope="col" { "Quantity" } th.num scope="col" { "Unit price" } th.num scope="col" { "Line total" } } }
                     tbody {
-                        @for item in &o.items {
+                        @for (item_id, item) in o.items_with_ids() {
                             tr {
                                 td.name { (item.name) }
+                                td.mono { (item_id) }
                                 td.num { (item.quantity) }
                                 td.num.nowrap { (item.price) }
                                 td.num.nowrap { (item.line_total().map_or_else(|_| "—".to_owned(), |m| m.to_string())) }
                             }
                         }
                     }
-                    tfoot { tr { th scope="row" colspan="3" { "Total" } td.num.nowrap { strong { (o.total) } } } }
+                    tfoot { tr { th scope="row" colspan="4" { "Total" } td.num.nowrap { strong { (o.total) } } } }
                 }
             }
         }
         h2 { "Payments" }
         @if v.payments.is_empty() { p.empty { "No payment yet." } }
         @for (p, refunds) in &v.payments { (payment_section(&staff, o, p, refunds)) }
+        (super::fulfilment::sections(&staff, o, &v.fulfillments, &v.returns))
         section.card {
             h2 { "Notifications" }
             @if v.notifications.is_empty() { p.empty { "None." } } @else {
