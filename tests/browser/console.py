@@ -190,6 +190,36 @@ def main():
         check("PAID → PARTIALLY_REFUNDED" in timeline, "the status change is in the timeline")
         shoot(driver, "order")
 
+        step('Ship the order and take a return')
+        # The paid order is packed into one parcel, shipped with tracking and delivered; one of
+        # its items comes back: the return is asked for, approved, received and refunded.
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/fulfil'] button[type=submit]").click()
+        WebDriverWait(driver, 10).until(lambda d: "ready to ship" in flash(d))
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/ship'] input[name=carrier]").send_keys("UPS")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/ship'] input[name=tracking_number]").send_keys("1Z999")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/ship'] button[type=submit]").click()
+        WebDriverWait(driver, 10).until(lambda d: "SHIPPED" in flash(d))
+        check("UPS 1Z999" in driver.find_element(By.CSS_SELECTOR, "#fulfilment table").text, "the tracking is shown")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/deliver'] button[type=submit]").click()
+        WebDriverWait(driver, 10).until(lambda d: "DELIVERED" in flash(d))
+        badges = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "p.status .badge")]
+        check(badges == ["PARTIALLY_REFUNDED", "DELIVERED"], f"money and goods side by side: {badges}")
+        quantity = driver.find_element(By.CSS_SELECTOR, "form[action$='/returns'] input[type=number]")
+        quantity.clear()
+        quantity.send_keys("1")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/returns'] input[name=reason]").send_keys("arrived broken")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/returns'] button[type=submit]").click()
+        WebDriverWait(driver, 10).until(lambda d: "REQUESTED" in flash(d))
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/approve'] button[type=submit]").click()
+        WebDriverWait(driver, 10).until(lambda d: "APPROVED" in flash(d))
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/receive'] button[type=submit]").click()
+        confirm(driver)
+        WebDriverWait(driver, 10).until(lambda d: "REFUNDED" in flash(d))
+        check("refund of 10.00 USD" in flash(driver), f"the return is refunded: {flash(driver)}")
+        badges = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "p.status .badge")]
+        check(badges == ["PARTIALLY_REFUNDED", "PARTIALLY_RETURNED"], f"the order shows the return: {badges}")
+        shoot(driver, "order-returned")
+
         step('Capture part of an authorised order')
         # The held order offers Capture and Void; 10.00 of it is captured, the rest released.
         driver.get(BASE + "/console/orders/" + HELD)

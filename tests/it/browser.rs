@@ -161,11 +161,17 @@ async fn the_console_works_in_a_real_browser() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    // What the browser did, as the library sees it: two refunds (with and without JavaScript),
-    // none from the forged forms; the customer disabled and their API token refused.
+    // What the browser did, as the library sees it: three refunds (with and without JavaScript,
+    // and the returned item's), none from the forged forms; the customer disabled and their API token refused.
     let refunds = som.payment_refunds(Caller::System, payment.id).await.unwrap();
     let amounts: Vec<String> = refunds.iter().map(|r| r.amount.to_string()).collect();
-    assert_eq!(amounts, ["2.50 USD", "1.00 USD"]);
+    assert_eq!(amounts, ["2.50 USD", "10.00 USD", "1.00 USD"]);
+    let returns = som.order_returns(Caller::System, order.id).await.unwrap();
+    assert_eq!(
+        (returns.len(), returns[0].status, returns[0].refund_id),
+        (1, som_core::domain::ReturnStatus::Refunded, Some(refunds[1].id)),
+        "the return received in the browser"
+    );
     assert_eq!(som.order(Caller::System, order.id).await.unwrap().status, OrderStatus::PartiallyRefunded);
     assert_eq!(
         som.authenticate(&carol_tokens.access).await.unwrap_err().kind(),
@@ -182,6 +188,8 @@ async fn the_console_works_in_a_real_browser() {
         "order-phone",
         "order-captured-desktop",
         "order-captured-phone",
+        "order-returned-desktop",
+        "order-returned-phone",
     ] {
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{name}.png is a screenshot");
