@@ -76,6 +76,10 @@ pub enum Error {
     /// The input was rejected; every offending field is named.
     #[error("invalid input: {0}")]
     Validation(ValidationErrors),
+    /// Well-formed input that names what does not fit the thing it is about (an item that
+    /// is not the order's); every offending field is named.
+    #[error("unprocessable input: {0}")]
+    Unprocessable(ValidationErrors),
     /// The thing does not exist, or belongs to someone else (never told apart).
     #[error("{0} not found")]
     NotFound(String),
@@ -124,6 +128,8 @@ pub enum Error {
 pub enum ErrorKind {
     /// See [`Error::Validation`].
     Validation,
+    /// See [`Error::Unprocessable`].
+    Unprocessable,
     /// See [`Error::NotFound`].
     NotFound,
     /// See [`Error::Conflict`].
@@ -153,6 +159,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Validation(_) => ErrorKind::Validation,
+            Error::Unprocessable(_) => ErrorKind::Unprocessable,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unauthorized(_) => ErrorKind::Unauthorized,
@@ -189,7 +196,7 @@ impl Error {
     /// The field messages when this is a validation error.
     pub fn validation_errors(&self) -> Option<&ValidationErrors> {
         match self {
-            Error::Validation(errors) => Some(errors),
+            Error::Validation(errors) | Error::Unprocessable(errors) => Some(errors),
             _ => None,
         }
     }

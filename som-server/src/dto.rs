@@ -89,7 +89,7 @@ impl Decimal {
 }
 
 /// A JSON integer, also written with a zero fraction (`2.0` is the integer 2 in JSON Schema).
-fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+pub(crate) fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     integral_value(&n).ok_or_else(|| serde::de::Error::custom(format!("invalid type: {n}, expected an integer")))
 }

@@ -119,6 +119,14 @@ impl From<Error> for ApiError {
                 let fields = e.validation_errors().map(|v| v.fields().clone()).unwrap_or_default();
                 return ApiError::validation(fields);
             }
+            ErrorKind::Unprocessable => {
+                let fields = e.validation_errors().map(|v| v.fields().clone()).unwrap_or_default();
+                let mut e = ApiError::validation(fields);
+                e.0.status = StatusCode::UNPROCESSABLE_ENTITY;
+                e.0.slug = "unprocessable";
+                e.0.title = "Unprocessable input";
+                return e;
+            }
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ErrorKind::Unauthorized => {

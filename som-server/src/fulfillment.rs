@@ -30,9 +30,11 @@ type ApiResult<T> = Result<T, ApiError>;
 pub struct ItemLine {
     /// The order line's id (`items[].id` of the order).
     #[schema(minimum = 1, example = 7001)]
+    #[serde(deserialize_with = "crate::dto::integral")]
     pub item_id: i64,
     /// How many; at least 1.
     #[schema(minimum = 1, maximum = 1000000, example = 1)]
+    #[serde(deserialize_with = "crate::dto::integral")]
     pub quantity: i64,
 }
 
@@ -51,18 +53,31 @@ pub struct CreateFulfillmentBody {
     /// Which items and how many (each at most what was ordered less what other fulfilments
     /// hold); everything left when absent or `null`.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Option<Vec<ItemLine>>,
     /// The carrier, when already known.
     #[serde(default)]
-    #[schema(max_length = 100, example = "UPS")]
+    #[schema(
+        max_length = 100,
+        example = "UPS",
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub carrier: Option<String>,
     /// The tracking number, when already known.
     #[serde(default)]
-    #[schema(max_length = 100, example = "1Z999AA10123456784")]
+    #[schema(
+        max_length = 100,
+        example = "1Z999AA10123456784",
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub tracking_number: Option<String>,
     /// The tracking page (http or https), when already known.
     #[serde(default)]
-    #[schema(max_length = 2000, example = "https://www.ups.com/track?tracknum=1Z999AA10123456784")]
+    #[schema(
+        max_length = 2000,
+        example = "https://www.ups.com/track?tracknum=1Z999AA10123456784",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069][^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub tracking_url: Option<String>,
 }
 
@@ -72,15 +87,27 @@ pub struct CreateFulfillmentBody {
 pub struct ShipBody {
     /// The carrier (replaces one given before).
     #[serde(default)]
-    #[schema(max_length = 100, example = "UPS")]
+    #[schema(
+        max_length = 100,
+        example = "UPS",
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub carrier: Option<String>,
     /// The tracking number (replaces one given before).
     #[serde(default)]
-    #[schema(max_length = 100, example = "1Z999AA10123456784")]
+    #[schema(
+        max_length = 100,
+        example = "1Z999AA10123456784",
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub tracking_number: Option<String>,
     /// The tracking page, http or https (replaces one given before).
     #[serde(default)]
-    #[schema(max_length = 2000, example = "https://www.ups.com/track?tracknum=1Z999AA10123456784")]
+    #[schema(
+        max_length = 2000,
+        example = "https://www.ups.com/track?tracknum=1Z999AA10123456784",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069][^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub tracking_url: Option<String>,
     /// For an order whose payment is only authorised (manual capture): capture the shipped
     /// items' amount first; the rest of the authorisation is released. Nothing is shipped when
@@ -147,10 +174,15 @@ impl From<Fulfillment> for FulfillmentResponse {
 pub struct CreateReturnBody {
     /// Which delivered items and how many (each at most what was delivered less what other
     /// returns hold).
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemLine>,
     /// Why.
     #[serde(default)]
-    #[schema(max_length = 500, example = "Too small")]
+    #[schema(
+        max_length = 500,
+        example = "Too small",
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -159,7 +191,12 @@ pub struct CreateReturnBody {
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
     /// Why, for the customer (1 to 500 characters).
-    #[schema(min_length = 1, max_length = 500, example = "Worn items cannot be returned")]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        example = "Worn items cannot be returned",
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069][^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub note: String,
 }
 
@@ -232,10 +269,11 @@ impl From<Return> for ReturnResponse {
     params(("id" = i64, Path, minimum = 1, description = "Order id")),
     responses(
         (status = 201, description = "The fulfilment, PENDING", body = FulfillmentResponse),
-        (status = 400, description = "An item that is not the order's, named twice, or a quantity below 1; a tracking URL that is not http(s)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "No items, a quantity below 1, a tracking URL that is not http(s)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only staff may fulfil orders", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order is not authorised or paid, or more is asked than is left to fulfil", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An item that is not the order's, or one named twice", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_fulfillment(
     State(s): State<AppState>,
@@ -270,13 +308,30 @@ pub async fn order_fulfillments(
     Ok(Json(s.som.order_fulfillments(caller, id).await?.into_iter().map(Into::into).collect()))
 }
 
-/// Query parameters of the staff lists of fulfilments and returns.
+/// Query parameters of `GET /fulfillments/` (documentation; the handler parses them strictly).
 #[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
-pub struct AfterPaymentListParams {
-    /// Only those in this status (fulfilments: PENDING lists what is to ship).
-    pub status: Option<String>,
+pub struct FulfillmentListParams {
+    /// Only those in this status (PENDING: what is to ship).
+    #[param(inline)]
+    pub status: Option<FulfillmentStatusSchema>,
+    /// Page size, 1-1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The cursor from the previous page's `X-Next-Cursor`.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    pub cursor: Option<String>,
+}
+
+/// Query parameters of `GET /returns/` (documentation; the handler parses them strictly).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ReturnListParams {
+    /// Only those in this status (REQUESTED and APPROVED are open).
+    #[param(inline)]
+    pub status: Option<ReturnStatusSchema>,
     /// Page size, 1-1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
@@ -286,7 +341,7 @@ pub struct AfterPaymentListParams {
 }
 
 /// Every fulfilment, oldest first, optionally of one status (staff only).
-#[utoipa::path(get, path = "/api/v1/fulfillments/", tag = "fulfilment", params(AfterPaymentListParams),
+#[utoipa::path(get, path = "/api/v1/fulfillments/", tag = "fulfilment", params(FulfillmentListParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of fulfilments; `Link` (rel=\"next\") and `X-Next-Cursor` when there are more", body = [FulfillmentResponse]),
@@ -395,9 +450,10 @@ pub async fn cancel_fulfillment(
     params(("id" = i64, Path, minimum = 1, description = "Order id")),
     responses(
         (status = 201, description = "The return, REQUESTED", body = ReturnResponse),
-        (status = 400, description = "An item that is not the order's, named twice, or a quantity below 1", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "No items, or a quantity below 1", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or another user's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "More is asked than was delivered and is not in another return", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An item that is not the order's, or one named twice", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_return(
     State(s): State<AppState>,
@@ -428,7 +484,7 @@ pub async fn order_returns(
 
 /// Every return, oldest first, optionally of one status (staff only; REQUESTED and APPROVED
 /// are the open ones).
-#[utoipa::path(get, path = "/api/v1/returns/", tag = "returns", params(AfterPaymentListParams),
+#[utoipa::path(get, path = "/api/v1/returns/", tag = "returns", params(ReturnListParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of returns; `Link` (rel=\"next\") and `X-Next-Cursor` when there are more", body = [ReturnResponse]),

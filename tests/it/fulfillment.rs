@@ -61,8 +61,11 @@ async fn fulfilment_over_http_ships_delivers_and_refuses_what_it_must(backend: B
     let (status, body) = app.post(&fulfil, None, one_widget.clone()).await;
     assert_problem(status, &body, StatusCode::UNAUTHORIZED);
     // Lines that are not the order's, or bad quantities, name their field; too many is 409.
+    let (status, body) =
+        app.post(&fulfil, Some(&staff), json!({"items": [{"item_id": item(&unpaid, 0), "quantity": 1}]})).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["errors"]["items[0].item_id"].is_array(), "another order's item: {body}");
     for (bad, field) in [
-        (json!({"items": [{"item_id": item(&unpaid, 0), "quantity": 1}]}), "items[0].item_id"),
         (json!({"items": [{"item_id": widget, "quantity": 0}]}), "items[0].quantity"),
         (json!({"items": []}), "items"),
         (json!({"tracking_url": "javascript:alert(1)"}), "tracking_url"),

@@ -445,10 +445,13 @@ pub fn may_fulfil(status: OrderStatus) -> bool {
     matches!(status, OrderStatus::Authorized | OrderStatus::Paid | OrderStatus::PartiallyRefunded)
 }
 
-/// Lines as a caller names them: checked against the order's items (each known, quantity at
-/// least 1, each line once); errors are named `items[i].item_id` / `items[i].quantity`.
+/// Lines as a caller names them: checked against the order's items. A malformed list (empty,
+/// a quantity below 1) is `Validation`; a well-formed one naming an item that is not the
+/// order's, or one item twice, is `Unprocessable`. Errors are named `items[i].item_id` /
+/// `items[i].quantity`.
 pub fn parse_lines(order: &Order, lines: &[ItemQuantity]) -> Result<Vec<ItemQuantity>, Error> {
     let mut errors = ValidationErrors::new();
+    let mut foreign = ValidationErrors::new();
     if lines.is_empty() {
         errors.add("items", "must name at least one item");
     } else if lines.len() > super::OrderItem::MAX_ITEMS {
@@ -457,9 +460,9 @@ pub fn parse_lines(order: &Order, lines: &[ItemQuantity]) -> Result<Vec<ItemQuan
     let mut seen = BTreeMap::new();
     for (i, line) in lines.iter().enumerate() {
         if order.item_index(line.item_id).is_none() {
-            errors.add(format!("items[{i}].item_id"), format!("is not an item of order {}", order.id));
+            foreign.add(format!("items[{i}].item_id"), format!("is not an item of order {}", order.id));
         } else if seen.insert(line.item_id, i).is_some() {
-            errors.add(format!("items[{i}].item_id"), "is named more than once");
+            foreign.add(format!("items[{i}].item_id"), "is named more than once");
         }
         if !(1..=super::OrderItem::MAX_QUANTITY).contains(&line.quantity) {
             errors.add(
@@ -469,6 +472,9 @@ pub fn parse_lines(order: &Order, lines: &[ItemQuantity]) -> Result<Vec<ItemQuan
         }
     }
     errors.into_result()?;
+    if !foreign.is_empty() {
+        return Err(Error::Unprocessable(foreign));
+    }
     Ok(lines.to_vec())
 }
 
@@ -638,7 +644,9 @@ mod tests {
         assert!(matches!(fulfillment_lines(&o, None, &all), Err(Error::Conflict(_))));
         // Unknown, repeated and zero lines are the caller's mistakes.
         let foreign = ItemQuantity { item_id: ItemId::new(6001), quantity: 1 };
-        for bad in [vec![foreign], vec![line(0, 1), line(0, 1)], vec![line(1, 0)], vec![]] {
+        assert!(matches!(fulfillment_lines(&o, Some(&[foreign]), &[]), Err(Error::Unprocessable(_))));
+        assert!(matches!(fulfillment_lines(&o, Some(&[line(0, 1), line(0, 1)]), &[]), Err(Error::Unprocessable(_))));
+        for bad in [vec![line(1, 0)], vec![], vec![foreign, line(1, 0)]] {
             assert!(matches!(fulfillment_lines(&o, Some(&bad), &[]), Err(Error::Validation(_))), "{bad:?}");
         }
     }

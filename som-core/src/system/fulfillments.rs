@@ -167,6 +167,8 @@ impl OrderSystem {
 
     /// Rejects a REQUESTED or APPROVED return, saying why. Staff only.
     pub async fn reject_return(&self, caller: Caller, id: ReturnId, note: &str) -> Result<Return> {
+        self.get_return(caller, id).await?;
+        staff_only(caller, "decide on returns")?;
         let note = return_text("note", Some(note))?.ok_or_else(|| Error::invalid("note", "must not be blank"))?;
         self.step_return(caller, id, ReturnStep::Reject { note }).await.map(|c| c.ret)
     }

@@ -88,7 +88,7 @@ pub async fn concurrent_fulfilments_never_exceed_the_order(s: DynStorage) {
     // An item of another order, or more than is left, is refused; everything left is one gadget.
     let foreign = vec![ItemQuantity { item_id: unpaid.item_id(1), quantity: 1 }];
     let foreign = s.create_fulfillment(fulfil(&o, Some(foreign)), Box::new(|_, _| Vec::new())).await;
-    assert!(matches!(foreign, Err(Error::Validation(_))), "{foreign:?}");
+    assert!(matches!(foreign, Err(Error::Unprocessable(_))), "{foreign:?}");
     let rest = s.create_fulfillment(fulfil(&o, None), Box::new(|_, _| Vec::new())).await.unwrap();
     assert_eq!(rest.items, vec![ItemQuantity { item_id: o.item_id(1), quantity: 1 }]);
     assert!(matches!(
