@@ -388,7 +388,7 @@ pub async fn get_fulfillment(
         (status = 402, description = "`capture` was asked and the provider declined it; nothing was shipped", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only staff may ship", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such fulfilment", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not PENDING, or the order's goods may no longer be shipped", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not PENDING; the order is not paid (an authorised one is shipped with `capture`); or what has shipped would be worth more than its payment captured", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ship_fulfillment(
     State(s): State<AppState>,

@@ -301,9 +301,11 @@ async fn shipping_an_authorised_order_can_capture_what_it_ships(backend: Backend
     // Once fulfilment started, only staff may release the payment.
     let (status, problem) = post_empty(&app, &format!("/payments/{}/void/", p["id"]), &alice).await;
     assert_problem(status, &problem, StatusCode::CONFLICT);
-    let (status, shipped) = app
-        .post(&format!("/fulfillments/{}/ship/", f["id"]), Some(&staff), json!({"capture": true, "carrier": "DHL"}))
-        .await;
+    // Goods do not leave on a hold alone: shipping without capturing is refused.
+    let ship = format!("/fulfillments/{}/ship/", f["id"]);
+    let (status, problem) = app.post(&ship, Some(&staff), json!({"carrier": "DHL"})).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT);
+    let (status, shipped) = app.post(&ship, Some(&staff), json!({"capture": true, "carrier": "DHL"})).await;
     assert_eq!((status, shipped["status"].as_str()), (StatusCode::OK, Some("SHIPPED")), "{shipped}");
     let (_, paid) = app.get(&format!("/payments/{}/", p["id"]), Some(&alice)).await;
     assert_eq!(
@@ -313,4 +315,11 @@ async fn shipping_an_authorised_order_can_capture_what_it_ships(backend: Backend
     );
     let o = order_json(&app, &alice, id).await;
     assert_eq!((o["status"].as_str(), o["fulfillment_status"].as_str()), (Some("PAID"), Some("PARTIALLY_FULFILLED")));
+    // The rest of the hold was released with that capture: the other items may be packed, but
+    // they do not ship on money that was not taken.
+    let (status, rest) = post_empty(&app, &format!("/orders/{id}/fulfillments/"), &staff).await;
+    assert_eq!(status, StatusCode::CREATED, "{rest}");
+    let (status, problem) = post_empty(&app, &format!("/fulfillments/{}/ship/", rest["id"]), &staff).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT);
+    assert!(problem["detail"].as_str().unwrap().contains("captured 100.00 USD"), "{problem}");
 }

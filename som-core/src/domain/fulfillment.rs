@@ -296,6 +296,12 @@ impl ReturnStatus {
         (self == ReturnStatus::Received).then_some(ReturnStatus::Refunded)
     }
 
+    /// `REFUNDED → RECEIVED`: its refund failed at the provider after all (no money went
+    /// back); it may be received again.
+    pub fn refund_reversed(self) -> Option<ReturnStatus> {
+        (self == ReturnStatus::Refunded).then_some(ReturnStatus::Received)
+    }
+
     /// Whether its items count against what may still be returned (all but REJECTED).
     pub fn holds_items(self) -> bool {
         self != ReturnStatus::Rejected

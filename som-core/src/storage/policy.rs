@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{IdempotencyBegin, NewRefundRecord, PaymentOutcome, RotateOutcome, SettlementOutcome};
 use crate::domain::{
-    Actor, Fulfillment, FulfillmentStep, ItemQuantity, Order, OrderStatus, Payment, PaymentStatus, Refund,
+    Actor, Fulfillment, FulfillmentStep, ItemQuantity, Money, Order, OrderStatus, Payment, PaymentStatus, Refund,
     RefundStatus, Return, ReturnStatus, ReturnStep, UserId, fulfillment_lines, lines_value, may_fulfil, return_refund,
 };
 use crate::error::{Error, Result};
@@ -195,17 +195,26 @@ pub fn new_fulfillment(
     fulfillment_lines(order, asked, others)
 }
 
+/// The statuses of a payment that took an order's money (whatever was refunded of it since):
+/// the one a shipment is checked against and a return refunds.
+pub const CAPTURED: [PaymentStatus; 3] =
+    [PaymentStatus::Success, PaymentStatus::PartiallyRefunded, PaymentStatus::Refunded];
+
 /// A fulfilment's step, decided: the fulfilment as it is to be stored, or `None` when its
-/// status does not allow the step. Shipping needs an order whose goods may still be fulfilled.
+/// status does not allow the step. Shipping needs the order's money taken (an authorised
+/// payment is captured first) and never sends more value than was captured: `others` are the
+/// order's other fulfilments, `captured` its payment that took the money, if any.
 pub fn fulfillment_step(
     order: &Order,
     f: &Fulfillment,
     step: &FulfillmentStep,
+    others: &[Fulfillment],
+    captured: Option<&Payment>,
     at: DateTime<Utc>,
 ) -> Result<Option<Fulfillment>> {
     let Ok(to) = f.status.apply(step) else { return Ok(None) };
-    if matches!(step, FulfillmentStep::Ship(_)) && !may_fulfil(order.status) {
-        return Err(Error::Conflict(format!("order {} is {}; its goods cannot be shipped", order.id, order.status)));
+    if matches!(step, FulfillmentStep::Ship(_)) {
+        may_ship(order, f, others, captured)?;
     }
     let mut next = f.clone();
     next.status = to;
@@ -219,6 +228,63 @@ pub fn fulfillment_step(
         FulfillmentStep::Cancel => {}
     }
     Ok(Some(next))
+}
+
+/// Goods leave only for money taken: the order is PAID (or partly refunded since), and what has
+/// shipped with this parcel is worth no more than its payment captured — after a partial
+/// capture the rest of the authorisation is gone, and so is the right to ship the rest.
+fn may_ship(order: &Order, f: &Fulfillment, others: &[Fulfillment], captured: Option<&Payment>) -> Result<()> {
+    match order.status {
+        OrderStatus::Paid | OrderStatus::PartiallyRefunded => {}
+        OrderStatus::Authorized => {
+            return Err(Error::Conflict(format!(
+                "order {} is AUTHORIZED: its payment is only held; capture it before shipping, or ship with capture",
+                order.id
+            )));
+        }
+        status => {
+            return Err(Error::Conflict(format!("order {} is {status}; its goods cannot be shipped", order.id)));
+        }
+    }
+    let shipped: Vec<ItemQuantity> = others
+        .iter()
+        .filter(|o| o.id != f.id && o.status.shipped())
+        .flat_map(|o| o.items.iter().copied())
+        .chain(f.items.iter().copied())
+        .collect();
+    let value = lines_value(order, &shipped);
+    let taken = captured.map_or(0, |p| p.captured.minor());
+    if value.minor() > taken {
+        return Err(Error::Conflict(format!(
+            "order {}'s payment captured {}; with fulfilment {} the goods shipped would be worth {value}",
+            order.id,
+            Money::from_minor(taken, order.currency()),
+            f.id
+        )));
+    }
+    Ok(())
+}
+
+/// What a refund's ending does to the return it pays, if any: succeeded `RECEIVED → REFUNDED`;
+/// reversed at the provider (no money went back after all) `REFUNDED → RECEIVED`, so that the
+/// return may be received again.
+pub fn return_after_refund(succeeded: bool) -> StatusChange<ReturnStatus> {
+    let (received, refunded) = (ReturnStatus::Received, ReturnStatus::Refunded);
+    if succeeded {
+        StatusChange { from: received, to: received.refunded().unwrap_or(refunded) }
+    } else {
+        StatusChange { from: refunded, to: refunded.refund_reversed().unwrap_or(received) }
+    }
+}
+
+/// The error for a receipt whose refund could not be set aside (`payment` as it is now).
+pub fn return_refund_refused(payment: Option<&Payment>, amount: Money) -> Error {
+    match payment {
+        Some(p) => {
+            Error::Conflict(format!("payment {} has only {} left to refund, less than {amount}", p.id, p.refundable()))
+        }
+        None => Error::Conflict("the order has no captured payment to refund".into()),
+    }
 }
 
 /// What the order's event says of a fulfilment's or return's change.

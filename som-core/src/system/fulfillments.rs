@@ -101,10 +101,18 @@ impl OrderSystem {
         if f.status != FulfillmentStatus::Pending {
             return Err(not_applied_fulfillment(&f, "shipped"));
         }
-        if input.capture {
-            self.capture_for_shipment(caller, &f).await?;
+        let captured = if input.capture { self.capture_for_shipment(caller, &f).await? } else { None };
+        let shipped = self.step_fulfillment(caller, id, FulfillmentStep::Ship(tracking)).await;
+        if let (Err(e), Some(payment)) = (&shipped, &captured) {
+            // The parcel changed between the capture and the shipment (cancelled meanwhile):
+            // money was taken for goods that did not leave. Staff decide (ship again or refund).
+            let what = format!(
+                "payment {} was captured ({}) to ship fulfilment {id}, which then could not be shipped: {e}",
+                payment.id, payment.captured
+            );
+            self.alert_staff(f.order_id, Some(payment), &format!("ship_after_capture:fulfillment:{id}"), &what).await;
         }
-        self.step_fulfillment(caller, id, FulfillmentStep::Ship(tracking)).await
+        shipped
     }
 
     /// Marks a SHIPPED fulfilment DELIVERED. Staff only.
@@ -275,11 +283,12 @@ impl OrderSystem {
     }
 
     /// Captures the fulfilment's items' amount of the order's authorised payment, once per
-    /// fulfilment (its key); nothing to do when the order's money was already captured.
-    async fn capture_for_shipment(&self, caller: Caller, f: &Fulfillment) -> Result<()> {
+    /// fulfilment (its key): the payment as captured, or `None` when the order's money was
+    /// already captured.
+    async fn capture_for_shipment(&self, caller: Caller, f: &Fulfillment) -> Result<Option<crate::domain::Payment>> {
         let order = self.order(caller, f.order_id).await?;
         if order.status != OrderStatus::Authorized {
-            return Ok(());
+            return Ok(None);
         }
         let payment = self
             .inner
@@ -290,8 +299,7 @@ impl OrderSystem {
         let value = lines_value(&order, &f.items);
         let amount = Money::from_minor(value.minor().min(payment.amount.minor()), value.currency());
         let key = format!("som-ship-{}", f.id);
-        self.capture_payment_now(caller, payment.id, Some(&amount.amount_string()), Some(&key)).await?;
-        Ok(())
+        Ok(Some(self.capture_payment_now(caller, payment.id, Some(&amount.amount_string()), Some(&key)).await?))
     }
 
     async fn order_owner(&self, order_id: OrderId) -> Result<User> {

@@ -213,6 +213,11 @@ pub async fn received_returns_refund_once_and_never_more_than_was_captured(s: Dy
         assert_eq!(kinds.iter().filter(|k| **k == kind).count(), 1, "{kind:?} in {kinds:?}");
     }
 
+    // A refund the provider reverses later puts the return back to RECEIVED, to be received again.
+    let reversed = s.reverse_refund(refund.id, "the bank refused it", Utc::now()).await.unwrap();
+    assert!(matches!(reversed, Transition::Applied(_)));
+    assert_eq!(s.return_by_id(r.id).await.unwrap().unwrap().status, ReturnStatus::Received);
+
     // The rest comes back in a second return; its refund is what is left, not more.
     let rest =
         vec![ItemQuantity { item_id: o.item_id(0), quantity: 1 }, ItemQuantity { item_id: o.item_id(1), quantity: 1 }];
@@ -236,5 +241,42 @@ pub async fn received_returns_refund_once_and_never_more_than_was_captured(s: Dy
     assert_eq!(change.refund.map(|r| r.amount.minor()), Some(15_000));
     assert_eq!(s.order_by_id(o.id).await.unwrap().unwrap().fulfillment, FulfillmentState::Returned);
     let open = s.list_returns(AfterPaymentQuery { status: Some(ReturnStatus::Received), after: None, limit: 10 }).await;
-    assert_eq!(open.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![second.id]);
+    assert_eq!(
+        open.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![r.id, second.id],
+        "the reversed one is received again"
+    );
+}
+
+pub async fn concurrent_returns_never_exceed_what_was_delivered(s: DynStorage) {
+    let u = user(&s, "many_returns").await;
+    let (o, _) = paid_order(&s, &u).await;
+    let all = s.create_fulfillment(fulfil(&o, None), Box::new(|_, _| Vec::new())).await.unwrap();
+    step(&s, &u, &all, FulfillmentStep::Ship(Tracking::default())).await;
+    step(&s, &u, &all, FulfillmentStep::Deliver).await;
+    let widget = o.item_id(0);
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (s, u) = (Arc::clone(&s), u.clone());
+            let record = NewReturnRecord {
+                order_id: o.id,
+                items: vec![ItemQuantity { item_id: widget, quantity: 1 }],
+                reason: None,
+                actor: Actor::User(u.id),
+                created_at: Utc::now(),
+            };
+            tokio::spawn(async move { s.request_return(record, return_notify(EventKind::ReturnRequested, &u)).await })
+        })
+        .collect();
+    let mut made = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(Error::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(made, 2, "two widgets were delivered");
+    let held: i64 = s.returns_for_order(o.id).await.unwrap().iter().flat_map(|r| &r.items).map(|l| l.quantity).sum();
+    assert_eq!(held, 2);
 }

@@ -52,6 +52,7 @@ macro_rules! storage_conformance_tests {
             concurrent_fulfilments_never_exceed_the_order,
             fulfilment_steps_move_the_order_with_their_event_and_outbox_rows,
             received_returns_refund_once_and_never_more_than_was_captured,
+            concurrent_returns_never_exceed_what_was_delivered,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

@@ -9,11 +9,14 @@ use sqlx::FromRow;
 use super::refunds::{Reserved, reserve_in};
 use super::*;
 use crate::domain::{
-    Fulfillment, FulfillmentId, FulfillmentState, FulfillmentStatus, FulfillmentStep, Order, OrderId, PaymentStatus,
-    RefundId, Return, ReturnId, ReturnStatus, ReturnStep,
+    Fulfillment, FulfillmentId, FulfillmentState, FulfillmentStatus, FulfillmentStep, Order, OrderId, Payment,
+    PaymentStatus, RefundId, Return, ReturnId, ReturnStatus, ReturnStep,
 };
 use crate::error::{Error, Result};
-use crate::storage::policy::{after_payment_reason, fulfillment_step, new_fulfillment, return_reason, return_step};
+use crate::storage::policy::{
+    CAPTURED, after_payment_reason, fulfillment_step, new_fulfillment, return_after_refund, return_reason,
+    return_refund_refused, return_step,
+};
 use crate::storage::rows::{FulfillmentRow, ReturnRow, lines_json};
 use crate::storage::{
     AfterPaymentQuery, FulfillmentNotify, FulfillmentStore, NewFulfillmentRecord, NewReturnRecord, ReturnChange,
@@ -61,6 +64,19 @@ async fn of_order(conn: &mut sqlx::PgConnection, order: OrderId) -> Result<(Vec<
         sqlx::query(returns!(" WHERE r.order_id = $1 ORDER BY r.id")).bind(order.get()).fetch_all(&mut *conn).await?;
     let returns = rows.iter().map(return_from).collect::<Result<Vec<_>>>()?;
     Ok((fulfillments, returns))
+}
+
+/// The order's payment that took its money ([`CAPTURED`]), if any; `lock` takes its row lock
+/// (before the order's, as every writer does).
+async fn captured_payment(tx: &mut Tx, order: OrderId, lock: bool) -> Result<Option<Payment>> {
+    let sql = if lock {
+        "SELECT * FROM payments WHERE order_id = $1 AND status = ANY($2) ORDER BY id DESC LIMIT 1 FOR UPDATE"
+    } else {
+        "SELECT * FROM payments WHERE order_id = $1 AND status = ANY($2) ORDER BY id DESC LIMIT 1"
+    };
+    let row =
+        sqlx::query(sql).bind(order.get()).bind(PaymentStatus::names(&CAPTURED)).fetch_optional(&mut **tx).await?;
+    row.as_ref().map(payment_from).transpose()
 }
 
 /// The order, its row locked for the rest of the transaction.
@@ -128,7 +144,11 @@ async fn advance(
     let found = fulfillment(tx, id, false).await?.ok_or_else(|| Error::NotFound(format!("fulfillment {id}")))?;
     let order = lock_order(tx, found.order_id).await?;
     let current = fulfillment(tx, id, true).await?.ok_or_else(|| corrupt("fulfilment"))?;
-    let Some(next) = fulfillment_step(&order, &current, step, at)? else { return Ok(Transition::NotApplied(current)) };
+    let (others, _) = of_order(tx, order.id).await?;
+    // Read under the order's lock: a capture changes the payment and the order together.
+    let payment = captured_payment(tx, order.id, false).await?;
+    let decided = fulfillment_step(&order, &current, step, &others, payment.as_ref(), at)?;
+    let Some(next) = decided else { return Ok(Transition::NotApplied(current)) };
     let row = sqlx::query(
         "UPDATE fulfillments SET status = $2, carrier = $3, tracking_number = $4, tracking_url = $5, shipped_at = $6, \
          delivered_at = $7, updated_at = $8 WHERE id = $1 RETURNING *",
@@ -185,14 +205,7 @@ async fn advance_return(
 ) -> Result<Transition<ReturnChange>> {
     let found = a_return(tx, id, false).await?.ok_or_else(|| Error::NotFound(format!("return {id}")))?;
     // Payment, order, return: the order every writer locks them in.
-    let payment = sqlx::query(
-        "SELECT * FROM payments WHERE order_id = $1 AND status = ANY($2) ORDER BY id DESC LIMIT 1 FOR UPDATE",
-    )
-    .bind(found.order_id.get())
-    .bind(PaymentStatus::names(PaymentStatus::refundable_from(false)))
-    .fetch_optional(&mut **tx)
-    .await?;
-    let payment = payment.as_ref().map(payment_from).transpose()?;
+    let payment = captured_payment(tx, found.order_id, true).await?;
     let order = lock_order(tx, found.order_id).await?;
     let current = a_return(tx, id, true).await?.ok_or_else(|| corrupt("return"))?;
     let prior = match current.refund_id {
@@ -208,11 +221,7 @@ async fn advance_return(
         Some(record) => match reserve_in(tx, &record).await? {
             Reserved::Refund(refund) => Some(refund),
             Reserved::Refused | Reserved::KeyTaken => {
-                let left = payment.as_ref().map(|p| p.refundable().to_string()).unwrap_or_default();
-                return Err(Error::Conflict(format!(
-                    "the order's payment has only {left} left to refund, less than {}",
-                    record.amount
-                )));
+                return Err(return_refund_refused(payment.as_ref(), record.amount));
             }
         },
     };
@@ -236,17 +245,22 @@ async fn advance_return(
     Ok(Transition::Applied(ReturnChange { ret, refund }))
 }
 
-/// A return whose refund just succeeded: `RECEIVED → REFUNDED`, in the refund's transaction.
-pub(super) async fn return_refunded(tx: &mut Tx, refund: RefundId, at: DateTime<Utc>) -> Result<()> {
-    if let Some(to) = ReturnStatus::Received.refunded() {
-        sqlx::query("UPDATE returns SET status = $2, updated_at = $3 WHERE refund_id = $1 AND status = $4")
-            .bind(refund.get())
-            .bind(to.as_str())
-            .bind(at)
-            .bind(ReturnStatus::Received.as_str())
-            .execute(&mut **tx)
-            .await?;
-    }
+/// The return a refund pays follows the refund's ending ([`return_after_refund`]), in the
+/// refund's transaction.
+pub(super) async fn return_follows_refund(
+    tx: &mut Tx,
+    refund: RefundId,
+    succeeded: bool,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let change = return_after_refund(succeeded);
+    sqlx::query("UPDATE returns SET status = $2, updated_at = $3 WHERE refund_id = $1 AND status = $4")
+        .bind(refund.get())
+        .bind(change.to.as_str())
+        .bind(at)
+        .bind(change.from.as_str())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -157,7 +157,7 @@ pub(super) async fn finish(
     };
     let (payment, order) = lock_payment_and_order(tx, payment_id, refund.order_id).await?;
     settle(tx, &payment, &order, &refund_succeeded(&refund, &payment, &order)?, at).await?;
-    super::fulfillments::return_refunded(tx, id, at).await?;
+    super::fulfillments::return_follows_refund(tx, id, true, at).await?;
     let payment =
         payment_where(tx, PAYMENT_BY_ID, payment_id.get()).await?.ok_or_else(|| corrupt("refund's payment"))?;
     let order = order_by_id(tx, order.id).await?.ok_or_else(|| corrupt("refund's order"))?;
@@ -175,6 +175,7 @@ pub(super) async fn reverse(tx: &mut Tx, id: RefundId, reason: &str, at: DateTim
     let reversed = mark_failed(tx, id, reason, at).await?;
     let (payment, order) = lock_payment_and_order(tx, current.payment_id, current.order_id).await?;
     settle(tx, &payment, &order, &refund_reversed(&current, &payment, &order, reason)?, at).await?;
+    super::fulfillments::return_follows_refund(tx, id, false, at).await?;
     Ok(Transition::Applied(reversed))
 }
 

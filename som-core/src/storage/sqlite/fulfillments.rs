@@ -6,7 +6,10 @@ use crate::domain::{
     Fulfillment, FulfillmentId, FulfillmentState, FulfillmentStatus, FulfillmentStep, PaymentStatus, Return, ReturnId,
     ReturnStatus, ReturnStep,
 };
-use crate::storage::policy::{after_payment_reason, fulfillment_step, new_fulfillment, return_reason, return_step};
+use crate::storage::policy::{
+    CAPTURED, after_payment_reason, fulfillment_step, new_fulfillment, return_after_refund, return_reason,
+    return_refund_refused, return_step,
+};
 use crate::storage::rows::{FulfillmentRow, ReturnRow, lines_json};
 use crate::storage::{
     AfterPaymentQuery, FulfillmentNotify, FulfillmentStore, NewFulfillmentRecord, NewReturnRecord, RefundReserve,
@@ -90,6 +93,16 @@ fn of_order(conn: &Connection, order: OrderId) -> Result<(Vec<Fulfillment>, Vec<
     ))
 }
 
+/// The order's payment that took its money ([`CAPTURED`]), if any.
+fn captured_payment(conn: &Connection, order: OrderId) -> Result<Option<Payment>> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1 AND status IN (SELECT value FROM json_each(?2)) \
+         ORDER BY id DESC LIMIT 1"
+    );
+    let captured = status_list(&PaymentStatus::names(&CAPTURED));
+    conn.prepare_cached(&sql)?.query_row(params![order.get(), captured], payment_row).optional()?.transpose()
+}
+
 fn the_order(conn: &Connection, id: OrderId) -> Result<Order> {
     order_by_id(conn, id)?.ok_or_else(|| Error::NotFound(format!("order {id}")))
 }
@@ -147,7 +160,10 @@ fn advance(
 ) -> Result<Transition<Fulfillment>> {
     let current = fulfillment(tx, id)?.ok_or_else(|| Error::NotFound(format!("fulfillment {id}")))?;
     let order = the_order(tx, current.order_id)?;
-    let Some(next) = fulfillment_step(&order, &current, step, at)? else { return Ok(Transition::NotApplied(current)) };
+    let (others, _) = of_order(tx, order.id)?;
+    let payment = captured_payment(tx, order.id)?;
+    let decided = fulfillment_step(&order, &current, step, &others, payment.as_ref(), at)?;
+    let Some(next) = decided else { return Ok(Transition::NotApplied(current)) };
     tx.execute(
         "UPDATE fulfillments SET status = ?2, carrier = ?3, tracking_number = ?4, tracking_url = ?5, shipped_at = ?6, \
          delivered_at = ?7, updated_at = ?8 WHERE id = ?1 AND status = ?9",
@@ -205,14 +221,7 @@ fn advance_return(
 ) -> Result<Transition<ReturnChange>> {
     let current = a_return(tx, id)?.ok_or_else(|| Error::NotFound(format!("return {id}")))?;
     let order = the_order(tx, current.order_id)?;
-    let refundable = status_list(&PaymentStatus::names(PaymentStatus::refundable_from(false)));
-    let payment = {
-        let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1 AND status IN (SELECT value FROM json_each(?2)) \
-             ORDER BY id DESC LIMIT 1"
-        );
-        tx.prepare_cached(&sql)?.query_row(params![order.id.get(), refundable], payment_row).optional()?.transpose()?
-    };
+    let payment = captured_payment(tx, order.id)?;
     let prior = match current.refund_id {
         Some(refund) => refunds::by_id(tx, refund)?,
         None => None,
@@ -224,14 +233,9 @@ fn advance_return(
     let refund = match refund {
         None => None,
         Some(record) => match refunds::reserve(tx, &record)? {
-            RefundReserve::Reserved(refund) | RefundReserve::Existing(refund) => Some(refund),
-            RefundReserve::Refused(payment) => {
-                return Err(Error::Conflict(format!(
-                    "payment {} has only {} left to refund, less than {}",
-                    payment.id,
-                    payment.refundable(),
-                    record.amount
-                )));
+            RefundReserve::Reserved(refund) => Some(refund),
+            RefundReserve::Existing(_) | RefundReserve::Refused(_) => {
+                return Err(return_refund_refused(payment.as_ref(), record.amount));
             }
         },
     };
@@ -257,14 +261,19 @@ fn advance_return(
     Ok(Transition::Applied(ReturnChange { ret, refund }))
 }
 
-/// A return whose refund just succeeded: `RECEIVED → REFUNDED`, in the refund's transaction.
-pub(super) fn return_refunded(tx: &Transaction<'_>, refund: crate::domain::RefundId, at: DateTime<Utc>) -> Result<()> {
-    if let Some(to) = ReturnStatus::Received.refunded() {
-        tx.execute(
-            "UPDATE returns SET status = ?2, updated_at = ?3 WHERE refund_id = ?1 AND status = ?4",
-            params![refund.get(), to.as_str(), micros(at), ReturnStatus::Received.as_str()],
-        )?;
-    }
+/// The return a refund pays follows the refund's ending ([`return_after_refund`]), in the
+/// refund's transaction.
+pub(super) fn return_follows_refund(
+    tx: &Transaction<'_>,
+    refund: crate::domain::RefundId,
+    succeeded: bool,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let change = return_after_refund(succeeded);
+    tx.execute(
+        "UPDATE returns SET status = ?2, updated_at = ?3 WHERE refund_id = ?1 AND status = ?4",
+        params![refund.get(), change.to.as_str(), micros(at), change.from.as_str()],
+    )?;
     Ok(())
 }
 

@@ -101,7 +101,7 @@ pub(super) fn finish(
             let payment = query_payment(tx, "id = ?1", payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
             let order = order_by_id(tx, current.order_id)?.ok_or_else(|| corrupt("refund's order"))?;
             settle(tx, &payment, &order, &refund_succeeded(&current, &payment, &order)?, at)?;
-            super::fulfillments::return_refunded(tx, id, at)?;
+            super::fulfillments::return_follows_refund(tx, id, true, at)?;
         }
     }
     let refund = by_id(tx, id)?.ok_or_else(|| corrupt("refund just updated"))?;
@@ -127,6 +127,7 @@ pub(super) fn reverse(
     let payment = query_payment(tx, "id = ?1", current.payment_id.get())?.ok_or_else(|| corrupt("refund's payment"))?;
     let order = order_by_id(tx, current.order_id)?.ok_or_else(|| corrupt("refund's order"))?;
     settle(tx, &payment, &order, &refund_reversed(&current, &payment, &order, reason)?, at)?;
+    super::fulfillments::return_follows_refund(tx, id, false, at)?;
     Ok(Transition::Applied(by_id(tx, id)?.ok_or_else(|| corrupt("refund just reversed"))?))
 }
 
