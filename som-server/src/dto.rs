@@ -7,6 +7,7 @@ use som_core::domain::OutboxEntry;
 use som_core::domain::{Currency, OrderEvent, OrderItem, Payment, Refund, User};
 use utoipa::ToSchema;
 
+pub mod fulfillment;
 mod payments;
 pub use payments::*;
 

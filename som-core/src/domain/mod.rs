@@ -17,8 +17,8 @@ mod user;
 pub use caller::Caller;
 pub use fulfillment::{
     Fulfillment, FulfillmentState, FulfillmentStatus, FulfillmentStep, ItemQuantity, Return, ReturnRefund,
-    ReturnStatus, ReturnStep, Tracking, fulfillment_lines, lines_value, may_fulfil, parse_lines, return_lines,
-    return_refund, returnable, unfulfilled,
+    ReturnStatus, ReturnStep, Tracking, describe_lines, fulfillment_lines, lines_value, may_fulfil, parse_lines,
+    return_lines, return_refund, returnable, unfulfilled,
 };
 pub use ids::{FulfillmentId, ItemId, NotificationId, OrderId, PaymentId, RefundId, ReturnId, UserId};
 pub use money::{Amount, Currency, Money, MoneyError};

@@ -284,7 +284,7 @@ impl Message {
         let id = order.id;
         let tracking = f.tracking.describe();
         let follow = if tracking.is_empty() { String::new() } else { format!(" Tracking: {tracking}.") };
-        let what = lines_text(order, &f.items);
+        let what = super::describe_lines(order, &f.items);
         m.text = match kind {
             EventKind::FulfillmentDelivered => format!("Your parcel from order #{id} ({what}) has been delivered."),
             _ => format!("Your parcel from order #{id} ({what}) is on its way.{follow}"),
@@ -299,7 +299,7 @@ impl Message {
     pub fn return_step(kind: EventKind, user: &User, order: &Order, r: &Return) -> Message {
         let mut m = Message::new(kind, user, order, None, r.note.as_deref());
         let (id, rid) = (order.id, r.id);
-        let what = lines_text(order, &r.items);
+        let what = super::describe_lines(order, &r.items);
         m.text = match kind {
             EventKind::ReturnRequested => {
                 format!(
@@ -365,15 +365,6 @@ impl Message {
             _ => format!("{}:order:{}", self.kind, self.order_id),
         }
     }
-}
-
-/// "2 × Widget, 1 × Gadget" — the lines of a fulfilment or return.
-fn lines_text(order: &Order, lines: &[ItemQuantity]) -> String {
-    let named: Vec<String> = lines
-        .iter()
-        .filter_map(|l| order.item_index(l.item_id).map(|i| format!("{} × {}", l.quantity, order.items[i].name)))
-        .collect();
-    named.join(", ")
 }
 
 fn message_lines(order: &Order, lines: &[ItemQuantity]) -> Vec<MessageItem> {

@@ -258,11 +258,12 @@ impl OrderSystem {
     async fn step_return(&self, caller: Caller, id: ReturnId, step: ReturnStep) -> Result<ReturnChange> {
         let r = self.get_return(caller, id).await?;
         staff_only(caller, "decide on returns")?;
-        let (kind, verb) = match step {
-            ReturnStep::Approve => (EventKind::ReturnApproved, "approved"),
-            ReturnStep::Reject { .. } => (EventKind::ReturnRejected, "rejected"),
-            ReturnStep::Receive { .. } => (EventKind::ReturnReceived, "received"),
+        let kind = match step {
+            ReturnStep::Approve => EventKind::ReturnApproved,
+            ReturnStep::Reject { .. } => EventKind::ReturnRejected,
+            ReturnStep::Receive { .. } => EventKind::ReturnReceived,
         };
+        let verb = step.verb();
         let notify = self.return_notify(kind, r.order_id).await?;
         let (actor, at) = (caller.actor(), self.now());
         match self.write(move |s| async move { s.advance_return(id, step, actor, at, notify).await }).await? {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use som_core::domain::{
     Fulfillment, FulfillmentId, FulfillmentStatus, ItemId, ItemQuantity, Order, OrderId, OrderStatus, Return, ReturnId,
-    ReturnStatus, may_fulfil, returnable, unfulfilled,
+    ReturnStatus, describe_lines, may_fulfil, returnable, unfulfilled,
 };
 use som_core::{FulfillmentInput, ReturnInput, ShipInput};
 
@@ -18,18 +18,6 @@ use super::layout::{self, Section, badge, csrf, refused, when};
 use super::session::{Checked, Flash, FlashKind, IncomingFlash, Staff, redirect_with};
 use crate::AppState;
 use crate::extract::path_id;
-
-/// "2 × Widget, 1 × Gadget".
-fn lines_text(order: &Order, lines: &[ItemQuantity]) -> String {
-    let named: Vec<String> = lines
-        .iter()
-        .map(|l| match order.item_index(l.item_id) {
-            Some(i) => format!("{} × {}", l.quantity, order.items[i].name),
-            None => format!("{} × item {}", l.quantity, l.item_id),
-        })
-        .collect();
-    named.join(", ")
-}
 
 /// One quantity input per line of `lines` (named `qty_<item id>`, at most its quantity).
 fn quantity_inputs(order: &Order, lines: &[ItemQuantity], prefix: &str, start_full: bool) -> Markup {
@@ -84,7 +72,7 @@ pub(super) fn sections(staff: &Staff, order: &Order, fulfillments: &[Fulfillment
                             @for f in fulfillments {
                                 tr {
                                     td { "#" (f.id) } td { (badge(f.status.as_str())) }
-                                    td.name { (lines_text(order, &f.items)) }
+                                    td.name { (describe_lines(order, &f.items)) }
                                     td.name {
                                         (f.tracking.carrier.as_deref().unwrap_or("")) " " (f.tracking.number.as_deref().unwrap_or(""))
                                         @if let Some(url) = &f.tracking.url { " " a href=(url) rel="noopener noreferrer" { "track" } }
@@ -127,7 +115,7 @@ pub(super) fn sections(staff: &Staff, order: &Order, fulfillments: &[Fulfillment
                             @for r in returns {
                                 tr {
                                     td { "#" (r.id) } td { (badge(r.status.as_str())) }
-                                    td.name { (lines_text(order, &r.items)) }
+                                    td.name { (describe_lines(order, &r.items)) }
                                     td.name { (r.reason.as_deref().unwrap_or("")) @if let Some(n) = &r.note { br; small { "Note: " (n) } } }
                                     td.num.nowrap { (r.refund_amount.map(|m| m.to_string()).unwrap_or_default()) }
                                     td.nowrap { (when(r.created_at)) }
