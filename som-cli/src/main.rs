@@ -50,6 +50,12 @@ enum Command {
     /// Initiate, confirm and inspect payments.
     #[command(subcommand)]
     Pay(commands::pay::Pay),
+    /// Manage webhook endpoints and read their delivery log.
+    #[command(subcommand)]
+    Webhooks(commands::webhooks::Webhooks),
+    /// Redeliver events to webhook endpoints.
+    #[command(subcommand)]
+    Events(commands::webhooks::Events),
     /// Inspect and retry notifications in the outbox.
     #[command(subcommand)]
     Notifications(commands::notifications::Notifications),
@@ -334,6 +340,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Orders(c) => c.run(&ctx).await,
         Command::Pay(c) => c.run(&ctx).await,
         Command::Returns(c) => c.run(&ctx).await,
+        Command::Webhooks(c) => c.run(&ctx).await,
+        Command::Events(c) => c.run(&ctx).await,
         Command::Notifications(c) => c.run(&ctx).await,
         Command::Token(c) => c.run(&ctx).await,
         Command::Serve(c) => c.run(ctx).await,

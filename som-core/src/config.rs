@@ -64,6 +64,16 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     /// `SOM_WEBHOOK_TIMEOUT`.
     pub webhook_timeout: Duration,
+    /// `SOM_WEBHOOK_ALLOW_PRIVATE`.
+    pub webhook_allow_private: bool,
+    /// `SOM_WEBHOOK_DISABLE_AFTER`.
+    pub webhook_disable_after: Duration,
+    /// `SOM_DELIVERY_RETENTION`.
+    pub delivery_retention: Duration,
+    /// `SOM_EVENT_STREAM`.
+    pub event_stream: Option<Secret>,
+    /// `SOM_EVENT_STREAM_NAME`.
+    pub event_stream_name: String,
     /// `SOM_LISTEN`.
     pub listen: String,
     /// `SOM_BODY_LIMIT`.
@@ -140,6 +150,20 @@ impl Default for Config {
 /// The non-empty, trimmed items of a comma-separated list.
 fn list(raw: &str) -> Vec<String> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// A duration as [`parse_duration`] reads it, in its largest whole unit: `3d`, `90m`, `250ms`.
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
 }
 
 /// Parses `90`, `90s`, `15m`, `2h`, `1d`, `250ms`.
@@ -236,6 +260,8 @@ impl Config {
         let request_timeout = duration("SOM_REQUEST_TIMEOUT");
         let smtp_timeout = duration("SOM_SMTP_TIMEOUT");
         let webhook_timeout = duration("SOM_WEBHOOK_TIMEOUT");
+        let webhook_disable_after = duration("SOM_WEBHOOK_DISABLE_AFTER");
+        let delivery_retention = duration("SOM_DELIVERY_RETENTION");
         let header_read_timeout = duration("SOM_HEADER_READ_TIMEOUT");
         let session_max_age = duration("SOM_SESSION_MAX_AGE");
         let session_cache_ttl = duration("SOM_SESSION_CACHE_TTL");
@@ -316,14 +342,29 @@ impl Config {
         if authorization_ttl.is_zero() {
             errors.add("SOM_AUTHORIZATION_TTL", "must be longer than zero");
         }
-        let console = match get("SOM_CONSOLE").trim().to_ascii_lowercase().as_str() {
+        let mut switch = |name: &str| match get(name).trim().to_ascii_lowercase().as_str() {
             "on" | "true" | "1" | "yes" => true,
             "off" | "false" | "0" | "no" => false,
             _ => {
-                errors.add("SOM_CONSOLE", "must be on or off");
-                true
+                errors.add(name, "must be on or off");
+                false
             }
         };
+        let console = switch("SOM_CONSOLE");
+        let webhook_allow_private = switch("SOM_WEBHOOK_ALLOW_PRIVATE");
+        let event_stream = lookup("SOM_EVENT_STREAM").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        if let Some(url) = &event_stream
+            && !["nats://", "tls://", "amqp://", "amqps://"].iter().any(|p| url.to_ascii_lowercase().starts_with(p))
+        {
+            errors.add("SOM_EVENT_STREAM", "must be a nats:// or amqp:// URL");
+        }
+        let event_stream_name = get("SOM_EVENT_STREAM_NAME").trim().to_owned();
+        if event_stream_name.is_empty()
+            || event_stream_name.len() > 64
+            || !event_stream_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            errors.add("SOM_EVENT_STREAM_NAME", "must be 1 to 64 letters, digits, _ or -");
+        }
         errors.into_result()?;
         let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Config {
@@ -340,6 +381,11 @@ impl Config {
             webhook_urls: list(&get("SOM_WEBHOOK_URLS")),
             webhook_secret: lookup("SOM_WEBHOOK_SECRET").filter(|s| !s.is_empty()).map(Secret::new),
             webhook_timeout,
+            webhook_allow_private,
+            webhook_disable_after,
+            delivery_retention,
+            event_stream: event_stream.map(Secret::new),
+            event_stream_name,
             listen: get("SOM_LISTEN"),
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
             request_timeout,

@@ -35,6 +35,19 @@ impl ValidationErrors {
         }
     }
 
+    /// Keeps the messages of `error` (a validation error's by field, another's under no
+    /// field), so that several checks report together.
+    pub fn take(&mut self, error: Error) {
+        match error {
+            Error::Validation(v) => {
+                for (field, messages) in v.0 {
+                    self.0.entry(field).or_default().extend(messages);
+                }
+            }
+            other => self.add("", other.to_string()),
+        }
+    }
+
     /// True when no field has a message.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -104,3 +104,5 @@ pub use system::{
     NotificationListQuery, OrderListQuery, OrderSystem, OrderSystemBuilder, Overview, Page, Registration, ReturnInput,
     ShipInput, UserListQuery,
 };
+#[cfg(feature = "webhook")]
+pub use system::{DeliveryListQuery, EndpointInput, EndpointPatch, Redelivery};

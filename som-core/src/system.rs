@@ -46,7 +46,11 @@ mod payments;
 mod queries;
 mod refunds;
 mod requests;
+#[cfg(feature = "webhook")]
+mod webhooks;
 
+#[cfg(feature = "webhook")]
+pub(crate) use alerts::write_staff_alert;
 pub use builder::OrderSystemBuilder;
 pub use fulfillments::{FulfillmentInput, MAX_RETURN_TEXT_CHARS, ReturnInput, ShipInput};
 use locks::KeyedLocks;
@@ -58,6 +62,11 @@ pub use queries::{
 };
 pub use requests::{
     CancelOrder, CapturePayment, ConfirmPayment, CreateOrder, InitiatePayment, RefundPayment, VoidPayment,
+};
+#[cfg(feature = "webhook")]
+pub use webhooks::{
+    DEFAULT_SECRET_OVERLAP, DeliveryListQuery, EndpointInput, EndpointPatch, MAX_ENDPOINTS, MAX_SECRET_OVERLAP,
+    Redelivery,
 };
 
 /// The order system. Cheap to clone; all clones share storage, provider and notifiers.

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{capture, dto, error, fulfillment, ops, routes, schema, staff};
+use crate::{capture, dto, error, fulfillment, ops, routes, schema, staff, webhooks};
 
 /// The API description served at `/api/openapi.json` and `/api/schema/`.
 #[derive(Debug, OpenApi)]
@@ -28,6 +28,8 @@ use crate::{capture, dto, error, fulfillment, ops, routes, schema, staff};
         staff::list_users, staff::get_user, staff::patch_user,
         staff::list_notifications, staff::notification_counts, staff::retry_notification,
         staff::retry_dead_notifications, staff::overview,
+        webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint, webhooks::patch_endpoint,
+        webhooks::delete_endpoint, webhooks::rotate_secret, webhooks::list_deliveries, webhooks::redeliver,
         ops::healthz, ops::readyz, ops::metrics_handler,
     ),
     components(schemas(
@@ -42,6 +44,10 @@ use crate::{capture, dto, error, fulfillment, ops, routes, schema, staff};
         dto::fulfillment::FulfillmentResponse, dto::fulfillment::CreateReturnBody, dto::fulfillment::RejectBody,
         dto::fulfillment::ReceiveBody, dto::fulfillment::ReturnResponse,
         schema::FulfillmentStatusSchema, schema::ReturnStatusSchema, schema::FulfillmentStateSchema,
+        dto::webhooks::CreateEndpointBody, dto::webhooks::PatchEndpointBody, dto::webhooks::RotateSecretBody,
+        dto::webhooks::RedeliverBody, dto::webhooks::EndpointResponse, dto::webhooks::DeliveryResponse,
+        dto::webhooks::RedeliveryResponse, dto::webhooks::EventData, dto::webhooks::EventItem,
+        dto::webhooks::EventTracking,
     )),
     modifiers(&BearerAuth, &StandardResponses, &Links),
     tags(
@@ -52,6 +58,7 @@ use crate::{capture, dto, error, fulfillment, ops, routes, schema, staff};
         (name = "fulfilment", description = "Shipping an order's items in parcels with tracking (staff act, owners read)"),
         (name = "returns", description = "Delivered items sent back, ending in a refund (owners ask, staff decide)"),
         (name = "staff", description = "Staff operations: accounts and notifications (403 for everyone else)"),
+        (name = "webhooks", description = "Endpoints that receive SOM's events as signed CloudEvents, their delivery log and redelivery (staff only). Each event type's body is documented as a schema named after the type (`som.order.created`, …)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )
 )]
@@ -71,7 +78,10 @@ impl Modify for BearerAuth {
 
 fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = (&String, &mut Operation)> {
     openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
-        [item.get.as_mut(), item.post.as_mut(), item.patch.as_mut()].into_iter().flatten().map(move |op| (path, op))
+        [item.get.as_mut(), item.post.as_mut(), item.patch.as_mut(), item.delete.as_mut()]
+            .into_iter()
+            .flatten()
+            .map(move |op| (path, op))
     })
 }
 
@@ -175,7 +185,42 @@ impl Modify for Links {
 pub fn openapi_json_for(payment_methods: &[String]) -> serde_json::Value {
     let mut doc = openapi_json();
     apply_limits(&mut doc, payment_methods);
+    add_event_schemas(&mut doc);
     doc
+}
+
+/// One schema per event type, named after it (`som.order.created`): the CloudEvents envelope
+/// with that `type`, and the `data` fields events of the type always carry.
+fn add_event_schemas(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    use som_core::domain::{CLOUDEVENTS_JSON, EVENT_DATA_VERSION, EVENT_SOURCE, EventKind};
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(serde_json::Value::as_object_mut) else {
+        return;
+    };
+    let base = ["order_id", "user_id", "username", "amount", "currency", "items"];
+    for kind in EventKind::ALL.into_iter().filter(|k| k.is_public()) {
+        let required: Vec<&str> = base.iter().copied().chain(kind.data_fields().iter().copied()).collect();
+        let schema = json!({
+            "type": "object",
+            "description": format!(
+                "The `{}` event, as webhook endpoints receive it ({CLOUDEVENTS_JSON}) and the event stream publishes it.",
+                kind.type_name()
+            ),
+            "required": ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "somversion", "data"],
+            "properties": {
+                "specversion": {"type": "string", "const": "1.0"},
+                "id": {"type": "string", "description": "The event's id: the same on every channel and re-delivery", "example": format!("{}:order:42", kind.as_str())},
+                "source": {"type": "string", "const": EVENT_SOURCE},
+                "type": {"type": "string", "const": kind.type_name()},
+                "subject": {"type": "string", "example": "orders/42"},
+                "time": {"type": "string", "format": "date-time"},
+                "datacontenttype": {"type": "string", "const": "application/json"},
+                "somversion": {"type": "string", "const": EVENT_DATA_VERSION, "description": "The version of `data`'s schema"},
+                "data": {"allOf": [{"$ref": "#/components/schemas/EventData"}], "required": required},
+            },
+        });
+        schemas.insert(kind.type_name().to_owned(), schema);
+    }
 }
 
 /// Writes som-core's limits into the document: item counts and sizes, username and password

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 pub mod fulfillment;
 mod payments;
+pub mod webhooks;
 pub use payments::*;
 
 /// A decimal amount given as a JSON string (`"100.00"`, exact) or number (`100.5`).

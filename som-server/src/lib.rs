@@ -34,6 +34,9 @@ pub mod schema;
 /// Refund, account and notification handlers (staff operations).
 pub mod staff;
 
+/// Webhook endpoints, their delivery log, and redelivery.
+pub mod webhooks;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -237,6 +240,14 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         ("/api/v1/notifications/{id}/retry", post(staff::retry_notification)),
         ("/api/v1/notifications/retry-dead", post(staff::retry_dead_notifications)),
         ("/api/v1/overview", get(staff::overview)),
+        ("/api/v1/webhook-endpoints", get(webhooks::list_endpoints).post(webhooks::create_endpoint)),
+        (
+            "/api/v1/webhook-endpoints/{id}",
+            get(webhooks::get_endpoint).patch(webhooks::patch_endpoint).delete(webhooks::delete_endpoint),
+        ),
+        ("/api/v1/webhook-endpoints/{id}/rotate-secret", post(webhooks::rotate_secret)),
+        ("/api/v1/webhook-endpoints/{id}/deliveries", get(webhooks::list_deliveries)),
+        ("/api/v1/events/{id}/redeliver", post(webhooks::redeliver)),
         ("/healthz", get(ops::healthz)),
         ("/readyz", get(ops::readyz)),
     ] {

@@ -12,4 +12,6 @@ mod fulfillment;
 mod http;
 mod notifications;
 mod outage;
+mod stream;
 mod stripe;
+mod webhooks;

@@ -10,6 +10,7 @@ pub mod returns;
 pub mod serve;
 pub mod token;
 pub mod users;
+pub mod webhooks;
 pub mod worker;
 
 use som_core::domain::{Caller, User, UserId};

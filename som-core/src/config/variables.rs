@@ -43,7 +43,7 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_NOTIFIER",
         default: "log",
-        help: "Notification channels, comma-separated: log, smtp, webhook (each has its own delivery state)",
+        help: "Notification channels, comma-separated: log, smtp, webhook (events to the endpoints managed over /api/v1/webhook-endpoints/); each has its own delivery state. SOM_EVENT_STREAM adds the stream channel",
     },
     ConfigVar {
         name: "SOM_SMTP_URL",
@@ -54,14 +54,39 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_WEBHOOK_URLS",
         default: "",
-        help: "Comma-separated http(s) URLs the webhook channel posts each event to",
+        help: "Comma-separated http(s) URLs kept as webhook endpoints receiving every event (made at start, signed with SOM_WEBHOOK_SECRET); endpoints are otherwise managed over /api/v1/webhook-endpoints/",
     },
     ConfigVar {
         name: "SOM_WEBHOOK_SECRET",
         default: "",
-        help: "Secret (at least 16 bytes) for the SOM-Signature HMAC of webhook calls",
+        help: "Secret (at least 16 bytes) signing the calls to the SOM_WEBHOOK_URLS endpoints",
     },
     ConfigVar { name: "SOM_WEBHOOK_TIMEOUT", default: "10s", help: "Longest time one webhook call may take" },
+    ConfigVar {
+        name: "SOM_WEBHOOK_ALLOW_PRIVATE",
+        default: "off",
+        help: "on: endpoints made over the API may be private, loopback or link-local addresses (development); off refuses them, at creation and at every call",
+    },
+    ConfigVar {
+        name: "SOM_WEBHOOK_DISABLE_AFTER",
+        default: "3d",
+        help: "An endpoint whose deliveries have all failed for this long is disabled and staff are told",
+    },
+    ConfigVar {
+        name: "SOM_DELIVERY_RETENTION",
+        default: "30d",
+        help: "Webhook delivery records older than this are deleted",
+    },
+    ConfigVar {
+        name: "SOM_EVENT_STREAM",
+        default: "",
+        help: "Publish every event to a broker: nats://host:4222 (JetStream, subject = event type) or amqp://user:pass@host:5672/%2f (a durable topic exchange, routing key = event type); empty: off",
+    },
+    ConfigVar {
+        name: "SOM_EVENT_STREAM_NAME",
+        default: "SOM_EVENTS",
+        help: "The JetStream stream (made if missing, subjects som.>) or the RabbitMQ exchange events are published to",
+    },
     ConfigVar {
         name: "SOM_EMAIL_FROM",
         default: "SOM <no-reply@localhost>",
@@ -184,7 +209,7 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_AUTHORIZATION_WARN_BEFORE",
         default: "1d",
-        help: "Staff are alerted (email, webhook) this long before an uncaptured authorisation expires",
+        help: "Staff are alerted (email, log) this long before an uncaptured authorisation expires",
     },
     ConfigVar {
         name: "SOM_PAYMENT_PROVIDER",

@@ -105,3 +105,15 @@ id_type!(
     ReturnId,
     "return_id"
 );
+
+id_type!(
+    /// Identifies a webhook endpoint (a URL that receives SOM's events).
+    EndpointId,
+    "endpoint_id"
+);
+
+id_type!(
+    /// Identifies one recorded attempt to deliver an event to a webhook endpoint.
+    DeliveryId,
+    "delivery_id"
+);

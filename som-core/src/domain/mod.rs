@@ -5,6 +5,7 @@
 //! strength rules.
 
 mod caller;
+mod event;
 mod fulfillment;
 mod ids;
 mod money;
@@ -15,12 +16,18 @@ mod refund;
 mod user;
 
 pub use caller::Caller;
+pub use event::{
+    CLOUDEVENTS_JSON, CloudEvent, EVENT_DATA_VERSION, EVENT_SOURCE, EventData, EventFilter, WEBHOOK_CHANNEL,
+    WebhookDelivery, WebhookEndpoint, channel_endpoint, endpoint_channel, endpoint_description, new_endpoint_secret,
+};
 pub use fulfillment::{
     Fulfillment, FulfillmentState, FulfillmentStatus, FulfillmentStep, ItemQuantity, Return, ReturnRefund,
     ReturnStatus, ReturnStep, Tracking, describe_lines, fulfillment_lines, lines_value, may_fulfil, parse_lines,
     return_lines, return_refund, returnable, unfulfilled,
 };
-pub use ids::{FulfillmentId, ItemId, NotificationId, OrderId, PaymentId, RefundId, ReturnId, UserId};
+pub use ids::{
+    DeliveryId, EndpointId, FulfillmentId, ItemId, NotificationId, OrderId, PaymentId, RefundId, ReturnId, UserId,
+};
 pub use money::{Amount, Currency, Money, MoneyError};
 pub use notification::{EventKind, Message, MessageItem, NotificationStatus, OutboxEntry};
 pub use order::{

@@ -71,27 +71,61 @@ impl EventKind {
         }
     }
 
+    /// Every kind, in the order they are documented.
+    pub const ALL: [EventKind; 15] = [
+        EventKind::OrderCreated,
+        EventKind::OrderCancelled,
+        EventKind::PaymentAuthorized,
+        EventKind::PaymentSucceeded,
+        EventKind::PaymentFailed,
+        EventKind::PaymentCaptured,
+        EventKind::PaymentVoided,
+        EventKind::RefundIssued,
+        EventKind::FulfillmentShipped,
+        EventKind::FulfillmentDelivered,
+        EventKind::ReturnRequested,
+        EventKind::ReturnApproved,
+        EventKind::ReturnRejected,
+        EventKind::ReturnReceived,
+        EventKind::StaffAlert,
+    ];
+
     /// Parses a name as written by [`EventKind::as_str`].
     pub fn parse(raw: &str) -> Option<EventKind> {
-        [
-            EventKind::OrderCreated,
-            EventKind::PaymentSucceeded,
-            EventKind::PaymentFailed,
-            EventKind::PaymentAuthorized,
-            EventKind::PaymentCaptured,
-            EventKind::PaymentVoided,
-            EventKind::OrderCancelled,
-            EventKind::RefundIssued,
-            EventKind::FulfillmentShipped,
-            EventKind::FulfillmentDelivered,
-            EventKind::ReturnRequested,
-            EventKind::ReturnApproved,
-            EventKind::ReturnRejected,
-            EventKind::ReturnReceived,
-            EventKind::StaffAlert,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == raw)
+        EventKind::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// The event's stable type name for other systems (`som.order.created`): the CloudEvents
+    /// `type`, the NATS subject and the RabbitMQ routing key.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            EventKind::OrderCreated => "som.order.created",
+            EventKind::OrderCancelled => "som.order.cancelled",
+            EventKind::PaymentAuthorized => "som.payment.authorized",
+            EventKind::PaymentSucceeded => "som.payment.succeeded",
+            EventKind::PaymentFailed => "som.payment.failed",
+            EventKind::PaymentCaptured => "som.payment.captured",
+            EventKind::PaymentVoided => "som.payment.voided",
+            EventKind::RefundIssued => "som.refund.issued",
+            EventKind::FulfillmentShipped => "som.fulfillment.shipped",
+            EventKind::FulfillmentDelivered => "som.fulfillment.delivered",
+            EventKind::ReturnRequested => "som.return.requested",
+            EventKind::ReturnApproved => "som.return.approved",
+            EventKind::ReturnRejected => "som.return.rejected",
+            EventKind::ReturnReceived => "som.return.received",
+            EventKind::StaffAlert => "som.staff.alert",
+        }
+    }
+
+    /// Parses a type name as written by [`EventKind::type_name`].
+    pub fn parse_type(raw: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.type_name() == raw)
+    }
+
+    /// Whether other systems receive this kind (webhook endpoints, the event stream). Staff
+    /// alerts are addressed to each staff account and go by email and the log only.
+    pub fn is_public(self) -> bool {
+        self != EventKind::StaffAlert
     }
 }
 

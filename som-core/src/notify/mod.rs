@@ -2,12 +2,16 @@
 //! and the outbox [`Dispatcher`]
 //! that delivers what storage wrote in the same transaction as each change.
 
+#[cfg(feature = "webhook")]
+pub mod address;
 mod log;
 pub mod outbox;
 #[cfg(any(test, feature = "test-support"))]
 mod recording;
 #[cfg(feature = "smtp")]
 mod smtp;
+#[cfg(any(feature = "nats", feature = "amqp"))]
+pub mod stream;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
@@ -19,8 +23,10 @@ pub use outbox::{DispatchConfig, Dispatcher, DispatcherHandle, backoff_delay};
 pub use recording::{Delivery, RecordingNotifier};
 #[cfg(feature = "smtp")]
 pub use smtp::SmtpNotifier;
+#[cfg(any(feature = "nats", feature = "amqp"))]
+pub use stream::{STREAM_CHANNEL, StreamNotifier};
 #[cfg(feature = "webhook")]
-pub use webhook::{WebhookNotifier, verify_signature};
+pub use webhook::{WebhookNotifier, WebhookSettings, check_endpoint_url, verify_signature};
 
 /// What a notifier delivers: one outbox row.
 pub use crate::storage::OutboxEntry as Notification;
@@ -43,8 +49,14 @@ pub enum NotifyError {
 /// A delivery channel. Each channel has its own delivery state per event in the outbox.
 #[async_trait]
 pub trait Notifier: Send + Sync + std::fmt::Debug {
-    /// The channel name this notifier delivers (`log`, `smtp`, `webhook`).
+    /// The channel name this notifier delivers (`log`, `smtp`, `webhook`, `stream`).
     fn channel(&self) -> &str;
+
+    /// Whether this notifier delivers rows of `channel`: its own, and for the webhook
+    /// notifier also each endpoint's (`webhook:<id>`).
+    fn serves(&self, channel: &str) -> bool {
+        channel == self.channel()
+    }
 
     /// Delivers one notification. Must be safe to call again for the same notification (the
     /// outbox delivers at least once); [`Notification::dedupe_key`] identifies repeats.

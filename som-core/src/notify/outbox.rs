@@ -45,6 +45,7 @@ pub struct Dispatcher {
     notifiers: Arc<HashMap<String, Arc<dyn Notifier>>>,
     config: DispatchConfig,
     session_retention: Option<Duration>,
+    delivery_retention: Option<Duration>,
     clock: crate::clock::DynClock,
 }
 
@@ -53,7 +54,14 @@ impl Dispatcher {
     pub fn new(storage: DynStorage, notifiers: &[Arc<dyn Notifier>], config: DispatchConfig) -> Self {
         let notifiers = notifiers.iter().map(|n| (n.channel().to_owned(), Arc::clone(n))).collect();
         let clock = crate::clock::SystemClock::shared();
-        Dispatcher { storage, notifiers: Arc::new(notifiers), config, session_retention: None, clock }
+        Dispatcher {
+            storage,
+            notifiers: Arc::new(notifiers),
+            config,
+            session_retention: None,
+            delivery_retention: None,
+            clock,
+        }
     }
 
     /// Reads the time (claims, leases, retry times) from `clock`.
@@ -67,6 +75,17 @@ impl Dispatcher {
     pub fn with_session_retention(mut self, retention: Duration) -> Self {
         self.session_retention = Some(retention);
         self
+    }
+
+    /// Also forgets, in its periodic upkeep, webhook delivery records older than `retention`.
+    pub fn with_delivery_retention(mut self, retention: Duration) -> Self {
+        self.delivery_retention = Some(retention);
+        self
+    }
+
+    /// The notifier of rows on `channel`.
+    fn notifier_for(&self, channel: &str) -> Option<&Arc<dyn Notifier>> {
+        self.notifiers.get(channel).or_else(|| self.notifiers.values().find(|n| n.serves(channel)))
     }
 
     /// One round: claims up to a batch of due rows, delivers them one by one, and marks those
@@ -122,7 +141,7 @@ impl Dispatcher {
                 self.release(row.id, token).await?;
                 break;
             }
-            let outcome = match self.notifiers.get(&row.channel) {
+            let outcome = match self.notifier_for(&row.channel) {
                 Some(n) => n.send(&row).await,
                 None => Err(NotifyError::Transient(format!("no notifier configured for channel {:?}", row.channel))),
             };
@@ -226,6 +245,13 @@ impl Dispatcher {
                     if let Err(e) = self.write(move |s| async move { s.prune_idempotency(now).await }).await {
                         tracing::warn!(error = %e, "pruning idempotency keys failed");
                     }
+                    if let Some(before) = self.delivery_retention.and_then(|r| ago(self.clock.now(), r)) {
+                        match self.write(move |s| async move { s.prune_deliveries(before).await }).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(records = n, "pruned old webhook delivery records"),
+                            Err(e) => tracing::warn!(error = %e, "pruning webhook delivery records failed"),
+                        }
+                    }
                     if let Some(retention) = self.session_retention {
                         let now = self.clock.now();
                         let before = chrono::Duration::from_std(retention)
@@ -246,6 +272,11 @@ impl Dispatcher {
         });
         DispatcherHandle { stop: stop_tx, task: Some(task), companions: Vec::new() }
     }
+}
+
+/// `now - d`, unless that is out of range.
+fn ago(now: chrono::DateTime<Utc>, d: Duration) -> Option<chrono::DateTime<Utc>> {
+    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_sub_signed(d))
 }
 
 /// A running dispatcher. [`DispatcherHandle::shutdown`] stops it gracefully; dropping the

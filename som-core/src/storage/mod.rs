@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Actor, Fulfillment, FulfillmentId, FulfillmentStatus, FulfillmentStep, Money, NewOrder, NotificationId, Order,
-    OrderEvent, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, Return, ReturnId,
-    ReturnStatus, ReturnStep, SettleAction, User, UserId,
+    Actor, EndpointId, Fulfillment, FulfillmentId, FulfillmentStatus, FulfillmentStep, Message, Money, NewOrder,
+    NotificationId, Order, OrderEvent, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus,
+    Return, ReturnId, ReturnStatus, ReturnStep, SettleAction, User, UserId, WebhookDelivery, WebhookEndpoint,
 };
 pub use crate::domain::{NotificationStatus, OutboxEntry};
 use crate::error::{Error, Result};
@@ -43,6 +43,7 @@ pub trait Storage:
     + RefundStore
     + FulfillmentStore
     + OutboxStore
+    + WebhookStore
     + IdempotencyStore
     + Send
     + Sync
@@ -492,6 +493,55 @@ pub trait OutboxStore: Send + Sync {
     async fn enqueue_notifications(&self, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()>;
 }
 
+/// Webhook endpoints, their delivery records, and events looked up again to redeliver them.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Stores a new endpoint.
+    async fn insert_endpoint(&self, record: NewEndpointRecord) -> Result<WebhookEndpoint>;
+
+    /// The endpoint made from `SOM_WEBHOOK_URLS` for `url`, made now (with `secret`) if there
+    /// is none, its secret set to `secret` if there is; in one transaction.
+    async fn upsert_config_endpoint(&self, url: &str, secret: &str, at: DateTime<Utc>) -> Result<WebhookEndpoint>;
+
+    /// One endpoint.
+    async fn endpoint_by_id(&self, id: EndpointId) -> Result<Option<WebhookEndpoint>>;
+
+    /// Endpoints by ascending id, after `after`, at most `limit`.
+    async fn list_endpoints(&self, after: Option<EndpointId>, limit: u32) -> Result<Vec<WebhookEndpoint>>;
+
+    /// Applies `change` at `at`; `None` if there is no such endpoint.
+    async fn update_endpoint(
+        &self,
+        id: EndpointId,
+        change: EndpointChange,
+        at: DateTime<Utc>,
+    ) -> Result<Option<WebhookEndpoint>>;
+
+    /// Deletes an endpoint with its delivery records; its deliveries still pending are
+    /// skipped. Whether it existed.
+    async fn delete_endpoint(&self, id: EndpointId, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Records a delivery attempt and the endpoint's health in one transaction: a success
+    /// clears `failing_since`, a failure sets it if unset, and disables the endpoint as
+    /// `record.disable_failing_since` says. Whether this disabled it.
+    async fn record_delivery(&self, record: NewDeliveryRecord) -> Result<bool>;
+
+    /// Delivery records matching `query`, newest first.
+    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Vec<WebhookDelivery>>;
+
+    /// Forgets delivery records made before `before`; how many.
+    async fn prune_deliveries(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// The message of event `event_id` (an outbox dedupe key) and when it was written.
+    async fn event_message(&self, event_id: &str) -> Result<Option<(Message, DateTime<Utc>)>>;
+
+    /// Queues `rows` of an event that happened at `event_at` for delivery again at `now`, in
+    /// one transaction: a row not yet there is written (dated `event_at`), one already
+    /// delivered, skipped or dead is pending again with no attempts; one still pending is left
+    /// as it is. How many rows were queued.
+    async fn redeliver(&self, rows: Vec<NewNotification>, event_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64>;
+}
+
 /// Idempotency keys: begin, record, forget, prune.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
@@ -521,7 +571,7 @@ pub trait IdempotencyStore: Send + Sync {
 pub mod prelude {
     pub use super::{
         FulfillmentStore, IdempotencyStore, OrderStore, OutboxStore, PaymentStore, RefundStore, SessionStore, Storage,
-        UserStore,
+        UserStore, WebhookStore,
     };
 }
 

@@ -341,3 +341,91 @@ pub(crate) fn like_prefix(prefix: &str) -> String {
 pub(crate) fn recipient_of(n: &NewNotification) -> Option<String> {
     n.message.email.clone()
 }
+
+/// A `webhook_endpoints` row.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct EndpointRow {
+    pub id: i64,
+    pub url: String,
+    pub events: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub from_config: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The columns of an [`EndpointRow`], in order.
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, url, events, description, enabled, disabled_reason, secret, \
+     previous_secret, previous_secret_until, failing_since, from_config, created_at, updated_at";
+
+/// An endpoint's filter as stored: a JSON array of type names or `["*"]`.
+pub(crate) fn events_json(filter: &crate::domain::EventFilter) -> String {
+    serde_json::to_string(&filter.names()).unwrap_or_else(|_| "[\"*\"]".to_owned())
+}
+
+impl EndpointRow {
+    pub fn into_endpoint(self) -> Result<crate::domain::WebhookEndpoint> {
+        let names: Vec<String> = serde_json::from_str(&self.events).map_err(|_| corrupt("endpoint events"))?;
+        Ok(crate::domain::WebhookEndpoint {
+            id: crate::domain::EndpointId::new(self.id),
+            url: self.url,
+            events: crate::domain::EventFilter::parse(&names).map_err(|_| corrupt("endpoint events"))?,
+            description: self.description,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason,
+            secret: self.secret,
+            previous_secret: self.previous_secret,
+            previous_secret_until: self.previous_secret_until,
+            failing_since: self.failing_since,
+            from_config: self.from_config,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A `webhook_deliveries` row.
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+pub(crate) struct DeliveryRow {
+    pub id: i64,
+    pub endpoint_id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: i64,
+    pub succeeded: bool,
+    pub response_status: Option<i32>,
+    pub latency_ms: i64,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The columns of a [`DeliveryRow`], in order.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, attempt, succeeded, \
+     response_status, latency_ms, response_body, error, created_at";
+
+impl DeliveryRow {
+    pub fn into_delivery(self) -> crate::domain::WebhookDelivery {
+        crate::domain::WebhookDelivery {
+            id: crate::domain::DeliveryId::new(self.id),
+            endpoint_id: crate::domain::EndpointId::new(self.endpoint_id),
+            event_id: self.event_id,
+            event_type: self.event_type,
+            attempt: u32::try_from(self.attempt).unwrap_or(0),
+            succeeded: self.succeeded,
+            response_status: self.response_status.and_then(|s| u16::try_from(s).ok()),
+            latency_ms: u64::try_from(self.latency_ms).unwrap_or(0),
+            response_body: self.response_body,
+            error: self.error,
+            created_at: self.created_at,
+        }
+    }
+}

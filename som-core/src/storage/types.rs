@@ -417,3 +417,82 @@ pub struct IdempotencySlot {
     /// The key.
     pub key: IdempotencyKey,
 }
+
+/// A webhook endpoint to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEndpointRecord {
+    /// Where events are POSTed (already checked).
+    pub url: String,
+    /// Which events it receives.
+    pub events: crate::domain::EventFilter,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Its signing secret.
+    pub secret: String,
+    /// Made from `SOM_WEBHOOK_URLS`.
+    pub from_config: bool,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A change to an endpoint, as the core decided it; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointChange {
+    /// A new URL (already checked).
+    pub url: Option<String>,
+    /// A new filter.
+    pub events: Option<crate::domain::EventFilter>,
+    /// A new description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+    /// Enables (clearing why it was disabled and since when it failed) or disables it.
+    pub enabled: Option<bool>,
+    /// A new secret; the current one keeps signing until the given time.
+    pub rotate: Option<(String, DateTime<Utc>)>,
+    /// Sets the secret without keeping the old one (an operator's configured secret).
+    pub secret: Option<String>,
+}
+
+/// One delivery attempt to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeliveryRecord {
+    /// The endpoint.
+    pub endpoint_id: crate::domain::EndpointId,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// Which attempt (1-based).
+    pub attempt: u32,
+    /// Whether it succeeded.
+    pub succeeded: bool,
+    /// The HTTP status answered.
+    pub response_status: Option<u16>,
+    /// How long it took.
+    pub latency_ms: u64,
+    /// The start of the response's body.
+    pub response_body: Option<String>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// For a failure: disable the endpoint (with this reason) when it has been failing since
+    /// this time or earlier.
+    pub disable_failing_since: Option<(DateTime<Utc>, String)>,
+}
+
+/// Which delivery records to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryQuery {
+    /// The endpoint.
+    pub endpoint_id: crate::domain::EndpointId,
+    /// Only succeeded (`Some(true)`) or failed (`Some(false)`) attempts.
+    pub succeeded: Option<bool>,
+    /// Only this event type (`som.order.created`).
+    pub event_type: Option<String>,
+    /// Only this event.
+    pub event_id: Option<String>,
+    /// Newest first: only records older than this id.
+    pub before: Option<crate::domain::DeliveryId>,
+    /// At most this many.
+    pub limit: u32,
+}

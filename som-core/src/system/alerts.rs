@@ -31,26 +31,39 @@ impl OrderSystem {
         alert: &str,
         what: &str,
     ) -> Result<()> {
-        let storage = &self.inner.storage;
-        let order = storage.order_by_id(order_id).await?.ok_or_else(|| Error::NotFound(format!("order {order_id}")))?;
-        let query = UserQuery { after: None, prefix: None, active_staff: true, limit: MAX_RECIPIENTS };
-        let staff = storage.list_users(query).await?;
-        if staff.is_empty() {
-            tracing::warn!(alert, "no active staff account to alert; the log above is the only record");
-            return Ok(());
-        }
-        let rows: Vec<NewNotification> = staff
-            .iter()
-            .flat_map(|member| {
-                self.inner.channels.iter().map(|channel| NewNotification {
-                    channel: channel.clone(),
-                    message: Message::staff_alert(member, &order, payment, alert, what),
-                })
-            })
-            .collect();
-        let at = self.now();
-        self.write(move |s| async move { s.enqueue_notifications(rows, at).await }).await?;
+        write_staff_alert(&self.inner.storage, &self.inner.channels, order_id, payment, alert, what, self.now())
+            .await?;
         self.inner.wake.notify_one();
         Ok(())
     }
+}
+
+/// Writes the staff alert `alert` about `order_id` (and `payment`) to the outbox for every
+/// active staff account on each of `channels`, once per alert.
+pub(crate) async fn write_staff_alert(
+    storage: &crate::storage::DynStorage,
+    channels: &[String],
+    order_id: OrderId,
+    payment: Option<&Payment>,
+    alert: &str,
+    what: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let order = storage.order_by_id(order_id).await?.ok_or_else(|| Error::NotFound(format!("order {order_id}")))?;
+    let query = UserQuery { after: None, prefix: None, active_staff: true, limit: MAX_RECIPIENTS };
+    let staff = storage.list_users(query).await?;
+    if staff.is_empty() {
+        tracing::warn!(alert, "no active staff account to alert; the log above is the only record");
+        return Ok(());
+    }
+    let rows: Vec<NewNotification> = staff
+        .iter()
+        .flat_map(|member| {
+            channels.iter().map(|channel| NewNotification {
+                channel: channel.clone(),
+                message: Message::staff_alert(member, &order, payment, alert, what),
+            })
+        })
+        .collect();
+    crate::storage::complete(storage, move |s| async move { s.enqueue_notifications(rows, at).await }).await
 }

@@ -59,7 +59,8 @@ impl OrderSystemBuilder {
             Some(provider) => provider,
             None => provider_from_config(&config)?,
         };
-        let notifiers = if self.notifiers.is_empty() { notifiers_from_config(&config)? } else { self.notifiers };
+        let notifiers =
+            if self.notifiers.is_empty() { notifiers_from_config(&config, &storage, &clock)? } else { self.notifiers };
         let secret = match &config.jwt_secret {
             Some(s) => {
                 crate::config::check_jwt_secret(s.expose()).map_err(|m| Error::invalid("SOM_JWT_SECRET", m))?;
@@ -83,7 +84,7 @@ impl OrderSystemBuilder {
         )?;
         let mut channels: Vec<String> = notifiers.iter().map(|n| n.channel().to_owned()).collect();
         channels.dedup();
-        Ok(OrderSystem {
+        let system = OrderSystem {
             inner: Arc::new(Inner {
                 hasher: PasswordHasher::new(config.password_hash_concurrency),
                 login_failures: LoginFailures::new(
@@ -104,7 +105,10 @@ impl OrderSystemBuilder {
                 payment_locks: KeyedLocks::default(),
                 refund_locks: KeyedLocks::default(),
             }),
-        })
+        };
+        #[cfg(feature = "webhook")]
+        system.configure_webhook_endpoints().await?;
+        Ok(system)
     }
 }
 
@@ -131,8 +135,10 @@ fn provider_from_config(config: &Config) -> Result<Arc<dyn PaymentProvider>> {
     }
 }
 
-fn notifiers_from_config(config: &Config) -> Result<Vec<Arc<dyn Notifier>>> {
-    config
+fn notifiers_from_config(config: &Config, storage: &DynStorage, clock: &DynClock) -> Result<Vec<Arc<dyn Notifier>>> {
+    let _ = (storage, clock);
+    #[cfg_attr(not(any(feature = "nats", feature = "amqp")), allow(unused_mut))]
+    let mut notifiers: Vec<Arc<dyn Notifier>> = config
         .notifiers
         .iter()
         .map(|name| -> Result<Arc<dyn Notifier>> {
@@ -152,15 +158,13 @@ fn notifiers_from_config(config: &Config) -> Result<Vec<Arc<dyn Notifier>>> {
                 }
                 #[cfg(feature = "webhook")]
                 "webhook" => {
-                    let secret = config
-                        .webhook_secret
-                        .clone()
-                        .ok_or_else(|| Error::invalid("SOM_WEBHOOK_SECRET", "is required by the webhook channel"))?;
-                    Ok(Arc::new(crate::notify::WebhookNotifier::new(
-                        &config.webhook_urls,
-                        secret,
-                        config.webhook_timeout,
-                    )?))
+                    let settings = crate::notify::WebhookSettings {
+                        timeout: config.webhook_timeout,
+                        allow_private: config.webhook_allow_private,
+                        disable_after: config.webhook_disable_after,
+                        alert_channels: config.notifiers.iter().filter(|c| *c != "webhook").cloned().collect(),
+                    };
+                    Ok(Arc::new(crate::notify::WebhookNotifier::new(Arc::clone(storage), settings, Arc::clone(clock))?))
                 }
                 #[cfg(not(feature = "smtp"))]
                 "smtp" => Err(Error::invalid("SOM_NOTIFIER", "this build has no SMTP support (cargo feature `smtp`)")),
@@ -174,5 +178,18 @@ fn notifiers_from_config(config: &Config) -> Result<Vec<Arc<dyn Notifier>>> {
                 )),
             }
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    if let Some(url) = &config.event_stream {
+        #[cfg(any(feature = "nats", feature = "amqp"))]
+        notifiers.push(Arc::new(crate::notify::StreamNotifier::new(url, &config.event_stream_name)?));
+        #[cfg(not(any(feature = "nats", feature = "amqp")))]
+        return Err(Error::invalid(
+            "SOM_EVENT_STREAM",
+            format!(
+                "this build has no event stream support (cargo features `nats`, `amqp`) for {}",
+                crate::util::redact_url(url.expose())
+            ),
+        ));
+    }
+    Ok(notifiers)
 }

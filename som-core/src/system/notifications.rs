@@ -82,6 +82,7 @@ impl OrderSystem {
         let retention = config.session_max_age.saturating_add(config.access_token_ttl);
         Dispatcher::new(Arc::clone(&self.inner.storage), &self.inner.notifiers, config.outbox.clone())
             .with_session_retention(retention)
+            .with_delivery_retention(config.delivery_retention)
             .with_clock(Arc::clone(&self.inner.clock))
     }
 

@@ -17,6 +17,7 @@ pub(super) enum Section {
     Fulfilment,
     Users,
     Notifications,
+    Webhooks,
     None,
 }
 
@@ -35,6 +36,7 @@ pub(super) fn page(
         (Section::Fulfilment, "/console/fulfilment", "Fulfilment"),
         (Section::Users, "/console/users", "Users"),
         (Section::Notifications, "/console/notifications", "Notifications"),
+        (Section::Webhooks, "/console/webhooks", "Webhooks"),
     ];
     let markup = html! {
         (DOCTYPE)

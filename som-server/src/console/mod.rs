@@ -13,6 +13,7 @@ mod overview;
 mod session;
 mod sign_in;
 mod users;
+mod webhooks;
 mod work;
 
 use axum::Router;
@@ -62,6 +63,12 @@ pub fn routes() -> Router<AppState> {
         .route("/console/notifications", get(work::notifications))
         .route("/console/notifications/{id}/retry", post(work::retry))
         .route("/console/notifications/retry-dead", post(work::retry_dead))
+        .route("/console/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/console/webhooks/{id}", get(webhooks::page))
+        .route("/console/webhooks/{id}/enabled", post(webhooks::set_enabled))
+        .route("/console/webhooks/{id}/rotate", post(webhooks::rotate))
+        .route("/console/webhooks/{id}/delete", post(webhooks::delete))
+        .route("/console/webhooks/{id}/redeliver", post(webhooks::redeliver))
         .route("/console/assets/console.css", get(|| async { asset("text/css; charset=utf-8", STYLESHEET) }))
         .route("/console/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         // Where the original service's admin lived.

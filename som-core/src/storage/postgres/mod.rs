@@ -24,6 +24,7 @@ mod rows;
 mod sessions;
 mod statements;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

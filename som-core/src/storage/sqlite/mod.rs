@@ -17,6 +17,7 @@ mod sessions;
 use crate::util::lock;
 use sessions::end_sessions_in;
 mod users;
+mod webhooks;
 mod writer;
 
 use std::path::PathBuf;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_provider_close.sql")),
     (7, include_str!("migrations/0007_capture.sql")),
     (8, include_str!("migrations/0008_fulfilment.sql")),
+    (9, include_str!("migrations/0009_webhook_endpoints.sql")),
 ];
 
 /// SQLite storage; cheap to clone.

@@ -43,7 +43,7 @@ async fn a_version_3_database_is_migrated_with_its_data() {
         .unwrap();
     }
     let storage = SqliteStorage::open(&format!("sqlite://{}", path.display()), 1).await.unwrap();
-    assert_eq!(storage.schema_version().await.unwrap(), 8);
+    assert_eq!(storage.schema_version().await.unwrap(), 9);
     let order = storage.order_by_id(OrderId::new(7)).await.unwrap().unwrap();
     assert_eq!((order.status, order.items.len(), order.refunded.minor()), (OrderStatus::Paid, 1, 0));
     let payment = storage.payment_by_id(PaymentId::new(3)).await.unwrap().unwrap();
