@@ -193,7 +193,38 @@ pub fn openapi_json_for(payment_methods: &[String]) -> serde_json::Value {
 /// with that `type`, and the `data` fields events of the type always carry.
 fn add_event_schemas(doc: &mut serde_json::Value) {
     use serde_json::json;
-    use som_core::domain::{CLOUDEVENTS_JSON, EVENT_DATA_VERSION, EVENT_SOURCE, EventKind};
+    use som_core::domain::{CLOUDEVENTS_JSON, EVENT_DATA_VERSION, EVENT_SOURCE, EventFilter, EventKind};
+    // An endpoint's `events`: `["*"]` alone, or type names.
+    let types: Vec<&str> = EventKind::ALL.into_iter().filter(|k| k.is_public()).map(EventKind::type_name).collect();
+    let filter = json!({"oneOf": [
+        {"type": "array", "items": {"type": "string", "const": "*"}, "minItems": 1, "maxItems": 1},
+        {"type": "array", "items": {"type": "string", "enum": types}, "minItems": 1, "maxItems": EventFilter::MAX_TYPES},
+    ]});
+    let mut nullable = filter.clone();
+    if let Some(one_of) = nullable.get_mut("oneOf").and_then(serde_json::Value::as_array_mut) {
+        one_of.push(json!({"type": "null"}));
+    }
+    for (pointer, schema) in [
+        ("/components/schemas/CreateEndpointBody/properties/events", &filter),
+        ("/components/schemas/PatchEndpointBody/properties/events", &nullable),
+    ] {
+        if let Some(slot) = doc.pointer_mut(pointer) {
+            let description = slot.get("description").cloned();
+            *slot = schema.clone();
+            if let (Some(d), Some(o)) = (description, slot.as_object_mut()) {
+                o.insert("description".into(), d);
+            }
+        }
+    }
+    // A delivery log's `event_type` filter names a type.
+    let params = doc
+        .pointer_mut("/paths/~1api~1v1~1webhook-endpoints~1{id}~1deliveries~1/get/parameters")
+        .and_then(serde_json::Value::as_array_mut);
+    for param in params.into_iter().flatten() {
+        if param.get("name").and_then(serde_json::Value::as_str) == Some("event_type") {
+            param["schema"] = json!({"type": "string", "enum": types});
+        }
+    }
     let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(serde_json::Value::as_object_mut) else {
         return;
     };

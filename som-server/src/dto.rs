@@ -96,6 +96,16 @@ pub(crate) fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D:
     integral_value(&n).ok_or_else(|| serde::de::Error::custom(format!("invalid type: {n}, expected an integer")))
 }
 
+/// [`integral`] for an optional field (`null` or absent is `None`).
+pub(crate) fn optional_integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => integral_value(&n)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid type: {n}, expected an integer"))),
+    }
+}
+
 fn integral_value(n: &serde_json::Number) -> Option<i64> {
     n.as_i64().or_else(|| {
         n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15).map(|f| {

@@ -150,7 +150,7 @@ pub async fn delete_endpoint(
 /// `overlap` seconds: each call then carries two `v1` signatures, so receivers can switch
 /// without missing an event.
 #[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/rotate-secret/", tag = "webhooks", security(("bearer" = [])),
-    request_body(content = RotateSecretBody, description = "May be left out (a day's overlap)"),
+    request_body(content = Option<RotateSecretBody>, description = "Optional: leave it out for a day's overlap"),
     params(("id" = i64, Path, minimum = 1, description = "Endpoint id")),
     responses(
         (status = 200, description = "The endpoint, with its new secret", body = EndpointResponse),
@@ -165,7 +165,12 @@ pub async fn rotate_secret(
     OptionalJsonBody(req): OptionalJsonBody<RotateSecretBody>,
 ) -> ApiResult<Json<EndpointResponse>> {
     let id: EndpointId = path_id(&id, "endpoint")?;
-    let endpoint = s.som.rotate_webhook_secret(caller, id, req.overlap.map(Duration::from_secs)).await?;
+    let overlap = match req.overlap {
+        Some(secs) if secs >= 0 => Some(Duration::from_secs(secs.unsigned_abs())),
+        Some(_) => return Err(ApiError::field("overlap", "must be 0 to 604800 seconds")),
+        None => None,
+    };
+    let endpoint = s.som.rotate_webhook_secret(caller, id, overlap).await?;
     Ok(Json(EndpointResponse::with_secret(endpoint)))
 }
 
@@ -178,8 +183,8 @@ pub struct DeliveryListParams {
     /// Only `succeeded` or `failed` attempts.
     #[param(pattern = "^(succeeded|failed)$")]
     pub status: Option<String>,
-    /// Only attempts to deliver events of this type.
-    #[param(example = "som.order.created", pattern = "^som\\.[a-z_]+\\.[a-z_]+$")]
+    /// Only attempts to deliver events of this type (`som.order.created`, …).
+    #[param(example = "som.order.created")]
     pub event_type: Option<String>,
     /// Only attempts to deliver this event.
     #[param(max_length = 300)]
@@ -235,7 +240,7 @@ pub async fn list_deliveries(
 /// Deliver an event again (staff only): to one endpoint, or to every enabled endpoint
 /// subscribed to its type. Receivers recognise a repeat by the event's `id`.
 #[utoipa::path(post, path = "/api/v1/events/{id}/redeliver/", tag = "webhooks", security(("bearer" = [])),
-    request_body(content = RedeliverBody, description = "May be left out (every subscribed endpoint)"),
+    request_body(content = Option<RedeliverBody>, description = "Optional: leave it out to redeliver to every subscribed endpoint"),
     params(("id" = String, Path, max_length = 300, description = "The event's id (`order_created:order:42`: the CloudEvent's `id`, the `SOM-Event-Id` header, a delivery's `event_id`)")),
     responses(
         (status = 202, description = "Queued", body = RedeliveryResponse),

@@ -25,6 +25,7 @@ use super::http::{App, assert_problem, read, spawn_app_with};
 som_core::on_both_backends!(
     staff_manage_endpoints_that_receive_signed_filtered_events,
     failing_and_redirecting_endpoints_are_logged_and_a_failing_one_is_disabled,
+    the_console_makes_endpoints_shows_their_log_and_redelivers,
 );
 
 /// One call the receiver got.
@@ -390,4 +391,70 @@ async fn private_addresses_are_refused_unless_allowed_and_delivery_can_be_off() 
         .await;
     assert_problem(status, &body, StatusCode::CONFLICT);
     assert!(body["detail"].as_str().unwrap().contains("SOM_NOTIFIER"), "{body}");
+}
+
+async fn the_console_makes_endpoints_shows_their_log_and_redelivers(backend: Backend) {
+    use super::console::{get, post, sign_in, with};
+    use reqwest::header::LOCATION;
+    let (r, hooks) = receiver().await;
+    let app = webhook_app(backend, Duration::from_secs(3 * 86_400)).await;
+    app.staff("boss").await;
+    let alice = app.user("alice").await;
+    let boss = sign_in(&app, "boss").await.1.unwrap();
+    let csrf = som_server::console::csrf_token(&boss);
+
+    // Without the form's token nothing is made.
+    let url = format!("{hooks}/console");
+    let fields =
+        [("url", url.as_str()), ("events", "som.order.created, som.payment.succeeded"), ("description", "shop")];
+    let forged = post(&app, "/console/webhooks", Some(&boss), &fields).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(app.som.webhook_endpoints(Caller::System, None, None).await.unwrap().items.is_empty());
+
+    // Made: the secret is on the answer's page, once.
+    let made = post(&app, "/console/webhooks", Some(&boss), &with(&fields, &csrf)).await;
+    assert_eq!(made.status(), StatusCode::OK);
+    let page = made.text().await.unwrap();
+    let endpoints = app.som.webhook_endpoints(Caller::System, None, None).await.unwrap().items;
+    assert_eq!(endpoints.len(), 1);
+    let e = &endpoints[0];
+    assert!(page.contains(&e.secret), "the secret is shown: {page}");
+    assert_eq!(e.events.names(), vec!["som.order.created", "som.payment.succeeded"]);
+    let list = get(&app, "/console/webhooks", Some(&boss)).await.text().await.unwrap();
+    assert!(list.contains(&url) && !list.contains(&e.secret), "listed without its secret: {list}");
+    // A refused URL comes back as a message.
+    let bad = post(&app, "/console/webhooks", Some(&boss), &with(&[("url", "ftp://x"), ("events", "*")], &csrf)).await;
+    assert_eq!(bad.status(), StatusCode::SEE_OTHER);
+
+    // Its log, and a redelivery from it.
+    let dispatcher = app.som.spawn_dispatcher();
+    let order = app.order(&alice).await["id"].as_i64().unwrap();
+    wait_until(|| r.calls("console").len() == 1, "the console endpoint's event").await;
+    let path = format!("/console/webhooks/{}", e.id);
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = get(&app, &path, Some(&boss)).await.text().await.unwrap();
+        if log.contains("thanks from console") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.contains(&format!("order_created:order:{order}")) && log.contains("thanks from console"), "{log}");
+    let event = format!("order_created:order:{order}");
+    let resp =
+        post(&app, &format!("{path}/redeliver"), Some(&boss), &with(&[("event_id", event.as_str())], &csrf)).await;
+    assert_eq!((resp.status(), resp.headers()[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, path.as_str()));
+    wait_until(|| r.calls("console").len() == 2, "the redelivered event").await;
+
+    // Disable, rotate (the new secret on the answer), delete.
+    let resp = post(&app, &format!("{path}/enabled"), Some(&boss), &with(&[("value", "disable")], &csrf)).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(!app.som.webhook_endpoint(Caller::System, e.id).await.unwrap().enabled);
+    let rotated = post(&app, &format!("{path}/rotate"), Some(&boss), &with(&[], &csrf)).await.text().await.unwrap();
+    let now = app.som.webhook_endpoint(Caller::System, e.id).await.unwrap();
+    assert!(now.secret != e.secret && rotated.contains(&now.secret), "{rotated}");
+    let resp = post(&app, &format!("{path}/delete"), Some(&boss), &with(&[], &csrf)).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(app.som.webhook_endpoints(Caller::System, None, None).await.unwrap().items.is_empty());
+    dispatcher.shutdown().await;
 }

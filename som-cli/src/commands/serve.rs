@@ -13,6 +13,10 @@ pub struct Serve {
     /// Address to listen on (default: SOM_LISTEN, 127.0.0.1:8000); port 0 picks a free port.
     #[arg(long)]
     listen: Option<String>,
+    /// Serve the API only: notifications, webhooks and the event stream are delivered by
+    /// `som worker` processes (they still are written, with every change, to the outbox).
+    #[arg(long)]
+    no_dispatcher: bool,
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -51,7 +55,7 @@ impl Serve {
             .await
             .map_err(|e| crate::UsageError(format!("cannot listen on {listen} (--listen or SOM_LISTEN): {e}")))?;
         let addr = listener.local_addr()?;
-        let dispatcher = ctx.som.spawn_dispatcher();
+        let dispatcher = (!self.no_dispatcher).then(|| ctx.som.spawn_dispatcher());
         tracing::info!(%addr, database = %config.redacted_database_url(), "serving");
         for warning in ctx.som.warnings() {
             tracing::warn!("{warning}");
@@ -85,7 +89,9 @@ impl Serve {
         if let Some(metrics) = metrics {
             metrics.abort();
         }
-        dispatcher.shutdown().await;
+        if let Some(dispatcher) = dispatcher {
+            dispatcher.shutdown().await;
+        }
         tracing::info!("stopped");
         Ok(served?)
     }

@@ -17,6 +17,9 @@ pub const MAX_SECRET_OVERLAP: Duration = Duration::from_secs(7 * 86_400);
 /// The overlap of a rotation that names none.
 pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(86_400);
 
+/// Longest event id looked up.
+pub const MAX_EVENT_ID_CHARS: usize = 300;
+
 /// Most endpoints one system keeps.
 pub const MAX_ENDPOINTS: u32 = 100;
 
@@ -206,12 +209,12 @@ impl OrderSystem {
         Self::staff_only(caller, "read webhook deliveries")?;
         let limit = admin_page_size(query.limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
         let succeeded = match query.status.as_deref().map(str::trim) {
-            None | Some("") => None,
+            None => None,
             Some("succeeded") => Some(true),
             Some("failed") => Some(false),
             Some(_) => return Err(Error::invalid("status", "must be succeeded or failed")),
         };
-        let event_type = match query.event_type.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        let event_type = match query.event_type.as_deref().map(str::trim) {
             None => None,
             Some(t) => Some(
                 EventKind::parse_type(t)
@@ -220,6 +223,9 @@ impl OrderSystem {
                     .to_owned(),
             ),
         };
+        if query.event_id.as_ref().is_some_and(|e| e.chars().count() > MAX_EVENT_ID_CHARS) {
+            return Err(Error::invalid("event_id", format!("must be at most {MAX_EVENT_ID_CHARS} characters")));
+        }
         self.webhook_endpoint(caller, id).await?;
         let q = DeliveryQuery {
             endpoint_id: id,
@@ -243,7 +249,7 @@ impl OrderSystem {
         endpoint: Option<EndpointId>,
     ) -> Result<Redelivery> {
         Self::staff_only(caller, "redeliver events")?;
-        if event_id.is_empty() || event_id.len() > 300 {
+        if event_id.is_empty() || event_id.chars().count() > MAX_EVENT_ID_CHARS {
             return Err(Error::NotFound("no such event".into()));
         }
         let (message, event_at) = self

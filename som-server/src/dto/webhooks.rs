@@ -12,14 +12,17 @@ use utoipa::ToSchema;
 pub struct CreateEndpointBody {
     /// Where events are POSTed: `https://…`; `http://` only to this machine. Private,
     /// loopback and link-local addresses are refused unless the server allows them.
-    #[schema(max_length = 2048, example = "https://hooks.example.com/som")]
+    #[schema(max_length = 2048, example = "https://hooks.example.com/som", min_length = 1)]
     pub url: String,
     /// Event types (`som.order.created`, …), or `["*"]` for every one.
     #[schema(min_items = 1, max_items = 32, example = json!(["som.order.created", "som.payment.succeeded"]))]
     pub events: Vec<String>,
     /// What it is for.
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -27,21 +30,26 @@ pub struct CreateEndpointBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchEndpointBody {
-    /// A new URL.
+    /// A new URL (`null` leaves it as it is).
     #[serde(default)]
-    #[schema(max_length = 2048)]
+    #[schema(nullable, max_length = 2048, min_length = 1)]
     pub url: Option<String>,
-    /// A new list of event types, or `["*"]`.
+    /// A new list of event types, or `["*"]` (`null` leaves it as it is).
     #[serde(default)]
     #[schema(min_items = 1, max_items = 32)]
     pub events: Option<Vec<String>>,
     /// A new description; `null` clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(max_length = 500, nullable)]
+    #[schema(
+        max_length = 500,
+        nullable,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+    )]
     pub description: Option<Option<String>>,
     /// `false` stops deliveries; `true` resumes them (after SOM disabled a failing endpoint,
-    /// too).
+    /// too); `null` leaves it as it is.
     #[serde(default)]
+    #[schema(nullable)]
     pub enabled: Option<bool>,
 }
 
@@ -56,9 +64,9 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 pub struct RotateSecretBody {
     /// Seconds the old secret keeps signing beside the new one (default 86400, at most
     /// 604800; 0 drops it at once).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::dto::optional_integral")]
     #[schema(minimum = 0, maximum = 604800, example = 86400)]
-    pub overlap: Option<u64>,
+    pub overlap: Option<i64>,
 }
 
 /// `POST /events/{id}/redeliver/`; the body may be left out.
@@ -67,7 +75,7 @@ pub struct RotateSecretBody {
 pub struct RedeliverBody {
     /// Only to this endpoint; otherwise to every enabled endpoint subscribed to the event's
     /// type.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::dto::optional_integral")]
     #[schema(minimum = 1)]
     pub endpoint_id: Option<i64>,
 }
