@@ -12,10 +12,13 @@
 #   SKIP_SCALE=1 scripts/bench-http.sh  # everything but the scale runs
 #   ONLY=postgres SKIP_SCALE=1 scripts/bench-http.sh  # one backend (postgres or sqlite)
 #   CONSOLE_ONLY=1 scripts/bench-http.sh  # only the console pages beside /healthz
+#   STREAM_ONLY=1 scripts/bench-http.sh   # order creation with the event stream off, to NATS
+#                                         # JetStream and to RabbitMQ (brokers on 127.0.0.1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
 cargo build --release --quiet -p som-cli && cargo build --release --quiet -p som --example loadgen --example seed
+[ -n "${STREAM_ONLY:-}" ] && cargo build --release --quiet -p som --example amqp_queue
 SOM=target/release/som
 LG=target/release/examples/loadgen
 work="$(mktemp -d)"
@@ -35,12 +38,16 @@ healthy() {
     [[ "$line" == *" 200 "* ]]
 }
 
+# Extra environment of the servers started (the event stream's settings).
+SERVER_ENV=()
+
 # start_server URL -> sets PID, BASE, STARTUP_MS
 start_server() {
     local p; p="$(port)"
     BASE="http://127.0.0.1:${p}"
     local t0; t0="$(date +%s%N)"
-    SOM_DATABASE_URL="$1" SOM_AUTH_RATE_LIMIT=0 SOM_LOG=warn "$SOM" serve --listen "127.0.0.1:${p}" > /dev/null 2>&1 &
+    env "${SERVER_ENV[@]}" SOM_DATABASE_URL="$1" SOM_AUTH_RATE_LIMIT=0 SOM_LOG=warn \
+        "$SOM" serve --listen "127.0.0.1:${p}" > /dev/null 2>&1 &
     PID=$!
     until healthy "$p"; do sleep 0.001; done
     STARTUP_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -140,6 +147,62 @@ login_storm() {
     sleep 5; echo "login storm: RSS 10 s after $(rss_kb "$PID") kB"
     kill "$PID"; wait "$PID" 2>/dev/null || true
 }
+
+# nats_delete_stream NAME: deletes a JetStream stream over NATS's own protocol (no client needed).
+nats_delete_stream() {
+    { exec 4<> /dev/tcp/127.0.0.1/4222; } 2> /dev/null || return 0
+    printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s 0\r\n\r\nPING\r\n' "$1" >&4
+    timeout 2 head -c 200 <&4 > /dev/null 2>&1 || true
+    exec 4<&-
+}
+
+# stream_orders NAME URL: order creation (c=16 and 64) beside /healthz with the event stream off,
+# to NATS JetStream and to RabbitMQ, each on a fresh database, with the outbox drained after.
+stream_orders() {
+    local name="$1" url="$2" mode
+    echo "### ${name}: order creation with the event stream off and on"
+    for mode in off nats amqp; do
+        case "$mode" in
+            off) SERVER_ENV=() ;;
+            nats) nats_delete_stream SOM_BENCH
+                  SERVER_ENV=(SOM_EVENT_STREAM=nats://127.0.0.1:4222 SOM_EVENT_STREAM_NAME=SOM_BENCH) ;;
+            amqp) target/release/examples/amqp_queue "$AMQP" SOM_BENCH som-bench
+                  SERVER_ENV=(SOM_EVENT_STREAM="$AMQP" SOM_EVENT_STREAM_NAME=SOM_BENCH) ;;
+        esac
+        "$3" "$url" "$mode"
+        start_server "$STREAM_DB"
+        echo "stream ${mode}:"
+        load healthz 16
+        for c in 16 64; do
+            load create "$c"
+            outbox_drained "create c=$c, stream ${mode}"
+        done
+        kill "$PID"; wait "$PID" 2>/dev/null || true
+    done
+    SERVER_ENV=()
+    nats_delete_stream SOM_BENCH
+    target/release/examples/amqp_queue "$AMQP" SOM_BENCH som-bench --delete
+}
+AMQP=amqp://guest:guest@127.0.0.1:5672/%2f
+
+# fresh_sqlite URL MODE / fresh_postgres URL MODE: a fresh database for each mode (sets STREAM_DB).
+fresh_sqlite() { STREAM_DB="sqlite://${work}/stream-$2.db"; }
+fresh_postgres() {
+    local db="som_stream_$$_$2"
+    psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
+    STREAM_DB="${SOM_TEST_POSTGRES_URL%/*}/${db}"
+}
+
+if [ -n "${STREAM_ONLY:-}" ]; then
+    [ "${ONLY:-sqlite}" = sqlite ] && stream_orders "SQLite (file, WAL, synchronous=FULL)" sqlite fresh_sqlite
+    if [ -n "${SOM_TEST_POSTGRES_URL:-}" ] && [ "${ONLY:-postgres}" = postgres ]; then
+        stream_orders "PostgreSQL 15 (local)" postgres fresh_postgres
+        for mode in off nats amqp; do
+            psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS som_stream_$$_${mode} WITH (FORCE)" > /dev/null
+        done
+    fi
+    exit 0
+fi
 
 if [ -n "${CONSOLE_ONLY:-}" ]; then
     if [ "${ONLY:-sqlite}" = sqlite ]; then

@@ -408,3 +408,43 @@ async fn a_webhook_client_error_is_permanent() {
     assert_eq!((dead.len(), dead[0].attempts), (1, 1));
     assert!(dead[0].last_error.as_deref().is_some_and(|e| e.contains("410")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_webhook_urls_are_endpoints_kept_with_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_urls = |urls: Vec<String>| {
+        move |c: &mut Config| {
+            c.notifiers = vec!["webhook".into()];
+            c.webhook_urls = urls;
+            c.webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+        }
+    };
+    let (a, b) = ("http://127.0.0.1:9/a".to_owned(), "http://127.0.0.1:9/b".to_owned());
+    let som = system(dir.path(), with_urls(vec![a.clone(), b.clone()])).await;
+    assert_eq!(som.retire_unlisted_webhook_endpoints().await.unwrap(), 0);
+    let endpoints = som.webhook_endpoints(Caller::System, None, None).await.unwrap().items;
+    assert_eq!(
+        endpoints.iter().map(|e| (e.url.as_str(), e.enabled, e.from_config)).collect::<Vec<_>>(),
+        vec![(a.as_str(), true, true), (b.as_str(), true, true)]
+    );
+    // Their URL and secret are the configuration's: not changed over the API.
+    let id = endpoints[0].id;
+    let patch = som_core::EndpointPatch { url: Some("https://hooks.example.com/x".into()), ..Default::default() };
+    let err = som.update_webhook_endpoint(Caller::System, id, patch).await.unwrap_err();
+    assert_eq!(err.kind(), som_core::error::ErrorKind::Conflict, "{err}");
+    let err = som.rotate_webhook_secret(Caller::System, id, None).await.unwrap_err();
+    assert_eq!(err.kind(), som_core::error::ErrorKind::Conflict, "{err}");
+    // A command run without the setting changes nothing; a server with a shorter list retires
+    // the unlisted URL, and listing it again brings it back.
+    let plain = system(dir.path(), |c| c.notifiers = vec!["webhook".into()]).await;
+    assert_eq!(plain.webhook_endpoints(Caller::System, None, None).await.unwrap().items.len(), 2);
+    let shorter = system(dir.path(), with_urls(vec![a.clone()])).await;
+    assert_eq!(shorter.retire_unlisted_webhook_endpoints().await.unwrap(), 1);
+    let b_endpoint = shorter.webhook_endpoint(Caller::System, endpoints[1].id).await.unwrap();
+    assert!(!b_endpoint.enabled && b_endpoint.disabled_reason.is_some());
+    let again = system(dir.path(), with_urls(vec![a, b])).await;
+    assert!(again.webhook_endpoint(Caller::System, endpoints[1].id).await.unwrap().enabled);
+    // Debug output never shows a secret.
+    let shown = format!("{:?}", again.webhook_endpoint(Caller::System, id).await.unwrap());
+    assert!(!shown.contains(WEBHOOK_SECRET), "{shown}");
+}

@@ -254,3 +254,33 @@ async fn ten_thousand_orders_reach_rabbitmq_with_confirms_across_an_outage() {
     );
     channel.exchange_delete(name.as_str().into(), lapin::options::ExchangeDeleteOptions::default()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_rabbitmq_queue_takes_is_kept_and_retried_not_dropped() {
+    if !broker_up(RABBIT, "RabbitMQ") {
+        return;
+    }
+    let name = format!("som-test-{:08x}", rand::random::<u32>());
+    let dir = tempfile::tempdir().unwrap();
+    let som = system(dir.path(), format!("amqp://guest:guest@{RABBIT}/%2f"), &name).await;
+    let registration =
+        Registration { username: "bob".into(), email: None, password: som_core::testing::PASSWORD.into() };
+    let bob = som.create_user(Caller::System, registration, false).await.unwrap();
+    let input = OrderInput {
+        items: vec![ItemInput { name: "Widget".into(), quantity: 1, price: "2.50".into() }],
+        currency: None,
+    };
+    som.create_order(Caller::User { id: bob.id, is_staff: false }, input).await.unwrap();
+    while som.dispatch_once().await.unwrap() > 0 {}
+    let pending = som.notifications(Caller::System, Some(NotificationStatus::Pending), None, 10).await.unwrap();
+    assert_eq!(pending.len(), 1, "the stream's row waits: {pending:?}");
+    assert_eq!(pending[0].channel, "stream");
+    let error = pending[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("no queue is bound"), "{error}");
+    let conn =
+        lapin::Connection::connect(&format!("amqp://guest:guest@{RABBIT}/%2f"), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.exchange_delete(name.as_str().into(), lapin::options::ExchangeDeleteOptions::default()).await.unwrap();
+}

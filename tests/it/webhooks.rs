@@ -234,6 +234,10 @@ async fn staff_manage_endpoints_that_receive_signed_filtered_events(backend: Bac
         after.signature
     );
     assert_eq!(after.signature.matches("v1=").count(), 2);
+    // A second rotation while the first one's overlap runs would cut it short: refused,
+    // unless it drops every old secret at once.
+    let (status, body) = call(&app, post.clone(), &rotate, Some(&staff), Some(json!({"overlap": 60}))).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
     // With no overlap the old secret stops at once.
     let (status, rotated) = call(&app, post.clone(), &rotate, Some(&staff), Some(json!({"overlap": 0}))).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
@@ -253,6 +257,10 @@ async fn staff_manage_endpoints_that_receive_signed_filtered_events(backend: Bac
     assert_problem(status, &body, StatusCode::NOT_FOUND);
     let (status, body) = call(&app, post.clone(), &redeliver, Some(&staff), Some(json!({"endpoint_id": 999999}))).await;
     assert_problem(status, &body, StatusCode::NOT_FOUND);
+    let paid_event = format!("/events/payment_succeeded:payment:{payment}/redeliver/");
+    let (status, body) = call(&app, post.clone(), &paid_event, Some(&staff), Some(json!({"endpoint_id": a_id}))).await;
+    assert_problem(status, &body, StatusCode::CONFLICT);
+    assert!(body["detail"].as_str().unwrap().contains("does not receive"), "A is not subscribed: {body}");
     let (status, queued) = call(&app, post.clone(), &redeliver, Some(&staff), Some(json!({"endpoint_id": a_id}))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     assert_eq!(queued["endpoints"], json!([a_id]));

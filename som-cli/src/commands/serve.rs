@@ -55,6 +55,7 @@ impl Serve {
             .await
             .map_err(|e| crate::UsageError(format!("cannot listen on {listen} (--listen or SOM_LISTEN): {e}")))?;
         let addr = listener.local_addr()?;
+        ctx.som.retire_unlisted_webhook_endpoints().await?;
         let dispatcher = (!self.no_dispatcher).then(|| ctx.som.spawn_dispatcher());
         tracing::info!(%addr, database = %config.redacted_database_url(), "serving");
         for warning in ctx.som.warnings() {

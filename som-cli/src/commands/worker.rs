@@ -33,6 +33,7 @@ impl Worker {
         for warning in ctx.som.warnings() {
             tracing::warn!("{warning}");
         }
+        ctx.som.retire_unlisted_webhook_endpoints().await?;
         let dispatcher = ctx.som.spawn_dispatcher();
         tracing::info!("dispatcher running; stop with Ctrl-C or SIGTERM");
         shutdown_signal().await;

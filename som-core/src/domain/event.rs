@@ -210,8 +210,9 @@ impl EventFilter {
     }
 }
 
-/// A URL that receives SOM's events, signed with its own secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A URL that receives SOM's events, signed with its own secret. Its `Debug` shows neither
+/// secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookEndpoint {
     /// Its id.
     pub id: EndpointId,
@@ -240,6 +241,20 @@ pub struct WebhookEndpoint {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("id", &self.id)
+            .field("url", &crate::util::redact_url(&self.url))
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("failing_since", &self.failing_since)
+            .field("from_config", &self.from_config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebhookEndpoint {

@@ -6,6 +6,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// Every refusal's message contains this, so that a refusal can be told from a network failure.
+pub const REFUSED: &str = "is refused";
+
 /// Why an address is refused, or `None` when it is public.
 pub fn private_kind(ip: IpAddr) -> Option<&'static str> {
     match ip {
@@ -58,6 +61,9 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
         Some("a multicast address")
     } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
         Some("a documentation address")
+    } else if first == 0x2001 && ip.segments()[1] == 0 {
+        // Teredo: an IPv4 address (obfuscated) tunnelled through a relay.
+        Some("a Teredo tunnel address")
     } else {
         None
     }
@@ -73,8 +79,13 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
         return Some(low);
     }
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+    // NAT64, the well-known prefix (64:ff9b::/96) and the local-use one (64:ff9b:1::/48).
+    if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0; 4] || s[2] == 1) {
         return Some(low);
+    }
+    // 6to4 (2002::/16): the IPv4 address is in bits 16-47.
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
     }
     None
 }
@@ -85,10 +96,10 @@ pub fn check_ip(ip: IpAddr, allow_private: bool) -> Result<(), String> {
     match private_kind(ip) {
         None => Ok(()),
         Some(kind) if kind.starts_with("an unspecified") || kind.contains("multicast") => {
-            Err(format!("{ip} is {kind}, which is never called"))
+            Err(format!("{ip} {REFUSED}: it is {kind}, which is never called"))
         }
         Some(_) if allow_private => Ok(()),
-        Some(kind) => Err(format!("{ip} is {kind}; set SOM_WEBHOOK_ALLOW_PRIVATE=1 to allow it")),
+        Some(kind) => Err(format!("{ip} {REFUSED}: it is {kind}; set SOM_WEBHOOK_ALLOW_PRIVATE=on to allow it")),
     }
 }
 
@@ -189,6 +200,10 @@ mod tests {
             "::10.0.0.1",
             "64:ff9b::10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(check_ip(ip(refused), false).is_err(), "{refused} must be refused");
         }
@@ -217,7 +232,8 @@ mod tests {
         for never in ["0.0.0.0", "::", "224.0.0.1", "ff02::1"] {
             assert!(check_ip(ip(never), true).is_err(), "{never}");
         }
-        assert!(check_ip(ip("10.1.2.3"), false).unwrap_err().contains("SOM_WEBHOOK_ALLOW_PRIVATE"));
+        let refused = check_ip(ip("10.1.2.3"), false).unwrap_err();
+        assert!(refused.contains("SOM_WEBHOOK_ALLOW_PRIVATE") && refused.contains(REFUSED), "{refused}");
     }
 
     #[tokio::test]

@@ -99,7 +99,11 @@ impl Dispatcher {
         let (until, batch, claim) = (now + lease, self.config.batch_size, token.clone());
         let rows = self.write(move |s| async move { s.claim_notifications(now, until, batch, &claim).await }).await?;
         let mut delivered = Vec::with_capacity(rows.len());
-        let handled = self.deliver(rows, &token, stop, &mut delivered).await;
+        // No delivery starts in the last quarter of the lease: one that did could outlast it
+        // (a slow webhook, a slow mail server), and another dispatcher would claim the rest of
+        // the batch and deliver it too. What is left is released for the next round.
+        let start_before = until - lease / 4;
+        let handled = self.deliver(rows, &token, stop, start_before, &mut delivered).await;
         // Also when recording another row's outcome failed: these were delivered.
         self.mark_sent(&mut delivered, &token).await?;
         handled
@@ -131,13 +135,14 @@ impl Dispatcher {
         rows: Vec<crate::domain::OutboxEntry>,
         token: &str,
         stop: Option<&watch::Receiver<bool>>,
+        start_before: chrono::DateTime<Utc>,
         delivered: &mut Vec<crate::domain::NotificationId>,
     ) -> Result<usize> {
         let mut handled = 0;
         let mut marked_at = tokio::time::Instant::now();
         let mut rows = rows.into_iter();
         for row in rows.by_ref() {
-            if stop.is_some_and(|s| *s.borrow()) {
+            if stop.is_some_and(|s| *s.borrow()) || self.clock.now() >= start_before {
                 self.release(row.id, token).await?;
                 break;
             }

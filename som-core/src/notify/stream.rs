@@ -29,6 +29,7 @@ pub struct StreamNotifier {
     broker: Broker,
     name: String,
     url: Secret,
+    dedupe_window: std::time::Duration,
 }
 
 enum Broker {
@@ -49,8 +50,10 @@ impl std::fmt::Debug for StreamNotifier {
 
 impl StreamNotifier {
     /// A notifier publishing to `url` (`nats://…` or `amqp://…`) on the stream or exchange
-    /// `name`. Nothing is connected until the first event.
-    pub fn new(url: &Secret, name: &str) -> Result<StreamNotifier> {
+    /// `name`. Nothing is connected until the first event. A JetStream stream SOM makes drops a
+    /// re-publish of an event within `dedupe_window`: make it longer than the longest time an
+    /// event can wait for its next attempt (the outbox's backoff cap and lease).
+    pub fn new(url: &Secret, name: &str, dedupe_window: std::time::Duration) -> Result<StreamNotifier> {
         let scheme = url.expose().split("://").next().unwrap_or_default().to_ascii_lowercase();
         let broker = match scheme.as_str() {
             #[cfg(feature = "nats")]
@@ -66,7 +69,7 @@ impl StreamNotifier {
             }
             _ => return Err(Error::invalid("SOM_EVENT_STREAM", "must be a nats:// or amqp:// URL")),
         };
-        Ok(StreamNotifier { broker, name: name.to_owned(), url: url.clone() })
+        Ok(StreamNotifier { broker, name: name.to_owned(), url: url.clone(), dedupe_window })
     }
 
     /// Publishes one event and waits for the broker's confirmation.
@@ -129,7 +132,7 @@ impl StreamNotifier {
         let config = async_nats::jetstream::stream::Config {
             name: self.name.clone(),
             subjects: vec!["som.>".to_owned()],
-            duplicate_window: std::time::Duration::from_secs(120),
+            duplicate_window: self.dedupe_window,
             ..Default::default()
         };
         context
@@ -165,7 +168,8 @@ impl StreamNotifier {
             .basic_publish(
                 self.name.as_str().into(),
                 event.kind.as_str().into(),
-                BasicPublishOptions::default(),
+                // Mandatory: an event no queue is bound for comes back instead of vanishing.
+                BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
                 &body,
                 properties,
             )
@@ -175,7 +179,13 @@ impl StreamNotifier {
             Err(e) => Err(format!("publishing to RabbitMQ: {e}")),
         };
         match outcome {
-            Ok(c) if c.is_ack() => Ok(()),
+            Ok(c) if c.is_ack() => match c.take_message() {
+                None => Ok(()),
+                Some(_) => Err(NotifyError::Transient(format!(
+                    "no queue is bound to the exchange {} for {}: the event was returned",
+                    self.name, event.kind
+                ))),
+            },
             Ok(_) => Err(NotifyError::Transient("RabbitMQ refused the message (nack)".into())),
             Err(e) => {
                 // The connection may be broken; the next event connects again.

@@ -89,6 +89,9 @@ pub fn check_endpoint_url(raw: &str, allow_private: bool) -> Result<String> {
     if url.fragment().is_some() {
         return Err(Error::invalid("url", "must not have a fragment"));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::invalid("url", "must not carry credentials (user:password@); sign-in is by signature"));
+    }
     let ip = match host {
         url::Host::Ipv4(v4) => Some(std::net::IpAddr::V4(v4)),
         url::Host::Ipv6(v6) => Some(std::net::IpAddr::V6(v6)),
@@ -96,7 +99,7 @@ pub fn check_endpoint_url(raw: &str, allow_private: bool) -> Result<String> {
         url::Host::Domain(_) => None,
     };
     if let Some(ip) = ip {
-        check_ip(ip, allow_private).map_err(|why| Error::invalid("url", format!("is refused: {why}")))?;
+        check_ip(ip, allow_private).map_err(|why| Error::invalid("url", why))?;
     }
     Ok(url.to_string())
 }
@@ -110,6 +113,8 @@ impl WebhookNotifier {
             reqwest::Client::builder()
                 .timeout(settings.timeout)
                 .redirect(reqwest::redirect::Policy::none())
+                // A proxy would resolve the endpoint's name itself, past the address check.
+                .no_proxy()
                 .user_agent(concat!("SOM-Webhooks/", env!("CARGO_PKG_VERSION")))
                 .dns_resolver(CheckedResolver { allow_private })
                 .build()
@@ -131,7 +136,11 @@ impl WebhookNotifier {
             after = page.last().map(|e| e.id);
             rows.extend(
                 page.iter()
-                    .filter(|e| e.enabled && e.events.matches(n.kind) && e.created_at <= n.created_at)
+                    // An endpoint receives the events that happen once it exists; one made from
+                    // SOM_WEBHOOK_URLS also those still waiting from before it was (an upgrade).
+                    .filter(|e| {
+                        e.enabled && e.events.matches(n.kind) && (e.from_config || e.created_at <= n.created_at)
+                    })
                     .map(|e| NewNotification { channel: e.channel(), message: n.message.clone() }),
             );
             if page.len() < 500 {
@@ -186,9 +195,17 @@ impl WebhookNotifier {
             disable_failing_since: disable,
         };
         let storage = self.storage.clone();
-        let disabled = crate::storage::complete(&storage, move |s| async move { s.record_delivery(record).await })
-            .await
-            .map_err(transient)?;
+        let disabled =
+            match crate::storage::complete(&storage, move |s| async move { s.record_delivery(record).await }).await {
+                Ok(disabled) => disabled,
+                // Delivered is delivered: a record that could not be written does not make it a
+                // failure to send again.
+                Err(e) if outcome.is_ok() => {
+                    tracing::warn!(endpoint = %endpoint.id, error = %e, "a delivery could not be recorded");
+                    false
+                }
+                Err(e) => return Err(transient(e)),
+            };
         if disabled {
             self.alert_disabled(&endpoint, n).await;
         }
@@ -215,7 +232,7 @@ impl WebhookNotifier {
         };
         // Names are checked by the client's resolver; address literals never reach it.
         if let Some(ip) = literal {
-            check_ip(ip, allow_private).map_err(|why| Failure::permanent(format!("refused: {why}")))?;
+            check_ip(ip, allow_private).map_err(Failure::permanent)?;
         }
         let timestamp = self.clock.now().timestamp();
         let signature = endpoint
@@ -238,9 +255,15 @@ impl WebhookNotifier {
         let mut resp = match sent {
             Ok(resp) => resp,
             Err(e) => {
-                let why = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
-                let refused = why.contains("SOM_WEBHOOK_ALLOW_PRIVATE") || why.contains("never called");
-                let error = if why.is_empty() { e.to_string() } else { format!("{e}: {why}") };
+                // The resolver's refusal is several sources down the chain.
+                let chain: Vec<String> = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                    .map(ToString::to_string)
+                    .collect();
+                let refused = chain.iter().any(|why| why.contains(super::address::REFUSED));
+                let error = match chain.last() {
+                    Some(why) => format!("{e}: {why}"),
+                    None => e.to_string(),
+                };
                 return Err(Failure { status: None, body: None, error, retry: !refused });
             }
         };
@@ -268,15 +291,18 @@ impl WebhookNotifier {
     /// Tells staff (by the alert channels) that `endpoint` was disabled.
     async fn alert_disabled(&self, endpoint: &WebhookEndpoint, n: &Notification) {
         let since = endpoint.failing_since.unwrap_or_else(|| self.clock.now());
+        // The host only: receivers often carry a token in the path or query.
+        let host =
+            reqwest::Url::parse(&endpoint.url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
         let what = format!(
-            "webhook endpoint {} ({}) was disabled after failing continuously since {}; fix it, then enable it again \
+            "webhook endpoint {} (at {}) was disabled after failing continuously since {}; fix it, then enable it again \
              (PATCH /api/v1/webhook-endpoints/{}/ with enabled=true) and redeliver what it missed",
             endpoint.id,
-            endpoint.url,
+            host,
             since.format("%Y-%m-%d %H:%M UTC"),
             endpoint.id
         );
-        tracing::error!(endpoint = %endpoint.id, url = %endpoint.url, "{what}");
+        tracing::error!(endpoint = %endpoint.id, "{what}");
         metrics::counter!("som_webhook_endpoints_disabled_total").increment(1);
         let alert = format!("webhook_disabled:endpoint:{}:{}", endpoint.id, since.timestamp());
         let written = crate::system::write_staff_alert(
@@ -349,6 +375,7 @@ mod tests {
             "http://localhost/hook",
             "https://[fe80::1]/",
             "https://hooks.example.com/#frag",
+            "https://user:pass@hooks.example.com/",
             "not a url",
             "",
         ] {

@@ -493,6 +493,10 @@ pub trait OutboxStore: Send + Sync {
     async fn enqueue_notifications(&self, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()>;
 }
 
+/// Why an endpoint made from `SOM_WEBHOOK_URLS` is disabled once its URL is no longer listed;
+/// listing it again enables it.
+pub const UNLISTED_CONFIG_ENDPOINT: &str = "no longer in SOM_WEBHOOK_URLS";
+
 /// Webhook endpoints, their delivery records, and events looked up again to redeliver them.
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
@@ -500,7 +504,8 @@ pub trait WebhookStore: Send + Sync {
     async fn insert_endpoint(&self, record: NewEndpointRecord) -> Result<WebhookEndpoint>;
 
     /// The endpoint made from `SOM_WEBHOOK_URLS` for `url`, made now (with `secret`) if there
-    /// is none, its secret set to `secret` if there is; in one transaction.
+    /// is none, its secret set to `secret` (and enabled again if it was disabled for being
+    /// unlisted, [`UNLISTED_CONFIG_ENDPOINT`]) if there is; in one transaction.
     async fn upsert_config_endpoint(&self, url: &str, secret: &str, at: DateTime<Utc>) -> Result<WebhookEndpoint>;
 
     /// One endpoint.

@@ -342,9 +342,9 @@ pub(crate) fn recipient_of(n: &NewNotification) -> Option<String> {
     n.message.email.clone()
 }
 
-/// A `webhook_endpoints` row.
-#[derive(Debug)]
+/// A `webhook_endpoints` row (no `Debug`: it holds secrets).
 #[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+#[allow(missing_debug_implementations)]
 pub(crate) struct EndpointRow {
     pub id: i64,
     pub url: String,

@@ -419,7 +419,7 @@ pub struct IdempotencySlot {
 }
 
 /// A webhook endpoint to store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewEndpointRecord {
     /// Where events are POSTed (already checked).
     pub url: String,
@@ -436,7 +436,7 @@ pub struct NewEndpointRecord {
 }
 
 /// A change to an endpoint, as the core decided it; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct EndpointChange {
     /// A new URL (already checked).
     pub url: Option<String>,
@@ -446,6 +446,8 @@ pub struct EndpointChange {
     pub description: Option<Option<String>>,
     /// Enables (clearing why it was disabled and since when it failed) or disables it.
     pub enabled: Option<bool>,
+    /// With `enabled`: why it is disabled (none when staff disable it).
+    pub disabled_reason: Option<String>,
     /// A new secret; the current one keeps signing until the given time.
     pub rotate: Option<(String, DateTime<Utc>)>,
     /// Sets the secret without keeping the old one (an operator's configured secret).
@@ -495,4 +497,25 @@ pub struct DeliveryQuery {
     pub before: Option<crate::domain::DeliveryId>,
     /// At most this many.
     pub limit: u32,
+}
+
+impl std::fmt::Debug for NewEndpointRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEndpointRecord")
+            .field("url", &crate::util::redact_url(&self.url))
+            .field("events", &self.events)
+            .field("from_config", &self.from_config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for EndpointChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointChange")
+            .field("url", &self.url.as_deref().map(crate::util::redact_url))
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .field("rotate", &self.rotate.as_ref().map(|(_, until)| until))
+            .finish_non_exhaustive()
+    }
 }

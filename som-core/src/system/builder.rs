@@ -181,7 +181,11 @@ fn notifiers_from_config(config: &Config, storage: &DynStorage, clock: &DynClock
         .collect::<Result<_>>()?;
     if let Some(url) = &config.event_stream {
         #[cfg(any(feature = "nats", feature = "amqp"))]
-        notifiers.push(Arc::new(crate::notify::StreamNotifier::new(url, &config.event_stream_name)?));
+        {
+            // A re-publish can come as late as the longest retry delay plus a lease (a crash).
+            let window = config.outbox.backoff_cap.saturating_add(config.outbox.lease).max(Duration::from_secs(120));
+            notifiers.push(Arc::new(crate::notify::StreamNotifier::new(url, &config.event_stream_name, window)?));
+        }
         #[cfg(not(any(feature = "nats", feature = "amqp")))]
         return Err(Error::invalid(
             "SOM_EVENT_STREAM",

@@ -152,6 +152,11 @@ impl OrderSystem {
         let description =
             patch.description.as_ref().map(|d| endpoint_description(d.as_deref()).map_err(|e| errors.take(e)));
         errors.into_result()?;
+        if patch.url.is_some() && self.webhook_endpoint(caller, id).await?.from_config {
+            return Err(Error::Conflict(format!(
+                "webhook endpoint {id} is made from SOM_WEBHOOK_URLS: change its URL there"
+            )));
+        }
         let change = EndpointChange {
             url: url.and_then(Result::ok),
             events: events.and_then(Result::ok),
@@ -192,6 +197,18 @@ impl OrderSystem {
             return Err(Error::invalid("overlap", "must be at most 7 days (604800 seconds)"));
         }
         let at = self.now();
+        let endpoint = self.webhook_endpoint(caller, id).await?;
+        if endpoint.from_config {
+            return Err(Error::Conflict(format!(
+                "webhook endpoint {id} is signed with SOM_WEBHOOK_SECRET: change the secret there"
+            )));
+        }
+        if let Some(running) = endpoint.previous_secret_until.filter(|until| *until > at && !overlap.is_zero()) {
+            return Err(Error::Conflict(format!(
+                "the last rotation's old secret signs until {}; rotate with an overlap of 0 to drop both old secrets now",
+                running.format("%Y-%m-%d %H:%M:%S UTC")
+            )));
+        }
         let until = at + chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::zero());
         let change = EndpointChange { rotate: Some((new_endpoint_secret(), until)), ..EndpointChange::default() };
         self.write(move |s| async move { s.update_endpoint(id, change, at).await })
@@ -249,6 +266,11 @@ impl OrderSystem {
         endpoint: Option<EndpointId>,
     ) -> Result<Redelivery> {
         Self::staff_only(caller, "redeliver events")?;
+        if !self.webhooks_enabled() {
+            return Err(Error::Conflict(
+                "webhook delivery is off on this server: add `webhook` to SOM_NOTIFIER to deliver to endpoints".into(),
+            ));
+        }
         if event_id.is_empty() || event_id.chars().count() > MAX_EVENT_ID_CHARS {
             return Err(Error::NotFound("no such event".into()));
         }
@@ -264,6 +286,12 @@ impl OrderSystem {
                 let e = self.webhook_endpoint(caller, id).await?;
                 if !e.enabled {
                     return Err(Error::Conflict(format!("webhook endpoint {id} is disabled; enable it first")));
+                }
+                if !e.events.matches(message.kind) {
+                    return Err(Error::Conflict(format!(
+                        "webhook endpoint {id} does not receive {} events",
+                        message.kind.type_name()
+                    )));
                 }
                 vec![e]
             }
@@ -291,40 +319,64 @@ impl OrderSystem {
         Ok(redelivery)
     }
 
-    /// Keeps the endpoints of `SOM_WEBHOOK_URLS` (signed with `SOM_WEBHOOK_SECRET`) and
-    /// disables the ones made from a URL no longer listed. Run when the system is built.
+    /// Makes (or keeps) an endpoint for each URL of `SOM_WEBHOOK_URLS`, signed with
+    /// `SOM_WEBHOOK_SECRET`. Run when the system is built.
     pub(super) async fn configure_webhook_endpoints(&self) -> Result<()> {
         let config = &self.inner.config;
-        if !self.webhooks_enabled() {
+        if !self.webhooks_enabled() || config.webhook_urls.is_empty() {
             return Ok(());
         }
-        let secret = match (&config.webhook_secret, config.webhook_urls.is_empty()) {
-            (_, true) => None,
-            (Some(s), false) if s.expose().len() >= 16 => Some(s.expose().to_owned()),
-            (Some(_), false) => return Err(Error::invalid("SOM_WEBHOOK_SECRET", "must be at least 16 bytes")),
-            (None, false) => {
+        let secret = match &config.webhook_secret {
+            Some(s) if s.expose().len() >= 16 => s.expose().to_owned(),
+            Some(_) => return Err(Error::invalid("SOM_WEBHOOK_SECRET", "must be at least 16 bytes")),
+            None => {
                 return Err(Error::invalid("SOM_WEBHOOK_SECRET", "is required by the endpoints of SOM_WEBHOOK_URLS"));
             }
         };
-        let mut kept = Vec::new();
-        for url in &config.webhook_urls {
-            let parsed =
-                reqwest::Url::parse(url).map_err(|e| Error::invalid("SOM_WEBHOOK_URLS", format!("{url}: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(Error::invalid("SOM_WEBHOOK_URLS", format!("{url}: only http and https URLs")));
-            }
-            let (url, secret, at) = (parsed.to_string(), secret.clone().unwrap_or_default(), self.now());
-            let e = self.write(move |s| async move { s.upsert_config_endpoint(&url, &secret, at).await }).await?;
-            kept.push(e.id);
-        }
-        for e in self.inner.storage.list_endpoints(None, MAX_ENDPOINTS).await? {
-            if e.from_config && e.enabled && !kept.contains(&e.id) {
-                let (id, at) = (e.id, self.now());
-                let change = EndpointChange { enabled: Some(false), ..EndpointChange::default() };
-                self.write(move |s| async move { s.update_endpoint(id, change, at).await }).await?;
-                tracing::info!(endpoint = %id, url = %e.url, "disabled: no longer in SOM_WEBHOOK_URLS");
-            }
+        for url in Self::configured_urls(config)? {
+            let (secret, at) = (secret.clone(), self.now());
+            self.write(move |s| async move { s.upsert_config_endpoint(&url, &secret, at).await }).await?;
         }
         Ok(())
+    }
+
+    fn configured_urls(config: &Config) -> Result<Vec<String>> {
+        config
+            .webhook_urls
+            .iter()
+            .map(|url| {
+                let parsed =
+                    reqwest::Url::parse(url).map_err(|e| Error::invalid("SOM_WEBHOOK_URLS", format!("{url}: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(Error::invalid("SOM_WEBHOOK_URLS", format!("{url}: only http and https URLs")));
+                }
+                Ok(parsed.to_string())
+            })
+            .collect()
+    }
+
+    /// Disables the endpoints made from a `SOM_WEBHOOK_URLS` URL that this process's
+    /// configuration no longer lists (listing it again enables it). `som serve` and `som
+    /// worker` run it at start; other commands leave endpoints alone.
+    pub async fn retire_unlisted_webhook_endpoints(&self) -> Result<u64> {
+        if !self.webhooks_enabled() {
+            return Ok(0);
+        }
+        let listed = Self::configured_urls(&self.inner.config)?;
+        let mut retired = 0;
+        for e in self.inner.storage.list_endpoints(None, MAX_ENDPOINTS).await? {
+            if e.from_config && e.enabled && !listed.contains(&e.url) {
+                let (id, at) = (e.id, self.now());
+                let change = EndpointChange {
+                    enabled: Some(false),
+                    disabled_reason: Some(crate::storage::UNLISTED_CONFIG_ENDPOINT.to_owned()),
+                    ..EndpointChange::default()
+                };
+                self.write(move |s| async move { s.update_endpoint(id, change, at).await }).await?;
+                tracing::info!(endpoint = %id, "webhook endpoint disabled: {}", crate::storage::UNLISTED_CONFIG_ENDPOINT);
+                retired += 1;
+            }
+        }
+        Ok(retired)
     }
 }

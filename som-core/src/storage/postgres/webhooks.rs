@@ -41,12 +41,15 @@ impl WebhookStore for PostgresStorage {
                     "INSERT INTO webhook_endpoints (url, events, description, secret, from_config, created_at, updated_at) \
                      VALUES ($1, '[\"*\"]', 'from SOM_WEBHOOK_URLS', $2, TRUE, $3, $3) \
                      ON CONFLICT (url) WHERE from_config DO UPDATE SET secret = EXCLUDED.secret, \
-                     updated_at = CASE WHEN webhook_endpoints.secret <> EXCLUDED.secret THEN EXCLUDED.updated_at \
-                     ELSE webhook_endpoints.updated_at END RETURNING *",
+                     enabled = webhook_endpoints.enabled OR webhook_endpoints.disabled_reason = $4, \
+                     disabled_reason = CASE WHEN webhook_endpoints.disabled_reason = $4 THEN NULL \
+                         ELSE webhook_endpoints.disabled_reason END, \
+                     updated_at = EXCLUDED.updated_at RETURNING *",
                 )
                 .bind(url.to_owned())
                 .bind(secret.to_owned())
-                .bind(truncate(at)),
+                .bind(truncate(at))
+                .bind(crate::storage::UNLISTED_CONFIG_ENDPOINT),
             )
             .await?;
         rows.first().map(endpoint_from).ok_or_else(|| corrupt("endpoint just written"))?
@@ -81,7 +84,7 @@ impl WebhookStore for PostgresStorage {
                      url = COALESCE($3, url), events = COALESCE($4, events), \
                      description = CASE WHEN $5 THEN $6 ELSE description END, \
                      enabled = COALESCE($7, enabled), \
-                     disabled_reason = CASE WHEN $7::BOOLEAN IS NULL THEN disabled_reason ELSE NULL END, \
+                     disabled_reason = CASE WHEN $7::BOOLEAN IS NULL THEN disabled_reason ELSE $11 END, \
                      failing_since = CASE WHEN $7 THEN NULL ELSE failing_since END, \
                      previous_secret = CASE WHEN $8::TEXT IS NOT NULL THEN secret \
                          WHEN $10::TEXT IS NOT NULL THEN NULL ELSE previous_secret END, \
@@ -99,7 +102,8 @@ impl WebhookStore for PostgresStorage {
                 .bind(change.enabled)
                 .bind(change.rotate.as_ref().map(|(s, _)| s.clone()))
                 .bind(change.rotate.as_ref().map(|(_, until)| truncate(*until)))
-                .bind(change.secret),
+                .bind(change.secret)
+                .bind(change.disabled_reason),
             )
             .await?;
         rows.first().map(endpoint_from).transpose()

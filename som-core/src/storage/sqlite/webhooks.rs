@@ -67,8 +67,11 @@ impl WebhookStore for SqliteStorage {
                 "INSERT INTO webhook_endpoints (url, events, description, secret, from_config, created_at, updated_at) \
                  VALUES (?1, '[\"*\"]', 'from SOM_WEBHOOK_URLS', ?2, 1, ?3, ?3) \
                  ON CONFLICT (url) WHERE from_config = 1 DO UPDATE SET secret = excluded.secret, \
-                 updated_at = excluded.updated_at WHERE webhook_endpoints.secret <> excluded.secret",
-                params![url, secret, micros(at)],
+                 enabled = CASE WHEN webhook_endpoints.disabled_reason = ?4 THEN 1 ELSE webhook_endpoints.enabled END, \
+                 disabled_reason = CASE WHEN webhook_endpoints.disabled_reason = ?4 THEN NULL \
+                     ELSE webhook_endpoints.disabled_reason END, \
+                 updated_at = excluded.updated_at",
+                params![url, secret, micros(at), crate::storage::UNLISTED_CONFIG_ENDPOINT],
             )?;
             let id: i64 =
                 tx.query_row("SELECT id FROM webhook_endpoints WHERE url = ?1 AND from_config = 1", [&url], |r| {
@@ -106,7 +109,7 @@ impl WebhookStore for SqliteStorage {
                  url = COALESCE(?3, url), events = COALESCE(?4, events), \
                  description = CASE WHEN ?5 THEN ?6 ELSE description END, \
                  enabled = COALESCE(?7, enabled), \
-                 disabled_reason = CASE WHEN ?7 IS NULL THEN disabled_reason ELSE NULL END, \
+                 disabled_reason = CASE WHEN ?7 IS NULL THEN disabled_reason ELSE ?11 END, \
                  failing_since = CASE WHEN ?7 = 1 THEN NULL ELSE failing_since END, \
                  previous_secret = CASE WHEN ?8 IS NOT NULL THEN secret WHEN ?10 IS NOT NULL THEN NULL ELSE previous_secret END, \
                  previous_secret_until = CASE WHEN ?8 IS NOT NULL THEN ?9 WHEN ?10 IS NOT NULL THEN NULL ELSE previous_secret_until END, \
@@ -123,6 +126,7 @@ impl WebhookStore for SqliteStorage {
                     change.rotate.as_ref().map(|(s, _)| s.clone()),
                     change.rotate.as_ref().map(|(_, until)| micros(*until)),
                     change.secret,
+                    change.disabled_reason,
                 ],
             )?;
             if n == 0 {
