@@ -4,7 +4,8 @@
 //!         --scenario flow --concurrency 64 --duration 10
 //!
 //! Scenarios: `flow` (per iteration: create an order, initiate its payment, confirm it),
-//! `latest` (GET /api/v1/orders/latest/), `list` (a page of 50), `detail` (one order),
+//! `latest` (GET /api/v1/orders/latest/), `list` (a page of 50), `pages` (the user's whole list,
+//! following `Link: rel="next"` with `?limit=200`: one iteration per whole list), `detail` (one order),
 //! `healthz` (GET /healthz), `login` (POST /api/v1/token/;
 //! run the server with SOM_AUTH_RATE_LIMIT=0). Prints throughput, latency percentiles and
 //! errors. Every iteration is bounded in count by the duration and targets only `--url`.
@@ -124,6 +125,30 @@ async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &
         "healthz" => expect_body(client.get(format!("{url}/healthz")).send().await).await,
         "latest" => expect_body(client.get(format!("{api}/orders/latest/")).bearer_auth(token).send().await).await,
         "list" => expect_body(client.get(format!("{api}/orders/?limit=50")).bearer_auth(token).send().await).await,
+        "pages" => {
+            let mut next = Some(format!("{api}/orders/?limit=200"));
+            while let Some(page) = next.take() {
+                let resp = client
+                    .get(&page)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|e| if e.is_timeout() { "timeout".to_owned() } else { "connection".to_owned() })?;
+                if resp.status().as_u16() != 200 {
+                    return Err(format!("HTTP {}", resp.status().as_u16()));
+                }
+                // `Link: </api/v1/orders/?cursor=…&limit=200>; rel="next"`
+                next = resp
+                    .headers()
+                    .get("link")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| l.strip_prefix('<'))
+                    .and_then(|l| l.split_once('>'))
+                    .map(|(path, _)| format!("{url}{path}"));
+                resp.bytes().await.map_err(|e| format!("body: {e}"))?;
+            }
+            Ok(())
+        }
         "detail" => {
             let id = FIRST_ORDER.get().copied().unwrap_or(1);
             expect_body(client.get(format!("{api}/orders/{id}/")).bearer_auth(token).send().await).await
@@ -220,7 +245,7 @@ async fn main() -> anyhow::Result<()> {
         None => format!("loadgen{}", std::process::id()),
     };
     let token = register(&client, &a.url, &name).await.context("registering the load user")?;
-    if matches!(a.scenario.as_str(), "latest" | "list" | "detail" | "console-list" | "console-order") {
+    if matches!(a.scenario.as_str(), "latest" | "list" | "pages" | "detail" | "console-list" | "console-order") {
         // A few are paid, the rest placed, sixteen at a time.
         for _ in 0..a.orders.min(10) {
             iteration(&client, &a.url, "flow", &token).await.map_err(anyhow::Error::msg)?;

@@ -14,11 +14,14 @@
 #   CONSOLE_ONLY=1 scripts/bench-http.sh  # only the console pages beside /healthz
 #   STREAM_ONLY=1 scripts/bench-http.sh   # order creation with the event stream off, to NATS
 #                                         # JetStream and to RabbitMQ (brokers on 127.0.0.1)
+#   PAGES_ONLY=1 scripts/bench-http.sh    # a 1,000-order user's whole list at limit=200 beside
+#                                         # /healthz and the single-order reads
+#   EXPORT_ONLY=1 scripts/bench-http.sh   # exporting 1 M orders (CSV, NDJSON): rate and RSS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
-cargo build --release --quiet -p som-cli && cargo build --release --quiet -p som --example loadgen --example seed
-[ -n "${STREAM_ONLY:-}" ] && cargo build --release --quiet -p som --example amqp_queue
+cargo build --release --quiet -p som-cli
+cargo build --release --quiet -p som --example loadgen --example seed --example amqp_queue
 SOM=target/release/som
 LG=target/release/examples/loadgen
 work="$(mktemp -d)"
@@ -55,7 +58,7 @@ start_server() {
 
 # load SCENARIO CONCURRENCY [loadgen flags…]; a page of orders is read as a user with 1,000.
 load() {
-    local extra=(); [ "$1" = list ] && extra=(--orders 1000)
+    local extra=(); case "$1" in list | pages) extra=(--orders 1000) ;; esac
     "$LG" --url "$BASE" --scenario "$1" --concurrency "$2" --duration "$DURATION" "${extra[@]}" "${@:3}"
 }
 
@@ -192,6 +195,68 @@ fresh_postgres() {
     psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
     STREAM_DB="${SOM_TEST_POSTGRES_URL%/*}/${db}"
 }
+
+# pages_reads NAME URL: a 1,000-order user's whole list, five pages of 200 following the Link
+# header (lists/s), beside /healthz and the single-order reads, c=16 and 64.
+pages_reads() {
+    echo "### $1: whole lists at limit=200 beside /healthz"
+    start_server "$2"
+    for c in 16 64; do
+        load healthz "$c"
+        load pages "$c"
+        load latest "$c"
+        load detail "$c"
+    done
+    echo "RSS after the page loads: $(rss_kb "$PID") kB"
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+}
+
+# export_orders NAME URL N: exports the N orders in URL's database as CSV and NDJSON through
+# the API, with the server's RSS before and at its peak.
+export_orders() {
+    start_server "$2"
+    printf 'correct horse battery\n' | SOM_DATABASE_URL="$2" SOM_LOG=warn "$SOM" users create "exporter$$" --staff --password-stdin -q 2> /dev/null || true
+    local token
+    token="$(curl -fsS -X POST "${BASE}/api/v1/token/" -H 'content-type: application/json' \
+        -d "{\"username\":\"exporter$$\",\"password\":\"correct horse battery\"}" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])')"
+    echo "### $1: export of $3 orders; RSS before: $(rss_kb "$PID") kB"
+    for format in csv ndjson; do
+        rm -f "$work/epeak"
+        ( peak=0; while kill -0 "$PID" 2>/dev/null; do r=$(rss_kb "$PID"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$work/epeak"; sleep 0.1; done ) &
+        local sampler=$! t0; t0="$(date +%s%N)"
+        curl -fsS -H "authorization: Bearer ${token}" "${BASE}/api/v1/orders/export/?format=${format}" -o "$work/export.${format}"
+        local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+        kill "$sampler" 2>/dev/null || true
+        local lines; lines="$(wc -l < "$work/export.${format}")"
+        echo "export ${format}: ${lines} lines, $(du -m "$work/export.${format}" | cut -f1) MB in ${ms} ms = $(( lines * 1000 / (ms + 1) )) lines/s; server RSS peak $(cat "$work/epeak") kB"
+        rm -f "$work/export.${format}"
+    done
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+}
+
+if [ -n "${PAGES_ONLY:-}" ]; then
+    [ "${ONLY:-sqlite}" = sqlite ] && pages_reads "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/pages.db"
+    if [ -n "${SOM_TEST_POSTGRES_URL:-}" ] && [ "${ONLY:-postgres}" = postgres ]; then
+        db="som_pages_$$"
+        psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
+        pages_reads "PostgreSQL 15 (local)" "${SOM_TEST_POSTGRES_URL%/*}/${db}"
+        psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
+    fi
+    exit 0
+fi
+
+if [ -n "${EXPORT_ONLY:-}" ]; then
+    n="${EXPORT_ORDERS:-1000000}"
+    if [ "${ONLY:-sqlite}" = sqlite ]; then
+        "$SOM" migrate --database-url "sqlite://${work}/export.db" > /dev/null
+        target/release/examples/seed "sqlite://${work}/export.db" "$n"
+        sync; sleep 2
+        export_orders "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/export.db" "$n"
+        rm -f "${work}/export.db"*
+    fi
+    exit 0
+fi
 
 if [ -n "${STREAM_ONLY:-}" ]; then
     [ "${ONLY:-sqlite}" = sqlite ] && stream_orders "SQLite (file, WAL, synchronous=FULL)" sqlite fresh_sqlite

@@ -106,3 +106,4 @@ pub use system::{
 };
 #[cfg(feature = "webhook")]
 pub use system::{DeliveryListQuery, EndpointInput, EndpointPatch, Redelivery};
+pub use system::{ExportFormat, OrderExport, OrderExportQuery};

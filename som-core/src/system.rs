@@ -36,6 +36,7 @@ mod builder;
 mod capture;
 mod closing;
 mod events;
+mod export;
 mod fulfillments;
 mod idempotency;
 mod locks;
@@ -52,6 +53,7 @@ mod webhooks;
 #[cfg(feature = "webhook")]
 pub(crate) use alerts::write_staff_alert;
 pub use builder::OrderSystemBuilder;
+pub use export::{EXPORT_BATCH, ExportFormat, OrderExport, OrderExportQuery};
 pub use fulfillments::{FulfillmentInput, MAX_RETURN_TEXT_CHARS, ReturnInput, ShipInput};
 use locks::KeyedLocks;
 use orders::*;

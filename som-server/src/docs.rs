@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{capture, dto, error, fulfillment, ops, routes, schema, staff, webhooks};
+use crate::{capture, dto, error, export, fulfillment, ops, routes, schema, staff, webhooks};
 
 /// The API description served at `/api/openapi.json` and `/api/schema/`.
 #[derive(Debug, OpenApi)]
@@ -16,7 +16,7 @@ use crate::{capture, dto, error, fulfillment, ops, routes, schema, staff, webhoo
         routes::register, routes::me, routes::change_password, routes::token, routes::refresh,
         routes::revoke, routes::revoke_all,
         routes::list_orders, routes::create_order, routes::latest_order, routes::get_order,
-        routes::cancel_order, routes::order_history,
+        routes::cancel_order, routes::order_history, export::export_orders,
         routes::initiate_payment, routes::create_payment, routes::confirm_payment, routes::get_payment,
         routes::stripe_webhook,
         staff::create_refund, staff::list_refunds, capture::capture_payment, capture::void_payment,

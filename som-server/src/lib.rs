@@ -17,6 +17,8 @@ pub mod docs;
 pub mod dto;
 /// Problem responses.
 pub mod error;
+/// The streamed export of orders (CSV, NDJSON).
+pub mod export;
 /// Extractors.
 pub mod extract;
 /// Fulfilments and returns.
@@ -207,6 +209,7 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         ("/api/v1/token/revoke-all", post(routes::revoke_all)),
         ("/api/v1/orders", get(routes::list_orders).post(routes::create_order)),
         ("/api/v1/orders/latest", get(routes::latest_order)),
+        ("/api/v1/orders/export", get(export::export_orders)),
         ("/api/v1/orders/{id}", get(routes::get_order)),
         ("/api/v1/orders/{id}/cancel", post(routes::cancel_order)),
         ("/api/v1/orders/{id}/history", get(routes::order_history)),

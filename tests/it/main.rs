@@ -8,6 +8,7 @@ mod cancellation;
 mod capture;
 mod console;
 mod console_fulfilment;
+mod export;
 mod fulfillment;
 mod http;
 mod notifications;

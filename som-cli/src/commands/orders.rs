@@ -50,6 +50,29 @@ pub enum Orders {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Write every order the filters select, newest first, as CSV or NDJSON (to stdout, or a
+    /// file), reading a batch at a time.
+    Export {
+        /// csv (one line per order, items flattened) or ndjson (one order per line, as the API
+        /// shows it).
+        #[arg(long, default_value = "csv", value_parser = super::names_parser(som_core::ExportFormat::ALL, som_core::ExportFormat::as_str, som_core::ExportFormat::parse))]
+        format: som_core::ExportFormat,
+        /// Only this user's orders (username or id); everyone's otherwise.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only orders in this status.
+        #[arg(long, value_parser = super::names_parser(OrderStatus::ALL, OrderStatus::as_str, OrderStatus::parse))]
+        status: Option<OrderStatus>,
+        /// Only orders placed at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only orders placed before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
     /// Show one order.
     Show {
         /// Order id.
@@ -131,6 +154,35 @@ impl Orders {
                     .maybe_idempotency_key(idempotency_key.as_deref())
                     .await?;
                 ctx.out.record(&order, &order_fields(&order))
+            }
+            Orders::Export { format, user, status, created_after, created_before, output } => {
+                let user = match user {
+                    Some(u) => Some(resolve_user_id(ctx, &u).await?),
+                    None => None,
+                };
+                let query = som_core::OrderExportQuery { user, status, created_after, created_before };
+                let mut export = ctx.som.export_orders(super::OPERATOR, query).await?;
+                let sink: Box<dyn std::io::Write> = match &output {
+                    Some(path) => Box::new(std::fs::File::create(path)?),
+                    None => Box::new(std::io::stdout().lock()),
+                };
+                let mut out = std::io::BufWriter::with_capacity(256 * 1024, sink);
+                let mut text = String::from(format.header());
+                let mut written = 0u64;
+                while let Some(batch) = export.next_batch().await? {
+                    for order in &batch {
+                        format.write(order, &mut text);
+                    }
+                    written += batch.len() as u64;
+                    std::io::Write::write_all(&mut out, text.as_bytes())?;
+                    text.clear();
+                }
+                std::io::Write::write_all(&mut out, text.as_bytes())?;
+                std::io::Write::flush(&mut out)?;
+                if let Some(path) = output {
+                    ctx.out.note(&format!("exported {written} orders to {}", path.display()));
+                }
+                Ok(())
             }
             Orders::List { user, status, created_after, created_before, search, limit, cursor } => {
                 let user = match user {

@@ -126,6 +126,17 @@ fn scenario(som: &Som, backend: &str) {
     assert_eq!(latest["id"], order["id"]);
     let human = som.ok(&["orders", "show", &id]);
     assert!(human.contains("250.00 USD") && human.contains("PAID"), "{human}");
+    // The export: CSV to stdout, NDJSON of the paid ones as the API shows them.
+    som.json(&["orders", "create", "--user", "alice", "--item", "Gadget:3:1.00"]);
+    let csv = som.ok(&["orders", "export", "--format", "csv"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("id,user,status,") && lines[2].starts_with(&format!("{id},")), "{csv}");
+    assert!(lines[2].ends_with(",2,2 x Widget @ 100.00; 1 x Gadget @ 50.00"), "{csv}");
+    let ndjson = som.ok(&["orders", "export", "--format", "ndjson", "--status", "PAID"]);
+    let paid: Vec<serde_json::Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(paid.len(), 1);
+    assert_eq!((paid[0]["id"].to_string(), paid[0]["items"][1]["name"].as_str()), (id.clone(), Some("Gadget")));
 }
 
 #[test]

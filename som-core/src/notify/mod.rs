@@ -61,4 +61,20 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     /// Delivers one notification. Must be safe to call again for the same notification (the
     /// outbox delivers at least once); [`Notification::dedupe_key`] identifies repeats.
     async fn send(&self, notification: &Notification) -> Result<(), NotifyError>;
+
+    /// Whether the dispatcher should hand this notifier its rows together
+    /// ([`Notifier::send_batch`]) rather than one by one.
+    fn sends_batches(&self) -> bool {
+        false
+    }
+
+    /// Delivers several notifications of one channel; one outcome per notification, in order.
+    /// By default one after the other with [`Notifier::send`].
+    async fn send_batch(&self, notifications: &[Notification]) -> Vec<Result<(), NotifyError>> {
+        let mut outcomes = Vec::with_capacity(notifications.len());
+        for n in notifications {
+            outcomes.push(self.send(n).await);
+        }
+        outcomes
+    }
 }

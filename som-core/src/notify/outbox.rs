@@ -128,8 +128,10 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Delivers claimed `rows` in order, recording failures and skips as they happen and
-    /// collecting the delivered rows' ids in `delivered`.
+    /// Delivers claimed `rows`, recording failures and skips as they happen and collecting the
+    /// delivered rows' ids in `delivered`. Rows of a notifier that sends in batches (the event
+    /// stream: publish all, then wait for every acknowledgement) go first, one batch per
+    /// channel; the others one by one, in order.
     async fn deliver(
         &self,
         rows: Vec<crate::domain::OutboxEntry>,
@@ -140,7 +142,39 @@ impl Dispatcher {
     ) -> Result<usize> {
         let mut handled = 0;
         let mut marked_at = tokio::time::Instant::now();
-        let mut rows = rows.into_iter();
+        let (batched, single): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| self.notifier_for(&r.channel).is_some_and(|n| n.sends_batches()));
+        let mut groups: Vec<(Arc<dyn Notifier>, Vec<crate::domain::OutboxEntry>)> = Vec::new();
+        for row in batched {
+            match groups.iter_mut().find(|(_, g)| g[0].channel == row.channel) {
+                Some((_, group)) => group.push(row),
+                None => {
+                    if let Some(n) = self.notifier_for(&row.channel) {
+                        groups.push((Arc::clone(n), vec![row]));
+                    }
+                }
+            }
+        }
+        let mut pending_groups = groups.into_iter();
+        for (notifier, group) in pending_groups.by_ref() {
+            if stop.is_some_and(|s| *s.borrow()) || self.clock.now() >= start_before {
+                for row in group {
+                    self.release(row.id, token).await?;
+                }
+                break;
+            }
+            let outcomes = notifier.send_batch(&group).await;
+            for (row, outcome) in group.into_iter().zip(outcomes) {
+                self.settle(&row, outcome, token, delivered, &mut marked_at).await?;
+                handled += 1;
+            }
+        }
+        for (_, rest) in pending_groups {
+            for row in rest {
+                self.release(row.id, token).await?;
+            }
+        }
+        let mut rows = single.into_iter();
         for row in rows.by_ref() {
             if stop.is_some_and(|s| *s.borrow()) || self.clock.now() >= start_before {
                 self.release(row.id, token).await?;
@@ -150,41 +184,53 @@ impl Dispatcher {
                 Some(n) => n.send(&row).await,
                 None => Err(NotifyError::Transient(format!("no notifier configured for channel {:?}", row.channel))),
             };
-            match outcome {
-                Ok(()) => {
-                    delivered.push(row.id);
-                    tracing::debug!(id = %row.id, key = %row.dedupe_key, channel = %row.channel, "notification delivered");
-                    // Slow deliveries (mail, webhooks) are marked as they go, so that a crash
-                    // or an expiring lease repeats at most the last second's worth.
-                    if marked_at.elapsed() >= MARK_EVERY {
-                        self.mark_sent(delivered, token).await?;
-                        marked_at = tokio::time::Instant::now();
-                    }
-                }
-                Err(NotifyError::Transient(error)) if row.attempts < self.config.max_attempts => {
-                    let delay = backoff_delay(row.attempts, self.config.backoff_base, self.config.backoff_cap);
-                    let retry_at =
-                        self.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-                    tracing::warn!(id = %row.id, attempts = row.attempts, ?delay, %error, "notification failed; will retry");
-                    self.failed(row.id, token, error, Some(retry_at)).await?;
-                }
-                Err(NotifyError::Skipped(reason)) => {
-                    tracing::info!(id = %row.id, channel = %row.channel, %reason, "notification skipped");
-                    let (id, token, at) = (row.id, token.to_owned(), self.clock.now());
-                    self.write(move |s| async move { s.mark_notification_skipped(id, &token, &reason, at).await })
-                        .await?;
-                }
-                Err(NotifyError::Transient(error) | NotifyError::Permanent(error)) => {
-                    tracing::error!(id = %row.id, attempts = row.attempts, %error, "notification dead-lettered");
-                    self.failed(row.id, token, error, None).await?;
-                }
-            }
+            self.settle(&row, outcome, token, delivered, &mut marked_at).await?;
             handled += 1;
         }
         for rest in rows {
             self.release(rest.id, token).await?;
         }
         Ok(handled)
+    }
+
+    /// Records one row's outcome: delivered (marked with the batch, or at once every second
+    /// while deliveries are slow), to retry, skipped, or dead.
+    async fn settle(
+        &self,
+        row: &crate::domain::OutboxEntry,
+        outcome: Result<(), NotifyError>,
+        token: &str,
+        delivered: &mut Vec<crate::domain::NotificationId>,
+        marked_at: &mut tokio::time::Instant,
+    ) -> Result<()> {
+        match outcome {
+            Ok(()) => {
+                delivered.push(row.id);
+                tracing::debug!(id = %row.id, key = %row.dedupe_key, channel = %row.channel, "notification delivered");
+                // Slow deliveries (mail, webhooks) are marked as they go, so that a crash or an
+                // expiring lease repeats at most the last second's worth.
+                if marked_at.elapsed() >= MARK_EVERY {
+                    self.mark_sent(delivered, token).await?;
+                    *marked_at = tokio::time::Instant::now();
+                }
+            }
+            Err(NotifyError::Transient(error)) if row.attempts < self.config.max_attempts => {
+                let delay = backoff_delay(row.attempts, self.config.backoff_base, self.config.backoff_cap);
+                let retry_at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+                tracing::warn!(id = %row.id, attempts = row.attempts, ?delay, %error, "notification failed; will retry");
+                self.failed(row.id, token, error, Some(retry_at)).await?;
+            }
+            Err(NotifyError::Skipped(reason)) => {
+                tracing::info!(id = %row.id, channel = %row.channel, %reason, "notification skipped");
+                let (id, token, at) = (row.id, token.to_owned(), self.clock.now());
+                self.write(move |s| async move { s.mark_notification_skipped(id, &token, &reason, at).await }).await?;
+            }
+            Err(NotifyError::Transient(error) | NotifyError::Permanent(error)) => {
+                tracing::error!(id = %row.id, attempts = row.attempts, %error, "notification dead-lettered");
+                self.failed(row.id, token, error, None).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs a storage write to its end even if the dispatcher is stopped meanwhile.

@@ -21,6 +21,10 @@ use crate::domain::CloudEvent;
 use crate::error::{Error, Result};
 use crate::util::Secret;
 
+/// The longest a publish or its confirmation may take: a client stuck reconnecting must not
+/// hold the dispatcher.
+const BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The channel of the event stream.
 pub const STREAM_CHANNEL: &str = "stream";
 
@@ -72,13 +76,15 @@ impl StreamNotifier {
         Ok(StreamNotifier { broker, name: name.to_owned(), url: url.clone(), dedupe_window })
     }
 
-    /// Publishes one event and waits for the broker's confirmation.
-    async fn publish(&self, event: &CloudEvent, body: Vec<u8>) -> Result<(), NotifyError> {
+    /// Publishes `events` (with their bodies) and waits for the broker's confirmation of each:
+    /// all are sent first, then every acknowledgement is awaited, so a batch costs about one
+    /// round trip rather than one per event. One outcome per event, in order.
+    async fn publish(&self, events: &[(CloudEvent, Vec<u8>)]) -> Vec<Result<(), NotifyError>> {
         match &self.broker {
             #[cfg(feature = "nats")]
-            Broker::Nats(slot) => self.publish_nats(slot, event, body).await,
+            Broker::Nats(slot) => self.publish_nats(slot, events).await,
             #[cfg(feature = "amqp")]
-            Broker::Amqp(slot) => self.publish_amqp(slot, event, body).await,
+            Broker::Amqp(slot) => self.publish_amqp(slot, events).await,
         }
     }
 
@@ -86,37 +92,72 @@ impl StreamNotifier {
     async fn publish_nats(
         &self,
         slot: &Mutex<Option<async_nats::jetstream::Context>>,
-        event: &CloudEvent,
-        body: Vec<u8>,
-    ) -> Result<(), NotifyError> {
+        events: &[(CloudEvent, Vec<u8>)],
+    ) -> Vec<Result<(), NotifyError>> {
         let context = {
             let mut guard = slot.lock().await;
             match guard.as_ref() {
                 Some(c) => c.clone(),
-                None => {
-                    let c = self.connect_nats().await?;
-                    *guard = Some(c.clone());
-                    c
-                }
+                None => match self.connect_nats().await {
+                    Ok(c) => {
+                        *guard = Some(c.clone());
+                        c
+                    }
+                    Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
+                },
             }
         };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.id.as_str());
-        headers.insert("Content-Type", crate::domain::CLOUDEVENTS_JSON);
-        let sent = context.publish_with_headers(event.kind.clone(), headers, body.into()).await;
-        let ack = match sent {
-            Ok(ack) => ack.await,
-            Err(e) => return Err(NotifyError::Transient(format!("publishing to NATS: {e}"))),
-        };
-        match ack {
-            Ok(ack) => {
-                if ack.duplicate {
-                    metrics::counter!("som_stream_duplicates_dropped_total").increment(1);
-                }
-                Ok(())
+        let deadline = tokio::time::Instant::now() + BOUND;
+        let mut acks = Vec::with_capacity(events.len());
+        let mut broken = None;
+        for (event, body) in events {
+            if let Some(why) = &broken {
+                acks.push(Err(format!("not published: {why}")));
+                continue;
             }
-            Err(e) => Err(NotifyError::Transient(format!("JetStream did not acknowledge: {e}"))),
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event.id.as_str());
+            headers.insert("Content-Type", crate::domain::CLOUDEVENTS_JSON);
+            let sent = tokio::time::timeout_at(
+                deadline,
+                context.publish_with_headers(event.kind.clone(), headers, body.clone().into()),
+            )
+            .await;
+            acks.push(match sent {
+                Ok(Ok(pending)) => Ok(pending),
+                Ok(Err(e)) => Err(format!("publishing to NATS: {e}")),
+                Err(_) => Err("publishing to NATS timed out".to_owned()),
+            });
+            if let Some(Err(why)) = acks.last() {
+                broken = Some(why.clone());
+            }
         }
+        // The acknowledgements come in together: one deadline for all of them.
+        let deadline = tokio::time::Instant::now() + BOUND;
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut failed = false;
+        for ack in acks {
+            let outcome = match ack {
+                Ok(pending) => match tokio::time::timeout_at(deadline, pending).await {
+                    Ok(Ok(ack)) => {
+                        if ack.duplicate {
+                            metrics::counter!("som_stream_duplicates_dropped_total").increment(1);
+                        }
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(format!("JetStream did not acknowledge: {e}")),
+                    Err(_) => Err("JetStream's acknowledgement timed out".to_owned()),
+                },
+                Err(e) => Err(e),
+            };
+            failed |= outcome.is_err();
+            outcomes.push(outcome.map_err(NotifyError::Transient));
+        }
+        if failed {
+            // The next batch starts from a new connection rather than one that may be stuck.
+            *slot.lock().await = None;
+        }
+        outcomes
     }
 
     #[cfg(feature = "nats")]
@@ -147,52 +188,80 @@ impl StreamNotifier {
     async fn publish_amqp(
         &self,
         slot: &Mutex<Option<(lapin::Connection, lapin::Channel)>>,
-        event: &CloudEvent,
-        body: Vec<u8>,
-    ) -> Result<(), NotifyError> {
+        events: &[(CloudEvent, Vec<u8>)],
+    ) -> Vec<Result<(), NotifyError>> {
         use lapin::options::BasicPublishOptions;
         let mut guard = slot.lock().await;
         if guard.as_ref().is_some_and(|(c, ch)| !c.status().connected() || !ch.status().connected()) {
             *guard = None;
         }
         if guard.is_none() {
-            *guard = Some(self.connect_amqp().await?);
+            match self.connect_amqp().await {
+                Ok(connected) => *guard = Some(connected),
+                Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
+            }
         }
-        let Some((_, channel)) = guard.as_ref() else { return Err(NotifyError::Transient("not connected".into())) };
-        let properties = lapin::BasicProperties::default()
-            .with_message_id(event.id.as_str().into())
-            .with_content_type(crate::domain::CLOUDEVENTS_JSON.into())
-            .with_type(event.kind.as_str().into())
-            .with_delivery_mode(2);
-        let confirm = channel
-            .basic_publish(
+        let Some((_, channel)) = guard.as_ref() else {
+            return events.iter().map(|_| Err(NotifyError::Transient("not connected".into()))).collect();
+        };
+        let deadline = tokio::time::Instant::now() + BOUND;
+        let mut confirms = Vec::with_capacity(events.len());
+        for (event, body) in events {
+            if let Some(Err(why)) = confirms.last() {
+                let why: String = format!("not published: {why}");
+                confirms.push(Err(why));
+                continue;
+            }
+            let properties = lapin::BasicProperties::default()
+                .with_message_id(event.id.as_str().into())
+                .with_content_type(crate::domain::CLOUDEVENTS_JSON.into())
+                .with_type(event.kind.as_str().into())
+                .with_delivery_mode(2);
+            let publish = channel.basic_publish(
                 self.name.as_str().into(),
                 event.kind.as_str().into(),
                 // Mandatory: an event no queue is bound for comes back instead of vanishing.
                 BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
-                &body,
+                body,
                 properties,
-            )
-            .await;
-        let outcome = match confirm {
-            Ok(confirm) => confirm.await.map_err(|e| format!("RabbitMQ did not confirm: {e}")),
-            Err(e) => Err(format!("publishing to RabbitMQ: {e}")),
-        };
-        match outcome {
-            Ok(c) if c.is_ack() => match c.take_message() {
-                None => Ok(()),
-                Some(_) => Err(NotifyError::Transient(format!(
-                    "no queue is bound to the exchange {} for {}: the event was returned",
-                    self.name, event.kind
-                ))),
-            },
-            Ok(_) => Err(NotifyError::Transient("RabbitMQ refused the message (nack)".into())),
-            Err(e) => {
-                // The connection may be broken; the next event connects again.
-                *guard = None;
-                Err(NotifyError::Transient(e))
-            }
+            );
+            confirms.push(match tokio::time::timeout_at(deadline, publish).await {
+                Ok(Ok(confirm)) => Ok(confirm),
+                Ok(Err(e)) => Err(format!("publishing to RabbitMQ: {e}")),
+                Err(_) => Err("publishing to RabbitMQ timed out".to_owned()),
+            });
         }
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut broken = false;
+        let deadline = tokio::time::Instant::now() + BOUND;
+        for ((event, _), confirm) in events.iter().zip(confirms) {
+            let outcome = match confirm {
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                    Ok(confirmed) => confirmed.map_err(|e| format!("RabbitMQ did not confirm: {e}")),
+                    Err(_) => Err("RabbitMQ's confirmation timed out".to_owned()),
+                },
+                Err(e) => Err(e),
+            };
+            outcomes.push(match outcome {
+                Ok(c) if c.is_ack() => match c.take_message() {
+                    None => Ok(()),
+                    Some(_) => Err(NotifyError::Transient(format!(
+                        "no queue is bound to the exchange {} for {}: the event was returned",
+                        self.name, event.kind
+                    ))),
+                },
+                Ok(_) => Err(NotifyError::Transient("RabbitMQ refused the message (nack)".into())),
+                Err(e) => {
+                    broken = true;
+                    Err(NotifyError::Transient(e))
+                }
+            });
+        }
+        if broken {
+            // The connection may be broken; the next batch connects again.
+            *guard = None;
+        }
+        outcomes
     }
 
     #[cfg(feature = "amqp")]
@@ -227,11 +296,32 @@ impl Notifier for StreamNotifier {
     }
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        if !n.kind.is_public() {
-            return Err(NotifyError::Skipped("staff alerts are not published".into()));
-        }
-        let event = CloudEvent::of(n);
-        let body = event.to_json();
-        self.publish(&event, body).await
+        self.send_batch(std::slice::from_ref(n)).await.pop().unwrap_or(Ok(()))
+    }
+
+    fn sends_batches(&self) -> bool {
+        true
+    }
+
+    async fn send_batch(&self, rows: &[Notification]) -> Vec<Result<(), NotifyError>> {
+        let events: Vec<(CloudEvent, Vec<u8>)> = rows
+            .iter()
+            .filter(|n| n.kind.is_public())
+            .map(|n| {
+                let event = CloudEvent::of(n);
+                let body = event.to_json();
+                (event, body)
+            })
+            .collect();
+        let mut published = self.publish(&events).await.into_iter();
+        rows.iter()
+            .map(|n| {
+                if n.kind.is_public() {
+                    published.next().unwrap_or_else(|| Err(NotifyError::Transient("not published".into())))
+                } else {
+                    Err(NotifyError::Skipped("staff alerts are not published".into()))
+                }
+            })
+            .collect()
     }
 }

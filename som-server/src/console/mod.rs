@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-in", get(sign_in::form).post(sign_in::submit))
         .route("/console/sign-out", post(sign_in::sign_out))
         .route("/console/orders", get(orders::list))
+        .route("/console/orders/export", get(orders::export))
         .route("/console/orders/{id}", get(orders::page))
         .route("/console/orders/{id}/cancel", post(orders::cancel))
         .route("/console/orders/{id}/refund", post(orders::refund))

@@ -69,6 +69,17 @@ impl Filters {
         })
     }
 
+    /// The filters an export keeps (not the search box nor the cursor), as `&key=value` pairs.
+    fn export_pairs(&self) -> String {
+        let mut out = String::new();
+        for (key, value) in [("status", &self.status), ("user", &self.user), ("from", &self.from), ("to", &self.to)] {
+            if !value.trim().is_empty() {
+                out.push_str(&format!("&{key}={}", super::session::encode_query(value.trim())));
+            }
+        }
+        out
+    }
+
     fn pairs(&self) -> [(&'static str, String); 5] {
         [
             ("q", self.q.clone()),
@@ -78,6 +89,40 @@ impl Filters {
             ("to", self.to.clone()),
         ]
     }
+}
+
+/// `GET /console/orders/export?format=csv|ndjson&…`: the orders the filters select (the
+/// search box aside), as a file.
+pub(super) async fn export(State(s): State<AppState>, staff: Staff, Query(f): Query<ExportFilters>) -> Response {
+    let format = match som_core::ExportFormat::parse(&f.format) {
+        Some(format) => format,
+        None => return layout::error_page(Some(&staff), &ApiError::field("format", "must be csv or ndjson")),
+    };
+    let query = match f.filters.query() {
+        Ok(q) => som_core::OrderExportQuery {
+            user: q.user,
+            status: q.status,
+            created_after: q.created_after,
+            created_before: q.created_before,
+        },
+        Err(message) => return layout::error_page(Some(&staff), &ApiError::field("filters", message)),
+    };
+    let started = match s.som.export_orders(staff.caller, query).await {
+        Ok(export) => crate::export::stream(export, format).await,
+        Err(e) => Err(e.into()),
+    };
+    match started {
+        Ok(file) => file,
+        Err(e) => layout::error_page(Some(&staff), &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ExportFilters {
+    #[serde(default)]
+    format: String,
+    #[serde(flatten)]
+    filters: Filters,
 }
 
 /// The rows of a table of orders.
@@ -157,6 +202,13 @@ pub(super) async fn list(
             } @else {
                 (order_rows(&page.items))
                 (next_page("/console/orders", &f.pairs(), page.next_cursor.as_deref()))
+                p.pager {
+                    @let filters = f.export_pairs();
+                    "Export these orders: "
+                    a href={ "/console/orders/export?format=csv" (filters) } download { "CSV" }
+                    " · "
+                    a href={ "/console/orders/export?format=ndjson" (filters) } download { "NDJSON" }
+                }
             }
         }
     };
