@@ -63,7 +63,7 @@ staff_token="$(curl -fsS -X POST "${base}/api/v1/token/" -H 'content-type: appli
     --max-examples "$EXAMPLES" \
     --request-timeout 10 \
     --header "Authorization: Bearer ${staff_token}" \
-    --include-path-regex '^/api/v1/(users|notifications|webhook-endpoints|events)/|/refunds/$' \
+    --include-path-regex '^/api/v1/(users|notifications|webhook-endpoints|events)/|/refunds/$|^/api/v1/orders/export/$' \
     --report junit --report-junit-path "${work}/junit-staff.xml" \
     --no-color
 

@@ -354,7 +354,7 @@ impl Config {
         let webhook_allow_private = switch("SOM_WEBHOOK_ALLOW_PRIVATE");
         let event_stream = lookup("SOM_EVENT_STREAM").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         if let Some(url) = &event_stream
-            && !["nats://", "tls://", "amqp://", "amqps://"].iter().any(|p| url.to_ascii_lowercase().starts_with(p))
+            && !["nats://", "tls://", "amqp://"].iter().any(|p| url.to_ascii_lowercase().starts_with(p))
         {
             errors.add("SOM_EVENT_STREAM", "must be a nats:// or amqp:// URL");
         }

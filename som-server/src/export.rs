@@ -46,7 +46,10 @@ pub struct ExportParams {
 /// once, and an error after it started ends the file early (check the line count).
 #[utoipa::path(get, path = "/api/v1/orders/export/", tag = "orders", params(ExportParams), security(("bearer" = [])),
     responses(
-        (status = 200, description = "The file, with `Content-Disposition: attachment`", content_type = "text/csv", body = String),
+        (status = 200, description = "The file, with `Content-Disposition: attachment`", content(
+            (String = "text/csv"),
+            (String = "application/x-ndjson"),
+        )),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only staff may export orders", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -117,7 +120,9 @@ pub(crate) async fn stream(mut export: OrderExport, format: ExportFormat) -> Api
             }
         }
     });
-    let body = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(Bytes::from(head)))).chain(rest);
+    // Fused: the compression layer may poll a finished body once more.
+    let body =
+        futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(Bytes::from(head)))).chain(rest).fuse();
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let disposition = format!("attachment; filename=\"orders-{stamp}.{}\"", format.as_str());
     let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();

@@ -115,6 +115,7 @@ pub async fn get_endpoint(
         (status = 400, description = "A refused URL or an unknown event type", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only staff may manage webhook endpoints", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such endpoint", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A new URL for an endpoint made from SOM_WEBHOOK_URLS", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn patch_endpoint(
     State(s): State<AppState>,
@@ -157,6 +158,7 @@ pub async fn delete_endpoint(
         (status = 400, description = "An overlap above 7 days", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only staff may manage webhook endpoints", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such endpoint", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The endpoint is signed with SOM_WEBHOOK_SECRET (from SOM_WEBHOOK_URLS), or the last rotation's overlap still runs (rotate with overlap 0)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rotate_secret(
     State(s): State<AppState>,
@@ -246,7 +248,7 @@ pub async fn list_deliveries(
         (status = 202, description = "Queued", body = RedeliveryResponse),
         (status = 403, description = "Only staff may redeliver events", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event or endpoint", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The endpoint is disabled", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Webhook delivery is off, or the endpoint is disabled or does not receive the event's type", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn redeliver(
     State(s): State<AppState>,

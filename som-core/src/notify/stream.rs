@@ -63,9 +63,15 @@ impl StreamNotifier {
             #[cfg(feature = "nats")]
             "nats" | "tls" => Broker::Nats(Mutex::new(None)),
             #[cfg(feature = "amqp")]
-            "amqp" | "amqps" => Broker::Amqp(Mutex::new(None)),
+            "amqp" => Broker::Amqp(Mutex::new(None)),
+            "amqps" => {
+                return Err(Error::invalid(
+                    "SOM_EVENT_STREAM",
+                    "amqps:// is not supported (RabbitMQ is reached over plain amqp://; keep it on a trusted network)",
+                ));
+            }
             #[cfg(not(all(feature = "nats", feature = "amqp")))]
-            "nats" | "tls" | "amqp" | "amqps" => {
+            "nats" | "tls" | "amqp" => {
                 return Err(Error::invalid(
                     "SOM_EVENT_STREAM",
                     format!("this build has no {scheme} support (cargo features `nats`, `amqp`)"),
