@@ -133,7 +133,11 @@ async fn staff_export_every_order_as_csv_or_ndjson(backend: Backend) {
             .unwrap(),
     )
     .await;
-    assert_eq!((status, body.as_str().map(|b| b.lines().count())), (StatusCode::OK, Some(1)), "an empty window: the header only");
+    assert_eq!(
+        (status, body.as_str().map(|b| b.lines().count())),
+        (StatusCode::OK, Some(1)),
+        "an empty window: the header only"
+    );
 
     // The console's link gives the same file to a signed-in staff member.
     let cookie = super::console::sign_in(&app, "root").await.1.unwrap();
