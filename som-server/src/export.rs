@@ -9,8 +9,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
-use som_core::domain::{Order, OrderStatus, UserId};
-use som_core::{ExportFormat, OrderExport, OrderExportQuery};
+use som_core::domain::Order;
+use som_core::{ExportFormat, OrderExport};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
@@ -65,31 +65,7 @@ pub async fn export_orders(
             ApiError::field("format", format!("must be {}", one_of(ExportFormat::ALL.iter().map(|f| f.as_str()))))
         })?,
     };
-    let status = get("status")
-        .map(|st| {
-            OrderStatus::parse(st).ok_or_else(|| {
-                ApiError::field("status", format!("must be {}", one_of(OrderStatus::ALL.iter().map(|s| s.as_str()))))
-            })
-        })
-        .transpose()?;
-    let user = get("user")
-        .map(|u| u.parse::<UserId>().map_err(|_| ApiError::field("user", "must be a user id")))
-        .transpose()?;
-    let time = |key: &str| {
-        get(key)
-            .map(|t| {
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .map_err(|_| ApiError::field(key, "must be an RFC 3339 time, e.g. 2026-11-30T09:00:00Z"))
-            })
-            .transpose()
-    };
-    let query = OrderExportQuery {
-        user,
-        status,
-        created_after: time("created_after")?,
-        created_before: time("created_before")?,
-    };
+    let query = crate::routes::order_filters(&params)?;
     let export = s.som.export_orders(caller, query).await?;
     stream(export, format).await
 }

@@ -159,16 +159,7 @@ pub async fn list_orders(
     // Present parameters must be valid; an empty value is not "absent".
     let get = |k: &str| params.get(k).map(String::as_str);
     let limit = page_limit(params.get("limit"), som_core::system::MAX_PAGE_SIZE)?;
-    let status = get("status")
-        .map(|st| {
-            OrderStatus::parse(st).ok_or_else(|| {
-                ApiError::field("status", format!("must be {}", one_of(OrderStatus::ALL.iter().map(|s| s.as_str()))))
-            })
-        })
-        .transpose()?;
-    let user = get("user")
-        .map(|u| u.parse::<UserId>().map_err(|_| ApiError::field("user", "must be a user id")))
-        .transpose()?;
+    let filters = order_filters(&params)?;
     let all_users = get("all")
         .map(|a| match a {
             "true" => Ok(true),
@@ -177,23 +168,14 @@ pub async fn list_orders(
         })
         .transpose()?
         .unwrap_or(false);
-    let time = |key: &str| {
-        get(key)
-            .map(|t| {
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .map_err(|_| ApiError::field(key, "must be an RFC 3339 time, e.g. 2026-11-30T09:00:00Z"))
-            })
-            .transpose()
-    };
     let query = OrderListQuery {
-        user,
-        status,
+        user: filters.user,
+        status: filters.status,
         cursor: get("cursor").map(str::to_owned),
         limit,
         all_users,
-        created_after: time("created_after")?,
-        created_before: time("created_before")?,
+        created_after: filters.created_after,
+        created_before: filters.created_before,
         search: get("q").map(str::to_owned),
     };
     let page = s.som.list_orders(caller, query).await?;
@@ -207,6 +189,37 @@ pub async fn list_orders(
         );
     }
     Ok((headers, OrderListJson(page.items)))
+}
+
+/// The order filters a list and an export share (`status`, `user`, `created_after`,
+/// `created_before`): present parameters must be valid; an empty value is not "absent".
+pub(crate) fn order_filters(params: &HashMap<String, String>) -> ApiResult<som_core::OrderExportQuery> {
+    let get = |k: &str| params.get(k).map(String::as_str);
+    let status = get("status")
+        .map(|st| {
+            OrderStatus::parse(st).ok_or_else(|| {
+                ApiError::field("status", format!("must be {}", one_of(OrderStatus::ALL.iter().map(|s| s.as_str()))))
+            })
+        })
+        .transpose()?;
+    let user = get("user")
+        .map(|u| u.parse::<UserId>().map_err(|_| ApiError::field("user", "must be a user id")))
+        .transpose()?;
+    let time = |key: &str| {
+        get(key)
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|_| ApiError::field(key, "must be an RFC 3339 time, e.g. 2026-11-30T09:00:00Z"))
+            })
+            .transpose()
+    };
+    Ok(som_core::OrderExportQuery {
+        user,
+        status,
+        created_after: time("created_after")?,
+        created_before: time("created_before")?,
+    })
 }
 
 /// Place an order; the total is computed by the server.

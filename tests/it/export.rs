@@ -18,8 +18,7 @@ async fn staff_export_every_order_as_csv_or_ndjson(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     let staff = app.staff("root").await;
     let alice = app.user("alice").await;
-    let (_, paid_payment) = app.paid(&alice, "mock_success").await;
-    let _ = paid_payment;
+    app.paid(&alice, "mock_success").await;
     let bob_token = app.user("bob").await;
     let (_, me) = app.get("/accounts/me/", Some(&bob_token)).await;
     let bob = Caller::User { id: UserId::new(me["id"].as_i64().unwrap()), is_staff: false };

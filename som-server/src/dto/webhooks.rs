@@ -266,7 +266,3 @@ pub struct EventData {
     /// Why: a decline's reason, a cancellation's, a refund's, a rejected return's note.
     pub reason: Option<String>,
 }
-
-/// Both present for the schema only; the events are built by som-core.
-#[allow(dead_code)]
-fn _assert_serialisable(_: &som_core::domain::CloudEvent) {}
