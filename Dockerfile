@@ -5,6 +5,8 @@
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml clippy.toml ./
+# How SQLite is compiled (LIBSQLITE3_FLAGS), for the dependency layer too.
+COPY .cargo .cargo
 COPY som-core/Cargo.toml som-core/Cargo.toml
 COPY som-server/Cargo.toml som-server/Cargo.toml
 COPY som-cli/Cargo.toml som-cli/Cargo.toml

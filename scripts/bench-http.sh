@@ -17,6 +17,8 @@
 #   PAGES_ONLY=1 scripts/bench-http.sh    # a 1,000-order user's whole list at limit=200 beside
 #                                         # /healthz and the single-order reads
 #   EXPORT_ONLY=1 scripts/bench-http.sh   # exporting 1 M orders (CSV, NDJSON): rate and RSS
+#   RSS_ONLY=1 scripts/bench-http.sh      # RSS idle over 1 M orders and its peak through logins,
+#                                         # reads, whole lists, writes and an export (SQLite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
@@ -235,6 +237,47 @@ export_orders() {
     kill "$PID"; wait "$PID" 2>/dev/null || true
 }
 
+# seed_postgres URL N: N orders (two items each) for 1,000 users, straight in SQL.
+seed_postgres() {
+    psql -q "$1" > /dev/null <<SQL
+INSERT INTO users (username, email, password_hash, created_at)
+    SELECT 'seed' || g, 'seed' || g || '@example.com', 'x', now() FROM generate_series(1, 1000) g;
+INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at)
+    SELECT (SELECT min(id) FROM users) + g % 1000, 'CREATED', 'USD', 25000,
+        now() - (($2 - g) || ' ms')::interval, now() - (($2 - g) || ' ms')::interval
+    FROM generate_series(1, $2) g;
+INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor)
+    SELECT id, 0, 'Widget', 2, 10000 FROM orders UNION ALL SELECT id, 1, 'Gadget', 1, 5000 FROM orders;
+VACUUM ANALYZE;
+SQL
+}
+
+# mixed_rss NAME URL N: the server's RSS idle over a database of N orders, then its peak through
+# logins, single-order reads, whole lists, order creation and an export of every order, each
+# load at c=16, sampled every 100 ms.
+mixed_rss() {
+    start_server "$2"
+    sleep 2
+    echo "### $1: RSS through a mixed run over $3 orders"
+    echo "idle after start: $(rss_kb "$PID") kB ($(awk '/RssAnon/ {print $2}' "/proc/$PID/status") kB anonymous)"
+    ( peak=0; while kill -0 "$PID" 2>/dev/null; do r=$(rss_kb "$PID"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$work/mpeak"; sleep 0.1; done ) &
+    local sampler=$!
+    for scenario in login latest detail pages create; do
+        load "$scenario" 16 > "$work/mixed.out"
+        echo "after ${scenario}: $(rss_kb "$PID") kB; $(cut -d' ' -f1,6 "$work/mixed.out" | head -1)"
+    done
+    printf 'correct horse battery\n' | SOM_DATABASE_URL="$2" SOM_LOG=warn "$SOM" users create "exporter$$" --staff --password-stdin -q 2> /dev/null || true
+    local token
+    token="$(curl -fsS -X POST "${BASE}/api/v1/token/" -H 'content-type: application/json' \
+        -d "{\"username\":\"exporter$$\",\"password\":\"correct horse battery\"}" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])')"
+    curl -fsS -H "authorization: Bearer ${token}" "${BASE}/api/v1/orders/export/?format=ndjson" -o /dev/null
+    echo "after the export: $(rss_kb "$PID") kB"
+    kill "$sampler" 2>/dev/null || true
+    echo "peak through the run: $(cat "$work/mpeak") kB"
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+}
+
 if [ -n "${PAGES_ONLY:-}" ]; then
     [ "${ONLY:-sqlite}" = sqlite ] && pages_reads "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/pages.db"
     if [ -n "${SOM_TEST_POSTGRES_URL:-}" ] && [ "${ONLY:-postgres}" = postgres ]; then
@@ -255,6 +298,29 @@ if [ -n "${EXPORT_ONLY:-}" ]; then
         export_orders "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/export.db" "$n"
         rm -f "${work}/export.db"*
     fi
+    if [ -n "${SOM_TEST_POSTGRES_URL:-}" ] && [ "${ONLY:-postgres}" = postgres ]; then
+        db="som_export_$$"
+        psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
+        url="${SOM_TEST_POSTGRES_URL%/*}/${db}"
+        "$SOM" migrate --database-url "$url" > /dev/null
+        seed_postgres "$url" "$n"
+        export_orders "PostgreSQL 15 (local)" "$url" "$n"
+        psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
+    fi
+    exit 0
+fi
+
+if [ -n "${RSS_ONLY:-}" ]; then
+    n="${EXPORT_ORDERS:-1000000}"
+    "$SOM" migrate --database-url "sqlite://${work}/rss.db" > /dev/null
+    target/release/examples/seed "sqlite://${work}/rss.db" "$n"
+    sync; sleep 2
+    mixed_rss "SQLite (file, WAL, synchronous=FULL)" "sqlite://${work}/rss.db" "$n"
+    # The same with one password hash at a time (each takes 19 MiB while it runs).
+    SERVER_ENV=(SOM_PASSWORD_HASH_CONCURRENCY=1)
+    mixed_rss "SQLite, SOM_PASSWORD_HASH_CONCURRENCY=1" "sqlite://${work}/rss.db" "$n"
+    SERVER_ENV=()
+    rm -f "${work}/rss.db"*
     exit 0
 fi
 

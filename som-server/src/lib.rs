@@ -259,8 +259,16 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     if settings.metrics_on_main {
         api = both(api, "/metrics", get(ops::metrics_handler));
     }
-    let schema = Arc::new(docs::openapi_json_for(&state.som.payment_methods()));
-    let serve_schema = get(move || std::future::ready(axum::Json(Arc::clone(&schema))));
+    // The document is built on its first request and kept as bytes: an idle server holds
+    // neither the tree nor the code pages that build it.
+    let methods = state.som.payment_methods();
+    let schema: Arc<std::sync::OnceLock<axum::body::Bytes>> = Arc::default();
+    let serve_schema = get(move || {
+        let body = schema
+            .get_or_init(|| serde_json::to_vec(&docs::openapi_json_for(&methods)).unwrap_or_default().into())
+            .clone();
+        std::future::ready(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body))
+    });
     api = both(api, "/api/schema", serve_schema.clone());
     api = api.route("/api/openapi.json", serve_schema);
     if settings.console {

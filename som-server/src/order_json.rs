@@ -1,14 +1,14 @@
 //! Orders as JSON: [`OrderResponse`] documents the shape, [`OrderJson`] and [`OrderListJson`]
 //! write it straight from som-core's `Order` into the response body, without a copy of each
-//! amount, code and item as a `String` of its own first. A list page of 50 orders is the
-//! largest body the read path renders; a test checks both spell the same JSON.
+//! amount, code and item as a `String` of its own first, and without serde's per-key escaping
+//! and `Display` formatting. A page of up to 200 orders is the largest body the read path
+//! renders; tests check both spell the same JSON.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde::ser::{SerializeStruct, Serializer};
-use som_core::domain::{ItemId, Order, OrderItem};
+use som_core::domain::{Money, Order};
 use utoipa::ToSchema;
 
 /// One line of an order.
@@ -90,112 +90,184 @@ impl From<Order> for OrderResponse {
     }
 }
 
-/// An order, serialized as [`OrderResponse`].
+/// An order, written as [`OrderResponse`].
 #[derive(Debug)]
 pub struct OrderJson(pub Order);
 
-/// A page of orders, serialized as a JSON array of [`OrderResponse`].
+/// A page of orders, written as a JSON array of [`OrderResponse`].
 #[derive(Debug)]
 pub struct OrderListJson(pub Vec<Order>);
 
-impl Serialize for OrderJson {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        OrderRef(&self.0).serialize(s)
+impl OrderJson {
+    /// The order as JSON bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(order_bytes(&self.0));
+        write_order(&mut out, &self.0);
+        out
     }
 }
 
-impl Serialize for OrderListJson {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(OrderRef))
-    }
-}
-
-struct OrderRef<'a>(&'a Order);
-
-impl Serialize for OrderRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let o = self.0;
-        let mut m = s.serialize_struct("OrderResponse", 10)?;
-        m.serialize_field("id", &o.id.get())?;
-        m.serialize_field("user", &o.user_id.get())?;
-        m.serialize_field("items", &Items(o))?;
-        m.serialize_field("total_amount", &Text(o.total.amount()))?;
-        m.serialize_field("currency", o.currency().code())?;
-        m.serialize_field("refunded_amount", &Text(o.refunded.amount()))?;
-        m.serialize_field("status", o.status.as_str())?;
-        m.serialize_field("fulfillment_status", o.fulfillment.as_str())?;
-        m.serialize_field("created_at", &o.created_at)?;
-        m.serialize_field("updated_at", &o.updated_at)?;
-        m.end()
-    }
-}
-
-struct Items<'a>(&'a Order);
-
-impl Serialize for Items<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.items_with_ids().map(|(id, item)| ItemRef(id, item)))
-    }
-}
-
-struct ItemRef<'a>(ItemId, &'a OrderItem);
-
-impl Serialize for ItemRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let i = self.1;
-        let mut m = s.serialize_struct("OrderItemResponse", 4)?;
-        m.serialize_field("id", &self.0.get())?;
-        m.serialize_field("name", &i.name)?;
-        m.serialize_field("quantity", &i.quantity)?;
-        m.serialize_field("price", &Text(i.price.amount()))?;
-        m.end()
-    }
-}
-
-/// A value written as a JSON string through its `Display` (serde_json escapes it in place).
-struct Text<D>(D);
-
-impl<D: std::fmt::Display> Serialize for Text<D> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-/// Bytes a serialized order takes, give or take: the body's first allocation, so that a page
-/// is written without growing its buffer again and again.
-const ORDER_BYTES: usize = 256;
-const ITEM_BYTES: usize = 64;
-
-fn json_response(value: &impl Serialize, capacity: usize) -> Response {
-    let mut body = Vec::with_capacity(capacity);
-    match serde_json::to_writer(&mut body, value) {
-        Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
-        // Orders are plain data; serde_json fails only on a map with non-string keys.
-        Err(e) => {
-            crate::error::ApiError::from(som_core::Error::Internal(format!("rendering JSON: {e}"))).into_response()
+impl OrderListJson {
+    /// The page as JSON bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + self.0.iter().map(order_bytes).sum::<usize>());
+        out.push(b'[');
+        for (n, o) in self.0.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            write_order(&mut out, o);
         }
+        out.push(b']');
+        out
     }
 }
+
+/// Bytes a written order takes, give or take: the body's first allocation, so that a page is
+/// written without growing its buffer again and again.
+const ORDER_BYTES: usize = 256;
+const ITEM_BYTES: usize = 80;
 
 fn order_bytes(o: &Order) -> usize {
     ORDER_BYTES + ITEM_BYTES * o.items.len()
 }
 
+/// One order as [`OrderResponse`] spells it, field by field into `out`. Only the item names are
+/// text from outside, escaped by serde_json; every other value is a number, an amount, a time
+/// or a fixed ASCII name (a status, an ISO 4217 code), which JSON takes as it is. Keys are
+/// written as constants: serde would escape each key and go through `Display` for every amount
+/// and time, most of a page's cost after reading it.
+fn write_order(out: &mut Vec<u8>, o: &Order) {
+    out.extend_from_slice(b"{\"id\":");
+    push_int(out, o.id.get());
+    out.extend_from_slice(b",\"user\":");
+    push_int(out, o.user_id.get());
+    out.extend_from_slice(b",\"items\":[");
+    for (n, (id, item)) in o.items_with_ids().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"id\":");
+        push_int(out, id.get());
+        out.extend_from_slice(b",\"name\":");
+        push_text(out, &item.name);
+        out.extend_from_slice(b",\"quantity\":");
+        push_int(out, item.quantity);
+        out.extend_from_slice(b",\"price\":");
+        push_amount(out, item.price);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"total_amount\":");
+    push_amount(out, o.total);
+    out.extend_from_slice(b",\"currency\":");
+    push_text(out, o.currency().code());
+    out.extend_from_slice(b",\"refunded_amount\":");
+    push_amount(out, o.refunded);
+    out.extend_from_slice(b",\"status\":");
+    push_text(out, o.status.as_str());
+    out.extend_from_slice(b",\"fulfillment_status\":");
+    push_text(out, o.fulfillment.as_str());
+    out.extend_from_slice(b",\"created_at\":");
+    push_time(out, &o.created_at);
+    out.extend_from_slice(b",\"updated_at\":");
+    push_time(out, &o.updated_at);
+    out.push(b'}');
+}
+
+fn push_int(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn push_text(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail, and a &str always serializes.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// `"250.00"`: the amount with its currency's digits, as `Money::amount_string` spells it.
+fn push_amount(out: &mut Vec<u8>, money: Money) {
+    out.push(b'"');
+    if money.minor() < 0 {
+        out.push(b'-');
+    }
+    let abs = money.minor().unsigned_abs();
+    let exponent = u32::from(money.currency().exponent());
+    if exponent == 0 {
+        out.extend_from_slice(itoa::Buffer::new().format(abs).as_bytes());
+    } else {
+        let scale = 10u64.pow(exponent);
+        out.extend_from_slice(itoa::Buffer::new().format(abs / scale).as_bytes());
+        out.push(b'.');
+        push_digits(out, abs % scale, exponent as usize);
+    }
+    out.push(b'"');
+}
+
+/// `value` in exactly `width` digits, zeros first.
+fn push_digits(out: &mut Vec<u8>, value: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    let mut v = value;
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// A time as chrono's serde writes it (RFC 3339, UTC as `Z`, the fraction in 0, 3, 6 or 9
+/// digits as it needs), spelled directly. Years outside 0–9999 and leap seconds go through
+/// chrono's own.
+fn push_time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    // The calendar fields of the UTC time itself (each accessor of a `DateTime` converts anew).
+    let t = t.naive_utc();
+    let nano = t.nanosecond();
+    let year = match u64::try_from(t.year()) {
+        Ok(year) if year <= 9999 && nano < 1_000_000_000 => year,
+        _ => {
+            let _ = serde_json::to_writer(&mut *out, &t.and_utc());
+            return;
+        }
+    };
+    out.push(b'"');
+    push_digits(out, year, 4);
+    for (sep, value) in [(b'-', t.month()), (b'-', t.day()), (b'T', t.hour()), (b':', t.minute()), (b':', t.second())] {
+        out.push(sep);
+        push_digits(out, u64::from(value), 2);
+    }
+    if nano != 0 {
+        let (value, width) = if nano.is_multiple_of(1_000_000) {
+            (nano / 1_000_000, 3)
+        } else if nano.is_multiple_of(1_000) {
+            (nano / 1_000, 6)
+        } else {
+            (nano, 9)
+        };
+        out.push(b'.');
+        push_digits(out, u64::from(value), width);
+    }
+    out.extend_from_slice(b"Z\"");
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
 impl IntoResponse for OrderJson {
     fn into_response(self) -> Response {
-        json_response(&self, order_bytes(&self.0))
+        json_response(self.to_vec())
     }
 }
 
 impl IntoResponse for OrderListJson {
     fn into_response(self) -> Response {
-        json_response(&self, 2 + self.0.iter().map(order_bytes).sum::<usize>())
+        json_response(self.to_vec())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use som_core::domain::{Currency, Money, OrderId, OrderStatus, UserId};
+    use som_core::domain::{Currency, Money, OrderId, OrderItem, OrderStatus, UserId};
 
     use super::*;
 
@@ -229,12 +301,45 @@ mod tests {
         for (currency, prices) in [("USD", &[10_000, 5][..]), ("JPY", &[250][..]), ("KWD", &[1_250, 1][..])] {
             let currency = Currency::parse(currency).unwrap();
             let o = order(currency, prices, 1);
-            let direct = serde_json::to_string(&OrderJson(o.clone())).unwrap();
+            let direct = String::from_utf8(OrderJson(o.clone()).to_vec()).unwrap();
             let plain = serde_json::to_string(&OrderResponse::from(o.clone())).unwrap();
             assert_eq!(direct, plain);
-            let list = serde_json::to_string(&OrderListJson(vec![o.clone(), o.clone()])).unwrap();
+            let list = String::from_utf8(OrderListJson(vec![o.clone(), o.clone()]).to_vec()).unwrap();
             assert_eq!(list, format!("[{plain},{plain}]"));
         }
-        assert_eq!(serde_json::to_string(&OrderListJson(Vec::new())).unwrap(), "[]");
+        assert_eq!(OrderListJson(Vec::new()).to_vec(), b"[]");
+    }
+
+    #[test]
+    fn times_are_spelled_as_chrono_spells_them() {
+        let mut times: Vec<DateTime<Utc>> = [
+            "2026-12-03T10:00:00Z",
+            "2026-12-03T10:00:00.5Z",
+            "2026-12-03T10:00:00.123Z",
+            "2026-12-03T10:00:00.000001Z",
+            "2026-12-03T10:00:00.123456Z",
+            "2026-12-03T10:00:00.000000001Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "1970-01-01T00:00:00Z",
+            "2024-02-29T23:59:59.010Z",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+        times.push(DateTime::from_timestamp(253_402_300_800, 0).unwrap()); // the year 10000
+        times.push(DateTime::from_timestamp(-62_167_219_200 - 86_400, 0).unwrap()); // before year 0
+        let mut micros: i64 = 1_796_000_000_123_456;
+        for _ in 0..2000 {
+            micros = micros.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let m = micros.rem_euclid(253_402_300_799_000_000);
+            times.push(DateTime::from_timestamp_micros(m).unwrap());
+            times.push(DateTime::from_timestamp_micros(m - m % 1000).unwrap());
+        }
+        for t in times {
+            let mut out = Vec::new();
+            push_time(&mut out, &t);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&t).unwrap());
+        }
     }
 }

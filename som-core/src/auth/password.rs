@@ -108,9 +108,9 @@ impl Drop for Waiting<'_> {
 
 impl PasswordHasher {
     /// A hasher running at most `limit` (at least 1) hashes at once, with up to 32 callers per
-    /// permit waiting for their turn.
+    /// permit (at least 64) waiting for their turn.
     pub fn new(limit: usize) -> Self {
-        Self::with_queue(limit, limit.max(1).saturating_mul(32))
+        Self::with_queue(limit, limit.max(2).saturating_mul(32))
     }
 
     /// A hasher running at most `limit` (at least 1) hashes at once, with up to `max_waiting`

@@ -165,8 +165,8 @@ pub const VARIABLES: &[ConfigVar] = &[
     },
     ConfigVar {
         name: "SOM_PASSWORD_HASH_CONCURRENCY",
-        default: "2",
-        help: "Password hashes computed at once (each uses ~19 MiB)",
+        default: "1",
+        help: "Password hashes computed at once (each uses ~19 MiB while logins run; 1 keeps a server within 64 MiB)",
     },
     ConfigVar { name: "SOM_IDEMPOTENCY_TTL", default: "24h", help: "How long an idempotency key is remembered" },
     ConfigVar {

@@ -30,16 +30,19 @@ pub(super) enum UserKey<'a> {
 }
 
 /// An order with its items as arrays in one row: a single order is read in one round trip.
+/// `$filter` (with its `ORDER BY` and `LIMIT`) selects the orders in a subquery first, so that
+/// only those are joined with their items, newest first, whatever the planner's statistics say
+/// (with stale ones it aggregated the items of all of a user's orders before the limit).
 macro_rules! order_with_items {
     ($filter:literal) => {
         concat!(
             "SELECT o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, \
-             o.refunded_minor, o.fulfillment_status, it.names, it.quantities, it.prices FROM orders o \
-             LEFT JOIN LATERAL (SELECT array_agg(name ORDER BY position) AS names, \
+             o.refunded_minor, o.fulfillment_status, it.names, it.quantities, it.prices FROM (SELECT * FROM orders o ",
+            $filter,
+            ") o LEFT JOIN LATERAL (SELECT array_agg(name ORDER BY position) AS names, \
              array_agg(quantity ORDER BY position) AS quantities, \
              array_agg(unit_price_minor ORDER BY position) AS prices \
-             FROM order_items WHERE order_id = o.id) it ON true ",
-            $filter
+             FROM order_items WHERE order_id = o.id) it ON true ORDER BY o.id DESC"
         )
     };
 }

@@ -176,12 +176,18 @@ impl OrderStore for SqliteStorage {
 /// owns it). Every filter keeps its parameter number (a statement without date filters takes
 /// the first four). One statement reads one state of the database: no transaction needed.
 pub(super) fn list_orders_sql(q: &OrderQuery) -> &'static str {
+    // The page's orders are those the filters select between the cursor and the lowest id of
+    // the page (found by the same filters with the limit, on the index alone), read with their
+    // items in the order of the indexes walked: orders by id descending, each order's items by
+    // their key. No temporary sort of the joined rows.
     macro_rules! page {
         ($($filter:literal),*) => {
             concat!(
-                "SELECT ", order_and_item_columns!(), " FROM (SELECT * FROM orders WHERE id < ?3",
+                "SELECT ", order_and_item_columns!(), " FROM orders o LEFT JOIN order_items i ON i.order_id = o.id \
+                 WHERE o.id < ?3", $(" AND ", $filter,)*
+                " AND o.id >= (SELECT min(id) FROM (SELECT id FROM orders WHERE id < ?3",
                 $(" AND ", $filter,)*
-                " ORDER BY id DESC LIMIT ?4) o LEFT JOIN order_items i ON i.order_id = o.id ORDER BY o.id DESC, i.position"
+                " ORDER BY id DESC LIMIT ?4)) ORDER BY o.id DESC, i.position"
             )
         };
     }
