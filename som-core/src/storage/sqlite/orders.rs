@@ -177,9 +177,9 @@ impl OrderStore for SqliteStorage {
 /// the first four). One statement reads one state of the database: no transaction needed.
 pub(super) fn list_orders_sql(q: &OrderQuery) -> &'static str {
     // The page's orders are those the filters select between the cursor and the lowest id of
-    // the page (found by the same filters with the limit, on the index alone), read with their
-    // items in the order of the indexes walked: orders by id descending, each order's items by
-    // their key. No temporary sort of the joined rows.
+    // the page (found by the same filters with the limit), read with their items in the order
+    // of the indexes walked: orders by id descending, each order's items by their key. No
+    // temporary sort of the joined rows (a test checks every plan but the staff search's).
     macro_rules! page {
         ($($filter:literal),*) => {
             concat!(
