@@ -27,18 +27,8 @@ pub enum Orders {
     },
     /// List orders, newest first.
     List {
-        /// Only this user's orders (username or id); everyone's otherwise.
-        #[arg(long)]
-        user: Option<String>,
-        /// Only orders in this status.
-        #[arg(long, value_parser = super::names_parser(OrderStatus::ALL, OrderStatus::as_str, OrderStatus::parse))]
-        status: Option<OrderStatus>,
-        /// Only orders placed at or after this time (RFC 3339, e.g. 2026-11-30T00:00:00Z).
-        #[arg(long, value_parser = parse_time)]
-        created_after: Option<chrono::DateTime<chrono::Utc>>,
-        /// Only orders placed before this time (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        filters: OrderFilters,
         /// Only the order with this id, or orders whose owner's username or email contains this
         /// text (case-insensitively).
         #[arg(long)]
@@ -57,18 +47,8 @@ pub enum Orders {
         /// shows it).
         #[arg(long, default_value = "csv", value_parser = super::names_parser(som_core::ExportFormat::ALL, som_core::ExportFormat::as_str, som_core::ExportFormat::parse))]
         format: som_core::ExportFormat,
-        /// Only this user's orders (username or id); everyone's otherwise.
-        #[arg(long)]
-        user: Option<String>,
-        /// Only orders in this status.
-        #[arg(long, value_parser = super::names_parser(OrderStatus::ALL, OrderStatus::as_str, OrderStatus::parse))]
-        status: Option<OrderStatus>,
-        /// Only orders placed at or after this time (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        created_after: Option<chrono::DateTime<chrono::Utc>>,
-        /// Only orders placed before this time (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        filters: OrderFilters,
         /// Write to this file instead of stdout.
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
@@ -118,6 +98,39 @@ fn parse_item(raw: &str) -> Result<ItemInput, String> {
     Ok(ItemInput { name: name.to_owned(), quantity, price: price.to_owned() })
 }
 
+/// The filters a list and an export share.
+#[derive(Debug, clap::Args)]
+pub struct OrderFilters {
+    /// Only this user's orders (username or id); everyone's otherwise.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only orders in this status.
+    #[arg(long, value_parser = super::names_parser(OrderStatus::ALL, OrderStatus::as_str, OrderStatus::parse))]
+    status: Option<OrderStatus>,
+    /// Only orders placed at or after this time (RFC 3339, e.g. 2026-11-30T00:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only orders placed before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    created_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl OrderFilters {
+    /// The filters with the user resolved to an id.
+    async fn query(self, ctx: &Ctx) -> anyhow::Result<som_core::OrderExportQuery> {
+        let user = match self.user {
+            Some(u) => Some(resolve_user_id(ctx, &u).await?),
+            None => None,
+        };
+        Ok(som_core::OrderExportQuery {
+            user,
+            status: self.status,
+            created_after: self.created_after,
+            created_before: self.created_before,
+        })
+    }
+}
+
 fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&chrono::Utc))
@@ -155,12 +168,8 @@ impl Orders {
                     .await?;
                 ctx.out.record(&order, &order_fields(&order))
             }
-            Orders::Export { format, user, status, created_after, created_before, output } => {
-                let user = match user {
-                    Some(u) => Some(resolve_user_id(ctx, &u).await?),
-                    None => None,
-                };
-                let query = som_core::OrderExportQuery { user, status, created_after, created_before };
+            Orders::Export { format, filters, output } => {
+                let query = filters.query(ctx).await?;
                 let mut export = ctx.som.export_orders(super::OPERATOR, query).await?;
                 let sink: Box<dyn std::io::Write> = match &output {
                     Some(path) => Box::new(std::fs::File::create(path)?),
@@ -184,18 +193,15 @@ impl Orders {
                 }
                 Ok(())
             }
-            Orders::List { user, status, created_after, created_before, search, limit, cursor } => {
-                let user = match user {
-                    Some(u) => Some(resolve_user_id(ctx, &u).await?),
-                    None => None,
-                };
+            Orders::List { filters, search, limit, cursor } => {
+                let filters = filters.query(ctx).await?;
                 let query = OrderListQuery {
-                    user,
-                    status,
+                    user: filters.user,
+                    status: filters.status,
                     cursor,
                     limit: Some(limit),
-                    created_after,
-                    created_before,
+                    created_after: filters.created_after,
+                    created_before: filters.created_before,
                     search,
                     ..OrderListQuery::default()
                 };

@@ -267,12 +267,24 @@ impl WebhookEndpoint {
     /// while its overlap lasts.
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {
         let mut secrets = vec![self.secret.as_str()];
-        if let (Some(previous), Some(until)) = (&self.previous_secret, self.previous_secret_until)
-            && now < until
-        {
+        if let (Some(previous), Some(_)) = (&self.previous_secret, self.previous_signs_until(now)) {
             secrets.push(previous);
         }
         secrets
+    }
+
+    /// Until when the previous secret signs beside the current one, if it still does at `now`.
+    pub fn previous_signs_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.previous_secret.as_ref().and(self.previous_secret_until).filter(|until| now < *until)
+    }
+
+    /// The endpoint as it stands at `now`: a previous secret whose overlap has ended is gone.
+    pub fn at(mut self, now: DateTime<Utc>) -> WebhookEndpoint {
+        if self.previous_signs_until(now).is_none() {
+            self.previous_secret = None;
+            self.previous_secret_until = None;
+        }
+        self
     }
 }
 
@@ -342,6 +354,34 @@ pub fn endpoint_description(raw: Option<&str>) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_previous_secret_signs_until_its_overlap_ends_and_then_is_gone() {
+        let t = |s: i64| DateTime::from_timestamp(1_796_000_000 + s, 0).unwrap();
+        let endpoint = WebhookEndpoint {
+            id: EndpointId::new(1),
+            url: "https://example.com/hook".into(),
+            events: EventFilter::All,
+            description: None,
+            enabled: true,
+            disabled_reason: None,
+            secret: "whsec_new".into(),
+            previous_secret: Some("whsec_old".into()),
+            previous_secret_until: Some(t(60)),
+            failing_since: None,
+            from_config: false,
+            created_at: t(0),
+            updated_at: t(0),
+        };
+        assert_eq!(endpoint.signing_secrets(t(59)), ["whsec_new", "whsec_old"]);
+        assert_eq!(endpoint.previous_signs_until(t(59)), Some(t(60)));
+        assert_eq!(endpoint.signing_secrets(t(60)), ["whsec_new"]);
+        assert_eq!(endpoint.previous_signs_until(t(60)), None);
+        let during = endpoint.clone().at(t(59));
+        assert_eq!((during.previous_secret.as_deref(), during.previous_secret_until), (Some("whsec_old"), Some(t(60))));
+        let after = endpoint.at(t(61));
+        assert_eq!((after.previous_secret, after.previous_secret_until), (None, None));
+    }
 
     #[test]
     fn filters_parse_type_names_or_a_lone_star() {

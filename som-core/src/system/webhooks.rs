@@ -127,14 +127,16 @@ impl OrderSystem {
     ) -> Result<Page<WebhookEndpoint>> {
         Self::staff_only(caller, "manage webhook endpoints")?;
         let limit = admin_page_size(limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
+        let now = self.now();
         let endpoints = self.inner.storage.list_endpoints(cursor, limit + 1).await?;
-        Ok(Page::of(endpoints, limit, |e| e.id.to_string()))
+        Ok(Page::of(endpoints.into_iter().map(|e| e.at(now)).collect(), limit, |e| e.id.to_string()))
     }
 
     /// One endpoint. Staff only.
     pub async fn webhook_endpoint(&self, caller: Caller, id: EndpointId) -> Result<WebhookEndpoint> {
         Self::staff_only(caller, "manage webhook endpoints")?;
-        self.inner.storage.endpoint_by_id(id).await?.ok_or_else(|| Error::NotFound(format!("webhook endpoint {id}")))
+        let endpoint = self.inner.storage.endpoint_by_id(id).await?;
+        endpoint.map(|e| e.at(self.now())).ok_or_else(|| Error::NotFound(format!("webhook endpoint {id}")))
     }
 
     /// Changes an endpoint's URL, events, description, or whether it is enabled (enabling it
@@ -167,6 +169,7 @@ impl OrderSystem {
         let at = self.now();
         self.write(move |s| async move { s.update_endpoint(id, change, at).await })
             .await?
+            .map(|e| e.at(at))
             .ok_or_else(|| Error::NotFound(format!("webhook endpoint {id}")))
     }
 
@@ -203,7 +206,7 @@ impl OrderSystem {
                 "webhook endpoint {id} is signed with SOM_WEBHOOK_SECRET: change the secret there"
             )));
         }
-        if let Some(running) = endpoint.previous_secret_until.filter(|until| *until > at && !overlap.is_zero()) {
+        if let Some(running) = endpoint.previous_signs_until(at).filter(|_| !overlap.is_zero()) {
             return Err(Error::Conflict(format!(
                 "the last rotation's old secret signs until {}; rotate with an overlap of 0 to drop both old secrets now",
                 running.format("%Y-%m-%d %H:%M:%S UTC")
@@ -213,6 +216,7 @@ impl OrderSystem {
         let change = EndpointChange { rotate: Some((new_endpoint_secret(), until)), ..EndpointChange::default() };
         self.write(move |s| async move { s.update_endpoint(id, change, at).await })
             .await?
+            .map(|e| e.at(at))
             .ok_or_else(|| Error::NotFound(format!("webhook endpoint {id}")))
     }
 

@@ -170,7 +170,7 @@ pub(super) async fn page(
                     dt { "State" } dd { (state(&e)) }
                     @if let Some(why) = &e.disabled_reason { dt { "Disabled because" } dd { (why) } }
                     @if let Some(since) = e.failing_since { dt { "Failing since" } dd { (when(since)) } }
-                    @if let Some(until) = e.previous_secret_until.filter(|u| *u > chrono::Utc::now()) {
+                    @if let Some(until) = e.previous_secret_until {
                         dt { "Old secret signs until" } dd { (when(until)) }
                     }
                     dt { "Made" } dd { (when(e.created_at)) @if e.from_config { " (from SOM_WEBHOOK_URLS)" } }

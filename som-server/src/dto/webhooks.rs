@@ -122,7 +122,6 @@ impl EndpointResponse {
     }
 
     fn build(e: WebhookEndpoint, secret: bool) -> EndpointResponse {
-        let now = Utc::now();
         EndpointResponse {
             id: e.id.get(),
             events: e.events.names(),
@@ -130,7 +129,8 @@ impl EndpointResponse {
             enabled: e.enabled,
             disabled_reason: e.disabled_reason,
             failing_since: e.failing_since,
-            previous_secret_expires_at: e.previous_secret_until.filter(|u| *u > now),
+            // Cleared by som-core once the overlap has ended.
+            previous_secret_expires_at: e.previous_secret_until,
             from_config: e.from_config,
             secret: secret.then_some(e.secret),
             created_at: e.created_at,
