@@ -42,6 +42,10 @@ pub struct Config {
     pub database_url: String,
     /// `SOM_DATABASE_POOL_SIZE`.
     pub database_pool_size: u32,
+    /// `SOM_DATABASE_READ_URLS`.
+    pub database_read_urls: Vec<String>,
+    /// `SOM_REPLICA_MAX_LAG`.
+    pub replica_max_lag: Duration,
     /// `SOM_JWT_SECRET`.
     pub jwt_secret: Option<Secret>,
     /// `SOM_ACCESS_TOKEN_TTL`.
@@ -265,6 +269,7 @@ impl Config {
         let header_read_timeout = duration("SOM_HEADER_READ_TIMEOUT");
         let session_max_age = duration("SOM_SESSION_MAX_AGE");
         let session_cache_ttl = duration("SOM_SESSION_CACHE_TTL");
+        let replica_max_lag = duration("SOM_REPLICA_MAX_LAG");
         let refund_recovery_after = duration("SOM_REFUND_RECOVERY_AFTER");
         let authorization_ttl = duration("SOM_AUTHORIZATION_TTL");
         let authorization_warn_before = duration("SOM_AUTHORIZATION_WARN_BEFORE");
@@ -321,6 +326,18 @@ impl Config {
             }
         }
         let database_url = get("SOM_DATABASE_URL");
+        let database_read_urls = list(&get("SOM_DATABASE_READ_URLS"));
+        if !database_read_urls.is_empty() {
+            let postgres = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+            if !postgres(&database_url) {
+                errors.add("SOM_DATABASE_READ_URLS", "read replicas need a PostgreSQL SOM_DATABASE_URL");
+            } else if let Some(bad) = database_read_urls.iter().find(|u| !postgres(u)) {
+                errors.add("SOM_DATABASE_READ_URLS", format!("{} is not a postgres:// URL", redact_url(bad)));
+            }
+        }
+        if replica_max_lag.is_zero() {
+            errors.add("SOM_REPLICA_MAX_LAG", "must be longer than zero");
+        }
         let log_format = get("SOM_LOG_FORMAT").trim().to_ascii_lowercase();
         if !matches!(log_format.as_str(), "text" | "json") {
             errors.add("SOM_LOG_FORMAT", "must be text or json");
@@ -370,6 +387,8 @@ impl Config {
         Ok(Config {
             database_url,
             database_pool_size: small(database_pool_size),
+            database_read_urls,
+            replica_max_lag,
             jwt_secret: jwt_secret.map(Secret::new),
             access_token_ttl,
             refresh_token_ttl,

@@ -96,6 +96,8 @@ struct Inner {
     payment_locks: KeyedLocks<PaymentId>,
     /// One settlement at a time per refund.
     refund_locks: KeyedLocks<crate::domain::RefundId>,
+    /// When each user last wrote, for reads from replicas (only when storage has replicas).
+    recent_writes: Option<crate::storage::freshness::RecentWrites>,
 }
 
 fn provider_error(e: ProviderError) -> Error {
@@ -194,6 +196,51 @@ impl OrderSystem {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         crate::storage::complete(&self.inner.storage, f).await
+    }
+
+    /// Runs `call`, one of the facade's calls that write, and then remembers its end as
+    /// `caller`'s last write (see [`OrderSystem::last_write`]), whatever its outcome: even a
+    /// failed call may have committed part of its work (an answer lost on the way back).
+    async fn writing<T>(&self, caller: Caller, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let done = call.await;
+        if let (Some(writes), Some(user)) = (&self.inner.recent_writes, caller.user_id()) {
+            writes.wrote(user, crate::storage::freshness::wall_micros());
+        }
+        done
+    }
+
+    /// Runs `read`, a read that decides nothing, letting storage serve it from a read replica
+    /// that has caught up with `caller`'s last write (see [`crate::storage::freshness`]). The
+    /// system caller's reads (operators' tools, background work) always read the primary.
+    async fn may_lag<T>(&self, caller: Caller, read: impl Future<Output = Result<T>>) -> Result<T> {
+        match (&self.inner.recent_writes, caller.user_id()) {
+            (Some(writes), Some(user)) => crate::storage::freshness::may_lag(writes.last(user), read).await,
+            _ => read.await,
+        }
+    }
+
+    /// When `caller` last wrote through this process, in microseconds since the Unix epoch,
+    /// while it still decides where their reads go (with read replicas only). A front end
+    /// behind which several processes serve one user hands it to the client and back (see
+    /// [`OrderSystem::note_write`]).
+    pub fn last_write(&self, caller: Caller) -> Option<i64> {
+        self.inner.recent_writes.as_ref()?.last(caller.user_id()?)
+    }
+
+    /// Tells this process that `caller` wrote at `at` (microseconds since the Unix epoch)
+    /// through another process, as [`OrderSystem::last_write`] there said: their reads then
+    /// wait for that write as for their own. Hosts' clocks may disagree by up to a second:
+    /// the write is taken as a second later than `at`, but never later than now.
+    pub fn note_write(&self, caller: Caller, at: i64) {
+        const CLOCK_SKEW: i64 = 1_000_000;
+        if let (Some(writes), Some(user)) = (&self.inner.recent_writes, caller.user_id()) {
+            writes.wrote(user, at.saturating_add(CLOCK_SKEW).min(crate::storage::freshness::wall_micros()));
+        }
+    }
+
+    /// The read replicas as last checked (empty without any).
+    pub fn replicas(&self) -> Vec<crate::storage::ReplicaStatus> {
+        self.inner.storage.replicas()
     }
 
     /// Now, to the microsecond (the precision every backend stores), by the system's clock

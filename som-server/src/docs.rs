@@ -37,7 +37,7 @@ use crate::{capture, dto, error, export, fulfillment, ops, routes, schema, staff
         dto::PasswordChangeRequest,
         dto::OrderItemRequest, dto::CreateOrderRequest, dto::OrderItemResponse, dto::OrderResponse,
         dto::OrderEventResponse, dto::InitiatePaymentRequest, dto::ConfirmPaymentRequest, dto::PaymentResponse,
-        dto::Health, schema::PaymentStatusSchema, schema::StatusParam, error::Problem,
+        dto::Health, dto::ReplicaHealth, schema::PaymentStatusSchema, schema::StatusParam, error::Problem,
         dto::RefundRequestBody, dto::RefundResponse, capture::CaptureRequestBody, schema::RefundStatusSchema, dto::UserPatchRequest,
         dto::StaffUserResponse, dto::NotificationResponse, dto::NotificationCounts, dto::ProviderEventReceipt,
         dto::fulfillment::ItemLine, dto::fulfillment::CreateFulfillmentBody, dto::fulfillment::ShipBody,

@@ -334,6 +334,38 @@ pub struct Health {
     /// What an operator must know while it holds (e.g. payments go through the mock provider).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `/readyz` with read replicas (`SOM_DATABASE_READ_URLS`): each as last checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaHealth>,
+}
+
+/// A read replica as last checked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaHealth {
+    /// Its URL without credentials.
+    pub location: String,
+    /// `streaming` (serving reads), or skipped: `lagging` (further behind than
+    /// `SOM_REPLICA_MAX_LAG`), `promoted` (no longer a replica), `down` or `starting`.
+    pub state: String,
+    /// How far behind the primary it was, in seconds.
+    pub lag_seconds: Option<f64>,
+    /// Reads it has served since this process started.
+    pub reads: u64,
+    /// Why it is `down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<som_core::storage::ReplicaStatus> for ReplicaHealth {
+    fn from(r: som_core::storage::ReplicaStatus) -> Self {
+        ReplicaHealth {
+            location: r.location,
+            state: r.state.to_owned(),
+            lag_seconds: r.lag.map(|l| l.as_secs_f64()),
+            reads: r.reads,
+            error: r.error,
+        }
+    }
 }
 
 /// `PATCH /users/{id}/`: the fields to change.

@@ -147,7 +147,9 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = required_bearer_token(&parts.headers)?;
-        Ok(Auth(state.som.authenticate(token).await?))
+        let caller = state.som.authenticate(token).await?;
+        crate::consistency::authenticated(parts, state, caller);
+        Ok(Auth(caller))
     }
 }
 

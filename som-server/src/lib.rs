@@ -9,6 +9,8 @@
 
 /// Capture and void of authorised payments.
 pub mod capture;
+/// Reading your own writes across processes, with read replicas.
+pub mod consistency;
 /// The staff console (`/console/`).
 pub mod console;
 /// The OpenAPI document.
@@ -298,8 +300,14 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
     });
 
     let request_id = HeaderName::from_static("x-request-id");
-    api.merge(limited)
-        .with_state(state)
+    let api = api.merge(limited);
+    // Reading one's own writes through other processes matters only with read replicas.
+    let api = if state.som.replicas().is_empty() {
+        api
+    } else {
+        api.layer(from_fn_with_state(state.clone(), consistency::last_write))
+    };
+    api.with_state(state)
         .merge(SwaggerUi::new("/api/docs").config(utoipa_swagger_ui::Config::from("/api/openapi.json")))
         .fallback(ops::not_found)
         .layer(from_fn(ops::record_metrics))

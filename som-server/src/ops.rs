@@ -23,11 +23,12 @@ use crate::extract::ClientIp;
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into(), warnings: Vec::new() })
+    Json(Health { status: "ok".into(), warnings: Vec::new(), replicas: Vec::new() })
 }
 
 /// Readiness: storage answers. The body lists warnings an operator must see, such as payments
-/// going through the mock provider.
+/// going through the mock provider, and each read replica's state and lag (a replica that is
+/// down or lagging does not make SOM unready: its reads go to the primary).
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses(
     (status = 200, description = "Ready", body = Health),
     (status = 503, description = "Storage unreachable", body = Problem, content_type = "application/problem+json"),
@@ -37,7 +38,8 @@ pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiError>
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::from(som_core::Error::Unavailable("database".into()))
     })?;
-    Ok(Json(Health { status: "ok".into(), warnings: s.som.warnings() }))
+    let replicas = s.som.replicas().into_iter().map(Into::into).collect();
+    Ok(Json(Health { status: "ok".into(), warnings: s.som.warnings(), replicas }))
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -56,7 +58,8 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 }
 
 /// Prometheus text format: HTTP requests by route and status with latency histogram, orders
-/// created, payments by outcome, notifications by status and the outbox backlog.
+/// created, payments by outcome, notifications by status and the outbox backlog, and each read
+/// replica's state, lag and reads served.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics_handler(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     if let Some(token) = &s.metrics_token {
@@ -96,6 +99,14 @@ pub async fn metrics_handler(State(s): State<AppState>, headers: axum::http::Hea
             }
         }
         Some(Err(e)) => tracing::warn!(error = %e, "could not count notifications for metrics"),
+    }
+    for replica in s.som.replicas() {
+        let up = if replica.state == "streaming" { 1.0 } else { 0.0 };
+        metrics::gauge!("som_replica_up", "replica" => replica.location.clone()).set(up);
+        if let Some(lag) = replica.lag {
+            metrics::gauge!("som_replica_lag_seconds", "replica" => replica.location.clone()).set(lag.as_secs_f64());
+        }
+        metrics::counter!("som_replica_reads_total", "replica" => replica.location).absolute(replica.reads);
     }
     let body = prometheus().map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], body).into_response()

@@ -197,7 +197,7 @@ pub(crate) async fn read(resp: Response) -> (StatusCode, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn seed_order() -> Value {
+pub(crate) fn seed_order() -> Value {
     json!({"items": [{"name": "Widget", "quantity": 2, "price": "100.00"}, {"name": "Gadget", "quantity": 1, "price": "50.00"}]})
 }
 
@@ -284,7 +284,11 @@ async fn refresh_tokens_rotate_and_cannot_be_reused(backend: Backend) {
 }
 
 async fn orders_follow_the_original_test_cases(backend: Backend) {
-    let app = spawn_app(backend).await;
+    orders_follow_the_original_test_cases_on(&spawn_app(backend).await).await;
+}
+
+/// The original service's order tests, against `app`.
+pub(crate) async fn orders_follow_the_original_test_cases_on(app: &App) {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let (status, body) = app.get("/orders/latest/", Some(&alice)).await;
@@ -356,7 +360,11 @@ async fn prices_are_exact_and_bad_items_name_their_field(backend: Backend) {
 }
 
 async fn payments_follow_the_original_test_cases(backend: Backend) {
-    let app = spawn_app(backend).await;
+    payments_follow_the_original_test_cases_on(&spawn_app(backend).await).await;
+}
+
+/// The original service's payment tests, against `app`.
+pub(crate) async fn payments_follow_the_original_test_cases_on(app: &App) {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let order = app.order(&alice).await;

@@ -13,6 +13,7 @@ mod fulfillment;
 mod http;
 mod notifications;
 mod outage;
+mod scale;
 mod stream;
 mod stripe;
 mod webhooks;

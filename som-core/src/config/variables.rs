@@ -15,6 +15,16 @@ pub const VARIABLES: &[ConfigVar] = &[
         help: "Database connections (SQLite: reader connections; PostgreSQL: this many each for single-statement reads, single-statement writes and transactions)",
     },
     ConfigVar {
+        name: "SOM_DATABASE_READ_URLS",
+        default: "",
+        help: "PostgreSQL streaming replicas (comma-separated postgres:// URLs) for users' reads that may be a moment old: order lists, details and histories, fulfilment and return pages, staff lists; a user who just wrote reads from a replica only once it has replayed that write. Writes, reads that decide writes and the CLI's reads use SOM_DATABASE_URL",
+    },
+    ConfigVar {
+        name: "SOM_REPLICA_MAX_LAG",
+        default: "5s",
+        help: "A read replica further behind the primary than this, or not answering, or no longer in recovery, is skipped until it catches up (reads then go to the primary)",
+    },
+    ConfigVar {
         name: "SOM_JWT_SECRET",
         default: "",
         help: "Token signing secret: at least 32 bytes, not one repeated character, not a placeholder; when unset a random one is generated once and kept in the database (a warning says so)",

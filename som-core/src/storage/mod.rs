@@ -23,6 +23,7 @@ pub use types::*;
 mod complete;
 #[cfg(feature = "test-support")]
 pub mod conformance;
+pub mod freshness;
 pub mod policy;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -57,6 +58,12 @@ pub trait Storage:
 
     /// `Ok` when the database answers.
     async fn ping(&self) -> Result<()>;
+
+    /// The read replicas reads that may lag are served from (see [`freshness`]), as last
+    /// checked; empty for a backend without any.
+    fn replicas(&self) -> Vec<ReplicaStatus> {
+        Vec::new()
+    }
 
     /// Writes a consistent copy of the whole database to a new file at `destination` while the
     /// database stays in use. Backends whose servers have their own tools (PostgreSQL:
@@ -582,6 +589,26 @@ pub mod prelude {
 
 /// A shareable storage handle.
 pub type DynStorage = Arc<dyn Storage>;
+
+/// Opens the backend `config.database_url` names, with `config`'s read replicas (PostgreSQL),
+/// running migrations.
+pub async fn open_config(config: &crate::config::Config) -> Result<DynStorage> {
+    if config.database_read_urls.is_empty() {
+        return open(&config.database_url, config.database_pool_size).await;
+    }
+    #[cfg(feature = "postgres")]
+    return Ok(Arc::new(
+        postgres::PostgresStorage::open_with_replicas(
+            &config.database_url,
+            config.database_pool_size,
+            &config.database_read_urls,
+            config.replica_max_lag,
+        )
+        .await?,
+    ));
+    #[cfg(not(feature = "postgres"))]
+    Err(Error::invalid("SOM_DATABASE_READ_URLS", "this build has no PostgreSQL support (cargo feature `postgres`)"))
+}
 
 /// Opens the backend named by the URL scheme (`sqlite://…`, `sqlite::memory:`), running
 /// migrations. This is the one place that chooses a backend.

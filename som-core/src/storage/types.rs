@@ -519,3 +519,21 @@ impl std::fmt::Debug for EndpointChange {
             .finish_non_exhaustive()
     }
 }
+
+/// A read replica as last checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// Its URL without credentials.
+    pub location: String,
+    /// `streaming` (used), `lagging` (behind by more than `SOM_REPLICA_MAX_LAG`), `promoted`
+    /// (no longer in recovery), `down` (not answering) or `starting` (not checked yet): all but
+    /// `streaming` are skipped.
+    pub state: &'static str,
+    /// How far behind the primary it was when last checked: how long ago the primary had the
+    /// oldest change the replica had not yet replayed (zero when it had replayed all).
+    pub lag: Option<std::time::Duration>,
+    /// Reads it has served since this process started.
+    pub reads: u64,
+    /// Why it is `down`.
+    pub error: Option<String>,
+}

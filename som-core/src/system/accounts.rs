@@ -12,10 +12,13 @@ impl OrderSystem {
     /// Creates an account with the given staff flag; the email may be left out (such users get
     /// no email notifications). Staff callers only.
     pub async fn create_user(&self, caller: Caller, registration: Registration, is_staff: bool) -> Result<User> {
-        if !caller.is_staff() {
-            return Err(Error::Forbidden("only staff may create accounts with roles".into()));
-        }
-        self.create_account(registration, is_staff, false).await
+        self.writing(caller, async {
+            if !caller.is_staff() {
+                return Err(Error::Forbidden("only staff may create accounts with roles".into()));
+            }
+            self.create_account(registration, is_staff, false).await
+        })
+        .await
     }
 
     async fn create_account(&self, r: Registration, is_staff: bool, email_required: bool) -> Result<User> {
@@ -263,16 +266,19 @@ impl OrderSystem {
     /// Disables (`false`) or re-enables an account. A disabled account cannot log in and every
     /// session of it ends at once. Staff only; staff cannot disable themselves.
     pub async fn set_active(&self, caller: Caller, user: UserId, is_active: bool) -> Result<User> {
-        if !caller.is_staff() {
-            return Err(Error::Forbidden("only staff may disable or enable accounts".into()));
-        }
-        if !is_active && caller.user_id() == Some(user) {
-            return Err(Error::Conflict("staff cannot disable their own account".into()));
-        }
-        let at = self.now();
-        let changed = self.write(move |s| async move { s.set_active(user, is_active, at).await }).await;
-        self.inner.sessions.invalidate();
-        staff_change(user, changed?)
+        self.writing(caller, async {
+            if !caller.is_staff() {
+                return Err(Error::Forbidden("only staff may disable or enable accounts".into()));
+            }
+            if !is_active && caller.user_id() == Some(user) {
+                return Err(Error::Conflict("staff cannot disable their own account".into()));
+            }
+            let at = self.now();
+            let changed = self.write(move |s| async move { s.set_active(user, is_active, at).await }).await;
+            self.inner.sessions.invalidate();
+            staff_change(user, changed?)
+        })
+        .await
     }
 
     /// The caller's own account.
@@ -315,21 +321,26 @@ impl OrderSystem {
         }
         let query =
             UserQuery { after: cursor, prefix: prefix.map(str::to_owned), active_staff: false, limit: limit + 1 };
-        let users = self.inner.storage.list_users(query).await?;
+        let users = self.may_lag(caller, self.inner.storage.list_users(query)).await?;
         Ok(Page::of(users, limit, |u| u.id.to_string()))
     }
 
     /// Grants or revokes staff. Staff only.
     pub async fn set_staff(&self, caller: Caller, user: UserId, is_staff: bool) -> Result<User> {
-        if !caller.is_staff() {
-            return Err(Error::Forbidden("only staff may change roles".into()));
-        }
-        if !is_staff && caller.user_id() == Some(user) {
-            return Err(Error::Conflict("staff cannot revoke their own staff rights; another staff member can".into()));
-        }
-        let changed = self.write(move |s| async move { s.set_staff(user, is_staff).await }).await;
-        self.inner.sessions.invalidate();
-        staff_change(user, changed?)
+        self.writing(caller, async {
+            if !caller.is_staff() {
+                return Err(Error::Forbidden("only staff may change roles".into()));
+            }
+            if !is_staff && caller.user_id() == Some(user) {
+                return Err(Error::Conflict(
+                    "staff cannot revoke their own staff rights; another staff member can".into(),
+                ));
+            }
+            let changed = self.write(move |s| async move { s.set_staff(user, is_staff).await }).await;
+            self.inner.sessions.invalidate();
+            staff_change(user, changed?)
+        })
+        .await
     }
 
     /// Changes an account's staff flag and/or whether it is active (staff only), checking both
@@ -342,25 +353,30 @@ impl OrderSystem {
         is_staff: Option<bool>,
         is_active: Option<bool>,
     ) -> Result<User> {
-        if !caller.is_staff() {
-            return Err(Error::Forbidden("only staff may change accounts".into()));
-        }
-        let own = caller.user_id() == Some(user);
-        if own && is_staff == Some(false) {
-            return Err(Error::Conflict("staff cannot revoke their own staff rights; another staff member can".into()));
-        }
-        if own && is_active == Some(false) {
-            return Err(Error::Conflict("staff cannot disable their own account".into()));
-        }
-        let mut current =
-            self.inner.storage.user_by_id(user).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))?;
-        if let Some(is_staff) = is_staff {
-            current = self.set_staff(caller, user, is_staff).await?;
-        }
-        if let Some(is_active) = is_active {
-            current = self.set_active(caller, user, is_active).await?;
-        }
-        Ok(current)
+        self.writing(caller, async {
+            if !caller.is_staff() {
+                return Err(Error::Forbidden("only staff may change accounts".into()));
+            }
+            let own = caller.user_id() == Some(user);
+            if own && is_staff == Some(false) {
+                return Err(Error::Conflict(
+                    "staff cannot revoke their own staff rights; another staff member can".into(),
+                ));
+            }
+            if own && is_active == Some(false) {
+                return Err(Error::Conflict("staff cannot disable their own account".into()));
+            }
+            let mut current =
+                self.inner.storage.user_by_id(user).await?.ok_or_else(|| Error::NotFound(format!("user {user}")))?;
+            if let Some(is_staff) = is_staff {
+                current = self.set_staff(caller, user, is_staff).await?;
+            }
+            if let Some(is_active) = is_active {
+                current = self.set_active(caller, user, is_active).await?;
+            }
+            Ok(current)
+        })
+        .await
     }
 }
 

@@ -53,7 +53,7 @@ impl OrderSystemBuilder {
         let clock = self.clock.unwrap_or_else(SystemClock::shared);
         let storage = match self.storage {
             Some(s) => s,
-            None => crate::storage::open(&config.database_url, config.database_pool_size).await?,
+            None => crate::storage::open_config(&config).await?,
         };
         let provider = match self.provider {
             Some(provider) => provider,
@@ -84,6 +84,11 @@ impl OrderSystemBuilder {
         )?;
         let mut channels: Vec<String> = notifiers.iter().map(|n| n.channel().to_owned()).collect();
         channels.dedup();
+        // A write is remembered while a usable replica may still lack it (see `freshness`),
+        // plus time for the primary to have been sampled after it.
+        let recent_writes = (!storage.replicas().is_empty()).then(|| {
+            crate::storage::freshness::RecentWrites::new(config.replica_max_lag + std::time::Duration::from_secs(2))
+        });
         let system = OrderSystem {
             inner: Arc::new(Inner {
                 hasher: PasswordHasher::new(config.password_hash_concurrency),
@@ -104,6 +109,7 @@ impl OrderSystemBuilder {
                 order_locks: KeyedLocks::default(),
                 payment_locks: KeyedLocks::default(),
                 refund_locks: KeyedLocks::default(),
+                recent_writes,
             }),
         };
         #[cfg(feature = "webhook")]

@@ -76,70 +76,97 @@ impl OrderSystem {
         order_id: OrderId,
         input: FulfillmentInput,
     ) -> Result<Fulfillment> {
-        self.order(caller, order_id).await?;
-        staff_only(caller, "fulfil orders")?;
-        let tracking =
-            Tracking::parse(input.carrier.as_deref(), input.tracking_number.as_deref(), input.tracking_url.as_deref())?;
-        let record = NewFulfillmentRecord {
-            order_id,
-            items: input.items,
-            tracking,
-            actor: caller.actor(),
-            created_at: self.now(),
-        };
-        let notify = self.fulfillment_notify(None, order_id).await?;
-        self.write(move |s| async move { s.create_fulfillment(record, notify).await }).await
+        self.writing(caller, async {
+            self.order_now(caller, order_id).await?;
+            staff_only(caller, "fulfil orders")?;
+            let tracking = Tracking::parse(
+                input.carrier.as_deref(),
+                input.tracking_number.as_deref(),
+                input.tracking_url.as_deref(),
+            )?;
+            let record = NewFulfillmentRecord {
+                order_id,
+                items: input.items,
+                tracking,
+                actor: caller.actor(),
+                created_at: self.now(),
+            };
+            let notify = self.fulfillment_notify(None, order_id).await?;
+            self.write(move |s| async move { s.create_fulfillment(record, notify).await }).await
+        })
+        .await
     }
 
     /// Ships a PENDING fulfilment, with its tracking; `capture` first captures the shipped
     /// items' amount of an authorised payment. Staff only.
     pub async fn ship_fulfillment(&self, caller: Caller, id: FulfillmentId, input: ShipInput) -> Result<Fulfillment> {
-        let f = self.fulfillment(caller, id).await?;
-        staff_only(caller, "ship fulfilments")?;
-        let tracking =
-            Tracking::parse(input.carrier.as_deref(), input.tracking_number.as_deref(), input.tracking_url.as_deref())?;
-        if f.status != FulfillmentStatus::Pending {
-            return Err(not_applied_fulfillment(&f, "shipped"));
-        }
-        let captured = if input.capture { self.capture_for_shipment(caller, &f).await? } else { None };
-        let shipped = self.step_fulfillment(caller, id, FulfillmentStep::Ship(tracking)).await;
-        if let (Err(e), Some(payment)) = (&shipped, &captured) {
-            // The parcel changed between the capture and the shipment (cancelled meanwhile):
-            // money was taken for goods that did not leave. Staff decide (ship again or refund).
-            let what = format!(
-                "payment {} was captured ({}) to ship fulfilment {id}, which then could not be shipped: {e}",
-                payment.id, payment.captured
-            );
-            self.alert_staff(f.order_id, Some(payment), &format!("ship_after_capture:fulfillment:{id}"), &what).await;
-        }
-        shipped
+        self.writing(caller, async {
+            let f = self.fulfillment_now(caller, id).await?;
+            staff_only(caller, "ship fulfilments")?;
+            let tracking = Tracking::parse(
+                input.carrier.as_deref(),
+                input.tracking_number.as_deref(),
+                input.tracking_url.as_deref(),
+            )?;
+            if f.status != FulfillmentStatus::Pending {
+                return Err(not_applied_fulfillment(&f, "shipped"));
+            }
+            let captured = if input.capture { self.capture_for_shipment(caller, &f).await? } else { None };
+            let shipped = self.step_fulfillment(caller, id, FulfillmentStep::Ship(tracking)).await;
+            if let (Err(e), Some(payment)) = (&shipped, &captured) {
+                // The parcel changed between the capture and the shipment (cancelled meanwhile):
+                // money was taken for goods that did not leave. Staff decide (ship again or refund).
+                let what = format!(
+                    "payment {} was captured ({}) to ship fulfilment {id}, which then could not be shipped: {e}",
+                    payment.id, payment.captured
+                );
+                self.alert_staff(f.order_id, Some(payment), &format!("ship_after_capture:fulfillment:{id}"), &what)
+                    .await;
+            }
+            shipped
+        })
+        .await
     }
 
     /// Marks a SHIPPED fulfilment DELIVERED. Staff only.
     pub async fn deliver_fulfillment(&self, caller: Caller, id: FulfillmentId) -> Result<Fulfillment> {
-        self.fulfillment(caller, id).await?;
-        staff_only(caller, "mark fulfilments delivered")?;
-        self.step_fulfillment(caller, id, FulfillmentStep::Deliver).await
+        self.writing(caller, async {
+            self.fulfillment_now(caller, id).await?;
+            staff_only(caller, "mark fulfilments delivered")?;
+            self.step_fulfillment(caller, id, FulfillmentStep::Deliver).await
+        })
+        .await
     }
 
     /// Cancels a PENDING fulfilment; its items may be fulfilled again. Staff only.
     pub async fn cancel_fulfillment(&self, caller: Caller, id: FulfillmentId) -> Result<Fulfillment> {
-        self.fulfillment(caller, id).await?;
-        staff_only(caller, "cancel fulfilments")?;
-        self.step_fulfillment(caller, id, FulfillmentStep::Cancel).await
+        self.writing(caller, async {
+            self.fulfillment_now(caller, id).await?;
+            staff_only(caller, "cancel fulfilments")?;
+            self.step_fulfillment(caller, id, FulfillmentStep::Cancel).await
+        })
+        .await
     }
 
     /// A fulfilment the caller may see (of their own order, or any for staff); `NotFound`
     /// otherwise.
     pub async fn fulfillment(&self, caller: Caller, id: FulfillmentId) -> Result<Fulfillment> {
+        self.may_lag(caller, self.fulfillment_now(caller, id)).await
+    }
+
+    /// [`OrderSystem::fulfillment`] as the primary has it, for the reads that decide a write.
+    async fn fulfillment_now(&self, caller: Caller, id: FulfillmentId) -> Result<Fulfillment> {
         let found = self.inner.storage.fulfillment_by_id(id).await?;
         found.filter(|f| caller.can_access(f.user_id)).ok_or_else(|| Error::NotFound(format!("fulfillment {id}")))
     }
 
     /// The order's fulfilments, oldest first: its owner or staff.
     pub async fn order_fulfillments(&self, caller: Caller, order_id: OrderId) -> Result<Vec<Fulfillment>> {
-        self.order(caller, order_id).await?;
-        self.inner.storage.fulfillments_for_order(order_id).await
+        self.may_lag(caller, async {
+            self.order_now(caller, order_id).await?;
+            self.inner.storage.fulfillments_for_order(order_id).await
+        })
+        .await
     }
 
     /// A page of fulfilments by ascending id, optionally of one status (PENDING: what is to
@@ -154,31 +181,37 @@ impl OrderSystem {
         staff_only(caller, "list fulfilments")?;
         let limit = admin_page_size(limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
         let query = AfterPaymentQuery { status, after: cursor.map(FulfillmentId::get), limit: limit + 1 };
-        let rows = self.inner.storage.list_fulfillments(query).await?;
+        let rows = self.may_lag(caller, self.inner.storage.list_fulfillments(query)).await?;
         Ok(Page::of(rows, limit, |f| f.id.to_string()))
     }
 
     /// Asks for a return of delivered items: the order's owner, or staff for them.
     pub async fn request_return(&self, caller: Caller, order_id: OrderId, input: ReturnInput) -> Result<Return> {
-        self.order(caller, order_id).await?;
-        let reason = return_text("reason", input.reason.as_deref())?;
-        let record =
-            NewReturnRecord { order_id, items: input.items, reason, actor: caller.actor(), created_at: self.now() };
-        let notify = self.return_notify(EventKind::ReturnRequested, order_id).await?;
-        self.write(move |s| async move { s.request_return(record, notify).await }).await
+        self.writing(caller, async {
+            self.order_now(caller, order_id).await?;
+            let reason = return_text("reason", input.reason.as_deref())?;
+            let record =
+                NewReturnRecord { order_id, items: input.items, reason, actor: caller.actor(), created_at: self.now() };
+            let notify = self.return_notify(EventKind::ReturnRequested, order_id).await?;
+            self.write(move |s| async move { s.request_return(record, notify).await }).await
+        })
+        .await
     }
 
     /// Approves a REQUESTED return. Staff only.
     pub async fn approve_return(&self, caller: Caller, id: ReturnId) -> Result<Return> {
-        self.step_return(caller, id, ReturnStep::Approve).await.map(|c| c.ret)
+        self.writing(caller, async { self.step_return(caller, id, ReturnStep::Approve).await.map(|c| c.ret) }).await
     }
 
     /// Rejects a REQUESTED or APPROVED return, saying why. Staff only.
     pub async fn reject_return(&self, caller: Caller, id: ReturnId, note: &str) -> Result<Return> {
-        self.get_return(caller, id).await?;
-        staff_only(caller, "decide on returns")?;
-        let note = return_text("note", Some(note))?.ok_or_else(|| Error::invalid("note", "must not be blank"))?;
-        self.step_return(caller, id, ReturnStep::Reject { note }).await.map(|c| c.ret)
+        self.writing(caller, async {
+            self.return_now(caller, id).await?;
+            staff_only(caller, "decide on returns")?;
+            let note = return_text("note", Some(note))?.ok_or_else(|| Error::invalid("note", "must not be blank"))?;
+            self.step_return(caller, id, ReturnStep::Reject { note }).await.map(|c| c.ret)
+        })
+        .await
     }
 
     /// Records an APPROVED return's items as received and refunds them: `amount` (a decimal
@@ -187,38 +220,49 @@ impl OrderSystem {
     /// path: when the provider declines it the return stays RECEIVED and may be received again.
     /// Receiving it twice refunds once. Staff only.
     pub async fn receive_return(&self, caller: Caller, id: ReturnId, amount: Option<&str>) -> Result<Return> {
-        let r = self.get_return(caller, id).await?;
-        staff_only(caller, "receive returns")?;
-        let order = self.order(caller, r.order_id).await?;
-        let refund = match amount.map(str::trim) {
-            None => Some(ReturnRefund { amount: None }),
-            Some(raw) => {
-                let amount =
-                    Money::parse(raw, order.currency()).map_err(|e| Error::invalid("amount", e.to_string()))?;
-                if amount.minor() < 0 {
-                    return Err(Error::invalid("amount", "must not be negative"));
+        self.writing(caller, async {
+            let r = self.return_now(caller, id).await?;
+            staff_only(caller, "receive returns")?;
+            let order = self.order_now(caller, r.order_id).await?;
+            let refund = match amount.map(str::trim) {
+                None => Some(ReturnRefund { amount: None }),
+                Some(raw) => {
+                    let amount =
+                        Money::parse(raw, order.currency()).map_err(|e| Error::invalid("amount", e.to_string()))?;
+                    if amount.minor() < 0 {
+                        return Err(Error::invalid("amount", "must not be negative"));
+                    }
+                    amount.is_positive().then_some(ReturnRefund { amount: Some(amount) })
                 }
-                amount.is_positive().then_some(ReturnRefund { amount: Some(amount) })
+            };
+            let change = self.step_return(caller, id, ReturnStep::Receive { refund }).await?;
+            if let Some(refund) = change.refund {
+                self.settle_refund(refund).await?;
             }
-        };
-        let change = self.step_return(caller, id, ReturnStep::Receive { refund }).await?;
-        if let Some(refund) = change.refund {
-            self.settle_refund(refund).await?;
-        }
-        self.get_return(caller, id).await
+            self.return_now(caller, id).await
+        })
+        .await
     }
 
     /// A return the caller may see (of their own order, or any for staff); `NotFound`
     /// otherwise.
     pub async fn get_return(&self, caller: Caller, id: ReturnId) -> Result<Return> {
+        self.may_lag(caller, self.return_now(caller, id)).await
+    }
+
+    /// [`OrderSystem::get_return`] as the primary has it, for the reads that decide a write.
+    async fn return_now(&self, caller: Caller, id: ReturnId) -> Result<Return> {
         let found = self.inner.storage.return_by_id(id).await?;
         found.filter(|r| caller.can_access(r.user_id)).ok_or_else(|| Error::NotFound(format!("return {id}")))
     }
 
     /// The order's returns, oldest first: its owner or staff.
     pub async fn order_returns(&self, caller: Caller, order_id: OrderId) -> Result<Vec<Return>> {
-        self.order(caller, order_id).await?;
-        self.inner.storage.returns_for_order(order_id).await
+        self.may_lag(caller, async {
+            self.order_now(caller, order_id).await?;
+            self.inner.storage.returns_for_order(order_id).await
+        })
+        .await
     }
 
     /// A page of returns by ascending id, optionally of one status. Staff only.
@@ -232,12 +276,12 @@ impl OrderSystem {
         staff_only(caller, "list returns")?;
         let limit = admin_page_size(limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
         let query = AfterPaymentQuery { status, after: cursor.map(ReturnId::get), limit: limit + 1 };
-        let rows = self.inner.storage.list_returns(query).await?;
+        let rows = self.may_lag(caller, self.inner.storage.list_returns(query)).await?;
         Ok(Page::of(rows, limit, |r| r.id.to_string()))
     }
 
     async fn step_fulfillment(&self, caller: Caller, id: FulfillmentId, step: FulfillmentStep) -> Result<Fulfillment> {
-        let f = self.fulfillment(caller, id).await?;
+        let f = self.fulfillment_now(caller, id).await?;
         let kind = match step {
             FulfillmentStep::Ship(_) => Some(EventKind::FulfillmentShipped),
             FulfillmentStep::Deliver => Some(EventKind::FulfillmentDelivered),
@@ -256,7 +300,7 @@ impl OrderSystem {
     }
 
     async fn step_return(&self, caller: Caller, id: ReturnId, step: ReturnStep) -> Result<ReturnChange> {
-        let r = self.get_return(caller, id).await?;
+        let r = self.return_now(caller, id).await?;
         staff_only(caller, "decide on returns")?;
         let kind = match step {
             ReturnStep::Approve => EventKind::ReturnApproved,
@@ -287,7 +331,7 @@ impl OrderSystem {
     /// fulfilment (its key): the payment as captured, or `None` when the order's money was
     /// already captured.
     async fn capture_for_shipment(&self, caller: Caller, f: &Fulfillment) -> Result<Option<crate::domain::Payment>> {
-        let order = self.order(caller, f.order_id).await?;
+        let order = self.order_now(caller, f.order_id).await?;
         if order.status != OrderStatus::Authorized {
             return Ok(None);
         }

@@ -28,44 +28,51 @@ impl OrderSystem {
         let NotificationListQuery { status, order, cursor, limit } = query;
         let limit = admin_page_size(limit.unwrap_or(DEFAULT_PAGE_SIZE))?;
         let query = NotificationQuery { status, order, after: cursor, limit: limit + 1 };
-        let rows = self.inner.storage.list_notifications(query).await?;
+        let rows = self.may_lag(caller, self.inner.storage.list_notifications(query)).await?;
         Ok(Page::of(rows, limit, |r| r.id.to_string()))
     }
 
     /// Re-queues a dead notification for delivery. Staff only; `Conflict` if it is not dead.
     pub async fn retry_notification(&self, caller: Caller, id: NotificationId) -> Result<OutboxEntry> {
-        if !caller.is_staff() {
-            return Err(Error::Forbidden("only staff may retry notifications".into()));
-        }
-        let at = self.now();
-        match self.write(move |s| async move { s.requeue_notification(id, at).await }).await? {
-            None => Err(Error::NotFound(format!("notification {id}"))),
-            Some(Transition::Applied(entry)) => {
-                self.inner.wake.notify_one();
-                Ok(entry)
+        self.writing(caller, async {
+            if !caller.is_staff() {
+                return Err(Error::Forbidden("only staff may retry notifications".into()));
             }
-            Some(Transition::NotApplied(entry)) => {
-                Err(Error::Conflict(format!("notification {id} is {} and only dead ones can be retried", entry.status)))
+            let at = self.now();
+            match self.write(move |s| async move { s.requeue_notification(id, at).await }).await? {
+                None => Err(Error::NotFound(format!("notification {id}"))),
+                Some(Transition::Applied(entry)) => {
+                    self.inner.wake.notify_one();
+                    Ok(entry)
+                }
+                Some(Transition::NotApplied(entry)) => Err(Error::Conflict(format!(
+                    "notification {id} is {} and only dead ones can be retried",
+                    entry.status
+                ))),
             }
-        }
+        })
+        .await
     }
 
     /// Re-queues every dead notification of `channel` (`email`, `webhook`, …) for delivery; how
     /// many. Staff only.
     pub async fn retry_dead_notifications(&self, caller: Caller, channel: &str) -> Result<u64> {
-        if !caller.is_staff() {
-            return Err(Error::Forbidden("only staff may retry notifications".into()));
-        }
-        let channel = channel.trim().to_owned();
-        if channel.is_empty() || channel.len() > 64 {
-            return Err(Error::invalid("channel", "must be 1 to 64 characters"));
-        }
-        let at = self.now();
-        let n = self.write(move |s| async move { s.requeue_dead_notifications(&channel, at).await }).await?;
-        if n > 0 {
-            self.inner.wake.notify_one();
-        }
-        Ok(n)
+        self.writing(caller, async {
+            if !caller.is_staff() {
+                return Err(Error::Forbidden("only staff may retry notifications".into()));
+            }
+            let channel = channel.trim().to_owned();
+            if channel.is_empty() || channel.len() > 64 {
+                return Err(Error::invalid("channel", "must be 1 to 64 characters"));
+            }
+            let at = self.now();
+            let n = self.write(move |s| async move { s.requeue_dead_notifications(&channel, at).await }).await?;
+            if n > 0 {
+                self.inner.wake.notify_one();
+            }
+            Ok(n)
+        })
+        .await
     }
 
     /// Outbox row counts per status. Staff and the system caller (metrics, the CLI) only.

@@ -51,6 +51,11 @@ impl OrderSystem {
 
     /// An order the caller may see (their own, or any for staff); `NotFound` otherwise.
     pub async fn order(&self, caller: Caller, id: OrderId) -> Result<Order> {
+        self.may_lag(caller, self.order_now(caller, id)).await
+    }
+
+    /// [`OrderSystem::order`] as the primary has it, for the reads that decide a write.
+    pub(super) async fn order_now(&self, caller: Caller, id: OrderId) -> Result<Order> {
         let order = self.inner.storage.order_by_id(id).await?.ok_or_else(|| not_found_order(id))?;
         if caller.can_access(order.user_id) { Ok(order) } else { Err(not_found_order(id)) }
     }
@@ -83,19 +88,16 @@ impl OrderSystem {
             Caller::User { id, is_staff } => Some(if is_staff { query.user.unwrap_or(id) } else { id }),
             Caller::System => query.user,
         };
-        let items = self
-            .inner
-            .storage
-            .list_orders(OrderQuery {
-                user_id,
-                status: query.status,
-                before,
-                created_after: query.created_after,
-                created_before: query.created_before,
-                search,
-                limit: limit + 1,
-            })
-            .await?;
+        let list = self.inner.storage.list_orders(OrderQuery {
+            user_id,
+            status: query.status,
+            before,
+            created_after: query.created_after,
+            created_before: query.created_before,
+            search,
+            limit: limit + 1,
+        });
+        let items = self.may_lag(caller, list).await?;
         Ok(Page::of(items, limit, |o| o.id.to_string()))
     }
 
@@ -111,13 +113,18 @@ impl OrderSystem {
             }
             Caller::System => user.ok_or_else(|| Error::invalid("user", "is required"))?,
         };
-        self.inner.storage.latest_order(target).await?.ok_or_else(|| Error::NotFound("order".into()))
+        self.may_lag(caller, self.inner.storage.latest_order(target))
+            .await?
+            .ok_or_else(|| Error::NotFound("order".into()))
     }
 
     /// The order's status changes, oldest first.
     pub async fn order_history(&self, caller: Caller, id: OrderId) -> Result<Vec<OrderEvent>> {
-        self.order(caller, id).await?;
-        self.inner.storage.order_events(id).await
+        self.may_lag(caller, async {
+            self.order_now(caller, id).await?;
+            self.inner.storage.order_events(id).await
+        })
+        .await
     }
 
     /// `CREATED → CANCELLED` (owner or staff), voiding a PENDING payment. `Conflict` from any
@@ -129,7 +136,7 @@ impl OrderSystem {
         idempotency_key: Option<&str>,
     ) -> Result<Order> {
         self.idempotent(caller, "cancel_order", idempotency_key, &id, |slot| async move {
-            let order = self.order(caller, id).await?;
+            let order = self.order_now(caller, id).await?;
             order.status.cancel().map_err(|e| cancel_conflict(id, &e))?;
             if order.status == OrderStatus::Authorized {
                 // Its money is held: releasing the authorisation cancels the order.
@@ -137,7 +144,7 @@ impl OrderSystem {
                     Error::Conflict(format!("order {id} is AUTHORIZED but has no authorised payment"))
                 })?;
                 self.void_payment_now(caller, payment.id, None).await?;
-                return self.order(caller, id).await;
+                return self.order_now(caller, id).await;
             }
             let _guard = self.inner.order_locks.lock(id).await;
             let owner = self.owner(order.user_id).await?;

@@ -105,15 +105,19 @@ impl OrderSystem {
         let midnight = at.date_naive().and_hms_opt(0, 0, 0).map_or(at, |m| m.and_utc());
         let week_ago = at - chrono::Duration::days(7);
         let storage = &self.inner.storage;
-        let (today, week, payments_pending, payments_authorized, holds, refunds_pending, notifications) = tokio::try_join!(
-            storage.order_totals(midnight),
-            storage.order_totals(week_ago),
-            storage.count_payments(PaymentStatus::Pending),
-            storage.count_payments(PaymentStatus::Authorized),
-            storage.expiring_authorizations(DateTime::<Utc>::MAX_UTC, false, 10),
-            storage.count_refunds(RefundStatus::Pending),
-            storage.notification_counts(),
-        )?;
+        let all = async {
+            tokio::try_join!(
+                storage.order_totals(midnight),
+                storage.order_totals(week_ago),
+                storage.count_payments(PaymentStatus::Pending),
+                storage.count_payments(PaymentStatus::Authorized),
+                storage.expiring_authorizations(DateTime::<Utc>::MAX_UTC, false, 10),
+                storage.count_refunds(RefundStatus::Pending),
+                storage.notification_counts(),
+            )
+        };
+        let (today, week, payments_pending, payments_authorized, holds, refunds_pending, notifications) =
+            self.may_lag(caller, all).await?;
         let authorizations_expiring = holds
             .into_iter()
             .map(|p| Hold {

@@ -41,7 +41,7 @@ impl OrderSystem {
         }
         let request = (order_id, method.clone(), capture);
         self.idempotent(caller, "initiate_payment", idempotency_key, &request, |slot| async move {
-            let order = self.order(caller, order_id).await?;
+            let order = self.order_now(caller, order_id).await?;
             if order.status != OrderStatus::Created {
                 return Err(not_payable(order_id, order.status));
             }
@@ -109,8 +109,11 @@ impl OrderSystem {
 
     /// The payments made for an order the caller may see, oldest first.
     pub async fn order_payments(&self, caller: Caller, order_id: OrderId) -> Result<Vec<Payment>> {
-        self.order(caller, order_id).await?;
-        self.inner.storage.payments_for_order(order_id).await
+        self.may_lag(caller, async {
+            self.order_now(caller, order_id).await?;
+            self.inner.storage.payments_for_order(order_id).await
+        })
+        .await
     }
 
     /// Captures a PENDING payment with the provider. Success: payment SUCCESS and order PAID in

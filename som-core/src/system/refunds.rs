@@ -67,8 +67,11 @@ impl OrderSystem {
 
     /// A payment's refunds, oldest first: its owner or staff.
     pub async fn payment_refunds(&self, caller: Caller, payment_id: PaymentId) -> Result<Vec<Refund>> {
-        self.payment(caller, payment_id).await?;
-        self.inner.storage.refunds_for_payment(payment_id).await
+        self.may_lag(caller, async {
+            self.payment(caller, payment_id).await?;
+            self.inner.storage.refunds_for_payment(payment_id).await
+        })
+        .await
     }
 
     /// Finishes PENDING refunds older than `older_than` (left behind by a crash or a provider

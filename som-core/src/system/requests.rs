@@ -29,6 +29,15 @@ use crate::error::{Error, Result};
 
 type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
+/// A request's work as a [`Call`], remembered as the caller's write when it ends.
+fn writing<'a, T: 'a>(
+    som: &'a OrderSystem,
+    caller: Caller,
+    work: impl Future<Output = Result<T>> + Send + 'a,
+) -> Call<'a, T> {
+    Box::pin(som.writing(caller, work))
+}
+
 macro_rules! idempotency_setters {
     () => {
         /// Makes the request safe to repeat: the same key with the same request returns the
@@ -73,7 +82,7 @@ impl<'a> IntoFuture for CreateOrder<'a> {
     type IntoFuture = Call<'a, Order>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        writing(self.som, self.caller, async move {
             let owner = match self.owner.or_else(|| self.caller.user_id()) {
                 Some(owner) => owner,
                 None => return Err(Error::invalid("user", "the system caller must name the order's owner")),
@@ -102,7 +111,9 @@ impl<'a> IntoFuture for CancelOrder<'a> {
     type IntoFuture = Call<'a, Order>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.som.cancel_order_now(self.caller, self.id, self.idempotency_key.as_deref()).await })
+        writing(self.som, self.caller, async move {
+            self.som.cancel_order_now(self.caller, self.id, self.idempotency_key.as_deref()).await
+        })
     }
 }
 
@@ -152,7 +163,7 @@ impl<'a> IntoFuture for InitiatePayment<'a> {
     type IntoFuture = Call<'a, Payment>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        writing(self.som, self.caller, async move {
             self.som
                 .initiate_payment_now(
                     self.caller,
@@ -185,9 +196,9 @@ impl<'a> IntoFuture for ConfirmPayment<'a> {
     type IntoFuture = Call<'a, Payment>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(
-            async move { self.som.confirm_payment_now(self.caller, self.id, self.idempotency_key.as_deref()).await },
-        )
+        writing(self.som, self.caller, async move {
+            self.som.confirm_payment_now(self.caller, self.id, self.idempotency_key.as_deref()).await
+        })
     }
 }
 
@@ -229,7 +240,7 @@ impl<'a> IntoFuture for RefundPayment<'a> {
     type IntoFuture = Call<'a, Refund>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        writing(self.som, self.caller, async move {
             self.som.refund_payment_now(self.caller, self.id, self.input, self.idempotency_key.as_deref()).await
         })
     }
@@ -268,7 +279,7 @@ impl<'a> IntoFuture for CapturePayment<'a> {
     type IntoFuture = Call<'a, Payment>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        writing(self.som, self.caller, async move {
             self.som
                 .capture_payment_now(self.caller, self.id, self.amount.as_deref(), self.idempotency_key.as_deref())
                 .await
@@ -295,7 +306,9 @@ impl<'a> IntoFuture for VoidPayment<'a> {
     type IntoFuture = Call<'a, Payment>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.som.void_payment_now(self.caller, self.id, self.idempotency_key.as_deref()).await })
+        writing(self.som, self.caller, async move {
+            self.som.void_payment_now(self.caller, self.id, self.idempotency_key.as_deref()).await
+        })
     }
 }
 

@@ -8,6 +8,8 @@ mod model;
 #[cfg(feature = "postgres")]
 mod postgres_conformance;
 #[cfg(feature = "postgres")]
+mod postgres_replicas;
+#[cfg(feature = "postgres")]
 mod postgres_system;
 mod shape;
 mod sqlite_conformance;

@@ -11,6 +11,7 @@ mod layout;
 mod orders;
 mod overview;
 mod session;
+pub(crate) use session::cookie;
 mod sign_in;
 mod users;
 mod webhooks;

@@ -33,7 +33,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -91,6 +91,7 @@ impl FromRequestParts<AppState> for Staff {
             return Err(staff_only());
         }
         let caller = Caller::User { id: user.id, is_staff: true };
+        crate::consistency::authenticated(parts, state, caller);
         let csrf = csrf_token(&token);
         Ok(Staff { user, caller, csrf, token })
     }

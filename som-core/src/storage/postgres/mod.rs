@@ -20,6 +20,7 @@ mod order_batches;
 mod orders;
 mod outbox;
 mod payments;
+mod replicas;
 mod rows;
 mod sessions;
 mod statements;
@@ -70,6 +71,8 @@ pub struct PostgresStorage {
     order_batches: Arc<order_batches::OrderBatches>,
     /// Wakes other processes' dispatchers after outbox rows are committed.
     announcer: Arc<announce::Announcer>,
+    /// Streaming replicas for the reads that may lag (see `replicas`).
+    replicas: Option<Arc<replicas::Replicas>>,
     /// How to connect: the outbox listener has a connection of its own.
     options: PgConnectOptions,
     location: Arc<str>,
@@ -122,11 +125,18 @@ impl PostgresStorage {
     /// processes by an advisory lock). Single-statement reads, single-statement writes and
     /// transactions each use up to `pool_size` connections (see `statements`).
     pub async fn open(url: &str, pool_size: u32) -> Result<PostgresStorage> {
-        let options: PgConnectOptions =
-            url.parse().map_err(|e| Error::invalid("SOM_DATABASE_URL", format!("not a valid postgres URL: {e}")))?;
-        // Notices such as "relation _sqlx_migrations already exists, skipping" on every start
-        // are not worth an operator's attention; warnings and errors still are.
-        let options = loopback_without_tls(options, url).options([("client_min_messages", "warning")]);
+        PostgresStorage::open_with_replicas(url, pool_size, &[], DEFAULT_REPLICA_MAX_LAG).await
+    }
+
+    /// [`PostgresStorage::open`], with streaming replicas at `read_urls` serving the reads that
+    /// may lag (see [`crate::storage::freshness`]) while they are at most `max_lag` behind.
+    pub async fn open_with_replicas(
+        url: &str,
+        pool_size: u32,
+        read_urls: &[String],
+        max_lag: Duration,
+    ) -> Result<PostgresStorage> {
+        let options = connect_options(url, "SOM_DATABASE_URL")?;
         // Reads and single-statement writes (placing an order, the outbox's bookkeeping) each
         // have connections of their own, so that reads running flat out do not queue writes
         // and the other way round; transactions use the pool.
@@ -151,12 +161,22 @@ impl PostgresStorage {
         let order_ids: Oid =
             sqlx::query_scalar("SELECT pg_get_serial_sequence('orders', 'id')::regclass::oid").fetch_one(&pool).await?;
         let order_batches = Arc::new(order_batches::OrderBatches::start(&writers, order_ids));
+        let replicas = if read_urls.is_empty() {
+            None
+        } else {
+            let members = read_urls
+                .iter()
+                .map(|u| Ok((crate::util::redact_url(u), connect_options(u, "SOM_DATABASE_READ_URLS")?)))
+                .collect::<Result<Vec<_>>>()?;
+            Some(replicas::Replicas::start(members, options.clone(), pool_size.max(1), max_lag))
+        };
         Ok(PostgresStorage {
             pool,
             readers,
             writers,
             order_batches,
             announcer,
+            replicas,
             options,
             location: crate::util::redact_url(url).into(),
         })
@@ -183,22 +203,59 @@ impl PostgresStorage {
         self.readers.run(work).await
     }
 
-    /// Every row `query` reads.
+    /// Every row `query` reads (on a replica when the read may lag; see `replicas`).
     async fn rows(&self, query: Statement) -> Result<Vec<PgRow>> {
-        self.read(|mut conn| async move {
+        self.read_may_lag(query, |query, mut conn| async move {
             let rows = query.fetch_all(&mut *conn).await;
             conn.finish(rows)
         })
         .await
     }
 
-    /// The row `query` reads, if any.
+    /// The row `query` reads, if any (on a replica when the read may lag; see `replicas`).
     async fn row(&self, query: Statement) -> Result<Option<PgRow>> {
-        self.read(|mut conn| async move {
+        self.read_may_lag(query, |query, mut conn| async move {
             let row = query.fetch_optional(&mut *conn).await;
             conn.finish(row)
         })
         .await
+    }
+
+    /// Runs the single statement `query` with `run`: on a replica that has caught up with the
+    /// caller when the read may lag (see [`crate::storage::freshness`]) and there is one, and
+    /// again on the primary if that replica turns out to be gone; otherwise on the primary.
+    async fn read_may_lag<T, F, Fut>(&self, mut query: Statement, run: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Statement, statements::Lent) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        use sqlx::Execute as _;
+        let replica = match (crate::storage::freshness::lag_allowed(), &self.replicas) {
+            (Some(written_at), Some(replicas)) => replicas.choose(written_at),
+            _ => None,
+        };
+        if let Some(replica) = replica {
+            // The statement is sent at most twice: its text and arguments are kept to build it
+            // again for the primary.
+            let arguments = query.take_arguments().map_err(|e| Error::Internal(format!("postgres arguments: {e}")))?;
+            let sql = query.sql();
+            let again = move || match arguments.clone() {
+                Some(arguments) => sqlx::query_with(sql.clone(), arguments),
+                None => sqlx::query(sql.clone()),
+            };
+            let (first, on_replica) = (again(), run.clone());
+            match replica.statements.run(move |conn| on_replica(first, conn)).await {
+                Ok(value) => {
+                    replica.served();
+                    return Ok(value);
+                }
+                Err(e @ Error::Unavailable(_)) => replica.failed(&e),
+                Err(e) => return Err(e),
+            }
+            query = again();
+        }
+        self.read(move |conn| run(query, conn)).await
     }
 
     /// Runs `work` — single write statements outside any transaction — on a writer connection,
@@ -246,6 +303,19 @@ fn loopback_without_tls(options: PgConnectOptions, url: &str) -> PgConnectOption
         || host.eq_ignore_ascii_case("localhost")
         || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if local && !chosen { options.ssl_mode(sqlx::postgres::PgSslMode::Disable) } else { options }
+}
+
+/// How far behind the primary a read replica may be and still serve reads, unless configured
+/// (`SOM_REPLICA_MAX_LAG`).
+pub const DEFAULT_REPLICA_MAX_LAG: Duration = Duration::from_secs(5);
+
+/// Connection options for the `postgres://` URL of setting `name`.
+fn connect_options(url: &str, name: &str) -> Result<PgConnectOptions> {
+    let options: PgConnectOptions =
+        url.parse().map_err(|e| Error::invalid(name, format!("not a valid postgres URL: {e}")))?;
+    // Notices such as "relation _sqlx_migrations already exists, skipping" on every start are
+    // not worth an operator's attention; warnings and errors still are.
+    Ok(loopback_without_tls(options, url).options([("client_min_messages", "warning")]))
 }
 
 /// Longest a statement waits for a connection (all in use, or a new one not answered) before
@@ -348,8 +418,16 @@ impl Storage for PostgresStorage {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.rows(sqlx::query("SELECT 1")).await?;
+        self.read(|mut conn| async move {
+            let done = sqlx::query("SELECT 1").execute(&mut *conn).await;
+            conn.finish(done)
+        })
+        .await?;
         Ok(())
+    }
+
+    fn replicas(&self) -> Vec<crate::storage::ReplicaStatus> {
+        self.replicas.as_ref().map(|r| r.status()).unwrap_or_default()
     }
 
     async fn backup(&self, _destination: &std::path::Path) -> Result<()> {

@@ -23,11 +23,8 @@ impl OrderStore for PostgresStorage {
     }
 
     async fn order_by_id(&self, id: OrderId) -> Result<Option<Order>> {
-        self.read(move |mut conn| async move {
-            let order = order_by_id(&mut conn, id).await;
-            conn.finish(order)
-        })
-        .await
+        let query = sqlx::query(order_with_items!("WHERE o.id = $1")).bind(id.get());
+        self.row(query).await?.as_ref().map(order_from_row).transpose()
     }
 
     async fn list_orders(&self, q: OrderQuery) -> Result<Vec<Order>> {

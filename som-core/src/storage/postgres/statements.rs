@@ -92,6 +92,12 @@ impl Statements {
         }
     }
 
+    /// Closes every idle connection (their server went away: each would fail the next statement
+    /// sent on it).
+    pub(super) fn close_idle(&self) {
+        lock(&self.idle).clear();
+    }
+
     /// A connection for one or more single statements; see [`Lent::finish`]. Like the pool,
     /// gives up after the acquire timeout (all connections busy, or the server not answering
     /// a new one) with the pool's error, which callers see as the database being unavailable.
