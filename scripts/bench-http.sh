@@ -19,6 +19,10 @@
 #   EXPORT_ONLY=1 scripts/bench-http.sh   # exporting 1 M orders (CSV, NDJSON): rate and RSS
 #   RSS_ONLY=1 scripts/bench-http.sh      # RSS idle over 1 M orders and its peak through logins,
 #                                         # reads, whole lists, writes and an export (SQLite)
+#   FLOW_ONLY=1 scripts/bench-http.sh     # create → initiate → confirm beside /healthz (c=64)
+#   REPLICA_ONLY=1 scripts/bench-http.sh  # reads on a private PostgreSQL primary alone, then with
+#                                         # a streaming replica (pg_basebackup; needs the server's
+#                                         # tools and, as root, the postgres user)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
@@ -353,6 +357,76 @@ if [ -n "${CONSOLE_ONLY:-}" ]; then
         kill "$PID"; wait "$PID" 2>/dev/null || true
         psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
     fi
+    exit 0
+fi
+
+# flows URL: /healthz, then create → initiate → confirm flows (c=64), then /healthz again.
+flows() {
+    start_server "$1"
+    load healthz 64
+    load flow 64
+    outbox_drained "flow c=64"
+    load healthz 64
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+}
+
+if [ -n "${FLOW_ONLY:-}" ]; then
+    if [ "${ONLY:-sqlite}" = sqlite ]; then
+        echo "### SQLite (file, WAL, synchronous=FULL)"
+        flows "sqlite://${work}/flows.db"
+    fi
+    if [ -n "${SOM_TEST_POSTGRES_URL:-}" ] && [ "${ONLY:-postgres}" = postgres ]; then
+        echo "### PostgreSQL 15 (local)"
+        db="som_flows_$$"
+        psql "$SOM_TEST_POSTGRES_URL" -qc "CREATE DATABASE ${db}" > /dev/null
+        flows "${SOM_TEST_POSTGRES_URL%/*}/${db}"
+        psql "$SOM_TEST_POSTGRES_URL" -qc "DROP DATABASE ${db} WITH (FORCE)" > /dev/null
+    fi
+    exit 0
+fi
+
+# as_postgres CMD…: runs a server tool as the postgres user when this script runs as root.
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# replica_reads: a private primary and its streaming replica on this machine; the reads at c=64
+# beside /healthz against the primary alone, then with the replica configured.
+replica_reads() {
+    local bin cdir pp rp primary replica
+    bin="$(pg_config --bindir)"
+    cdir="$(mktemp -d /tmp/som-bench-cluster.XXXXXX)"
+    chmod 755 "$cdir"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$cdir"
+    pp="$(port)"; rp="$(port)"
+    as_postgres "$bin/initdb" -D "$cdir/primary" -A trust -U postgres --no-sync > /dev/null
+    echo "host replication all 127.0.0.1/32 trust" >> "$cdir/primary/pg_hba.conf"
+    as_postgres "$bin/pg_ctl" -D "$cdir/primary" -l "$cdir/primary.log" -w \
+        -o "-p $pp -k $cdir -c listen_addresses=127.0.0.1" start > /dev/null
+    as_postgres "$bin/pg_basebackup" -h 127.0.0.1 -p "$pp" -U postgres -D "$cdir/replica" -R -X stream
+    as_postgres "$bin/pg_ctl" -D "$cdir/replica" -l "$cdir/replica.log" -w \
+        -o "-p $rp -k $cdir -c listen_addresses=127.0.0.1" start > /dev/null
+    primary="postgres://postgres@127.0.0.1:${pp}/postgres"
+    replica="postgres://postgres@127.0.0.1:${rp}/postgres"
+    for mode in alone replica; do
+        if [ "$mode" = replica ]; then
+            SERVER_ENV=(SOM_DATABASE_READ_URLS="$replica")
+            echo "### the primary with its streaming replica (SOM_DATABASE_READ_URLS)"
+        else
+            echo "### the primary alone"
+        fi
+        start_server "$primary"
+        sleep 1
+        for s in healthz latest detail list pages; do load "$s" 64; done
+        [ "$mode" = replica ] && echo "readyz: $(curl -fsS "${BASE}/readyz")"
+        kill "$PID"; wait "$PID" 2>/dev/null || true
+    done
+    SERVER_ENV=()
+    as_postgres "$bin/pg_ctl" -D "$cdir/replica" -m fast -w stop > /dev/null
+    as_postgres "$bin/pg_ctl" -D "$cdir/primary" -m fast -w stop > /dev/null
+    rm -rf "$cdir"
+}
+
+if [ -n "${REPLICA_ONLY:-}" ]; then
+    replica_reads
     exit 0
 fi
 

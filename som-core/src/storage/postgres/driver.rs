@@ -14,12 +14,24 @@
 //! thread drives many connections. A write sent to the thread runs to its end even if its
 //! caller stops waiting, as every write does (see `storage::complete`).
 
+use std::cell::Cell;
 use std::future::Future;
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+
+thread_local! {
+    /// Whether this thread is a driver's.
+    static ON_A_DRIVER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the caller runs on a driver's thread (where connections opened are served by the
+/// driver's runtime).
+pub(super) fn on_a_driver() -> bool {
+    ON_A_DRIVER.with(Cell::get)
+}
 
 /// The runtime writes are driven on; stops (dropping any task left) when dropped.
 pub(super) struct Driver {
@@ -39,6 +51,7 @@ impl Driver {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
+                ON_A_DRIVER.with(|on| on.set(true));
                 runtime.block_on(async {
                     // Ends when the driver is dropped (its sender with it).
                     let _ = stopped.await;
@@ -46,6 +59,11 @@ impl Driver {
             })
             .map_err(|e| Error::Internal(format!("starting the {name} thread: {e}")))?;
         Ok(Driver { handle, _stop: stop })
+    }
+
+    /// Its runtime.
+    pub(super) fn handle(&self) -> &Handle {
+        &self.handle
     }
 
     /// Runs `task` on the thread in the background, for as long as the driver lives.

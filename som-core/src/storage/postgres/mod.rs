@@ -63,6 +63,9 @@ type Tx = SqlxTx<'static, Postgres>;
 #[derive(Clone)]
 pub struct PostgresStorage {
     pool: PgPool,
+    /// The pool of transactions run on the writers' thread (see `begin`), opened there.
+    writer_pool: Arc<std::sync::OnceLock<PgPool>>,
+    pool_size: u32,
     /// Connections for single-statement reads (see `statements`).
     readers: Arc<statements::Statements>,
     /// Connections for writes that are single statements (see `statements`).
@@ -172,6 +175,8 @@ impl PostgresStorage {
         };
         Ok(PostgresStorage {
             pool,
+            writer_pool: Arc::new(std::sync::OnceLock::new()),
+            pool_size: pool_size.max(1),
             readers,
             writers,
             order_batches,
@@ -186,9 +191,16 @@ impl PostgresStorage {
     // every single-statement write through `write_with` (or `write`, `write_returning`), and
     // every transaction through `begin`. The pool serves transactions only.
 
-    /// Starts a transaction on a pooled connection.
+    /// Starts a transaction on a pooled connection: on the writers' thread (where the facade's
+    /// writes run, see `write_runtime`) from a pool of connections opened there, so that their
+    /// answers are read by that thread; elsewhere from the application's pool.
     async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin().await?)
+        let pool = if driver::on_a_driver() {
+            self.writer_pool.get_or_init(|| pool_options(self.pool_size).connect_lazy_with(self.options.clone()))
+        } else {
+            &self.pool
+        };
+        Ok(pool.begin().await?)
     }
 
     /// Runs `work` — statements outside any transaction that change nothing — on a reader
@@ -424,6 +436,10 @@ impl Storage for PostgresStorage {
         })
         .await?;
         Ok(())
+    }
+
+    fn write_runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.writers.runtime()
     }
 
     fn replicas(&self) -> Vec<crate::storage::ReplicaStatus> {

@@ -23,6 +23,9 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn insert_payment(&self, p: NewPaymentRecord, idempotency: Option<IdempotencySlot>) -> Result<PaymentInsert> {
+        if idempotency.is_none() {
+            return self.insert_payment_alone(p).await;
+        }
         let mut tx = self.begin().await?;
         // Locking the order serialises payment inserts for it and orders them after any cancel.
         let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
@@ -371,6 +374,66 @@ impl PaymentStore for PostgresStorage {
 }
 
 impl PostgresStorage {
+    /// [`PaymentStore::insert_payment`] without an idempotency key to record: one statement
+    /// (its own transaction) that locks the order, checks it is payable and has no live
+    /// payment, and inserts. Two at once for one order are serialised by the order's lock; one
+    /// that still collides with the other's payment meets the unique index and returns it.
+    async fn insert_payment_alone(&self, p: NewPaymentRecord) -> Result<PaymentInsert> {
+        let order_id = p.order_id;
+        let query = sqlx::query(
+            "WITH o AS (SELECT status FROM orders WHERE id = $1 FOR UPDATE), \
+             live AS (SELECT id FROM payments WHERE order_id = $1 AND status = ANY($14)), \
+             ins AS (INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, \
+             attempt, amount_minor, currency, status, created_at, updated_at, client_secret, capture_method) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $10, $11, $13 FROM o \
+             WHERE o.status = $15 AND NOT EXISTS (SELECT 1 FROM live) RETURNING *) \
+             SELECT (SELECT status FROM o) AS order_status, (SELECT min(id) FROM live) AS live_id, ins.* \
+             FROM (SELECT 1) AS one LEFT JOIN ins ON TRUE",
+        )
+        .bind(p.order_id.get())
+        .bind(p.user_id.get())
+        .bind(p.provider)
+        .bind(p.provider_payment_id)
+        .bind(p.transaction_id)
+        .bind(p.method)
+        .bind(i32::try_from(p.attempt).unwrap_or(i32::MAX))
+        .bind(p.amount.minor())
+        .bind(p.amount.currency().code())
+        .bind(truncate(p.created_at))
+        .bind(p.client_secret)
+        .bind(PaymentStatus::Pending.as_str())
+        .bind(p.capture_method.as_str())
+        .bind(PaymentStatus::names(&PaymentStatus::LIVE))
+        .bind(OrderStatus::Created.as_str());
+        let inserted = self
+            .write_with(|mut conn| async move {
+                match query.fetch_all(&mut *conn).await {
+                    // The statement failed whole and was answered: the connection is fine.
+                    Err(e) if is_unique_violation(&e) => conn.finish(Ok::<_, sqlx::Error>(None)),
+                    other => conn.finish(other).map(Some),
+                }
+            })
+            .await?;
+        let Some(rows) = inserted else {
+            let winner = self.live_payment(order_id).await?;
+            return winner.map(PaymentInsert::Existing).ok_or_else(|| {
+                Error::Conflict(format!("order {order_id}: its payment changed concurrently; try again"))
+            });
+        };
+        let row = rows.first().ok_or_else(|| corrupt("payment insert"))?;
+        let status: Option<String> = row.try_get("order_status")?;
+        let status = status.ok_or_else(|| Error::NotFound(format!("order {order_id}")))?;
+        let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?;
+        if status != OrderStatus::Created {
+            return Ok(PaymentInsert::OrderNotPayable(status));
+        }
+        if let Some(live) = row.try_get::<Option<i64>, _>("live_id")? {
+            let existing = self.payment_by_id(PaymentId::new(live)).await?;
+            return existing.map(PaymentInsert::Existing).ok_or_else(|| corrupt("live payment"));
+        }
+        Ok(PaymentInsert::Inserted(payment_from(row)?))
+    }
+
     /// The rest of a payment's change, in its transaction, which it commits: its order moves
     /// as `order` says (with the order's event; `Conflict`, rolling everything back, when the
     /// order is no longer where the change expects), then the outbox rows and the idempotency

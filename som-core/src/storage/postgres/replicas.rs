@@ -266,3 +266,61 @@ async fn ask<T>(
     *conn = None;
     Err(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicas(replayed: &[(State, i64)]) -> Replicas {
+        let options: PgConnectOptions = "postgres://nobody@127.0.0.1:1/none".parse().unwrap_or_else(|_| unreachable!());
+        let members = replayed
+            .iter()
+            .map(|&(state, replayed)| Replica {
+                location: format!("replica at {replayed}"),
+                statements: Arc::new(Statements::new(options.clone(), 1, REPLICA_TIMEOUT)),
+                options: options.clone(),
+                seen: Mutex::new(Seen { state, replayed, lag: None, error: None }),
+                reads: AtomicU64::new(0),
+            })
+            .collect();
+        let r = Replicas {
+            members,
+            samples: Mutex::new(VecDeque::new()),
+            max_lag: Duration::from_secs(5),
+            next: AtomicUsize::new(0),
+        };
+        for (at, position) in [(100, 10), (200, 20), (300, 30)] {
+            r.sampled(at, position);
+        }
+        r
+    }
+
+    #[test]
+    fn lag_is_how_long_ago_the_primary_had_the_oldest_change_not_replayed() {
+        let r = replicas(&[]);
+        assert_eq!(r.lag(30, 350), Some(Duration::ZERO), "replayed the newest sample");
+        assert_eq!(r.lag(20, 350), Some(Duration::from_micros(50)), "missing what the primary had at 300");
+        assert_eq!(r.lag(5, 350), Some(Duration::from_micros(250)), "missing everything kept");
+    }
+
+    #[test]
+    fn a_writer_reads_from_a_replica_only_once_it_replayed_a_sample_taken_after_the_write() {
+        let r = replicas(&[(State::Streaming, 15)]);
+        assert!(r.choose(None).is_some(), "no write to wait for");
+        assert!(r.choose(Some(100)).is_some(), "the sample at 100 (position 10) is replayed");
+        assert!(r.choose(Some(150)).is_none(), "the first sample after 150 is at position 20");
+        assert!(r.choose(Some(400)).is_none(), "no sample after the write yet: the primary");
+        let r = replicas(&[(State::Streaming, 20)]);
+        assert!(r.choose(Some(150)).is_some());
+    }
+
+    #[test]
+    fn only_streaming_replicas_are_chosen_and_they_take_turns() {
+        let r = replicas(&[(State::Lagging, 30), (State::Down, 30), (State::Promoted, 30), (State::Starting, 30)]);
+        assert!(r.choose(None).is_none());
+        let r = replicas(&[(State::Streaming, 30), (State::Streaming, 30)]);
+        let first = r.choose(None).map(std::ptr::from_ref);
+        let second = r.choose(None).map(std::ptr::from_ref);
+        assert_ne!(first, second);
+    }
+}

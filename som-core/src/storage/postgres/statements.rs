@@ -80,6 +80,11 @@ impl Statements {
         }
     }
 
+    /// The runtime of the connections' own thread, if they have one.
+    pub(super) fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.driver.as_ref().map(|d| d.handle().clone())
+    }
+
     /// Runs `task` in the background on the connections' own thread (or, without one, on the
     /// caller's runtime); `task` borrows connections with [`Statements::get`].
     pub(super) fn spawn<F>(&self, task: F)
