@@ -35,9 +35,7 @@ use std::sync::Arc;
 use super::DynStorage;
 use crate::error::{Error, Result};
 
-/// Runs the write `f(storage)` as its own task, on the storage's
-/// [`write_runtime`](super::Storage::write_runtime) or else the current tokio runtime, and
-/// waits for it.
+/// Runs the write `f(storage)` as its own task on the current tokio runtime and waits for it.
 /// If the caller stops waiting, the write still runs to its end (its result is discarded). A
 /// panic inside the write is an internal error for the caller, as it would be without the task.
 ///
@@ -53,11 +51,7 @@ where
     F: FnOnce(DynStorage) -> Fut,
     Fut: Future<Output = Result<T>> + Send + 'static,
 {
-    let write = f(Arc::clone(storage));
-    let task = match storage.write_runtime() {
-        Some(runtime) => runtime.spawn(write),
-        None => tokio::spawn(write),
-    };
+    let task = tokio::spawn(f(Arc::clone(storage)));
     match task.await {
         Ok(result) => result,
         Err(e) => Err(Error::Internal(format!("storage task failed: {e}"))),

@@ -59,14 +59,6 @@ pub trait Storage:
     /// `Ok` when the database answers.
     async fn ping(&self) -> Result<()>;
 
-    /// The runtime [`complete`] runs writes on: a backend that drives its writes on a thread of
-    /// its own (PostgreSQL) names that thread's runtime, so that a write's round trips are read
-    /// as they arrive instead of after the application's queue of ready tasks; `None` runs them
-    /// on the caller's runtime.
-    fn write_runtime(&self) -> Option<tokio::runtime::Handle> {
-        None
-    }
-
     /// The read replicas reads that may lag are served from (see [`freshness`]), as last
     /// checked; empty for a backend without any.
     fn replicas(&self) -> Vec<ReplicaStatus> {

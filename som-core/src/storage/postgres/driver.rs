@@ -61,11 +61,6 @@ impl Driver {
         Ok(Driver { handle, _stop: stop })
     }
 
-    /// Its runtime.
-    pub(super) fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
     /// Runs `task` on the thread in the background, for as long as the driver lives.
     pub(super) fn spawn<F>(&self, task: F)
     where

@@ -191,9 +191,9 @@ impl PostgresStorage {
     // every single-statement write through `write_with` (or `write`, `write_returning`), and
     // every transaction through `begin`. The pool serves transactions only.
 
-    /// Starts a transaction on a pooled connection: on the writers' thread (where the facade's
-    /// writes run, see `write_runtime`) from a pool of connections opened there, so that their
-    /// answers are read by that thread; elsewhere from the application's pool.
+    /// Starts a transaction on a pooled connection: on the writers' thread (see `on_writers`)
+    /// from a pool of connections opened there, so that their answers are read by that thread;
+    /// elsewhere from the application's pool.
     async fn begin(&self) -> Result<Tx> {
         let pool = if driver::on_a_driver() {
             self.writer_pool.get_or_init(|| pool_options(self.pool_size).connect_lazy_with(self.options.clone()))
@@ -201,6 +201,20 @@ impl PostgresStorage {
             &self.pool
         };
         Ok(pool.begin().await?)
+    }
+
+    /// Runs `work` — a write of several statements, a transaction — on the writers' thread,
+    /// where its answers are read as they arrive instead of after the application's queue of
+    /// ready tasks, and where it runs to its end even if the caller stops waiting. Payments,
+    /// cancellations and refunds run here, beside the batched orders.
+    async fn on_writers<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(PostgresStorage) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let this = self.clone();
+        self.writers.run_task(async move { work(this).await }).await
     }
 
     /// Runs `work` — statements outside any transaction that change nothing — on a reader
@@ -436,10 +450,6 @@ impl Storage for PostgresStorage {
         })
         .await?;
         Ok(())
-    }
-
-    fn write_runtime(&self) -> Option<tokio::runtime::Handle> {
-        self.writers.runtime()
     }
 
     fn replicas(&self) -> Vec<crate::storage::ReplicaStatus> {

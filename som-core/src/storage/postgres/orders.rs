@@ -153,6 +153,20 @@ impl OrderStore for PostgresStorage {
         notify: OrderNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Order>> {
+        self.on_writers(move |s| async move { s.cancel_order_here(id, actor, at, notify, idempotency).await }).await
+    }
+}
+
+/// Run on the writers' thread (see `PostgresStorage::on_writers`).
+impl PostgresStorage {
+    async fn cancel_order_here(
+        &self,
+        id: OrderId,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: OrderNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Order>> {
         let at = truncate(at);
         let (change, payment_change) = cancellation();
         let mut tx = self.begin().await?;

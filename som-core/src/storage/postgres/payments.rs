@@ -23,56 +23,7 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn insert_payment(&self, p: NewPaymentRecord, idempotency: Option<IdempotencySlot>) -> Result<PaymentInsert> {
-        if idempotency.is_none() {
-            return self.insert_payment_alone(p).await;
-        }
-        let mut tx = self.begin().await?;
-        // Locking the order serialises payment inserts for it and orders them after any cancel.
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(p.order_id.get())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let status = status.ok_or_else(|| Error::NotFound(format!("order {}", p.order_id)))?;
-        let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?;
-        if status != OrderStatus::Created {
-            return Ok(PaymentInsert::OrderNotPayable(status));
-        }
-        if let Some(existing) = live_payment_where(&mut tx, p.order_id.get()).await? {
-            return Ok(PaymentInsert::Existing(existing));
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
-             amount_minor, currency, status, created_at, updated_at, client_secret, capture_method) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $10, $11, $13) RETURNING *",
-        )
-        .bind(p.order_id.get())
-        .bind(p.user_id.get())
-        .bind(&p.provider)
-        .bind(&p.provider_payment_id)
-        .bind(&p.transaction_id)
-        .bind(&p.method)
-        .bind(i32::try_from(p.attempt).unwrap_or(i32::MAX))
-        .bind(p.amount.minor())
-        .bind(p.amount.currency().code())
-        .bind(truncate(p.created_at))
-        .bind(&p.client_secret)
-        .bind(PaymentStatus::Pending.as_str())
-        .bind(p.capture_method.as_str())
-        .fetch_one(&mut *tx)
-        .await;
-        let row = match inserted {
-            Ok(row) => row,
-            Err(e) if is_unique_violation(&e) => {
-                tx.rollback().await?;
-                let winner = self.live_payment(p.order_id).await?;
-                return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let payment = payment_from(&row)?;
-        record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
-        tx.commit().await?;
-        Ok(PaymentInsert::Inserted(payment))
+        self.on_writers(move |s| async move { s.insert_payment_here(p, idempotency).await }).await
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
@@ -210,37 +161,10 @@ impl PaymentStore for PostgresStorage {
         notify: PaymentNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>> {
-        let at = truncate(at);
-        let mut tx = self.begin().await?;
-        let (change, order_change) = completion(&outcome);
-        let (reason, expires_at) = match &outcome {
-            PaymentOutcome::Failed { reason } => (Some(reason.as_str()), None),
-            PaymentOutcome::Succeeded => (None, None),
-            PaymentOutcome::Authorized { expires_at } => (None, Some(truncate(*expires_at))),
-        };
-        let captured = outcome == PaymentOutcome::Succeeded;
-        let updated = sqlx::query(
-            "UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), updated_at = $2, \
-             captured_minor = CASE WHEN $6 THEN amount_minor ELSE captured_minor END, authorization_expires_at = $7 \
-             WHERE id = $1 AND status = $4 RETURNING *",
+        self.on_writers(
+            move |s| async move { s.complete_payment_here(id, outcome, actor, at, notify, idempotency).await },
         )
-        .bind(id.get())
-        .bind(at)
-        .bind(change.to.as_str())
-        .bind(change.from.as_str())
-        .bind(reason)
-        .bind(captured)
-        .bind(expires_at)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = updated else {
-            let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
-            return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
-        };
-        let payment = payment_from(&row)?;
-        let reason = if captured { format!("payment {id} succeeded") } else { format!("payment {id} authorised") };
-        let moved = order_change.map(|change| (change, reason));
-        self.payment_moved(tx, payment, moved, &actor, at, notify, idempotency.as_ref()).await
+        .await
     }
 
     async fn begin_settlement(
@@ -470,5 +394,107 @@ impl PostgresStorage {
         tx.commit().await?;
         self.announcer.announce().await;
         Ok(Transition::Applied(payment))
+    }
+}
+
+/// Run on the writers' thread (see `PostgresStorage::on_writers`).
+impl PostgresStorage {
+    async fn complete_payment_here(
+        &self,
+        id: PaymentId,
+        outcome: PaymentOutcome,
+        actor: Actor,
+        at: DateTime<Utc>,
+        notify: PaymentNotify,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<Transition<Payment>> {
+        let at = truncate(at);
+        let mut tx = self.begin().await?;
+        let (change, order_change) = completion(&outcome);
+        let (reason, expires_at) = match &outcome {
+            PaymentOutcome::Failed { reason } => (Some(reason.as_str()), None),
+            PaymentOutcome::Succeeded => (None, None),
+            PaymentOutcome::Authorized { expires_at } => (None, Some(truncate(*expires_at))),
+        };
+        let captured = outcome == PaymentOutcome::Succeeded;
+        let updated = sqlx::query(
+            "UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), updated_at = $2, \
+             captured_minor = CASE WHEN $6 THEN amount_minor ELSE captured_minor END, authorization_expires_at = $7 \
+             WHERE id = $1 AND status = $4 RETURNING *",
+        )
+        .bind(id.get())
+        .bind(at)
+        .bind(change.to.as_str())
+        .bind(change.from.as_str())
+        .bind(reason)
+        .bind(captured)
+        .bind(expires_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = updated else {
+            let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
+            return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
+        };
+        let payment = payment_from(&row)?;
+        let reason = if captured { format!("payment {id} succeeded") } else { format!("payment {id} authorised") };
+        let moved = order_change.map(|change| (change, reason));
+        self.payment_moved(tx, payment, moved, &actor, at, notify, idempotency.as_ref()).await
+    }
+
+    async fn insert_payment_here(
+        &self,
+        p: NewPaymentRecord,
+        idempotency: Option<IdempotencySlot>,
+    ) -> Result<PaymentInsert> {
+        if idempotency.is_none() {
+            return self.insert_payment_alone(p).await;
+        }
+        let mut tx = self.begin().await?;
+        // Locking the order serialises payment inserts for it and orders them after any cancel.
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(p.order_id.get())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let status = status.ok_or_else(|| Error::NotFound(format!("order {}", p.order_id)))?;
+        let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?;
+        if status != OrderStatus::Created {
+            return Ok(PaymentInsert::OrderNotPayable(status));
+        }
+        if let Some(existing) = live_payment_where(&mut tx, p.order_id.get()).await? {
+            return Ok(PaymentInsert::Existing(existing));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
+             amount_minor, currency, status, created_at, updated_at, client_secret, capture_method) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $10, $11, $13) RETURNING *",
+        )
+        .bind(p.order_id.get())
+        .bind(p.user_id.get())
+        .bind(&p.provider)
+        .bind(&p.provider_payment_id)
+        .bind(&p.transaction_id)
+        .bind(&p.method)
+        .bind(i32::try_from(p.attempt).unwrap_or(i32::MAX))
+        .bind(p.amount.minor())
+        .bind(p.amount.currency().code())
+        .bind(truncate(p.created_at))
+        .bind(&p.client_secret)
+        .bind(PaymentStatus::Pending.as_str())
+        .bind(p.capture_method.as_str())
+        .fetch_one(&mut *tx)
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await?;
+                let winner = self.live_payment(p.order_id).await?;
+                return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let payment = payment_from(&row)?;
+        record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
+        tx.commit().await?;
+        Ok(PaymentInsert::Inserted(payment))
     }
 }

@@ -235,8 +235,7 @@ async fn settle(tx: &mut Tx, payment: &Payment, order: &Order, s: &RefundSettlem
 #[async_trait]
 impl RefundStore for PostgresStorage {
     async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
-        let refund = NewRefundRecord { created_at: truncate(refund.created_at), ..refund };
-        reserve(self, &refund).await
+        self.on_writers(move |s| async move { s.reserve_refund_here(refund).await }).await
     }
 
     async fn finish_refund(
@@ -246,13 +245,7 @@ impl RefundStore for PostgresStorage {
         at: DateTime<Utc>,
         notify: RefundNotify,
     ) -> Result<Transition<Refund>> {
-        let mut tx = self.begin().await?;
-        let result = refunds::finish(&mut tx, id, &outcome, truncate(at), notify).await?;
-        tx.commit().await?;
-        if matches!(result, Transition::Applied(_)) {
-            self.announcer.announce().await;
-        }
-        Ok(result)
+        self.on_writers(move |s| async move { s.finish_refund_here(id, outcome, at, notify).await }).await
     }
 
     async fn reverse_refund(&self, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {
@@ -310,5 +303,29 @@ impl RefundStore for PostgresStorage {
             )
             .await?;
         rows.iter().map(refund_from).collect()
+    }
+}
+
+/// Run on the writers' thread (see `PostgresStorage::on_writers`).
+impl PostgresStorage {
+    async fn finish_refund_here(
+        &self,
+        id: RefundId,
+        outcome: RefundOutcome,
+        at: DateTime<Utc>,
+        notify: RefundNotify,
+    ) -> Result<Transition<Refund>> {
+        let mut tx = self.begin().await?;
+        let result = refunds::finish(&mut tx, id, &outcome, truncate(at), notify).await?;
+        tx.commit().await?;
+        if matches!(result, Transition::Applied(_)) {
+            self.announcer.announce().await;
+        }
+        Ok(result)
+    }
+
+    async fn reserve_refund_here(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
+        let refund = NewRefundRecord { created_at: truncate(refund.created_at), ..refund };
+        reserve(self, &refund).await
     }
 }
