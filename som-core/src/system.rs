@@ -200,12 +200,29 @@ impl OrderSystem {
 
     /// Runs `call`, one of the facade's calls that write, and then remembers its end as
     /// `caller`'s last write (see [`OrderSystem::last_write`]), whatever its outcome: even a
-    /// failed call may have committed part of its work (an answer lost on the way back).
+    /// failed call may have committed part of its work (an answer lost on the way back). A call
+    /// abandoned by its caller (a timeout, a client that hung up) may still be writing, on its
+    /// own task: the caller's reads then wait as long as a replica may lag.
     async fn writing<T>(&self, caller: Caller, call: impl Future<Output = Result<T>>) -> Result<T> {
-        let done = call.await;
-        if let (Some(writes), Some(user)) = (&self.inner.recent_writes, caller.user_id()) {
-            writes.wrote(user, crate::storage::freshness::wall_micros());
+        /// Records the write when dropped: at the end of the call, or when it is abandoned.
+        struct Wrote<'a> {
+            writes: &'a crate::storage::freshness::RecentWrites,
+            user: UserId,
+            finished: bool,
+            max_lag: Duration,
         }
+        impl Drop for Wrote<'_> {
+            fn drop(&mut self) {
+                let now = crate::storage::freshness::wall_micros();
+                let still_writing = i64::try_from(self.max_lag.as_micros()).unwrap_or(i64::MAX);
+                let wait_for = if self.finished { now } else { now.saturating_add(still_writing) };
+                self.writes.wrote(self.user, now, wait_for);
+            }
+        }
+        let (Some(writes), Some(user)) = (&self.inner.recent_writes, caller.user_id()) else { return call.await };
+        let mut guard = Wrote { writes, user, finished: false, max_lag: self.inner.config.replica_max_lag };
+        let done = call.await;
+        guard.finished = true;
         done
     }
 
@@ -214,27 +231,30 @@ impl OrderSystem {
     /// system caller's reads (operators' tools, background work) always read the primary.
     async fn may_lag<T>(&self, caller: Caller, read: impl Future<Output = Result<T>>) -> Result<T> {
         match (&self.inner.recent_writes, caller.user_id()) {
-            (Some(writes), Some(user)) => crate::storage::freshness::may_lag(writes.last(user), read).await,
+            (Some(writes), Some(user)) => crate::storage::freshness::may_lag(writes.wait_for(user), read).await,
             _ => read.await,
         }
     }
 
-    /// When `caller` last wrote through this process, in microseconds since the Unix epoch,
-    /// while it still decides where their reads go (with read replicas only). A front end
-    /// behind which several processes serve one user hands it to the client and back (see
-    /// [`OrderSystem::note_write`]).
+    /// When `caller` last wrote, in microseconds since the Unix epoch, as this process knows
+    /// (its own writes and those it was told of), while it still decides where their reads go
+    /// (with read replicas only). A front end behind which several processes serve one user
+    /// hands it to the client and back (see [`OrderSystem::note_write`]).
     pub fn last_write(&self, caller: Caller) -> Option<i64> {
         self.inner.recent_writes.as_ref()?.last(caller.user_id()?)
     }
 
     /// Tells this process that `caller` wrote at `at` (microseconds since the Unix epoch)
     /// through another process, as [`OrderSystem::last_write`] there said: their reads then
-    /// wait for that write as for their own. Hosts' clocks may disagree by up to a second:
-    /// the write is taken as a second later than `at`, but never later than now.
+    /// wait for that write as for their own. Hosts' clocks may disagree by up to a second: reads
+    /// wait for the primary as of a second after `at` (never later than now), while `at` itself
+    /// is what is handed on.
     pub fn note_write(&self, caller: Caller, at: i64) {
         const CLOCK_SKEW: i64 = 1_000_000;
         if let (Some(writes), Some(user)) = (&self.inner.recent_writes, caller.user_id()) {
-            writes.wrote(user, at.saturating_add(CLOCK_SKEW).min(crate::storage::freshness::wall_micros()));
+            let now = crate::storage::freshness::wall_micros();
+            let at = at.min(now);
+            writes.wrote(user, at, at.saturating_add(CLOCK_SKEW).min(now));
         }
     }
 

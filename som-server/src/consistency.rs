@@ -55,9 +55,9 @@ pub async fn last_write(State(state): State<AppState>, mut request: Request, nex
             headers.insert(LAST_WRITE, value);
         }
         let max_age = state.som.config().replica_max_lag.as_secs() + 2;
-        if let Ok(cookie) =
-            HeaderValue::from_str(&format!("{LAST_WRITE}={at}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict"))
-        {
+        if let Ok(cookie) = HeaderValue::from_str(&format!(
+            "{LAST_WRITE}={at}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+        )) {
             headers.append(header::SET_COOKIE, cookie);
         }
     }

@@ -291,11 +291,17 @@ pub fn app(som: OrderSystem, settings: Settings) -> Router {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST, Method::PATCH])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static(consistency::LAST_WRITE),
+            ])
             .expose_headers([
                 header::LINK,
                 HeaderName::from_static("x-next-cursor"),
                 HeaderName::from_static("x-request-id"),
+                HeaderName::from_static(consistency::LAST_WRITE),
             ])
     });
 

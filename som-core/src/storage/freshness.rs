@@ -37,14 +37,24 @@ pub fn lag_allowed() -> Option<Option<i64>> {
     MAY_LAG.try_with(|w| *w).ok()
 }
 
-/// When each user last wrote through this process, forgotten once every usable replica must
-/// have replayed it anyway.
+/// When each user last wrote, and from when on a replica may serve them, forgotten once every
+/// usable replica must have replayed the write anyway.
 #[derive(Debug)]
 pub struct RecentWrites {
-    at: Mutex<HashMap<UserId, i64>>,
+    at: Mutex<HashMap<UserId, Written>>,
     /// How long a write is remembered: the longest lag a replica may have and still be used,
     /// plus time for the backend to have sampled the primary after it.
     horizon: Duration,
+}
+
+/// A user's last write.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    /// When it was made, as its process's clock said (what is handed on to other processes).
+    at: i64,
+    /// The time a replica must have replayed the primary as of: `at`, or later when the write
+    /// may still be in flight or was made by a host whose clock may be behind this one's.
+    wait_for: i64,
 }
 
 /// Entries kept before old ones are swept.
@@ -60,22 +70,33 @@ impl RecentWrites {
         i64::try_from(self.horizon.as_micros()).unwrap_or(i64::MAX)
     }
 
-    /// Records that `user` wrote at `at` (wall microseconds); an earlier time than one already
-    /// recorded changes nothing.
-    pub fn wrote(&self, user: UserId, at: i64) {
+    /// Records that `user` wrote at `at` (wall microseconds) and that their reads must wait
+    /// for the primary as of `wait_for` (at least `at`); earlier times than those already
+    /// recorded change nothing.
+    pub fn wrote(&self, user: UserId, at: i64, wait_for: i64) {
         let mut map = lock(&self.at);
         if map.len() >= SWEEP_ABOVE {
             let oldest = wall_micros().saturating_sub(self.horizon_micros());
-            map.retain(|_, t| *t >= oldest);
+            map.retain(|_, w| w.wait_for >= oldest);
         }
-        let entry = map.entry(user).or_insert(at);
-        *entry = (*entry).max(at);
+        let entry = map.entry(user).or_insert(Written { at, wait_for });
+        entry.at = entry.at.max(at);
+        entry.wait_for = entry.wait_for.max(wait_for).max(at);
+    }
+
+    fn recent(&self, user: UserId) -> Option<Written> {
+        let written = *lock(&self.at).get(&user)?;
+        (written.wait_for >= wall_micros().saturating_sub(self.horizon_micros())).then_some(written)
+    }
+
+    /// The time `user`'s reads must wait for, if their last write is recent enough to matter.
+    pub fn wait_for(&self, user: UserId) -> Option<i64> {
+        self.recent(user).map(|w| w.wait_for)
     }
 
     /// When `user` last wrote, if recently enough to matter.
     pub fn last(&self, user: UserId) -> Option<i64> {
-        let at = *lock(&self.at).get(&user)?;
-        (at >= wall_micros().saturating_sub(self.horizon_micros())).then_some(at)
+        self.recent(user).map(|w| w.at)
     }
 }
 
@@ -95,11 +116,23 @@ mod tests {
         let writes = RecentWrites::new(Duration::from_secs(10));
         let (alice, bob) = (UserId::new(1), UserId::new(2));
         let now = wall_micros();
-        writes.wrote(alice, now);
-        writes.wrote(alice, now - 5);
+        writes.wrote(alice, now, now);
+        writes.wrote(alice, now - 5, now - 5);
         assert_eq!(writes.last(alice), Some(now));
+        assert_eq!(writes.wait_for(alice), Some(now));
         assert_eq!(writes.last(bob), None);
-        writes.wrote(bob, now - 11_000_000);
+        writes.wrote(bob, now - 11_000_000, now - 11_000_000);
         assert_eq!(writes.last(bob), None, "older than the horizon: every usable replica has it");
+    }
+
+    #[test]
+    fn waiting_longer_than_the_write_does_not_move_the_write_handed_on() {
+        let writes = RecentWrites::new(Duration::from_secs(10));
+        let alice = UserId::new(1);
+        let now = wall_micros();
+        writes.wrote(alice, now - 2_000_000, now - 1_000_000);
+        writes.wrote(alice, now - 2_000_000, now - 1_000_000);
+        assert_eq!(writes.last(alice), Some(now - 2_000_000), "the time handed on is the write's own");
+        assert_eq!(writes.wait_for(alice), Some(now - 1_000_000));
     }
 }

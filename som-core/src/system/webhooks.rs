@@ -269,58 +269,62 @@ impl OrderSystem {
         event_id: &str,
         endpoint: Option<EndpointId>,
     ) -> Result<Redelivery> {
-        Self::staff_only(caller, "redeliver events")?;
-        if !self.webhooks_enabled() {
-            return Err(Error::Conflict(
-                "webhook delivery is off on this server: add `webhook` to SOM_NOTIFIER to deliver to endpoints".into(),
-            ));
-        }
-        if event_id.is_empty() || event_id.chars().count() > MAX_EVENT_ID_CHARS {
-            return Err(Error::NotFound("no such event".into()));
-        }
-        let (message, event_at) = self
-            .inner
-            .storage
-            .event_message(event_id)
-            .await?
-            .filter(|(m, _)| m.kind.is_public() && m.dedupe_key() == event_id)
-            .ok_or_else(|| Error::NotFound(format!("event {event_id}")))?;
-        let targets: Vec<WebhookEndpoint> = match endpoint {
-            Some(id) => {
-                let e = self.webhook_endpoint(caller, id).await?;
-                if !e.enabled {
-                    return Err(Error::Conflict(format!("webhook endpoint {id} is disabled; enable it first")));
-                }
-                if !e.events.matches(message.kind) {
-                    return Err(Error::Conflict(format!(
-                        "webhook endpoint {id} does not receive {} events",
-                        message.kind.type_name()
-                    )));
-                }
-                vec![e]
+        self.writing(caller, async {
+            Self::staff_only(caller, "redeliver events")?;
+            if !self.webhooks_enabled() {
+                return Err(Error::Conflict(
+                    "webhook delivery is off on this server: add `webhook` to SOM_NOTIFIER to deliver to endpoints"
+                        .into(),
+                ));
             }
-            None => self
+            if event_id.is_empty() || event_id.chars().count() > MAX_EVENT_ID_CHARS {
+                return Err(Error::NotFound("no such event".into()));
+            }
+            let (message, event_at) = self
                 .inner
                 .storage
-                .list_endpoints(None, MAX_ENDPOINTS)
+                .event_message(event_id)
                 .await?
-                .into_iter()
-                .filter(|e| e.enabled && e.events.matches(message.kind))
-                .collect(),
-        };
-        let redelivery = Redelivery {
-            event_id: event_id.to_owned(),
-            event_type: message.kind.type_name().to_owned(),
-            endpoints: targets.iter().map(|e| e.id).collect(),
-        };
-        let rows: Vec<NewNotification> =
-            targets.iter().map(|e| NewNotification { channel: e.channel(), message: message.clone() }).collect();
-        let now = self.now();
-        if !rows.is_empty() {
-            self.write(move |s| async move { s.redeliver(rows, event_at, now).await }).await?;
-            self.inner.wake.notify_one();
-        }
-        Ok(redelivery)
+                .filter(|(m, _)| m.kind.is_public() && m.dedupe_key() == event_id)
+                .ok_or_else(|| Error::NotFound(format!("event {event_id}")))?;
+            let targets: Vec<WebhookEndpoint> = match endpoint {
+                Some(id) => {
+                    let e = self.webhook_endpoint(caller, id).await?;
+                    if !e.enabled {
+                        return Err(Error::Conflict(format!("webhook endpoint {id} is disabled; enable it first")));
+                    }
+                    if !e.events.matches(message.kind) {
+                        return Err(Error::Conflict(format!(
+                            "webhook endpoint {id} does not receive {} events",
+                            message.kind.type_name()
+                        )));
+                    }
+                    vec![e]
+                }
+                None => self
+                    .inner
+                    .storage
+                    .list_endpoints(None, MAX_ENDPOINTS)
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.enabled && e.events.matches(message.kind))
+                    .collect(),
+            };
+            let redelivery = Redelivery {
+                event_id: event_id.to_owned(),
+                event_type: message.kind.type_name().to_owned(),
+                endpoints: targets.iter().map(|e| e.id).collect(),
+            };
+            let rows: Vec<NewNotification> =
+                targets.iter().map(|e| NewNotification { channel: e.channel(), message: message.clone() }).collect();
+            let now = self.now();
+            if !rows.is_empty() {
+                self.write(move |s| async move { s.redeliver(rows, event_at, now).await }).await?;
+                self.inner.wake.notify_one();
+            }
+            Ok(redelivery)
+        })
+        .await
     }
 
     /// Makes (or keeps) an endpoint for each URL of `SOM_WEBHOOK_URLS`, signed with

@@ -339,7 +339,7 @@ impl PostgresStorage {
             })
             .await?;
         let Some(rows) = inserted else {
-            let winner = self.live_payment(order_id).await?;
+            let winner = self.live_payment_here(order_id).await?;
             return winner.map(PaymentInsert::Existing).ok_or_else(|| {
                 Error::Conflict(format!("order {order_id}: its payment changed concurrently; try again"))
             });
@@ -352,10 +352,28 @@ impl PostgresStorage {
             return Ok(PaymentInsert::OrderNotPayable(status));
         }
         if let Some(live) = row.try_get::<Option<i64>, _>("live_id")? {
-            let existing = self.payment_by_id(PaymentId::new(live)).await?;
+            let existing = self.payment_here(PaymentId::new(live)).await?;
             return existing.map(PaymentInsert::Existing).ok_or_else(|| corrupt("live payment"));
         }
         Ok(PaymentInsert::Inserted(payment_from(row)?))
+    }
+
+    /// [`PaymentStore::live_payment`] for work on the writers' thread, on its connections.
+    async fn live_payment_here(&self, order_id: OrderId) -> Result<Option<Payment>> {
+        self.write_with(move |mut conn| async move {
+            let payment = live_payment_where(&mut conn, order_id.get()).await;
+            conn.finish(payment)
+        })
+        .await
+    }
+
+    /// [`PaymentStore::payment_by_id`] for work on the writers' thread, on its connections.
+    async fn payment_here(&self, id: PaymentId) -> Result<Option<Payment>> {
+        self.write_with(move |mut conn| async move {
+            let payment = payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await;
+            conn.finish(payment)
+        })
+        .await
     }
 
     /// The rest of a payment's change, in its transaction, which it commits: its order moves
@@ -487,7 +505,7 @@ impl PostgresStorage {
             Ok(row) => row,
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;
-                let winner = self.live_payment(p.order_id).await?;
+                let winner = self.live_payment_here(p.order_id).await?;
                 return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
             }
             Err(e) => return Err(e.into()),

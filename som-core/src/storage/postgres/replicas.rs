@@ -172,12 +172,16 @@ impl Replicas {
         }
     }
 
-    /// How far behind a replica that replayed up to `replayed` is, by the samples.
+    /// How far behind a replica that replayed up to `replayed` is, by the samples. When the
+    /// primary has not been sampled for a while (it does not answer), a replica cannot be
+    /// shown to be closer than the newest sample: its lag grows from there.
     fn lag(&self, replayed: i64, now: i64) -> Option<Duration> {
         let samples = lock(&self.samples);
         let newest = samples.back()?;
         if replayed >= newest.1 {
-            return Some(Duration::ZERO);
+            let poll = i64::try_from(POLL.as_micros()).unwrap_or(i64::MAX);
+            let unsampled = now.saturating_sub(newest.0).saturating_sub(poll).max(0);
+            return Some(Duration::from_micros(u64::try_from(unsampled).unwrap_or(0)));
         }
         // The oldest sample it has not replayed (or, if it has replayed none kept, the oldest).
         let i = samples.partition_point(|(_, p)| *p <= replayed);
@@ -299,6 +303,11 @@ mod tests {
     fn lag_is_how_long_ago_the_primary_had_the_oldest_change_not_replayed() {
         let r = replicas(&[]);
         assert_eq!(r.lag(30, 350), Some(Duration::ZERO), "replayed the newest sample");
+        assert_eq!(
+            r.lag(30, 300 + 100_000 + 2_000_000),
+            Some(Duration::from_secs(2)),
+            "the primary unsampled for 2 s beyond a poll: not known to be closer"
+        );
         assert_eq!(r.lag(20, 350), Some(Duration::from_micros(50)), "missing what the primary had at 300");
         assert_eq!(r.lag(5, 350), Some(Duration::from_micros(250)), "missing everything kept");
     }
