@@ -54,7 +54,7 @@ pub async fn last_write(State(state): State<AppState>, mut request: Request, nex
         if let Ok(value) = HeaderValue::from_str(&at.to_string()) {
             headers.insert(LAST_WRITE, value);
         }
-        let max_age = state.som.config().replica_max_lag.as_secs() + 2;
+        let max_age = som_core::storage::freshness::remembered_for(state.som.config().replica_max_lag).as_secs();
         if let Ok(cookie) = HeaderValue::from_str(&format!(
             "{LAST_WRITE}={at}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
         )) {

@@ -77,11 +77,13 @@ async fn a_write_through_one_process_is_read_through_another_that_is_told_of_it(
     let alice = a.user("alice").await;
     // Make sure the account has reached the replica before it stops replaying.
     let mut replica = sqlx::PgConnection::connect(&cluster.replica_url()).await.unwrap();
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut replica).await.unwrap();
         if n > 0 {
             break;
         }
+        assert!(std::time::Instant::now() < deadline, "the account never reached the replica");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     sqlx::query("SELECT pg_wal_replay_pause()").execute(&mut replica).await.unwrap();

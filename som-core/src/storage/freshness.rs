@@ -37,6 +37,13 @@ pub fn lag_allowed() -> Option<Option<i64>> {
     MAY_LAG.try_with(|w| *w).ok()
 }
 
+/// How long a user's last write still decides where their reads go, with replicas used while
+/// they lag at most `max_lag`: that long, plus time for the primary to have been sampled after
+/// the write. Older writes every usable replica has replayed.
+pub fn remembered_for(max_lag: Duration) -> Duration {
+    max_lag + Duration::from_secs(2)
+}
+
 /// When each user last wrote, and from when on a replica may serve them, forgotten once every
 /// usable replica must have replayed the write anyway.
 #[derive(Debug)]

@@ -84,10 +84,9 @@ impl OrderSystemBuilder {
         )?;
         let mut channels: Vec<String> = notifiers.iter().map(|n| n.channel().to_owned()).collect();
         channels.dedup();
-        // A write is remembered while a usable replica may still lack it (see `freshness`),
-        // plus time for the primary to have been sampled after it.
         let recent_writes = (!storage.replicas().is_empty()).then(|| {
-            crate::storage::freshness::RecentWrites::new(config.replica_max_lag + std::time::Duration::from_secs(2))
+            let remembered = crate::storage::freshness::remembered_for(config.replica_max_lag);
+            crate::storage::freshness::RecentWrites::new(remembered)
         });
         let system = OrderSystem {
             inner: Arc::new(Inner {
