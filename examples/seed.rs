@@ -44,18 +44,14 @@ async fn main() -> anyhow::Result<()> {
         while done < count {
             let tx = conn.transaction()?;
             {
+                // Two items each, kept in the order's row as SOM writes them.
                 let mut order = tx.prepare_cached(
-                    "INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) VALUES (?1, 'CREATED', 'USD', 25000, ?2, ?2)",
-                )?;
-                let mut item = tx.prepare_cached(
-                    "INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at, items) \
+                     VALUES (?1, 'CREATED', 'USD', 25000, ?2, ?2, '[[\"Widget\",2,10000],[\"Gadget\",1,5000]]')",
                 )?;
                 for i in done..(done + 50_000).min(count) {
                     let owner = if i % spread == 0 && i / spread < 1000 { reader } else { first_user + i % 1000 };
                     order.execute(rusqlite::params![owner, now])?;
-                    let id = tx.last_insert_rowid();
-                    item.execute(rusqlite::params![id, 0, "Widget", 2, 10000])?;
-                    item.execute(rusqlite::params![id, 1, "Gadget", 1, 5000])?;
                 }
             }
             tx.commit()?;

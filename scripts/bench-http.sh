@@ -246,12 +246,12 @@ seed_postgres() {
     psql -q "$1" > /dev/null <<SQL
 INSERT INTO users (username, email, password_hash, created_at)
     SELECT 'seed' || g, 'seed' || g || '@example.com', 'x', now() FROM generate_series(1, 1000) g;
-INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at)
+INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at,
+        item_names, item_quantities, item_prices)
     SELECT (SELECT min(id) FROM users) + g % 1000, 'CREATED', 'USD', 25000,
-        now() - (($2 - g) || ' ms')::interval, now() - (($2 - g) || ' ms')::interval
+        now() - (($2 - g) || ' ms')::interval, now() - (($2 - g) || ' ms')::interval,
+        '{Widget,Gadget}', '{2,1}', '{10000,5000}'
     FROM generate_series(1, $2) g;
-INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor)
-    SELECT id, 0, 'Widget', 2, 10000 FROM orders UNION ALL SELECT id, 1, 'Gadget', 1, 5000 FROM orders;
 VACUUM ANALYZE;
 SQL
 }
@@ -481,11 +481,11 @@ if [ -n "${SOM_TEST_POSTGRES_URL:-}" ]; then
         psql "$url" -q > /dev/null <<SQL
 INSERT INTO users (username, password_hash, is_staff, created_at)
     SELECT 'seed' || g, 'x', false, now() FROM generate_series(1, 1000) g;
-INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at)
-    SELECT u.first + (g % 1000), 'CREATED', 'USD', 25000, now(), now()
+INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at,
+        item_names, item_quantities, item_prices)
+    SELECT u.first + (g % 1000), 'CREATED', 'USD', 25000, now(), now(),
+        '{Widget,Gadget}', '{2,1}', '{10000,5000}'
     FROM generate_series(1, ${n}) g, (SELECT min(id) AS first FROM users WHERE username LIKE 'seed%') u;
-INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor)
-    SELECT id, 0, 'Widget', 2, 10000 FROM orders UNION ALL SELECT id, 1, 'Gadget', 1, 5000 FROM orders;
 -- 1,000 of them, spread evenly through the table, are the reader's.
 UPDATE orders SET user_id = (SELECT id FROM users WHERE username = 'scale') WHERE id % (${n} / 1000) = 0;
 ANALYZE;

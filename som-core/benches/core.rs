@@ -93,16 +93,11 @@ fn raw_sqlite_orders(conn: &mut rusqlite::Connection, user: i64, n: usize) {
 
 fn raw_sqlite_rows(tx: &rusqlite::Transaction<'_>, user: i64) {
     let now = chrono::Utc::now().timestamp_micros();
-    tx.prepare_cached("INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) VALUES (?1, 'CREATED', 'USD', 25000, ?2, ?2)")
+    tx.prepare_cached("INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at, items) VALUES (?1, 'CREATED', 'USD', 25000, ?2, ?2, '[[\"Widget\",2,10000],[\"Gadget\",1,5000]]')")
         .unwrap()
         .execute(rusqlite::params![user, now])
         .unwrap();
     let id = tx.last_insert_rowid();
-    {
-        let mut item = tx.prepare_cached("INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
-        item.execute(rusqlite::params![id, 0, "Widget", 2, 10000]).unwrap();
-        item.execute(rusqlite::params![id, 1, "Gadget", 1, 5000]).unwrap();
-    }
     tx.prepare_cached("INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) VALUES (?1, NULL, 'CREATED', 'user:1', 'order placed', ?2)")
         .unwrap()
         .execute(rusqlite::params![id, now])
@@ -294,14 +289,9 @@ fn postgres(c: &mut Criterion) {
 /// The rows of one order as SOM writes them, with plain statements.
 async fn raw_pg_rows(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) {
     let now = chrono::Utc::now();
-    let id: i64 = sqlx::query_scalar("INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at) VALUES (1, 'CREATED', 'USD', 25000, $1, $1) RETURNING id")
+    let id: i64 = sqlx::query_scalar("INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at, item_names, item_quantities, item_prices) VALUES (1, 'CREATED', 'USD', 25000, $1, $1, '{Widget,Gadget}', '{2,1}', '{10000,5000}') RETURNING id")
         .bind(now)
         .fetch_one(&mut **tx)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) VALUES ($1, 0, 'Widget', 2, 10000), ($1, 1, 'Gadget', 1, 5000)")
-        .bind(id)
-        .execute(&mut **tx)
         .await
         .unwrap();
     sqlx::query("INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) VALUES ($1, NULL, 'CREATED', 'user:1', 'order placed', $2)")

@@ -95,7 +95,7 @@ async fn the_operator_scenario_works_on_postgres() {
 
 fn scenario(som: &Som, backend: &str) {
     let migrated = som.json(&["migrate"]);
-    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(9)));
+    assert_eq!((migrated["backend"].as_str(), migrated["schema_version"].as_i64()), (Some(backend), Some(10)));
     let alice = som.user("alice");
     assert_eq!((alice["username"].as_str(), alice["is_staff"].as_bool()), (Some("alice"), Some(false)));
     let order =

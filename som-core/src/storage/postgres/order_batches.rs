@@ -220,9 +220,9 @@ impl Failure {
     }
 }
 
-/// Writes `orders`, their items, audit events, outbox rows and idempotent responses in one
-/// statement (the server runs a statement all or nothing, checking the items' and events'
-/// references to the orders when it ends).
+/// Writes `orders` (with their items), audit events, outbox rows and idempotent responses in
+/// one statement (the server runs a statement all or nothing, checking the events' references
+/// to the orders when it ends).
 async fn insert(conn: &mut Lent, orders: &[Ready]) -> std::result::Result<(), Failure> {
     let mut o = Columns::default();
     for r in orders {
@@ -233,9 +233,10 @@ async fn insert(conn: &mut Lent, orders: &[Ready]) -> std::result::Result<(), Fa
         o.totals.push(order.total.minor());
         o.ats.push(order.created_at);
         o.actors.push(&r.actor);
-        for (position, item) in (0_i32..).zip(&order.items) {
-            o.item_orders.push(order.id.get());
-            o.item_positions.push(position);
+        // The order's items are elements `first..=last` (1-based) of the batch's item arrays.
+        o.item_firsts.push(i32::try_from(o.item_names.len() + 1).unwrap_or(i32::MAX));
+        o.item_lasts.push(i32::try_from(o.item_names.len() + order.items.len()).unwrap_or(i32::MAX));
+        for item in &order.items {
             o.item_names.push(&item.name);
             o.item_quantities.push(item.quantity);
             o.item_prices.push(item.price.minor());
@@ -261,13 +262,13 @@ async fn insert(conn: &mut Lent, orders: &[Ready]) -> std::result::Result<(), Fa
         }
     }
     let written = sqlx::query(
-        "WITH o AS (INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at) \
+        "WITH o AS (INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at, \
+                 item_names, item_quantities, item_prices) \
              OVERRIDING SYSTEM VALUE \
-             SELECT id, user_id, $23, currency, total, at, at \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[]) \
-                 AS t (id, user_id, currency, total, at)), \
-         i AS (INSERT INTO order_items (order_id, position, name, quantity, unit_price_minor) \
-             SELECT * FROM UNNEST($6::bigint[], $7::integer[], $8::text[], $9::bigint[], $10::bigint[])), \
+             SELECT id, user_id, $23, currency, total, at, at, \
+                 ($8::text[])[first:last], ($9::bigint[])[first:last], ($10::bigint[])[first:last] \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], \
+                 $6::integer[], $7::integer[]) AS t (id, user_id, currency, total, at, first, last)), \
          e AS (INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) \
              SELECT id, NULL, $23, actor, 'order placed', at \
              FROM UNNEST($1::bigint[], $11::text[], $5::timestamptz[]) AS t (id, actor, at)), \
@@ -286,8 +287,8 @@ async fn insert(conn: &mut Lent, orders: &[Ready]) -> std::result::Result<(), Fa
     .bind(&o.currencies)
     .bind(&o.totals)
     .bind(&o.ats)
-    .bind(&o.item_orders)
-    .bind(&o.item_positions)
+    .bind(&o.item_firsts)
+    .bind(&o.item_lasts)
     .bind(&o.item_names)
     .bind(&o.item_quantities)
     .bind(&o.item_prices)
@@ -327,8 +328,8 @@ struct Columns<'a> {
     totals: Vec<i64>,
     ats: Vec<DateTime<Utc>>,
     actors: Vec<&'a str>,
-    item_orders: Vec<i64>,
-    item_positions: Vec<i32>,
+    item_firsts: Vec<i32>,
+    item_lasts: Vec<i32>,
     item_names: Vec<&'a str>,
     item_quantities: Vec<i64>,
     item_prices: Vec<i64>,

@@ -31,7 +31,7 @@ impl OrderStore for PostgresStorage {
         let before = q.before.map_or(i64::MAX, OrderId::get);
         let limit = i64::from(q.limit);
         let status = q.status.map(OrderStatus::as_str);
-        // Each order with its items aggregated, in one statement: one round trip per page.
+        // Each order with its items (kept in its row), in one statement: one round trip per page.
         let query = if let Some(search) = &q.search {
             // A staff search: every filter optional, the owner found by name or email.
             sqlx::query(order_with_items!(

@@ -29,20 +29,16 @@ pub(super) enum UserKey<'a> {
     Name(&'a str),
 }
 
-/// An order with its items as arrays in one row: a single order is read in one round trip.
-/// `$filter` (with its `ORDER BY` and `LIMIT`) selects the orders in a subquery first, so that
-/// only those are joined with their items, newest first, whatever the planner's statistics say
-/// (with stale ones it aggregated the items of all of a user's orders before the limit).
+/// An order with its items, kept in its row as arrays: a single order or a page of them is read
+/// in one round trip, by one index scan. `$filter` is the statement's `WHERE`, `ORDER BY` and
+/// `LIMIT` over `orders o`.
 macro_rules! order_with_items {
     ($filter:literal) => {
         concat!(
             "SELECT o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, \
-             o.refunded_minor, o.fulfillment_status, it.names, it.quantities, it.prices FROM (SELECT * FROM orders o ",
-            $filter,
-            ") o LEFT JOIN LATERAL (SELECT array_agg(name ORDER BY position) AS names, \
-             array_agg(quantity ORDER BY position) AS quantities, \
-             array_agg(unit_price_minor ORDER BY position) AS prices \
-             FROM order_items WHERE order_id = o.id) it ON true ORDER BY o.id DESC"
+             o.refunded_minor, o.fulfillment_status, o.item_names AS names, o.item_quantities AS quantities, \
+             o.item_prices AS prices FROM orders o ",
+            $filter
         )
     };
 }
@@ -51,11 +47,9 @@ pub(super) use order_with_items;
 /// The order of a row selected by [`order_with_items!`].
 pub(super) fn order_from_row(row: &PgRow) -> Result<Order> {
     let order = OrderRow::from_row(row)?;
-    let names: Option<Vec<String>> = row.try_get("names")?;
-    let quantities: Option<Vec<i64>> = row.try_get("quantities")?;
-    let prices: Option<Vec<i64>> = row.try_get("prices")?;
-    let (names, quantities, prices) =
-        (names.unwrap_or_default(), quantities.unwrap_or_default(), prices.unwrap_or_default());
+    let names: Vec<String> = row.try_get("names")?;
+    let quantities: Vec<i64> = row.try_get("quantities")?;
+    let prices: Vec<i64> = row.try_get("prices")?;
     if names.len() != quantities.len() || names.len() != prices.len() {
         return Err(corrupt("order items"));
     }

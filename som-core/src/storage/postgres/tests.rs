@@ -214,3 +214,67 @@ async fn committed_notifications_wake_other_processes_and_not_their_own() {
     .unwrap();
     woken(woken_there).await.expect("an order placed just before its process ended is announced");
 }
+
+/// A database whose orders kept their items in `order_items` (schema 9) keeps every item, in
+/// its position, when the items move into the orders' rows; `order_items` reads as before.
+#[tokio::test]
+async fn items_move_into_their_orders_with_their_positions() {
+    use crate::domain::{OrderId, OrderStatus};
+    use crate::storage::OrderStore;
+    let Some(admin) = admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+        return;
+    };
+    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
+    {
+        let pool = pool_options(1).connect(db.url()).await.unwrap();
+        super::MIGRATOR.run_to(9, &pool).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO users (id, username, password_hash, created_at) OVERRIDING SYSTEM VALUE \
+                 VALUES (1, 'alice', 'x', now())",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, status, currency, total_minor, created_at, updated_at) \
+                 OVERRIDING SYSTEM VALUE VALUES (7, 1, $1, 'USD', 1000, now(), now()), (8, 1, $2, 'USD', 300, now(), now())",
+        )
+        .bind(OrderStatus::Paid.as_str())
+        .bind(OrderStatus::Created.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO order_items VALUES (7, 1, 'Gadget', 2, 250), (7, 0, 'Widget', 1, 500), (8, 0, 'Bolt', 3, 100)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let storage = super::PostgresStorage::open(db.url(), 2).await.unwrap();
+    let items = |id: i64| {
+        let storage = storage.clone();
+        async move {
+            let order = storage.order_by_id(OrderId::new(id)).await.unwrap().unwrap();
+            order.items.iter().map(|i| (i.name.clone(), i.quantity, i.price.minor())).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(items(7).await, [("Widget".to_owned(), 1, 500), ("Gadget".to_owned(), 2, 250)]);
+    assert_eq!(items(8).await, [("Bolt".to_owned(), 3, 100)]);
+    let pool = pool_options(1).connect(db.url()).await.unwrap();
+    let viewed: Vec<(i64, i32, String, i64, i64)> = sqlx::query_as(
+        "SELECT order_id, position, name, quantity, unit_price_minor FROM order_items ORDER BY order_id, position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = [(7, 0, "Widget", 1, 500), (7, 1, "Gadget", 2, 250), (8, 0, "Bolt", 3, 100)];
+    let expected: Vec<_> = expected.into_iter().map(|(o, p, n, q, m)| (o, p, n.to_owned(), q, m)).collect();
+    assert_eq!(viewed, expected, "order_items reads as it did, from the orders");
+    let refused =
+        sqlx::query("UPDATE orders SET item_quantities = '{0}', item_names = '{x}', item_prices = '{1}' WHERE id = 8")
+            .execute(&pool)
+            .await;
+    assert!(refused.is_err(), "an item's quantity is checked as before");
+}

@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_capture.sql")),
     (8, include_str!("migrations/0008_fulfilment.sql")),
     (9, include_str!("migrations/0009_webhook_endpoints.sql")),
+    (10, include_str!("migrations/0010_items_in_orders.sql")),
 ];
 
 /// SQLite storage; cheap to clone.

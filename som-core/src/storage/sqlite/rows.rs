@@ -27,8 +27,18 @@ pub(super) fn query_user(conn: &Connection, where_clause: &str, param: &dyn rusq
     conn.prepare_cached(&sql)?.query_row([param], user_from_row).optional()?.map(UserRow::into_user).transpose()
 }
 
-pub(super) fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
-    Ok(OrderRow {
+/// An order's columns, its items (kept in its row as JSON) last, as [`read_orders`] reads them.
+macro_rules! order_columns {
+    () => {
+        "o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, o.refunded_minor, \
+         o.fulfillment_status, o.items"
+    };
+}
+pub(super) use order_columns;
+
+/// The order of a row of [`order_columns`].
+fn order_from_row(r: &Row<'_>) -> Result<Order> {
+    let row = OrderRow {
         id: r.get(0)?,
         user_id: r.get(1)?,
         status: r.get(2)?,
@@ -37,30 +47,29 @@ pub(super) fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
         created_at: time(r.get(5)?),
         updated_at: time(r.get(6)?),
         refunded_minor: r.get(7)?,
-        fulfillment_status: r.get(11)?,
-    })
-}
-
-/// The columns of an order and of one of its items, as [`joined_orders`] reads them.
-macro_rules! order_and_item_columns {
-    () => {
-        "o.id, o.user_id, o.status, o.currency, o.total_minor, o.created_at, o.updated_at, o.refunded_minor, \
-         i.name, i.quantity, i.unit_price_minor, o.fulfillment_status"
+        fulfillment_status: r.get(8)?,
     };
+    let mut order = order_without_items(row)?;
+    let currency = order.currency();
+    let items = r.get_ref(9)?.as_str().map_err(|_| corrupt("order items"))?;
+    let items: Vec<(String, i64, i64)> = serde_json::from_str(items).map_err(|_| corrupt("order items"))?;
+    order.items = items
+        .into_iter()
+        .map(|(name, quantity, price)| OrderItem { name, quantity, price: Money::from_minor(price, currency) })
+        .collect();
+    Ok(order)
 }
-pub(super) use order_and_item_columns;
 
-/// One order and its items in one statement (one row per item), so a single order is read
-/// consistently without a transaction of its own. `$which` selects the order's id.
+/// An order's items as its row keeps them: `[[name, quantity, unit price in minor units], …]`.
+pub(super) fn items_json(items: &[OrderItem]) -> String {
+    let items: Vec<(&str, i64, i64)> = items.iter().map(|i| (i.name.as_str(), i.quantity, i.price.minor())).collect();
+    serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// One order, selected by `$which` (its id), in one statement.
 macro_rules! one_order {
     ($which:literal) => {
-        concat!(
-            "SELECT ",
-            order_and_item_columns!(),
-            " FROM orders o LEFT JOIN order_items i ON i.order_id = o.id WHERE o.id = (",
-            $which,
-            ") ORDER BY i.position"
-        )
+        concat!("SELECT ", order_columns!(), " FROM orders o WHERE o.id = (", $which, ")")
     };
 }
 
@@ -72,27 +81,14 @@ pub(super) const LATEST_ORDER: &str = one_order!("SELECT id FROM orders WHERE us
 /// Runs one of [`ORDER_BY_ID`] and [`LATEST_ORDER`].
 pub(super) fn one_order(conn: &Connection, sql: &str, param: i64) -> Result<Option<Order>> {
     let mut stmt = conn.prepare_cached(sql)?;
-    Ok(joined_orders(stmt.query([param])?, 1)?.pop())
+    Ok(read_orders(stmt.query([param])?, 1)?.pop())
 }
 
-/// The orders of a statement that returns [`order_and_item_columns`], one row per item (a
-/// `LEFT JOIN`: an order without items has one row of NULL item columns), each order's rows
-/// together and its items in order. Each order is built once, straight from its rows.
-pub(super) fn joined_orders(mut rows: rusqlite::Rows<'_>, expected: usize) -> Result<Vec<Order>> {
+/// The orders of a statement that returns [`order_columns`], one row per order.
+pub(super) fn read_orders(mut rows: rusqlite::Rows<'_>, expected: usize) -> Result<Vec<Order>> {
     let mut orders: Vec<Order> = Vec::with_capacity(expected);
     while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let order = match orders.last_mut() {
-            Some(order) if order.id.get() == id => order,
-            _ => {
-                orders.push(order_without_items(order_row(r)?)?);
-                orders.last_mut().ok_or_else(|| corrupt("order row"))?
-            }
-        };
-        if let Some(name) = r.get::<_, Option<String>>(8)? {
-            let price = Money::from_minor(r.get(10)?, order.currency());
-            order.items.push(OrderItem { name, quantity: r.get(9)?, price });
-        }
+        orders.push(order_from_row(r)?);
     }
     Ok(orders)
 }

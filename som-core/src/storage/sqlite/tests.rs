@@ -29,7 +29,8 @@ async fn a_version_3_database_is_migrated_with_its_data() {
         )
         .unwrap();
         conn.execute_batch(
-            "INSERT INTO order_items VALUES (7, 0, 'Widget', 1, 1000);
+            "INSERT INTO order_items VALUES (7, 1, 'Gadget', 2, 250);
+             INSERT INTO order_items VALUES (7, 0, 'Widget', 1, 500);
              INSERT INTO outbox (kind, dedupe_key, channel, payload, status, next_attempt_at, created_at, updated_at)
                  VALUES ('order_created', 'order_created:order:7', 'log', '{\"order_id\": 7}', 'sent', 0, 0, 0);",
         )
@@ -43,15 +44,29 @@ async fn a_version_3_database_is_migrated_with_its_data() {
         .unwrap();
     }
     let storage = SqliteStorage::open(&format!("sqlite://{}", path.display()), 1).await.unwrap();
-    assert_eq!(storage.schema_version().await.unwrap(), 9);
+    assert_eq!(storage.schema_version().await.unwrap(), MIGRATIONS.len() as i64);
     let order = storage.order_by_id(OrderId::new(7)).await.unwrap().unwrap();
-    assert_eq!((order.status, order.items.len(), order.refunded.minor()), (OrderStatus::Paid, 1, 0));
+    assert_eq!((order.status, order.items.len(), order.refunded.minor()), (OrderStatus::Paid, 2, 0));
+    let items: Vec<_> = order.items.iter().map(|i| (i.name.as_str(), i.quantity, i.price.minor())).collect();
+    assert_eq!(items, [("Widget", 1, 500), ("Gadget", 2, 250)], "the items keep their positions");
     let payment = storage.payment_by_id(PaymentId::new(3)).await.unwrap().unwrap();
     assert_eq!((payment.status, payment.refundable().minor()), (PaymentStatus::Success, 1000));
     assert_eq!(storage.transient_failures(PaymentId::new(3)).await.unwrap(), 2);
     let conn = Connection::open(&path).unwrap();
     let outbox_order: i64 = conn.query_row("SELECT order_id FROM outbox", [], |r| r.get(0)).unwrap();
     assert_eq!(outbox_order, 7, "existing notifications are found by their order");
+    let viewed: Vec<(i64, i64, String, i64, i64)> = conn
+        .prepare("SELECT order_id, position, name, quantity, unit_price_minor FROM order_items ORDER BY position")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        viewed,
+        [(7, 0, "Widget".to_owned(), 1, 500), (7, 1, "Gadget".to_owned(), 2, 250)],
+        "order_items reads as it did, from the orders"
+    );
     let next_order: i64 =
         conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'orders'", [], |r| r.get(0)).unwrap();
     assert_eq!(next_order, 7, "the order ids continue where they were");
