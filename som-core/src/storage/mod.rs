@@ -216,9 +216,6 @@ pub trait PaymentStore: Send + Sync {
     /// The order's PENDING, AUTHORIZED or SUCCESS payment, if any.
     async fn live_payment(&self, order_id: OrderId) -> Result<Option<Payment>>;
 
-    /// How many payments (of any status) the order has had.
-    async fn payment_count(&self, order_id: OrderId) -> Result<u32>;
-
     /// Inserts a PENDING payment if the order is CREATED and has no live payment (the database
     /// enforces one live payment per order; a lost race returns the winner).
     async fn insert_payment(

@@ -46,8 +46,9 @@ impl OrderSystem {
                 return Err(not_payable(order_id, order.status));
             }
             let _guard = self.inner.order_locks.lock(order_id).await;
-            let storage = &self.inner.storage;
-            if let Some(live) = storage.live_payment(order_id).await? {
+            // The order's payments in one read: its live one, if any, and the attempt's number.
+            let payments = self.inner.storage.payments_for_order(order_id).await?;
+            if let Some(live) = payments.iter().find(|p| PaymentStatus::LIVE.contains(&p.status)).cloned() {
                 if asked.is_some_and(|c| c != live.capture_method) {
                     return Err(Error::Conflict(format!(
                         "order {order_id} already has payment {} with {} capture; cancel the order to pay it otherwise",
@@ -56,7 +57,7 @@ impl OrderSystem {
                 }
                 return Ok(live);
             }
-            let attempt = storage.payment_count(order_id).await?.saturating_add(1);
+            let attempt = u32::try_from(payments.len()).unwrap_or(u32::MAX).saturating_add(1);
             let transaction_id = format!("txn_{}", crate::util::random_token(12));
             let request = PaymentRequest {
                 order_id,
@@ -148,7 +149,6 @@ impl OrderSystem {
     }
 
     async fn confirm_inner(&self, caller: Caller, id: PaymentId, slot: Option<IdempotencySlot>) -> Result<Payment> {
-        let first = self.payment(caller, id).await?;
         let settled = |p: &Payment| -> Option<Result<Payment>> {
             match p.status {
                 PaymentStatus::Pending => None,
@@ -161,9 +161,7 @@ impl OrderSystem {
                 other => Some(Err(Error::Conflict(format!("payment {id} is {other} and cannot be confirmed")))),
             }
         };
-        if let Some(done) = settled(&first) {
-            return done;
-        }
+        // Read under the payment's lock: a confirmation of this payment in flight here ends first.
         let _guard = self.inner.payment_locks.lock(id).await;
         let payment = self.payment(caller, id).await?;
         if let Some(done) = settled(&payment) {

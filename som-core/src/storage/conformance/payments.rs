@@ -10,7 +10,7 @@ pub async fn one_live_payment_per_order(s: DynStorage) {
     assert_eq!((p.status, p.amount, p.attempt), (PaymentStatus::Pending, o.total, 1));
     assert_eq!(s.insert_payment(payment_record(&o, "2"), None).await.unwrap(), PaymentInsert::Existing(p.clone()));
     assert_eq!(s.live_payment(o.id).await.unwrap(), Some(p.clone()));
-    assert_eq!(s.payment_count(o.id).await.unwrap(), 1);
+    assert_eq!(s.payments_for_order(o.id).await.unwrap().len(), 1);
     assert_eq!(s.payments_for_order(o.id).await.unwrap(), vec![p]);
     let missing = Order { id: OrderId::new(999_999), ..o.clone() };
     assert!(matches!(s.insert_payment(payment_record(&missing, "3"), None).await, Err(Error::NotFound(_))));
@@ -40,7 +40,7 @@ pub async fn concurrent_payment_inserts_yield_one_payment(s: DynStorage) {
     }
     ids.dedup();
     assert_eq!((inserted, ids.len()), (1, 1));
-    assert_eq!(s.payment_count(o.id).await.unwrap(), 1);
+    assert_eq!(s.payments_for_order(o.id).await.unwrap().len(), 1);
 }
 
 pub async fn completing_a_payment_is_conditional_and_pays_the_order(s: DynStorage) {
@@ -113,7 +113,7 @@ pub async fn declined_payments_fail_and_leave_the_order_payable(s: DynStorage) {
     assert_eq!(s.live_payment(o.id).await.unwrap(), None);
     let retry = NewPaymentRecord { attempt: 2, ..payment_record(&o, "2") };
     assert!(matches!(s.insert_payment(retry, None).await.unwrap(), PaymentInsert::Inserted(p) if p.attempt == 2));
-    assert_eq!(s.payment_count(o.id).await.unwrap(), 2);
+    assert_eq!(s.payments_for_order(o.id).await.unwrap().len(), 2);
     s.record_transient_failure(p.id).await.unwrap();
     assert_eq!(s.transient_failures(p.id).await.unwrap(), 2, "a failed payment counts no more");
 }

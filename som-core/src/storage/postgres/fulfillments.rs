@@ -68,7 +68,7 @@ async fn of_order(conn: &mut sqlx::PgConnection, order: OrderId) -> Result<(Vec<
 
 /// The order's payment that took its money ([`CAPTURED`]), if any; `lock` takes its row lock
 /// (before the order's, as every writer does).
-async fn captured_payment(tx: &mut Tx, order: OrderId, lock: bool) -> Result<Option<Payment>> {
+async fn captured_payment(tx: &mut Tx<'_>, order: OrderId, lock: bool) -> Result<Option<Payment>> {
     let sql = if lock {
         "SELECT * FROM payments WHERE order_id = $1 AND status = ANY($2) ORDER BY id DESC LIMIT 1 FOR UPDATE"
     } else {
@@ -80,7 +80,7 @@ async fn captured_payment(tx: &mut Tx, order: OrderId, lock: bool) -> Result<Opt
 }
 
 /// The order, its row locked for the rest of the transaction.
-async fn lock_order(tx: &mut Tx, id: OrderId) -> Result<Order> {
+async fn lock_order(tx: &mut Tx<'_>, id: OrderId) -> Result<Order> {
     let found =
         sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE").bind(id.get()).fetch_optional(&mut **tx).await?;
     if found.is_none() {
@@ -90,7 +90,7 @@ async fn lock_order(tx: &mut Tx, id: OrderId) -> Result<Order> {
 }
 
 /// The order's fulfilment status after a change, and its event.
-async fn record(tx: &mut Tx, mut order: Order, actor: &Actor, reason: &str, at: DateTime<Utc>) -> Result<Order> {
+async fn record(tx: &mut Tx<'_>, mut order: Order, actor: &Actor, reason: &str, at: DateTime<Utc>) -> Result<Order> {
     let (fulfillments, returns) = of_order(tx, order.id).await?;
     let state = FulfillmentState::of(&order, &fulfillments, &returns);
     if state != order.fulfillment {
@@ -107,7 +107,7 @@ async fn record(tx: &mut Tx, mut order: Order, actor: &Actor, reason: &str, at: 
     Ok(order)
 }
 
-async fn create(tx: &mut Tx, r: &NewFulfillmentRecord, notify: FulfillmentNotify) -> Result<Fulfillment> {
+async fn create(tx: &mut Tx<'_>, r: &NewFulfillmentRecord, notify: FulfillmentNotify) -> Result<Fulfillment> {
     let order = lock_order(tx, r.order_id).await?;
     let (others, _) = of_order(tx, order.id).await?;
     let lines = new_fulfillment(&order, r.items.as_deref(), &others)?;
@@ -134,7 +134,7 @@ async fn create(tx: &mut Tx, r: &NewFulfillmentRecord, notify: FulfillmentNotify
 }
 
 async fn advance(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     id: FulfillmentId,
     step: &FulfillmentStep,
     actor: &Actor,
@@ -170,7 +170,7 @@ async fn advance(
     Ok(Transition::Applied(next))
 }
 
-async fn request(tx: &mut Tx, r: &NewReturnRecord, notify: ReturnNotify) -> Result<Return> {
+async fn request(tx: &mut Tx<'_>, r: &NewReturnRecord, notify: ReturnNotify) -> Result<Return> {
     let order = lock_order(tx, r.order_id).await?;
     let (fulfillments, others) = of_order(tx, order.id).await?;
     let lines = crate::domain::return_lines(&order, &r.items, &fulfillments, &others)?;
@@ -196,7 +196,7 @@ async fn request(tx: &mut Tx, r: &NewReturnRecord, notify: ReturnNotify) -> Resu
 }
 
 async fn advance_return(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     id: ReturnId,
     step: &ReturnStep,
     actor: &Actor,
@@ -248,7 +248,7 @@ async fn advance_return(
 /// The return a refund pays follows the refund's ending ([`return_after_refund`]), in the
 /// refund's transaction.
 pub(super) async fn return_follows_refund(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     refund: RefundId,
     succeeded: bool,
     at: DateTime<Utc>,

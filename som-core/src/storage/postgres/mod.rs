@@ -57,7 +57,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/storage/postgres/
 /// The channel `NOTIFY` is sent on after a commit that wrote outbox rows (see `announce`).
 const OUTBOX_CHANNEL: &str = "som_outbox";
 
-type Tx = SqlxTx<'static, Postgres>;
+type Tx<'c> = SqlxTx<'c, Postgres>;
 
 /// PostgreSQL storage; cheap to clone.
 #[derive(Clone)]
@@ -194,7 +194,7 @@ impl PostgresStorage {
     /// Starts a transaction on a pooled connection: on the writers' thread (see `on_writers`)
     /// from a pool of connections opened there, so that their answers are read by that thread;
     /// elsewhere from the application's pool.
-    async fn begin(&self) -> Result<Tx> {
+    async fn begin(&self) -> Result<Tx<'static>> {
         let pool = if driver::on_a_driver() {
             self.writer_pool.get_or_init(|| pool_options(self.pool_size).connect_lazy_with(self.options.clone()))
         } else {
@@ -388,7 +388,7 @@ async fn outside_transaction(conn: &mut sqlx::PgConnection) -> std::result::Resu
 
 /// Whether session `id` of `user_id` is live: not revoked, at its user's session version, and
 /// the user active.
-async fn session_live(tx: &mut Tx, user_id: UserId, id: &str) -> Result<bool> {
+async fn session_live(tx: &mut Tx<'_>, user_id: UserId, id: &str) -> Result<bool> {
     let live: Option<bool> = sqlx::query_scalar(
         "SELECT s.revoked_at IS NULL AND s.version = u.session_version AND u.is_active \
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.user_id = $2",
@@ -403,7 +403,7 @@ async fn session_live(tx: &mut Tx, user_id: UserId, id: &str) -> Result<bool> {
 /// Revokes every live session of `user_id` but `keep` (and their refresh tokens), moves the
 /// user's session version on and keeps `keep` at the new version. False when there is no such
 /// user.
-async fn end_sessions_in(tx: &mut Tx, user_id: UserId, keep: Option<&str>, at: DateTime<Utc>) -> Result<bool> {
+async fn end_sessions_in(tx: &mut Tx<'_>, user_id: UserId, keep: Option<&str>, at: DateTime<Utc>) -> Result<bool> {
     let version: Option<i64> = sqlx::query_scalar(
         "UPDATE users SET session_version = session_version + 1 WHERE id = $1 RETURNING session_version",
     )

@@ -15,13 +15,6 @@ impl PaymentStore for PostgresStorage {
         .await
     }
 
-    async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
-        let row =
-            self.row(sqlx::query("SELECT COUNT(*) FROM payments WHERE order_id = $1").bind(order_id.get())).await?;
-        let n: i64 = row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
-    }
-
     async fn insert_payment(&self, p: NewPaymentRecord, idempotency: Option<IdempotencySlot>) -> Result<PaymentInsert> {
         self.on_writers(move |s| async move { s.insert_payment_here(p, idempotency).await }).await
     }
@@ -161,9 +154,13 @@ impl PaymentStore for PostgresStorage {
         notify: PaymentNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>> {
-        self.on_writers(
-            move |s| async move { s.complete_payment_here(id, outcome, actor, at, notify, idempotency).await },
-        )
+        // On the writers' thread, on one of their connections: no pool hand-back round trips (the
+        // task runs to its end, and a connection whose work failed is closed).
+        let this = self.clone();
+        self.write_with(move |mut conn| async move {
+            let done = this.complete_payment_on(&mut conn, id, outcome, actor, at, notify, idempotency).await;
+            conn.finish(done)
+        })
         .await
     }
 
@@ -383,7 +380,7 @@ impl PostgresStorage {
     #[allow(clippy::too_many_arguments)]
     async fn payment_moved(
         &self,
-        mut tx: Tx,
+        mut tx: Tx<'_>,
         payment: Payment,
         order: Option<(StatusChange<OrderStatus>, String)>,
         actor: &Actor,
@@ -417,8 +414,13 @@ impl PostgresStorage {
 
 /// Run on the writers' thread (see `PostgresStorage::on_writers`).
 impl PostgresStorage {
-    async fn complete_payment_here(
+    /// [`PaymentStore::complete_payment`] in a transaction on `conn`: the payment's change, its
+    /// order's when the outcome moves it, and the order's event in one statement; then the
+    /// notifications and the idempotent response.
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_payment_on(
         &self,
+        conn: &mut sqlx::PgConnection,
         id: PaymentId,
         outcome: PaymentOutcome,
         actor: Actor,
@@ -426,8 +428,8 @@ impl PostgresStorage {
         notify: PaymentNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>> {
+        use sqlx::Connection as _;
         let at = truncate(at);
-        let mut tx = self.begin().await?;
         let (change, order_change) = completion(&outcome);
         let (reason, expires_at) = match &outcome {
             PaymentOutcome::Failed { reason } => (Some(reason.as_str()), None),
@@ -435,10 +437,17 @@ impl PostgresStorage {
             PaymentOutcome::Authorized { expires_at } => (None, Some(truncate(*expires_at))),
         };
         let captured = outcome == PaymentOutcome::Succeeded;
+        let why = if captured { format!("payment {id} succeeded") } else { format!("payment {id} authorised") };
+        let mut tx = conn.begin().await?;
         let updated = sqlx::query(
-            "UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), updated_at = $2, \
-             captured_minor = CASE WHEN $6 THEN amount_minor ELSE captured_minor END, authorization_expires_at = $7 \
-             WHERE id = $1 AND status = $4 RETURNING *",
+            "WITH p AS (UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), \
+             updated_at = $2, captured_minor = CASE WHEN $6 THEN amount_minor ELSE captured_minor END, \
+             authorization_expires_at = $7 WHERE id = $1 AND status = $4 RETURNING *), \
+             o AS (UPDATE orders SET status = $9, updated_at = $2 \
+             WHERE id = (SELECT order_id FROM p) AND $9::text IS NOT NULL AND status = $8 RETURNING id), \
+             e AS (INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) \
+             SELECT id, $8, $9, $10, $11, $2 FROM o) \
+             SELECT p.*, EXISTS (SELECT 1 FROM o) AS order_moved FROM p",
         )
         .bind(id.get())
         .bind(at)
@@ -447,6 +456,10 @@ impl PostgresStorage {
         .bind(reason)
         .bind(captured)
         .bind(expires_at)
+        .bind(order_change.map(|c| c.from.as_str()))
+        .bind(order_change.map(|c| c.to.as_str()))
+        .bind(actor.to_string())
+        .bind(why)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = updated else {
@@ -454,9 +467,18 @@ impl PostgresStorage {
             return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
         };
         let payment = payment_from(&row)?;
-        let reason = if captured { format!("payment {id} succeeded") } else { format!("payment {id} authorised") };
-        let moved = order_change.map(|change| (change, reason));
-        self.payment_moved(tx, payment, moved, &actor, at, notify, idempotency.as_ref()).await
+        if let Some(change) = order_change
+            && !row.try_get::<bool, _>("order_moved")?
+        {
+            tx.rollback().await?;
+            return Err(Error::Conflict(format!("order {} is no longer {}", payment.order_id, change.from)));
+        }
+        let order = order_by_id(&mut tx, payment.order_id).await?.ok_or_else(|| corrupt("payment without order"))?;
+        insert_outbox(&mut tx, notify(&order, &payment), at).await?;
+        record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
+        tx.commit().await?;
+        self.announcer.announce().await;
+        Ok(Transition::Applied(payment))
     }
 
     async fn insert_payment_here(

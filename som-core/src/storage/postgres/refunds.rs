@@ -76,7 +76,7 @@ pub(super) enum Reserved {
 
 /// Sets a refund aside within `tx`: the payment's conditional update (which locks its row),
 /// then the PENDING refund.
-pub(super) async fn reserve_in(tx: &mut Tx, r: &NewRefundRecord) -> Result<Reserved> {
+pub(super) async fn reserve_in(tx: &mut Tx<'_>, r: &NewRefundRecord) -> Result<Reserved> {
     let id = r.payment_id;
     let reserved = sqlx::query(
         "UPDATE payments SET refund_reserved_minor = refund_reserved_minor + $2 \
@@ -118,7 +118,7 @@ pub(super) async fn reserve_in(tx: &mut Tx, r: &NewRefundRecord) -> Result<Reser
 }
 
 pub(super) async fn finish(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     id: RefundId,
     outcome: &RefundOutcome,
     at: DateTime<Utc>,
@@ -165,7 +165,12 @@ pub(super) async fn finish(
     Ok(Transition::Applied(refund))
 }
 
-pub(super) async fn reverse(tx: &mut Tx, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {
+pub(super) async fn reverse(
+    tx: &mut Tx<'_>,
+    id: RefundId,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<Transition<Refund>> {
     let row =
         sqlx::query("SELECT * FROM refunds WHERE id = $1 FOR UPDATE").bind(id.get()).fetch_optional(&mut **tx).await?;
     let current = row.as_ref().map(refund_from).transpose()?.ok_or_else(|| Error::NotFound(format!("refund {id}")))?;
@@ -180,7 +185,7 @@ pub(super) async fn reverse(tx: &mut Tx, id: RefundId, reason: &str, at: DateTim
 }
 
 /// Marks the refund FAILED with `reason`; the refund as it is now.
-async fn mark_failed(tx: &mut Tx, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Refund> {
+async fn mark_failed(tx: &mut Tx<'_>, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Refund> {
     let row =
         sqlx::query("UPDATE refunds SET status = $4, failure_reason = $2, updated_at = $3 WHERE id = $1 RETURNING *")
             .bind(id.get())
@@ -194,7 +199,7 @@ async fn mark_failed(tx: &mut Tx, id: RefundId, reason: &str, at: DateTime<Utc>)
 
 /// The refund's payment and order, locked (payment first, as every writer locks them) for the
 /// rest of the transaction.
-async fn lock_payment_and_order(tx: &mut Tx, payment: PaymentId, order: OrderId) -> Result<(Payment, Order)> {
+async fn lock_payment_and_order(tx: &mut Tx<'_>, payment: PaymentId, order: OrderId) -> Result<(Payment, Order)> {
     let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
         .bind(payment.get())
         .fetch_optional(&mut **tx)
@@ -208,7 +213,13 @@ async fn lock_payment_and_order(tx: &mut Tx, payment: PaymentId, order: OrderId)
 
 /// Applies a refund's settlement to its payment and order, as conditional updates, with the
 /// order's event.
-async fn settle(tx: &mut Tx, payment: &Payment, order: &Order, s: &RefundSettlement, at: DateTime<Utc>) -> Result<()> {
+async fn settle(
+    tx: &mut Tx<'_>,
+    payment: &Payment,
+    order: &Order,
+    s: &RefundSettlement,
+    at: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query(
         "UPDATE payments SET refunded_minor = $2, refund_reserved_minor = refund_reserved_minor + $3, status = $4, \
          updated_at = $5 WHERE id = $1 AND status = $6",

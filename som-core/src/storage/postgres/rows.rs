@@ -106,7 +106,7 @@ pub(super) fn outbox_from(r: &PgRow) -> Result<OutboxEntry> {
 // Writes shared by several operations
 
 pub(super) async fn insert_event(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     order: OrderId,
     from: Option<OrderStatus>,
     to: OrderStatus,
@@ -163,7 +163,7 @@ impl OutboxRows {
     }
 }
 
-pub(super) async fn insert_outbox(tx: &mut Tx, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
+pub(super) async fn insert_outbox(tx: &mut Tx<'_>, rows: Vec<NewNotification>, at: DateTime<Utc>) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -190,7 +190,7 @@ pub(super) async fn insert_outbox(tx: &mut Tx, rows: Vec<NewNotification>, at: D
 }
 
 pub(super) async fn record_idempotency<T: serde::Serialize>(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     slot: Option<&IdempotencySlot>,
     value: &T,
 ) -> Result<()> {

@@ -147,7 +147,7 @@ const SET_ACTIVE: &str = "UPDATE users SET is_active = $2 WHERE id = $1 AND ($2 
 /// Serialises changes to staff rights and accounts' activity across connections and processes
 /// until the transaction ends: under READ COMMITTED two concurrent demotions would each see the
 /// other's account still staff and both succeed.
-async fn lock_staff_changes(tx: &mut Tx) -> Result<()> {
+async fn lock_staff_changes(tx: &mut Tx<'_>) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(STAFF_CHANGES_LOCK).execute(&mut **tx).await?;
     Ok(())
 }

@@ -11,15 +11,6 @@ impl PaymentStore for SqliteStorage {
         self.read_statement(move |c| live_payment(c, order_id)).await
     }
 
-    async fn payment_count(&self, order_id: OrderId) -> Result<u32> {
-        self.read(move |c| {
-            let n: i64 =
-                c.query_row("SELECT COUNT(*) FROM payments WHERE order_id = ?1", [order_id.get()], |r| r.get(0))?;
-            Ok(u32::try_from(n).unwrap_or(u32::MAX))
-        })
-        .await
-    }
-
     async fn insert_payment(&self, p: NewPaymentRecord, idempotency: Option<IdempotencySlot>) -> Result<PaymentInsert> {
         self.write(move |tx| {
             let status: Option<String> =
