@@ -155,13 +155,19 @@ impl PaymentStore for PostgresStorage {
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>> {
         // On the writers' thread, on one of their connections: no pool hand-back round trips (the
-        // task runs to its end, and a connection whose work failed is closed).
-        let this = self.clone();
-        self.write_with(move |mut conn| async move {
-            let done = this.complete_payment_on(&mut conn, id, outcome, actor, at, notify, idempotency).await;
-            conn.finish(done)
-        })
-        .await
+        // task runs to its end, the transaction is committed or rolled back before the connection
+        // goes back, and a connection whose work failed is closed).
+        let done = self
+            .write_with(move |mut conn| async move {
+                let done = Self::complete_payment_on(&mut conn, id, outcome, actor, at, notify, idempotency).await;
+                conn.finish(done)
+            })
+            .await?;
+        // Holding no writer connection (announcing may borrow one).
+        if matches!(done, Transition::Applied(_)) {
+            self.announcer.announce().await;
+        }
+        Ok(done)
     }
 
     async fn begin_settlement(
@@ -414,12 +420,12 @@ impl PostgresStorage {
 
 /// Run on the writers' thread (see `PostgresStorage::on_writers`).
 impl PostgresStorage {
-    /// [`PaymentStore::complete_payment`] in a transaction on `conn`: the payment's change, its
-    /// order's when the outcome moves it, and the order's event in one statement; then the
-    /// notifications and the idempotent response.
+    /// [`PaymentStore::complete_payment`] in a transaction on `conn`, committed or rolled back
+    /// before it returns: the payment's change, its order's when the outcome moves it, and the
+    /// order's event in one statement; then the notifications and the idempotent response. The
+    /// caller announces the notifications.
     #[allow(clippy::too_many_arguments)]
     async fn complete_payment_on(
-        &self,
         conn: &mut sqlx::PgConnection,
         id: PaymentId,
         outcome: PaymentOutcome,
@@ -464,6 +470,9 @@ impl PostgresStorage {
         .await?;
         let Some(row) = updated else {
             let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
+            // Ended now, not when the connection is next used: the statement may hold the
+            // payment's row lock (it re-checked a row another completion had just changed).
+            tx.rollback().await?;
             return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
         };
         let payment = payment_from(&row)?;
@@ -477,7 +486,6 @@ impl PostgresStorage {
         insert_outbox(&mut tx, notify(&order, &payment), at).await?;
         record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
         tx.commit().await?;
-        self.announcer.announce().await;
         Ok(Transition::Applied(payment))
     }
 

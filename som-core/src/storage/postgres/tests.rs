@@ -278,3 +278,45 @@ async fn items_move_into_their_orders_with_their_positions() {
             .await;
     assert!(refused.is_err(), "an item's quantity is checked as before");
 }
+
+/// A process with a single writer connection announces a completed payment to the others: the
+/// announcement borrows that connection once the completion has handed it back.
+#[tokio::test]
+async fn a_payment_completed_with_one_writer_connection_is_announced() {
+    use std::sync::Arc;
+
+    use tokio::sync::Notify;
+
+    use crate::storage::conformance::{complete, inserted, order, user};
+    use crate::storage::{DynStorage, PaymentOutcome, Storage as _, Transition};
+
+    let Some(admin) = admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+        return;
+    };
+    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
+    let there = super::PostgresStorage::open(db.url(), 2).await.unwrap();
+    let woken_there = Arc::new(Notify::new());
+    there.subscribe_outbox(Arc::clone(&woken_there));
+    let mut probe = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>(listening).fetch_one(&mut probe).await.unwrap() < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the listener did not start within 20 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let here: DynStorage = Arc::new(super::PostgresStorage::open(db.url(), 1).await.unwrap());
+    let ann = user(&here, "ann").await;
+    let placed = order(&here, &ann).await;
+    let payment = inserted(&here, &placed, "one-writer").await;
+    // What placing the order announced has arrived (or never will); then a quiet moment, so that
+    // the completion's announcement is sent at once rather than coalesced with it.
+    let _ = tokio::time::timeout(Duration::from_secs(2), woken_there.notified()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let done = complete(&here, &payment, PaymentOutcome::Succeeded, &ann).await;
+    assert!(matches!(done, Transition::Applied(_)), "{done:?}");
+    tokio::time::timeout(Duration::from_secs(10), woken_there.notified())
+        .await
+        .expect("the other process's dispatcher is woken by the payment's notification");
+}

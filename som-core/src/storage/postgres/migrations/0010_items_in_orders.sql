@@ -23,6 +23,10 @@ ALTER TABLE orders
     ADD CONSTRAINT orders_items_aligned CHECK (
         cardinality(item_names) = cardinality(item_quantities)
         AND cardinality(item_names) = cardinality(item_prices)),
+    ADD CONSTRAINT orders_items_present CHECK (
+        array_position(item_names, NULL) IS NULL
+        AND array_position(item_quantities, NULL) IS NULL
+        AND array_position(item_prices, NULL) IS NULL),
     ADD CONSTRAINT orders_items_quantity CHECK (
         1 <= ALL (item_quantities) AND 1000000 >= ALL (item_quantities)),
     ADD CONSTRAINT orders_items_price CHECK (0 < ALL (item_prices));
