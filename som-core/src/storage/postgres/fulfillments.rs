@@ -81,12 +81,12 @@ async fn captured_payment(tx: &mut Tx<'_>, order: OrderId, lock: bool) -> Result
 
 /// The order, its row locked for the rest of the transaction.
 async fn lock_order(tx: &mut Tx<'_>, id: OrderId) -> Result<Order> {
-    let found =
-        sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE").bind(id.get()).fetch_optional(&mut **tx).await?;
-    if found.is_none() {
-        return Err(Error::NotFound(format!("order {id}")));
-    }
-    order_by_id(tx, id).await?.ok_or_else(|| corrupt("locked order"))
+    let row = sqlx::query(order_with_items!("WHERE o.id = $1 FOR UPDATE"))
+        .bind(id.get())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("order {id}")))?;
+    order_from_row(&row)
 }
 
 /// The order's fulfilment status after a change, and its event.

@@ -139,6 +139,29 @@ async fn a_statement_waits_for_a_connection_no_longer_than_the_acquire_timeout()
     assert_eq!(again.finish(one).unwrap(), 1);
 }
 
+/// A process (storage with `pool_size` connections) whose outbox dispatcher is woken through
+/// the returned handle, once the database has `listeners` listening connections in all (this
+/// one's included), so that what is committed from now on reaches it.
+async fn listening(
+    url: &str,
+    pool_size: u32,
+    listeners: i64,
+) -> (super::PostgresStorage, std::sync::Arc<tokio::sync::Notify>) {
+    use crate::storage::Storage as _;
+
+    let storage = super::PostgresStorage::open(url, pool_size).await.unwrap();
+    let woken = std::sync::Arc::new(tokio::sync::Notify::new());
+    storage.subscribe_outbox(std::sync::Arc::clone(&woken));
+    let mut probe = sqlx::PgConnection::connect(url).await.unwrap();
+    let query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>(query).fetch_one(&mut probe).await.unwrap() < listeners {
+        assert!(tokio::time::Instant::now() < deadline, "the listeners did not start within 20 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (storage, woken)
+}
+
 /// Notifications committed by one process wake the dispatchers of the others (one `NOTIFY`
 /// sent after the commit), while a process's own announcements do not come back to it (it woke
 /// its dispatcher itself).
@@ -150,26 +173,16 @@ async fn committed_notifications_wake_other_processes_and_not_their_own() {
     use tokio::sync::Notify;
 
     use crate::domain::Actor;
+    use crate::storage::DynStorage;
     use crate::storage::conformance::{new_order, notify, user};
-    use crate::storage::{DynStorage, Storage as _};
 
     let Some(admin) = admin_url() else {
         eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
         return;
     };
     let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
-    let here = super::PostgresStorage::open(db.url(), 2).await.unwrap();
-    let there = super::PostgresStorage::open(db.url(), 2).await.unwrap();
-    let (woken_here, woken_there) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    here.subscribe_outbox(Arc::clone(&woken_here));
-    there.subscribe_outbox(Arc::clone(&woken_there));
-    let mut probe = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    let listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while sqlx::query_scalar::<_, i64>(listening).fetch_one(&mut probe).await.unwrap() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "the listeners did not start within 20 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (here, woken_here) = listening(db.url(), 2, 1).await;
+    let (_there, woken_there) = listening(db.url(), 2, 2).await;
 
     let storage: DynStorage = Arc::new(here);
     let ann = user(&storage, "ann").await;
@@ -285,26 +298,15 @@ async fn items_move_into_their_orders_with_their_positions() {
 async fn a_payment_completed_with_one_writer_connection_is_announced() {
     use std::sync::Arc;
 
-    use tokio::sync::Notify;
-
     use crate::storage::conformance::{complete, inserted, order, user};
-    use crate::storage::{DynStorage, PaymentOutcome, Storage as _, Transition};
+    use crate::storage::{DynStorage, PaymentOutcome, Transition};
 
     let Some(admin) = admin_url() else {
         eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
         return;
     };
     let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
-    let there = super::PostgresStorage::open(db.url(), 2).await.unwrap();
-    let woken_there = Arc::new(Notify::new());
-    there.subscribe_outbox(Arc::clone(&woken_there));
-    let mut probe = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    let listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while sqlx::query_scalar::<_, i64>(listening).fetch_one(&mut probe).await.unwrap() < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the listener did not start within 20 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (_there, woken_there) = listening(db.url(), 2, 1).await;
 
     let here: DynStorage = Arc::new(super::PostgresStorage::open(db.url(), 1).await.unwrap());
     let ann = user(&here, "ann").await;

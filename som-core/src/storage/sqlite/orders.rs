@@ -16,6 +16,7 @@ impl OrderStore for SqliteStorage {
     ) -> Result<Order> {
         // Stored with microsecond precision; the returned order says exactly what was stored.
         let at = time(micros(at));
+        let items = items_json(order.items())?;
         self.write(move |tx| {
             tx.prepare_cached(
                 "INSERT INTO orders (user_id, status, currency, total_minor, created_at, updated_at, items) \
@@ -27,7 +28,7 @@ impl OrderStore for SqliteStorage {
                 order.total().minor(),
                 micros(at),
                 OrderStatus::Created.as_str(),
-                items_json(order.items())
+                items
             ])?;
             let id = OrderId::new(tx.last_insert_rowid());
             insert_event(tx, id, None, OrderStatus::Created, &actor, "order placed", at)?;

@@ -61,9 +61,9 @@ fn order_from_row(r: &Row<'_>) -> Result<Order> {
 }
 
 /// An order's items as its row keeps them: `[[name, quantity, unit price in minor units], …]`.
-pub(super) fn items_json(items: &[OrderItem]) -> String {
+pub(super) fn items_json(items: &[OrderItem]) -> Result<String> {
     let items: Vec<(&str, i64, i64)> = items.iter().map(|i| (i.name.as_str(), i.quantity, i.price.minor())).collect();
-    serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_owned())
+    serde_json::to_string(&items).map_err(|e| Error::Internal(format!("order items: {e}")))
 }
 
 /// One order, selected by `$which` (its id), in one statement.
