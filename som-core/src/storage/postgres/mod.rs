@@ -33,7 +33,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult, PgRow,
+};
 use sqlx::{Postgres, Row, Transaction as SqlxTx};
 use tokio::sync::Notify;
 
@@ -59,13 +61,14 @@ const OUTBOX_CHANNEL: &str = "som_outbox";
 
 type Tx<'c> = SqlxTx<'c, Postgres>;
 
+/// The work of a transaction on a borrowed connection (see `transaction_on_writers`).
+type BoxFuture<'c, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'c>>;
+
 /// PostgreSQL storage; cheap to clone.
 #[derive(Clone)]
 pub struct PostgresStorage {
+    /// Transactions other than the writers' (see `begin`).
     pool: PgPool,
-    /// The pool of transactions run on the writers' thread (see `begin`), opened there.
-    writer_pool: Arc<std::sync::OnceLock<PgPool>>,
-    pool_size: u32,
     /// Connections for single-statement reads (see `statements`).
     readers: Arc<statements::Statements>,
     /// Connections for writes that are single statements (see `statements`).
@@ -175,8 +178,6 @@ impl PostgresStorage {
         };
         Ok(PostgresStorage {
             pool,
-            writer_pool: Arc::new(std::sync::OnceLock::new()),
-            pool_size: pool_size.max(1),
             readers,
             writers,
             order_batches,
@@ -187,34 +188,40 @@ impl PostgresStorage {
         })
     }
 
-    // The three ways in: every read goes through `read` (or its shorthands `rows` and `row`),
-    // every single-statement write through `write_with` (or `write`, `write_returning`), and
-    // every transaction through `begin`. The pool serves transactions only.
+    // The ways in: every read goes through `read` (or its shorthands `rows` and `row`), every
+    // single-statement write through `write_with` (or `write`, `write_returning`), every
+    // transaction that writes money or an order's state through `transaction_on_writers`, and
+    // other transactions through `begin`.
 
-    /// Starts a transaction on a pooled connection: on the writers' thread (see `on_writers`)
-    /// from a pool of connections opened there, so that their answers are read by that thread;
-    /// elsewhere from the application's pool.
+    /// Starts a transaction on a connection of the application's pool (not on the writers'
+    /// thread, whose work uses the writers' own connections).
     async fn begin(&self) -> Result<Tx<'static>> {
-        let pool = if driver::on_a_driver() {
-            self.writer_pool.get_or_init(|| pool_options(self.pool_size).connect_lazy_with(self.options.clone()))
-        } else {
-            &self.pool
-        };
-        Ok(pool.begin().await?)
+        debug_assert!(!driver::on_a_driver(), "a transaction on the writers' thread belongs on their connections");
+        Ok(self.pool.begin().await?)
     }
 
-    /// Runs `work` — a write of several statements, a transaction — on the writers' thread,
-    /// where its answers are read as they arrive instead of after the application's queue of
-    /// ready tasks, and where it runs to its end even if the caller stops waiting. Payments,
-    /// cancellations and refunds run here, beside the batched orders.
-    async fn on_writers<T, F, Fut>(&self, work: F) -> Result<T>
+    /// Runs `work` — a transaction it begins on the connection it is given — on one of the
+    /// writers' own connections, on their thread, where its answers are read as they arrive
+    /// (not after the application's queue of ready tasks) and it runs to its end even if the
+    /// caller stops waiting. Payments, cancellations and refunds run here, beside the batched
+    /// orders. `work` commits or rolls back before it returns; a transaction it dropped instead
+    /// is rolled back here before the connection is lent again, and when `work` fails the
+    /// connection is closed, which ends its transaction on the server.
+    async fn transaction_on_writers<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(PostgresStorage) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        let this = self.clone();
-        self.writers.run_task(async move { work(this).await }).await
+        self.write_with(move |mut conn| async move {
+            let done = work(&mut conn).await;
+            if done.is_ok() {
+                // Sends a rollback queued by a dropped transaction now (nothing otherwise).
+                let flushed = sqlx::Connection::flush(&mut *conn).await;
+                conn.finish(flushed)?;
+            }
+            conn.finish(done)
+        })
+        .await
     }
 
     /// Runs `work` — statements outside any transaction that change nothing — on a reader

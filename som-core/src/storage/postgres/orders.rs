@@ -1,5 +1,7 @@
 //! Orders, their items and audit trail. (PostgreSQL)
 
+use sqlx::Connection as _;
+
 use super::*;
 use crate::storage::policy::cancellation;
 
@@ -153,50 +155,54 @@ impl OrderStore for PostgresStorage {
         notify: OrderNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Order>> {
-        self.on_writers(move |s| async move { s.cancel_order_here(id, actor, at, notify, idempotency).await }).await
+        let done = self
+            .transaction_on_writers(move |conn| {
+                Box::pin(cancel_order_on(conn, id, actor, truncate(at), notify, idempotency))
+            })
+            .await?;
+        if matches!(done, Transition::Applied(_)) {
+            self.announcer.announce().await;
+        }
+        Ok(done)
     }
 }
 
-/// Run on the writers' thread (see `PostgresStorage::on_writers`).
-impl PostgresStorage {
-    async fn cancel_order_here(
-        &self,
-        id: OrderId,
-        actor: Actor,
-        at: DateTime<Utc>,
-        notify: OrderNotify,
-        idempotency: Option<IdempotencySlot>,
-    ) -> Result<Transition<Order>> {
-        let at = truncate(at);
-        let (change, payment_change) = cancellation();
-        let mut tx = self.begin().await?;
-        let changed = sqlx::query("UPDATE orders SET status = $3, updated_at = $2 WHERE id = $1 AND status = $4")
-            .bind(id.get())
-            .bind(at)
-            .bind(change.to.as_str())
-            .bind(change.from.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if changed == 0 {
-            return order_by_id(&mut tx, id)
-                .await?
-                .map(Transition::NotApplied)
-                .ok_or_else(|| Error::NotFound(format!("order {id}")));
-        }
-        sqlx::query("UPDATE payments SET status = $3, updated_at = $2 WHERE order_id = $1 AND status = $4")
-            .bind(id.get())
-            .bind(at)
-            .bind(payment_change.to.as_str())
-            .bind(payment_change.from.as_str())
-            .execute(&mut *tx)
-            .await?;
-        insert_event(&mut tx, id, Some(change.from), change.to, &actor, "order cancelled", at).await?;
-        let order = order_by_id(&mut tx, id).await?.ok_or_else(|| corrupt("cancelled order"))?;
-        insert_outbox(&mut tx, notify(&order), at).await?;
-        record_idempotency(&mut tx, idempotency.as_ref(), &order).await?;
-        tx.commit().await?;
-        self.announcer.announce().await;
-        Ok(Transition::Applied(order))
+/// [`OrderStore::cancel_order`] in a transaction on `conn`, committed or rolled back before it
+/// returns; the caller announces the notifications.
+async fn cancel_order_on(
+    conn: &mut PgConnection,
+    id: OrderId,
+    actor: Actor,
+    at: DateTime<Utc>,
+    notify: OrderNotify,
+    idempotency: Option<IdempotencySlot>,
+) -> Result<Transition<Order>> {
+    let (change, payment_change) = cancellation();
+    let mut tx = conn.begin().await?;
+    let changed = sqlx::query("UPDATE orders SET status = $3, updated_at = $2 WHERE id = $1 AND status = $4")
+        .bind(id.get())
+        .bind(at)
+        .bind(change.to.as_str())
+        .bind(change.from.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if changed == 0 {
+        let current = order_by_id(&mut tx, id).await?;
+        tx.rollback().await?;
+        return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("order {id}")));
     }
+    sqlx::query("UPDATE payments SET status = $3, updated_at = $2 WHERE order_id = $1 AND status = $4")
+        .bind(id.get())
+        .bind(at)
+        .bind(payment_change.to.as_str())
+        .bind(payment_change.from.as_str())
+        .execute(&mut *tx)
+        .await?;
+    insert_event(&mut tx, id, Some(change.from), change.to, &actor, "order cancelled", at).await?;
+    let order = order_by_id(&mut tx, id).await?.ok_or_else(|| corrupt("cancelled order"))?;
+    insert_outbox(&mut tx, notify(&order), at).await?;
+    record_idempotency(&mut tx, idempotency.as_ref(), &order).await?;
+    tx.commit().await?;
+    Ok(Transition::Applied(order))
 }

@@ -1,5 +1,7 @@
 //! Payments. (PostgreSQL)
 
+use sqlx::Connection as _;
+
 use super::*;
 use crate::domain::{Money, PaymentStatus, SettleAction};
 use crate::storage::SettlementOutcome;
@@ -16,7 +18,10 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn insert_payment(&self, p: NewPaymentRecord, idempotency: Option<IdempotencySlot>) -> Result<PaymentInsert> {
-        self.on_writers(move |s| async move { s.insert_payment_here(p, idempotency).await }).await
+        if idempotency.is_none() {
+            return self.insert_payment_alone(p).await;
+        }
+        self.transaction_on_writers(move |conn| Box::pin(insert_payment_on(conn, p, idempotency))).await
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
@@ -154,13 +159,9 @@ impl PaymentStore for PostgresStorage {
         notify: PaymentNotify,
         idempotency: Option<IdempotencySlot>,
     ) -> Result<Transition<Payment>> {
-        // On the writers' thread, on one of their connections: no pool hand-back round trips (the
-        // task runs to its end, the transaction is committed or rolled back before the connection
-        // goes back, and a connection whose work failed is closed).
         let done = self
-            .write_with(move |mut conn| async move {
-                let done = Self::complete_payment_on(&mut conn, id, outcome, actor, at, notify, idempotency).await;
-                conn.finish(done)
+            .transaction_on_writers(move |conn| {
+                Box::pin(complete_payment_on(conn, id, outcome, actor, at, notify, idempotency))
             })
             .await?;
         // Holding no writer connection (announcing may borrow one).
@@ -418,35 +419,32 @@ impl PostgresStorage {
     }
 }
 
-/// Run on the writers' thread (see `PostgresStorage::on_writers`).
-impl PostgresStorage {
-    /// [`PaymentStore::complete_payment`] in a transaction on `conn`, committed or rolled back
-    /// before it returns: the payment's change, its order's when the outcome moves it, and the
-    /// order's event in one statement; then the notifications and the idempotent response. The
-    /// caller announces the notifications.
-    #[allow(clippy::too_many_arguments)]
-    async fn complete_payment_on(
-        conn: &mut sqlx::PgConnection,
-        id: PaymentId,
-        outcome: PaymentOutcome,
-        actor: Actor,
-        at: DateTime<Utc>,
-        notify: PaymentNotify,
-        idempotency: Option<IdempotencySlot>,
-    ) -> Result<Transition<Payment>> {
-        use sqlx::Connection as _;
-        let at = truncate(at);
-        let (change, order_change) = completion(&outcome);
-        let (reason, expires_at) = match &outcome {
-            PaymentOutcome::Failed { reason } => (Some(reason.as_str()), None),
-            PaymentOutcome::Succeeded => (None, None),
-            PaymentOutcome::Authorized { expires_at } => (None, Some(truncate(*expires_at))),
-        };
-        let captured = outcome == PaymentOutcome::Succeeded;
-        let why = if captured { format!("payment {id} succeeded") } else { format!("payment {id} authorised") };
-        let mut tx = conn.begin().await?;
-        let updated = sqlx::query(
-            "WITH p AS (UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), \
+/// [`PaymentStore::complete_payment`] in a transaction on `conn`, committed or rolled back
+/// before it returns: the payment's change, its order's when the outcome moves it, and the
+/// order's event in one statement; then the notifications and the idempotent response. The
+/// caller announces the notifications.
+#[allow(clippy::too_many_arguments)]
+async fn complete_payment_on(
+    conn: &mut PgConnection,
+    id: PaymentId,
+    outcome: PaymentOutcome,
+    actor: Actor,
+    at: DateTime<Utc>,
+    notify: PaymentNotify,
+    idempotency: Option<IdempotencySlot>,
+) -> Result<Transition<Payment>> {
+    let at = truncate(at);
+    let (change, order_change) = completion(&outcome);
+    let (reason, expires_at) = match &outcome {
+        PaymentOutcome::Failed { reason } => (Some(reason.as_str()), None),
+        PaymentOutcome::Succeeded => (None, None),
+        PaymentOutcome::Authorized { expires_at } => (None, Some(truncate(*expires_at))),
+    };
+    let captured = outcome == PaymentOutcome::Succeeded;
+    let why = if captured { format!("payment {id} succeeded") } else { format!("payment {id} authorised") };
+    let mut tx = conn.begin().await?;
+    let updated = sqlx::query(
+        "WITH p AS (UPDATE payments SET status = $3, failure_reason = COALESCE($5, failure_reason), \
              updated_at = $2, captured_minor = CASE WHEN $6 THEN amount_minor ELSE captured_minor END, \
              authorization_expires_at = $7 WHERE id = $1 AND status = $4 RETURNING *), \
              o AS (UPDATE orders SET status = $9, updated_at = $2 \
@@ -454,95 +452,95 @@ impl PostgresStorage {
              e AS (INSERT INTO order_events (order_id, from_status, to_status, actor, reason, at) \
              SELECT id, $8, $9, $10, $11, $2 FROM o) \
              SELECT p.*, EXISTS (SELECT 1 FROM o) AS order_moved FROM p",
-        )
-        .bind(id.get())
-        .bind(at)
-        .bind(change.to.as_str())
-        .bind(change.from.as_str())
-        .bind(reason)
-        .bind(captured)
-        .bind(expires_at)
-        .bind(order_change.map(|c| c.from.as_str()))
-        .bind(order_change.map(|c| c.to.as_str()))
-        .bind(actor.to_string())
-        .bind(why)
+    )
+    .bind(id.get())
+    .bind(at)
+    .bind(change.to.as_str())
+    .bind(change.from.as_str())
+    .bind(reason)
+    .bind(captured)
+    .bind(expires_at)
+    .bind(order_change.map(|c| c.from.as_str()))
+    .bind(order_change.map(|c| c.to.as_str()))
+    .bind(actor.to_string())
+    .bind(why)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = updated else {
+        let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
+        // Ended now, not when the connection is next used: the statement may hold the
+        // payment's row lock (it re-checked a row another completion had just changed).
+        tx.rollback().await?;
+        return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
+    };
+    let payment = payment_from(&row)?;
+    if let Some(change) = order_change
+        && !row.try_get::<bool, _>("order_moved")?
+    {
+        tx.rollback().await?;
+        return Err(Error::Conflict(format!("order {} is no longer {}", payment.order_id, change.from)));
+    }
+    let order = order_by_id(&mut tx, payment.order_id).await?.ok_or_else(|| corrupt("payment without order"))?;
+    insert_outbox(&mut tx, notify(&order, &payment), at).await?;
+    record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
+    tx.commit().await?;
+    Ok(Transition::Applied(payment))
+}
+
+/// [`PaymentStore::insert_payment`] with its idempotent response, in a transaction on `conn`,
+/// committed or rolled back before it returns.
+async fn insert_payment_on(
+    conn: &mut PgConnection,
+    p: NewPaymentRecord,
+    idempotency: Option<IdempotencySlot>,
+) -> Result<PaymentInsert> {
+    let mut tx = conn.begin().await?;
+    // Locking the order serialises payment inserts for it and orders them after any cancel.
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(p.order_id.get())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = updated else {
-            let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
-            // Ended now, not when the connection is next used: the statement may hold the
-            // payment's row lock (it re-checked a row another completion had just changed).
-            tx.rollback().await?;
-            return current.map(Transition::NotApplied).ok_or_else(|| Error::NotFound(format!("payment {id}")));
-        };
-        let payment = payment_from(&row)?;
-        if let Some(change) = order_change
-            && !row.try_get::<bool, _>("order_moved")?
-        {
-            tx.rollback().await?;
-            return Err(Error::Conflict(format!("order {} is no longer {}", payment.order_id, change.from)));
-        }
-        let order = order_by_id(&mut tx, payment.order_id).await?.ok_or_else(|| corrupt("payment without order"))?;
-        insert_outbox(&mut tx, notify(&order, &payment), at).await?;
-        record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
-        tx.commit().await?;
-        Ok(Transition::Applied(payment))
+    let status = status.ok_or_else(|| Error::NotFound(format!("order {}", p.order_id)))?;
+    let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?;
+    if status != OrderStatus::Created {
+        tx.rollback().await?;
+        return Ok(PaymentInsert::OrderNotPayable(status));
     }
-
-    async fn insert_payment_here(
-        &self,
-        p: NewPaymentRecord,
-        idempotency: Option<IdempotencySlot>,
-    ) -> Result<PaymentInsert> {
-        if idempotency.is_none() {
-            return self.insert_payment_alone(p).await;
-        }
-        let mut tx = self.begin().await?;
-        // Locking the order serialises payment inserts for it and orders them after any cancel.
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(p.order_id.get())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let status = status.ok_or_else(|| Error::NotFound(format!("order {}", p.order_id)))?;
-        let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status"))?;
-        if status != OrderStatus::Created {
-            return Ok(PaymentInsert::OrderNotPayable(status));
-        }
-        if let Some(existing) = live_payment_where(&mut tx, p.order_id.get()).await? {
-            return Ok(PaymentInsert::Existing(existing));
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
+    if let Some(existing) = live_payment_where(&mut tx, p.order_id.get()).await? {
+        tx.rollback().await?;
+        return Ok(PaymentInsert::Existing(existing));
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO payments (order_id, user_id, provider, provider_payment_id, transaction_id, method, attempt, \
              amount_minor, currency, status, created_at, updated_at, client_secret, capture_method) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $10, $11, $13) RETURNING *",
-        )
-        .bind(p.order_id.get())
-        .bind(p.user_id.get())
-        .bind(&p.provider)
-        .bind(&p.provider_payment_id)
-        .bind(&p.transaction_id)
-        .bind(&p.method)
-        .bind(i32::try_from(p.attempt).unwrap_or(i32::MAX))
-        .bind(p.amount.minor())
-        .bind(p.amount.currency().code())
-        .bind(truncate(p.created_at))
-        .bind(&p.client_secret)
-        .bind(PaymentStatus::Pending.as_str())
-        .bind(p.capture_method.as_str())
-        .fetch_one(&mut *tx)
-        .await;
-        let row = match inserted {
-            Ok(row) => row,
-            Err(e) if is_unique_violation(&e) => {
-                tx.rollback().await?;
-                let winner = self.live_payment_here(p.order_id).await?;
-                return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let payment = payment_from(&row)?;
-        record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
-        tx.commit().await?;
-        Ok(PaymentInsert::Inserted(payment))
-    }
+    )
+    .bind(p.order_id.get())
+    .bind(p.user_id.get())
+    .bind(&p.provider)
+    .bind(&p.provider_payment_id)
+    .bind(&p.transaction_id)
+    .bind(&p.method)
+    .bind(i32::try_from(p.attempt).unwrap_or(i32::MAX))
+    .bind(p.amount.minor())
+    .bind(p.amount.currency().code())
+    .bind(truncate(p.created_at))
+    .bind(&p.client_secret)
+    .bind(PaymentStatus::Pending.as_str())
+    .bind(p.capture_method.as_str())
+    .fetch_one(&mut *tx)
+    .await;
+    let row = match inserted {
+        Ok(row) => row,
+        Err(e) if is_unique_violation(&e) => {
+            tx.rollback().await?;
+            let winner = live_payment_where(conn, p.order_id.get()).await?;
+            return winner.map(PaymentInsert::Existing).ok_or_else(|| Error::from(e));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let payment = payment_from(&row)?;
+    record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
+    tx.commit().await?;
+    Ok(PaymentInsert::Inserted(payment))
 }

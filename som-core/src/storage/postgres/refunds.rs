@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::*;
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{Connection as _, PgConnection};
 
 use super::{PAYMENT_BY_ID, Tx, corrupt, insert_event, insert_outbox, order_by_id, payment_from, payment_where};
 use crate::domain::{Order, OrderId, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
@@ -24,26 +24,37 @@ async fn by_request_key(conn: &mut PgConnection, key: &str) -> Result<Option<Ref
     row.as_ref().map(refund_from).transpose()
 }
 
-async fn reserve(storage: &PostgresStorage, r: &NewRefundRecord) -> Result<RefundReserve> {
-    let mut tx = storage.begin().await?;
+/// [`RefundStore::reserve_refund`] in a transaction on `conn`, committed or rolled back before
+/// it returns.
+async fn reserve(conn: &mut PgConnection, r: NewRefundRecord) -> Result<RefundReserve> {
+    let r = NewRefundRecord { created_at: truncate(r.created_at), ..r };
+    let mut tx = conn.begin().await?;
     if let Some(key) = &r.request_key
         && let Some(existing) = by_request_key(&mut tx, key).await?
     {
+        tx.rollback().await?;
         return Ok(RefundReserve::Existing(existing));
     }
-    let reserved = reserve_in(&mut tx, r).await?;
+    let reserved = reserve_in(&mut tx, &r).await?;
     let id = r.payment_id;
     match reserved {
         Reserved::Refused => {
             // A concurrent request with the same key may have committed while this one waited
             // for the payment's row lock: its refund is the answer.
-            if let Some(key) = &r.request_key
-                && let Some(existing) = by_request_key(&mut tx, key).await?
-            {
-                return Ok(RefundReserve::Existing(existing));
+            let existing = match &r.request_key {
+                Some(key) => by_request_key(&mut tx, key).await?,
+                None => None,
+            };
+            let current = match existing {
+                Some(_) => None,
+                None => payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?,
+            };
+            tx.rollback().await?;
+            match (existing, current) {
+                (Some(existing), _) => Ok(RefundReserve::Existing(existing)),
+                (None, Some(payment)) => Ok(RefundReserve::Refused(Box::new(payment))),
+                (None, None) => Err(Error::NotFound(format!("payment {id}"))),
             }
-            let current = payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?;
-            current.map(|p| RefundReserve::Refused(Box::new(p))).ok_or_else(|| Error::NotFound(format!("payment {id}")))
         }
         Reserved::Refund(refund) => {
             tx.commit().await?;
@@ -52,13 +63,8 @@ async fn reserve(storage: &PostgresStorage, r: &NewRefundRecord) -> Result<Refun
         Reserved::KeyTaken => {
             // A concurrent request with the same key won: undo this reservation, return its refund.
             tx.rollback().await?;
-            let key = r.request_key.clone().unwrap_or_default();
-            let existing = storage
-                .read(move |mut conn| async move {
-                    let refund = by_request_key(&mut conn, &key).await;
-                    conn.finish(refund)
-                })
-                .await?;
+            let key = r.request_key.as_deref().unwrap_or_default();
+            let existing = by_request_key(conn, key).await?;
             existing.map(RefundReserve::Existing).ok_or_else(|| corrupt("refund key"))
         }
     }
@@ -246,7 +252,7 @@ async fn settle(
 #[async_trait]
 impl RefundStore for PostgresStorage {
     async fn reserve_refund(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
-        self.on_writers(move |s| async move { s.reserve_refund_here(refund).await }).await
+        self.transaction_on_writers(move |conn| Box::pin(reserve(conn, refund))).await
     }
 
     async fn finish_refund(
@@ -256,7 +262,20 @@ impl RefundStore for PostgresStorage {
         at: DateTime<Utc>,
         notify: RefundNotify,
     ) -> Result<Transition<Refund>> {
-        self.on_writers(move |s| async move { s.finish_refund_here(id, outcome, at, notify).await }).await
+        let done = self
+            .transaction_on_writers(move |conn| {
+                Box::pin(async move {
+                    let mut tx = conn.begin().await?;
+                    let done = finish(&mut tx, id, &outcome, truncate(at), notify).await?;
+                    tx.commit().await?;
+                    Ok(done)
+                })
+            })
+            .await?;
+        if matches!(done, Transition::Applied(_)) {
+            self.announcer.announce().await;
+        }
+        Ok(done)
     }
 
     async fn reverse_refund(&self, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {
@@ -314,29 +333,5 @@ impl RefundStore for PostgresStorage {
             )
             .await?;
         rows.iter().map(refund_from).collect()
-    }
-}
-
-/// Run on the writers' thread (see `PostgresStorage::on_writers`).
-impl PostgresStorage {
-    async fn finish_refund_here(
-        &self,
-        id: RefundId,
-        outcome: RefundOutcome,
-        at: DateTime<Utc>,
-        notify: RefundNotify,
-    ) -> Result<Transition<Refund>> {
-        let mut tx = self.begin().await?;
-        let result = refunds::finish(&mut tx, id, &outcome, truncate(at), notify).await?;
-        tx.commit().await?;
-        if matches!(result, Transition::Applied(_)) {
-            self.announcer.announce().await;
-        }
-        Ok(result)
-    }
-
-    async fn reserve_refund_here(&self, refund: NewRefundRecord) -> Result<RefundReserve> {
-        let refund = NewRefundRecord { created_at: truncate(refund.created_at), ..refund };
-        reserve(self, &refund).await
     }
 }

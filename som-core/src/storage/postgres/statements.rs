@@ -80,19 +80,6 @@ impl Statements {
         }
     }
 
-    /// Runs `task` on the connections' own thread if they have one (to its end even if the
-    /// caller stops waiting), otherwise in the caller's task.
-    pub(super) async fn run_task<T, F>(&self, task: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T>> + Send + 'static,
-    {
-        match &self.driver {
-            Some(driver) => driver.run(task).await,
-            None => task.await,
-        }
-    }
-
     /// Runs `task` in the background on the connections' own thread (or, without one, on the
     /// caller's runtime); `task` borrows connections with [`Statements::get`].
     pub(super) fn spawn<F>(&self, task: F)
