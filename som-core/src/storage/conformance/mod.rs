@@ -42,6 +42,7 @@ macro_rules! storage_conformance_tests {
             outbox_claims_lease_and_deliver,
             concurrent_claims_never_overlap,
             outbox_failures_reschedule_dead_letter_and_requeue,
+            redelivery_requeues_delivered_and_in_flight_rows,
             idempotency_keys_replay_mismatch_and_progress,
             idempotency_results_are_written_with_the_effect,
             refunds_reserve_within_the_captured_amount_and_finish_once,

@@ -131,3 +131,34 @@ pub async fn outbox_failures_reschedule_dead_letter_and_requeue(s: DynStorage) {
     assert!(s.claim_notifications(later, later, 10, "e").await.unwrap().iter().all(|r| r.id != rows[1].id));
     assert!(s.notification_counts().await.unwrap().contains(&(NotificationStatus::Skipped, 1)));
 }
+
+/// Redelivery queues a row again when it was delivered or is being delivered right now (the
+/// delivery in flight loses its claim, so the row goes out once more after it); a row still
+/// waiting for its delivery is left as it is.
+pub async fn redelivery_requeues_delivered_and_in_flight_rows(s: DynStorage) {
+    outbox_with(&s, 2).await;
+    let now = Utc::now();
+    let rows =
+        s.list_notifications(NotificationQuery { status: None, order: None, after: None, limit: 10 }).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let mut again = Vec::new();
+    for row in &rows {
+        let (message, _) = s.event_message(&row.dedupe_key).await.unwrap().expect("the row's event");
+        again.push(NewNotification { channel: row.channel.clone(), message });
+    }
+    assert_eq!(s.redeliver(again.clone(), now, now).await.unwrap(), 0, "rows waiting for delivery are left");
+
+    let claimed = s.claim_notifications(now, now + Duration::seconds(30), 10, "a").await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(s.mark_notifications_sent(&[claimed[0].id], "a", now).await.unwrap(), 1);
+    // One delivered, one in flight: both are queued again.
+    assert_eq!(s.redeliver(again, now, now).await.unwrap(), 2);
+    assert_eq!(
+        s.mark_notifications_sent(&[claimed[1].id], "a", now).await.unwrap(),
+        0,
+        "the delivery in flight when the redelivery came does not count for it"
+    );
+    let reclaimed = s.claim_notifications(now, now + Duration::seconds(30), 10, "b").await.unwrap();
+    assert_eq!(reclaimed.len(), 2, "both go out again");
+    assert!(reclaimed.iter().all(|r| r.attempts == 1), "with their attempts counted afresh");
+}

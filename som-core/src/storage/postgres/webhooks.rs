@@ -224,21 +224,22 @@ impl WebhookStore for PostgresStorage {
         let mut fresh = Vec::new();
         for row in rows {
             let key = row.message.dedupe_key();
-            let pending: Option<bool> = sqlx::query_scalar(
-                "SELECT status = 'pending' FROM outbox WHERE dedupe_key = $1 AND channel = $2 FOR UPDATE",
+            let waiting: Option<bool> = sqlx::query_scalar(
+                "SELECT status = 'pending' AND claim_token IS NULL FROM outbox WHERE dedupe_key = $1 AND channel = $2 \
+                 FOR UPDATE",
             )
             .bind(&key)
             .bind(&row.channel)
             .fetch_optional(&mut *tx)
             .await?;
-            match pending {
+            match waiting {
                 None => fresh.push(row),
                 Some(true) => {}
                 Some(false) => {
                     queued += sqlx::query(
                         "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $3, last_error = NULL, \
                          updated_at = $3, lease_until = NULL, claim_token = NULL \
-                         WHERE dedupe_key = $1 AND channel = $2 AND status <> 'pending'",
+                         WHERE dedupe_key = $1 AND channel = $2 AND NOT (status = 'pending' AND claim_token IS NULL)",
                     )
                     .bind(&key)
                     .bind(&row.channel)

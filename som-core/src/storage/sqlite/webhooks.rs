@@ -245,15 +245,16 @@ impl WebhookStore for SqliteStorage {
             let mut again = tx.prepare_cached(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?3, last_error = NULL, \
                  updated_at = ?3, lease_until = NULL, claim_token = NULL \
-                 WHERE dedupe_key = ?1 AND channel = ?2 AND status <> 'pending'",
+                 WHERE dedupe_key = ?1 AND channel = ?2 AND NOT (status = 'pending' AND claim_token IS NULL)",
             )?;
-            let mut present =
-                tx.prepare_cached("SELECT status = 'pending' FROM outbox WHERE dedupe_key = ?1 AND channel = ?2")?;
+            let mut present = tx.prepare_cached(
+                "SELECT status = 'pending' AND claim_token IS NULL FROM outbox WHERE dedupe_key = ?1 AND channel = ?2",
+            )?;
             let mut fresh = Vec::new();
             for row in rows {
                 let key = row.message.dedupe_key();
-                let pending: Option<bool> = present.query_row(params![key, row.channel], |r| r.get(0)).optional()?;
-                match pending {
+                let waiting: Option<bool> = present.query_row(params![key, row.channel], |r| r.get(0)).optional()?;
+                match waiting {
                     None => fresh.push(row),
                     Some(true) => {}
                     Some(false) => queued += again.execute(params![key, row.channel, micros(now)])? as u64,
