@@ -121,7 +121,7 @@ impl Dispatcher {
             tracing::warn!(
                 delivered = delivered.len(),
                 marked,
-                "claims expired before delivered notifications were marked sent"
+                "claims lost (expired, or taken back by a redelivery) before delivered notifications were marked sent"
             );
         }
         delivered.clear();

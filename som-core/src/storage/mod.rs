@@ -547,8 +547,8 @@ pub trait WebhookStore: Send + Sync {
     /// Queues `rows` of an event that happened at `event_at` for delivery again at `now`, in
     /// one transaction: a row not yet there is written (dated `event_at`), one already
     /// delivered, skipped or dead, or being delivered right now (its claim is taken back, so it
-    /// goes out again after that delivery), is pending again with no attempts; one waiting for
-    /// its delivery is left as it is. How many rows were queued.
+    /// goes out once more), is pending again with no attempts; one waiting for its delivery is
+    /// left as it is. How many rows were queued.
     async fn redeliver(&self, rows: Vec<NewNotification>, event_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64>;
 }
 

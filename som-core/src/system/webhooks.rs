@@ -69,7 +69,8 @@ pub struct Redelivery {
     pub event_id: String,
     /// Its type.
     pub event_type: String,
-    /// The endpoints it was queued for (again); an endpoint still trying it keeps trying.
+    /// The endpoints it was queued for (again); one whose delivery is still waiting for its
+    /// turn is not sent it twice.
     pub endpoints: Vec<EndpointId>,
 }
 
@@ -261,8 +262,9 @@ impl OrderSystem {
     }
 
     /// Queues event `event_id` again for `endpoint`, or for every enabled endpoint subscribed
-    /// to its type. A delivery already made is made again (receivers recognise it by the
-    /// event's id); one still being tried is left to its retries. Staff only.
+    /// to its type. A delivery already made, or under way when this is asked, is made again
+    /// (receivers recognise it by the event's id); one waiting for its next try is left to it.
+    /// Staff only.
     pub async fn redeliver_event(
         &self,
         caller: Caller,

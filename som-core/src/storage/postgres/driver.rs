@@ -10,8 +10,8 @@
 //! So writer statements run on a runtime of their own, driven by one thread that the operating
 //! system schedules beside the application's workers: their answers are read as they arrive,
 //! and a connection is held for its round trips, not for the application's queue. The writes
-//! themselves are short (a statement or two each, the rows built before they are sent), so one
-//! thread drives many connections. A write sent to the thread runs to its end even if its
+//! themselves are short (a statement or two each, or a transaction of a few, the rows built
+//! before they are sent), so one thread drives many connections. A write sent to the thread runs to its end even if its
 //! caller stops waiting, as every write does (see `storage::complete`).
 
 use std::cell::Cell;

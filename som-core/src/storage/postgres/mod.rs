@@ -71,8 +71,11 @@ pub struct PostgresStorage {
     pool: PgPool,
     /// Connections for single-statement reads (see `statements`).
     readers: Arc<statements::Statements>,
-    /// Connections for writes that are single statements (see `statements`).
+    /// The writers' connections, for single statements and the transactions of
+    /// `transaction_on_writers` (see `statements`).
     writers: Arc<statements::Statements>,
+    /// How many of the writers' connections may be in transactions at once.
+    transactions: Arc<tokio::sync::Semaphore>,
     /// Orders waiting to be written, together (see `order_batches`).
     order_batches: Arc<order_batches::OrderBatches>,
     /// Wakes other processes' dispatchers after outbox rows are committed.
@@ -143,9 +146,10 @@ impl PostgresStorage {
         max_lag: Duration,
     ) -> Result<PostgresStorage> {
         let options = connect_options(url, "SOM_DATABASE_URL")?;
-        // Reads and single-statement writes (placing an order, the outbox's bookkeeping) each
-        // have connections of their own, so that reads running flat out do not queue writes
-        // and the other way round; transactions use the pool.
+        // Reads and writes (placing an order, the outbox's bookkeeping, the transactions of
+        // payments, cancellations and refunds) each have connections of their own, so that
+        // reads running flat out do not queue writes and the other way round; other
+        // transactions use the pool.
         let readers = Arc::new(statements::Statements::new(options.clone(), pool_size.max(1), ACQUIRE_TIMEOUT));
         let writers = Arc::new(statements::Statements::driven(
             options.clone(),
@@ -180,6 +184,7 @@ impl PostgresStorage {
             pool,
             readers,
             writers,
+            transactions: Arc::new(tokio::sync::Semaphore::new(pool_size.saturating_sub(1).max(1) as usize)),
             order_batches,
             announcer,
             replicas,
@@ -189,9 +194,10 @@ impl PostgresStorage {
     }
 
     // The ways in: every read goes through `read` (or its shorthands `rows` and `row`), every
-    // single-statement write through `write_with` (or `write`, `write_returning`), every
-    // transaction that writes money or an order's state through `transaction_on_writers`, and
-    // other transactions through `begin`.
+    // single-statement write through `write_with` (or `write`, `write_returning`), the
+    // transactions of payments (initiations with a key, completions), cancellations and
+    // refunds (reserved and finished) through `transaction_on_writers`, and other transactions
+    // through `begin`.
 
     /// Starts a transaction on a connection of the application's pool (not on the writers'
     /// thread, whose work uses the writers' own connections).
@@ -203,23 +209,35 @@ impl PostgresStorage {
     /// Runs `work` — a transaction it begins on the connection it is given — on one of the
     /// writers' own connections, on their thread, where its answers are read as they arrive
     /// (not after the application's queue of ready tasks) and it runs to its end even if the
-    /// caller stops waiting. Payments, cancellations and refunds run here, beside the batched
-    /// orders. `work` commits or rolls back before it returns; a transaction it dropped instead
-    /// is rolled back here before the connection is lent again, and when `work` fails the
-    /// connection is closed, which ends its transaction on the server.
+    /// caller stops waiting.
+    ///
+    /// `work` commits or rolls back before it returns. A transaction it dropped instead (on an
+    /// early return, or an error of its own) queued its rollback, which is sent here before the
+    /// connection is lent again; when the connection itself failed (the server went away, or
+    /// an error no one expected), it is closed, which ends any transaction on the server.
+    ///
+    /// At most all but one of the writers' connections are in such transactions at once: a
+    /// transaction can wait for a row lock, and the orders' batches and single statements
+    /// always keep a connection.
     async fn transaction_on_writers<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, Arc::clone(&self.transactions).acquire_owned())
+            .await
+            .map_err(|_| Error::from(sqlx::Error::PoolTimedOut))?
+            .map_err(|_| Error::Internal("postgres writers closed".into()))?;
         self.write_with(move |mut conn| async move {
             let done = work(&mut conn).await;
-            if done.is_ok() {
-                // Sends a rollback queued by a dropped transaction now (nothing otherwise).
-                let flushed = sqlx::Connection::flush(&mut *conn).await;
-                conn.finish(flushed)?;
+            if !matches!(done, Err(Error::Unavailable(_) | Error::Internal(_)))
+                && sqlx::Connection::flush(&mut *conn).await.is_ok()
+                && !sqlx::Connection::is_in_transaction(&*conn)
+            {
+                conn.settled();
             }
-            conn.finish(done)
+            drop(permit);
+            done
         })
         .await
     }
@@ -291,8 +309,9 @@ impl PostgresStorage {
         self.read(move |conn| run(query, conn)).await
     }
 
-    /// Runs `work` — single write statements outside any transaction — on a writer connection,
-    /// on the writers' own thread, where it runs to its end even if the caller stops waiting.
+    /// Runs `work` — single write statements outside any transaction, or the transaction of
+    /// `transaction_on_writers` — on a writer connection, on the writers' own thread, where it
+    /// runs to its end even if the caller stops waiting.
     async fn write_with<T, F, Fut>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,

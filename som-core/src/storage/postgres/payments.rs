@@ -362,7 +362,8 @@ impl PostgresStorage {
         Ok(PaymentInsert::Inserted(payment_from(row)?))
     }
 
-    /// [`PaymentStore::live_payment`] for work on the writers' thread, on its connections.
+    /// [`PaymentStore::live_payment`] on the writers' connections (on the primary, as of the
+    /// write that just lost to it).
     async fn live_payment_here(&self, order_id: OrderId) -> Result<Option<Payment>> {
         self.write_with(move |mut conn| async move {
             let payment = live_payment_where(&mut conn, order_id.get()).await;
@@ -371,7 +372,8 @@ impl PostgresStorage {
         .await
     }
 
-    /// [`PaymentStore::payment_by_id`] for work on the writers' thread, on its connections.
+    /// [`PaymentStore::payment_by_id`] on the writers' connections (on the primary, as of the
+    /// write that just lost to it).
     async fn payment_here(&self, id: PaymentId) -> Result<Option<Payment>> {
         self.write_with(move |mut conn| async move {
             let payment = payment_where(&mut conn, PAYMENT_BY_ID, id.get()).await;

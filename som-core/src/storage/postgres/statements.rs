@@ -1,5 +1,6 @@
 //! Connections for statements run one at a time outside any transaction (reads, and writes
-//! that are a single statement), lent without the pool's hand-back round trips.
+//! that are a single statement), lent without the pool's hand-back round trips; the writers'
+//! connections also carry the transactions of `PostgresStorage::transaction_on_writers`.
 //!
 //! A pooled connection costs two round trips beyond its statement each time it comes back:
 //! sqlx pings it, and the pool's check asks the server whether it was left inside a
@@ -8,7 +9,8 @@
 //! connections skip both; what keeps them safe is that a connection goes back only when its
 //! statement was answered. A [`Lent`] connection is returned by [`Lent::finish`]ing its result:
 //! kept when the statement completed, closed when it failed or when the statement was dropped
-//! before its answer arrived, so that no one inherits a half-read reply.
+//! before its answer arrived, so that no one inherits a half-read reply. A transaction's
+//! connection goes back only once its transaction has ended (see [`Lent::settled`]).
 //!
 //! Connections are opened on first use, at most `size` at once; a borrower waits for one when
 //! all are lent, as long as the pool would. Reads and writes each have a set of their own, so
@@ -146,6 +148,12 @@ impl Lent {
     pub(super) fn finish<T, E: Into<Error>>(&mut self, result: std::result::Result<T, E>) -> Result<T> {
         self.answered = result.is_ok();
         result.map_err(Into::into)
+    }
+
+    /// Records that the connection was left ready for the next statement, outside any
+    /// transaction, whatever the work on it came to (see `transaction_on_writers`).
+    pub(super) fn settled(&mut self) {
+        self.answered = true;
     }
 }
 

@@ -322,3 +322,46 @@ async fn a_payment_completed_with_one_writer_connection_is_announced() {
         .await
         .expect("the other process's dispatcher is woken by the payment's notification");
 }
+
+/// A transaction on the writers' connections that ends without a commit or a rollback (an
+/// early return that drops it) has ended, its locks released, before its connection is lent
+/// again; that connection, like one whose work was refused, is kept rather than reopened.
+#[tokio::test]
+async fn a_writers_transaction_dropped_unended_is_rolled_back_before_its_connection_is_lent() {
+    let Some(admin) = admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+        return;
+    };
+    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
+    let storage = super::PostgresStorage::open(db.url(), 1).await.unwrap();
+    fn backend(conn: &mut sqlx::PgConnection) -> super::BoxFuture<'_, crate::error::Result<i32>> {
+        Box::pin(async move { Ok(sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(conn).await?) })
+    }
+    let first = storage.transaction_on_writers(backend).await.unwrap();
+
+    let dropped = storage
+        .transaction_on_writers(|conn| {
+            Box::pin(async move {
+                let mut tx = conn.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(4242)").execute(&mut *tx).await?;
+                Ok(()) // `tx` is dropped here, neither committed nor rolled back
+            })
+        })
+        .await;
+    dropped.unwrap();
+    let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(4242)").fetch_one(&mut other).await.unwrap();
+    assert!(free, "the dropped transaction's lock is released before the connection goes back");
+    assert_eq!(storage.transaction_on_writers(backend).await.unwrap(), first, "and the connection is kept");
+
+    let refused = storage
+        .transaction_on_writers(|conn| {
+            Box::pin(async move {
+                let _tx = conn.begin().await?;
+                Err::<(), _>(Error::NotFound("the thing".into()))
+            })
+        })
+        .await;
+    assert!(matches!(refused, Err(Error::NotFound(_))), "{refused:?}");
+    assert_eq!(storage.transaction_on_writers(backend).await.unwrap(), first, "a refusal keeps the connection too");
+}
