@@ -74,6 +74,7 @@ struct Inner {
     writer: Arc<Mutex<Connection>>,
     /// The writer thread's queue.
     queue: writer::Writer,
+    /// Idle reader connections: opened as reads need them, at most as many as `reader_permits`.
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
     /// False for in-memory databases, whose reads go through the writer.
@@ -156,6 +157,16 @@ fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A reader connection to the database file at `path`.
+fn open_reader(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    configure(&conn, false)?;
+    Ok(conn)
+}
+
 fn migrate(conn: &mut Connection) -> Result<i64> {
     // Migrations that rebuild a table (SQLite's way to change a constraint) run with foreign
     // keys off, as SQLite's documentation prescribes; every reference is checked before the
@@ -197,9 +208,9 @@ fn migrate_in_transaction(conn: &mut Connection) -> Result<i64> {
 }
 
 impl SqliteStorage {
-    /// Opens (creating if needed) the database at a `sqlite:` URL, runs migrations, and opens
-    /// `readers` reader connections (at least 1; none for an in-memory database, whose reads go
-    /// through the writer).
+    /// Opens (creating if needed) the database at a `sqlite:` URL, runs migrations, and reads
+    /// with up to `readers` reader connections, opened as reads need them (at least 1; none for
+    /// an in-memory database, whose reads go through the writer).
     pub async fn open(url: &str, readers: u32) -> Result<SqliteStorage> {
         let path = crate::config::sqlite_file(url)?;
         let location = path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
@@ -228,21 +239,11 @@ impl SqliteStorage {
             };
             configure(&writer, true).map_err(opening)?;
             migrate(&mut writer)?;
-            let mut pool = Vec::new();
-            if let Some(p) = &path {
-                for _ in 0..readers.max(1) {
-                    let conn = Connection::open_with_flags(
-                        p,
-                        OpenFlags::SQLITE_OPEN_READ_WRITE
-                            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                            | OpenFlags::SQLITE_OPEN_URI,
-                    )?;
-                    configure(&conn, false)?;
-                    pool.push(conn);
-                }
-            }
-            let permits = Semaphore::new(pool.len());
-            let has_readers = !pool.is_empty();
+            // Readers are opened as reads need them (the writer has opened the file already), so
+            // that an idle server holds no reader's memory (about 190 KB each, most of it
+            // SQLite's lookaside and page cache).
+            let has_readers = path.is_some();
+            let permits = Semaphore::new(if has_readers { readers.max(1) as usize } else { 0 });
             let writer = Arc::new(Mutex::new(writer));
             let queue = writer::Writer::start(Arc::clone(&writer))
                 .map_err(|e| Error::Internal(format!("starting the sqlite writer: {e}")))?;
@@ -252,7 +253,7 @@ impl SqliteStorage {
                     path,
                     writer,
                     queue,
-                    readers: Mutex::new(pool),
+                    readers: Mutex::new(Vec::new()),
                     reader_permits: permits,
                     has_readers,
                 }),
@@ -326,7 +327,12 @@ impl SqliteStorage {
         let pool = Arc::clone(&inner);
         let permit = pool.reader_permits.acquire().await.map_err(|_| Error::Internal("reader pool closed".into()))?;
         let run = move || {
-            let conn = lock(&inner.readers).pop().ok_or_else(|| Error::Internal("reader pool empty".into()))?;
+            let idle = lock(&inner.readers).pop();
+            let conn = match (idle, &inner.path) {
+                (Some(conn), _) => conn,
+                (None, Some(path)) => open_reader(path)?,
+                (None, None) => return Err(Error::Internal("sqlite readers without a file".into())),
+            };
             let result = if how.transaction { in_read_transaction(&conn, f) } else { f(&conn) };
             lock(&inner.readers).push(conn);
             result
