@@ -74,9 +74,10 @@ struct Inner {
     writer: Arc<Mutex<Connection>>,
     /// The writer thread's queue.
     queue: writer::Writer,
-    /// Idle reader connections: opened as reads need them, at most as many as `reader_permits`.
+    /// Idle reader connections: opened as reads need them and kept, at most as many as
+    /// `reader_permits` (a read holds its permit for as long as it holds its connection).
     readers: Mutex<Vec<Connection>>,
-    reader_permits: Semaphore,
+    reader_permits: Arc<Semaphore>,
     /// False for in-memory databases, whose reads go through the writer.
     has_readers: bool,
 }
@@ -239,11 +240,11 @@ impl SqliteStorage {
             };
             configure(&writer, true).map_err(opening)?;
             migrate(&mut writer)?;
-            // Readers are opened as reads need them (the writer has opened the file already), so
-            // that an idle server holds no reader's memory (about 190 KB each, most of it
-            // SQLite's lookaside and page cache).
+            // Readers are opened as reads need them (the writer has opened the file already) and
+            // kept, so that a server holds no reader's memory (about 190 KB each, most of it
+            // SQLite's lookaside and page cache) until its reads need them.
             let has_readers = path.is_some();
-            let permits = Semaphore::new(if has_readers { readers.max(1) as usize } else { 0 });
+            let permits = Arc::new(Semaphore::new(if has_readers { readers.max(1) as usize } else { 0 }));
             let writer = Arc::new(Mutex::new(writer));
             let queue = writer::Writer::start(Arc::clone(&writer))
                 .map_err(|e| Error::Internal(format!("starting the sqlite writer: {e}")))?;
@@ -324,9 +325,14 @@ impl SqliteStorage {
                 .await
                 .map_err(|e| Error::Internal(format!("sqlite read task: {e}")))?;
         }
-        let pool = Arc::clone(&inner);
-        let permit = pool.reader_permits.acquire().await.map_err(|_| Error::Internal("reader pool closed".into()))?;
+        // Owned, and handed back by `run` with the connection: a read on the blocking pool goes on
+        // after its caller stops waiting, and keeps its connection until then.
+        let permit = Arc::clone(&inner.reader_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("reader pool closed".into()))?;
         let run = move || {
+            let _permit = permit;
             let idle = lock(&inner.readers).pop();
             let conn = match (idle, &inner.path) {
                 (Some(conn), _) => conn,
@@ -334,16 +340,18 @@ impl SqliteStorage {
                 (None, None) => return Err(Error::Internal("sqlite readers without a file".into())),
             };
             let result = if how.transaction { in_read_transaction(&conn, f) } else { f(&conn) };
-            lock(&inner.readers).push(conn);
+            // One left inside its read transaction (its end failed) would go on reading an old
+            // state and hold back checkpoints: it is closed instead, and another opened later.
+            if conn.is_autocommit() {
+                lock(&inner.readers).push(conn);
+            }
             result
         };
-        let result = if how.inline {
+        if how.inline {
             run()
         } else {
             tokio::task::spawn_blocking(run).await.map_err(|e| Error::Internal(format!("sqlite read task: {e}")))?
-        };
-        drop(permit);
-        result
+        }
     }
 }
 
