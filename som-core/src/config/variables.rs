@@ -12,7 +12,7 @@ pub const VARIABLES: &[ConfigVar] = &[
     ConfigVar {
         name: "SOM_DATABASE_POOL_SIZE",
         default: "8",
-        help: "Database connections (SQLite: reader connections, opened as reads need them; PostgreSQL: this many each for single-statement reads, the writers (single statements, and the transactions of payments, cancellations and refunds), other transactions, and reads on each replica)",
+        help: "Database connections (SQLite: reader connections, opened as reads need them; PostgreSQL: this many each for single-statement reads, the writers (single statements, and the transactions of payment initiations with a key, payment completions, cancellations and refunds), other transactions, and reads on each replica)",
     },
     ConfigVar {
         name: "SOM_DATABASE_READ_URLS",

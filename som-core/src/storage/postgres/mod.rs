@@ -216,9 +216,9 @@ impl PostgresStorage {
     /// connection is lent again; when the connection itself failed (the server went away, or
     /// an error no one expected), it is closed, which ends any transaction on the server.
     ///
-    /// At most all but one of the writers' connections are in such transactions at once: a
-    /// transaction can wait for a row lock, and the orders' batches and single statements
-    /// always keep a connection.
+    /// At most all but one of the writers' connections are in such transactions at once (with
+    /// `SOM_DATABASE_POOL_SIZE=1`, the one connection is shared): a transaction can wait for a
+    /// row lock, and the orders' batches and single statements keep a connection.
     async fn transaction_on_writers<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
