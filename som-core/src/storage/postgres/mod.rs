@@ -224,22 +224,35 @@ impl PostgresStorage {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, Arc::clone(&self.transactions).acquire_owned())
+        // One wait for both the permit and the connection.
+        let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.transactions).acquire_owned())
             .await
             .map_err(|_| Error::from(sqlx::Error::PoolTimedOut))?
             .map_err(|_| Error::Internal("postgres writers closed".into()))?;
-        self.write_with(move |mut conn| async move {
-            let done = work(&mut conn).await;
-            if !matches!(done, Err(Error::Unavailable(_) | Error::Internal(_)))
-                && sqlx::Connection::flush(&mut *conn).await.is_ok()
-                && !sqlx::Connection::is_in_transaction(&*conn)
-            {
-                conn.settled();
-            }
-            drop(permit);
-            done
-        })
-        .await
+        self.writers
+            .run_by(deadline, move |mut conn| async move {
+                let done = work(&mut conn).await;
+                if !matches!(done, Err(Error::Unavailable(_) | Error::Internal(_)))
+                    && sqlx::Connection::flush(&mut *conn).await.is_ok()
+                    && !sqlx::Connection::is_in_transaction(&*conn)
+                {
+                    conn.settled();
+                }
+                drop(permit);
+                done
+            })
+            .await
+    }
+
+    /// `done`, once the notifications its change queued (if it applied one) are announced to
+    /// other processes. Called after the commit, holding no writer connection (announcing may
+    /// borrow one).
+    async fn announced<T>(&self, done: Transition<T>) -> Result<Transition<T>> {
+        if matches!(done, Transition::Applied(_)) {
+            self.announcer.announce().await;
+        }
+        Ok(done)
     }
 
     /// Runs `work` — statements outside any transaction that change nothing — on a reader
@@ -309,9 +322,8 @@ impl PostgresStorage {
         self.read(move |conn| run(query, conn)).await
     }
 
-    /// Runs `work` — single write statements outside any transaction, or the transaction of
-    /// `transaction_on_writers` — on a writer connection, on the writers' own thread, where it
-    /// runs to its end even if the caller stops waiting.
+    /// Runs `work` — single write statements outside any transaction — on a writer connection,
+    /// on the writers' own thread, where it runs to its end even if the caller stops waiting.
     async fn write_with<T, F, Fut>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,

@@ -160,10 +160,7 @@ impl OrderStore for PostgresStorage {
                 Box::pin(cancel_order_on(conn, id, actor, truncate(at), notify, idempotency))
             })
             .await?;
-        if matches!(done, Transition::Applied(_)) {
-            self.announcer.announce().await;
-        }
-        Ok(done)
+        self.announced(done).await
     }
 }
 

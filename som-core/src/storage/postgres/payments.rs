@@ -18,10 +18,10 @@ impl PaymentStore for PostgresStorage {
     }
 
     async fn insert_payment(&self, p: NewPaymentRecord, idempotency: Option<IdempotencySlot>) -> Result<PaymentInsert> {
-        if idempotency.is_none() {
-            return self.insert_payment_alone(p).await;
+        match idempotency {
+            None => self.insert_payment_alone(p).await,
+            Some(slot) => self.transaction_on_writers(move |conn| Box::pin(insert_payment_on(conn, p, slot))).await,
         }
-        self.transaction_on_writers(move |conn| Box::pin(insert_payment_on(conn, p, idempotency))).await
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> Result<Option<Payment>> {
@@ -164,11 +164,7 @@ impl PaymentStore for PostgresStorage {
                 Box::pin(complete_payment_on(conn, id, outcome, actor, at, notify, idempotency))
             })
             .await?;
-        // Holding no writer connection (announcing may borrow one).
-        if matches!(done, Transition::Applied(_)) {
-            self.announcer.announce().await;
-        }
-        Ok(done)
+        self.announced(done).await
     }
 
     async fn begin_settlement(
@@ -494,7 +490,7 @@ async fn complete_payment_on(
 async fn insert_payment_on(
     conn: &mut PgConnection,
     p: NewPaymentRecord,
-    idempotency: Option<IdempotencySlot>,
+    idempotency: IdempotencySlot,
 ) -> Result<PaymentInsert> {
     let mut tx = conn.begin().await?;
     // Locking the order serialises payment inserts for it and orders them after any cancel.
@@ -542,7 +538,7 @@ async fn insert_payment_on(
         Err(e) => return Err(e.into()),
     };
     let payment = payment_from(&row)?;
-    record_idempotency(&mut tx, idempotency.as_ref(), &payment).await?;
+    record_idempotency(&mut tx, Some(&idempotency), &payment).await?;
     tx.commit().await?;
     Ok(PaymentInsert::Inserted(payment))
 }

@@ -45,16 +45,15 @@ async fn reserve(conn: &mut PgConnection, r: NewRefundRecord) -> Result<RefundRe
                 Some(key) => by_request_key(&mut tx, key).await?,
                 None => None,
             };
-            let current = match existing {
-                Some(_) => None,
-                None => payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await?,
+            let answer = match existing {
+                Some(existing) => Ok(RefundReserve::Existing(existing)),
+                None => match payment_where(&mut tx, PAYMENT_BY_ID, id.get()).await? {
+                    Some(payment) => Ok(RefundReserve::Refused(Box::new(payment))),
+                    None => Err(Error::NotFound(format!("payment {id}"))),
+                },
             };
             tx.rollback().await?;
-            match (existing, current) {
-                (Some(existing), _) => Ok(RefundReserve::Existing(existing)),
-                (None, Some(payment)) => Ok(RefundReserve::Refused(Box::new(payment))),
-                (None, None) => Err(Error::NotFound(format!("payment {id}"))),
-            }
+            answer
         }
         Reserved::Refund(refund) => {
             tx.commit().await?;
@@ -272,10 +271,7 @@ impl RefundStore for PostgresStorage {
                 })
             })
             .await?;
-        if matches!(done, Transition::Applied(_)) {
-            self.announcer.announce().await;
-        }
-        Ok(done)
+        self.announced(done).await
     }
 
     async fn reverse_refund(&self, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {

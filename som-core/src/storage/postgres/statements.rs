@@ -74,8 +74,19 @@ impl Statements {
         F: FnOnce(Lent) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send,
     {
+        self.run_by(tokio::time::Instant::now() + self.acquire_timeout, work).await
+    }
+
+    /// [`Statements::run`], giving up waiting for a connection at `deadline` rather than after
+    /// the acquire timeout (for a caller that has already waited for something else).
+    pub(super) async fn run_by<T, F, Fut>(self: &Arc<Self>, deadline: tokio::time::Instant, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Lent) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send,
+    {
         let this = Arc::clone(self);
-        let task = async move { work(this.get().await?).await };
+        let task = async move { work(this.get_by(deadline).await?).await };
         match &self.driver {
             Some(driver) => driver.run(task).await,
             None => task.await,
@@ -104,7 +115,12 @@ impl Statements {
     /// gives up after the acquire timeout (all connections busy, or the server not answering
     /// a new one) with the pool's error, which callers see as the database being unavailable.
     pub(super) async fn get(&self) -> Result<Lent> {
-        match tokio::time::timeout(self.acquire_timeout, self.acquire()).await {
+        self.get_by(tokio::time::Instant::now() + self.acquire_timeout).await
+    }
+
+    /// [`Statements::get`], giving up at `deadline`.
+    async fn get_by(&self, deadline: tokio::time::Instant) -> Result<Lent> {
+        match tokio::time::timeout_at(deadline, self.acquire()).await {
             Ok(lent) => lent,
             Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
         }

@@ -11,17 +11,25 @@ use super::{loopback_without_tls, pool_options};
 use crate::error::Error;
 use crate::storage::postgres::testing::{TestDatabase, admin_url};
 
+/// A new database on the test server, or `None` (after saying what is skipped) when PostgreSQL
+/// tests are not wanted; panics when they are required but cannot run.
+async fn fresh_database(skipped: &str) -> Option<TestDatabase> {
+    let Some(admin) = admin_url() else {
+        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping {skipped}");
+        return None;
+    };
+    Some(TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable"))
+}
+
 /// sqlx 0.9.0 leaves a connection inside a transaction when a `pool.begin()` future is
 /// dropped while its `BEGIN` is in flight, and hands it to the next borrower, whose
 /// autocommit writes then vanish with the never-committed transaction. The pool's release
 /// check must close such a connection instead.
 #[tokio::test]
 async fn a_begin_dropped_in_flight_never_swallows_the_next_borrowers_writes() {
-    let Some(admin) = admin_url() else {
-        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+    let Some(db) = fresh_database("this test").await else {
         return;
     };
-    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
     // One connection, so that every borrower gets the one the dropped future used.
     let pool = pool_options(1).connect(db.url()).await.unwrap();
     sqlx::query("CREATE TABLE written (n integer)").execute(&pool).await.unwrap();
@@ -71,11 +79,9 @@ fn loopback_servers_are_reached_without_tls_unless_asked() {
 /// was dropped before the answer, or failed, is closed, and the next read gets a new one.
 #[tokio::test]
 async fn a_reader_connection_is_lent_again_only_after_an_answer() {
-    let Some(admin) = admin_url() else {
-        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+    let Some(db) = fresh_database("this test").await else {
         return;
     };
-    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
     let readers = super::statements::Statements::new(db.url().parse().unwrap(), 1, Duration::from_secs(5));
     let backend = || async {
         let mut conn = readers.get().await.unwrap();
@@ -122,11 +128,9 @@ async fn a_statement_waits_for_a_connection_no_longer_than_the_acquire_timeout()
     assert!(matches!(got, Err(Error::Unavailable(_))), "a silent server is unavailable, got {:?}", got.err());
     held.abort();
 
-    let Some(admin) = admin_url() else {
-        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping the busy half");
+    let Some(db) = fresh_database("the busy half").await else {
         return;
     };
-    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
     let readers = Statements::new(db.url().parse().unwrap(), 1, Duration::from_millis(200));
     let mut lent = readers.get().await.unwrap();
     let one = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *lent).await;
@@ -176,11 +180,9 @@ async fn committed_notifications_wake_other_processes_and_not_their_own() {
     use crate::storage::DynStorage;
     use crate::storage::conformance::{new_order, notify, user};
 
-    let Some(admin) = admin_url() else {
-        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+    let Some(db) = fresh_database("this test").await else {
         return;
     };
-    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
     let (here, woken_here) = listening(db.url(), 2, 1).await;
     let (_there, woken_there) = listening(db.url(), 2, 2).await;
 
@@ -234,11 +236,9 @@ async fn committed_notifications_wake_other_processes_and_not_their_own() {
 async fn items_move_into_their_orders_with_their_positions() {
     use crate::domain::{OrderId, OrderStatus};
     use crate::storage::OrderStore;
-    let Some(admin) = admin_url() else {
-        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+    let Some(db) = fresh_database("this test").await else {
         return;
     };
-    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
     {
         let pool = pool_options(1).connect(db.url()).await.unwrap();
         super::MIGRATOR.run_to(9, &pool).await.unwrap();
@@ -301,11 +301,9 @@ async fn a_payment_completed_with_one_writer_connection_is_announced() {
     use crate::storage::conformance::{complete, inserted, order, user};
     use crate::storage::{DynStorage, PaymentOutcome, Transition};
 
-    let Some(admin) = admin_url() else {
-        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+    let Some(db) = fresh_database("this test").await else {
         return;
     };
-    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
     let (_there, woken_there) = listening(db.url(), 2, 1).await;
 
     let here: DynStorage = Arc::new(super::PostgresStorage::open(db.url(), 1).await.unwrap());
@@ -328,11 +326,9 @@ async fn a_payment_completed_with_one_writer_connection_is_announced() {
 /// again; that connection, like one whose work was refused, is kept rather than reopened.
 #[tokio::test]
 async fn a_writers_transaction_dropped_unended_is_rolled_back_before_its_connection_is_lent() {
-    let Some(admin) = admin_url() else {
-        eprintln!("SOM_TEST_POSTGRES_URL is not set: skipping");
+    let Some(db) = fresh_database("this test").await else {
         return;
     };
-    let db = TestDatabase::create(&admin).await.expect("SOM_TEST_POSTGRES_URL is set but unreachable");
     let storage = super::PostgresStorage::open(db.url(), 1).await.unwrap();
     fn backend(conn: &mut sqlx::PgConnection) -> super::BoxFuture<'_, crate::error::Result<i32>> {
         Box::pin(async move { Ok(sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(conn).await?) })
