@@ -8,7 +8,8 @@
 //! following `Link: rel="next"` with `?limit=200`: one iteration per whole list), `detail` (one order),
 //! `healthz` (GET /healthz), `login` (POST /api/v1/token/;
 //! run the server with SOM_AUTH_RATE_LIMIT=0). Prints throughput, latency percentiles and
-//! errors. Every iteration is bounded in count by the duration and targets only `--url`.
+//! errors. Every iteration is bounded in count by the duration and targets only `--url`. A flow's
+//! three requests are also timed one by one: all of them (`requests: … p99=…`), then each step.
 //!
 //! `--orders N` places N orders (two items each) for the load user before a read scenario
 //! (default 60). `--write-rate R` places R orders per second for another user while the
@@ -17,6 +18,7 @@
 //! runs as that user (registered if new, password `correct horse battery`), e.g. the one
 //! `seed` gives 1,000 orders.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -80,7 +82,23 @@ static FIRST_ORDER: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
 #[derive(Default)]
 struct Stats {
     latencies: Vec<Duration>,
+    /// Each request's own latency by its step, for scenarios of several requests (the flow).
+    requests: BTreeMap<&'static str, Vec<Duration>>,
     errors: BTreeMap<String, u64>,
+}
+
+tokio::task_local! {
+    /// Where a measured task's requests record their latencies (see [`timed`]).
+    static REQUESTS: RefCell<BTreeMap<&'static str, Vec<Duration>>>;
+}
+
+/// `request`, its latency (sent to body read) recorded under `step` in the task's
+/// [`REQUESTS`] if it has them.
+async fn timed<T>(step: &'static str, request: impl std::future::Future<Output = T>) -> T {
+    let t = Instant::now();
+    let done = request.await;
+    let _ = REQUESTS.try_with(|r| r.borrow_mut().entry(step).or_default().push(t.elapsed()));
+    done
 }
 
 async fn register(client: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<String> {
@@ -179,27 +197,35 @@ async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &
         }
         _ => {
             let order = json!({"items": [{"name": "Widget", "quantity": 2, "price": "100.00"}, {"name": "Gadget", "quantity": 1, "price": "50.00"}]});
-            let o =
-                expect(client.post(format!("{api}/orders/")).bearer_auth(token).json(&order).send().await, 201).await?;
-            let p = expect(
-                client
-                    .post(format!("{api}/payments/initiate/"))
-                    .bearer_auth(token)
-                    .json(&json!({"order_id": o["id"]}))
-                    .send()
-                    .await,
-                200,
-            )
+            let o = timed("1-create", async {
+                expect(client.post(format!("{api}/orders/")).bearer_auth(token).json(&order).send().await, 201).await
+            })
             .await?;
-            expect(
-                client
-                    .post(format!("{api}/payments/confirm/"))
-                    .bearer_auth(token)
-                    .json(&json!({"payment_id": p["id"]}))
-                    .send()
-                    .await,
-                200,
-            )
+            let p = timed("2-initiate", async {
+                expect(
+                    client
+                        .post(format!("{api}/payments/initiate/"))
+                        .bearer_auth(token)
+                        .json(&json!({"order_id": o["id"]}))
+                        .send()
+                        .await,
+                    200,
+                )
+                .await
+            })
+            .await?;
+            timed("3-confirm", async {
+                expect(
+                    client
+                        .post(format!("{api}/payments/confirm/"))
+                        .bearer_auth(token)
+                        .json(&json!({"payment_id": p["id"]}))
+                        .send()
+                        .await,
+                    200,
+                )
+                .await
+            })
             .await
             .map(drop)
         }
@@ -292,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency {
         let (client, url, scenario, token) = (client.clone(), a.url.clone(), a.scenario.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(tokio::spawn(REQUESTS.scope(RefCell::new(BTreeMap::new()), async move {
             let mut stats = Stats::default();
             while Instant::now() < deadline {
                 let t = Instant::now();
@@ -301,13 +327,17 @@ async fn main() -> anyhow::Result<()> {
                     Err(e) => *stats.errors.entry(e).or_default() += 1,
                 }
             }
+            stats.requests = REQUESTS.with(|r| r.take());
             stats
-        }));
+        })));
     }
     let mut all = Stats::default();
     for t in tasks {
         let s = t.await?;
         all.latencies.extend(s.latencies);
+        for (step, latencies) in s.requests {
+            all.requests.entry(step).or_default().extend(latencies);
+        }
         for (k, v) in s.errors {
             *all.errors.entry(k).or_default() += v;
         }
@@ -329,6 +359,21 @@ async fn main() -> anyhow::Result<()> {
         pct(&all.latencies, 0.99),
         all.latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
     );
+    if !all.requests.is_empty() {
+        let every: Vec<Duration> = all.requests.values().flatten().copied().collect();
+        for (step, mut latencies) in std::iter::once(("requests", every)).chain(all.requests) {
+            latencies.sort();
+            println!(
+                "  {step}: n={} rate={:.0}/s p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+                latencies.len(),
+                latencies.len() as f64 / elapsed,
+                pct(&latencies, 0.50),
+                pct(&latencies, 0.90),
+                pct(&latencies, 0.99),
+                latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            );
+        }
+    }
     for (k, v) in &all.errors {
         println!("  error {k}: {v}");
     }
