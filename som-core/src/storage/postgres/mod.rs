@@ -218,7 +218,8 @@ impl PostgresStorage {
     ///
     /// At most all but one of the writers' connections are in such transactions at once (with
     /// `SOM_DATABASE_POOL_SIZE=1`, the one connection is shared): a transaction can wait for a
-    /// row lock, and the orders' batches and single statements keep a connection.
+    /// row lock, and the orders' batches and single statements keep a connection. Waiting for
+    /// that permit and then for a connection takes at most [`ACQUIRE_TIMEOUT`] in all.
     async fn transaction_on_writers<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
@@ -231,7 +232,7 @@ impl PostgresStorage {
             .map_err(|_| Error::from(sqlx::Error::PoolTimedOut))?
             .map_err(|_| Error::Internal("postgres writers closed".into()))?;
         self.writers
-            .run_by(deadline, move |mut conn| async move {
+            .run_by(Some(deadline), move |mut conn| async move {
                 let done = work(&mut conn).await;
                 if !matches!(done, Err(Error::Unavailable(_) | Error::Internal(_)))
                     && sqlx::Connection::flush(&mut *conn).await.is_ok()
@@ -383,7 +384,8 @@ fn connect_options(url: &str, name: &str) -> Result<PgConnectOptions> {
 }
 
 /// Longest a statement waits for a connection (all in use, or a new one not answered) before
-/// it fails as "database unavailable" (503, retry).
+/// it fails as "database unavailable" (503, retry); a writers' transaction waits this long for
+/// its permit and its connection together.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How SOM's pools are built: at most `size` connections, each checked when it comes back.

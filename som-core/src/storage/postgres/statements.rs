@@ -15,7 +15,7 @@
 //! Connections are opened on first use, at most `size` at once; a borrower waits for one when
 //! all are lent, as long as the pool would. Reads and writes each have a set of their own, so
 //! that neither queues behind the other; the writers' set is driven by a thread of its own
-//! (see `driver`), and used through [`Statements::run`].
+//! (see `driver`), and used through [`Statements::run`] (or [`Statements::run_by`]).
 
 use crate::util::lock;
 use std::ops::{Deref, DerefMut};
@@ -54,8 +54,8 @@ impl Statements {
     }
 
     /// Connections whose statements all run on a thread of their own, named `name`: use them
-    /// through [`Statements::run`] only (a connection's I/O belongs to the runtime it was
-    /// opened on).
+    /// through [`Statements::run`] or [`Statements::run_by`] only (a connection's I/O belongs
+    /// to the runtime it was opened on).
     pub(super) fn driven(
         options: PgConnectOptions,
         size: u32,
@@ -74,19 +74,30 @@ impl Statements {
         F: FnOnce(Lent) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send,
     {
-        self.run_by(tokio::time::Instant::now() + self.acquire_timeout, work).await
+        self.run_by(None, work).await
     }
 
-    /// [`Statements::run`], giving up waiting for a connection at `deadline` rather than after
-    /// the acquire timeout (for a caller that has already waited for something else).
-    pub(super) async fn run_by<T, F, Fut>(self: &Arc<Self>, deadline: tokio::time::Instant, work: F) -> Result<T>
+    /// [`Statements::run`], giving up waiting for a connection at `deadline` if there is one
+    /// (for a caller that has already waited for something else) rather than after the acquire
+    /// timeout counted from when the work starts on the connections' thread.
+    pub(super) async fn run_by<T, F, Fut>(
+        self: &Arc<Self>,
+        deadline: Option<tokio::time::Instant>,
+        work: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(Lent) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send,
     {
         let this = Arc::clone(self);
-        let task = async move { work(this.get_by(deadline).await?).await };
+        let task = async move {
+            let lent = match deadline {
+                Some(deadline) => this.get_by(deadline).await?,
+                None => this.get().await?,
+            };
+            work(lent).await
+        };
         match &self.driver {
             Some(driver) => driver.run(task).await,
             None => task.await,

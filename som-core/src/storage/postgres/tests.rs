@@ -361,3 +361,42 @@ async fn a_writers_transaction_dropped_unended_is_rolled_back_before_its_connect
     assert!(matches!(refused, Err(Error::NotFound(_))), "{refused:?}");
     assert_eq!(storage.transaction_on_writers(backend).await.unwrap(), first, "a refusal keeps the connection too");
 }
+
+/// A writers' transaction waits for its permit and then for a connection within one acquire
+/// timeout in all, not one for each: when the permit came late, what is left of the timeout
+/// is all it waits for a connection.
+#[tokio::test]
+async fn a_writers_transaction_waits_for_its_permit_and_connection_within_one_timeout() {
+    use std::sync::Arc;
+
+    let Some(db) = fresh_database("this test").await else {
+        return;
+    };
+    // Two writer connections, one transaction at a time.
+    let storage = Arc::new(super::PostgresStorage::open(db.url(), 2).await.unwrap());
+    let hold = super::ACQUIRE_TIMEOUT + Duration::from_secs(2);
+    // Both connections busy for longer than the timeout…
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let storage = Arc::clone(&storage);
+            let sleep = sqlx::query("SELECT pg_sleep($1)").bind(hold.as_secs_f64());
+            tokio::spawn(async move { storage.write(sleep).await.map(drop) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // …so the first transaction holds the permit until its wait for a connection times out,
+    let first = {
+        let storage = Arc::clone(&storage);
+        tokio::spawn(async move { storage.transaction_on_writers(|_| Box::pin(async { Ok(()) })).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // and the second gets the permit then, with 0.3 s of its timeout left: not enough to wait
+    // until a connection is free (about 1.7 s later), which a timeout of its own would be.
+    let second = storage.transaction_on_writers(|_| Box::pin(async { Ok(()) })).await;
+    assert!(matches!(second, Err(Error::Unavailable(_))), "{second:?}");
+    let first = first.await.unwrap();
+    assert!(matches!(first, Err(Error::Unavailable(_))), "{first:?}");
+    for b in busy {
+        b.await.unwrap().unwrap();
+    }
+}
