@@ -187,15 +187,15 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     }
 }
 
-/// Prefixes of `SOM_*` variables that SOM's own test, CI and benchmark scripts read: never
-/// reported as unknown.
-const SCRIPT_PREFIXES: [&str; 4] = ["SOM_TEST_", "SOM_CI_", "SOM_FUZZ_", "SOM_BENCH_"];
+/// Prefixes of `SOM_*` variables that SOM's own build, test, CI and benchmark scripts read:
+/// never reported as unknown.
+const SCRIPT_PREFIXES: [&str; 5] = ["SOM_TEST_", "SOM_CI_", "SOM_FUZZ_", "SOM_BENCH_", "SOM_BUILD_"];
 
 /// The `SOM_*` names among `names` that are not settings (a misspelling changes nothing and
 /// would otherwise say nothing), each with the known setting it is most likely meant to be
-/// (`SOM_DATABSE_URL` → `SOM_DATABASE_URL`), when one is close. Variables of SOM's own test
-/// and benchmark scripts (`SOM_TEST_…`, `SOM_CI_…`, `SOM_FUZZ_…`, `SOM_BENCH_…`, `SOM_BINARY`)
-/// are not reported.
+/// (`SOM_DATABSE_URL` → `SOM_DATABASE_URL`), when one is close. Variables of SOM's own build,
+/// test and benchmark scripts (`SOM_TEST_…`, `SOM_CI_…`, `SOM_FUZZ_…`, `SOM_BENCH_…`,
+/// `SOM_BUILD_…`, `SOM_BINARY`) are not reported.
 pub fn unknown_variables(names: impl IntoIterator<Item = String>) -> Vec<(String, Option<&'static str>)> {
     let mut unknown: Vec<(String, Option<&'static str>)> = names
         .into_iter()
