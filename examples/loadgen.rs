@@ -9,7 +9,8 @@
 //! `healthz` (GET /healthz), `login` (POST /api/v1/token/;
 //! run the server with SOM_AUTH_RATE_LIMIT=0). Prints throughput, latency percentiles and
 //! errors. Every iteration is bounded in count by the duration and targets only `--url`. A flow's
-//! three requests are also timed one by one: all of them (`requests: … p99=…`), then each step.
+//! three requests are also timed one by one: all of them (`requests: … p99=…`), then each step
+//! (successful requests only; a failed request ends its iteration, counted as its error).
 //!
 //! `--orders N` places N orders (two items each) for the load user before a read scenario
 //! (default 60). `--write-rate R` places R orders per second for another user while the
@@ -93,11 +94,13 @@ tokio::task_local! {
 }
 
 /// `request`, its latency (sent to body read) recorded under `step` in the task's
-/// [`REQUESTS`] if it has them.
-async fn timed<T>(step: &'static str, request: impl std::future::Future<Output = T>) -> T {
+/// [`REQUESTS`] if it has them and the request succeeded (failures are counted per iteration).
+async fn timed<T, E>(step: &'static str, request: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
     let t = Instant::now();
     let done = request.await;
-    let _ = REQUESTS.try_with(|r| r.borrow_mut().entry(step).or_default().push(t.elapsed()));
+    if done.is_ok() {
+        let _ = REQUESTS.try_with(|r| r.borrow_mut().entry(step).or_default().push(t.elapsed()));
+    }
     done
 }
 
