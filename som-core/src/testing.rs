@@ -113,3 +113,17 @@ pub async fn staff(som: &OrderSystem, username: &str) -> Caller {
         .unwrap_or_else(|e| panic!("creating staff {username}: {e}"));
     Caller::User { id: user.id, is_staff: true }
 }
+
+/// Waits until `check` answers true, asking again every 20 ms; panics, naming `what`, when it
+/// has not after `limit`.
+///
+/// # Panics
+///
+/// When `check` is still false after `limit`.
+pub async fn until(what: &str, limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

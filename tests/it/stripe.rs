@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use som_core::config::Secret;
-use som_core::testing::{LocalStripe, TEST_SECRET_KEY};
+use som_core::testing::{LocalStripe, TEST_SECRET_KEY, until};
 
 use super::http::{App, assert_problem, read, spawn_app_with};
 use som_core::testing::Backend;
@@ -110,14 +110,6 @@ fn sign(secret: &str, t: i64, body: &str) -> String {
     som_core::signature::sign(secret.as_bytes(), t, body.as_bytes())
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 som_core::on_both_backends!(
     a_card_payment_is_captured_once_and_the_later_webhook_changes_nothing,
     a_cancelled_three_d_secure_payment_cannot_be_finished_at_stripe,
@@ -181,7 +173,10 @@ async fn three_d_secure_leaves_the_payment_pending_until_stripe_reports_it() {
     let (status, pi) =
         shop.stripe.call(Method::POST, &path, &[("client_secret", &client_secret), ("success", "true")]).await;
     assert_eq!((status, pi["status"].as_str()), (200, Some("succeeded")), "{pi}");
-    eventually("the webhook to mark the order paid", async || shop.order_status(&alice, order).await == "PAID").await;
+    until("the webhook to mark the order paid", Duration::from_secs(10), async || {
+        shop.order_status(&alice, order).await == "PAID"
+    })
+    .await;
     let (_, paid) = shop.app.get(&format!("/payments/{}/", p["id"]), Some(&alice)).await;
     assert_eq!((paid["status"].as_str(), &paid["next_action"]), (Some("SUCCESS"), &Value::Null), "{paid}");
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use som_core::domain::Caller;
-use som_core::testing::{Cluster, customer, seed_order};
+use som_core::testing::{Cluster, customer, seed_order, until};
 use som_core::{Config, Error, OrderListQuery, OrderSystem};
 use sqlx::Connection as _;
 
@@ -27,14 +27,6 @@ async fn system(cluster: &Cluster, max_lag: Duration) -> OrderSystem {
 async fn elsewhere(cluster: &Cluster) -> OrderSystem {
     let config = Config { database_url: cluster.primary_url(), ..Config::default() };
     OrderSystem::builder().config(config).build().await.unwrap()
-}
-
-async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn state(som: &OrderSystem) -> &'static str {

@@ -369,6 +369,8 @@ async fn a_writers_transaction_dropped_unended_is_rolled_back_before_its_connect
 async fn a_writers_transaction_waits_for_its_permit_and_connection_within_one_timeout() {
     use std::sync::Arc;
 
+    use crate::testing::until;
+
     let Some(db) = fresh_database("this test").await else {
         return;
     };
@@ -383,15 +385,25 @@ async fn a_writers_transaction_waits_for_its_permit_and_connection_within_one_ti
             tokio::spawn(async move { storage.write(sleep).await.map(drop) })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut watcher = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                    AND query LIKE 'SELECT pg_sleep%' AND state = 'active'";
+    until("both writer connections are busy", Duration::from_secs(5), async || {
+        sqlx::query_scalar::<_, i64>(sleeping).fetch_one(&mut watcher).await.unwrap() == 2
+    })
+    .await;
     // …so the first transaction holds the permit until its wait for a connection times out,
     let first = {
         let storage = Arc::clone(&storage);
         tokio::spawn(async move { storage.transaction_on_writers(|_| Box::pin(async { Ok(()) })).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // and the second gets the permit then, with 0.3 s of its timeout left: not enough to wait
-    // until a connection is free (about 1.7 s later), which a timeout of its own would be.
+    until("the first transaction has the permit", Duration::from_secs(5), async || {
+        storage.transactions.available_permits() == 0
+    })
+    .await;
+    // and the second gets the permit then, with next to nothing of its timeout left: not
+    // enough to wait until a connection is free (about 2 s later), which a timeout of its own
+    // would be.
     let second = storage.transaction_on_writers(|_| Box::pin(async { Ok(()) })).await;
     assert!(matches!(second, Err(Error::Unavailable(_))), "{second:?}");
     let first = first.await.unwrap();
