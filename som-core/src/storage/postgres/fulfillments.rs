@@ -286,7 +286,7 @@ impl FulfillmentStore for PostgresStorage {
         let mut tx = self.begin().await?;
         let result = advance(&mut tx, id, &step, &actor, truncate(at), notify).await?;
         tx.commit().await?;
-        self.announced(result).await
+        Ok(self.announced(result).await)
     }
 
     async fn fulfillment_by_id(&self, id: FulfillmentId) -> Result<Option<Fulfillment>> {
@@ -335,7 +335,7 @@ impl FulfillmentStore for PostgresStorage {
         let mut tx = self.begin().await?;
         let result = advance_return(&mut tx, id, &step, &actor, truncate(at), notify).await?;
         tx.commit().await?;
-        self.announced(result).await
+        Ok(self.announced(result).await)
     }
 
     async fn return_by_id(&self, id: ReturnId) -> Result<Option<Return>> {

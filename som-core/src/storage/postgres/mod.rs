@@ -249,11 +249,11 @@ impl PostgresStorage {
     /// `done`, once the notifications its change queued (if it applied one) are announced to
     /// other processes. Called after the commit, holding no writer connection (announcing may
     /// borrow one).
-    async fn announced<T>(&self, done: Transition<T>) -> Result<Transition<T>> {
+    async fn announced<T>(&self, done: Transition<T>) -> Transition<T> {
         if matches!(done, Transition::Applied(_)) {
             self.announcer.announce().await;
         }
-        Ok(done)
+        done
     }
 
     /// Runs `work` — statements outside any transaction that change nothing — on a reader

@@ -160,7 +160,7 @@ impl OrderStore for PostgresStorage {
                 Box::pin(cancel_order_on(conn, id, actor, truncate(at), notify, idempotency))
             })
             .await?;
-        self.announced(done).await
+        Ok(self.announced(done).await)
     }
 }
 

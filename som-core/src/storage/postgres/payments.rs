@@ -164,7 +164,7 @@ impl PaymentStore for PostgresStorage {
                 Box::pin(complete_payment_on(conn, id, outcome, actor, at, notify, idempotency))
             })
             .await?;
-        self.announced(done).await
+        Ok(self.announced(done).await)
     }
 
     async fn begin_settlement(

@@ -271,7 +271,7 @@ impl RefundStore for PostgresStorage {
                 })
             })
             .await?;
-        self.announced(done).await
+        Ok(self.announced(done).await)
     }
 
     async fn reverse_refund(&self, id: RefundId, reason: &str, at: DateTime<Utc>) -> Result<Transition<Refund>> {
