@@ -200,37 +200,14 @@ async fn iteration(client: &reqwest::Client, url: &str, scenario: &str, token: &
         }
         _ => {
             let order = json!({"items": [{"name": "Widget", "quantity": 2, "price": "100.00"}, {"name": "Gadget", "quantity": 1, "price": "50.00"}]});
-            let o = timed("1-create", async {
-                expect(client.post(format!("{api}/orders/")).bearer_auth(token).json(&order).send().await, 201).await
-            })
-            .await?;
-            let p = timed("2-initiate", async {
-                expect(
-                    client
-                        .post(format!("{api}/payments/initiate/"))
-                        .bearer_auth(token)
-                        .json(&json!({"order_id": o["id"]}))
-                        .send()
-                        .await,
-                    200,
-                )
-                .await
-            })
-            .await?;
-            timed("3-confirm", async {
-                expect(
-                    client
-                        .post(format!("{api}/payments/confirm/"))
-                        .bearer_auth(token)
-                        .json(&json!({"payment_id": p["id"]}))
-                        .send()
-                        .await,
-                    200,
-                )
-                .await
-            })
-            .await
-            .map(drop)
+            // One step of the flow: a POST to `path` answered `want`, timed as `step`.
+            let post = async |step, path: &str, body: Value, want| {
+                let sent = client.post(format!("{api}/{path}")).bearer_auth(token).json(&body).send();
+                timed(step, async { expect(sent.await, want).await }).await
+            };
+            let o = post("1-create", "orders/", order, 201).await?;
+            let p = post("2-initiate", "payments/initiate/", json!({"order_id": o["id"]}), 200).await?;
+            post("3-confirm", "payments/confirm/", json!({"payment_id": p["id"]}), 200).await.map(drop)
         }
     }
 }
