@@ -19,7 +19,9 @@
 #   EXPORT_ONLY=1 scripts/bench-http.sh   # exporting 1 M orders (CSV, NDJSON): rate and RSS
 #   RSS_ONLY=1 scripts/bench-http.sh      # RSS idle over 1 M orders and its peak through logins,
 #                                         # reads, whole lists, writes and an export (SQLite)
-#   FLOW_ONLY=1 scripts/bench-http.sh     # create → initiate → confirm beside /healthz (c=64)
+#   FLOW_ONLY=1 scripts/bench-http.sh     # create → initiate → confirm beside /healthz (c=64),
+#                                         # with the CPU time the server, PostgreSQL and the load
+#                                         # generator each used through it
 #   REPLICA_ONLY=1 scripts/bench-http.sh  # reads on a private PostgreSQL primary alone, then with
 #                                         # a streaming replica (pg_basebackup; needs the server's
 #                                         # tools and, as root, the postgres user)
@@ -275,6 +277,10 @@ mixed_rss() {
     token="$(curl -fsS -X POST "${BASE}/api/v1/token/" -H 'content-type: application/json' \
         -d "{\"username\":\"exporter$$\",\"password\":\"correct horse battery\"}" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])')"
+    # The login's password hash buffer goes back to the system about ten seconds after it is
+    # freed (the allocator's decay); the export is measured after that.
+    sleep 12
+    echo "before the export: $(rss_kb "$PID") kB"
     curl -fsS -H "authorization: Bearer ${token}" "${BASE}/api/v1/orders/export/?format=ndjson" -o /dev/null
     echo "after the export: $(rss_kb "$PID") kB"
     kill "$sampler" 2>/dev/null || true
@@ -361,10 +367,33 @@ if [ -n "${CONSOLE_ONLY:-}" ]; then
 fi
 
 # flows URL: /healthz, then create → initiate → confirm flows (c=64), then /healthz again.
+# cpu_snapshot: "pid ticks" of the server and of every PostgreSQL process on the machine (user +
+# system time, threads included, in clock ticks).
+cpu_snapshot() {
+    local p
+    for p in "$PID" $(pgrep -x postgres || true); do
+        awk -v p="$p" '{ print p, $14 + $15 }' "/proc/$p/stat" 2> /dev/null || true
+    done
+}
+
+# cpu_report BEFORE: the CPU seconds the server and PostgreSQL's processes (its backends and its
+# background processes together) used since the snapshot BEFORE. A process that ended in between
+# is not counted.
+cpu_report() {
+    local hz; hz="$(getconf CLK_TCK)"
+    cpu_snapshot | awk -v som="$PID" -v hz="$hz" -v before="$1" '
+        BEGIN { n = split(before, l, "\n"); for (i = 1; i <= n; i++) { split(l[i], f, " "); b[f[1]] = f[2] } }
+        { d = $2 - b[$1]; if ($1 == som) s += d; else pg += d }
+        END { printf "CPU: som %.2f s, PostgreSQL %.2f s\n", s / hz, pg / hz }'
+}
+
 flows() {
     start_server "$1"
     load healthz 64
-    load flow 64
+    local before; before="$(cpu_snapshot)"
+    TIMEFORMAT="CPU: load generator %U s user + %S s system"
+    { time load flow 64; } 2>&1
+    cpu_report "$before"
     outbox_drained "flow c=64"
     load healthz 64
     kill "$PID"; wait "$PID" 2>/dev/null || true
