@@ -285,3 +285,37 @@ fn the_documented_shell_commands_parse_and_continue_where_they_seem_to() {
         }
     }
 }
+
+/// README's operator session runs as written, every command succeeding in turn, on a fresh
+/// SQLite file (the `som` built for this test stands in for the one its first lines build).
+#[test]
+fn the_readme_operator_session_runs_as_written() {
+    let readme = read("README.md");
+    let heading = readme.lines().position(|l| l == "## An operator session").expect("README has an operator session");
+    let (_, start, body) = shell_blocks()
+        .into_iter()
+        .find(|(file, start, _)| file == "README.md" && *start > heading)
+        .expect("a shell block follows the operator session's heading");
+    let script: String =
+        body.lines().filter(|line| !line.starts_with("cargo build")).map(|l| format!("{l}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_som")).parent().unwrap().to_owned();
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
+    let out = Command::new("bash")
+        .args(["-e", "-x", "-o", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("SOM_LOG", "warn")
+        .env_remove("SOM_NOTIFIER")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "README.md:{start}: the operator session stopped at its last traced command:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
