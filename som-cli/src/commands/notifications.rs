@@ -32,7 +32,7 @@ pub enum Notifications {
     },
     /// Re-queue every dead notification of one channel.
     RetryDead {
-        /// The channel: email, webhook, log, …
+        /// The channel, as `som notifications list` shows it: smtp, webhook, log or stream.
         channel: String,
     },
 }

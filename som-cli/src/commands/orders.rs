@@ -169,6 +169,14 @@ impl Orders {
                 ctx.out.record(&order, &order_fields(&order))
             }
             Orders::Export { format, filters, output } => {
+                if ctx.out.json && output.is_none() {
+                    return Err(crate::UsageError(
+                        "`som orders export` writes its own format (--format csv|ndjson) to stdout; \
+                         --json applies only with --output, where it prints what was written"
+                            .into(),
+                    )
+                    .into());
+                }
                 let query = filters.query(ctx).await?;
                 let mut export = ctx.som.export_orders(super::OPERATOR, query).await?;
                 let sink: Box<dyn std::io::Write> = match &output {
@@ -188,8 +196,13 @@ impl Orders {
                 }
                 std::io::Write::write_all(&mut out, text.as_bytes())?;
                 std::io::Write::flush(&mut out)?;
-                if let Some(path) = output {
-                    ctx.out.note(&format!("exported {written} orders to {}", path.display()));
+                match output {
+                    Some(path) if ctx.out.json => {
+                        let summary = serde_json::json!({ "exported": written, "path": path });
+                        println!("{}", serde_json::to_string_pretty(&summary)?);
+                    }
+                    Some(path) => ctx.out.note(&format!("exported {written} orders to {}", path.display())),
+                    None => {}
                 }
                 Ok(())
             }

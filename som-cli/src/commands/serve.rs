@@ -63,14 +63,20 @@ impl Serve {
         }
         // The first line on stdout tells scripts (and tests) where the server is. Whoever reads
         // it may close the pipe afterwards: a failed write to stdout never stops the server.
+        // With --json both are one line of JSON: `{"listening": …, "docs": …}`.
         let mut stdout = std::io::stdout();
-        let _ = writeln!(stdout, "listening on http://{addr}");
         let shown = match addr.ip() {
             std::net::IpAddr::V4(ip) if ip.is_unspecified() => format!("127.0.0.1:{}", addr.port()),
             std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", addr.port()),
             _ => addr.to_string(),
         };
-        let _ = writeln!(stdout, "API documentation (Swagger UI): http://{shown}{}", som_server::DOCS_PATH);
+        let docs = format!("http://{shown}{}", som_server::DOCS_PATH);
+        if ctx.out.json {
+            let _ = writeln!(stdout, "{}", serde_json::json!({ "listening": format!("http://{addr}"), "docs": docs }));
+        } else {
+            let _ = writeln!(stdout, "listening on http://{addr}");
+            let _ = writeln!(stdout, "API documentation (Swagger UI): {docs}");
+        }
         let _ = stdout.flush();
         let settings = som_server::Settings::from_config(&config);
         let metrics = match &config.metrics_listen {

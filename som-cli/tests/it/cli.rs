@@ -137,6 +137,32 @@ fn scenario(som: &Som, backend: &str) {
     let paid: Vec<serde_json::Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(paid.len(), 1);
     assert_eq!((paid[0]["id"].to_string(), paid[0]["items"][1]["name"].as_str()), (id.clone(), Some("Gadget")));
+    // --json: refused on stdout, where the export is a format of its own; with --output, what
+    // was written.
+    som.fails(&["orders", "export", "--json"], 2, "--json applies only with --output");
+    let written = som.json(&["orders", "export", "--format", "ndjson", "--status", "PAID", "--output", "paid.ndjson"]);
+    assert_eq!((written["exported"].as_u64(), written["path"].as_str()), (Some(1), Some("paid.ndjson")), "{written}");
+    let file = std::fs::read_to_string(som.dir.path().join("paid.ndjson")).unwrap();
+    assert_eq!(file, ndjson, "the file holds what stdout would have");
+}
+
+#[test]
+fn serve_with_json_prints_where_it_listens_as_one_json_line() {
+    use std::io::{BufRead, BufReader, Read};
+    let som = Som::new();
+    let mut child = som.cmd(&["serve", "--listen", "127.0.0.1:0", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let started: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let addr = started["listening"].as_str().and_then(|l| l.strip_prefix("http://")).unwrap().to_owned();
+    assert_eq!(started["docs"].as_str(), Some(format!("http://{addr}/api/docs/").as_str()), "{started}");
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]
