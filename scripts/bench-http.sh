@@ -366,7 +366,6 @@ if [ -n "${CONSOLE_ONLY:-}" ]; then
     exit 0
 fi
 
-# flows URL: /healthz, then create → initiate → confirm flows (c=64), then /healthz again.
 # cpu_snapshot: "pid ticks" of the server and of every PostgreSQL process on the machine (user +
 # system time, threads included, in clock ticks).
 cpu_snapshot() {
@@ -387,6 +386,7 @@ cpu_report() {
         END { printf "CPU: som %.2f s, PostgreSQL %.2f s\n", s / hz, pg / hz }'
 }
 
+# flows URL: /healthz, then create → initiate → confirm flows (c=64), then /healthz again.
 flows() {
     start_server "$1"
     load healthz 64

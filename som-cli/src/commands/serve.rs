@@ -70,11 +70,11 @@ impl Serve {
             std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", addr.port()),
             _ => addr.to_string(),
         };
-        let docs = format!("http://{shown}{}", som_server::DOCS_PATH);
+        let (listening, docs) = (format!("http://{addr}"), format!("http://{shown}{}", som_server::DOCS_PATH));
         if ctx.out.json {
-            let _ = writeln!(stdout, "{}", serde_json::json!({ "listening": format!("http://{addr}"), "docs": docs }));
+            let _ = writeln!(stdout, "{}", serde_json::json!({ "listening": listening, "docs": docs }));
         } else {
-            let _ = writeln!(stdout, "listening on http://{addr}");
+            let _ = writeln!(stdout, "listening on {listening}");
             let _ = writeln!(stdout, "API documentation (Swagger UI): {docs}");
         }
         let _ = stdout.flush();

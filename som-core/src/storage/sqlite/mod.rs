@@ -191,9 +191,7 @@ fn migrate_in_transaction(conn: &mut Connection) -> Result<i64> {
              run the SOM version that migrated it, or a newer one"
         )));
     }
-    let mut applied = false;
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        applied = true;
         tx.execute_batch(sql)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
@@ -204,7 +202,7 @@ fn migrate_in_transaction(conn: &mut Connection) -> Result<i64> {
     // The check reads every row that holds a reference, so it runs only after migrations did:
     // on a database with a million orders it would fill a connection's page cache and delay
     // every start by the time a full scan takes.
-    if applied {
+    if current < latest {
         let broken: Option<String> =
             tx.query_row("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1", [], |r| r.get(0)).optional()?;
         if let Some(table) = broken {
